@@ -1,0 +1,340 @@
+//! Text files: a source reading the lines of a file or of every file in a directory, split into
+//! byte ranges across parallel readers; and a sink writing one file per subtask.
+//!
+//! Splitting: the files (sorted by name) are laid end to end and the total byte count is cut into
+//! `parallelism` equal ranges. A line belongs to the range its first byte is in, so a reader skips
+//! a partial line at the start of its range and reads past the end of its range to finish its last
+//! line; every line is read exactly once, whatever the parallelism.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use weir_core::{Error, Result};
+use weir_runtime::context::TaskEnv;
+use weir_runtime::source::{Sink, Source};
+use weir_runtime::{OperatorContext, Output, SourceReader, SourceStatus};
+
+use crate::split_range;
+
+/// The lines of a text file, or of every regular file in a directory (hidden files skipped).
+#[derive(Clone, Debug)]
+pub struct TextFiles {
+    path: PathBuf,
+}
+
+impl TextFiles {
+    /// Lines of the file or directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        TextFiles { path: path.into() }
+    }
+
+    fn files(&self) -> Result<Vec<(PathBuf, u64)>> {
+        let meta = fs::metadata(&self.path).map_err(|e| {
+            Error::io(
+                "cannot read the input; pass an existing file or directory:",
+                &self.path,
+                e,
+            )
+        })?;
+        let mut files = Vec::new();
+        if meta.is_dir() {
+            let entries = fs::read_dir(&self.path)
+                .map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
+                let hidden = entry.file_name().to_string_lossy().starts_with(['.', '_']);
+                let m = entry
+                    .metadata()
+                    .map_err(|e| Error::io("cannot read input file", entry.path(), e))?;
+                if m.is_file() && !hidden {
+                    files.push((entry.path(), m.len()));
+                }
+            }
+            files.sort();
+        } else {
+            files.push((self.path.clone(), meta.len()));
+        }
+        Ok(files)
+    }
+}
+
+impl Source<String> for TextFiles {
+    fn name(&self) -> String {
+        format!("TextFiles {}", self.path.display())
+    }
+    fn validate(&self) -> Result<()> {
+        for (f, _) in self.files()? {
+            File::open(&f).map_err(|e| Error::io("cannot open input file", &f, e))?;
+        }
+        Ok(())
+    }
+    fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<String>>> {
+        let files = self.files()?;
+        let total: u64 = files.iter().map(|(_, n)| n).sum();
+        let range = split_range(total, ctx.parallelism, ctx.subtask);
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        for (path, len) in files {
+            let (a, b) = (range.start.max(offset), range.end.min(offset + len));
+            if a < b {
+                parts.push((path, a - offset, b - offset));
+            }
+            offset += len;
+        }
+        parts.reverse();
+        Ok(Box::new(TextReader {
+            parts,
+            current: None,
+            line: Vec::new(),
+        }))
+    }
+}
+
+struct OpenPart {
+    path: PathBuf,
+    reader: BufReader<File>,
+    pos: u64,
+    end: u64,
+}
+
+struct TextReader {
+    /// Remaining (file, start, end) ranges, last one first.
+    parts: Vec<(PathBuf, u64, u64)>,
+    current: Option<OpenPart>,
+    line: Vec<u8>,
+}
+
+impl TextReader {
+    fn open(path: PathBuf, start: u64, end: u64) -> Result<OpenPart> {
+        let mut file =
+            File::open(&path).map_err(|e| Error::io("cannot open input file", &path, e))?;
+        let mut pos = start;
+        if start > 0 {
+            // Look at the byte before the range: if it ends a line, our first line starts here;
+            // otherwise the line in progress belongs to the previous range.
+            file.seek(SeekFrom::Start(start - 1))
+                .map_err(|e| Error::io("cannot seek in input file", &path, e))?;
+            let mut reader = BufReader::with_capacity(1 << 16, file);
+            let mut skipped = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|e| Error::io("cannot read input file", &path, e))?;
+            pos = start - 1 + n as u64;
+            return Ok(OpenPart {
+                path,
+                reader,
+                pos,
+                end,
+            });
+        }
+        Ok(OpenPart {
+            path,
+            reader: BufReader::with_capacity(1 << 16, file),
+            pos,
+            end,
+        })
+    }
+}
+
+impl SourceReader<String> for TextReader {
+    fn poll(&mut self, out: &mut Vec<String>, max: usize) -> Result<SourceStatus> {
+        let mut produced = 0;
+        while produced < max {
+            let part = match &mut self.current {
+                Some(p) => p,
+                None => match self.parts.pop() {
+                    Some((path, a, b)) => self.current.insert(Self::open(path, a, b)?),
+                    None => return Ok(SourceStatus::Finished),
+                },
+            };
+            if part.pos >= part.end {
+                self.current = None;
+                continue;
+            }
+            self.line.clear();
+            let n = part
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| Error::io("cannot read input file", &part.path, e))?;
+            if n == 0 {
+                self.current = None;
+                continue;
+            }
+            let line_start = part.pos;
+            part.pos += n as u64;
+            if self.line.last() == Some(&b'\n') {
+                self.line.pop();
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+            }
+            match std::str::from_utf8(&self.line) {
+                Ok(s) => out.push(s.to_owned()),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("input is not UTF-8 text (line starting at byte {line_start}) in"),
+                        &part.path,
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                    ));
+                }
+            }
+            produced += 1;
+        }
+        Ok(SourceStatus::Continue)
+    }
+}
+
+/// Writes records as lines of text, one file per subtask (`part-<subtask>`) in a directory.
+#[derive(Clone, Debug)]
+pub struct TextFileSink {
+    dir: PathBuf,
+}
+
+impl TextFileSink {
+    /// A sink writing into directory `dir` (created if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        TextFileSink { dir: dir.into() }
+    }
+
+    /// The file subtask `subtask` writes.
+    pub fn part_path(dir: &Path, subtask: u32) -> PathBuf {
+        dir.join(format!("part-{subtask}"))
+    }
+}
+
+impl<T: std::fmt::Display + 'static> Sink<T> for TextFileSink {
+    fn name(&self) -> String {
+        format!("TextFiles {}", self.dir.display())
+    }
+    fn validate(&self) -> Result<()> {
+        if self.dir.is_file() {
+            return Err(Error::io(
+                "the text sink writes a directory of part files, but this path is a file; pass a directory path:",
+                &self.dir,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "is a file"),
+            ));
+        }
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
+        let probe = self.dir.join(".weir-write-probe");
+        File::create(&probe)
+            .map_err(|e| Error::io("cannot write into output directory", &self.dir, e))?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
+    }
+    fn create_writer(&self, env: &TaskEnv) -> Result<Box<dyn Output<T>>> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
+        let path = Self::part_path(&self.dir, env.op.subtask);
+        let file =
+            File::create(&path).map_err(|e| Error::io("cannot create output file", &path, e))?;
+        Ok(Box::new(TextWriter {
+            out: BufWriter::with_capacity(1 << 16, file),
+            path,
+        }))
+    }
+}
+
+struct TextWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl<T: std::fmt::Display> Output<T> for TextWriter {
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+        for r in batch.drain(..) {
+            writeln!(self.out, "{r}")
+                .map_err(|e| Error::io("cannot write output file", &self.path, e))?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io("cannot write output file", &self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io("cannot sync output file", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ctx, env, read_all};
+
+    #[test]
+    fn every_line_is_read_once_at_any_parallelism() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let mut expected = Vec::new();
+        for f in 0..3 {
+            let mut text = String::new();
+            for l in 0..(37 * (f + 1)) {
+                let line = format!("file{f} line{l} {}", "x".repeat(l % 13));
+                text.push_str(&line);
+                text.push_str(if l % 5 == 0 { "\r\n" } else { "\n" });
+                expected.push(line);
+            }
+            if f == 2 {
+                text.push_str("no newline at the end");
+                expected.push("no newline at the end".into());
+            }
+            fs::write(dir.path().join(format!("f{f}.txt")), text)
+                .map_err(|e| Error::io("write", dir.path(), e))?;
+        }
+        fs::write(dir.path().join(".hidden"), "skip me\n")
+            .map_err(|e| Error::io("write", dir.path(), e))?;
+        expected.sort();
+        let src = TextFiles::new(dir.path());
+        src.validate()?;
+        for p in [1, 2, 3, 7, 64] {
+            let mut all = Vec::new();
+            for s in 0..p {
+                all.extend(read_all(src.create_reader(&ctx(s, p))?));
+            }
+            all.sort();
+            assert_eq!(all, expected, "parallelism {p}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn missing_input_and_unwritable_output_are_clear_errors() {
+        let e = TextFiles::new("/definitely/not/here")
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("/definitely/not/here") && e.contains("existing file or directory"),
+            "{e}"
+        );
+        let file = tempfile::NamedTempFile::new().ok();
+        let path = file
+            .as_ref()
+            .map(|f| f.path().to_path_buf())
+            .unwrap_or_default();
+        let e = Sink::<String>::validate(&TextFileSink::new(&path))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("pass a directory path"), "{e}");
+    }
+
+    #[test]
+    fn the_sink_writes_one_file_per_subtask() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let sink = TextFileSink::new(dir.path().join("out"));
+        Sink::<u32>::validate(&sink)?;
+        let mut w: Box<dyn Output<u32>> = sink.create_writer(&env(1, 2))?;
+        w.push(&mut vec![1, 2, 3])?;
+        w.finish()?;
+        let text = fs::read_to_string(TextFileSink::part_path(&dir.path().join("out"), 1))
+            .map_err(|e| Error::io("read", dir.path(), e))?;
+        assert_eq!(text, "1\n2\n3\n");
+        Ok(())
+    }
+}

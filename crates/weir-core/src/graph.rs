@@ -1,0 +1,109 @@
+//! The job graph: what a client submits and every worker checks before it runs anything.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Plan, Result};
+
+/// Version of the [`JobGraph`] format; bumped on any incompatible change.
+pub const JOB_GRAPH_FORMAT_VERSION: u32 = 1;
+
+/// The SHA-256 digest of an artifact (an executable that links weir), as `sha256:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ArtifactDigest(pub String);
+
+impl ArtifactDigest {
+    /// The digest of the file at `path`.
+    pub fn of_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
+        Ok(ArtifactDigest(format!(
+            "sha256:{}",
+            crate::plan::hex(&Sha256::digest(&bytes))
+        )))
+    }
+
+    /// The digest of the running executable, computed once per process.
+    pub fn current() -> Result<Self> {
+        static CURRENT: OnceLock<std::result::Result<ArtifactDigest, String>> = OnceLock::new();
+        CURRENT
+            .get_or_init(|| {
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("cannot locate the running executable: {e}"))?;
+                ArtifactDigest::of_file(&exe).map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Internal)
+    }
+}
+
+/// A job as it travels from a client to a cluster.
+///
+/// No user function is in it: a worker rebuilds the typed operators by running the job's registered
+/// builder, from the same artifact, with the same arguments, and refuses to run if the plan it gets
+/// has another fingerprint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobGraph {
+    /// [`JOB_GRAPH_FORMAT_VERSION`] of the build that wrote it.
+    pub format_version: u32,
+    /// The artifact that can rebuild this job.
+    pub artifact: ArtifactDigest,
+    /// The job's registered name.
+    pub job_name: String,
+    /// The job's arguments, as JSON.
+    pub args: serde_json::Value,
+    /// The logical plan.
+    pub plan: Plan,
+    /// [`Plan::fingerprint`] of `plan`.
+    pub fingerprint: String,
+}
+
+impl JobGraph {
+    /// Checks that `rebuilt` (the plan this artifact builds for the same job and arguments) is the
+    /// plan this graph was submitted with, and that the graph was written by a compatible build.
+    pub fn check_rebuilt(
+        &self,
+        this_artifact: Option<&ArtifactDigest>,
+        rebuilt: &Plan,
+    ) -> Result<()> {
+        if self.format_version != JOB_GRAPH_FORMAT_VERSION {
+            return Err(Error::GraphMismatch {
+                job: self.job_name.clone(),
+                message: format!(
+                    "the job graph has format version {} but this build reads version {}; submit it \
+                     with the same weir version as the cluster",
+                    self.format_version, JOB_GRAPH_FORMAT_VERSION
+                ),
+            });
+        }
+        if let Some(ours) = this_artifact
+            && ours != &self.artifact
+        {
+            return Err(Error::GraphMismatch {
+                job: self.job_name.clone(),
+                message: format!(
+                    "the job graph was built by artifact {} but this is artifact {}; run it with the \
+                     artifact that built it",
+                    self.artifact.0, ours.0
+                ),
+            });
+        }
+        let fingerprint = rebuilt.fingerprint();
+        if fingerprint != self.fingerprint || rebuilt.fingerprint() != self.plan.fingerprint() {
+            return Err(Error::GraphMismatch {
+                job: self.job_name.clone(),
+                message: format!(
+                    "rebuilding the job gave plan fingerprint {fingerprint}, the submitted graph has {}. \
+                     A job builder must be deterministic: the same arguments must always declare the \
+                     same operators, parallelism and edges (no clocks, randomness or environment \
+                     reads in the builder; pass such values as arguments)",
+                    self.fingerprint
+                ),
+            });
+        }
+        Ok(())
+    }
+}

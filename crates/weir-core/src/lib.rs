@@ -1,0 +1,19 @@
+//! weir-core: the vocabulary every other weir crate speaks.
+//!
+//! It owns what crosses process boundaries or is shared by all layers: identifiers, the error type
+//! with its blame and retry classification, Flink's job status names, the logical plan of a job
+//! (with its fingerprint, its JSON and Graphviz renderings and the chaining rule), the job graph
+//! that a client submits, and the key-group arithmetic that decides which subtask owns a key.
+
+pub mod error;
+pub mod graph;
+pub mod ids;
+pub mod keygroup;
+pub mod plan;
+pub mod status;
+
+pub use error::{Blame, Error, Result};
+pub use graph::{ArtifactDigest, JobGraph};
+pub use ids::{JobId, VertexId};
+pub use plan::{Plan, PlanEdge, PlanVertex, ShipStrategy};
+pub use status::JobStatus;

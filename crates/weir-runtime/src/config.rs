@@ -1,0 +1,110 @@
+//! Execution settings of one job.
+
+use weir_core::keygroup::DEFAULT_MAX_PARALLELISM;
+use weir_core::{Error, Result};
+
+/// Settings that shape how a job runs, with Flink's key names where one exists.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecutionConfig {
+    /// `parallelism.default`: parallelism of operators that do not set their own.
+    pub parallelism: u32,
+    /// `pipeline.max-parallelism`: number of key groups of keyed operators.
+    pub max_parallelism: u32,
+    /// `execution.batch-size`: most records a source emits per batch.
+    pub batch_size: usize,
+    /// `execution.channel-capacity`: batches buffered per channel between two subtasks before
+    /// the sender blocks (backpressure).
+    pub channel_capacity: usize,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            batch_size: 1024,
+            channel_capacity: 8,
+        }
+    }
+}
+
+impl ExecutionConfig {
+    /// The keys [`ExecutionConfig::set`] understands.
+    pub const KEYS: [&'static str; 4] = [
+        "parallelism.default",
+        "pipeline.max-parallelism",
+        "execution.batch-size",
+        "execution.channel-capacity",
+    ];
+
+    /// Sets one key from its text value; unknown keys and bad values are errors that say so.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{key}: '{value}' is not a valid number")))
+        }
+        match key {
+            "parallelism.default" => self.parallelism = num(key, value)?,
+            "pipeline.max-parallelism" => self.max_parallelism = num(key, value)?,
+            "execution.batch-size" => self.batch_size = num(key, value)?,
+            "execution.channel-capacity" => self.channel_capacity = num(key, value)?,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown configuration key '{key}'; known keys: {}",
+                    Self::KEYS.join(", ")
+                )));
+            }
+        }
+        self.validate()
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if self.parallelism == 0 {
+            return Err(Error::Config(
+                "parallelism.default must be at least 1".into(),
+            ));
+        }
+        if self.max_parallelism == 0
+            || self.max_parallelism > weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM
+        {
+            return Err(Error::Config(format!(
+                "pipeline.max-parallelism must be between 1 and {}",
+                weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM
+            )));
+        }
+        if self.batch_size == 0 || self.channel_capacity == 0 {
+            return Err(Error::Config(
+                "execution.batch-size and execution.channel-capacity must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported() {
+        let mut c = ExecutionConfig::default();
+        assert!(c.set("parallelism.default", "3").is_ok());
+        assert_eq!(c.parallelism, 3);
+        let e = c
+            .set("parallelism.defualt", "3")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("unknown configuration key 'parallelism.defualt'"),
+            "{e}"
+        );
+        assert!(c.set("parallelism.default", "0").is_err());
+        assert!(c.set("execution.batch-size", "many").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The executable form of a job: the plan plus, for every operator, a factory that builds its
+//! instances. Factories are type-erased here (records of any type flow through the same executor);
+//! the API layer creates them with the types known, and [`StreamOps`] carries the operations the
+//! executor needs for each record type (channels, fan-out, exchanges, input tasks).
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use weir_core::{Error, Plan, PlanEdge, PlanVertex, Result, ShipStrategy};
+
+use crate::config::ExecutionConfig;
+use crate::context::{CancelToken, TaskEnv};
+use crate::exchange::{ExchangeOutput, InputGate, InputTask, KeyHashFn, Message};
+use crate::output::{FanOut, NullOutput, Output, Traced};
+use crate::source::TaskBody;
+
+/// A `Box<dyn Output<T>>`, erased.
+pub type AnyOutput = Box<dyn Any>;
+/// A channel end (`Sender<Message<T>>` or `Receiver<Message<T>>`), erased.
+pub type AnyChannelEnd = Box<dyn Any + Send>;
+
+/// Builds one instance of an operator, given its output; returns its input.
+pub type OperatorFactory = Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<AnyOutput> + Send + Sync>;
+/// Builds one instance of a source, given its output; returns the task body that drives it.
+pub type SourceFactory =
+    Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<Box<dyn TaskBody>> + Send + Sync>;
+/// A check run on the client before the job starts (input files exist, sink paths writable, ...).
+pub type Validator = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
+/// Erases a typed output.
+pub fn erase<T: 'static>(out: Box<dyn Output<T>>) -> AnyOutput {
+    Box::new(out)
+}
+
+/// Recovers a typed output; a mismatch is a bug in the graph builder.
+pub fn unerase<T: 'static>(out: AnyOutput) -> Result<Box<dyn Output<T>>> {
+    out.downcast::<Box<dyn Output<T>>>()
+        .map(|b| *b)
+        .map_err(|_| {
+            Error::internal(format!(
+                "output is not of record type {}",
+                std::any::type_name::<T>()
+            ))
+        })
+}
+
+fn unerase_end<E: 'static>(end: AnyChannelEnd) -> Result<E> {
+    end.downcast::<E>().map(|b| *b).map_err(|_| {
+        Error::internal(format!(
+            "channel end is not a {}",
+            std::any::type_name::<E>()
+        ))
+    })
+}
+
+/// The operations the executor needs on records of one type.
+pub trait StreamOps: Send + Sync {
+    /// The record type's name, for messages.
+    fn type_name(&self) -> &'static str;
+    /// A bounded channel.
+    fn channel(&self, capacity: usize) -> (AnyChannelEnd, AnyChannelEnd);
+    /// One output feeding all of `outputs` (a [`NullOutput`] if there are none).
+    fn fanout(&self, outputs: Vec<AnyOutput>) -> Result<AnyOutput>;
+    /// The sending side of an exchange.
+    fn exchange(
+        &self,
+        strategy: ShipStrategy,
+        senders: Vec<AnyChannelEnd>,
+        key_hash: Option<&Arc<dyn Any + Send + Sync>>,
+        max_parallelism: u32,
+        subtask: u32,
+        cancel: CancelToken,
+    ) -> Result<AnyOutput>;
+    /// A task reading `receivers` into `head`.
+    fn input_task(
+        &self,
+        receivers: Vec<AnyChannelEnd>,
+        head: AnyOutput,
+        cancel: CancelToken,
+    ) -> Result<Box<dyn TaskBody>>;
+    /// Wraps an operator's input with counting and panic attribution.
+    fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput>;
+}
+
+/// [`StreamOps`] for records of type `T`.
+pub struct TypedOps<T>(PhantomData<fn() -> T>);
+
+impl<T> TypedOps<T> {
+    /// The operations for `T`.
+    pub fn arc() -> Arc<dyn StreamOps>
+    where
+        T: Clone + Send + 'static,
+    {
+        Arc::new(TypedOps::<T>(PhantomData))
+    }
+}
+
+impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+
+    fn channel(&self, capacity: usize) -> (AnyChannelEnd, AnyChannelEnd) {
+        let (tx, rx) = crossbeam_channel::bounded::<Message<T>>(capacity);
+        (Box::new(tx), Box::new(rx))
+    }
+
+    fn fanout(&self, mut outputs: Vec<AnyOutput>) -> Result<AnyOutput> {
+        match outputs.len() {
+            0 => Ok(erase::<T>(Box::new(NullOutput))),
+            1 => outputs
+                .pop()
+                .ok_or_else(|| Error::internal("fan-out lost its output")),
+            _ => {
+                let typed = outputs
+                    .into_iter()
+                    .map(unerase::<T>)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(erase::<T>(Box::new(FanOut::new(typed))))
+            }
+        }
+    }
+
+    fn exchange(
+        &self,
+        strategy: ShipStrategy,
+        senders: Vec<AnyChannelEnd>,
+        key_hash: Option<&Arc<dyn Any + Send + Sync>>,
+        max_parallelism: u32,
+        subtask: u32,
+        cancel: CancelToken,
+    ) -> Result<AnyOutput> {
+        let senders = senders
+            .into_iter()
+            .map(unerase_end)
+            .collect::<Result<Vec<_>>>()?;
+        let key_hash = match key_hash {
+            Some(k) => Some(
+                k.downcast_ref::<KeyHashFn<T>>()
+                    .cloned()
+                    .ok_or_else(|| Error::internal("key function of the wrong record type"))?,
+            ),
+            None => None,
+        };
+        let out = ExchangeOutput::<T>::new(
+            strategy,
+            senders,
+            key_hash,
+            max_parallelism,
+            subtask,
+            cancel,
+        )?;
+        Ok(erase::<T>(Box::new(out)))
+    }
+
+    fn input_task(
+        &self,
+        receivers: Vec<AnyChannelEnd>,
+        head: AnyOutput,
+        cancel: CancelToken,
+    ) -> Result<Box<dyn TaskBody>> {
+        let receivers = receivers
+            .into_iter()
+            .map(unerase_end)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(InputTask::new(
+            InputGate::<T>::new(receivers, cancel),
+            unerase::<T>(head)?,
+        )))
+    }
+
+    fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {
+        let inner = unerase::<T>(input)?;
+        Ok(erase::<T>(Box::new(Traced::new(
+            env.op.vertex,
+            env.current.clone(),
+            env.metrics.clone(),
+            inner,
+        ))))
+    }
+}
+
+/// How one operator's instances are made.
+pub enum NodeKind {
+    /// A source.
+    Source(SourceFactory),
+    /// An operator with inputs of the type `input` describes.
+    Operator {
+        /// Builds an instance.
+        factory: OperatorFactory,
+        /// Operations on the input record type.
+        input: Arc<dyn StreamOps>,
+    },
+}
+
+/// One operator of the graph.
+pub struct Node {
+    /// Its plan entry.
+    pub vertex: PlanVertex,
+    /// Operations on the output record type.
+    pub output: Arc<dyn StreamOps>,
+    /// How instances are made.
+    pub kind: NodeKind,
+}
+
+/// One edge of the graph.
+pub struct Edge {
+    /// Its plan entry.
+    pub plan: PlanEdge,
+    /// For hash edges, the `KeyHashFn<T>` of the record type, erased.
+    pub key_hash: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// A job ready to run: operators with their factories, edges, client-side checks and settings.
+pub struct StreamGraph {
+    /// The job's registered name.
+    pub job_name: String,
+    /// Operators, indexed by vertex id.
+    pub nodes: Vec<Node>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// Checks run on the client before the job starts.
+    pub validators: Vec<Validator>,
+    /// Execution settings.
+    pub config: ExecutionConfig,
+}
+
+impl StreamGraph {
+    /// The logical plan.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            vertices: self.nodes.iter().map(|n| n.vertex.clone()).collect(),
+            edges: self.edges.iter().map(|e| e.plan.clone()).collect(),
+        }
+    }
+
+    /// Plan checks and every validator; the first problem found is the error.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        self.plan().validate()?;
+        for v in &self.validators {
+            v()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! weir-runtime: how a job's operators run.
+//!
+//! Records move in batches (`Vec<T>`) through [`Output`]s. Operators joined by forward edges of
+//! equal parallelism are chained: the upstream operator holds the downstream one as its output and
+//! calls it directly, one virtual call per batch. Between tasks, records travel through bounded
+//! channels ([`exchange`]), so a slow consumer backpressures its producers and memory stays bounded.
+//! End of input travels in-band, so bounded jobs finish by themselves.
+//!
+//! The API layer builds a [`graph::StreamGraph`] whose nodes carry type-erased factories; this
+//! crate's [`local`] executor turns it into tasks on threads of the current process.
+
+pub mod config;
+pub mod context;
+pub mod exchange;
+pub mod graph;
+pub mod local;
+pub mod metrics;
+pub mod operators;
+pub mod output;
+pub mod source;
+
+pub use config::ExecutionConfig;
+pub use context::{CancelToken, OperatorContext};
+pub use output::Output;
+pub use source::{SourceReader, SourceStatus};

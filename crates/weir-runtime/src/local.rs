@@ -1,0 +1,570 @@
+//! The embedded local cluster: a job's tasks on threads of the current process.
+//!
+//! One thread per task (a chain of operators) and subtask, bounded channels between them, and a
+//! job master thread that tracks the job's status (Flink's names: CREATED, RUNNING, FAILING,
+//! FAILED, CANCELLING, CANCELED, FINISHED), cancels every task when one fails or the client cancels,
+//! and joins every thread before it reports a terminal status, so nothing is left behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
+
+use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
+use crate::graph::{AnyChannelEnd, AnyOutput, NodeKind, StreamGraph};
+use crate::metrics::{VertexCounts, VertexMetrics};
+use crate::output::CurrentOperator;
+use crate::source::TaskBody;
+
+/// The outcome of a job that ran to a terminal status.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct JobResult {
+    /// The job.
+    pub job_id: JobId,
+    /// Its registered name.
+    pub job_name: String,
+    /// FINISHED (a failed or cancelled job is an error instead).
+    pub status: JobStatus,
+    /// Wall time from submission to the terminal status.
+    pub net_runtime: Duration,
+    /// Values handed back by subtasks (the collect sink's records), per name, in subtask order.
+    pub accumulators: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Record counters per operator.
+    pub counts: Vec<VertexCounts>,
+}
+
+struct JobState {
+    status: JobStatus,
+    error: Option<Error>,
+    result: Option<JobResult>,
+}
+
+struct JobShared {
+    job_id: JobId,
+    job_name: String,
+    names: Vec<String>,
+    metrics: Vec<Arc<VertexMetrics>>,
+    accumulators: Arc<Accumulators>,
+    cancel: CancelToken,
+    state: Mutex<JobState>,
+    changed: Condvar,
+    started: Instant,
+}
+
+impl JobShared {
+    fn set_status(&self, status: JobStatus) {
+        if let Ok(mut s) = self.state.lock() {
+            if !s.status.is_terminal() {
+                debug!(job_id = %self.job_id, from = %s.status, to = %status, "job status");
+                s.status = status;
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn counts(&self) -> Vec<VertexCounts> {
+        self.names
+            .iter()
+            .zip(&self.metrics)
+            .map(|(name, m)| VertexCounts {
+                name: name.clone(),
+                records_in: m.records_in(),
+                records_out: m.records_out(),
+            })
+            .collect()
+    }
+}
+
+/// A client's handle on a job running in the local cluster.
+#[derive(Clone)]
+pub struct JobHandle {
+    shared: Arc<JobShared>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("job_id", &self.shared.job_id)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        self.shared.job_id
+    }
+
+    /// The job's current status.
+    pub fn status(&self) -> JobStatus {
+        self.shared
+            .state
+            .lock()
+            .map(|s| s.status)
+            .unwrap_or(JobStatus::Failed)
+    }
+
+    /// Asks the job to stop. Returns at once; [`JobHandle::wait`] returns once every task has stopped.
+    pub fn cancel(&self) {
+        let mut cancel = false;
+        if let Ok(mut s) = self.shared.state.lock()
+            && !s.status.is_terminal()
+            && s.status != JobStatus::Failing
+        {
+            s.status = JobStatus::Cancelling;
+            cancel = true;
+        }
+        if cancel {
+            info!(job_id = %self.shared.job_id, "cancelling job");
+            self.shared.cancel.cancel();
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Record counters per operator, live.
+    pub fn counts(&self) -> Vec<VertexCounts> {
+        self.shared.counts()
+    }
+
+    /// Blocks until the job reaches a terminal status; its result, or why it did not finish.
+    pub fn wait(&self) -> Result<JobResult> {
+        self.wait_timeout(Duration::MAX)
+            .and_then(|r| r.ok_or_else(|| Error::internal("wait without a timeout timed out")))
+    }
+
+    /// Like [`JobHandle::wait`], but gives up after `timeout` with `Ok(None)`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobResult>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut s = self
+            .shared
+            .state
+            .lock()
+            .map_err(|_| Error::internal("job state lock poisoned"))?;
+        while !s.status.is_terminal() {
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(w) if !w.is_zero() => w,
+                    _ => return Ok(None),
+                },
+                None => Duration::from_secs(3600),
+            };
+            s = self
+                .shared
+                .changed
+                .wait_timeout(s, wait)
+                .map_err(|_| Error::internal("job state lock poisoned"))?
+                .0;
+        }
+        match s.status {
+            JobStatus::Finished => s
+                .result
+                .clone()
+                .map(Some)
+                .ok_or_else(|| Error::internal("finished without a result")),
+            JobStatus::Canceled => Err(Error::Cancelled(self.shared.job_id.to_string())),
+            _ => Err(match &s.error {
+                Some(e) => clone_error(e),
+                None => Error::internal("job failed without an error"),
+            }),
+        }
+    }
+}
+
+/// Errors are not `Clone` (they hold `io::Error`s); waiters get an equivalent copy.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Task {
+            operator,
+            subtask,
+            parallelism,
+            message,
+            blame,
+            retryable,
+        } => Error::Task {
+            operator: operator.clone(),
+            subtask: *subtask,
+            parallelism: *parallelism,
+            message: message.clone(),
+            blame: *blame,
+            retryable: *retryable,
+        },
+        Error::Cancelled(s) => Error::Cancelled(s.clone()),
+        Error::GraphMismatch { job, message } => Error::GraphMismatch {
+            job: job.clone(),
+            message: message.clone(),
+        },
+        Error::InvalidJob(s) => Error::InvalidJob(s.clone()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+/// One task: a chain of operators, one subtask of it.
+struct TaskSpec {
+    head: VertexId,
+    subtask: u32,
+    senders: HashMap<usize, Vec<AnyChannelEnd>>,
+    receivers: Vec<AnyChannelEnd>,
+}
+
+/// Starts `graph` in this process and returns at once.
+pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
+    graph.validate()?;
+    let graph = Arc::new(graph);
+    let plan = graph.plan();
+    let heads = plan.chain_heads();
+    let capacity = graph.config.channel_capacity;
+
+    // Channels for every edge that is not chained.
+    let mut tasks: BTreeMap<(VertexId, u32), TaskSpec> = BTreeMap::new();
+    for (head, v) in heads.iter().zip(&plan.vertices) {
+        if *head == v.id {
+            for s in 0..v.parallelism {
+                tasks.insert(
+                    (v.id, s),
+                    TaskSpec {
+                        head: v.id,
+                        subtask: s,
+                        senders: HashMap::new(),
+                        receivers: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    for (ei, e) in plan.edges.iter().enumerate() {
+        if plan.is_chained(e) {
+            continue;
+        }
+        let (src, dst) = (plan.vertex(e.source)?, plan.vertex(e.target)?);
+        let ops = &graph.nodes[e.source.0 as usize].output;
+        let src_head = heads[e.source.0 as usize];
+        for i in 0..src.parallelism {
+            let targets: Vec<u32> = if e.ship_strategy == weir_core::ShipStrategy::Forward {
+                vec![i]
+            } else {
+                (0..dst.parallelism).collect()
+            };
+            let mut senders = Vec::with_capacity(targets.len());
+            for j in targets {
+                let (tx, rx) = ops.channel(capacity);
+                senders.push(tx);
+                tasks
+                    .get_mut(&(e.target, j))
+                    .ok_or_else(|| {
+                        Error::internal(format!("no task for vertex {} subtask {j}", e.target))
+                    })?
+                    .receivers
+                    .push(rx);
+            }
+            tasks
+                .get_mut(&(src_head, i))
+                .ok_or_else(|| {
+                    Error::internal(format!("no task for vertex {src_head} subtask {i}"))
+                })?
+                .senders
+                .insert(ei, senders);
+        }
+    }
+
+    let shared = Arc::new(JobShared {
+        job_id,
+        job_name: graph.job_name.clone(),
+        names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
+        metrics: plan
+            .vertices
+            .iter()
+            .map(|_| Arc::new(VertexMetrics::default()))
+            .collect(),
+        accumulators: Arc::new(Accumulators::default()),
+        cancel: CancelToken::new(),
+        state: Mutex::new(JobState {
+            status: JobStatus::Created,
+            error: None,
+            result: None,
+        }),
+        changed: Condvar::new(),
+        started: Instant::now(),
+    });
+    info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
+
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<()>>();
+    let mut threads = Vec::with_capacity(tasks.len());
+    for spec in tasks.into_values() {
+        let graph = graph.clone();
+        let shared2 = shared.clone();
+        let done = done_tx.clone();
+        let name = format!(
+            "{} ({}/{})",
+            graph.nodes[spec.head.0 as usize].vertex.name,
+            spec.subtask + 1,
+            graph.nodes[spec.head.0 as usize].vertex.parallelism
+        );
+        let spawned = std::thread::Builder::new()
+            .name(truncate(&name, 60))
+            .spawn(move || {
+                let r = run_task(&graph, &shared2, spec);
+                let _ = done.send(r);
+            });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                shared.cancel.cancel();
+                for h in threads {
+                    let _ = h.join();
+                }
+                return Err(Error::Task {
+                    operator: name,
+                    subtask: 0,
+                    parallelism: 1,
+                    message: format!("cannot start a thread: {e}"),
+                    blame: Blame::External,
+                    retryable: true,
+                });
+            }
+        }
+    }
+    drop(done_tx);
+    shared.set_status(JobStatus::Running);
+
+    let master = shared.clone();
+    let task_count = threads.len();
+    std::thread::Builder::new()
+        .name(format!("job-master {job_id}"))
+        .spawn(move || job_master(master, done_rx, threads, task_count))
+        .map_err(|e| Error::internal(format!("cannot start the job master thread: {e}")))?;
+    Ok(JobHandle { shared })
+}
+
+fn job_master(
+    shared: Arc<JobShared>,
+    done: crossbeam_channel::Receiver<Result<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    task_count: usize,
+) {
+    let mut root: Option<Error> = None;
+    for _ in 0..task_count {
+        let Ok(r) = done.recv() else { break };
+        let Err(e) = r else { continue };
+        let first = root.is_none();
+        // A closed channel is a consequence of another task stopping, never the cause.
+        let better = match (&root, &e) {
+            (None, _) => true,
+            (
+                Some(Error::ChannelClosed(_) | Error::Cancelled(_)),
+                Error::ChannelClosed(_) | Error::Cancelled(_),
+            ) => false,
+            (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), _) => true,
+            _ => false,
+        };
+        if matches!(e, Error::Cancelled(_)) && shared.cancel.is_cancelled() {
+            continue;
+        }
+        if better {
+            warn!(job_id = %shared.job_id, error = %e, "task failed");
+            root = Some(e);
+        }
+        if first {
+            let cancelling = shared
+                .state
+                .lock()
+                .map(|s| s.status == JobStatus::Cancelling)
+                .unwrap_or(false);
+            if !cancelling {
+                shared.set_status(JobStatus::Failing);
+            }
+            shared.cancel.cancel();
+        }
+    }
+    for h in threads {
+        let _ = h.join();
+    }
+    let cancelled_by_user = shared
+        .state
+        .lock()
+        .map(|s| s.status == JobStatus::Cancelling)
+        .unwrap_or(false);
+    let final_status = match (&root, cancelled_by_user) {
+        (_, true) => JobStatus::Canceled,
+        (Some(_), false) => JobStatus::Failed,
+        (None, false) => JobStatus::Finished,
+    };
+    if let Ok(mut s) = shared.state.lock() {
+        s.result = Some(JobResult {
+            job_id: shared.job_id,
+            job_name: shared.job_name.clone(),
+            status: final_status,
+            net_runtime: shared.started.elapsed(),
+            accumulators: shared.accumulators.snapshot(),
+            counts: shared.counts(),
+        });
+        s.error = root;
+        s.status = final_status;
+    }
+    info!(job_id = %shared.job_id, status = %final_status, "job reached a terminal status");
+    shared.changed.notify_all();
+}
+
+fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Result<()> {
+    let current = CurrentOperator::default();
+    let head = spec.head;
+    let subtask = spec.subtask;
+    let span = tracing::debug_span!("task", job_id = %shared.job_id, vertex = head.0, subtask, attempt = 0);
+    let _enter = span.enter();
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        let mut body = build_task(graph, shared, &mut spec, &current)?;
+        body.run()
+    }));
+    let blamed = current.get().unwrap_or(head);
+    let vertex = &graph.nodes[blamed.0 as usize].vertex;
+    let task_error = |message: String, blame: Blame, retryable: bool| Error::Task {
+        operator: vertex.name.clone(),
+        subtask,
+        parallelism: vertex.parallelism,
+        message,
+        blame,
+        retryable,
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ (Error::Task { .. } | Error::ChannelClosed(_) | Error::Cancelled(_)))) => Err(e),
+        Ok(Err(e)) => Err(task_error(e.to_string(), e.blame(), e.is_retryable())),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(task_error(
+                format!("user function panicked: {msg}"),
+                Blame::User,
+                false,
+            ))
+        }
+    }
+}
+
+fn env_for(
+    graph: &StreamGraph,
+    shared: &JobShared,
+    v: VertexId,
+    subtask: u32,
+    current: &CurrentOperator,
+) -> TaskEnv {
+    let vertex = &graph.nodes[v.0 as usize].vertex;
+    TaskEnv {
+        op: OperatorContext {
+            job_id: shared.job_id,
+            job_name: shared.job_name.clone(),
+            vertex: v,
+            operator_name: vertex.name.clone(),
+            subtask,
+            parallelism: vertex.parallelism,
+            max_parallelism: vertex.max_parallelism,
+            attempt: 0,
+            batch_size: graph.config.batch_size,
+            cancel: shared.cancel.clone(),
+        },
+        metrics: shared.metrics[v.0 as usize].clone(),
+        current: current.clone(),
+        accumulators: shared.accumulators.clone(),
+    }
+}
+
+/// Builds the output of vertex `v`: its chained successors and its exchanges, fanned out.
+fn build_output(
+    graph: &StreamGraph,
+    shared: &JobShared,
+    spec: &mut TaskSpec,
+    v: VertexId,
+    current: &CurrentOperator,
+) -> Result<AnyOutput> {
+    let plan_edges: Vec<(usize, &crate::graph::Edge)> = graph
+        .edges
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.plan.source == v)
+        .collect();
+    let plan = graph.plan();
+    let node = &graph.nodes[v.0 as usize];
+    let mut outs = Vec::with_capacity(plan_edges.len());
+    for (ei, e) in plan_edges {
+        if plan.is_chained(&e.plan) {
+            outs.push(build_operator(graph, shared, spec, e.plan.target, current)?);
+        } else {
+            let senders = spec.senders.remove(&ei).ok_or_else(|| {
+                Error::internal(format!(
+                    "no channels for edge {ei} in subtask {}",
+                    spec.subtask
+                ))
+            })?;
+            let target = &graph.nodes[e.plan.target.0 as usize].vertex;
+            outs.push(node.output.exchange(
+                e.plan.ship_strategy,
+                senders,
+                e.key_hash.as_ref(),
+                target.max_parallelism,
+                spec.subtask,
+                shared.cancel.clone(),
+            )?);
+        }
+    }
+    node.output.fanout(outs)
+}
+
+/// Builds an instance of operator `v` (and everything chained after it); returns its input.
+fn build_operator(
+    graph: &StreamGraph,
+    shared: &JobShared,
+    spec: &mut TaskSpec,
+    v: VertexId,
+    current: &CurrentOperator,
+) -> Result<AnyOutput> {
+    let out = build_output(graph, shared, spec, v, current)?;
+    let env = env_for(graph, shared, v, spec.subtask, current);
+    match &graph.nodes[v.0 as usize].kind {
+        NodeKind::Operator { factory, input } => {
+            let prev = current.enter(v);
+            let built = factory(&env, out);
+            current.leave(prev);
+            input.traced(&env, built?)
+        }
+        NodeKind::Source(_) => Err(Error::internal(format!("source {v} cannot have an input"))),
+    }
+}
+
+fn build_task(
+    graph: &StreamGraph,
+    shared: &JobShared,
+    spec: &mut TaskSpec,
+    current: &CurrentOperator,
+) -> Result<Box<dyn TaskBody>> {
+    let head = spec.head;
+    match &graph.nodes[head.0 as usize].kind {
+        NodeKind::Source(factory) => {
+            let out = build_output(graph, shared, spec, head, current)?;
+            let env = env_for(graph, shared, head, spec.subtask, current);
+            let prev = current.enter(head);
+            let body = factory(&env, out);
+            current.leave(prev);
+            body
+        }
+        NodeKind::Operator { input, .. } => {
+            let input = input.clone();
+            let head_input = build_operator(graph, shared, spec, head, current)?;
+            let receivers = std::mem::take(&mut spec.receivers);
+            input.input_task(receivers, head_input, shared.cancel.clone())
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n).collect()
+    }
+}

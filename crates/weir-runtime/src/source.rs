@@ -1,0 +1,124 @@
+//! Sources: readers that fill batches, and the task loop that drives them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::Result;
+
+use crate::context::OperatorContext;
+use crate::metrics::VertexMetrics;
+use crate::output::{CurrentOperator, Output};
+
+/// What a source reader says after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More records may be available right away.
+    Continue,
+    /// Nothing is available now; poll again after at most this long (or sooner, the runtime
+    /// decides). Cancellation interrupts the wait.
+    Wait(Duration),
+    /// The reader is exhausted: no more records, ever.
+    Finished,
+}
+
+/// One parallel instance of a source.
+///
+/// `poll` appends at most `max` records to `out` and says whether more may follow. It should not
+/// block for long: a reader waiting for data returns [`SourceStatus::Wait`] and is polled again, so
+/// that cancellation is noticed promptly.
+pub trait SourceReader<T> {
+    /// Appends up to `max` records to `out`.
+    fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus>;
+}
+
+/// A type-erased runnable task body.
+pub trait TaskBody {
+    /// Runs until the input ends, the job is cancelled or something fails.
+    fn run(&mut self) -> Result<()>;
+}
+
+/// Drives a [`SourceReader`] into the task's first output.
+pub struct SourceTask<T> {
+    reader: Box<dyn SourceReader<T>>,
+    output: Box<dyn Output<T>>,
+    ctx: OperatorContext,
+    metrics: Arc<VertexMetrics>,
+    current: CurrentOperator,
+}
+
+impl<T> SourceTask<T> {
+    /// A source task.
+    pub fn new(
+        reader: Box<dyn SourceReader<T>>,
+        output: Box<dyn Output<T>>,
+        ctx: OperatorContext,
+        metrics: Arc<VertexMetrics>,
+        current: CurrentOperator,
+    ) -> Self {
+        SourceTask {
+            reader,
+            output,
+            ctx,
+            metrics,
+            current,
+        }
+    }
+}
+
+impl<T> TaskBody for SourceTask<T> {
+    fn run(&mut self) -> Result<()> {
+        let mut batch = Vec::with_capacity(self.ctx.batch_size);
+        let max = self.ctx.batch_size.max(1);
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let prev = self.current.enter(self.ctx.vertex);
+            let status = self.reader.poll(&mut batch, max);
+            self.current.leave(prev);
+            let status = status?;
+            if !batch.is_empty() {
+                self.metrics.add_out(batch.len());
+                self.output.push(&mut batch)?;
+            }
+            match status {
+                SourceStatus::Continue => {}
+                SourceStatus::Wait(d) => {
+                    if self.ctx.cancel.wait_timeout(d) {
+                        return Ok(());
+                    }
+                }
+                SourceStatus::Finished => break,
+            }
+        }
+        self.output.finish()
+    }
+}
+
+/// A source definition: what a job declares; it creates one [`SourceReader`] per parallel instance.
+pub trait Source<T>: Send + Sync + 'static {
+    /// Display name, e.g. `Sequence` (shown as `Source: Sequence`).
+    fn name(&self) -> String;
+    /// Checks run on the client before the job starts (input exists, address parses, ...).
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The largest parallelism this source supports (a socket: 1), if limited.
+    fn max_parallelism(&self) -> Option<u32> {
+        None
+    }
+    /// The reader for subtask `ctx.subtask` of `ctx.parallelism`.
+    fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<T>>>;
+}
+
+/// A sink definition: it creates one writer per parallel instance.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// Display name, e.g. `Print` (shown as `Sink: Print`).
+    fn name(&self) -> String;
+    /// Checks run on the client before the job starts (output path writable, ...).
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The writer for one subtask: an [`Output`] whose `finish` flushes and commits.
+    fn create_writer(&self, env: &crate::context::TaskEnv) -> Result<Box<dyn Output<T>>>;
+}
