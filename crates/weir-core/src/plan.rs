@@ -254,7 +254,11 @@ impl Plan {
                 ))
             );
             for o in ops {
-                let label = format!("{}\\n{}", o.name, o.operator);
+                let label = if o.name == o.operator {
+                    format!("{}\\np={}", o.name, o.parallelism)
+                } else {
+                    format!("{}\\n{}\\np={}", o.name, o.operator, o.parallelism)
+                };
                 let _ = writeln!(out, "    v{} [label={}];", o.id.0, quote(&label));
             }
             let _ = writeln!(out, "  }}");

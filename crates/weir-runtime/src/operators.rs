@@ -108,60 +108,49 @@ impl<I, O, F: FnMut(I, &mut Vec<O>)> Output<I> for FlatMap<O, F> {
     }
 }
 
-/// A keyed running aggregation: per key an accumulator, updated by every record, whose current
-/// result is emitted after every update (Flink's rolling `reduce`, `sum`, `aggregate`).
-pub struct KeyedAggregate<K, A, O, KF, Init, Add, Get> {
+/// A keyed running aggregation: per key an accumulator made by `init`, which `step` updates with
+/// every record of the key, returning the record to emit (Flink's rolling `reduce`, `sum`,
+/// `aggregate`: one output per input).
+pub struct KeyedAggregate<K, A, O, KF, Init, Step> {
     key: KF,
     init: Init,
-    add: Add,
-    get: Get,
+    step: Step,
     state: StateMap<K, A>,
     buf: Vec<O>,
     next: Box<dyn Output<O>>,
 }
 
-impl<K, A, O, KF, Init, Add, Get> KeyedAggregate<K, A, O, KF, Init, Add, Get> {
-    /// `key` extracts the key; `init` makes a key's first accumulator from its first record;
-    /// `add` folds every later record in; `get` reads the result to emit.
-    pub fn new(key: KF, init: Init, add: Add, get: Get, next: Box<dyn Output<O>>) -> Self {
+impl<K, A, O, KF, Init, Step> KeyedAggregate<K, A, O, KF, Init, Step> {
+    /// `key` extracts the key, `init` makes a new key's accumulator, `step` folds a record in and
+    /// says what to emit.
+    pub fn new(key: KF, init: Init, step: Step, next: Box<dyn Output<O>>) -> Self {
         KeyedAggregate {
             key,
             init,
-            add,
-            get,
+            step,
             state: StateMap::default(),
             buf: Vec::new(),
             next,
         }
     }
-
-    /// Number of keys with state.
-    pub fn key_count(&self) -> usize {
-        self.state.len()
-    }
 }
 
-impl<T, K, A, O, KF, Init, Add, Get> Output<T> for KeyedAggregate<K, A, O, KF, Init, Add, Get>
+impl<T, K, A, O, KF, Init, Step> Output<T> for KeyedAggregate<K, A, O, KF, Init, Step>
 where
     K: Hash + Eq,
     KF: FnMut(&T) -> K,
-    Init: FnMut(T) -> A,
-    Add: FnMut(&mut A, T),
-    Get: FnMut(&A) -> O,
+    Init: FnMut() -> A,
+    Step: FnMut(&mut A, T) -> O,
 {
     #[inline]
     fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+        self.buf.reserve(batch.len());
         for x in batch.drain(..) {
-            let k = (self.key)(&x);
-            let acc = match self.state.entry(k) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    let acc = e.into_mut();
-                    (self.add)(acc, x);
-                    acc
-                }
-                std::collections::hash_map::Entry::Vacant(e) => e.insert((self.init)(x)),
-            };
-            self.buf.push((self.get)(acc));
+            let acc = self
+                .state
+                .entry((self.key)(&x))
+                .or_insert_with(&mut self.init);
+            self.buf.push((self.step)(acc, x));
         }
         if self.buf.is_empty() {
             Ok(())
@@ -199,9 +188,11 @@ mod tests {
         let sink = Box::new(Sink(got.clone(), done.clone()));
         let sum = KeyedAggregate::new(
             |x: &u64| x % 2,
-            |x: u64| x,
-            |a: &mut u64, x: u64| *a += x,
-            |a: &u64| *a,
+            || 0u64,
+            |a: &mut u64, x: u64| {
+                *a += x;
+                *a
+            },
             sink,
         );
         let flat = FlatMap::new(

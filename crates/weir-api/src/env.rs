@@ -1,0 +1,286 @@
+//! The stream environment: where a job declares its sources, and the builder behind it.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use weir_connectors::{
+    collection::Collection, datagen::DataGen, file::TextFiles, sequence::Sequence,
+    socket::SocketText,
+};
+use weir_core::{Error, PlanEdge, PlanVertex, Result, ShipStrategy, VertexId};
+use weir_runtime::ExecutionConfig;
+use weir_runtime::exchange::KeyHashFn;
+use weir_runtime::graph::{
+    Edge, Node, NodeKind, StreamGraph, StreamOps, TypedOps, Validator, erase, unerase,
+};
+use weir_runtime::source::{Source, SourceTask};
+
+use crate::{Data, DataStream};
+
+/// An operator being declared.
+pub(crate) struct DraftNode {
+    pub vertex: PlanVertex,
+    pub output: Arc<dyn StreamOps>,
+    pub kind: NodeKind,
+    /// A source's own limit on its parallelism.
+    pub parallelism_limit: Option<u32>,
+}
+
+/// An edge being declared; `ship: None` means "forward if the parallelisms match, else rebalance",
+/// decided when the job is complete (parallelism may still change until then).
+pub(crate) struct DraftEdge {
+    pub source: VertexId,
+    pub target: VertexId,
+    pub ship: Option<ShipStrategy>,
+    pub key_hash: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+pub(crate) struct Builder {
+    pub job_name: String,
+    pub config: ExecutionConfig,
+    pub nodes: Vec<DraftNode>,
+    pub edges: Vec<DraftEdge>,
+    pub validators: Vec<Validator>,
+    pub errors: Vec<Error>,
+}
+
+impl Builder {
+    pub fn add_node(
+        &mut self,
+        name: String,
+        operator: String,
+        output: Arc<dyn StreamOps>,
+        kind: NodeKind,
+    ) -> VertexId {
+        let id = VertexId(self.nodes.len() as u32);
+        self.nodes.push(DraftNode {
+            vertex: PlanVertex {
+                id,
+                name,
+                uid: None,
+                operator,
+                parallelism: self.config.parallelism,
+                max_parallelism: self.config.max_parallelism,
+                chainable: true,
+            },
+            output,
+            kind,
+            parallelism_limit: None,
+        });
+        id
+    }
+
+    pub fn vertex_mut(&mut self, id: VertexId) -> &mut PlanVertex {
+        &mut self.nodes[id.0 as usize].vertex
+    }
+
+    fn finish(self) -> Result<StreamGraph> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        let mut uids = HashSet::new();
+        for n in &self.nodes {
+            if let Some(limit) = n.parallelism_limit
+                && n.vertex.parallelism > limit
+            {
+                return Err(Error::invalid_job(format!(
+                    "'{}' supports at most parallelism {limit}, but parallelism {} was set",
+                    n.vertex.name, n.vertex.parallelism
+                )));
+            }
+            if let Some(uid) = &n.vertex.uid
+                && !uids.insert(uid.clone())
+            {
+                return Err(Error::invalid_job(format!(
+                    "uid '{uid}' is used by more than one operator; uids must be unique within a job"
+                )));
+            }
+        }
+        let nodes = self.nodes;
+        let edges = self
+            .edges
+            .into_iter()
+            .map(|e| {
+                let same = nodes[e.source.0 as usize].vertex.parallelism
+                    == nodes[e.target.0 as usize].vertex.parallelism;
+                let ship = e.ship.unwrap_or(if same {
+                    ShipStrategy::Forward
+                } else {
+                    ShipStrategy::Rebalance
+                });
+                Edge {
+                    plan: PlanEdge {
+                        source: e.source,
+                        target: e.target,
+                        input: 0,
+                        ship_strategy: ship,
+                    },
+                    key_hash: e.key_hash,
+                }
+            })
+            .collect();
+        Ok(StreamGraph {
+            job_name: self.job_name,
+            nodes: nodes
+                .into_iter()
+                .map(|n| Node {
+                    vertex: n.vertex,
+                    output: n.output,
+                    kind: n.kind,
+                })
+                .collect(),
+            edges,
+            validators: self.validators,
+            config: self.config,
+        })
+    }
+}
+
+/// The environment a job builder declares its pipeline on (Flink's `StreamExecutionEnvironment`).
+///
+/// Operators created on it get the environment's parallelism unless they set their own.
+pub struct StreamEnv {
+    pub(crate) b: Rc<RefCell<Builder>>,
+}
+
+impl StreamEnv {
+    /// An environment for the job named `job_name`.
+    pub fn new(job_name: impl Into<String>, config: ExecutionConfig) -> Self {
+        StreamEnv {
+            b: Rc::new(RefCell::new(Builder {
+                job_name: job_name.into(),
+                config,
+                nodes: Vec::new(),
+                edges: Vec::new(),
+                validators: Vec::new(),
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// The parallelism new operators get.
+    pub fn parallelism(&self) -> u32 {
+        self.b.borrow().config.parallelism
+    }
+
+    /// Sets the parallelism of operators created from now on.
+    pub fn set_parallelism(&mut self, parallelism: u32) -> &mut Self {
+        let mut b = self.b.borrow_mut();
+        if parallelism == 0 {
+            b.errors.push(Error::invalid_job(
+                "the environment's parallelism must be at least 1, not 0",
+            ));
+        } else {
+            b.config.parallelism = parallelism;
+        }
+        drop(b);
+        self
+    }
+
+    /// Sets the number of key groups of keyed operators created from now on.
+    pub fn set_max_parallelism(&mut self, max_parallelism: u32) -> &mut Self {
+        self.b.borrow_mut().config.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// A stream from any [`Source`].
+    pub fn add_source<T: Data>(&mut self, source: impl Source<T>) -> DataStream<T> {
+        let source = Arc::new(source);
+        let name = format!("Source: {}", source.name());
+        let mut b = self.b.borrow_mut();
+        let limit = source.max_parallelism();
+        let check = source.clone();
+        b.validators.push(Arc::new(move || check.validate()));
+        let factory = Arc::new(
+            move |env: &weir_runtime::context::TaskEnv, out: weir_runtime::graph::AnyOutput| {
+                let reader = source.create_reader(&env.op)?;
+                let body: Box<dyn weir_runtime::source::TaskBody> = Box::new(SourceTask::new(
+                    reader,
+                    unerase::<T>(out)?,
+                    env.op.clone(),
+                    env.metrics.clone(),
+                    env.current.clone(),
+                ));
+                Ok(body)
+            },
+        );
+        let id = b.add_node(
+            name.clone(),
+            name,
+            TypedOps::<T>::arc(),
+            NodeKind::Source(factory),
+        );
+        if let Some(limit) = limit {
+            let node = &mut b.nodes[id.0 as usize];
+            node.parallelism_limit = Some(limit);
+            node.vertex.parallelism = node.vertex.parallelism.min(limit);
+        }
+        drop(b);
+        DataStream::new(self.b.clone(), id)
+    }
+
+    /// The numbers `from..=to`, split across parallel readers.
+    pub fn from_sequence(&mut self, from: i64, to: i64) -> DataStream<i64> {
+        self.add_source(Sequence::new(from, to))
+    }
+
+    /// The elements of `items`, with parallelism 1 (set a higher one to split them).
+    pub fn from_collection<T: Data>(&mut self, items: Vec<T>) -> DataStream<T> {
+        self.add_source(Collection::new(items)).set_parallelism(1)
+    }
+
+    /// `f(0), f(1), ...`: `count` records (`None`: unbounded) at most `records_per_second`
+    /// (`None`: unlimited), made in parallel.
+    pub fn datagen<T: Data>(
+        &mut self,
+        count: Option<u64>,
+        records_per_second: Option<f64>,
+        f: impl Fn(u64) -> T + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        self.add_source(DataGen::new(Arc::new(f), count, records_per_second))
+    }
+
+    /// The lines of a text file, or of every file in a directory, split across parallel readers.
+    pub fn read_text_file(&mut self, path: impl Into<PathBuf>) -> DataStream<String> {
+        self.add_source(TextFiles::new(path))
+    }
+
+    /// Lines read from a TCP socket at `address` (`host:port`); ends when the peer closes it.
+    pub fn socket_text_stream(&mut self, address: impl Into<String>) -> DataStream<String> {
+        self.add_source(SocketText::new(address))
+    }
+
+    /// Turns the declared pipeline into a runnable graph; the first declaration error, if any.
+    pub(crate) fn into_graph(self) -> Result<StreamGraph> {
+        let b = Rc::try_unwrap(self.b)
+            .map_err(|_| {
+                Error::invalid_job("a DataStream outlived its job builder; do not keep streams outside the builder")
+            })?
+            .into_inner();
+        b.finish()
+    }
+}
+
+/// Erases a typed operator factory.
+pub(crate) fn operator_factory<I: Data, O: Data>(
+    f: impl Fn(
+        &weir_runtime::context::TaskEnv,
+        Box<dyn weir_runtime::Output<O>>,
+    ) -> Result<Box<dyn weir_runtime::Output<I>>>
+    + Send
+    + Sync
+    + 'static,
+) -> weir_runtime::graph::OperatorFactory {
+    Arc::new(move |env, out| Ok(erase::<I>(f(env, unerase::<O>(out)?)?)))
+}
+
+/// The erased key hash of a key selector.
+pub(crate) fn key_hash<T: Data, K: crate::Key>(
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+) -> Arc<dyn std::any::Any + Send + Sync> {
+    let f: KeyHashFn<T> = Arc::new(move |t| weir_core::keygroup::stable_hash(&key(t)));
+    Arc::new(f)
+}

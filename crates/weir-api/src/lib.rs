@@ -1,0 +1,33 @@
+//! weir-api: what a weir user writes against.
+//!
+//! A job is a registered, deterministic builder function ([`Job`]) that declares sources,
+//! transformations and sinks on a [`StreamEnv`]. The program's `main` is the driver: it calls
+//! [`Driver::execute`] or [`Driver::execute_async`] with a job and its arguments. No user function is
+//! ever serialized: wherever the job runs, the same artifact rebuilds it from its name and
+//! arguments, and the plan's fingerprint proves that the rebuilt job is the one submitted.
+
+mod driver;
+mod env;
+mod functions;
+mod job;
+mod keyed;
+mod stream;
+
+pub use driver::{Driver, JobClient, JobExecutionResult};
+pub use env::StreamEnv;
+pub use functions::AggregateFunction;
+pub use job::{Job, Registry};
+pub use keyed::KeyedStream;
+pub use stream::{DataStream, DataStreamSink};
+
+/// What can flow through a stream: cloneable (for fan-out and broadcast), sendable between
+/// threads, and serializable (records cross process boundaries in a cluster).
+pub trait Data:
+    Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static
+{
+}
+impl<T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
+
+/// What can key a stream: [`Data`] that can be hashed and compared.
+pub trait Key: Data + std::hash::Hash + Eq {}
+impl<T: Data + std::hash::Hash + Eq> Key for T {}

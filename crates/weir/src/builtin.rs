@@ -1,0 +1,58 @@
+//! Jobs built into the stock `weir` executable.
+
+use std::path::PathBuf;
+
+use weir_api::{Job, Registry, StreamEnv};
+use weir_core::Result;
+
+/// Arguments of [`WORDCOUNT`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WordCountArgs {
+    /// A text file, or a directory of text files.
+    pub input: PathBuf,
+    /// A directory to write `word count` lines into (one file per subtask); standard output if
+    /// absent.
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+}
+
+/// Splits text into lower-case words (letters, digits and apostrophes).
+pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
+    line.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(|w| w.trim_matches('\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+fn wordcount(env: &mut StreamEnv, args: WordCountArgs) -> Result<()> {
+    let counts = env
+        .read_text_file(&args.input)
+        .flat_map(|line: String, out: &mut Vec<(String, u64)>| {
+            out.extend(words(&line).map(|w| (w, 1)))
+        })
+        .name("Tokenizer")
+        .key_by(|t: &(String, u64)| t.0.clone())
+        .sum(|t| &mut t.1)
+        .name("Count");
+    match args.output {
+        Some(dir) => {
+            counts
+                .map(|(w, c)| format!("{w} {c}"))
+                .name("Format")
+                .write_text(dir);
+        }
+        None => {
+            counts.print();
+        }
+    }
+    Ok(())
+}
+
+/// Word count over text files: rolling counts per word, printed or written as text.
+pub static WORDCOUNT: Job<WordCountArgs> = Job::new("wordcount", wordcount);
+
+/// The jobs of the stock executable.
+pub fn registry() -> Registry {
+    Registry::new().register(&WORDCOUNT)
+}

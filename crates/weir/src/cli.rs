@@ -1,0 +1,104 @@
+//! Command-line pieces shared by the `weir` executable and every user binary.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use weir_api::{Driver, Registry};
+use weir_core::{Blame, Error, Result};
+
+/// How to print a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Flink-style plan JSON.
+    #[default]
+    Json,
+    /// Graphviz DOT.
+    Dot,
+}
+
+/// Arguments of `info`.
+#[derive(Args, Debug, Clone)]
+pub struct InfoArgs {
+    /// The registered job to describe; without it, the registered jobs are listed.
+    pub job: Option<String>,
+    /// The job's arguments, as JSON.
+    #[arg(long, default_value = "null")]
+    pub args: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Json)]
+    pub format: PlanFormat,
+    /// Default parallelism.
+    #[arg(short = 'p', long)]
+    pub parallelism: Option<u32>,
+    /// Configuration overrides, `key=value`.
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    pub define: Vec<String>,
+}
+
+/// Parses `--args` JSON.
+pub fn parse_json_args(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::Config(format!("--args is not valid JSON ({e}); pass the job's arguments as a JSON value, e.g. --args '{{\"input\": \"file.txt\"}}'"))
+    })
+}
+
+/// Applies `-p` and `-D key=value` to a driver.
+pub fn configure(driver: &mut Driver, parallelism: Option<u32>, define: &[String]) -> Result<()> {
+    for d in define {
+        let (k, v) = d.split_once('=').ok_or_else(|| {
+            Error::Config(format!(
+                "-D {d}: expected key=value, e.g. -D parallelism.default=4"
+            ))
+        })?;
+        driver.set(k.trim(), v.trim())?;
+    }
+    if let Some(p) = parallelism {
+        driver.set("parallelism.default", &p.to_string())?;
+    }
+    Ok(())
+}
+
+/// `info`: the registered jobs, or one job's plan.
+pub fn print_info(registry: &Registry, info: &InfoArgs) -> Result<()> {
+    let Some(job) = &info.job else {
+        println!("registered jobs:");
+        for name in registry.names() {
+            println!("  {name}");
+        }
+        return Ok(());
+    };
+    let mut driver = Driver::local(registry.clone());
+    configure(&mut driver, info.parallelism, &info.define)?;
+    let graph = driver.job_graph(job, &parse_json_args(&info.args)?)?;
+    match info.format {
+        PlanFormat::Json => {
+            let mut json = graph.plan.to_json(job);
+            json["args"] = graph.args.clone();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).map_err(|e| Error::internal(e.to_string()))?
+            );
+        }
+        PlanFormat::Dot => print!("{}", graph.plan.to_dot(job)),
+    }
+    Ok(())
+}
+
+/// The exit code for an error: 2 for what the user must fix (input, arguments, configuration,
+/// the job itself), 1 for everything else.
+pub fn exit_code(e: &Error) -> ExitCode {
+    match e.blame() {
+        Blame::User => ExitCode::from(2),
+        Blame::External | Blame::Internal => ExitCode::from(1),
+    }
+}
+
+/// Installs the log subscriber: `WEIR_LOG` (e.g. `info`, `weir_runtime=debug`), default `warn`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
