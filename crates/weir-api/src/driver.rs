@@ -132,6 +132,11 @@ impl JobClient {
         self.handle.counts()
     }
 
+    /// Task threads of the job still alive (0 once it is terminal: nothing is left behind).
+    pub fn live_tasks(&self) -> usize {
+        self.handle.live_tasks()
+    }
+
     /// Blocks until the job ends.
     pub fn wait(&self) -> Result<JobExecutionResult> {
         self.handle.wait().map(JobExecutionResult)

@@ -56,6 +56,7 @@ impl<T: Clone> ExchangeOutput<T> {
         if strategy == ShipStrategy::Hash && key_hash.is_none() {
             return Err(Error::internal("hash exchange without a key"));
         }
+        let senders_len = senders.len();
         let buffers = senders.iter().map(|_| Vec::new()).collect();
         Ok(ExchangeOutput {
             strategy,
@@ -64,7 +65,7 @@ impl<T: Clone> ExchangeOutput<T> {
             key_hash,
             max_parallelism,
             // Start round-robin at a subtask-dependent receiver, as Flink does, to spread load.
-            next: subtask as usize,
+            next: subtask as usize % senders_len,
             rng: 0x2545_f491_4f6c_dd1d
                 ^ (u64::from(subtask) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             cancel,

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,15 +53,17 @@ struct JobShared {
     state: Mutex<JobState>,
     changed: Condvar,
     started: Instant,
+    /// Task threads that have not yet ended.
+    live_tasks: AtomicUsize,
 }
 
 impl JobShared {
     fn set_status(&self, status: JobStatus) {
-        if let Ok(mut s) = self.state.lock() {
-            if !s.status.is_terminal() {
-                debug!(job_id = %self.job_id, from = %s.status, to = %status, "job status");
-                s.status = status;
-            }
+        if let Ok(mut s) = self.state.lock()
+            && !s.status.is_terminal()
+        {
+            debug!(job_id = %self.job_id, from = %s.status, to = %status, "job status");
+            s.status = status;
         }
         self.changed.notify_all();
     }
@@ -128,6 +131,11 @@ impl JobHandle {
     /// Record counters per operator, live.
     pub fn counts(&self) -> Vec<VertexCounts> {
         self.shared.counts()
+    }
+
+    /// Task threads of this job still alive; 0 once the job is terminal.
+    pub fn live_tasks(&self) -> usize {
+        self.shared.live_tasks.load(Ordering::SeqCst)
     }
 
     /// Blocks until the job reaches a terminal status; its result, or why it did not finish.
@@ -288,6 +296,7 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
         }),
         changed: Condvar::new(),
         started: Instant::now(),
+        live_tasks: AtomicUsize::new(0),
     });
     info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
 
@@ -303,15 +312,18 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             spec.subtask + 1,
             graph.nodes[spec.head.0 as usize].vertex.parallelism
         );
+        shared.live_tasks.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(truncate(&name, 60))
             .spawn(move || {
                 let r = run_task(&graph, &shared2, spec);
+                shared2.live_tasks.fetch_sub(1, Ordering::SeqCst);
                 let _ = done.send(r);
             });
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
+                shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
                 shared.cancel.cancel();
                 for h in threads {
                     let _ = h.join();

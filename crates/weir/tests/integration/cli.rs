@@ -1,0 +1,173 @@
+//! The `weir` executable and a user binary's reserved `--info` flag, run as processes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn weir(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_weir")).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run weir: {e}"),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn bundled() -> String {
+    format!(
+        "{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn run_prints_rolling_counts_with_subtask_prefixes() {
+    let out = weir(&["run", "wordcount", "--args", &bundled(), "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 272, "one update per word");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("1> (") || l.starts_with("2> (")),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("(\"that\", 13)")),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("FINISHED"));
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_that_says_what_to_do() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["run", "wc"],
+            "unknown job 'wc'; this artifact registers: wordcount",
+        ),
+        (
+            &["run", "wordcount", "--args", "{oops"],
+            "--args is not valid JSON",
+        ),
+        (
+            &["run", "wordcount", "--args", "{\"input\": \"/nope\"}"],
+            "pass an existing file or directory",
+        ),
+        (
+            &["run", "wordcount", "--args", "{\"inptu\": \"x\"}"],
+            "unknown field `inptu`",
+        ),
+        (
+            &[
+                "run",
+                "wordcount",
+                "-D",
+                "parallelism.defualt=2",
+                "--args",
+                "{}",
+            ],
+            "unknown configuration key",
+        ),
+        (
+            &["run", "wordcount", "-p", "0", "--args", "{}"],
+            "parallelism.default must be at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = weir(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(want),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = weir(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn info_prints_the_plan_as_json_and_dot() {
+    let out = weir(&["info", "wordcount", "--args", &bundled(), "-p", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(j) => j,
+        Err(e) => panic!("not JSON ({e}): {}", text(&out.stdout)),
+    };
+    let nodes = json["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "source+tokenizer chained, count+print chained: {json}"
+    );
+    assert_eq!(nodes[1]["inputs"][0]["ship_strategy"], "HASH");
+    assert_eq!(nodes[0]["parallelism"], 3);
+    assert_eq!(json["fingerprint"].as_str().map(str::len), Some(32));
+
+    let out = weir(&["info", "wordcount", "--args", &bundled(), "--format", "dot"]);
+    let dot = text(&out.stdout);
+    assert!(
+        dot.starts_with("digraph \"wordcount\"") && dot.contains("[label=\"HASH\"]"),
+        "{dot}"
+    );
+
+    let out = weir(&["info"]);
+    assert!(text(&out.stdout).contains("wordcount"));
+}
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn a_user_binary_answers_info_and_runs_its_driver() {
+    let bin = example("wordcount");
+    let out = Command::new(&bin)
+        .args(["--info", "wordcount", "--args", &bundled()])
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run {}: {e} (cargo test builds examples)",
+            bin.display()
+        ),
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"Tokenizer\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = Command::new(&bin).args(["--info", "nope"]).output();
+    let err = out.map(|o| text(&o.stderr)).unwrap_or_default();
+    assert!(
+        err.contains("unknown job 'nope'; this artifact registers: wordcount"),
+        "{err}"
+    );
+
+    let out = Command::new(&bin).output();
+    let stdout = out.map(|o| text(&o.stdout)).unwrap_or_default();
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.trim() == "13  that"),
+        "{stdout}"
+    );
+}
