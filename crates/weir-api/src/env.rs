@@ -279,7 +279,7 @@ pub(crate) fn operator_factory<I: Data, O: Data>(
 
 /// The erased key hash of a key selector.
 pub(crate) fn key_hash<T: Data, K: crate::Key>(
-    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    key: impl Fn(&T) -> K + Send + Sync + 'static,
 ) -> Arc<dyn std::any::Any + Send + Sync> {
     let f: KeyHashFn<T> = Arc::new(move |t| weir_core::keygroup::stable_hash(&key(t)));
     Arc::new(f)

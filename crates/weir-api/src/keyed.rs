@@ -1,7 +1,6 @@
 //! `KeyedStream`: a stream partitioned by key, with running per-key aggregations.
 
 use std::ops::AddAssign;
-use std::sync::Arc;
 
 use weir_core::ShipStrategy;
 use weir_runtime::operators::KeyedAggregate;
@@ -11,27 +10,35 @@ use crate::{AggregateFunction, Data, DataStream, Key};
 
 /// A stream partitioned by a key (Flink's `KeyedStream<T, K>`). Its operators keep state per key
 /// and emit the updated value for every record, as Flink's rolling aggregations do.
-pub struct KeyedStream<K, T> {
+///
+/// `KS` is the key selector's type: keyed operators call it for every record, so it stays a
+/// concrete type (inlined) rather than a boxed function.
+pub struct KeyedStream<K, T, KS> {
     stream: DataStream<T>,
-    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    key: KS,
+    _k: std::marker::PhantomData<fn() -> K>,
 }
 
-impl<K: Key, T: Data> KeyedStream<K, T> {
-    pub(crate) fn new(stream: DataStream<T>, key: Arc<dyn Fn(&T) -> K + Send + Sync>) -> Self {
-        KeyedStream { stream, key }
+impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStream<K, T, KS> {
+    pub(crate) fn new(stream: DataStream<T>, key: KS) -> Self {
+        KeyedStream {
+            stream,
+            key,
+            _k: std::marker::PhantomData,
+        }
     }
 
     /// The key selector.
-    pub fn key_selector(&self) -> Arc<dyn Fn(&T) -> K + Send + Sync> {
+    pub fn key_selector(&self) -> KS {
         self.key.clone()
     }
 
-    /// A keyed running aggregation: `init` makes a key's accumulator, `step` folds a record in and
-    /// returns what to emit.
+    /// A keyed running aggregation: `first` turns a key's first record into its accumulator and
+    /// output, `step` folds a later record in and returns what to emit.
     fn aggregate_with<A: Send + 'static, O: Data>(
         &self,
         operator: &str,
-        init: impl FnMut() -> A + Clone + Send + Sync + 'static,
+        first: impl FnMut(T) -> (A, O) + Clone + Send + Sync + 'static,
         step: impl FnMut(&mut A, T) -> O + Clone + Send + Sync + 'static,
     ) -> DataStream<O> {
         let key = self.key.clone();
@@ -41,7 +48,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
                 let key = key.clone();
                 Ok(Box::new(KeyedAggregate::new(
                     move |t: &T| key(t),
-                    init.clone(),
+                    first.clone(),
                     step.clone(),
                     next,
                 )))
@@ -58,9 +65,11 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         f: impl FnMut(T, T) -> T + Clone + Send + Sync + 'static,
     ) -> DataStream<T> {
         let mut f = f;
+        // `f` takes both values by value: the accumulator is moved out of an Option and back,
+        // which costs one clone per record (the emitted copy) and needs no `T: Default`.
         self.aggregate_with(
             "Keyed Reduce",
-            || None::<T>,
+            |x: T| (Some(x.clone()), x),
             move |acc: &mut Option<T>, x: T| {
                 let new = match acc.take() {
                     Some(prev) => f(prev, x),
@@ -113,16 +122,10 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
     ) -> DataStream<T> {
         self.aggregate_with(
             operator,
-            || None::<T>,
-            move |acc: &mut Option<T>, mut x: T| match acc {
-                Some(a) => {
-                    combine(field(a), *field(&mut x));
-                    a.clone()
-                }
-                None => {
-                    *acc = Some(x.clone());
-                    x
-                }
+            |x: T| (x.clone(), x),
+            move |acc: &mut T, mut x: T| {
+                combine(field(acc), *field(&mut x));
+                acc.clone()
             },
         )
     }
@@ -135,9 +138,14 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         f: impl FnMut(&mut A, T) + Clone + Send + Sync + 'static,
     ) -> DataStream<A> {
         let mut f = f;
+        let mut g = f.clone();
         self.aggregate_with(
             "Keyed Fold",
-            move || init.clone(),
+            move |x: T| {
+                let mut acc = init.clone();
+                g(&mut acc, x);
+                (acc.clone(), acc)
+            },
             move |acc: &mut A, x: T| {
                 f(acc, x);
                 acc.clone()
@@ -147,10 +155,15 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
 
     /// Rolling aggregation with an [`AggregateFunction`]: emits its result after every record.
     pub fn aggregate<F: AggregateFunction<T>>(&self, agg: F) -> DataStream<F::Out> {
-        let init = agg.clone();
+        let first = agg.clone();
         self.aggregate_with(
             "Keyed Aggregate",
-            move || init.create_accumulator(),
+            move |x: T| {
+                let mut acc = first.create_accumulator();
+                first.add(x, &mut acc);
+                let out = first.get_result(&acc);
+                (acc, out)
+            },
             move |acc: &mut F::Acc, x: T| {
                 agg.add(x, acc);
                 agg.get_result(acc)

@@ -128,11 +128,11 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Partitions the stream by key: records with equal keys go to the same subtask, in key groups.
-    pub fn key_by<K: Key>(
+    pub fn key_by<K: Key, KS: Fn(&T) -> K + Clone + Send + Sync + 'static>(
         &self,
-        key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> KeyedStream<K, T> {
-        KeyedStream::new(self.clone(), Arc::new(key))
+        key: KS,
+    ) -> KeyedStream<K, T, KS> {
+        KeyedStream::new(self.clone(), key)
     }
 
     /// This stream and `others` as one stream.
