@@ -160,14 +160,55 @@ fn a_user_binary_answers_info_and_runs_its_driver() {
         err.contains("unknown job 'nope'; this artifact registers: wordcount"),
         "{err}"
     );
+}
 
-    let out = Command::new(&bin).output();
-    let stdout = out.map(|o| text(&o.stdout)).unwrap_or_default();
-    assert!(
-        stdout
-            .lines()
-            .next()
-            .is_some_and(|l| l.trim() == "13  that"),
-        "{stdout}"
+/// The word counts of the bundled text, computed here without weir, as the example prints them.
+fn expected_counts() -> Vec<String> {
+    let path = format!(
+        "{}/../../examples/data/gettysburg.txt",
+        env!("CARGO_MANIFEST_DIR")
     );
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts: std::collections::HashMap<String, u64> = Default::default();
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        *counts.entry(w.to_lowercase()).or_default() += 1;
+    }
+    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.into_iter().map(|(w, c)| format!("{c:>6}  {w}")).collect()
+}
+
+#[test]
+fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4() {
+    let want = expected_counts();
+    assert!(
+        want.len() > 100 && want[0] == "    13  that",
+        "{:?}",
+        &want[..3]
+    );
+    for p in ["1", "4"] {
+        let out = match Command::new(example("wordcount")).args(["-p", p]).output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run the wordcount example: {e}"),
+        };
+        assert!(out.status.success(), "p={p}: {}", text(&out.stderr));
+        let got: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+        assert_eq!(got, want, "p={p}");
+        assert!(
+            text(&out.stderr).contains("138 distinct words, 272 in all"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = Command::new(example("wordcount"))
+        .arg("/no/such/dir")
+        .output();
+    let (code, err) = out
+        .map(|o| (o.status.code(), text(&o.stderr)))
+        .unwrap_or_default();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/no/such/dir"), "{err}");
 }
