@@ -46,10 +46,7 @@ impl Source<u64> for PerInstanceSequence {
         "Sequence".into()
     }
     fn create_reader(&self, _ctx: &OperatorContext) -> Result<Box<dyn SourceReader<u64>>> {
-        Ok(Box::new(SequenceReader {
-            next: 0,
-            end: self.per_instance,
-        }))
+        Ok(Box::new(SequenceReader { next: 0, end: self.per_instance }))
     }
 }
 
@@ -58,11 +55,7 @@ impl SourceReader<u64> for SequenceReader {
         let stop = self.end.min(self.next + max as u64);
         out.extend(self.next..stop);
         self.next = stop;
-        Ok(if stop == self.end {
-            SourceStatus::Finished
-        } else {
-            SourceStatus::Continue
-        })
+        Ok(if stop == self.end { SourceStatus::Finished } else { SourceStatus::Continue })
     }
 }
 
@@ -71,9 +64,7 @@ fn source(env: &mut StreamEnv, args: &Args) -> Result<DataStream<u64>> {
         return Err(Error::invalid_job("P must be at least 1"));
     }
     env.set_parallelism(args.p);
-    Ok(env.add_source(PerInstanceSequence {
-        per_instance: args.n / u64::from(args.p),
-    }))
+    Ok(env.add_source(PerInstanceSequence { per_instance: args.n / u64::from(args.p) }))
 }
 
 fn sink<T: weir::Data>(stream: DataStream<T>, args: &Args) {
@@ -85,19 +76,14 @@ fn sink<T: weir::Data>(stream: DataStream<T>, args: &Args) {
 }
 
 fn stateless(env: &mut StreamEnv, args: Args) -> Result<()> {
-    let s = source(env, &args)?
-        .map(|x| x.wrapping_mul(3).wrapping_add(1))
-        .filter(|x| x & 1 == 0);
+    let s = source(env, &args)?.map(|x| x.wrapping_mul(3).wrapping_add(1)).filter(|x| x & 1 == 0);
     sink(s, &args);
     Ok(())
 }
 
 fn keyed(env: &mut StreamEnv, args: Args) -> Result<()> {
     let k = args.keys.max(1);
-    let s = source(env, &args)?
-        .map(move |x| (x % k, 1u64))
-        .key_by(|t: &(u64, u64)| t.0)
-        .sum(|t| &mut t.1);
+    let s = source(env, &args)?.map(move |x| (x % k, 1u64)).key_by(|t: &(u64, u64)| t.0).sum(|t| &mut t.1);
     sink(s, &args);
     Ok(())
 }
@@ -117,8 +103,7 @@ fn loop_stateless(n: u64) {
 
 /// The keyed workload as a plain loop over a hash map (the same fast hasher weir's state uses).
 fn loop_keyed(n: u64, keys: u64) {
-    let mut sums: std::collections::HashMap<u64, u64, foldhash::fast::RandomState> =
-        Default::default();
+    let mut sums: std::collections::HashMap<u64, u64, foldhash::fast::RandomState> = Default::default();
     for x in 0..n {
         let k = x % keys;
         let s = sums.entry(k).or_insert(0);
@@ -128,84 +113,49 @@ fn loop_keyed(n: u64, keys: u64) {
 }
 
 fn parse(args: &[String], i: usize, what: &str) -> Result<u64> {
-    let text = args
-        .get(i)
-        .ok_or_else(|| Error::Config(format!("missing {what}; {USAGE}")))?;
-    text.parse()
-        .map_err(|_| Error::Config(format!("{what} '{text}' is not a number; {USAGE}")))
+    let text = args.get(i).ok_or_else(|| Error::Config(format!("missing {what}; {USAGE}")))?;
+    text.parse().map_err(|_| Error::Config(format!("{what} '{text}' is not a number; {USAGE}")))
 }
 
-const USAGE: &str =
-    "usage: anchors WORKLOAD N P [K] | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | keyed";
+const USAGE: &str = "usage: anchors WORKLOAD N P [K] | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | keyed";
 
 fn main() -> ExitCode {
-    App::new("anchors")
-        .job(&STATELESS)
-        .job(&KEYED)
-        .run(|driver, args| {
-            let workload = args
-                .first()
-                .ok_or_else(|| Error::Config(USAGE.into()))?
-                .clone();
-            if workload == "loop" {
-                let which = args
-                    .get(1)
-                    .ok_or_else(|| Error::Config(USAGE.into()))?
-                    .clone();
-                let n = parse(args, 2, "N")?;
-                let keys = if args.len() > 3 {
-                    parse(args, 3, "K")?
-                } else {
-                    100_000
-                };
-                let t0 = Instant::now();
-                match which.as_str() {
-                    "stateless" => loop_stateless(n),
-                    "keyed" => loop_keyed(n, keys.max(1)),
-                    other => {
-                        return Err(Error::Config(format!(
-                            "unknown workload '{other}'; {USAGE}"
-                        )));
-                    }
-                }
-                let secs = t0.elapsed().as_secs_f64();
-                println!(
-                    "RESULT loop {which} n={n} p=1 keys={keys} secs={secs:.3} rate={:.0}",
-                    n as f64 / secs
-                );
-                return Ok(());
-            }
-            let n = parse(args, 1, "N")?;
-            let p = parse(args, 2, "P")?;
-            let keys = if args.len() > 3 {
-                parse(args, 3, "K")?
-            } else {
-                100_000
-            };
-            let a = Args {
-                n,
-                p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?,
-                keys,
-                collect: false,
-            };
+    App::new("anchors").job(&STATELESS).job(&KEYED).run(|driver, args| {
+        let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
+        if workload == "loop" {
+            let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
+            let n = parse(args, 2, "N")?;
+            let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
             let t0 = Instant::now();
-            let job = match workload.as_str() {
-                "stateless" => &STATELESS,
-                "keyed" => &KEYED,
+            match which.as_str() {
+                "stateless" => loop_stateless(n),
+                "keyed" => loop_keyed(n, keys.max(1)),
                 other => {
-                    return Err(Error::Config(format!(
-                        "unknown workload '{other}'; {USAGE}"
-                    )));
+                    return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
                 }
-            };
-            driver.execute(job, a)?;
+            }
             let secs = t0.elapsed().as_secs_f64();
-            println!(
-                "RESULT weir {workload} n={n} p={p} keys={keys} secs={secs:.3} rate={:.0}",
-                n as f64 / secs
-            );
-            Ok(())
-        })
+            println!("RESULT loop {which} n={n} p=1 keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
+            return Ok(());
+        }
+        let n = parse(args, 1, "N")?;
+        let p = parse(args, 2, "P")?;
+        let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
+        let a =
+            Args { n, p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?, keys, collect: false };
+        let t0 = Instant::now();
+        let job = match workload.as_str() {
+            "stateless" => &STATELESS,
+            "keyed" => &KEYED,
+            other => {
+                return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
+            }
+        };
+        driver.execute(job, a)?;
+        let secs = t0.elapsed().as_secs_f64();
+        println!("RESULT weir {workload} n={n} p={p} keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -222,22 +172,11 @@ mod tests {
     fn stateless_emits_the_even_values_of_3x_plus_1() -> Result<()> {
         for p in [1u32, 4] {
             let n = 10_000;
-            let r = driver().execute(
-                &STATELESS,
-                Args {
-                    n,
-                    p,
-                    keys: 0,
-                    collect: true,
-                },
-            )?;
+            let r = driver().execute(&STATELESS, Args { n, p, keys: 0, collect: true })?;
             let mut got: Vec<u64> = r.collected("out")?;
             got.sort();
-            let mut want: Vec<u64> = (0..u64::from(p))
-                .flat_map(|_| 0..n / u64::from(p))
-                .map(|x| 3 * x + 1)
-                .filter(|y| y % 2 == 0)
-                .collect();
+            let mut want: Vec<u64> =
+                (0..u64::from(p)).flat_map(|_| 0..n / u64::from(p)).map(|x| 3 * x + 1).filter(|y| y % 2 == 0).collect();
             want.sort();
             assert_eq!(got, want, "p={p}");
         }
@@ -248,15 +187,7 @@ mod tests {
     fn keyed_emits_a_running_count_per_key() -> Result<()> {
         for p in [1u32, 4] {
             let (n, keys) = (20_000u64, 97u64);
-            let r = driver().execute(
-                &KEYED,
-                Args {
-                    n,
-                    p,
-                    keys,
-                    collect: true,
-                },
-            )?;
+            let r = driver().execute(&KEYED, Args { n, p, keys, collect: true })?;
             let got: Vec<(u64, u64)> = r.collected("out")?;
             assert_eq!(got.len() as u64, n, "one output per input");
             // Per key, the running counts are exactly 1, 2, ..., total.
@@ -273,11 +204,7 @@ mod tests {
             assert_eq!(per_key.len(), totals.len());
             for (k, mut counts) in per_key {
                 counts.sort();
-                assert_eq!(
-                    counts,
-                    (1..=totals[&k]).collect::<Vec<_>>(),
-                    "key {k} p={p}"
-                );
+                assert_eq!(counts, (1..=totals[&k]).collect::<Vec<_>>(), "key {k} p={p}");
             }
         }
         Ok(())

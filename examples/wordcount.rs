@@ -27,10 +27,7 @@ struct Args {
 fn wordcount(env: &mut StreamEnv, args: Args) -> Result<()> {
     env.read_text_file(&args.input)
         .flat_map(|line: String, out: &mut Vec<(String, u64)>| {
-            for word in line
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-            {
+            for word in line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
                 out.push((word.to_lowercase(), 1));
             }
         })
@@ -67,15 +64,11 @@ fn main() -> ExitCode {
         while let Some(a) = rest.next() {
             match a.as_str() {
                 "-p" => {
-                    let p = rest
-                        .next()
-                        .ok_or_else(|| Error::Config("-p needs a number".into()))?;
+                    let p = rest.next().ok_or_else(|| Error::Config("-p needs a number".into()))?;
                     driver.set("parallelism.default", p)?;
                 }
                 flag if flag.starts_with('-') => {
-                    return Err(Error::Config(format!(
-                        "unknown flag '{flag}'; usage: wordcount [FILE_OR_DIR] [-p N]"
-                    )));
+                    return Err(Error::Config(format!("unknown flag '{flag}'; usage: wordcount [FILE_OR_DIR] [-p N]")));
                 }
                 path => input = PathBuf::from(path),
             }

@@ -25,10 +25,7 @@ pub struct Driver {
 impl Driver {
     /// A driver for the jobs of `registry`, running them on the embedded local cluster.
     pub fn local(registry: Registry) -> Self {
-        Driver {
-            registry: Arc::new(registry),
-            config: ExecutionConfig::default(),
-        }
+        Driver { registry: Arc::new(registry), config: ExecutionConfig::default() }
     }
 
     /// The registry.
@@ -78,10 +75,8 @@ impl Driver {
 
     /// Starts `job` with `args` and returns a handle at once.
     pub fn execute_async<A: Serialize>(&self, job: &Job<A>, args: A) -> Result<JobClient> {
-        let args = serde_json::to_value(args).map_err(|e| Error::InvalidArguments {
-            job: job.name().to_string(),
-            message: e.to_string(),
-        })?;
+        let args = serde_json::to_value(args)
+            .map_err(|e| Error::InvalidArguments { job: job.name().to_string(), message: e.to_string() })?;
         self.execute_named(job.name(), &args)
     }
 
@@ -94,9 +89,7 @@ impl Driver {
     /// Submits a job graph: the cluster rebuilds the job from the registry and refuses it if the
     /// rebuilt plan is not the submitted one.
     pub fn submit(&self, graph: JobGraph) -> Result<JobClient> {
-        let rebuilt = self
-            .registry
-            .build(&graph.job_name, &graph.args, &self.config)?;
+        let rebuilt = self.registry.build(&graph.job_name, &graph.args, &self.config)?;
         graph.check_rebuilt(None, &rebuilt.plan())?;
         let job_id = JobId::random();
         info!(job_id = %job_id, job = %graph.job_name, fingerprint = %graph.fingerprint, "submitting job");
@@ -173,12 +166,7 @@ impl JobExecutionResult {
         let parts = self.0.accumulators.get(name).ok_or_else(|| {
             Error::Config(format!(
                 "the job has no collect sink named '{name}'; it has: {}",
-                self.0
-                    .accumulators
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                self.0.accumulators.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
         let mut all = Vec::new();

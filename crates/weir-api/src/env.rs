@@ -7,15 +7,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use weir_connectors::{
-    collection::Collection, datagen::DataGen, file::TextFiles, sequence::Sequence,
-    socket::SocketText,
+    collection::Collection, datagen::DataGen, file::TextFiles, sequence::Sequence, socket::SocketText,
 };
 use weir_core::{Error, PlanEdge, PlanVertex, Result, ShipStrategy, VertexId};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::exchange::KeyHashFn;
-use weir_runtime::graph::{
-    Edge, Node, NodeKind, StreamGraph, StreamOps, TypedOps, Validator, erase, unerase,
-};
+use weir_runtime::graph::{Edge, Node, NodeKind, StreamGraph, StreamOps, TypedOps, Validator, erase, unerase};
 use weir_runtime::source::{Source, SourceTask};
 
 use crate::{Data, DataStream};
@@ -48,13 +45,7 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    pub fn add_node(
-        &mut self,
-        name: String,
-        operator: String,
-        output: Arc<dyn StreamOps>,
-        kind: NodeKind,
-    ) -> VertexId {
+    pub fn add_node(&mut self, name: String, operator: String, output: Arc<dyn StreamOps>, kind: NodeKind) -> VertexId {
         let id = VertexId(self.nodes.len() as u32);
         self.nodes.push(DraftNode {
             vertex: PlanVertex {
@@ -104,34 +95,18 @@ impl Builder {
             .edges
             .into_iter()
             .map(|e| {
-                let same = nodes[e.source.0 as usize].vertex.parallelism
-                    == nodes[e.target.0 as usize].vertex.parallelism;
-                let ship = e.ship.unwrap_or(if same {
-                    ShipStrategy::Forward
-                } else {
-                    ShipStrategy::Rebalance
-                });
+                let same =
+                    nodes[e.source.0 as usize].vertex.parallelism == nodes[e.target.0 as usize].vertex.parallelism;
+                let ship = e.ship.unwrap_or(if same { ShipStrategy::Forward } else { ShipStrategy::Rebalance });
                 Edge {
-                    plan: PlanEdge {
-                        source: e.source,
-                        target: e.target,
-                        input: 0,
-                        ship_strategy: ship,
-                    },
+                    plan: PlanEdge { source: e.source, target: e.target, input: 0, ship_strategy: ship },
                     key_hash: e.key_hash,
                 }
             })
             .collect();
         Ok(StreamGraph {
             job_name: self.job_name,
-            nodes: nodes
-                .into_iter()
-                .map(|n| Node {
-                    vertex: n.vertex,
-                    output: n.output,
-                    kind: n.kind,
-                })
-                .collect(),
+            nodes: nodes.into_iter().map(|n| Node { vertex: n.vertex, output: n.output, kind: n.kind }).collect(),
             edges,
             validators: self.validators,
             config: self.config,
@@ -170,9 +145,7 @@ impl StreamEnv {
     pub fn set_parallelism(&mut self, parallelism: u32) -> &mut Self {
         let mut b = self.b.borrow_mut();
         if parallelism == 0 {
-            b.errors.push(Error::invalid_job(
-                "the environment's parallelism must be at least 1, not 0",
-            ));
+            b.errors.push(Error::invalid_job("the environment's parallelism must be at least 1, not 0"));
         } else {
             b.config.parallelism = parallelism;
         }
@@ -194,25 +167,18 @@ impl StreamEnv {
         let limit = source.max_parallelism();
         let check = source.clone();
         b.validators.push(Arc::new(move || check.validate()));
-        let factory = Arc::new(
-            move |env: &weir_runtime::context::TaskEnv, out: weir_runtime::graph::AnyOutput| {
-                let reader = source.create_reader(&env.op)?;
-                let body: Box<dyn weir_runtime::source::TaskBody> = Box::new(SourceTask::new(
-                    reader,
-                    unerase::<T>(out)?,
-                    env.op.clone(),
-                    env.metrics.clone(),
-                    env.current.clone(),
-                ));
-                Ok(body)
-            },
-        );
-        let id = b.add_node(
-            name.clone(),
-            name,
-            TypedOps::<T>::arc(),
-            NodeKind::Source(factory),
-        );
+        let factory = Arc::new(move |env: &weir_runtime::context::TaskEnv, out: weir_runtime::graph::AnyOutput| {
+            let reader = source.create_reader(&env.op)?;
+            let body: Box<dyn weir_runtime::source::TaskBody> = Box::new(SourceTask::new(
+                reader,
+                unerase::<T>(out)?,
+                env.op.clone(),
+                env.metrics.clone(),
+                env.current.clone(),
+            ));
+            Ok(body)
+        });
+        let id = b.add_node(name.clone(), name, TypedOps::<T>::arc(), NodeKind::Source(factory));
         if let Some(limit) = limit {
             let node = &mut b.nodes[id.0 as usize];
             node.parallelism_limit = Some(limit);

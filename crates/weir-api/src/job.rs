@@ -58,9 +58,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("jobs", &self.names())
-            .finish()
+        f.debug_struct("Registry").field("jobs", &self.names()).finish()
     }
 }
 
@@ -71,20 +69,14 @@ impl Registry {
     }
 
     /// Registers `job` (a later registration under the same name replaces an earlier one).
-    pub fn register<A: Serialize + DeserializeOwned + 'static>(
-        mut self,
-        job: &'static Job<A>,
-    ) -> Self {
+    pub fn register<A: Serialize + DeserializeOwned + 'static>(mut self, job: &'static Job<A>) -> Self {
         let name = job.name;
         let build = job.build;
         self.jobs.insert(
             name.to_string(),
             Arc::new(move |env: &mut StreamEnv, args: &serde_json::Value| {
-                let args: A =
-                    serde_json::from_value(args.clone()).map_err(|e| Error::InvalidArguments {
-                        job: name.to_string(),
-                        message: e.to_string(),
-                    })?;
+                let args: A = serde_json::from_value(args.clone())
+                    .map_err(|e| Error::InvalidArguments { job: name.to_string(), message: e.to_string() })?;
                 build(env, args)
             }),
         );
@@ -102,16 +94,11 @@ impl Registry {
     }
 
     /// Runs job `name`'s builder on `args` and returns the graph it declares.
-    pub fn build(
-        &self,
-        name: &str,
-        args: &serde_json::Value,
-        config: &ExecutionConfig,
-    ) -> Result<StreamGraph> {
-        let builder = self.jobs.get(name).ok_or_else(|| Error::UnknownJob {
-            name: name.to_string(),
-            registered: self.names(),
-        })?;
+    pub fn build(&self, name: &str, args: &serde_json::Value, config: &ExecutionConfig) -> Result<StreamGraph> {
+        let builder = self
+            .jobs
+            .get(name)
+            .ok_or_else(|| Error::UnknownJob { name: name.to_string(), registered: self.names() })?;
         let mut env = StreamEnv::new(name, config.clone());
         match catch_unwind(AssertUnwindSafe(|| builder(&mut env, args))) {
             Ok(r) => r?,
@@ -121,9 +108,7 @@ impl Registry {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                return Err(Error::invalid_job(format!(
-                    "the builder of job '{name}' panicked: {msg}"
-                )));
+                return Err(Error::invalid_job(format!("the builder of job '{name}' panicked: {msg}")));
             }
         }
         env.into_graph()

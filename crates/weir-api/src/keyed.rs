@@ -21,11 +21,7 @@ pub struct KeyedStream<K, T, KS> {
 
 impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStream<K, T, KS> {
     pub(crate) fn new(stream: DataStream<T>, key: KS) -> Self {
-        KeyedStream {
-            stream,
-            key,
-            _k: std::marker::PhantomData,
-        }
+        KeyedStream { stream, key, _k: std::marker::PhantomData }
     }
 
     /// The key selector.
@@ -46,12 +42,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
             operator,
             move |_, next| {
                 let key = key.clone();
-                Ok(Box::new(KeyedAggregate::new(
-                    move |t: &T| key(t),
-                    first.clone(),
-                    step.clone(),
-                    next,
-                )))
+                Ok(Box::new(KeyedAggregate::new(move |t: &T| key(t), first.clone(), step.clone(), next)))
             },
             Some(ShipStrategy::Hash),
             Some(key_hash(self.key.clone())),
@@ -60,10 +51,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
 
     /// Rolling reduce: per key, `f(previous result, record)`; the first record of a key is its
     /// first result. Emits the new result for every record.
-    pub fn reduce(
-        &self,
-        f: impl FnMut(T, T) -> T + Clone + Send + Sync + 'static,
-    ) -> DataStream<T> {
+    pub fn reduce(&self, f: impl FnMut(T, T) -> T + Clone + Send + Sync + 'static) -> DataStream<T> {
         let mut f = f;
         // `f` takes both values by value: the accumulator is moved out of an Option and back,
         // which costs one clone per record (the emitted copy) and needs no `T: Default`.
@@ -132,11 +120,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
 
     /// Rolling fold: per key an accumulator starting at `init`, updated by `f` for every record;
     /// emits the accumulator after every update.
-    pub fn fold<A: Data>(
-        &self,
-        init: A,
-        f: impl FnMut(&mut A, T) + Clone + Send + Sync + 'static,
-    ) -> DataStream<A> {
+    pub fn fold<A: Data>(&self, init: A, f: impl FnMut(&mut A, T) + Clone + Send + Sync + 'static) -> DataStream<A> {
         let mut f = f;
         let mut g = f.clone();
         self.aggregate_with(

@@ -22,10 +22,7 @@ pub use stream::{DataStream, DataStreamSink};
 
 /// What can flow through a stream: cloneable (for fan-out and broadcast), sendable between
 /// threads, and serializable (records cross process boundaries in a cluster).
-pub trait Data:
-    Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static
-{
-}
+pub trait Data: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static {}
 impl<T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 
 /// What can key a stream: [`Data`] that can be hashed and compared.

@@ -32,23 +32,13 @@ pub struct DataStream<T> {
 
 impl<T> Clone for DataStream<T> {
     fn clone(&self) -> Self {
-        DataStream {
-            b: self.b.clone(),
-            id: self.id,
-            ship: self.ship,
-            _t: PhantomData,
-        }
+        DataStream { b: self.b.clone(), id: self.id, ship: self.ship, _t: PhantomData }
     }
 }
 
 impl<T: Data> DataStream<T> {
     pub(crate) fn new(b: Rc<RefCell<Builder>>, id: VertexId) -> Self {
-        DataStream {
-            b,
-            id,
-            ship: None,
-            _t: PhantomData,
-        }
+        DataStream { b, id, ship: None, _t: PhantomData }
     }
 
     /// The operator that produces this stream.
@@ -60,78 +50,35 @@ impl<T: Data> DataStream<T> {
     pub(crate) fn one_input<O: Data>(
         &self,
         operator: &str,
-        factory: impl Fn(&TaskEnv, Box<dyn Output<O>>) -> Result<Box<dyn Output<T>>>
-        + Send
-        + Sync
-        + 'static,
+        factory: impl Fn(&TaskEnv, Box<dyn Output<O>>) -> Result<Box<dyn Output<T>>> + Send + Sync + 'static,
         ship: Option<ShipStrategy>,
         key_hash: Option<Arc<dyn std::any::Any + Send + Sync>>,
     ) -> DataStream<O> {
         let mut b = self.b.borrow_mut();
-        let kind = NodeKind::Operator {
-            factory: operator_factory::<T, O>(factory),
-            input: TypedOps::<T>::arc(),
-        };
-        let id = b.add_node(
-            operator.to_string(),
-            operator.to_string(),
-            TypedOps::<O>::arc(),
-            kind,
-        );
-        b.edges.push(DraftEdge {
-            source: self.id,
-            target: id,
-            ship: ship.or(self.ship),
-            key_hash,
-        });
+        let kind = NodeKind::Operator { factory: operator_factory::<T, O>(factory), input: TypedOps::<T>::arc() };
+        let id = b.add_node(operator.to_string(), operator.to_string(), TypedOps::<O>::arc(), kind);
+        b.edges.push(DraftEdge { source: self.id, target: id, ship: ship.or(self.ship), key_hash });
         drop(b);
         DataStream::new(self.b.clone(), id)
     }
 
     /// One output per record.
-    pub fn map<O: Data>(
-        &self,
-        f: impl FnMut(T) -> O + Clone + Send + Sync + 'static,
-    ) -> DataStream<O> {
-        self.one_input(
-            "Map",
-            move |_, next| Ok(Box::new(Map::new(f.clone(), next))),
-            None,
-            None,
-        )
+    pub fn map<O: Data>(&self, f: impl FnMut(T) -> O + Clone + Send + Sync + 'static) -> DataStream<O> {
+        self.one_input("Map", move |_, next| Ok(Box::new(Map::new(f.clone(), next))), None, None)
     }
 
     /// The records for which `f` is true.
-    pub fn filter(
-        &self,
-        f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static,
-    ) -> DataStream<T> {
-        self.one_input(
-            "Filter",
-            move |_, next| Ok(Box::new(Filter::new(f.clone(), next))),
-            None,
-            None,
-        )
+    pub fn filter(&self, f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static) -> DataStream<T> {
+        self.one_input("Filter", move |_, next| Ok(Box::new(Filter::new(f.clone(), next))), None, None)
     }
 
     /// Any number of outputs per record: `f` pushes them onto the vector it is given.
-    pub fn flat_map<O: Data>(
-        &self,
-        f: impl FnMut(T, &mut Vec<O>) + Clone + Send + Sync + 'static,
-    ) -> DataStream<O> {
-        self.one_input(
-            "Flat Map",
-            move |_, next| Ok(Box::new(FlatMap::new(f.clone(), next))),
-            None,
-            None,
-        )
+    pub fn flat_map<O: Data>(&self, f: impl FnMut(T, &mut Vec<O>) + Clone + Send + Sync + 'static) -> DataStream<O> {
+        self.one_input("Flat Map", move |_, next| Ok(Box::new(FlatMap::new(f.clone(), next))), None, None)
     }
 
     /// Partitions the stream by key: records with equal keys go to the same subtask, in key groups.
-    pub fn key_by<K: Key, KS: Fn(&T) -> K + Clone + Send + Sync + 'static>(
-        &self,
-        key: KS,
-    ) -> KeyedStream<K, T, KS> {
+    pub fn key_by<K: Key, KS: Fn(&T) -> K + Clone + Send + Sync + 'static>(&self, key: KS) -> KeyedStream<K, T, KS> {
         KeyedStream::new(self.clone(), key)
     }
 
@@ -141,30 +88,20 @@ impl<T: Data> DataStream<T> {
             return self.clone();
         }
         if others.iter().any(|o| !Rc::ptr_eq(&o.b, &self.b)) {
-            self.b.borrow_mut().errors.push(Error::invalid_job(
-                "union of streams from different environments",
-            ));
+            self.b.borrow_mut().errors.push(Error::invalid_job("union of streams from different environments"));
             return self.clone();
         }
         let out = self.one_input::<T>("Union", |_, next| Ok(next), None, None);
         let mut b = self.b.borrow_mut();
         for o in others {
-            b.edges.push(DraftEdge {
-                source: o.id,
-                target: out.id,
-                ship: o.ship,
-                key_hash: None,
-            });
+            b.edges.push(DraftEdge { source: o.id, target: out.id, ship: o.ship, key_hash: None });
         }
         drop(b);
         out
     }
 
     fn with_ship(&self, ship: ShipStrategy) -> DataStream<T> {
-        DataStream {
-            ship: Some(ship),
-            ..self.clone()
-        }
+        DataStream { ship: Some(ship), ..self.clone() }
     }
 
     /// Round-robin to the next operator's subtasks.
@@ -222,20 +159,10 @@ impl<T: Data> DataStream<T> {
         let sink = Arc::new(sink);
         let name = format!("Sink: {}", sink.name());
         let check = sink.clone();
-        let stream: DataStream<()> = self.one_input(
-            &name,
-            move |env, _next: Box<dyn Output<()>>| sink.create_writer(env),
-            None,
-            None,
-        );
-        self.b
-            .borrow_mut()
-            .validators
-            .push(Arc::new(move || check.validate()));
-        DataStreamSink {
-            b: stream.b,
-            id: stream.id,
-        }
+        let stream: DataStream<()> =
+            self.one_input(&name, move |env, _next: Box<dyn Output<()>>| sink.create_writer(env), None, None);
+        self.b.borrow_mut().validators.push(Arc::new(move || check.validate()));
+        DataStreamSink { b: stream.b, id: stream.id }
     }
 
     /// Prints every record (`Debug` form) to standard output, prefixed `N> ` by the one-based

@@ -60,9 +60,6 @@ impl<T: Serialize> Output<T> for CollectWriter<T> {
 pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<Vec<T>> {
     postcard::from_bytes(bytes).map_err(|e| Error::InvalidArguments {
         job: name.to_string(),
-        message: format!(
-            "collected records do not decode as {}: {e}",
-            std::any::type_name::<T>()
-        ),
+        message: format!("collected records do not decode as {}: {e}", std::any::type_name::<T>()),
     })
 }

@@ -18,9 +18,7 @@ pub struct Collection<T> {
 impl<T> Collection<T> {
     /// A source over `items`.
     pub fn new(items: Vec<T>) -> Self {
-        Collection {
-            items: Arc::new(items),
-        }
+        Collection { items: Arc::new(items) }
     }
 }
 
@@ -30,11 +28,7 @@ impl<T: Clone + Send + Sync + 'static> Source<T> for Collection<T> {
     }
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<T>>> {
         let r = split_range(self.items.len() as u64, ctx.parallelism, ctx.subtask);
-        Ok(Box::new(CollectionReader {
-            items: self.items.clone(),
-            next: r.start as usize,
-            end: r.end as usize,
-        }))
+        Ok(Box::new(CollectionReader { items: self.items.clone(), next: r.start as usize, end: r.end as usize }))
     }
 }
 
@@ -49,11 +43,7 @@ impl<T: Clone> SourceReader<T> for CollectionReader<T> {
         let stop = self.end.min(self.next + max);
         out.extend_from_slice(&self.items[self.next..stop]);
         self.next = stop;
-        Ok(if self.next >= self.end {
-            SourceStatus::Finished
-        } else {
-            SourceStatus::Continue
-        })
+        Ok(if self.next >= self.end { SourceStatus::Finished } else { SourceStatus::Continue })
     }
 }
 

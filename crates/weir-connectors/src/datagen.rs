@@ -25,11 +25,7 @@ impl<T> DataGen<T> {
     /// A generator of `count` records (`None`: unbounded), limited to `records_per_second`
     /// (`None`: as fast as downstream takes them).
     pub fn new(f: GeneratorFn<T>, count: Option<u64>, records_per_second: Option<f64>) -> Self {
-        DataGen {
-            f,
-            count,
-            records_per_second,
-        }
+        DataGen { f, count, records_per_second }
     }
 }
 
@@ -51,9 +47,7 @@ impl<T: Send + 'static> Source<T> for DataGen<T> {
             next: u64::from(ctx.subtask),
             step: u64::from(ctx.parallelism),
             end: self.count.unwrap_or(u64::MAX),
-            rate: self
-                .records_per_second
-                .map(|r| r / f64::from(ctx.parallelism)),
+            rate: self.records_per_second.map(|r| r / f64::from(ctx.parallelism)),
             started: Instant::now(),
             emitted: 0,
         }))
@@ -93,11 +87,7 @@ impl<T> SourceReader<T> for DataGenReader<T> {
                 None => self.end,
             };
         }
-        Ok(if self.next >= self.end {
-            SourceStatus::Finished
-        } else {
-            SourceStatus::Continue
-        })
+        Ok(if self.next >= self.end { SourceStatus::Finished } else { SourceStatus::Continue })
     }
 }
 
@@ -115,11 +105,7 @@ mod tests {
         }
         all.sort();
         assert_eq!(all, (0..25).map(|i| i * 10).collect::<Vec<_>>());
-        assert!(
-            DataGen::new(Arc::new(|i| i), None, Some(-1.0))
-                .validate()
-                .is_err()
-        );
+        assert!(DataGen::new(Arc::new(|i| i), None, Some(-1.0)).validate().is_err());
         Ok(())
     }
 
@@ -136,18 +122,8 @@ mod tests {
             }
         }
         let allowed = (start.elapsed().as_secs_f64() * 1000.0) as usize + 1;
-        assert!(
-            out.len() >= 20,
-            "only {} records in {:?}",
-            out.len(),
-            start.elapsed()
-        );
-        assert!(
-            out.len() <= allowed,
-            "{} records in {:?}",
-            out.len(),
-            start.elapsed()
-        );
+        assert!(out.len() >= 20, "only {} records in {:?}", out.len(), start.elapsed());
+        assert!(out.len() <= allowed, "{} records in {:?}", out.len(), start.elapsed());
         Ok(())
     }
 }

@@ -30,24 +30,16 @@ impl TextFiles {
     }
 
     fn files(&self) -> Result<Vec<(PathBuf, u64)>> {
-        let meta = fs::metadata(&self.path).map_err(|e| {
-            Error::io(
-                "cannot read the input; pass an existing file or directory:",
-                &self.path,
-                e,
-            )
-        })?;
+        let meta = fs::metadata(&self.path)
+            .map_err(|e| Error::io("cannot read the input; pass an existing file or directory:", &self.path, e))?;
         let mut files = Vec::new();
         if meta.is_dir() {
-            let entries = fs::read_dir(&self.path)
-                .map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
+            let entries =
+                fs::read_dir(&self.path).map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
             for entry in entries {
-                let entry =
-                    entry.map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
+                let entry = entry.map_err(|e| Error::io("cannot list input directory", &self.path, e))?;
                 let hidden = entry.file_name().to_string_lossy().starts_with(['.', '_']);
-                let m = entry
-                    .metadata()
-                    .map_err(|e| Error::io("cannot read input file", entry.path(), e))?;
+                let m = entry.metadata().map_err(|e| Error::io("cannot read input file", entry.path(), e))?;
                 if m.is_file() && !hidden {
                     files.push((entry.path(), m.len()));
                 }
@@ -84,11 +76,7 @@ impl Source<String> for TextFiles {
             offset += len;
         }
         parts.reverse();
-        Ok(Box::new(TextReader {
-            parts,
-            current: None,
-            line: Vec::new(),
-        }))
+        Ok(Box::new(TextReader { parts, current: None, line: Vec::new() }))
     }
 }
 
@@ -108,33 +96,20 @@ struct TextReader {
 
 impl TextReader {
     fn open(path: PathBuf, start: u64, end: u64) -> Result<OpenPart> {
-        let mut file =
-            File::open(&path).map_err(|e| Error::io("cannot open input file", &path, e))?;
+        let mut file = File::open(&path).map_err(|e| Error::io("cannot open input file", &path, e))?;
         let mut pos = start;
         if start > 0 {
             // Look at the byte before the range: if it ends a line, our first line starts here;
             // otherwise the line in progress belongs to the previous range.
-            file.seek(SeekFrom::Start(start - 1))
-                .map_err(|e| Error::io("cannot seek in input file", &path, e))?;
+            file.seek(SeekFrom::Start(start - 1)).map_err(|e| Error::io("cannot seek in input file", &path, e))?;
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut skipped = Vec::new();
-            let n = reader
-                .read_until(b'\n', &mut skipped)
-                .map_err(|e| Error::io("cannot read input file", &path, e))?;
+            let n =
+                reader.read_until(b'\n', &mut skipped).map_err(|e| Error::io("cannot read input file", &path, e))?;
             pos = start - 1 + n as u64;
-            return Ok(OpenPart {
-                path,
-                reader,
-                pos,
-                end,
-            });
+            return Ok(OpenPart { path, reader, pos, end });
         }
-        Ok(OpenPart {
-            path,
-            reader: BufReader::with_capacity(1 << 16, file),
-            pos,
-            end,
-        })
+        Ok(OpenPart { path, reader: BufReader::with_capacity(1 << 16, file), pos, end })
     }
 }
 
@@ -216,24 +191,17 @@ impl<T: std::fmt::Display + 'static> Sink<T> for TextFileSink {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "is a file"),
             ));
         }
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
         let probe = self.dir.join(".weir-write-probe");
-        File::create(&probe)
-            .map_err(|e| Error::io("cannot write into output directory", &self.dir, e))?;
+        File::create(&probe).map_err(|e| Error::io("cannot write into output directory", &self.dir, e))?;
         let _ = fs::remove_file(&probe);
         Ok(())
     }
     fn create_writer(&self, env: &TaskEnv) -> Result<Box<dyn Output<T>>> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
         let path = Self::part_path(&self.dir, env.op.subtask);
-        let file =
-            File::create(&path).map_err(|e| Error::io("cannot create output file", &path, e))?;
-        Ok(Box::new(TextWriter {
-            out: BufWriter::with_capacity(1 << 16, file),
-            path,
-        }))
+        let file = File::create(&path).map_err(|e| Error::io("cannot create output file", &path, e))?;
+        Ok(Box::new(TextWriter { out: BufWriter::with_capacity(1 << 16, file), path }))
     }
 }
 
@@ -245,19 +213,13 @@ struct TextWriter {
 impl<T: std::fmt::Display> Output<T> for TextWriter {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
         for r in batch.drain(..) {
-            writeln!(self.out, "{r}")
-                .map_err(|e| Error::io("cannot write output file", &self.path, e))?;
+            writeln!(self.out, "{r}").map_err(|e| Error::io("cannot write output file", &self.path, e))?;
         }
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("cannot write output file", &self.path, e))?;
-        self.out
-            .get_ref()
-            .sync_all()
-            .map_err(|e| Error::io("cannot sync output file", &self.path, e))
+        self.out.flush().map_err(|e| Error::io("cannot write output file", &self.path, e))?;
+        self.out.get_ref().sync_all().map_err(|e| Error::io("cannot sync output file", &self.path, e))
     }
 }
 
@@ -282,11 +244,9 @@ mod tests {
                 text.push_str("no newline at the end");
                 expected.push("no newline at the end".into());
             }
-            fs::write(dir.path().join(format!("f{f}.txt")), text)
-                .map_err(|e| Error::io("write", dir.path(), e))?;
+            fs::write(dir.path().join(format!("f{f}.txt")), text).map_err(|e| Error::io("write", dir.path(), e))?;
         }
-        fs::write(dir.path().join(".hidden"), "skip me\n")
-            .map_err(|e| Error::io("write", dir.path(), e))?;
+        fs::write(dir.path().join(".hidden"), "skip me\n").map_err(|e| Error::io("write", dir.path(), e))?;
         expected.sort();
         let src = TextFiles::new(dir.path());
         src.validate()?;
@@ -303,24 +263,11 @@ mod tests {
 
     #[test]
     fn missing_input_and_unwritable_output_are_clear_errors() {
-        let e = TextFiles::new("/definitely/not/here")
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            e.contains("/definitely/not/here") && e.contains("existing file or directory"),
-            "{e}"
-        );
+        let e = TextFiles::new("/definitely/not/here").validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("/definitely/not/here") && e.contains("existing file or directory"), "{e}");
         let file = tempfile::NamedTempFile::new().ok();
-        let path = file
-            .as_ref()
-            .map(|f| f.path().to_path_buf())
-            .unwrap_or_default();
-        let e = Sink::<String>::validate(&TextFileSink::new(&path))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let path = file.as_ref().map(|f| f.path().to_path_buf()).unwrap_or_default();
+        let e = Sink::<String>::validate(&TextFileSink::new(&path)).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("pass a directory path"), "{e}");
     }
 

@@ -17,15 +17,8 @@ impl<T: std::fmt::Debug + 'static> Sink<T> for Print {
         "Print to Std. Out".into()
     }
     fn create_writer(&self, env: &TaskEnv) -> Result<Box<dyn Output<T>>> {
-        let prefix = if env.op.parallelism > 1 {
-            format!("{}> ", env.op.subtask + 1)
-        } else {
-            String::new()
-        };
-        Ok(Box::new(PrintWriter {
-            prefix,
-            line: String::new(),
-        }))
+        let prefix = if env.op.parallelism > 1 { format!("{}> ", env.op.subtask + 1) } else { String::new() };
+        Ok(Box::new(PrintWriter { prefix, line: String::new() }))
     }
 }
 
@@ -48,9 +41,6 @@ impl<T: std::fmt::Debug> Output<T> for PrintWriter {
             .map_err(|e| Error::io("cannot write to", "standard output", e))
     }
     fn finish(&mut self) -> Result<()> {
-        std::io::stdout()
-            .lock()
-            .flush()
-            .map_err(|e| Error::io("cannot write to", "standard output", e))
+        std::io::stdout().lock().flush().map_err(|e| Error::io("cannot write to", "standard output", e))
     }
 }

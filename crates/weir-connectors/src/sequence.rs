@@ -54,11 +54,7 @@ impl SourceReader<i64> for SequenceReader {
             out.extend(self.next as i64..=(stop - 1) as i64);
         }
         self.next = stop;
-        Ok(if self.next >= self.end {
-            SourceStatus::Finished
-        } else {
-            SourceStatus::Continue
-        })
+        Ok(if self.next >= self.end { SourceStatus::Finished } else { SourceStatus::Continue })
     }
 }
 
@@ -77,10 +73,7 @@ mod tests {
         all.sort();
         assert_eq!(all, (-5..=100).collect::<Vec<_>>());
         assert!(Sequence::new(3, 2).validate().is_err());
-        assert_eq!(
-            read_all(Sequence::new(i64::MAX - 1, i64::MAX).create_reader(&ctx(0, 1))?).len(),
-            2
-        );
+        assert_eq!(read_all(Sequence::new(i64::MAX - 1, i64::MAX).create_reader(&ctx(0, 1))?).len(), 2);
         Ok(())
     }
 }

@@ -18,9 +18,7 @@ pub struct SocketText {
 impl SocketText {
     /// Lines from `address` (`host:port`).
     pub fn new(address: impl Into<String>) -> Self {
-        SocketText {
-            address: address.into(),
-        }
+        SocketText { address: address.into() }
     }
 
     fn resolve(&self) -> Result<SocketAddr> {
@@ -49,27 +47,18 @@ impl Source<String> for SocketText {
     }
     fn create_reader(&self, _ctx: &OperatorContext) -> Result<Box<dyn SourceReader<String>>> {
         let addr = self.resolve()?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
-            Error::Network {
-                context: "socket source cannot connect to".into(),
-                peer: self.address.clone(),
-                source: e,
-            }
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| Error::Network {
+            context: "socket source cannot connect to".into(),
+            peer: self.address.clone(),
+            source: e,
         })?;
         // Short reads let the task notice cancellation while the peer is quiet.
-        stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .map_err(|e| Error::Network {
-                context: "cannot configure socket to".into(),
-                peer: self.address.clone(),
-                source: e,
-            })?;
-        Ok(Box::new(SocketReader {
-            stream,
+        stream.set_read_timeout(Some(Duration::from_millis(50))).map_err(|e| Error::Network {
+            context: "cannot configure socket to".into(),
             peer: self.address.clone(),
-            pending: Vec::new(),
-            chunk: vec![0; 1 << 16],
-        }))
+            source: e,
+        })?;
+        Ok(Box::new(SocketReader { stream, peer: self.address.clone(), pending: Vec::new(), chunk: vec![0; 1 << 16] }))
     }
 }
 
@@ -117,12 +106,7 @@ impl SourceReader<String> for SocketReader {
                 self.pending.extend_from_slice(&self.chunk[..n]);
                 Ok(SourceStatus::Continue)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
                 Ok(SourceStatus::Wait(Duration::ZERO))
             }
             Err(e) => Err(Error::Network {
@@ -143,11 +127,8 @@ mod tests {
 
     #[test]
     fn reads_lines_until_the_peer_closes() -> Result<()> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", "127.0.0.1", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("addr", "127.0.0.1", e))?;
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", "127.0.0.1", e))?;
+        let addr = listener.local_addr().map_err(|e| Error::io("addr", "127.0.0.1", e))?;
         let server = std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
                 let _ = s.write_all(b"hello\r\nworld\n");
@@ -166,20 +147,10 @@ mod tests {
     #[test]
     fn a_refused_connection_names_the_address() {
         // Bind then drop, so the port is very likely closed.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(1);
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
         let src = SocketText::new(format!("127.0.0.1:{port}"));
-        let e = src
-            .create_reader(&ctx(0, 1))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            e.contains(&format!("127.0.0.1:{port}")) && e.contains("cannot connect"),
-            "{e}"
-        );
+        let e = src.create_reader(&ctx(0, 1)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(&format!("127.0.0.1:{port}")) && e.contains("cannot connect"), "{e}");
         assert!(SocketText::new("no-port-here").validate().is_err());
     }
 }

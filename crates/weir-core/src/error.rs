@@ -44,9 +44,7 @@ pub enum Error {
     },
 
     /// Arguments that do not deserialize into the job's argument type.
-    #[error(
-        "invalid arguments for job '{job}': {message}. Pass a JSON value that matches the job's argument type"
-    )]
+    #[error("invalid arguments for job '{job}': {message}. Pass a JSON value that matches the job's argument type")]
     InvalidArguments {
         /// The job the arguments were meant for.
         job: String,
@@ -152,11 +150,7 @@ impl Error {
 
     /// An [`Error::Io`] with context.
     pub fn io(context: impl Into<String>, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            path: path.into(),
-            source,
-        }
+        Error::Io { context: context.into(), path: path.into(), source }
     }
 
     /// An [`Error::InvalidJob`].
@@ -173,8 +167,9 @@ impl Error {
 fn io_blame(e: &io::Error) -> Blame {
     use io::ErrorKind::*;
     match e.kind() {
-        NotFound | PermissionDenied | InvalidInput | InvalidData | AlreadyExists | IsADirectory
-        | NotADirectory => Blame::User,
+        NotFound | PermissionDenied | InvalidInput | InvalidData | AlreadyExists | IsADirectory | NotADirectory => {
+            Blame::User
+        }
         _ => Blame::External,
     }
 }
@@ -204,11 +199,7 @@ mod tests {
 
     #[test]
     fn classification_follows_the_cause() {
-        let missing = Error::io(
-            "cannot read",
-            "/nope",
-            io::Error::from(io::ErrorKind::NotFound),
-        );
+        let missing = Error::io("cannot read", "/nope", io::Error::from(io::ErrorKind::NotFound));
         assert_eq!(missing.blame(), Blame::User);
         assert!(!missing.is_retryable());
         let refused = Error::Network {
@@ -223,15 +214,9 @@ mod tests {
 
     #[test]
     fn unknown_job_lists_the_registered_ones() {
-        let e = Error::UnknownJob {
-            name: "wc".into(),
-            registered: vec!["wordcount".into(), "keyed".into()],
-        };
+        let e = Error::UnknownJob { name: "wc".into(), registered: vec!["wordcount".into(), "keyed".into()] };
         let text = e.to_string();
-        assert!(
-            text.contains("'wc'") && text.contains("wordcount, keyed"),
-            "{text}"
-        );
+        assert!(text.contains("'wc'") && text.contains("wordcount, keyed"), "{text}");
     }
 
     #[test]

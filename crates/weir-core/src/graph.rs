@@ -20,10 +20,7 @@ impl ArtifactDigest {
     /// The digest of the file at `path`.
     pub fn of_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
-        Ok(ArtifactDigest(format!(
-            "sha256:{}",
-            crate::plan::hex(&Sha256::digest(&bytes))
-        )))
+        Ok(ArtifactDigest(format!("sha256:{}", crate::plan::hex(&Sha256::digest(&bytes)))))
     }
 
     /// The digest of the running executable, computed once per process.
@@ -31,8 +28,7 @@ impl ArtifactDigest {
         static CURRENT: OnceLock<std::result::Result<ArtifactDigest, String>> = OnceLock::new();
         CURRENT
             .get_or_init(|| {
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot locate the running executable: {e}"))?;
+                let exe = std::env::current_exe().map_err(|e| format!("cannot locate the running executable: {e}"))?;
                 ArtifactDigest::of_file(&exe).map_err(|e| e.to_string())
             })
             .clone()
@@ -64,11 +60,7 @@ pub struct JobGraph {
 impl JobGraph {
     /// Checks that `rebuilt` (the plan this artifact builds for the same job and arguments) is the
     /// plan this graph was submitted with, and that the graph was written by a compatible build.
-    pub fn check_rebuilt(
-        &self,
-        this_artifact: Option<&ArtifactDigest>,
-        rebuilt: &Plan,
-    ) -> Result<()> {
+    pub fn check_rebuilt(&self, this_artifact: Option<&ArtifactDigest>, rebuilt: &Plan) -> Result<()> {
         if self.format_version != JOB_GRAPH_FORMAT_VERSION {
             return Err(Error::GraphMismatch {
                 job: self.job_name.clone(),

@@ -4,9 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A job's identity: 128 random bits, printed as 32 lower-case hex digits as Flink prints its JobID.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct JobId(pub u128);
 
@@ -33,13 +31,11 @@ impl FromStr for JobId {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Self> {
         if s.len() != 32 {
-            return Err(crate::Error::Config(format!(
-                "'{s}' is not a job id: expected 32 hex digits"
-            )));
+            return Err(crate::Error::Config(format!("'{s}' is not a job id: expected 32 hex digits")));
         }
-        u128::from_str_radix(s, 16).map(JobId).map_err(|_| {
-            crate::Error::Config(format!("'{s}' is not a job id: expected 32 hex digits"))
-        })
+        u128::from_str_radix(s, 16)
+            .map(JobId)
+            .map_err(|_| crate::Error::Config(format!("'{s}' is not a job id: expected 32 hex digits")))
     }
 }
 
@@ -57,9 +53,7 @@ impl TryFrom<String> for JobId {
 }
 
 /// A logical operator's index in its job's plan, stable for a given job and arguments.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct VertexId(pub u32);
 

@@ -148,11 +148,7 @@ pub fn subtask_for_key_group(key_group: u32, max_parallelism: u32, parallelism: 
 
 /// The contiguous range of key groups owned by `subtask`.
 pub fn key_group_range(max_parallelism: u32, parallelism: u32, subtask: u32) -> Range<u32> {
-    let (m, p, i) = (
-        u64::from(max_parallelism),
-        u64::from(parallelism),
-        u64::from(subtask),
-    );
+    let (m, p, i) = (u64::from(max_parallelism), u64::from(parallelism), u64::from(subtask));
     let start = (i * m).div_ceil(p);
     let end = ((i + 1) * m).div_ceil(p);
     start as u32..end as u32
@@ -192,9 +188,6 @@ mod tests {
             counts[key_group(&k, 128) as usize] += 1;
         }
         let (min, max) = (counts.iter().min().copied(), counts.iter().max().copied());
-        assert!(
-            min.unwrap_or(0) > 800 && max.unwrap_or(u32::MAX) < 1200,
-            "{min:?} {max:?}"
-        );
+        assert!(min.unwrap_or(0) > 800 && max.unwrap_or(u32::MAX) < 1200, "{min:?} {max:?}");
     }
 }

@@ -83,9 +83,7 @@ pub struct Plan {
 impl Plan {
     /// The vertex with this id.
     pub fn vertex(&self, id: VertexId) -> Result<&PlanVertex> {
-        self.vertices
-            .get(id.0 as usize)
-            .ok_or_else(|| Error::internal(format!("plan has no vertex {id}")))
+        self.vertices.get(id.0 as usize).ok_or_else(|| Error::internal(format!("plan has no vertex {id}")))
     }
 
     /// Edges into `id`.
@@ -102,10 +100,7 @@ impl Plan {
     pub fn validate(&self) -> Result<()> {
         for (i, v) in self.vertices.iter().enumerate() {
             if v.id.0 as usize != i {
-                return Err(Error::internal(format!(
-                    "vertex {} stored at index {i}",
-                    v.id
-                )));
+                return Err(Error::internal(format!("vertex {} stored at index {i}", v.id)));
             }
             if v.parallelism == 0 {
                 return Err(Error::invalid_job(format!(
@@ -113,9 +108,7 @@ impl Plan {
                     v.name
                 )));
             }
-            if v.max_parallelism == 0
-                || v.max_parallelism > crate::keygroup::UPPER_BOUND_MAX_PARALLELISM
-            {
+            if v.max_parallelism == 0 || v.max_parallelism > crate::keygroup::UPPER_BOUND_MAX_PARALLELISM {
                 return Err(Error::invalid_job(format!(
                     "operator '{}' has max parallelism {}; it must be between 1 and {}",
                     v.name,
@@ -192,11 +185,7 @@ impl Plan {
         let nodes: Vec<serde_json::Value> = chains
             .iter()
             .map(|(head, ops)| {
-                let description = ops
-                    .iter()
-                    .map(|o| o.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" -> ");
+                let description = ops.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(" -> ");
                 let inputs: Vec<serde_json::Value> = ops
                     .iter()
                     .flat_map(|o| self.inputs(o.id))
@@ -235,24 +224,15 @@ impl Plan {
         let heads = self.chain_heads();
         let mut out = String::new();
         let _ = writeln!(out, "digraph {} {{", quote(job_name));
-        let _ = writeln!(
-            out,
-            "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];"
-        );
+        let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];");
         let mut chains: BTreeMap<VertexId, Vec<&PlanVertex>> = BTreeMap::new();
         for v in &self.vertices {
             chains.entry(heads[v.id.0 as usize]).or_default().push(v);
         }
         for (head, ops) in &chains {
             let _ = writeln!(out, "  subgraph cluster_{} {{", head.0);
-            let _ = writeln!(
-                out,
-                "    label={};",
-                quote(&format!(
-                    "task {} (parallelism {})",
-                    head.0, ops[0].parallelism
-                ))
-            );
+            let _ =
+                writeln!(out, "    label={};", quote(&format!("task {} (parallelism {})", head.0, ops[0].parallelism)));
             for o in ops {
                 let label = if o.name == o.operator {
                     format!("{}\\np={}", o.name, o.parallelism)
@@ -264,11 +244,7 @@ impl Plan {
             let _ = writeln!(out, "  }}");
         }
         for e in &self.edges {
-            let style = if self.is_chained(e) {
-                ", style=dashed"
-            } else {
-                ""
-            };
+            let style = if self.is_chained(e) { ", style=dashed" } else { "" };
             let _ = writeln!(
                 out,
                 "  v{} -> v{} [label={}{style}];",
@@ -314,22 +290,12 @@ mod tests {
     }
 
     fn edge(s: u32, t: u32, ship: ShipStrategy) -> PlanEdge {
-        PlanEdge {
-            source: VertexId(s),
-            target: VertexId(t),
-            input: 0,
-            ship_strategy: ship,
-        }
+        PlanEdge { source: VertexId(s), target: VertexId(t), input: 0, ship_strategy: ship }
     }
 
     fn sample() -> Plan {
         Plan {
-            vertices: vec![
-                vertex(0, "src", 2),
-                vertex(1, "map", 2),
-                vertex(2, "sum", 3),
-                vertex(3, "sink", 3),
-            ],
+            vertices: vec![vertex(0, "src", 2), vertex(1, "map", 2), vertex(2, "sum", 3), vertex(3, "sink", 3)],
             edges: vec![
                 edge(0, 1, ShipStrategy::Forward),
                 edge(1, 2, ShipStrategy::Hash),
@@ -341,10 +307,7 @@ mod tests {
     #[test]
     fn forward_edges_of_equal_parallelism_chain() {
         let p = sample();
-        assert_eq!(
-            p.chain_heads(),
-            vec![VertexId(0), VertexId(0), VertexId(2), VertexId(2)]
-        );
+        assert_eq!(p.chain_heads(), vec![VertexId(0), VertexId(0), VertexId(2), VertexId(2)]);
         let json = p.to_json("j");
         assert_eq!(json["nodes"].as_array().map(Vec::len), Some(2));
         assert_eq!(json["nodes"][1]["inputs"][0]["ship_strategy"], "HASH");
@@ -366,19 +329,11 @@ mod tests {
     fn validation_names_the_operator() {
         let mut p = sample();
         p.vertices[1].parallelism = 0;
-        let e = p
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = p.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("'map' has parallelism 0"), "{e}");
         let mut p = sample();
         p.vertices[1].parallelism = 3;
-        let e = p
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let e = p.validate().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("forward edge from 'src'"), "{e}");
     }
 }

@@ -34,10 +34,7 @@ pub enum JobStatus {
 impl JobStatus {
     /// Whether the job will never change status again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished
-        )
+        matches!(self, JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished)
     }
 
     /// Flink's upper-case name.
@@ -70,10 +67,7 @@ mod tests {
 
     #[test]
     fn names_match_flink() {
-        assert_eq!(
-            serde_json::to_string(&JobStatus::Canceled).ok().as_deref(),
-            Some("\"CANCELED\"")
-        );
+        assert_eq!(serde_json::to_string(&JobStatus::Canceled).ok().as_deref(), Some("\"CANCELED\""));
         assert_eq!(JobStatus::Running.to_string(), "RUNNING");
         assert!(JobStatus::Finished.is_terminal() && !JobStatus::Cancelling.is_terminal());
     }

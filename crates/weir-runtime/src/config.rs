@@ -20,9 +20,7 @@ pub struct ExecutionConfig {
 impl Default for ExecutionConfig {
     fn default() -> Self {
         ExecutionConfig {
-            parallelism: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
+            parallelism: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             batch_size: 1024,
             channel_capacity: 8,
@@ -32,20 +30,13 @@ impl Default for ExecutionConfig {
 
 impl ExecutionConfig {
     /// The keys [`ExecutionConfig::set`] understands.
-    pub const KEYS: [&'static str; 4] = [
-        "parallelism.default",
-        "pipeline.max-parallelism",
-        "execution.batch-size",
-        "execution.channel-capacity",
-    ];
+    pub const KEYS: [&'static str; 4] =
+        ["parallelism.default", "pipeline.max-parallelism", "execution.batch-size", "execution.channel-capacity"];
 
     /// Sets one key from its text value; unknown keys and bad values are errors that say so.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| Error::Config(format!("{key}: '{value}' is not a valid number")))
+            value.trim().parse().map_err(|_| Error::Config(format!("{key}: '{value}' is not a valid number")))
         }
         match key {
             "parallelism.default" => self.parallelism = num(key, value)?,
@@ -65,22 +56,16 @@ impl ExecutionConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         if self.parallelism == 0 {
-            return Err(Error::Config(
-                "parallelism.default must be at least 1".into(),
-            ));
+            return Err(Error::Config("parallelism.default must be at least 1".into()));
         }
-        if self.max_parallelism == 0
-            || self.max_parallelism > weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM
-        {
+        if self.max_parallelism == 0 || self.max_parallelism > weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM {
             return Err(Error::Config(format!(
                 "pipeline.max-parallelism must be between 1 and {}",
                 weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM
             )));
         }
         if self.batch_size == 0 || self.channel_capacity == 0 {
-            return Err(Error::Config(
-                "execution.batch-size and execution.channel-capacity must be at least 1".into(),
-            ));
+            return Err(Error::Config("execution.batch-size and execution.channel-capacity must be at least 1".into()));
         }
         Ok(())
     }
@@ -95,15 +80,8 @@ mod tests {
         let mut c = ExecutionConfig::default();
         assert!(c.set("parallelism.default", "3").is_ok());
         assert_eq!(c.parallelism, 3);
-        let e = c
-            .set("parallelism.defualt", "3")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            e.contains("unknown configuration key 'parallelism.defualt'"),
-            "{e}"
-        );
+        let e = c.set("parallelism.defualt", "3").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("unknown configuration key 'parallelism.defualt'"), "{e}");
         assert!(c.set("parallelism.default", "0").is_err());
         assert!(c.set("execution.batch-size", "many").is_err());
     }

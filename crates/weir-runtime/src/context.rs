@@ -29,11 +29,7 @@ impl CancelToken {
     /// A token that is not cancelled.
     pub fn new() -> Self {
         let (tx, rx) = crossbeam_channel::bounded(0);
-        CancelToken {
-            flag: Arc::new(AtomicBool::new(false)),
-            wake: rx,
-            trigger: Arc::new(Mutex::new(Some(tx))),
-        }
+        CancelToken { flag: Arc::new(AtomicBool::new(false)), wake: rx, trigger: Arc::new(Mutex::new(Some(tx))) }
     }
 
     /// Cancels: every holder sees it, and every waiter wakes up.
@@ -96,12 +92,7 @@ pub struct OperatorContext {
 impl OperatorContext {
     /// `name (i/p)`, as Flink names subtasks (one-based).
     pub fn subtask_name(&self) -> String {
-        format!(
-            "{} ({}/{})",
-            self.operator_name,
-            self.subtask + 1,
-            self.parallelism
-        )
+        format!("{} ({}/{})", self.operator_name, self.subtask + 1, self.parallelism)
     }
 }
 
@@ -127,17 +118,13 @@ mod tests {
 /// Values that subtasks hand back to the client with the job's result (the collect sink's records,
 /// for one), kept per name and subtask.
 #[derive(Debug, Default)]
-pub struct Accumulators(
-    Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<u32, Vec<u8>>>>,
-);
+pub struct Accumulators(Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<u32, Vec<u8>>>>);
 
 impl Accumulators {
     /// Stores subtask `subtask`'s serialized value for `name`.
     pub fn put(&self, name: &str, subtask: u32, bytes: Vec<u8>) {
         if let Ok(mut m) = self.0.lock() {
-            m.entry(name.to_string())
-                .or_default()
-                .insert(subtask, bytes);
+            m.entry(name.to_string()).or_default().insert(subtask, bytes);
         }
     }
 
@@ -145,11 +132,7 @@ impl Accumulators {
     pub fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<Vec<u8>>> {
         self.0
             .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.values().cloned().collect()))
-                    .collect()
-            })
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.values().cloned().collect())).collect())
             .unwrap_or_default()
     }
 }

@@ -66,16 +66,13 @@ impl<T: Clone> ExchangeOutput<T> {
             max_parallelism,
             // Start round-robin at a subtask-dependent receiver, as Flink does, to spread load.
             next: subtask as usize % senders_len,
-            rng: 0x2545_f491_4f6c_dd1d
-                ^ (u64::from(subtask) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            rng: 0x2545_f491_4f6c_dd1d ^ (u64::from(subtask) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             cancel,
         })
     }
 
     fn send(&self, i: usize, batch: Vec<T>) -> Result<()> {
-        self.senders[i]
-            .send(Message::Records(batch))
-            .map_err(|_| self.closed())
+        self.senders[i].send(Message::Records(batch)).map_err(|_| self.closed())
     }
 
     fn closed(&self) -> Error {
@@ -109,9 +106,7 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
                 return self.send(0, b);
             }
             ShipStrategy::Forward => {
-                return Err(Error::internal(
-                    "forward exchange with more than one receiver",
-                ));
+                return Err(Error::internal("forward exchange with more than one receiver"));
             }
             ShipStrategy::Broadcast => {
                 for i in 1..n {
@@ -140,10 +135,7 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
                 }
             }
             ShipStrategy::Hash => {
-                let key_hash = self
-                    .key_hash
-                    .as_ref()
-                    .ok_or_else(|| Error::internal("hash exchange without a key"))?;
+                let key_hash = self.key_hash.as_ref().ok_or_else(|| Error::internal("hash exchange without a key"))?;
                 let (maxp, p) = (self.max_parallelism, n as u32);
                 for r in batch.drain(..) {
                     let kg = key_group_of_hash(key_hash(&r), maxp);
@@ -176,13 +168,7 @@ impl<T> InputGate<T> {
     /// A gate over `channels`.
     pub fn new(channels: Vec<Receiver<Message<T>>>, cancel: CancelToken) -> Self {
         let n = channels.len();
-        InputGate {
-            channels,
-            open: vec![true; n],
-            open_count: n,
-            cursor: 0,
-            cancel,
-        }
+        InputGate { channels, open: vec![true; n], open_count: n, cursor: 0, cancel }
     }
 
     /// The next batch, `Ok(None)` at the end of all input or on cancellation.

@@ -23,8 +23,7 @@ pub type AnyChannelEnd = Box<dyn Any + Send>;
 /// Builds one instance of an operator, given its output; returns its input.
 pub type OperatorFactory = Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<AnyOutput> + Send + Sync>;
 /// Builds one instance of a source, given its output; returns the task body that drives it.
-pub type SourceFactory =
-    Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<Box<dyn TaskBody>> + Send + Sync>;
+pub type SourceFactory = Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<Box<dyn TaskBody>> + Send + Sync>;
 /// A check run on the client before the job starts (input files exist, sink paths writable, ...).
 pub type Validator = Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
@@ -37,21 +36,13 @@ pub fn erase<T: 'static>(out: Box<dyn Output<T>>) -> AnyOutput {
 pub fn unerase<T: 'static>(out: AnyOutput) -> Result<Box<dyn Output<T>>> {
     out.downcast::<Box<dyn Output<T>>>()
         .map(|b| *b)
-        .map_err(|_| {
-            Error::internal(format!(
-                "output is not of record type {}",
-                std::any::type_name::<T>()
-            ))
-        })
+        .map_err(|_| Error::internal(format!("output is not of record type {}", std::any::type_name::<T>())))
 }
 
 fn unerase_end<E: 'static>(end: AnyChannelEnd) -> Result<E> {
-    end.downcast::<E>().map(|b| *b).map_err(|_| {
-        Error::internal(format!(
-            "channel end is not a {}",
-            std::any::type_name::<E>()
-        ))
-    })
+    end.downcast::<E>()
+        .map(|b| *b)
+        .map_err(|_| Error::internal(format!("channel end is not a {}", std::any::type_name::<E>())))
 }
 
 /// The operations the executor needs on records of one type.
@@ -109,14 +100,9 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
     fn fanout(&self, mut outputs: Vec<AnyOutput>) -> Result<AnyOutput> {
         match outputs.len() {
             0 => Ok(erase::<T>(Box::new(NullOutput))),
-            1 => outputs
-                .pop()
-                .ok_or_else(|| Error::internal("fan-out lost its output")),
+            1 => outputs.pop().ok_or_else(|| Error::internal("fan-out lost its output")),
             _ => {
-                let typed = outputs
-                    .into_iter()
-                    .map(unerase::<T>)
-                    .collect::<Result<Vec<_>>>()?;
+                let typed = outputs.into_iter().map(unerase::<T>).collect::<Result<Vec<_>>>()?;
                 Ok(erase::<T>(Box::new(FanOut::new(typed))))
             }
         }
@@ -131,10 +117,7 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
         subtask: u32,
         cancel: CancelToken,
     ) -> Result<AnyOutput> {
-        let senders = senders
-            .into_iter()
-            .map(unerase_end)
-            .collect::<Result<Vec<_>>>()?;
+        let senders = senders.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
         let key_hash = match key_hash {
             Some(k) => Some(
                 k.downcast_ref::<KeyHashFn<T>>()
@@ -143,14 +126,7 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
             ),
             None => None,
         };
-        let out = ExchangeOutput::<T>::new(
-            strategy,
-            senders,
-            key_hash,
-            max_parallelism,
-            subtask,
-            cancel,
-        )?;
+        let out = ExchangeOutput::<T>::new(strategy, senders, key_hash, max_parallelism, subtask, cancel)?;
         Ok(erase::<T>(Box::new(out)))
     }
 
@@ -160,24 +136,13 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
         head: AnyOutput,
         cancel: CancelToken,
     ) -> Result<Box<dyn TaskBody>> {
-        let receivers = receivers
-            .into_iter()
-            .map(unerase_end)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(InputTask::new(
-            InputGate::<T>::new(receivers, cancel),
-            unerase::<T>(head)?,
-        )))
+        let receivers = receivers.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(InputTask::new(InputGate::<T>::new(receivers, cancel), unerase::<T>(head)?)))
     }
 
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {
         let inner = unerase::<T>(input)?;
-        Ok(erase::<T>(Box::new(Traced::new(
-            env.op.vertex,
-            env.current.clone(),
-            env.metrics.clone(),
-            inner,
-        ))))
+        Ok(erase::<T>(Box::new(Traced::new(env.op.vertex, env.current.clone(), env.metrics.clone(), inner))))
     }
 }
 

@@ -89,10 +89,7 @@ pub struct JobHandle {
 
 impl std::fmt::Debug for JobHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobHandle")
-            .field("job_id", &self.shared.job_id)
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("JobHandle").field("job_id", &self.shared.job_id).field("status", &self.status()).finish()
     }
 }
 
@@ -104,11 +101,7 @@ impl JobHandle {
 
     /// The job's current status.
     pub fn status(&self) -> JobStatus {
-        self.shared
-            .state
-            .lock()
-            .map(|s| s.status)
-            .unwrap_or(JobStatus::Failed)
+        self.shared.state.lock().map(|s| s.status).unwrap_or(JobStatus::Failed)
     }
 
     /// Asks the job to stop. Returns at once; [`JobHandle::wait`] returns once every task has stopped.
@@ -147,11 +140,7 @@ impl JobHandle {
     /// Like [`JobHandle::wait`], but gives up after `timeout` with `Ok(None)`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobResult>> {
         let deadline = Instant::now().checked_add(timeout);
-        let mut s = self
-            .shared
-            .state
-            .lock()
-            .map_err(|_| Error::internal("job state lock poisoned"))?;
+        let mut s = self.shared.state.lock().map_err(|_| Error::internal("job state lock poisoned"))?;
         while !s.status.is_terminal() {
             let wait = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -160,19 +149,12 @@ impl JobHandle {
                 },
                 None => Duration::from_secs(3600),
             };
-            s = self
-                .shared
-                .changed
-                .wait_timeout(s, wait)
-                .map_err(|_| Error::internal("job state lock poisoned"))?
-                .0;
+            s = self.shared.changed.wait_timeout(s, wait).map_err(|_| Error::internal("job state lock poisoned"))?.0;
         }
         match s.status {
-            JobStatus::Finished => s
-                .result
-                .clone()
-                .map(Some)
-                .ok_or_else(|| Error::internal("finished without a result")),
+            JobStatus::Finished => {
+                s.result.clone().map(Some).ok_or_else(|| Error::internal("finished without a result"))
+            }
             JobStatus::Canceled => Err(Error::Cancelled(self.shared.job_id.to_string())),
             _ => Err(match &s.error {
                 Some(e) => clone_error(e),
@@ -185,14 +167,7 @@ impl JobHandle {
 /// Errors are not `Clone` (they hold `io::Error`s); waiters get an equivalent copy.
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::Task {
-            operator,
-            subtask,
-            parallelism,
-            message,
-            blame,
-            retryable,
-        } => Error::Task {
+        Error::Task { operator, subtask, parallelism, message, blame, retryable } => Error::Task {
             operator: operator.clone(),
             subtask: *subtask,
             parallelism: *parallelism,
@@ -201,10 +176,7 @@ fn clone_error(e: &Error) -> Error {
             retryable: *retryable,
         },
         Error::Cancelled(s) => Error::Cancelled(s.clone()),
-        Error::GraphMismatch { job, message } => Error::GraphMismatch {
-            job: job.clone(),
-            message: message.clone(),
-        },
+        Error::GraphMismatch { job, message } => Error::GraphMismatch { job: job.clone(), message: message.clone() },
         Error::InvalidJob(s) => Error::InvalidJob(s.clone()),
         other => Error::Internal(other.to_string()),
     }
@@ -233,12 +205,7 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             for s in 0..v.parallelism {
                 tasks.insert(
                     (v.id, s),
-                    TaskSpec {
-                        head: v.id,
-                        subtask: s,
-                        senders: HashMap::new(),
-                        receivers: Vec::new(),
-                    },
+                    TaskSpec { head: v.id, subtask: s, senders: HashMap::new(), receivers: Vec::new() },
                 );
             }
         }
@@ -262,17 +229,13 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
                 senders.push(tx);
                 tasks
                     .get_mut(&(e.target, j))
-                    .ok_or_else(|| {
-                        Error::internal(format!("no task for vertex {} subtask {j}", e.target))
-                    })?
+                    .ok_or_else(|| Error::internal(format!("no task for vertex {} subtask {j}", e.target)))?
                     .receivers
                     .push(rx);
             }
             tasks
                 .get_mut(&(src_head, i))
-                .ok_or_else(|| {
-                    Error::internal(format!("no task for vertex {src_head} subtask {i}"))
-                })?
+                .ok_or_else(|| Error::internal(format!("no task for vertex {src_head} subtask {i}")))?
                 .senders
                 .insert(ei, senders);
         }
@@ -282,18 +245,10 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
         job_id,
         job_name: graph.job_name.clone(),
         names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
-        metrics: plan
-            .vertices
-            .iter()
-            .map(|_| Arc::new(VertexMetrics::default()))
-            .collect(),
+        metrics: plan.vertices.iter().map(|_| Arc::new(VertexMetrics::default())).collect(),
         accumulators: Arc::new(Accumulators::default()),
         cancel: CancelToken::new(),
-        state: Mutex::new(JobState {
-            status: JobStatus::Created,
-            error: None,
-            result: None,
-        }),
+        state: Mutex::new(JobState { status: JobStatus::Created, error: None, result: None }),
         changed: Condvar::new(),
         started: Instant::now(),
         live_tasks: AtomicUsize::new(0),
@@ -313,13 +268,11 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             graph.nodes[spec.head.0 as usize].vertex.parallelism
         );
         shared.live_tasks.fetch_add(1, Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name(truncate(&name, 60))
-            .spawn(move || {
-                let r = run_task(&graph, &shared2, spec);
-                shared2.live_tasks.fetch_sub(1, Ordering::SeqCst);
-                let _ = done.send(r);
-            });
+        let spawned = std::thread::Builder::new().name(truncate(&name, 60)).spawn(move || {
+            let r = run_task(&graph, &shared2, spec);
+            shared2.live_tasks.fetch_sub(1, Ordering::SeqCst);
+            let _ = done.send(r);
+        });
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
@@ -365,10 +318,9 @@ fn job_master(
         // A closed channel is a consequence of another task stopping, never the cause.
         let better = match (&root, &e) {
             (None, _) => true,
-            (
-                Some(Error::ChannelClosed(_) | Error::Cancelled(_)),
-                Error::ChannelClosed(_) | Error::Cancelled(_),
-            ) => false,
+            (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), Error::ChannelClosed(_) | Error::Cancelled(_)) => {
+                false
+            }
             (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), _) => true,
             _ => false,
         };
@@ -380,11 +332,7 @@ fn job_master(
             root = Some(e);
         }
         if first {
-            let cancelling = shared
-                .state
-                .lock()
-                .map(|s| s.status == JobStatus::Cancelling)
-                .unwrap_or(false);
+            let cancelling = shared.state.lock().map(|s| s.status == JobStatus::Cancelling).unwrap_or(false);
             if !cancelling {
                 shared.set_status(JobStatus::Failing);
             }
@@ -394,11 +342,7 @@ fn job_master(
     for h in threads {
         let _ = h.join();
     }
-    let cancelled_by_user = shared
-        .state
-        .lock()
-        .map(|s| s.status == JobStatus::Cancelling)
-        .unwrap_or(false);
+    let cancelled_by_user = shared.state.lock().map(|s| s.status == JobStatus::Cancelling).unwrap_or(false);
     let final_status = match (&root, cancelled_by_user) {
         (_, true) => JobStatus::Canceled,
         (Some(_), false) => JobStatus::Failed,
@@ -450,22 +394,12 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            Err(task_error(
-                format!("user function panicked: {msg}"),
-                Blame::User,
-                false,
-            ))
+            Err(task_error(format!("user function panicked: {msg}"), Blame::User, false))
         }
     }
 }
 
-fn env_for(
-    graph: &StreamGraph,
-    shared: &JobShared,
-    v: VertexId,
-    subtask: u32,
-    current: &CurrentOperator,
-) -> TaskEnv {
+fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, current: &CurrentOperator) -> TaskEnv {
     let vertex = &graph.nodes[v.0 as usize].vertex;
     TaskEnv {
         op: OperatorContext {
@@ -494,12 +428,8 @@ fn build_output(
     v: VertexId,
     current: &CurrentOperator,
 ) -> Result<AnyOutput> {
-    let plan_edges: Vec<(usize, &crate::graph::Edge)> = graph
-        .edges
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.plan.source == v)
-        .collect();
+    let plan_edges: Vec<(usize, &crate::graph::Edge)> =
+        graph.edges.iter().enumerate().filter(|(_, e)| e.plan.source == v).collect();
     let plan = graph.plan();
     let node = &graph.nodes[v.0 as usize];
     let mut outs = Vec::with_capacity(plan_edges.len());
@@ -507,12 +437,10 @@ fn build_output(
         if plan.is_chained(&e.plan) {
             outs.push(build_operator(graph, shared, spec, e.plan.target, current)?);
         } else {
-            let senders = spec.senders.remove(&ei).ok_or_else(|| {
-                Error::internal(format!(
-                    "no channels for edge {ei} in subtask {}",
-                    spec.subtask
-                ))
-            })?;
+            let senders = spec
+                .senders
+                .remove(&ei)
+                .ok_or_else(|| Error::internal(format!("no channels for edge {ei} in subtask {}", spec.subtask)))?;
             let target = &graph.nodes[e.plan.target.0 as usize].vertex;
             outs.push(node.output.exchange(
                 e.plan.ship_strategy,
@@ -574,9 +502,5 @@ fn build_task(
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        s.chars().take(n).collect()
-    }
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n).collect() }
 }

@@ -26,11 +26,7 @@ pub struct Map<O, F> {
 impl<O, F> Map<O, F> {
     /// A map feeding `next`.
     pub fn new(f: F, next: Box<dyn Output<O>>) -> Self {
-        Map {
-            f,
-            buf: Vec::new(),
-            next,
-        }
+        Map { f, buf: Vec::new(), next }
     }
 }
 
@@ -63,11 +59,7 @@ impl<T, F: FnMut(&T) -> bool> Output<T> for Filter<T, F> {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
         let f = &mut self.f;
         batch.retain(|x| f(x));
-        if batch.is_empty() {
-            Ok(())
-        } else {
-            self.next.push(batch)
-        }
+        if batch.is_empty() { Ok(()) } else { self.next.push(batch) }
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -84,11 +76,7 @@ pub struct FlatMap<O, F> {
 impl<O, F> FlatMap<O, F> {
     /// A flat map feeding `next`.
     pub fn new(f: F, next: Box<dyn Output<O>>) -> Self {
-        FlatMap {
-            f,
-            buf: Vec::new(),
-            next,
-        }
+        FlatMap { f, buf: Vec::new(), next }
     }
 }
 
@@ -98,11 +86,7 @@ impl<I, O, F: FnMut(I, &mut Vec<O>)> Output<I> for FlatMap<O, F> {
         for x in batch.drain(..) {
             (self.f)(x, &mut self.buf);
         }
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            self.next.push(&mut self.buf)
-        }
+        if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -126,14 +110,7 @@ pub struct KeyedAggregate<K, A, O, KF, First, Step> {
 impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     /// `key` extracts the key; `first` and `step` as described on the type.
     pub fn new(key: KF, first: First, step: Step, next: Box<dyn Output<O>>) -> Self {
-        KeyedAggregate {
-            key,
-            first,
-            step,
-            state: StateMap::default(),
-            buf: Vec::new(),
-            next,
-        }
+        KeyedAggregate { key, first, step, state: StateMap::default(), buf: Vec::new(), next }
     }
 }
 
@@ -158,11 +135,7 @@ where
             };
             self.buf.push(out);
         }
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            self.next.push(&mut self.buf)
-        }
+        if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -201,10 +174,7 @@ mod tests {
             },
             sink,
         );
-        let flat = FlatMap::new(
-            |x: u64, out: &mut Vec<u64>| out.extend(std::iter::repeat_n(x, 2)),
-            Box::new(sum),
-        );
+        let flat = FlatMap::new(|x: u64, out: &mut Vec<u64>| out.extend(std::iter::repeat_n(x, 2)), Box::new(sum));
         let filter = Filter::new(|x: &u64| *x < 4, Box::new(flat));
         let mut map = Map::new(|x: u64| x + 1, Box::new(filter));
         map.push(&mut vec![0, 1, 2, 3])?;

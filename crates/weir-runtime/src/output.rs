@@ -54,10 +54,7 @@ pub struct FanOut<T> {
 impl<T> FanOut<T> {
     /// A fan-out to `outputs`.
     pub fn new(outputs: Vec<Box<dyn Output<T>>>) -> Self {
-        FanOut {
-            outputs,
-            scratch: Vec::new(),
-        }
+        FanOut { outputs, scratch: Vec::new() }
     }
 }
 
@@ -119,12 +116,7 @@ impl<T> Traced<T> {
         metrics: Arc<VertexMetrics>,
         inner: Box<dyn Output<T>>,
     ) -> Self {
-        Traced {
-            vertex,
-            current,
-            metrics,
-            inner,
-        }
+        Traced { vertex, current, metrics, inner }
     }
 }
 

@@ -55,13 +55,7 @@ impl<T> SourceTask<T> {
         metrics: Arc<VertexMetrics>,
         current: CurrentOperator,
     ) -> Self {
-        SourceTask {
-            reader,
-            output,
-            ctx,
-            metrics,
-            current,
-        }
+        SourceTask { reader, output, ctx, metrics, current }
     }
 }
 

@@ -30,10 +30,7 @@ struct InfoCommand {
 impl App {
     /// A program called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        App {
-            name: name.into(),
-            registry: Registry::new(),
-        }
+        App { name: name.into(), registry: Registry::new() }
     }
 
     /// Registers a job.

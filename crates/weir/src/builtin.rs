@@ -28,19 +28,14 @@ pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
 fn wordcount(env: &mut StreamEnv, args: WordCountArgs) -> Result<()> {
     let counts = env
         .read_text_file(&args.input)
-        .flat_map(|line: String, out: &mut Vec<(String, u64)>| {
-            out.extend(words(&line).map(|w| (w, 1)))
-        })
+        .flat_map(|line: String, out: &mut Vec<(String, u64)>| out.extend(words(&line).map(|w| (w, 1))))
         .name("Tokenizer")
         .key_by(|t: &(String, u64)| t.0.clone())
         .sum(|t| &mut t.1)
         .name("Count");
     match args.output {
         Some(dir) => {
-            counts
-                .map(|(w, c)| format!("{w} {c}"))
-                .name("Format")
-                .write_text(dir);
+            counts.map(|(w, c)| format!("{w} {c}")).name("Format").write_text(dir);
         }
         None => {
             counts.print();

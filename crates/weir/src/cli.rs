@@ -45,11 +45,9 @@ pub fn parse_json_args(text: &str) -> Result<serde_json::Value> {
 /// Applies `-p` and `-D key=value` to a driver.
 pub fn configure(driver: &mut Driver, parallelism: Option<u32>, define: &[String]) -> Result<()> {
     for d in define {
-        let (k, v) = d.split_once('=').ok_or_else(|| {
-            Error::Config(format!(
-                "-D {d}: expected key=value, e.g. -D parallelism.default=4"
-            ))
-        })?;
+        let (k, v) = d
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("-D {d}: expected key=value, e.g. -D parallelism.default=4")))?;
         driver.set(k.trim(), v.trim())?;
     }
     if let Some(p) = parallelism {
@@ -74,10 +72,7 @@ pub fn print_info(registry: &Registry, info: &InfoArgs) -> Result<()> {
         PlanFormat::Json => {
             let mut json = graph.plan.to_json(job);
             json["args"] = graph.args.clone();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).map_err(|e| Error::internal(e.to_string()))?
-            );
+            println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::internal(e.to_string()))?);
         }
         PlanFormat::Dot => print!("{}", graph.plan.to_dot(job)),
     }
@@ -97,8 +92,5 @@ pub fn exit_code(e: &Error) -> ExitCode {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -36,10 +36,7 @@ pub mod builtin;
 mod cli;
 
 pub use app::App;
-pub use cli::{
-    InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args,
-    print_info,
-};
+pub use cli::{InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args, print_info};
 pub use weir_api::*;
 pub use weir_core::{Blame, Error, JobId, JobStatus, Result};
 

@@ -37,22 +37,11 @@ fn run(job: &str, args: &str, parallelism: Option<u32>, define: &[String]) -> Re
     let mut driver = Driver::local(builtin::registry());
     weir::cli_configure(&mut driver, parallelism, define)?;
     let client = driver.execute_named(job, &weir::parse_json_args(args)?)?;
-    eprintln!(
-        "Job {} ({job}) submitted to the local cluster",
-        client.job_id()
-    );
+    eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
     let result = client.wait()?;
-    eprintln!(
-        "Job {} FINISHED in {:.3} s",
-        result.job_id(),
-        result.net_runtime().as_secs_f64()
-    );
+    eprintln!("Job {} FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
     for c in result.counts() {
-        eprintln!(
-            "  {:<40} records in {:>12}",
-            c.name,
-            c.records_in.max(c.records_out)
-        );
+        eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));
     }
     Ok(())
 }
@@ -63,20 +52,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     let result = match &cli.command {
-        Command::Run {
-            job,
-            args,
-            parallelism,
-            define,
-        } => run(job, args, *parallelism, define),
+        Command::Run { job, args, parallelism, define } => run(job, args, *parallelism, define),
         Command::Info(info) => print_info(&builtin::registry(), info),
     };
     match result {

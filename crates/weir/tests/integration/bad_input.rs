@@ -20,11 +20,7 @@ struct Args {
 }
 
 fn job(env: &mut StreamEnv, a: Args) -> Result<()> {
-    env.read_text_file(&a.path)
-        .map(|l: String| l.len())
-        .name("Length")
-        .set_parallelism(a.p)
-        .discard();
+    env.read_text_file(&a.path).map(|l: String| l.len()).name("Length").set_parallelism(a.p).discard();
     Ok(())
 }
 static JOB: Job<Args> = Job::new("job", job);
@@ -32,44 +28,22 @@ static JOB: Job<Args> = Job::new("job", job);
 #[test]
 fn missing_input_parallelism_zero_unknown_job_and_bad_arguments() {
     let d = driver(Registry::new().register(&JOB), 1);
-    let e = message(d.execute_async(
-        &JOB,
-        Args {
-            path: "/no/such/input".into(),
-            p: 1,
-        },
-    ));
-    assert!(
-        e.contains("/no/such/input") && e.contains("pass an existing file or directory"),
-        "{e}"
-    );
+    let e = message(d.execute_async(&JOB, Args { path: "/no/such/input".into(), p: 1 }));
+    assert!(e.contains("/no/such/input") && e.contains("pass an existing file or directory"), "{e}");
 
     let here = env!("CARGO_MANIFEST_DIR").to_string();
-    let e = message(d.execute_async(
-        &JOB,
-        Args {
-            path: here.clone(),
-            p: 0,
-        },
-    ));
+    let e = message(d.execute_async(&JOB, Args { path: here.clone(), p: 0 }));
     assert!(e.contains("'Length' was given parallelism 0"), "{e}");
 
     let e = message(d.execute_named("jbo", &serde_json::json!({})));
-    assert!(
-        e.contains("unknown job 'jbo'") && e.contains("registers: job"),
-        "{e}"
-    );
+    assert!(e.contains("unknown job 'jbo'") && e.contains("registers: job"), "{e}");
 
     let e = message(d.execute_named("job", &serde_json::json!({"path": here, "p": "four"})));
     assert!(e.contains("invalid arguments for job 'job'"), "{e}");
 
     let mut d2 = d.clone();
     assert!(d2.set("parallelism.default", "0").is_err());
-    let e = d2
-        .set("no.such.key", "1")
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let e = d2.set("no.such.key", "1").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains("unknown configuration key 'no.such.key'"), "{e}");
 }
 
@@ -85,10 +59,7 @@ fn an_unwritable_sink_path_is_refused_before_the_job_starts() -> Result<()> {
     let path = file.path().to_string_lossy().to_string();
     let d = driver(Registry::new().register(&SINKS), 1);
     let e = message(d.execute_async(&SINKS, path.clone()));
-    assert!(
-        e.contains(&path) && e.contains("pass a directory path"),
-        "{e}"
-    );
+    assert!(e.contains(&path) && e.contains("pass a directory path"), "{e}");
     let e = message(d.execute_async(&SINKS, format!("{path}/below-a-file")));
     assert!(e.contains("cannot create output directory"), "{e}");
     Ok(())
@@ -98,26 +69,16 @@ fn shapes(env: &mut StreamEnv, which: u32) -> Result<()> {
     let s = env.from_sequence(0, 10);
     match which {
         0 => {
-            s.set_parallelism(2)
-                .forward()
-                .map(|x| x)
-                .set_parallelism(3)
-                .discard();
+            s.set_parallelism(2).forward().map(|x| x).set_parallelism(3).discard();
         }
         1 => {
-            env.socket_text_stream("127.0.0.1:9")
-                .set_parallelism(2)
-                .discard();
+            env.socket_text_stream("127.0.0.1:9").set_parallelism(2).discard();
         }
         2 => {
             s.map(|x| x).uid("a").discard().uid("a");
         }
         3 => {
-            s.key_by(|x| *x)
-                .sum(|x| x)
-                .set_parallelism(4)
-                .set_max_parallelism(2)
-                .discard();
+            s.key_by(|x| *x).sum(|x| x).set_parallelism(4).set_max_parallelism(2).discard();
         }
         _ => {
             env.socket_text_stream("not an address").discard();
@@ -148,10 +109,7 @@ static BUILDS: AtomicU32 = AtomicU32::new(0);
 fn nondeterministic(env: &mut StreamEnv, _: ()) -> Result<()> {
     // Wrong on purpose: the plan depends on how often the builder ran.
     let p = 1 + BUILDS.fetch_add(1, Ordering::SeqCst) % 2;
-    env.from_sequence(0, 10)
-        .map(|x| x)
-        .set_parallelism(p)
-        .discard();
+    env.from_sequence(0, 10).map(|x| x).set_parallelism(p).discard();
     Ok(())
 }
 static NONDETERMINISTIC: Job<()> = Job::new("nondeterministic", nondeterministic);
@@ -164,15 +122,9 @@ static FINE: Job<()> = Job::new("fine", fine);
 
 #[test]
 fn a_rebuild_with_another_fingerprint_and_a_foreign_job_graph_are_refused() -> Result<()> {
-    let d = driver(
-        Registry::new().register(&NONDETERMINISTIC).register(&FINE),
-        1,
-    );
+    let d = driver(Registry::new().register(&NONDETERMINISTIC).register(&FINE), 1);
     let e = message(d.execute_async(&NONDETERMINISTIC, ()));
-    assert!(
-        e.contains("job graph mismatch") && e.contains("must be deterministic"),
-        "{e}"
-    );
+    assert!(e.contains("job graph mismatch") && e.contains("must be deterministic"), "{e}");
 
     let good = d.job_graph("fine", &serde_json::Value::Null)?;
     let mut other_build = good.clone();
@@ -200,8 +152,5 @@ static PANICKING_BUILDER: Job<()> = Job::new("panicking-builder", panicking_buil
 fn a_panicking_builder_is_an_error_not_a_crash() {
     let d = driver(Registry::new().register(&PANICKING_BUILDER), 1);
     let e = message(d.execute_async(&PANICKING_BUILDER, ()));
-    assert!(
-        e.contains("the builder of job 'panicking-builder' panicked: the builder is broken"),
-        "{e}"
-    );
+    assert!(e.contains("the builder of job 'panicking-builder' panicked: the builder is broken"), "{e}");
 }

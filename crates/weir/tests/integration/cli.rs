@@ -15,10 +15,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn bundled() -> String {
-    format!(
-        "{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
@@ -28,67 +25,25 @@ fn run_prints_rolling_counts_with_subtask_prefixes() {
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 272, "one update per word");
-    assert!(
-        lines
-            .iter()
-            .all(|l| l.starts_with("1> (") || l.starts_with("2> (")),
-        "{stdout}"
-    );
-    assert!(
-        lines.iter().any(|l| l.ends_with("(\"that\", 13)")),
-        "{stdout}"
-    );
+    assert!(lines.iter().all(|l| l.starts_with("1> (") || l.starts_with("2> (")), "{stdout}");
+    assert!(lines.iter().any(|l| l.ends_with("(\"that\", 13)")), "{stdout}");
     assert!(text(&out.stderr).contains("FINISHED"));
 }
 
 #[test]
 fn bad_input_exits_2_with_a_message_that_says_what_to_do() {
     let cases: [(&[&str], &str); 6] = [
-        (
-            &["run", "wc"],
-            "unknown job 'wc'; this artifact registers: wordcount",
-        ),
-        (
-            &["run", "wordcount", "--args", "{oops"],
-            "--args is not valid JSON",
-        ),
-        (
-            &["run", "wordcount", "--args", "{\"input\": \"/nope\"}"],
-            "pass an existing file or directory",
-        ),
-        (
-            &["run", "wordcount", "--args", "{\"inptu\": \"x\"}"],
-            "unknown field `inptu`",
-        ),
-        (
-            &[
-                "run",
-                "wordcount",
-                "-D",
-                "parallelism.defualt=2",
-                "--args",
-                "{}",
-            ],
-            "unknown configuration key",
-        ),
-        (
-            &["run", "wordcount", "-p", "0", "--args", "{}"],
-            "parallelism.default must be at least 1",
-        ),
+        (&["run", "wc"], "unknown job 'wc'; this artifact registers: wordcount"),
+        (&["run", "wordcount", "--args", "{oops"], "--args is not valid JSON"),
+        (&["run", "wordcount", "--args", "{\"input\": \"/nope\"}"], "pass an existing file or directory"),
+        (&["run", "wordcount", "--args", "{\"inptu\": \"x\"}"], "unknown field `inptu`"),
+        (&["run", "wordcount", "-D", "parallelism.defualt=2", "--args", "{}"], "unknown configuration key"),
+        (&["run", "wordcount", "-p", "0", "--args", "{}"], "parallelism.default must be at least 1"),
     ];
     for (args, want) in cases {
         let out = weir(args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(want),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(want), "{args:?}: {}", text(&out.stderr));
     }
     let out = weir(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -103,21 +58,14 @@ fn info_prints_the_plan_as_json_and_dot() {
         Err(e) => panic!("not JSON ({e}): {}", text(&out.stdout)),
     };
     let nodes = json["nodes"].as_array().cloned().unwrap_or_default();
-    assert_eq!(
-        nodes.len(),
-        2,
-        "source+tokenizer chained, count+print chained: {json}"
-    );
+    assert_eq!(nodes.len(), 2, "source+tokenizer chained, count+print chained: {json}");
     assert_eq!(nodes[1]["inputs"][0]["ship_strategy"], "HASH");
     assert_eq!(nodes[0]["parallelism"], 3);
     assert_eq!(json["fingerprint"].as_str().map(str::len), Some(32));
 
     let out = weir(&["info", "wordcount", "--args", &bundled(), "--format", "dot"]);
     let dot = text(&out.stdout);
-    assert!(
-        dot.starts_with("digraph \"wordcount\"") && dot.contains("[label=\"HASH\"]"),
-        "{dot}"
-    );
+    assert!(dot.starts_with("digraph \"wordcount\"") && dot.contains("[label=\"HASH\"]"), "{dot}");
 
     let out = weir(&["info"]);
     assert!(text(&out.stdout).contains("wordcount"));
@@ -126,54 +74,32 @@ fn info_prints_the_plan_as_json_and_dot() {
 fn example(name: &str) -> PathBuf {
     // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
     profile_dir.join("examples").join(name)
 }
 
 #[test]
 fn a_user_binary_answers_info_and_runs_its_driver() {
     let bin = example("wordcount");
-    let out = Command::new(&bin)
-        .args(["--info", "wordcount", "--args", &bundled()])
-        .output();
+    let out = Command::new(&bin).args(["--info", "wordcount", "--args", &bundled()]).output();
     let out = match out {
         Ok(o) => o,
-        Err(e) => panic!(
-            "cannot run {}: {e} (cargo test builds examples)",
-            bin.display()
-        ),
+        Err(e) => panic!("cannot run {}: {e} (cargo test builds examples)", bin.display()),
     };
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("\"Tokenizer\""),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("\"Tokenizer\""), "{}", text(&out.stdout));
 
     let out = Command::new(&bin).args(["--info", "nope"]).output();
     let err = out.map(|o| text(&o.stderr)).unwrap_or_default();
-    assert!(
-        err.contains("unknown job 'nope'; this artifact registers: wordcount"),
-        "{err}"
-    );
+    assert!(err.contains("unknown job 'nope'; this artifact registers: wordcount"), "{err}");
 }
 
 /// The word counts of the bundled text, computed here without weir, as the example prints them.
 fn expected_counts() -> Vec<String> {
-    let path = format!(
-        "{}/../../examples/data/gettysburg.txt",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut counts: std::collections::HashMap<String, u64> = Default::default();
-    for w in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         *counts.entry(w.to_lowercase()).or_default() += 1;
     }
     let mut v: Vec<(String, u64)> = counts.into_iter().collect();
@@ -184,11 +110,7 @@ fn expected_counts() -> Vec<String> {
 #[test]
 fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4() {
     let want = expected_counts();
-    assert!(
-        want.len() > 100 && want[0] == "    13  that",
-        "{:?}",
-        &want[..3]
-    );
+    assert!(want.len() > 100 && want[0] == "    13  that", "{:?}", &want[..3]);
     for p in ["1", "4"] {
         let out = match Command::new(example("wordcount")).args(["-p", p]).output() {
             Ok(o) => o,
@@ -197,18 +119,10 @@ fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4
         assert!(out.status.success(), "p={p}: {}", text(&out.stderr));
         let got: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
         assert_eq!(got, want, "p={p}");
-        assert!(
-            text(&out.stderr).contains("138 distinct words, 272 in all"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains("138 distinct words, 272 in all"), "{}", text(&out.stderr));
     }
-    let out = Command::new(example("wordcount"))
-        .arg("/no/such/dir")
-        .output();
-    let (code, err) = out
-        .map(|o| (o.status.code(), text(&o.stderr)))
-        .unwrap_or_default();
+    let out = Command::new(example("wordcount")).arg("/no/such/dir").output();
+    let (code, err) = out.map(|o| (o.status.code(), text(&o.stderr))).unwrap_or_default();
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/no/such/dir"), "{err}");
 }

@@ -42,9 +42,7 @@ fn unbounded_into_slow_sink(env: &mut StreamEnv, _: ()) -> Result<()> {
         .set_parallelism(2)
         .map(|x| x + 1)
         .set_parallelism(2)
-        .add_sink(SlowSink {
-            delay: Duration::from_millis(2),
-        })
+        .add_sink(SlowSink { delay: Duration::from_millis(2) })
         .set_parallelism(1);
     Ok(())
 }
@@ -52,26 +50,15 @@ static SLOW: Job<()> = Job::new("slow", unbounded_into_slow_sink);
 
 fn counts_of(client: &weir::JobClient) -> (u64, u64) {
     let c = client.counts();
-    let produced = c
-        .iter()
-        .find(|c| c.name.starts_with("Source"))
-        .map(|c| c.records_out)
-        .unwrap_or(0);
-    let consumed = c
-        .iter()
-        .find(|c| c.name.starts_with("Sink"))
-        .map(|c| c.records_in)
-        .unwrap_or(0);
+    let produced = c.iter().find(|c| c.name.starts_with("Source")).map(|c| c.records_out).unwrap_or(0);
+    let consumed = c.iter().find(|c| c.name.starts_with("Sink")).map(|c| c.records_in).unwrap_or(0);
     (produced, consumed)
 }
 
 #[test]
 fn a_slow_sink_backpressures_an_unbounded_source_and_cancel_stops_it() -> Result<()> {
     let d = driver(Registry::new().register(&SLOW), 2);
-    let (batch, capacity) = (
-        d.config().batch_size as u64,
-        d.config().channel_capacity as u64,
-    );
+    let (batch, capacity) = (d.config().batch_size as u64, d.config().channel_capacity as u64);
     let client = d.execute_async(&SLOW, ())?;
     // In flight at most: every channel full, plus one batch being sent per source and one being
     // written by the sink.
@@ -90,10 +77,7 @@ fn a_slow_sink_backpressures_an_unbounded_source_and_cancel_stops_it() -> Result
         samples += 1;
     }
     let (produced, consumed) = counts_of(&client);
-    assert!(
-        samples >= 5 && consumed > 0,
-        "the sink must make progress: {consumed}"
-    );
+    assert!(samples >= 5 && consumed > 0, "the sink must make progress: {consumed}");
     // An unchecked source makes hundreds of millions of records a second; held back it made a few
     // thousand batches at most.
     assert!(produced < 10_000 * batch, "{produced} records produced");
@@ -112,10 +96,7 @@ fn a_slow_sink_backpressures_an_unbounded_source_and_cancel_stops_it() -> Result
 #[test]
 fn cancelling_a_running_unbounded_job_ends_every_task() -> Result<()> {
     fn generate(env: &mut StreamEnv, _: ()) -> Result<()> {
-        env.datagen(None, Some(5000.0), |i| i)
-            .rebalance()
-            .map(|x| x * 2)
-            .discard();
+        env.datagen(None, Some(5000.0), |i| i).rebalance().map(|x| x * 2).discard();
         Ok(())
     }
     static GEN: Job<()> = Job::new("gen", generate);
@@ -146,10 +127,7 @@ fn a_bounded_job_goes_from_running_to_finished() -> Result<()> {
     let result = client.wait()?;
     assert_eq!(client.status(), JobStatus::Finished);
     assert_eq!(result.0.status, JobStatus::Finished);
-    assert_eq!(
-        result.collected::<u64>("out")?,
-        (0..200).collect::<Vec<_>>()
-    );
+    assert_eq!(result.collected::<u64>("out")?, (0..200).collect::<Vec<_>>());
     assert_eq!(client.live_tasks(), 0);
     Ok(())
 }
@@ -173,27 +151,14 @@ static EXPLODING: Job<i64> = Job::new("exploding", exploding);
 fn a_panicking_function_fails_the_job_naming_operator_and_subtask() -> Result<()> {
     let d = driver(Registry::new().register(&EXPLODING), 4);
     let client = d.execute_async(&EXPLODING, 77_777)?;
-    let err = client
-        .wait()
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = client.wait().err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("operator 'Exploder' (subtask "), "{err}");
-    assert!(
-        err.contains("/4) failed: user function panicked: cannot handle 77777"),
-        "{err}"
-    );
+    assert!(err.contains("/4) failed: user function panicked: cannot handle 77777"), "{err}");
     assert_eq!(client.status(), JobStatus::Failed);
     assert_eq!(client.live_tasks(), 0, "task threads left behind");
     // The process is fine: the next job runs.
     let ok = d.execute(&EXPLODING, -1)?;
-    assert_eq!(
-        ok.counts()
-            .iter()
-            .find(|c| c.name == "Exploder")
-            .map(|c| c.records_in),
-        Some(100_001)
-    );
+    assert_eq!(ok.counts().iter().find(|c| c.name == "Exploder").map(|c| c.records_in), Some(100_001));
     Ok(())
 }
 
@@ -217,9 +182,6 @@ fn a_failing_source_fails_the_job_with_its_own_error() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(
-        err.contains("Source: TextFiles") && err.contains("not UTF-8"),
-        "{err}"
-    );
+    assert!(err.contains("Source: TextFiles") && err.contains("not UTF-8"), "{err}");
     Ok(())
 }

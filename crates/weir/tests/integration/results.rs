@@ -13,15 +13,8 @@ struct N {
 }
 
 fn pipeline(env: &mut StreamEnv, a: N) -> Result<()> {
-    let evens = env
-        .from_sequence(0, a.n - 1)
-        .filter(|x| x % 2 == 0)
-        .name("evens");
-    let odds = env
-        .from_sequence(0, a.n - 1)
-        .filter(|x| x % 2 == 1)
-        .map(|x| x * 10)
-        .name("odds x10");
+    let evens = env.from_sequence(0, a.n - 1).filter(|x| x % 2 == 0).name("evens");
+    let odds = env.from_sequence(0, a.n - 1).filter(|x| x % 2 == 1).map(|x| x * 10).name("odds x10");
     evens
         .union(&[odds])
         .rebalance()
@@ -39,11 +32,8 @@ static PIPELINE: Job<N> = Job::new("pipeline", pipeline);
 #[test]
 fn map_filter_flat_map_union_and_rebalance_match_a_direct_computation() -> Result<()> {
     let n = 5000;
-    let mut want: Vec<i64> = (0..n)
-        .map(|x| if x % 2 == 0 { x } else { x * 10 })
-        .filter(|x| x % 3 != 0)
-        .flat_map(|x| [x, -x])
-        .collect();
+    let mut want: Vec<i64> =
+        (0..n).map(|x| if x % 2 == 0 { x } else { x * 10 }).filter(|x| x % 3 != 0).flat_map(|x| [x, -x]).collect();
     want.sort();
     for p in [1, 4] {
         let r = driver(Registry::new().register(&PIPELINE), p).execute(&PIPELINE, N { n })?;
@@ -58,18 +48,9 @@ fn partitions(env: &mut StreamEnv, a: N) -> Result<()> {
     let src = env.from_sequence(1, a.n).set_parallelism(2);
     // Which subtask saw each record, per partitioning.
     let tag = |name: &'static str| move |x: i64| (name.to_string(), x);
-    src.broadcast()
-        .map(tag("broadcast"))
-        .set_parallelism(3)
-        .collect("broadcast");
-    src.shuffle()
-        .map(tag("shuffle"))
-        .set_parallelism(3)
-        .collect("shuffle");
-    src.rebalance()
-        .map(tag("rebalance"))
-        .set_parallelism(3)
-        .collect("rebalance");
+    src.broadcast().map(tag("broadcast")).set_parallelism(3).collect("broadcast");
+    src.shuffle().map(tag("shuffle")).set_parallelism(3).collect("shuffle");
+    src.rebalance().map(tag("rebalance")).set_parallelism(3).collect("rebalance");
     src.forward().map(tag("forward")).collect("forward");
     Ok(())
 }
@@ -125,17 +106,11 @@ fn keyed(env: &mut StreamEnv, a: Pairs) -> Result<()> {
     // One ordered source: per key, outputs follow the input order.
     let src = env.from_collection(a.pairs);
     let keyed = src.key_by(|t: &(u32, i64)| t.0);
-    keyed
-        .reduce(|x, y| (x.0, x.1.wrapping_add(y.1)))
-        .set_parallelism(a.p)
-        .collect("reduce");
+    keyed.reduce(|x, y| (x.0, x.1.wrapping_add(y.1))).set_parallelism(a.p).collect("reduce");
     keyed.sum(|t| &mut t.1).set_parallelism(a.p).collect("sum");
     keyed.min(|t| &mut t.1).set_parallelism(a.p).collect("min");
     keyed.max(|t| &mut t.1).set_parallelism(a.p).collect("max");
-    keyed
-        .fold(Vec::<i64>::new(), |acc, t| acc.push(t.1))
-        .set_parallelism(a.p)
-        .collect("fold");
+    keyed.fold(Vec::<i64>::new(), |acc, t| acc.push(t.1)).set_parallelism(a.p).collect("fold");
     keyed.aggregate(Avg).set_parallelism(a.p).collect("avg");
     Ok(())
 }
@@ -143,13 +118,7 @@ static KEYED: Job<Pairs> = Job::new("keyed", keyed);
 
 /// Runs KEYED and checks every output, per key, against running values computed here.
 fn check_keyed(pairs: Vec<(u32, i64)>, p: u32) -> Result<()> {
-    let r = driver(Registry::new().register(&KEYED), 1).execute(
-        &KEYED,
-        Pairs {
-            pairs: pairs.clone(),
-            p,
-        },
-    )?;
+    let r = driver(Registry::new().register(&KEYED), 1).execute(&KEYED, Pairs { pairs: pairs.clone(), p })?;
     let mut by_key: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
     for (k, v) in &pairs {
         by_key.entry(*k).or_default().push(*v);
@@ -161,12 +130,7 @@ fn check_keyed(pairs: Vec<(u32, i64)>, p: u32) -> Result<()> {
         }
         Ok(m)
     };
-    let (reduce, sum, min, max) = (
-        per_key("reduce")?,
-        per_key("sum")?,
-        per_key("min")?,
-        per_key("max")?,
-    );
+    let (reduce, sum, min, max) = (per_key("reduce")?, per_key("sum")?, per_key("min")?, per_key("max")?);
     let folds: Vec<Vec<i64>> = r.collected("fold")?;
     let avgs: Vec<(i64, i64)> = r.collected("avg")?;
     assert_eq!(folds.len(), pairs.len());
@@ -185,24 +149,13 @@ fn check_keyed(pairs: Vec<(u32, i64)>, p: u32) -> Result<()> {
             }
             out
         };
-        assert_eq!(
-            reduce.get(k),
-            Some(&running(i64::wrapping_add)),
-            "reduce key {k} p={p}"
-        );
-        assert_eq!(
-            sum.get(k),
-            Some(&running(i64::wrapping_add)),
-            "sum key {k} p={p}"
-        );
+        assert_eq!(reduce.get(k), Some(&running(i64::wrapping_add)), "reduce key {k} p={p}");
+        assert_eq!(sum.get(k), Some(&running(i64::wrapping_add)), "sum key {k} p={p}");
         assert_eq!(min.get(k), Some(&running(i64::min)), "min key {k} p={p}");
         assert_eq!(max.get(k), Some(&running(i64::max)), "max key {k} p={p}");
         // The fold's states for this key are its prefixes.
         for i in 1..=vs.len() {
-            assert!(
-                final_folds.contains_key(&vs[..i]),
-                "fold prefix {i} of key {k}"
-            );
+            assert!(final_folds.contains_key(&vs[..i]), "fold prefix {i} of key {k}");
         }
         let total: i64 = vs.iter().sum();
         assert!(avgs.contains(&(total, vs.len() as i64)), "avg of key {k}");
@@ -212,9 +165,7 @@ fn check_keyed(pairs: Vec<(u32, i64)>, p: u32) -> Result<()> {
 
 #[test]
 fn keyed_rolling_aggregations_at_parallelism_1_and_4() -> Result<()> {
-    let pairs: Vec<(u32, i64)> = (0..3000i64)
-        .map(|i| ((i * 7 % 23) as u32, (i * 31 % 1000) - 500))
-        .collect();
+    let pairs: Vec<(u32, i64)> = (0..3000i64).map(|i| ((i * 7 % 23) as u32, (i * 31 % 1000) - 500)).collect();
     check_keyed(pairs.clone(), 1)?;
     check_keyed(pairs, 4)
 }
@@ -245,8 +196,7 @@ static TEXT: Job<String> = Job::new("text", text);
 fn text_files_in_and_one_part_file_per_subtask_out() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| weir::Error::io("tempdir", "/tmp", e))?;
     let root = dir.path().to_string_lossy().to_string();
-    std::fs::create_dir_all(dir.path().join("in"))
-        .map_err(|e| weir::Error::io("mkdir", dir.path(), e))?;
+    std::fs::create_dir_all(dir.path().join("in")).map_err(|e| weir::Error::io("mkdir", dir.path(), e))?;
     let mut want = Vec::new();
     for f in 0..4 {
         let lines: Vec<String> = (0..250).map(|i| format!("file {f} line {i}")).collect();
@@ -283,11 +233,8 @@ static SOCKET: Job<String> = Job::new("socket", socket);
 #[test]
 fn socket_text_stream_reads_until_the_peer_closes() -> Result<()> {
     use std::io::Write;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| weir::Error::io("bind", "127.0.0.1", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| weir::Error::io("addr", "127.0.0.1", e))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| weir::Error::io("bind", "127.0.0.1", e))?;
+    let addr = listener.local_addr().map_err(|e| weir::Error::io("addr", "127.0.0.1", e))?;
     let server = std::thread::spawn(move || {
         if let Ok((mut s, _)) = listener.accept() {
             for i in 0..100 {
@@ -302,10 +249,8 @@ fn socket_text_stream_reads_until_the_peer_closes() -> Result<()> {
         let e = last.entry(w).or_default();
         *e = (*e).max(c);
     }
-    let want: HashMap<String, u64> = [("a", 100), ("b", 100), ("c", 50), ("d", 50)]
-        .into_iter()
-        .map(|(w, c)| (w.to_string(), c))
-        .collect();
+    let want: HashMap<String, u64> =
+        [("a", 100), ("b", 100), ("c", 50), ("d", 50)].into_iter().map(|(w, c)| (w.to_string(), c)).collect();
     assert_eq!(last, want);
     Ok(())
 }
