@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use weir_core::{Error, Result};
 use weir_runtime::Output;
 use weir_runtime::context::{Accumulators, TaskEnv};
+use weir_runtime::output::Batch;
 use weir_runtime::source::Sink;
 
 /// Collects records under `name`; read them with [`decode`] from the job result.
@@ -44,8 +45,9 @@ struct CollectWriter<T> {
 }
 
 impl<T: Serialize> Output<T> for CollectWriter<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
-        self.items.append(batch);
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        self.items.append(&mut batch.records);
+        batch.timestamps = None;
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use weir_core::{Error, Result};
 use weir_runtime::context::TaskEnv;
+use weir_runtime::output::Batch;
 use weir_runtime::source::{Sink, Source};
 use weir_runtime::{OperatorContext, Output, SourceReader, SourceStatus};
 
@@ -211,8 +212,9 @@ struct TextWriter {
 }
 
 impl<T: std::fmt::Display> Output<T> for TextWriter {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
-        for r in batch.drain(..) {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        batch.timestamps = None;
+        for r in batch.records.drain(..) {
             writeln!(self.out, "{r}").map_err(|e| Error::io("cannot write output file", &self.path, e))?;
         }
         Ok(())
@@ -277,7 +279,7 @@ mod tests {
         let sink = TextFileSink::new(dir.path().join("out"));
         Sink::<u32>::validate(&sink)?;
         let mut w: Box<dyn Output<u32>> = sink.create_writer(&env(1, 2))?;
-        w.push(&mut vec![1, 2, 3])?;
+        w.push(&mut Batch::of(vec![1, 2, 3]))?;
         w.finish()?;
         let text = fs::read_to_string(TextFileSink::part_path(&dir.path().join("out"), 1))
             .map_err(|e| Error::io("read", dir.path(), e))?;

@@ -36,6 +36,7 @@ pub(crate) mod testing {
             max_parallelism: 128,
             attempt: 0,
             batch_size: 7,
+            tick: std::time::Duration::from_millis(200),
             cancel: CancelToken::new(),
         }
     }

@@ -6,6 +6,7 @@ use std::io::Write;
 use weir_core::{Error, Result};
 use weir_runtime::Output;
 use weir_runtime::context::TaskEnv;
+use weir_runtime::output::Batch;
 use weir_runtime::source::Sink;
 
 /// Prints each record's `Debug` form on its own line.
@@ -28,10 +29,11 @@ struct PrintWriter {
 }
 
 impl<T: std::fmt::Debug> Output<T> for PrintWriter {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         use std::fmt::Write as _;
         self.line.clear();
-        for r in batch.drain(..) {
+        batch.timestamps = None;
+        for r in batch.records.drain(..) {
             let _ = writeln!(self.line, "{}{r:?}", self.prefix);
         }
         // One write per batch keeps lines of parallel subtasks from interleaving mid-line.

@@ -15,6 +15,10 @@ pub struct ExecutionConfig {
     /// `execution.channel-capacity`: batches buffered per channel between two subtasks before
     /// the sender blocks (backpressure).
     pub channel_capacity: usize,
+    /// `pipeline.auto-watermark-interval` in milliseconds: how often tasks tick with processing
+    /// time, which emits periodic watermarks, detects idle sources and fires processing-time
+    /// timers (Flink's default, 200).
+    pub auto_watermark_interval_ms: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -24,14 +28,25 @@ impl Default for ExecutionConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             batch_size: 1024,
             channel_capacity: 8,
+            auto_watermark_interval_ms: 200,
         }
     }
 }
 
 impl ExecutionConfig {
+    /// The processing-time tick interval.
+    pub fn tick(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.auto_watermark_interval_ms.max(1))
+    }
+
     /// The keys [`ExecutionConfig::set`] understands.
-    pub const KEYS: [&'static str; 4] =
-        ["parallelism.default", "pipeline.max-parallelism", "execution.batch-size", "execution.channel-capacity"];
+    pub const KEYS: [&'static str; 5] = [
+        "parallelism.default",
+        "pipeline.max-parallelism",
+        "pipeline.auto-watermark-interval",
+        "execution.batch-size",
+        "execution.channel-capacity",
+    ];
 
     /// Sets one key from its text value; unknown keys and bad values are errors that say so.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -43,6 +58,11 @@ impl ExecutionConfig {
             "pipeline.max-parallelism" => self.max_parallelism = num(key, value)?,
             "execution.batch-size" => self.batch_size = num(key, value)?,
             "execution.channel-capacity" => self.channel_capacity = num(key, value)?,
+            "pipeline.auto-watermark-interval" => {
+                let v = value.trim();
+                let ms = v.strip_suffix("ms").unwrap_or(v).trim();
+                self.auto_watermark_interval_ms = num(key, ms)?
+            }
             _ => {
                 return Err(Error::Config(format!(
                     "unknown configuration key '{key}'; known keys: {}",
@@ -63,6 +83,9 @@ impl ExecutionConfig {
                 "pipeline.max-parallelism must be between 1 and {}",
                 weir_core::keygroup::UPPER_BOUND_MAX_PARALLELISM
             )));
+        }
+        if self.auto_watermark_interval_ms == 0 {
+            return Err(Error::Config("pipeline.auto-watermark-interval must be at least 1 ms".into()));
         }
         if self.batch_size == 0 || self.channel_capacity == 0 {
             return Err(Error::Config("execution.batch-size and execution.channel-capacity must be at least 1".into()));

@@ -85,6 +85,8 @@ pub struct OperatorContext {
     pub attempt: u32,
     /// Largest batch to emit at once.
     pub batch_size: usize,
+    /// How often the task ticks with processing time (`pipeline.auto-watermark-interval`).
+    pub tick: Duration,
     /// The job attempt's cancellation.
     pub cancel: CancelToken,
 }

@@ -8,19 +8,26 @@
 
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use weir_core::keygroup::{key_group_of_hash, subtask_for_key_group};
 use weir_core::{Error, Result, ShipStrategy};
 
 use crate::context::CancelToken;
-use crate::output::Output;
+use crate::output::{Batch, Control, Output, Timestamp};
 use crate::source::TaskBody;
 
 /// What travels on a channel.
 #[derive(Debug)]
 pub enum Message<T> {
     /// A batch of records.
-    Records(Vec<T>),
+    Records(Batch<T>),
+    /// The sender's event time reached this timestamp.
+    Watermark(Timestamp),
+    /// The sender became idle (`true`) or active again (`false`).
+    Idle(bool),
     /// The sender has no more records.
     EndOfInput,
 }
@@ -32,7 +39,7 @@ pub type KeyHashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 pub struct ExchangeOutput<T> {
     strategy: ShipStrategy,
     senders: Vec<Sender<Message<T>>>,
-    buffers: Vec<Vec<T>>,
+    buffers: Vec<Batch<T>>,
     key_hash: Option<KeyHashFn<T>>,
     max_parallelism: u32,
     next: usize,
@@ -57,7 +64,7 @@ impl<T: Clone> ExchangeOutput<T> {
             return Err(Error::internal("hash exchange without a key"));
         }
         let senders_len = senders.len();
-        let buffers = senders.iter().map(|_| Vec::new()).collect();
+        let buffers = senders.iter().map(|_| Batch::default()).collect();
         Ok(ExchangeOutput {
             strategy,
             senders,
@@ -71,8 +78,12 @@ impl<T: Clone> ExchangeOutput<T> {
         })
     }
 
-    fn send(&self, i: usize, batch: Vec<T>) -> Result<()> {
-        self.senders[i].send(Message::Records(batch)).map_err(|_| self.closed())
+    fn send(&self, i: usize, batch: Batch<T>) -> Result<()> {
+        self.send_message(i, Message::Records(batch))
+    }
+
+    fn send_message(&self, i: usize, m: Message<T>) -> Result<()> {
+        self.senders[i].send(m).map_err(|_| self.closed())
     }
 
     fn closed(&self) -> Error {
@@ -86,7 +97,7 @@ impl<T: Clone> ExchangeOutput<T> {
     fn flush_buffers(&mut self) -> Result<()> {
         for i in 0..self.buffers.len() {
             if !self.buffers[i].is_empty() {
-                let b = std::mem::take(&mut self.buffers[i]);
+                let b = self.buffers[i].take();
                 self.send(i, b)?;
             }
         }
@@ -95,14 +106,14 @@ impl<T: Clone> ExchangeOutput<T> {
 }
 
 impl<T: Clone> Output<T> for ExchangeOutput<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let n = self.senders.len();
         match self.strategy {
             _ if n == 1 => {
-                let b = std::mem::take(batch);
+                let b = batch.take();
                 return self.send(0, b);
             }
             ShipStrategy::Forward => {
@@ -112,12 +123,12 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
                 for i in 1..n {
                     self.send(i, batch.clone())?;
                 }
-                let b = std::mem::take(batch);
+                let b = batch.take();
                 return self.send(0, b);
             }
             ShipStrategy::Rebalance => {
-                for r in batch.drain(..) {
-                    self.buffers[self.next].push(r);
+                for (r, t) in batch.drain() {
+                    self.buffers[self.next].push(r, t);
                     self.next += 1;
                     if self.next == n {
                         self.next = 0;
@@ -125,25 +136,44 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
                 }
             }
             ShipStrategy::Shuffle => {
-                for r in batch.drain(..) {
+                for (r, t) in batch.drain() {
                     // xorshift64*: cheap, and good enough to spread records uniformly.
                     self.rng ^= self.rng >> 12;
                     self.rng ^= self.rng << 25;
                     self.rng ^= self.rng >> 27;
                     let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-                    self.buffers[(x % n as u64) as usize].push(r);
+                    self.buffers[(x % n as u64) as usize].push(r, t);
                 }
             }
             ShipStrategy::Hash => {
                 let key_hash = self.key_hash.as_ref().ok_or_else(|| Error::internal("hash exchange without a key"))?;
                 let (maxp, p) = (self.max_parallelism, n as u32);
-                for r in batch.drain(..) {
+                for (r, t) in batch.drain() {
                     let kg = key_group_of_hash(key_hash(&r), maxp);
-                    self.buffers[subtask_for_key_group(kg, maxp, p) as usize].push(r);
+                    self.buffers[subtask_for_key_group(kg, maxp, p) as usize].push(r, t);
                 }
             }
         }
         self.flush_buffers()
+    }
+
+    fn control(&mut self, event: Control) -> Result<()> {
+        let message = |e| match e {
+            Control::Watermark(w) => Some(Message::Watermark(w)),
+            Control::Idle(i) => Some(Message::Idle(i)),
+            // Processing time is each task's own business.
+            Control::Tick(_) => None,
+        };
+        if message(event).is_some() {
+            // Records buffered before the event must arrive before it.
+            self.flush_buffers()?;
+            for i in 0..self.senders.len() {
+                if let Some(m) = message(event) {
+                    self.send_message(i, m)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -155,12 +185,32 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
     }
 }
 
+/// What an input gate yields.
+#[derive(Debug)]
+pub enum GateEvent<T> {
+    /// Records.
+    Records(Batch<T>),
+    /// A change of the combined watermark or idleness of all input channels.
+    Control(Control),
+    /// Nothing arrived before the deadline.
+    Timeout,
+}
+
 /// The receiving side of all channels into one subtask.
+///
+/// It combines the channels' watermarks: the task's event time is the minimum over the channels
+/// that are neither idle nor ended, and advances only when that minimum does. When every open
+/// channel is idle, the task is idle itself.
 pub struct InputGate<T> {
     channels: Vec<Receiver<Message<T>>>,
     open: Vec<bool>,
+    idle: Vec<bool>,
+    watermarks: Vec<Timestamp>,
     open_count: usize,
     cursor: usize,
+    combined: Timestamp,
+    all_idle: bool,
+    pending: VecDeque<Control>,
     cancel: CancelToken,
 }
 
@@ -168,13 +218,84 @@ impl<T> InputGate<T> {
     /// A gate over `channels`.
     pub fn new(channels: Vec<Receiver<Message<T>>>, cancel: CancelToken) -> Self {
         let n = channels.len();
-        InputGate { channels, open: vec![true; n], open_count: n, cursor: 0, cancel }
+        InputGate {
+            channels,
+            open: vec![true; n],
+            idle: vec![false; n],
+            watermarks: vec![Timestamp::MIN; n],
+            open_count: n,
+            cursor: 0,
+            combined: Timestamp::MIN,
+            all_idle: false,
+            pending: VecDeque::new(),
+            cancel,
+        }
     }
 
-    /// The next batch, `Ok(None)` at the end of all input or on cancellation.
-    pub fn next_batch(&mut self) -> Result<Option<Vec<T>>> {
+    /// Whether the job was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Recomputes the combined watermark and idleness after channel `i` changed.
+    fn update(&mut self) {
+        let active: Vec<usize> = (0..self.channels.len()).filter(|&c| self.open[c] && !self.idle[c]).collect();
+        let all_idle = self.open_count > 0 && active.is_empty();
+        if all_idle != self.all_idle {
+            self.all_idle = all_idle;
+            self.pending.push_back(Control::Idle(all_idle));
+        }
+        // Ended channels no longer hold event time back; when all have ended, time is complete.
+        let min = if self.open_count == 0 {
+            Timestamp::MAX
+        } else if all_idle {
+            return;
+        } else {
+            active.iter().map(|&c| self.watermarks[c]).min().unwrap_or(Timestamp::MAX)
+        };
+        if min > self.combined {
+            self.combined = min;
+            self.pending.push_back(Control::Watermark(min));
+        }
+    }
+
+    /// Handles a message from channel `i`; records are returned, control changes queued.
+    fn accept(&mut self, i: usize, m: Message<T>) -> Option<Batch<T>> {
+        match m {
+            Message::Records(b) => return Some(b),
+            Message::Watermark(w) => {
+                self.idle[i] = false;
+                self.watermarks[i] = self.watermarks[i].max(w);
+            }
+            Message::Idle(idle) => self.idle[i] = idle,
+            Message::EndOfInput => {
+                self.open[i] = false;
+                self.open_count -= 1;
+            }
+        }
+        self.update();
+        None
+    }
+
+    /// The next batch or control change; `Ok(None)` at the end of all input or on cancellation.
+    pub fn next_batch(&mut self) -> Result<Option<Batch<T>>> {
+        loop {
+            match self.next_event(None)? {
+                Some(GateEvent::Records(b)) => return Ok(Some(b)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event, waiting at most until `deadline`; `Ok(None)` at the end of all input or on
+    /// cancellation.
+    pub fn next_event(&mut self, deadline: Option<Instant>) -> Result<Option<GateEvent<T>>> {
         let n = self.channels.len();
         loop {
+            if let Some(c) = self.pending.pop_front() {
+                return Ok(Some(GateEvent::Control(c)));
+            }
             if self.open_count == 0 || self.cancel.is_cancelled() {
                 return Ok(None);
             }
@@ -185,16 +306,12 @@ impl<T> InputGate<T> {
                     continue;
                 }
                 match self.channels[i].try_recv() {
-                    Ok(Message::Records(b)) => {
+                    Ok(m) => {
                         self.cursor = i + 1;
-                        return Ok(Some(b));
-                    }
-                    Ok(Message::EndOfInput) => {
-                        self.open[i] = false;
-                        self.open_count -= 1;
-                        if self.open_count == 0 {
-                            return Ok(None);
+                        if let Some(b) = self.accept(i, m) {
+                            return Ok(Some(GateEvent::Records(b)));
                         }
+                        break;
                     }
                     Err(TryRecvError::Empty) => {}
                     Err(TryRecvError::Disconnected) => {
@@ -207,7 +324,10 @@ impl<T> InputGate<T> {
                     }
                 }
             }
-            // Nothing ready: block until a channel or the cancellation is.
+            if !self.pending.is_empty() {
+                continue;
+            }
+            // Nothing ready: block until a channel or the cancellation is, or the deadline.
             let mut sel = Select::new();
             for i in 0..n {
                 if self.open[i] {
@@ -215,30 +335,57 @@ impl<T> InputGate<T> {
                 }
             }
             sel.recv(self.cancel.receiver());
-            sel.ready();
+            match deadline {
+                None => {
+                    sel.ready();
+                }
+                Some(d) => {
+                    if sel.ready_deadline(d).is_err() {
+                        return Ok(Some(GateEvent::Timeout));
+                    }
+                }
+            }
         }
     }
 }
 
-/// A task whose head reads from an input gate.
+/// A task whose head reads from an input gate, and ticks its chain with processing time.
 pub struct InputTask<T> {
     gate: InputGate<T>,
     head: Box<dyn Output<T>>,
+    tick: Option<std::time::Duration>,
 }
 
 impl<T> InputTask<T> {
-    /// A task feeding `gate` into `head`.
-    pub fn new(gate: InputGate<T>, head: Box<dyn Output<T>>) -> Self {
-        InputTask { gate, head }
+    /// A task feeding `gate` into `head`, ticking every `tick` (if any).
+    pub fn new(gate: InputGate<T>, head: Box<dyn Output<T>>, tick: Option<std::time::Duration>) -> Self {
+        InputTask { gate, head, tick }
     }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_millis() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Timestamp).unwrap_or(0)
 }
 
 impl<T> TaskBody for InputTask<T> {
     fn run(&mut self) -> Result<()> {
-        while let Some(mut batch) = self.gate.next_batch()? {
-            self.head.push(&mut batch)?;
+        let mut next_tick = self.tick.map(|t| Instant::now() + t);
+        loop {
+            match self.gate.next_event(next_tick)? {
+                Some(GateEvent::Records(mut b)) => self.head.push(&mut b)?,
+                Some(GateEvent::Control(c)) => self.head.control(c)?,
+                Some(GateEvent::Timeout) => {}
+                None => break,
+            }
+            if let (Some(at), Some(every)) = (next_tick, self.tick)
+                && Instant::now() >= at
+            {
+                self.head.control(Control::Tick(now_millis()))?;
+                next_tick = Some(Instant::now() + every);
+            }
         }
-        if self.gate.cancel.is_cancelled() {
+        if self.gate.is_cancelled() {
             return Ok(());
         }
         self.head.finish()
@@ -265,8 +412,9 @@ mod tests {
         let mut ended = false;
         while let Ok(m) = rx.try_recv() {
             match m {
-                Message::Records(b) => v.extend(b),
+                Message::Records(b) => v.extend(b.records),
                 Message::EndOfInput => ended = true,
+                _ => {}
             }
         }
         (v, ended)
@@ -276,7 +424,7 @@ mod tests {
     fn hash_sends_each_key_to_its_key_group_owner() -> Result<()> {
         let key: KeyHashFn<u64> = Arc::new(|x| stable_hash(&(x % 10)));
         let (mut out, rx) = wire(3, ShipStrategy::Hash, Some(key));
-        out.push(&mut (0..1000).collect())?;
+        out.push(&mut Batch::of((0..1000).collect()))?;
         out.finish()?;
         let mut total = 0;
         for (i, r) in rx.iter().enumerate() {
@@ -295,19 +443,19 @@ mod tests {
     #[test]
     fn rebalance_shuffle_and_broadcast_distribute_as_named() -> Result<()> {
         let (mut out, rx) = wire(4, ShipStrategy::Rebalance, None);
-        out.push(&mut (0..400).collect())?;
+        out.push(&mut Batch::of((0..400).collect()))?;
         out.finish()?;
         for r in &rx {
             assert_eq!(drain(r).0.len(), 100);
         }
         let (mut out, rx) = wire(4, ShipStrategy::Shuffle, None);
-        out.push(&mut (0..4000).collect())?;
+        out.push(&mut Batch::of((0..4000).collect()))?;
         out.finish()?;
         let sizes: Vec<usize> = rx.iter().map(|r| drain(r).0.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 4000);
         assert!(sizes.iter().all(|&s| s > 800), "{sizes:?}");
         let (mut out, rx) = wire(3, ShipStrategy::Broadcast, None);
-        out.push(&mut (0..10).collect())?;
+        out.push(&mut Batch::of((0..10).collect()))?;
         out.finish()?;
         for r in &rx {
             assert_eq!(drain(r).0, (0..10).collect::<Vec<_>>());
@@ -320,13 +468,13 @@ mod tests {
         let (tx1, rx1) = crossbeam_channel::bounded(4);
         let (tx2, rx2) = crossbeam_channel::bounded(4);
         let mut gate = InputGate::new(vec![rx1, rx2], CancelToken::new());
-        tx1.send(Message::Records(vec![1u64])).ok();
+        tx1.send(Message::Records(Batch::of(vec![1u64]))).ok();
         tx1.send(Message::EndOfInput).ok();
-        tx2.send(Message::Records(vec![2u64])).ok();
+        tx2.send(Message::Records(Batch::of(vec![2u64]))).ok();
         tx2.send(Message::EndOfInput).ok();
         let mut seen = Vec::new();
         while let Some(b) = gate.next_batch()? {
-            seen.extend(b);
+            seen.extend(b.records);
         }
         seen.sort();
         assert_eq!(seen, vec![1, 2]);
@@ -338,6 +486,49 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         cancel.cancel();
         assert!(matches!(h.join(), Ok(Ok(true))));
+        Ok(())
+    }
+
+    #[test]
+    fn the_gate_combines_watermarks_as_the_minimum_over_active_channels() -> Result<()> {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| crossbeam_channel::bounded::<Message<u64>>(16)).unzip();
+        let mut gate = InputGate::new(rxs, CancelToken::new());
+        let controls = |gate: &mut InputGate<u64>| -> Result<Vec<Control>> {
+            let mut out = Vec::new();
+            while let Some(GateEvent::Control(c)) =
+                gate.next_event(Some(Instant::now() + std::time::Duration::from_millis(5)))?
+            {
+                out.push(c);
+            }
+            Ok(out)
+        };
+        txs[0].send(Message::Watermark(10)).ok();
+        txs[1].send(Message::Watermark(5)).ok();
+        assert_eq!(controls(&mut gate)?, vec![], "channel 2 has no watermark yet");
+        txs[2].send(Message::Watermark(7)).ok();
+        assert_eq!(controls(&mut gate)?, vec![Control::Watermark(5)]);
+        // An idle channel no longer holds time back.
+        txs[1].send(Message::Idle(true)).ok();
+        assert_eq!(controls(&mut gate)?, vec![Control::Watermark(7)]);
+        // Watermarks never go back, even when an idle channel returns behind.
+        txs[1].send(Message::Watermark(6)).ok();
+        assert_eq!(controls(&mut gate)?, vec![]);
+        // An ended channel counts as complete.
+        txs[2].send(Message::EndOfInput).ok();
+        txs[1].send(Message::Watermark(20)).ok();
+        assert_eq!(controls(&mut gate)?, vec![Control::Watermark(10)]);
+        txs[0].send(Message::Idle(true)).ok();
+        txs[1].send(Message::Idle(true)).ok();
+        assert_eq!(controls(&mut gate)?, vec![Control::Watermark(20), Control::Idle(true)]);
+        txs[0].send(Message::Watermark(30)).ok();
+        assert_eq!(controls(&mut gate)?, vec![Control::Idle(false), Control::Watermark(30)]);
+        txs[0].send(Message::EndOfInput).ok();
+        txs[1].send(Message::EndOfInput).ok();
+        // Whichever end is read first, event time ends complete and the task is not left idle.
+        let last = controls(&mut gate)?;
+        assert_eq!(last.last(), Some(&Control::Watermark(Timestamp::MAX)), "{last:?}");
+        let idles = last.iter().filter(|c| matches!(c, Control::Idle(_))).count();
+        assert!(idles % 2 == 0, "unbalanced idleness: {last:?}");
         Ok(())
     }
 }

@@ -69,6 +69,7 @@ pub trait StreamOps: Send + Sync {
         receivers: Vec<AnyChannelEnd>,
         head: AnyOutput,
         cancel: CancelToken,
+        tick: Option<std::time::Duration>,
     ) -> Result<Box<dyn TaskBody>>;
     /// Wraps an operator's input with counting and panic attribution.
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput>;
@@ -135,9 +136,10 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
         receivers: Vec<AnyChannelEnd>,
         head: AnyOutput,
         cancel: CancelToken,
+        tick: Option<std::time::Duration>,
     ) -> Result<Box<dyn TaskBody>> {
         let receivers = receivers.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(InputTask::new(InputGate::<T>::new(receivers, cancel), unerase::<T>(head)?)))
+        Ok(Box::new(InputTask::new(InputGate::<T>::new(receivers, cancel), unerase::<T>(head)?, tick)))
     }
 
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {

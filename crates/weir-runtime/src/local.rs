@@ -412,6 +412,7 @@ fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, c
             max_parallelism: vertex.max_parallelism,
             attempt: 0,
             batch_size: graph.config.batch_size,
+            tick: graph.config.tick(),
             cancel: shared.cancel.clone(),
         },
         metrics: shared.metrics[v.0 as usize].clone(),
@@ -496,7 +497,7 @@ fn build_task(
             let input = input.clone();
             let head_input = build_operator(graph, shared, spec, head, current)?;
             let receivers = std::mem::take(&mut spec.receivers);
-            input.input_task(receivers, head_input, shared.cancel.clone())
+            input.input_task(receivers, head_input, shared.cancel.clone(), Some(graph.config.tick()))
         }
     }
 }

@@ -7,7 +7,7 @@ use std::hash::Hash;
 
 use weir_core::Result;
 
-use crate::output::Output;
+use crate::output::{Batch, Control, Output};
 
 /// Fast, non-cryptographic hash builder for in-memory keyed state. Key-to-subtask assignment uses
 /// weir-core's stable hash instead; this one only indexes the local hash table.
@@ -19,22 +19,26 @@ pub type StateMap<K, V> = HashMap<K, V, StateHasher>;
 /// `map`: one output per input.
 pub struct Map<O, F> {
     f: F,
-    buf: Vec<O>,
+    buf: Batch<O>,
     next: Box<dyn Output<O>>,
 }
 
 impl<O, F> Map<O, F> {
     /// A map feeding `next`.
     pub fn new(f: F, next: Box<dyn Output<O>>) -> Self {
-        Map { f, buf: Vec::new(), next }
+        Map { f, buf: Batch::default(), next }
     }
 }
 
 impl<I, O, F: FnMut(I) -> O> Output<I> for Map<O, F> {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<I>) -> Result<()> {
-        self.buf.extend(batch.drain(..).map(&mut self.f));
+    fn push(&mut self, batch: &mut Batch<I>) -> Result<()> {
+        self.buf.records.extend(batch.records.drain(..).map(&mut self.f));
+        self.buf.take_timestamps_from(batch);
         self.next.push(&mut self.buf)
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        self.next.control(event)
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -56,10 +60,12 @@ impl<T, F> Filter<T, F> {
 
 impl<T, F: FnMut(&T) -> bool> Output<T> for Filter<T, F> {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
-        let f = &mut self.f;
-        batch.retain(|x| f(x));
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        batch.retain(&mut self.f);
         if batch.is_empty() { Ok(()) } else { self.next.push(batch) }
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        self.next.control(event)
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -69,24 +75,40 @@ impl<T, F: FnMut(&T) -> bool> Output<T> for Filter<T, F> {
 /// `flat_map`: any number of outputs per input, pushed onto the given vector.
 pub struct FlatMap<O, F> {
     f: F,
-    buf: Vec<O>,
+    buf: Batch<O>,
     next: Box<dyn Output<O>>,
 }
 
 impl<O, F> FlatMap<O, F> {
     /// A flat map feeding `next`.
     pub fn new(f: F, next: Box<dyn Output<O>>) -> Self {
-        FlatMap { f, buf: Vec::new(), next }
+        FlatMap { f, buf: Batch::default(), next }
     }
 }
 
 impl<I, O, F: FnMut(I, &mut Vec<O>)> Output<I> for FlatMap<O, F> {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<I>) -> Result<()> {
-        for x in batch.drain(..) {
-            (self.f)(x, &mut self.buf);
+    fn push(&mut self, batch: &mut Batch<I>) -> Result<()> {
+        match batch.timestamps.take() {
+            None => {
+                for x in batch.records.drain(..) {
+                    (self.f)(x, &mut self.buf.records);
+                }
+            }
+            Some(mut ts) => {
+                // Every output inherits the timestamp of the input it came from.
+                let out_ts = self.buf.timestamps.get_or_insert_with(Vec::new);
+                for (x, t) in batch.records.drain(..).zip(ts.drain(..)) {
+                    (self.f)(x, &mut self.buf.records);
+                    out_ts.resize(self.buf.records.len(), t);
+                }
+                batch.timestamps = Some(ts);
+            }
         }
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        self.next.control(event)
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -103,14 +125,14 @@ pub struct KeyedAggregate<K, A, O, KF, First, Step> {
     first: First,
     step: Step,
     state: StateMap<K, A>,
-    buf: Vec<O>,
+    buf: Batch<O>,
     next: Box<dyn Output<O>>,
 }
 
 impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     /// `key` extracts the key; `first` and `step` as described on the type.
     pub fn new(key: KF, first: First, step: Step, next: Box<dyn Output<O>>) -> Self {
-        KeyedAggregate { key, first, step, state: StateMap::default(), buf: Vec::new(), next }
+        KeyedAggregate { key, first, step, state: StateMap::default(), buf: Batch::default(), next }
     }
 }
 
@@ -122,9 +144,9 @@ where
     Step: FnMut(&mut A, T) -> O,
 {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
-        self.buf.reserve(batch.len());
-        for x in batch.drain(..) {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        self.buf.records.reserve(batch.len());
+        for x in batch.records.drain(..) {
             let out = match self.state.entry((self.key)(&x)) {
                 Entry::Occupied(e) => (self.step)(e.into_mut(), x),
                 Entry::Vacant(e) => {
@@ -133,9 +155,14 @@ where
                     out
                 }
             };
-            self.buf.push(out);
+            self.buf.records.push(out);
         }
+        // One output per input, in order: the outputs keep the inputs' timestamps.
+        self.buf.take_timestamps_from(batch);
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        self.next.control(event)
     }
     fn finish(&mut self) -> Result<()> {
         self.next.finish()
@@ -150,8 +177,9 @@ mod tests {
 
     struct Sink(Rc<RefCell<Vec<u64>>>, Rc<RefCell<bool>>);
     impl Output<u64> for Sink {
-        fn push(&mut self, batch: &mut Vec<u64>) -> Result<()> {
-            self.0.borrow_mut().append(batch);
+        fn push(&mut self, batch: &mut Batch<u64>) -> Result<()> {
+            self.0.borrow_mut().append(&mut batch.records);
+            batch.clear();
             Ok(())
         }
         fn finish(&mut self) -> Result<()> {
@@ -177,7 +205,7 @@ mod tests {
         let flat = FlatMap::new(|x: u64, out: &mut Vec<u64>| out.extend(std::iter::repeat_n(x, 2)), Box::new(sum));
         let filter = Filter::new(|x: &u64| *x < 4, Box::new(flat));
         let mut map = Map::new(|x: u64| x + 1, Box::new(filter));
-        map.push(&mut vec![0, 1, 2, 3])?;
+        map.push(&mut Batch::of(vec![0, 1, 2, 3]))?;
         map.finish()?;
         // map: 1 2 3 4; filter: 1 2 3; flat: 1 1 2 2 3 3; running sums by parity.
         assert_eq!(*got.borrow(), vec![1, 2, 2, 4, 5, 8]);

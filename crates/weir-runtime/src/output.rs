@@ -8,23 +8,157 @@ use weir_core::{Result, VertexId};
 
 use crate::metrics::VertexMetrics;
 
+/// Event time in milliseconds since the epoch, as in Flink.
+pub type Timestamp = i64;
+
+/// A batch of records with, once timestamps have been assigned, one event-time timestamp per
+/// record. Pipelines that never use event time carry no timestamp column at all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch<T> {
+    /// The records.
+    pub records: Vec<T>,
+    /// `Some` with one timestamp per record, or `None` when the stream has no event time.
+    pub timestamps: Option<Vec<Timestamp>>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch { records: Vec::new(), timestamps: None }
+    }
+}
+
+impl<T> Batch<T> {
+    /// A batch of records without timestamps.
+    pub fn of(records: Vec<T>) -> Self {
+        Batch { records, timestamps: None }
+    }
+
+    /// A batch of records with their timestamps.
+    pub fn timestamped(records: Vec<T>, timestamps: Vec<Timestamp>) -> Self {
+        Batch { records, timestamps: Some(timestamps) }
+    }
+
+    /// Number of records.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Removes all records and timestamps, keeping capacity.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        if let Some(t) = &mut self.timestamps {
+            t.clear();
+        }
+    }
+
+    /// Takes the contents out, leaving an empty batch.
+    pub fn take(&mut self) -> Batch<T> {
+        Batch { records: std::mem::take(&mut self.records), timestamps: self.timestamps.as_mut().map(std::mem::take) }
+    }
+
+    /// Moves the timestamp column of `from` into `self` (whose own column is emptied and handed
+    /// back to `from`), for operators that emit exactly one record per input, in order.
+    #[inline]
+    pub fn take_timestamps_from(&mut self, from: &mut Batch<impl Sized>) {
+        std::mem::swap(&mut self.timestamps, &mut from.timestamps);
+        if let Some(t) = &mut from.timestamps {
+            t.clear();
+        }
+    }
+
+    /// Appends one record with an optional timestamp (the timestamp is used only when the batch
+    /// has a timestamp column, which the first timestamped record creates).
+    /// A record without a timestamp in a timestamped batch gets `Timestamp::MIN`.
+    #[inline]
+    pub fn push(&mut self, record: T, timestamp: Option<Timestamp>) {
+        match (timestamp, &mut self.timestamps) {
+            (Some(ts), Some(col)) => col.push(ts),
+            (None, Some(col)) => col.push(Timestamp::MIN),
+            (Some(ts), None) => {
+                let mut col = vec![Timestamp::MIN; self.records.len()];
+                col.push(ts);
+                self.timestamps = Some(col);
+            }
+            (None, None) => {}
+        }
+        self.records.push(record);
+    }
+
+    /// Keeps the records for which `keep` is true, and their timestamps.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        match &mut self.timestamps {
+            None => self.records.retain(keep),
+            Some(ts) => {
+                let mut w = 0;
+                for r in 0..self.records.len() {
+                    if keep(&self.records[r]) {
+                        self.records.swap(w, r);
+                        ts[w] = ts[r];
+                        w += 1;
+                    }
+                }
+                self.records.truncate(w);
+                ts.truncate(w);
+            }
+        }
+    }
+
+    /// Iterates records with their timestamps, emptying the batch.
+    pub fn drain(&mut self) -> impl Iterator<Item = (T, Option<Timestamp>)> + '_ {
+        let ts = self.timestamps.as_mut();
+        let ts_iter = ts.into_iter().flat_map(|t| t.drain(..).map(Some));
+        self.records.drain(..).zip(ts_iter.chain(std::iter::repeat(None)))
+    }
+}
+
+/// In-band events other than records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Event time has reached this timestamp: no record with a timestamp at or below it is
+    /// expected any more (later ones are late).
+    Watermark(Timestamp),
+    /// The stream is idle (`true`: no records or watermarks for a while, so it must not hold back
+    /// event time downstream) or active again (`false`).
+    Idle(bool),
+    /// Processing time has advanced to this wall-clock time (ms since the epoch). Delivered
+    /// within a task only (never across an exchange), at `pipeline.auto-watermark-interval`.
+    Tick(Timestamp),
+}
+
 /// A consumer of batches: the input of the next operator in a chain, an exchange to other tasks,
 /// or a sink.
 ///
-/// `push` takes every record out of `batch` and leaves it empty (its capacity may be kept and
-/// reused by the caller). `finish` is called once, at the end of input, after the last `push`;
-/// an implementation flushes what it buffers and finishes its own outputs.
+/// `push` takes every record (and timestamp) out of `batch` and leaves it empty (its capacity may
+/// be kept and reused by the caller). `control` receives watermarks, idleness and ticks in order
+/// with the records; an operator with an output forwards what it does not consume. `finish` is
+/// called once, at the end of input, after the last `push`; an implementation flushes what it
+/// buffers and finishes its own outputs.
 pub trait Output<T> {
     /// Consumes all records of `batch`.
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()>;
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()>;
+    /// An in-band control event. The default ignores it, which suits sinks.
+    fn control(&mut self, _event: Control) -> Result<()> {
+        Ok(())
+    }
     /// End of input.
     fn finish(&mut self) -> Result<()>;
 }
 
 impl<T, O: Output<T> + ?Sized> Output<T> for Box<O> {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         (**self).push(batch)
+    }
+    #[inline]
+    fn control(&mut self, event: Control) -> Result<()> {
+        (**self).control(event)
     }
     fn finish(&mut self) -> Result<()> {
         (**self).finish()
@@ -36,7 +170,7 @@ pub struct NullOutput;
 
 impl<T> Output<T> for NullOutput {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         batch.clear();
         Ok(())
     }
@@ -48,21 +182,24 @@ impl<T> Output<T> for NullOutput {
 /// Sends every batch to several outputs (an operator with more than one consumer).
 pub struct FanOut<T> {
     outputs: Vec<Box<dyn Output<T>>>,
-    scratch: Vec<T>,
+    scratch: Batch<T>,
 }
 
 impl<T> FanOut<T> {
     /// A fan-out to `outputs`.
     pub fn new(outputs: Vec<Box<dyn Output<T>>>) -> Self {
-        FanOut { outputs, scratch: Vec::new() }
+        FanOut { outputs, scratch: Batch::default() }
     }
 }
 
 impl<T: Clone> Output<T> for FanOut<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         if let Some((last, rest)) = self.outputs.split_last_mut() {
             for out in rest {
-                self.scratch.extend(batch.iter().cloned());
+                self.scratch.records.extend(batch.records.iter().cloned());
+                if let Some(ts) = &batch.timestamps {
+                    self.scratch.timestamps.get_or_insert_with(Vec::new).extend_from_slice(ts);
+                }
                 out.push(&mut self.scratch)?;
             }
             last.push(batch)
@@ -70,6 +207,12 @@ impl<T: Clone> Output<T> for FanOut<T> {
             batch.clear();
             Ok(())
         }
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        for out in &mut self.outputs {
+            out.control(event)?;
+        }
+        Ok(())
     }
     fn finish(&mut self) -> Result<()> {
         for out in &mut self.outputs {
@@ -122,10 +265,16 @@ impl<T> Traced<T> {
 
 impl<T> Output<T> for Traced<T> {
     #[inline]
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<()> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         self.metrics.add_in(batch.len());
         let prev = self.current.enter(self.vertex);
         let r = self.inner.push(batch);
+        self.current.leave(prev);
+        r
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        let prev = self.current.enter(self.vertex);
+        let r = self.inner.control(event);
         self.current.leave(prev);
         r
     }

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use weir_core::Result;
 
+use std::time::Instant;
+
 use crate::context::OperatorContext;
+use crate::exchange::now_millis;
 use crate::metrics::VertexMetrics;
-use crate::output::{CurrentOperator, Output};
+use crate::output::{Batch, Control, CurrentOperator, Output};
 
 /// What a source reader says after a poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,23 +64,31 @@ impl<T> SourceTask<T> {
 
 impl<T> TaskBody for SourceTask<T> {
     fn run(&mut self) -> Result<()> {
-        let mut batch = Vec::with_capacity(self.ctx.batch_size);
+        let mut batch = Batch { records: Vec::with_capacity(self.ctx.batch_size), timestamps: None };
         let max = self.ctx.batch_size.max(1);
+        let every = self.ctx.tick;
+        let mut next_tick = Instant::now() + every;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Ok(());
             }
             let prev = self.current.enter(self.ctx.vertex);
-            let status = self.reader.poll(&mut batch, max);
+            let status = self.reader.poll(&mut batch.records, max);
             self.current.leave(prev);
             let status = status?;
             if !batch.is_empty() {
                 self.metrics.add_out(batch.len());
                 self.output.push(&mut batch)?;
             }
+            if Instant::now() >= next_tick {
+                self.output.control(Control::Tick(now_millis()))?;
+                next_tick = Instant::now() + every;
+            }
             match status {
                 SourceStatus::Continue => {}
                 SourceStatus::Wait(d) => {
+                    // Wake for the next tick even when the reader wants to wait longer.
+                    let d = d.min(next_tick.saturating_duration_since(Instant::now()));
                     if self.ctx.cancel.wait_timeout(d) {
                         return Ok(());
                     }

@@ -27,7 +27,7 @@ impl Sink<u64> for SlowSink {
 }
 
 impl Output<u64> for SlowWriter {
-    fn push(&mut self, batch: &mut Vec<u64>) -> Result<()> {
+    fn push(&mut self, batch: &mut weir_runtime::output::Batch<u64>) -> Result<()> {
         batch.clear();
         std::thread::sleep(self.delay);
         Ok(())
