@@ -12,7 +12,9 @@ use weir_connectors::{
 use weir_core::{Error, PlanEdge, PlanVertex, Result, ShipStrategy, VertexId};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::exchange::KeyHashFn;
-use weir_runtime::graph::{Edge, Node, NodeKind, StreamGraph, StreamOps, TypedOps, Validator, erase, unerase};
+use weir_runtime::graph::{
+    Edge, Node, NodeKind, SideOutputs, StreamGraph, StreamOps, TypedOps, Validator, erase, unerase,
+};
 use weir_runtime::source::{Source, SourceTask};
 
 use crate::{Data, DataStream};
@@ -24,6 +26,10 @@ pub(crate) struct DraftNode {
     pub kind: NodeKind,
     /// A source's own limit on its parallelism.
     pub parallelism_limit: Option<u32>,
+    /// Whether the records this node emits carry event-time timestamps.
+    pub timestamps: bool,
+    /// Side outputs: tag, record operations, record type.
+    pub side_outputs: Vec<(String, Arc<dyn StreamOps>, std::any::TypeId)>,
 }
 
 /// An edge being declared; `ship: None` means "forward if the parallelisms match, else rebalance",
@@ -33,6 +39,8 @@ pub(crate) struct DraftEdge {
     pub target: VertexId,
     pub ship: Option<ShipStrategy>,
     pub key_hash: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// The side output of `source` this edge carries.
+    pub side: Option<String>,
 }
 
 pub(crate) struct Builder {
@@ -60,6 +68,8 @@ impl Builder {
             output,
             kind,
             parallelism_limit: None,
+            timestamps: false,
+            side_outputs: Vec::new(),
         });
         id
     }
@@ -99,14 +109,28 @@ impl Builder {
                     nodes[e.source.0 as usize].vertex.parallelism == nodes[e.target.0 as usize].vertex.parallelism;
                 let ship = e.ship.unwrap_or(if same { ShipStrategy::Forward } else { ShipStrategy::Rebalance });
                 Edge {
-                    plan: PlanEdge { source: e.source, target: e.target, input: 0, ship_strategy: ship },
+                    plan: PlanEdge {
+                        source: e.source,
+                        target: e.target,
+                        input: 0,
+                        ship_strategy: ship,
+                        side_output: e.side,
+                    },
                     key_hash: e.key_hash,
                 }
             })
             .collect();
         Ok(StreamGraph {
             job_name: self.job_name,
-            nodes: nodes.into_iter().map(|n| Node { vertex: n.vertex, output: n.output, kind: n.kind }).collect(),
+            nodes: nodes
+                .into_iter()
+                .map(|n| Node {
+                    vertex: n.vertex,
+                    output: n.output,
+                    side_outputs: n.side_outputs.into_iter().map(|(tag, ops, _)| (tag, ops)).collect(),
+                    kind: n.kind,
+                })
+                .collect(),
             edges,
             validators: self.validators,
             config: self.config,
@@ -235,12 +259,13 @@ pub(crate) fn operator_factory<I: Data, O: Data>(
     f: impl Fn(
         &weir_runtime::context::TaskEnv,
         Box<dyn weir_runtime::Output<O>>,
+        &mut SideOutputs,
     ) -> Result<Box<dyn weir_runtime::Output<I>>>
     + Send
     + Sync
     + 'static,
 ) -> weir_runtime::graph::OperatorFactory {
-    Arc::new(move |env, out| Ok(erase::<I>(f(env, unerase::<O>(out)?)?)))
+    Arc::new(move |env, out, sides| Ok(erase::<I>(f(env, unerase::<O>(out)?, sides)?)))
 }
 
 /// The erased key hash of a key selector.

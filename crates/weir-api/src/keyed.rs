@@ -14,8 +14,8 @@ use crate::{AggregateFunction, Data, DataStream, Key};
 /// `KS` is the key selector's type: keyed operators call it for every record, so it stays a
 /// concrete type (inlined) rather than a boxed function.
 pub struct KeyedStream<K, T, KS> {
-    stream: DataStream<T>,
-    key: KS,
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key: KS,
     _k: std::marker::PhantomData<fn() -> K>,
 }
 

@@ -12,6 +12,8 @@ mod functions;
 mod job;
 mod keyed;
 mod stream;
+mod time;
+mod window;
 
 pub use driver::{Driver, JobClient, JobExecutionResult};
 pub use env::StreamEnv;
@@ -19,6 +21,12 @@ pub use functions::AggregateFunction;
 pub use job::{Job, Registry};
 pub use keyed::KeyedStream;
 pub use stream::{DataStream, DataStreamSink};
+pub use time::{OutputTag, WatermarkStrategy};
+pub use weir_runtime::window::{TimeWindow, WindowAssigner};
+pub use window::{
+    EventTimeSessionWindows, ProcessingTimeSessionWindows, SlidingEventTimeWindows, SlidingProcessingTimeWindows,
+    TumblingEventTimeWindows, TumblingProcessingTimeWindows, WindowedStream,
+};
 
 /// What can flow through a stream: cloneable (for fan-out and broadcast), sendable between
 /// threads, and serializable (records cross process boundaries in a cluster).

@@ -10,12 +10,12 @@ use weir_connectors::{collect::Collect, discard::Discard, file::TextFileSink, pr
 use weir_core::{Error, Result, ShipStrategy, VertexId};
 use weir_runtime::Output;
 use weir_runtime::context::TaskEnv;
-use weir_runtime::graph::{NodeKind, TypedOps};
+use weir_runtime::graph::{NodeKind, SideOutputs, TypedOps};
 use weir_runtime::operators::{Filter, FlatMap, Map};
 use weir_runtime::source::Sink;
 
 use crate::env::{Builder, DraftEdge, operator_factory};
-use crate::{Data, Key, KeyedStream};
+use crate::{Data, Key, KeyedStream, OutputTag};
 
 /// A stream of records of type `T` (Flink's `DataStream<T>`).
 ///
@@ -54,10 +54,74 @@ impl<T: Data> DataStream<T> {
         ship: Option<ShipStrategy>,
         key_hash: Option<Arc<dyn std::any::Any + Send + Sync>>,
     ) -> DataStream<O> {
+        self.operator(operator, move |env, next, _| factory(env, next), ship, key_hash, None)
+    }
+
+    /// Adds a one-input operator that may use side outputs; `timestamps` says whether its output
+    /// carries event time (`None`: as its input does).
+    pub(crate) fn operator<O: Data>(
+        &self,
+        operator: &str,
+        factory: impl Fn(&TaskEnv, Box<dyn Output<O>>, &mut SideOutputs) -> Result<Box<dyn Output<T>>>
+        + Send
+        + Sync
+        + 'static,
+        ship: Option<ShipStrategy>,
+        key_hash: Option<Arc<dyn std::any::Any + Send + Sync>>,
+        timestamps: Option<bool>,
+    ) -> DataStream<O> {
         let mut b = self.b.borrow_mut();
         let kind = NodeKind::Operator { factory: operator_factory::<T, O>(factory), input: TypedOps::<T>::arc() };
         let id = b.add_node(operator.to_string(), operator.to_string(), TypedOps::<O>::arc(), kind);
-        b.edges.push(DraftEdge { source: self.id, target: id, ship: ship.or(self.ship), key_hash });
+        let inherited = b.nodes[self.id.0 as usize].timestamps;
+        b.nodes[id.0 as usize].timestamps = timestamps.unwrap_or(inherited);
+        b.edges.push(DraftEdge { source: self.id, target: id, ship: ship.or(self.ship), key_hash, side: None });
+        drop(b);
+        DataStream::new(self.b.clone(), id)
+    }
+
+    /// Whether the records of this stream carry event-time timestamps.
+    pub fn has_timestamps(&self) -> bool {
+        self.b.borrow().nodes[self.id.0 as usize].timestamps
+    }
+
+    /// Declares that the operator producing this stream emits records of type `S` on the side
+    /// output `tag`.
+    pub(crate) fn declare_side_output<S: Data>(&self, tag: &OutputTag<S>) {
+        let mut b = self.b.borrow_mut();
+        let node = &mut b.nodes[self.id.0 as usize];
+        if !node.side_outputs.iter().any(|(t, _, _)| t == &tag.id) {
+            node.side_outputs.push((tag.id.clone(), TypedOps::<S>::arc(), std::any::TypeId::of::<S>()));
+        }
+    }
+
+    /// The records the operator producing this stream sent to the side output `tag` (for example
+    /// a window's late records).
+    pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<S> {
+        let mut b = self.b.borrow_mut();
+        let node = &b.nodes[self.id.0 as usize];
+        let declared = node.side_outputs.iter().find(|(t, _, _)| t == &tag.id).map(|(_, _, ty)| *ty);
+        if declared != Some(std::any::TypeId::of::<S>()) {
+            let message = match declared {
+                None => format!("operator '{}' has no side output '{}'", node.vertex.name, tag.id),
+                Some(_) => format!(
+                    "side output '{}' of operator '{}' does not carry records of type {}",
+                    tag.id,
+                    node.vertex.name,
+                    std::any::type_name::<S>()
+                ),
+            };
+            b.errors.push(Error::invalid_job(message));
+        }
+        let kind = NodeKind::Operator {
+            factory: operator_factory::<S, S>(|_, next, _| Ok(next)),
+            input: TypedOps::<S>::arc(),
+        };
+        let name = format!("Side Output: {}", tag.id);
+        let id = b.add_node(name.clone(), name, TypedOps::<S>::arc(), kind);
+        let timestamps = b.nodes[self.id.0 as usize].timestamps;
+        b.nodes[id.0 as usize].timestamps = timestamps;
+        b.edges.push(DraftEdge { source: self.id, target: id, ship: None, key_hash: None, side: Some(tag.id.clone()) });
         drop(b);
         DataStream::new(self.b.clone(), id)
     }
@@ -94,7 +158,7 @@ impl<T: Data> DataStream<T> {
         let out = self.one_input::<T>("Union", |_, next| Ok(next), None, None);
         let mut b = self.b.borrow_mut();
         for o in others {
-            b.edges.push(DraftEdge { source: o.id, target: out.id, ship: o.ship, key_hash: None });
+            b.edges.push(DraftEdge { source: o.id, target: out.id, ship: o.ship, key_hash: None, side: None });
         }
         drop(b);
         out

@@ -69,6 +69,10 @@ pub struct PlanEdge {
     pub input: u32,
     /// How records are distributed.
     pub ship_strategy: ShipStrategy,
+    /// The side output of the source operator this edge carries (e.g. late records of a window),
+    /// or `None` for its main output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side_output: Option<String>,
 }
 
 /// A job's logical plan.
@@ -290,7 +294,7 @@ mod tests {
     }
 
     fn edge(s: u32, t: u32, ship: ShipStrategy) -> PlanEdge {
-        PlanEdge { source: VertexId(s), target: VertexId(t), input: 0, ship_strategy: ship }
+        PlanEdge { source: VertexId(s), target: VertexId(t), input: 0, ship_strategy: ship, side_output: None }
     }
 
     fn sample() -> Plan {

@@ -20,8 +20,22 @@ pub type AnyOutput = Box<dyn Any>;
 /// A channel end (`Sender<Message<T>>` or `Receiver<Message<T>>`), erased.
 pub type AnyChannelEnd = Box<dyn Any + Send>;
 
-/// Builds one instance of an operator, given its output; returns its input.
-pub type OperatorFactory = Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<AnyOutput> + Send + Sync>;
+/// Builds one instance of an operator, given its output and side outputs; returns its input.
+pub type OperatorFactory = Arc<dyn Fn(&TaskEnv, AnyOutput, &mut SideOutputs) -> Result<AnyOutput> + Send + Sync>;
+
+/// The side outputs of one operator instance, by tag.
+#[derive(Default)]
+pub struct SideOutputs(pub std::collections::HashMap<String, AnyOutput>);
+
+impl SideOutputs {
+    /// The side output `tag` of record type `T`; a [`NullOutput`] when nothing consumes it.
+    pub fn take<T: 'static>(&mut self, tag: &str) -> Result<Box<dyn Output<T>>> {
+        match self.0.remove(tag) {
+            Some(out) => unerase::<T>(out),
+            None => Ok(Box::new(NullOutput)),
+        }
+    }
+}
 /// Builds one instance of a source, given its output; returns the task body that drives it.
 pub type SourceFactory = Arc<dyn Fn(&TaskEnv, AnyOutput) -> Result<Box<dyn TaskBody>> + Send + Sync>;
 /// A check run on the client before the job starts (input files exist, sink paths writable, ...).
@@ -167,6 +181,8 @@ pub struct Node {
     pub vertex: PlanVertex,
     /// Operations on the output record type.
     pub output: Arc<dyn StreamOps>,
+    /// Operations on the record type of each side output, by tag.
+    pub side_outputs: Vec<(String, Arc<dyn StreamOps>)>,
     /// How instances are made.
     pub kind: NodeKind,
 }
@@ -194,6 +210,19 @@ pub struct StreamGraph {
 }
 
 impl StreamGraph {
+    /// The record operations of what `edge` carries: its source's main or side output.
+    pub fn edge_ops(&self, edge: &Edge) -> Result<&Arc<dyn StreamOps>> {
+        let node = &self.nodes[edge.plan.source.0 as usize];
+        match &edge.plan.side_output {
+            None => Ok(&node.output),
+            Some(tag) => {
+                node.side_outputs.iter().find(|(t, _)| t == tag).map(|(_, ops)| ops).ok_or_else(|| {
+                    Error::internal(format!("operator '{}' has no side output '{tag}'", node.vertex.name))
+                })
+            }
+        }
+    }
+
     /// The logical plan.
     pub fn plan(&self) -> Plan {
         Plan {

@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod operators;
 pub mod output;
 pub mod source;
+pub mod time;
+pub mod window;
 
 pub use config::ExecutionConfig;
 pub use context::{CancelToken, OperatorContext};

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
 
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
-use crate::graph::{AnyChannelEnd, AnyOutput, NodeKind, StreamGraph};
+use crate::graph::{AnyChannelEnd, AnyOutput, NodeKind, SideOutputs, StreamGraph};
 use crate::metrics::{VertexCounts, VertexMetrics};
 use crate::output::CurrentOperator;
 use crate::source::TaskBody;
@@ -215,7 +215,7 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             continue;
         }
         let (src, dst) = (plan.vertex(e.source)?, plan.vertex(e.target)?);
-        let ops = &graph.nodes[e.source.0 as usize].output;
+        let ops = graph.edge_ops(&graph.edges[ei])?;
         let src_head = heads[e.source.0 as usize];
         for i in 0..src.parallelism {
             let targets: Vec<u32> = if e.ship_strategy == weir_core::ShipStrategy::Forward {
@@ -421,39 +421,52 @@ fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, c
     }
 }
 
-/// Builds the output of vertex `v`: its chained successors and its exchanges, fanned out.
+/// Builds the outputs of vertex `v`: its main output and its side outputs, each feeding the
+/// chained successors and the exchanges of its edges, fanned out.
 fn build_output(
     graph: &StreamGraph,
     shared: &JobShared,
     spec: &mut TaskSpec,
     v: VertexId,
     current: &CurrentOperator,
-) -> Result<AnyOutput> {
-    let plan_edges: Vec<(usize, &crate::graph::Edge)> =
-        graph.edges.iter().enumerate().filter(|(_, e)| e.plan.source == v).collect();
+) -> Result<(AnyOutput, SideOutputs)> {
     let plan = graph.plan();
     let node = &graph.nodes[v.0 as usize];
-    let mut outs = Vec::with_capacity(plan_edges.len());
-    for (ei, e) in plan_edges {
-        if plan.is_chained(&e.plan) {
-            outs.push(build_operator(graph, shared, spec, e.plan.target, current)?);
+    let mut main = Vec::new();
+    let mut sides: HashMap<String, Vec<AnyOutput>> = HashMap::new();
+    for (ei, e) in graph.edges.iter().enumerate().filter(|(_, e)| e.plan.source == v) {
+        let out = if plan.is_chained(&e.plan) {
+            build_operator(graph, shared, spec, e.plan.target, current)?
         } else {
             let senders = spec
                 .senders
                 .remove(&ei)
                 .ok_or_else(|| Error::internal(format!("no channels for edge {ei} in subtask {}", spec.subtask)))?;
             let target = &graph.nodes[e.plan.target.0 as usize].vertex;
-            outs.push(node.output.exchange(
+            graph.edge_ops(e)?.exchange(
                 e.plan.ship_strategy,
                 senders,
                 e.key_hash.as_ref(),
                 target.max_parallelism,
                 spec.subtask,
                 shared.cancel.clone(),
-            )?);
+            )?
+        };
+        match &e.plan.side_output {
+            None => main.push(out),
+            Some(tag) => sides.entry(tag.clone()).or_default().push(out),
         }
     }
-    node.output.fanout(outs)
+    let mut side_outputs = SideOutputs::default();
+    for (tag, outs) in sides {
+        let edge = graph
+            .edges
+            .iter()
+            .find(|e| e.plan.source == v && e.plan.side_output.as_deref() == Some(tag.as_str()))
+            .ok_or_else(|| Error::internal(format!("side output '{tag}' lost its edge")))?;
+        side_outputs.0.insert(tag, graph.edge_ops(edge)?.fanout(outs)?);
+    }
+    Ok((node.output.fanout(main)?, side_outputs))
 }
 
 /// Builds an instance of operator `v` (and everything chained after it); returns its input.
@@ -464,12 +477,12 @@ fn build_operator(
     v: VertexId,
     current: &CurrentOperator,
 ) -> Result<AnyOutput> {
-    let out = build_output(graph, shared, spec, v, current)?;
+    let (out, mut sides) = build_output(graph, shared, spec, v, current)?;
     let env = env_for(graph, shared, v, spec.subtask, current);
     match &graph.nodes[v.0 as usize].kind {
         NodeKind::Operator { factory, input } => {
             let prev = current.enter(v);
-            let built = factory(&env, out);
+            let built = factory(&env, out, &mut sides);
             current.leave(prev);
             input.traced(&env, built?)
         }
@@ -486,7 +499,7 @@ fn build_task(
     let head = spec.head;
     match &graph.nodes[head.0 as usize].kind {
         NodeKind::Source(factory) => {
-            let out = build_output(graph, shared, spec, head, current)?;
+            let (out, _sides) = build_output(graph, shared, spec, head, current)?;
             let env = env_for(graph, shared, head, spec.subtask, current);
             let prev = current.enter(head);
             let body = factory(&env, out);

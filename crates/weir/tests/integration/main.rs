@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 mod lifecycle;
 mod results;
+mod windows;
 
 use weir::{Driver, Registry};
 

@@ -1,0 +1,186 @@
+//! Windows: assigners, the functions evaluated per window, and the window operators.
+//!
+//! - [`time::TimeWindowOperator`]: tumbling and sliding windows in event or processing time.
+//!   Windows of all keys that end at the same time fire together, so the operator keeps its
+//!   state grouped by window end and a watermark fires whole groups, with no per-key timers.
+//! - [`session::SessionWindowOperator`]: session windows, merged per key as records arrive.
+//! - [`count::CountWindowOperator`]: global windows that fire and purge every N records of a key.
+
+pub mod count;
+pub mod session;
+pub mod time;
+
+use crate::output::Timestamp;
+
+/// A time window `[start, end)`; its last timestamp is `end - 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct TimeWindow {
+    /// First timestamp in the window.
+    pub start: Timestamp,
+    /// First timestamp after the window.
+    pub end: Timestamp,
+}
+
+impl TimeWindow {
+    /// The largest timestamp in the window (Flink's `maxTimestamp`).
+    pub fn max_timestamp(&self) -> Timestamp {
+        self.end - 1
+    }
+}
+
+/// Which clock a window follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The records' timestamps, advanced by watermarks.
+    EventTime,
+    /// The wall clock of the machine running the operator.
+    ProcessingTime,
+}
+
+/// How records are assigned to windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowAssigner {
+    /// Fixed-size, non-overlapping windows.
+    Tumbling {
+        /// Window length in ms.
+        size: i64,
+        /// Shift of window starts from the epoch, in ms.
+        offset: i64,
+        /// Clock.
+        domain: TimeDomain,
+    },
+    /// Fixed-size windows starting every `slide` ms; a record belongs to `size / slide` windows.
+    Sliding {
+        /// Window length in ms.
+        size: i64,
+        /// Distance between window starts in ms.
+        slide: i64,
+        /// Shift of window starts from the epoch, in ms.
+        offset: i64,
+        /// Clock.
+        domain: TimeDomain,
+    },
+    /// Windows of activity separated by gaps of at least `gap` ms, per key.
+    Session {
+        /// Inactivity that closes a session, in ms.
+        gap: i64,
+        /// Clock.
+        domain: TimeDomain,
+    },
+}
+
+impl WindowAssigner {
+    /// The clock.
+    pub fn domain(&self) -> TimeDomain {
+        match self {
+            WindowAssigner::Tumbling { domain, .. }
+            | WindowAssigner::Sliding { domain, .. }
+            | WindowAssigner::Session { domain, .. } => *domain,
+        }
+    }
+
+    /// Checks sizes: what cannot make sense is an error that says why.
+    pub fn validate(&self) -> weir_core::Result<()> {
+        let bad = |m: String| Err(weir_core::Error::invalid_job(m));
+        match *self {
+            WindowAssigner::Tumbling { size, offset, .. } => {
+                if size <= 0 {
+                    return bad(format!("tumbling window size {size} ms: the size must be positive"));
+                }
+                if offset.abs() >= size {
+                    return bad(format!("window offset {offset} ms must be smaller than the size {size} ms"));
+                }
+            }
+            WindowAssigner::Sliding { size, slide, offset, .. } => {
+                if size <= 0 || slide <= 0 {
+                    return bad(format!(
+                        "sliding window of size {size} ms and slide {slide} ms: both must be positive"
+                    ));
+                }
+                if slide > size {
+                    return bad(format!(
+                        "sliding window slide {slide} ms is larger than its size {size} ms, which would \
+                         skip records; use a slide no larger than the size (or tumbling windows)"
+                    ));
+                }
+                if offset.abs() >= slide {
+                    return bad(format!("window offset {offset} ms must be smaller than the slide {slide} ms"));
+                }
+            }
+            WindowAssigner::Session { gap, .. } => {
+                if gap <= 0 {
+                    return bad(format!("session gap {gap} ms: the gap must be positive"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every non-merging window containing `ts`.
+    #[inline]
+    pub fn for_each_window(&self, ts: Timestamp, mut f: impl FnMut(TimeWindow)) {
+        match *self {
+            WindowAssigner::Tumbling { size, offset, .. } => {
+                let start = window_start(ts, offset, size);
+                f(TimeWindow { start, end: start + size });
+            }
+            WindowAssigner::Sliding { size, slide, offset, .. } => {
+                let mut start = window_start(ts, offset, slide);
+                while start > ts - size {
+                    f(TimeWindow { start, end: start + size });
+                    start -= slide;
+                }
+            }
+            WindowAssigner::Session { gap, .. } => f(TimeWindow { start: ts, end: ts + gap }),
+        }
+    }
+}
+
+/// The start of the window of length `size` (shifted by `offset`) containing `ts`.
+#[inline]
+pub fn window_start(ts: Timestamp, offset: i64, size: i64) -> Timestamp {
+    ts - (ts - offset).rem_euclid(size)
+}
+
+/// What is computed per key and window: an accumulator that records are added to one at a time
+/// (incremental aggregation), merged when session windows merge, and turned into output when the
+/// window fires.
+pub trait WindowFunction<K, T> {
+    /// The per-window state.
+    type Acc;
+    /// The output.
+    type Out;
+    /// A new, empty accumulator.
+    fn create(&mut self) -> Self::Acc;
+    /// Adds one record.
+    fn add(&mut self, acc: &mut Self::Acc, record: T);
+    /// Merges `from` into `into`.
+    fn merge(&mut self, from: Self::Acc, into: &mut Self::Acc);
+    /// Emits the window's result(s).
+    fn emit(&mut self, key: &K, window: TimeWindow, acc: &Self::Acc, out: &mut Vec<Self::Out>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assigners_place_records_in_the_right_windows() {
+        let mut got = Vec::new();
+        let t = WindowAssigner::Tumbling { size: 10, offset: 0, domain: TimeDomain::EventTime };
+        t.for_each_window(-1, |w| got.push(w));
+        t.for_each_window(25, |w| got.push(w));
+        assert_eq!(got, vec![TimeWindow { start: -10, end: 0 }, TimeWindow { start: 20, end: 30 }]);
+        got.clear();
+        let s = WindowAssigner::Sliding { size: 10, slide: 5, offset: 0, domain: TimeDomain::EventTime };
+        s.for_each_window(12, |w| got.push(w));
+        assert_eq!(got, vec![TimeWindow { start: 10, end: 20 }, TimeWindow { start: 5, end: 15 }]);
+        assert!(
+            WindowAssigner::Sliding { size: 10, slide: 20, offset: 0, domain: TimeDomain::EventTime }
+                .validate()
+                .is_err()
+        );
+        assert!(WindowAssigner::Tumbling { size: 0, offset: 0, domain: TimeDomain::EventTime }.validate().is_err());
+        assert!(WindowAssigner::Session { gap: -5, domain: TimeDomain::ProcessingTime }.validate().is_err());
+    }
+}
