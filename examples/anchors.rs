@@ -11,10 +11,10 @@
 
 use std::hint::black_box;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use weir::connectors::{OperatorContext, Source, SourceReader, SourceStatus};
-use weir::{App, DataStream, Error, Job, Result, StreamEnv};
+use weir::{App, DataStream, Error, Job, Result, StreamEnv, TumblingEventTimeWindows, WatermarkStrategy};
 
 /// Arguments of every anchor job.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -88,8 +88,24 @@ fn keyed(env: &mut StreamEnv, args: Args) -> Result<()> {
     Ok(())
 }
 
+fn window(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let k = args.keys.max(1);
+    let s = source(env, &args)?
+        .map(move |x| (x % k, x))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|t: &(u64, u64), _| (t.1 / 1000) as i64),
+        )
+        .key_by(|t: &(u64, u64)| t.0)
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
+        .reduce(|a, b| (a.0, a.1 + b.1));
+    sink(s, &args);
+    Ok(())
+}
+
 static STATELESS: Job<Args> = Job::new("stateless", stateless);
 static KEYED: Job<Args> = Job::new("keyed", keyed);
+static WINDOW: Job<Args> = Job::new("window", window);
 
 /// The stateless workload as a plain loop.
 fn loop_stateless(n: u64) {
@@ -112,15 +128,47 @@ fn loop_keyed(n: u64, keys: u64) {
     }
 }
 
+/// The window workload as a plain loop: timestamps only grow, so a window is complete as soon as
+/// the next one starts; then every key's sum is emitted.
+fn loop_window(n: u64, keys: u64) {
+    let mut sums: std::collections::HashMap<u64, u64, foldhash::fast::RandomState> = Default::default();
+    let mut current = 0;
+    for x in 0..n {
+        let window = x / 1000 / 1000;
+        if window != current {
+            for kv in sums.drain() {
+                black_box(kv);
+            }
+            current = window;
+        }
+        *sums.entry(x % keys).or_insert(0) += x;
+    }
+    for kv in sums.drain() {
+        black_box(kv);
+    }
+}
+
+/// Peak resident memory of this process, in MiB (Linux), or 0 where unknown.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn parse(args: &[String], i: usize, what: &str) -> Result<u64> {
     let text = args.get(i).ok_or_else(|| Error::Config(format!("missing {what}; {USAGE}")))?;
     text.parse().map_err(|_| Error::Config(format!("{what} '{text}' is not a number; {USAGE}")))
 }
 
-const USAGE: &str = "usage: anchors WORKLOAD N P [K] | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | keyed";
+const USAGE: &str =
+    "usage: anchors WORKLOAD N P [K] | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | keyed | window";
 
 fn main() -> ExitCode {
-    App::new("anchors").job(&STATELESS).job(&KEYED).run(|driver, args| {
+    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).run(|driver, args| {
         let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
         if workload == "loop" {
             let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
@@ -130,6 +178,7 @@ fn main() -> ExitCode {
             match which.as_str() {
                 "stateless" => loop_stateless(n),
                 "keyed" => loop_keyed(n, keys.max(1)),
+                "window" => loop_window(n, keys.max(1)),
                 other => {
                     return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
                 }
@@ -147,6 +196,7 @@ fn main() -> ExitCode {
         let job = match workload.as_str() {
             "stateless" => &STATELESS,
             "keyed" => &KEYED,
+            "window" => &WINDOW,
             other => {
                 return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
             }
@@ -154,6 +204,7 @@ fn main() -> ExitCode {
         driver.execute(job, a)?;
         let secs = t0.elapsed().as_secs_f64();
         println!("RESULT weir {workload} n={n} p={p} keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
+        eprintln!("peak_rss_mib={:.1}", peak_rss_mib());
         Ok(())
     })
 }
@@ -165,7 +216,7 @@ mod tests {
     use weir::{Driver, Registry};
 
     fn driver() -> Driver {
-        Driver::local(Registry::new().register(&STATELESS).register(&KEYED))
+        Driver::local(Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW))
     }
 
     #[test]
@@ -206,6 +257,28 @@ mod tests {
                 counts.sort();
                 assert_eq!(counts, (1..=totals[&k]).collect::<Vec<_>>(), "key {k} p={p}");
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn window_sums_every_key_per_one_second_window() -> Result<()> {
+        // Timestamps are x / 1000 ms, so a 1 s window holds one million consecutive values.
+        let (n, keys) = (2_500_000u64, 7u64);
+        for p in [1u32, 2] {
+            let r = driver().execute(&WINDOW, Args { n, p, keys, collect: true })?;
+            let mut got: Vec<(u64, u64)> = r.collected("out")?;
+            got.sort();
+            let mut want: HashMap<(u64, u64), u64> = HashMap::new();
+            for _ in 0..p {
+                for x in 0..n / u64::from(p) {
+                    *want.entry((x / 1_000_000, x % keys)).or_default() += x;
+                }
+            }
+            // A window's result does not say which window it was; its sum identifies it here.
+            let mut want: Vec<(u64, u64)> = want.into_iter().map(|((_, k), s)| (k, s)).collect();
+            want.sort();
+            assert_eq!(got, want, "p={p}");
         }
         Ok(())
     }

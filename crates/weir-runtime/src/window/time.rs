@@ -30,6 +30,8 @@ pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     /// Windows fired and kept for late records, by end.
     fired: BTreeMap<Timestamp, StateMap<K, WF::Acc>>,
     watermark: Timestamp,
+    /// Keys in the last window that fired: new windows start with room for as many.
+    expected_keys: usize,
     operator: String,
     late: Box<dyn Output<T>>,
     late_buf: Batch<T>,
@@ -70,6 +72,7 @@ where
             pending: VecDeque::new(),
             fired: BTreeMap::new(),
             watermark: Timestamp::MIN,
+            expected_keys: 0,
             operator,
             late,
             late_buf: Batch::default(),
@@ -96,6 +99,7 @@ where
                 break;
             }
             let Some((_, states)) = self.pending.pop_front() else { break };
+            self.expected_keys = states.len();
             let window = TimeWindow { start: end - self.size, end };
             for (k, acc) in &states {
                 Self::emit(&mut self.wf, &mut self.buf, k, window, acc);
@@ -148,6 +152,7 @@ where
         };
         let wm = self.watermark;
         let lateness = self.lateness;
+        let expected_keys = self.expected_keys;
         let Self { key, wf, assigner, pending, fired, buf, late_buf, .. } = self;
         // Consecutive records usually fall into the same window: keep its map at hand.
         let mut current: usize = usize::MAX;
@@ -171,7 +176,8 @@ where
                     if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
                         current = pending.partition_point(|(end, _)| *end < w.end);
                         if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                            pending.insert(current, (w.end, StateMap::default()));
+                            let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
+                            pending.insert(current, (w.end, states));
                         }
                     }
                     let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
