@@ -30,6 +30,8 @@ pub(crate) struct DraftNode {
     pub timestamps: bool,
     /// Side outputs: tag, record operations, record type.
     pub side_outputs: Vec<(String, Arc<dyn StreamOps>, std::any::TypeId)>,
+    /// Whether side outputs are declared by their readers (process functions emit to any tag).
+    pub open_side_outputs: bool,
 }
 
 /// An edge being declared; `ship: None` means "forward if the parallelisms match, else rebalance",
@@ -70,6 +72,7 @@ impl Builder {
             parallelism_limit: None,
             timestamps: false,
             side_outputs: Vec::new(),
+            open_side_outputs: false,
         });
         id
     }

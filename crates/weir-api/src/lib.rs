@@ -11,6 +11,7 @@ mod env;
 mod functions;
 mod job;
 mod keyed;
+mod process;
 mod stream;
 mod time;
 mod window;
@@ -20,8 +21,13 @@ pub use env::StreamEnv;
 pub use functions::AggregateFunction;
 pub use job::{Job, Registry};
 pub use keyed::KeyedStream;
+pub use process::{
+    AggregatingState, KeyedContext, KeyedProcessFunction, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
+    ReducingState, ReducingStateDescriptor, StateTtlConfig, ValueState, ValueStateDescriptor,
+};
 pub use stream::{DataStream, DataStreamSink};
 pub use time::{OutputTag, WatermarkStrategy};
+pub use weir_runtime::window::TimeDomain;
 pub use weir_runtime::window::{TimeWindow, WindowAssigner};
 pub use window::{
     EventTimeSessionWindows, ProcessingTimeSessionWindows, SlidingEventTimeWindows, SlidingProcessingTimeWindows,

@@ -90,17 +90,25 @@ impl<T: Data> DataStream<T> {
     pub(crate) fn declare_side_output<S: Data>(&self, tag: &OutputTag<S>) {
         let mut b = self.b.borrow_mut();
         let node = &mut b.nodes[self.id.0 as usize];
-        if !node.side_outputs.iter().any(|(t, _, _)| t == &tag.id) {
-            node.side_outputs.push((tag.id.clone(), TypedOps::<S>::arc(), std::any::TypeId::of::<S>()));
+        if !node.side_outputs.iter().any(|(t, _, _)| t == tag.id.as_ref()) {
+            node.side_outputs.push((tag.id.to_string(), TypedOps::<S>::arc(), std::any::TypeId::of::<S>()));
         }
+    }
+
+    /// Lets readers declare this operator's side outputs (a process function may emit to any tag).
+    pub(crate) fn open_side_outputs(&self) {
+        self.b.borrow_mut().nodes[self.id.0 as usize].open_side_outputs = true;
     }
 
     /// The records the operator producing this stream sent to the side output `tag` (for example
     /// a window's late records).
     pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<S> {
+        if self.b.borrow().nodes[self.id.0 as usize].open_side_outputs {
+            self.declare_side_output(tag);
+        }
         let mut b = self.b.borrow_mut();
         let node = &b.nodes[self.id.0 as usize];
-        let declared = node.side_outputs.iter().find(|(t, _, _)| t == &tag.id).map(|(_, _, ty)| *ty);
+        let declared = node.side_outputs.iter().find(|(t, _, _)| t == tag.id.as_ref()).map(|(_, _, ty)| *ty);
         if declared != Some(std::any::TypeId::of::<S>()) {
             let message = match declared {
                 None => format!("operator '{}' has no side output '{}'", node.vertex.name, tag.id),
@@ -121,7 +129,13 @@ impl<T: Data> DataStream<T> {
         let id = b.add_node(name.clone(), name, TypedOps::<S>::arc(), kind);
         let timestamps = b.nodes[self.id.0 as usize].timestamps;
         b.nodes[id.0 as usize].timestamps = timestamps;
-        b.edges.push(DraftEdge { source: self.id, target: id, ship: None, key_hash: None, side: Some(tag.id.clone()) });
+        b.edges.push(DraftEdge {
+            source: self.id,
+            target: id,
+            ship: None,
+            key_hash: None,
+            side: Some(tag.id.to_string()),
+        });
         drop(b);
         DataStream::new(self.b.clone(), id)
     }

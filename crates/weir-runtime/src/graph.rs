@@ -12,7 +12,7 @@ use weir_core::{Error, Plan, PlanEdge, PlanVertex, Result, ShipStrategy};
 use crate::config::ExecutionConfig;
 use crate::context::{CancelToken, TaskEnv};
 use crate::exchange::{ExchangeOutput, InputGate, InputTask, KeyHashFn, Message};
-use crate::output::{FanOut, NullOutput, Output, Traced};
+use crate::output::{Batch, Control, FanOut, NullOutput, Output, Traced};
 use crate::source::TaskBody;
 
 /// A `Box<dyn Output<T>>`, erased.
@@ -23,17 +23,61 @@ pub type AnyChannelEnd = Box<dyn Any + Send>;
 /// Builds one instance of an operator, given its output and side outputs; returns its input.
 pub type OperatorFactory = Arc<dyn Fn(&TaskEnv, AnyOutput, &mut SideOutputs) -> Result<AnyOutput> + Send + Sync>;
 
-/// The side outputs of one operator instance, by tag.
+/// The side outputs of one operator instance, by tag, with the operations of their record types.
 #[derive(Default)]
-pub struct SideOutputs(pub std::collections::HashMap<String, AnyOutput>);
+pub struct SideOutputs(pub std::collections::HashMap<String, (AnyOutput, Arc<dyn StreamOps>)>);
 
 impl SideOutputs {
     /// The side output `tag` of record type `T`; a [`NullOutput`] when nothing consumes it.
     pub fn take<T: 'static>(&mut self, tag: &str) -> Result<Box<dyn Output<T>>> {
         match self.0.remove(tag) {
-            Some(out) => unerase::<T>(out),
+            Some((out, _)) => unerase::<T>(out),
             None => Ok(Box::new(NullOutput)),
         }
+    }
+
+    /// Every side output as a buffered sink, for operators whose side-output types are only
+    /// known where records are emitted.
+    pub fn take_all(&mut self) -> Result<std::collections::HashMap<String, Box<dyn SideSink>>> {
+        self.0.drain().map(|(tag, (out, ops))| Ok((tag, ops.side_sink(out)?))).collect()
+    }
+}
+
+/// A side output whose record type is erased: records are added through
+/// [`TypedSideSink`] (reached with `as_any`), control events and the end reach it regardless.
+pub trait SideSink {
+    /// For downcasting to [`TypedSideSink`].
+    fn as_any(&mut self) -> &mut dyn Any;
+    /// Pushes what is buffered.
+    fn flush(&mut self) -> Result<()>;
+    /// Forwards a control event (after flushing).
+    fn control(&mut self, event: Control) -> Result<()>;
+    /// Flushes and ends the output.
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// A side output of record type `S` with its buffer.
+pub struct TypedSideSink<S> {
+    /// Where records go.
+    pub out: Box<dyn Output<S>>,
+    /// Records not yet pushed.
+    pub buf: Batch<S>,
+}
+
+impl<S: 'static> SideSink for TypedSideSink<S> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() { Ok(()) } else { self.out.push(&mut self.buf) }
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        self.flush()?;
+        self.out.control(event)
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.out.finish()
     }
 }
 /// Builds one instance of a source, given its output; returns the task body that drives it.
@@ -87,6 +131,8 @@ pub trait StreamOps: Send + Sync {
     ) -> Result<Box<dyn TaskBody>>;
     /// Wraps an operator's input with counting and panic attribution.
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput>;
+    /// A buffered, type-erased side output over `out`.
+    fn side_sink(&self, out: AnyOutput) -> Result<Box<dyn SideSink>>;
 }
 
 /// [`StreamOps`] for records of type `T`.
@@ -159,6 +205,10 @@ impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {
         let inner = unerase::<T>(input)?;
         Ok(erase::<T>(Box::new(Traced::new(env.op.vertex, env.current.clone(), env.metrics.clone(), inner))))
+    }
+
+    fn side_sink(&self, out: AnyOutput) -> Result<Box<dyn SideSink>> {
+        Ok(Box::new(TypedSideSink::<T> { out: unerase::<T>(out)?, buf: Batch::default() }))
     }
 }
 

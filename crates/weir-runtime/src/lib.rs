@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod operators;
 pub mod output;
 pub mod source;
+pub mod state;
 pub mod time;
 pub mod window;
 

@@ -464,7 +464,8 @@ fn build_output(
             .iter()
             .find(|e| e.plan.source == v && e.plan.side_output.as_deref() == Some(tag.as_str()))
             .ok_or_else(|| Error::internal(format!("side output '{tag}' lost its edge")))?;
-        side_outputs.0.insert(tag, graph.edge_ops(edge)?.fanout(outs)?);
+        let ops = graph.edge_ops(edge)?.clone();
+        side_outputs.0.insert(tag, (ops.fanout(outs)?, ops));
     }
     Ok((node.output.fanout(main)?, side_outputs))
 }

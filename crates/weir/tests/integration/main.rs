@@ -3,6 +3,7 @@
 mod bad_input;
 mod cli;
 mod lifecycle;
+mod process;
 mod results;
 mod windows;
 

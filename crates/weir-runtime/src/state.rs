@@ -1,0 +1,305 @@
+//! Keyed state: per-key values that operators keep between records, scoped by the current key,
+//! with optional time-to-live; and the timer service of keyed process functions.
+//!
+//! State is declared with a descriptor (a name and a type). The first use of a name fixes its kind
+//! and type; using the same name as another kind or type is an error that names both.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use weir_core::{Error, Result};
+
+use crate::operators::StateMap;
+use crate::output::Timestamp;
+
+/// Time-to-live of a state entry, in processing time (Flink's `StateTtlConfig`): an entry not
+/// written (or, with `update_on_read`, not read or written) for `ttl_ms` is expired, is never
+/// returned again, and is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateTtl {
+    /// Lifetime in ms.
+    pub ttl_ms: i64,
+    /// Whether reads also refresh the entry (`OnReadAndWrite`) or only writes (`OnCreateAndWrite`).
+    pub update_on_read: bool,
+}
+
+/// The kinds of keyed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateKind {
+    /// One value.
+    Value,
+    /// A list of values.
+    List,
+    /// A map.
+    Map,
+    /// A value folded with a reduce function.
+    Reducing,
+    /// An accumulator of an aggregate function.
+    Aggregating,
+}
+
+struct Declared {
+    name: String,
+    kind: StateKind,
+    type_id: TypeId,
+    type_name: &'static str,
+    ttl: Option<StateTtl>,
+}
+
+struct Slot {
+    value: Box<dyn Any + Send>,
+    touched: Timestamp,
+}
+
+/// All keyed state of one operator instance.
+pub struct KeyedStates<K> {
+    declared: Vec<Declared>,
+    per_key: StateMap<K, Vec<Option<Slot>>>,
+}
+
+impl<K: Hash + Eq + Clone> Default for KeyedStates<K> {
+    fn default() -> Self {
+        KeyedStates { declared: Vec::new(), per_key: StateMap::default() }
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedStates<K> {
+    /// The slot index of state `name`, declaring it on first use; an error if it was declared
+    /// with another kind or type.
+    pub fn declare<S: 'static>(&mut self, name: &str, kind: StateKind, ttl: Option<StateTtl>) -> Result<usize> {
+        if let Some(i) = self.declared.iter().position(|d| d.name == name) {
+            let d = &self.declared[i];
+            if d.kind != kind || d.type_id != TypeId::of::<S>() {
+                return Err(Error::invalid_job(format!(
+                    "state '{name}' is used as {kind:?} state of {} but was declared as {:?} state of {}; \
+                     give each state its own name",
+                    std::any::type_name::<S>(),
+                    d.kind,
+                    d.type_name
+                )));
+            }
+            return Ok(i);
+        }
+        self.declared.push(Declared {
+            name: name.to_string(),
+            kind,
+            type_id: TypeId::of::<S>(),
+            type_name: std::any::type_name::<S>(),
+            ttl,
+        });
+        Ok(self.declared.len() - 1)
+    }
+
+    /// The state `slot` of `key`, created with `init` when absent or expired at `now`.
+    pub fn get_or_init<S: Send + 'static>(
+        &mut self,
+        key: &K,
+        slot: usize,
+        now: Timestamp,
+        init: impl FnOnce() -> S,
+    ) -> Result<&mut S> {
+        self.entry(key, slot, now, init).map(|(v, _)| v)
+    }
+
+    /// Like [`KeyedStates::get_or_init`], with the entry's last-write time, for handles that
+    /// refresh the time-to-live when they write.
+    pub fn entry<S: Send + 'static>(
+        &mut self,
+        key: &K,
+        slot: usize,
+        now: Timestamp,
+        init: impl FnOnce() -> S,
+    ) -> Result<(&mut S, &mut Timestamp)> {
+        let ttl = self.declared.get(slot).ok_or_else(|| Error::internal("undeclared state slot"))?.ttl;
+        let n = self.declared.len();
+        let slots = self.per_key.entry(key.clone()).or_default();
+        if slots.len() < n {
+            slots.resize_with(n, || None);
+        }
+        let entry = &mut slots[slot];
+        let expired = match (entry.as_ref(), ttl) {
+            (Some(s), Some(t)) => now.saturating_sub(s.touched) >= t.ttl_ms,
+            _ => false,
+        };
+        if expired || entry.is_none() {
+            *entry = Some(Slot { value: Box::new(init()), touched: now });
+        } else if let (Some(s), Some(t)) = (entry.as_mut(), ttl)
+            && t.update_on_read
+        {
+            s.touched = now;
+        }
+        let s = entry.as_mut().ok_or_else(|| Error::internal("state slot vanished"))?;
+        let value = s.value.downcast_mut::<S>().ok_or_else(|| Error::internal("state slot holds another type"))?;
+        Ok((value, &mut s.touched))
+    }
+
+    /// Marks `slot` of `key` as written at `now` (refreshing its time-to-live).
+    pub fn touch(&mut self, key: &K, slot: usize, now: Timestamp) {
+        if let Some(Some(s)) = self.per_key.get_mut(key).and_then(|v| v.get_mut(slot)) {
+            s.touched = now;
+        }
+    }
+
+    /// Removes `slot` of `key`.
+    pub fn clear(&mut self, key: &K, slot: usize) {
+        if let Some(slots) = self.per_key.get_mut(key) {
+            if let Some(s) = slots.get_mut(slot) {
+                *s = None;
+            }
+            if slots.iter().all(Option::is_none) {
+                self.per_key.remove(key);
+            }
+        }
+    }
+
+    /// Removes every expired entry (run from time to time; reads never see expired entries).
+    pub fn expire(&mut self, now: Timestamp) {
+        let ttls: Vec<Option<StateTtl>> = self.declared.iter().map(|d| d.ttl).collect();
+        if ttls.iter().all(Option::is_none) {
+            return;
+        }
+        self.per_key.retain(|_, slots| {
+            for (s, ttl) in slots.iter_mut().zip(&ttls) {
+                if let (Some(slot), Some(t)) = (s.as_ref(), ttl)
+                    && now.saturating_sub(slot.touched) >= t.ttl_ms
+                {
+                    *s = None;
+                }
+            }
+            slots.iter().any(Option::is_some)
+        });
+    }
+
+    /// Number of keys with any state.
+    pub fn key_count(&self) -> usize {
+        self.per_key.len()
+    }
+}
+
+/// Timers of a keyed operator: at most one per key, timestamp and time domain.
+pub struct Timers<K> {
+    event: BTreeMap<Timestamp, Vec<K>>,
+    processing: BTreeMap<Timestamp, Vec<K>>,
+    live_event: HashSet<(Timestamp, K), foldhash::fast::RandomState>,
+    live_processing: HashSet<(Timestamp, K), foldhash::fast::RandomState>,
+}
+
+impl<K: Hash + Eq + Clone> Default for Timers<K> {
+    fn default() -> Self {
+        Timers {
+            event: BTreeMap::new(),
+            processing: BTreeMap::new(),
+            live_event: HashSet::default(),
+            live_processing: HashSet::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Timers<K> {
+    /// Registers an event-time timer; registering the same key and time again has no effect.
+    pub fn register_event(&mut self, key: &K, at: Timestamp) {
+        if self.live_event.insert((at, key.clone())) {
+            self.event.entry(at).or_default().push(key.clone());
+        }
+    }
+
+    /// Registers a processing-time timer.
+    pub fn register_processing(&mut self, key: &K, at: Timestamp) {
+        if self.live_processing.insert((at, key.clone())) {
+            self.processing.entry(at).or_default().push(key.clone());
+        }
+    }
+
+    /// Deletes an event-time timer.
+    pub fn delete_event(&mut self, key: &K, at: Timestamp) {
+        self.live_event.remove(&(at, key.clone()));
+    }
+
+    /// Deletes a processing-time timer.
+    pub fn delete_processing(&mut self, key: &K, at: Timestamp) {
+        self.live_processing.remove(&(at, key.clone()));
+    }
+
+    /// The earliest live timer at or before `time` in one domain, removed; `None` when there is
+    /// none. Timers registered while firing are seen by later calls.
+    pub fn pop_due(&mut self, event_time: bool, time: Timestamp) -> Option<(Timestamp, K)> {
+        let (map, live) = if event_time {
+            (&mut self.event, &mut self.live_event)
+        } else {
+            (&mut self.processing, &mut self.live_processing)
+        };
+        loop {
+            let mut entry = map.first_entry()?;
+            let at = *entry.key();
+            if at > time {
+                return None;
+            }
+            match entry.get_mut().pop() {
+                Some(k) => {
+                    if live.remove(&(at, k.clone())) {
+                        return Some((at, k));
+                    }
+                }
+                None => {
+                    entry.remove();
+                }
+            }
+        }
+    }
+
+    /// Number of live timers.
+    pub fn len(&self) -> usize {
+        self.live_event.len() + self.live_processing.len()
+    }
+
+    /// Whether there are no live timers.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A convenience for maps kept in state.
+pub type StateHashMap<MK, MV> = HashMap<MK, MV>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_per_key_typed_and_expires() -> Result<()> {
+        let mut s: KeyedStates<u32> = KeyedStates::default();
+        let ttl = Some(StateTtl { ttl_ms: 100, update_on_read: false });
+        let count = s.declare::<Option<u64>>("count", StateKind::Value, ttl)?;
+        *s.get_or_init(&1, count, 0, || None::<u64>)? = Some(5);
+        *s.get_or_init(&2, count, 0, || None::<u64>)? = Some(7);
+        assert_eq!(*s.get_or_init(&1, count, 50, || None::<u64>)?, Some(5));
+        // Expired: reads start over.
+        assert_eq!(*s.get_or_init(&1, count, 150, || None::<u64>)?, None);
+        s.expire(1_000);
+        assert_eq!(s.key_count(), 0);
+        let e =
+            s.declare::<Vec<String>>("count", StateKind::List, None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("state 'count' is used as List state") && e.contains("declared as Value state"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn timers_fire_once_per_key_and_time_in_order_and_can_be_deleted() {
+        let mut t: Timers<&str> = Timers::default();
+        t.register_event(&"a", 20);
+        t.register_event(&"a", 20);
+        t.register_event(&"b", 10);
+        t.register_event(&"c", 30);
+        t.delete_event(&"c", 30);
+        t.register_processing(&"a", 5);
+        let mut fired = Vec::new();
+        while let Some(x) = t.pop_due(true, 25) {
+            fired.push(x);
+        }
+        assert_eq!(fired, vec![(10, "b"), (20, "a")]);
+        assert_eq!(t.pop_due(true, 100), None, "the deleted timer does not fire");
+        assert_eq!(t.pop_due(false, 5), Some((5, "a")));
+        assert!(t.is_empty());
+    }
+}
