@@ -6,6 +6,7 @@
 //! ever serialized: wherever the job runs, the same artifact rebuilds it from its name and
 //! arguments, and the plan's fingerprint proves that the rebuilt job is the one submitted.
 
+mod connect;
 mod driver;
 mod env;
 mod functions;
@@ -16,6 +17,10 @@ mod stream;
 mod time;
 mod window;
 
+pub use connect::{
+    ConnectedStreams, Either, IntervalJoin, IntervalJoinBounded, JoinEqual, JoinWhere, JoinedStreams,
+    KeyedCoProcessFunction, KeyedConnectedStreams, WindowJoin,
+};
 pub use driver::{Driver, JobClient, JobExecutionResult};
 pub use env::StreamEnv;
 pub use functions::AggregateFunction;

@@ -39,6 +39,11 @@ macro_rules! descriptor {
             ttl: Option<StateTtl>,
             _t: PhantomData<fn() -> ($($p,)+)>,
         }
+        impl<$($p),+> Clone for $name<$($p),+> {
+            fn clone(&self) -> Self {
+                $name { name: self.name, ttl: self.ttl, _t: PhantomData }
+            }
+        }
         impl<$($p),+> $name<$($p),+> {
             /// A state named `name` (unique within the operator).
             pub const fn new(name: &'static str) -> Self {
@@ -273,6 +278,10 @@ impl<K: Key, O> KeyedContext<'_, K, O> {
     /// Emits a record (timestamped like the current record or timer).
     pub fn collect(&mut self, record: O) {
         self.out.push(record, self.timestamp)
+    }
+    /// Emits a record with the given event-time timestamp.
+    pub fn collect_with_timestamp(&mut self, record: O, timestamp: Timestamp) {
+        self.out.push(record, Some(timestamp))
     }
     /// Emits a record on the side output `tag` (read it with [`DataStream::side_output`]).
     pub fn output<S: Data>(&mut self, tag: &OutputTag<S>, record: S) -> Result<()> {

@@ -171,6 +171,9 @@ impl<T: Data> DataStream<T> {
         }
         let out = self.one_input::<T>("Union", |_, next| Ok(next), None, None);
         let mut b = self.b.borrow_mut();
+        // The union has event time only if every input has.
+        let all = others.iter().all(|o| b.nodes[o.id.0 as usize].timestamps) && b.nodes[self.id.0 as usize].timestamps;
+        b.nodes[out.id.0 as usize].timestamps = all;
         for o in others {
             b.edges.push(DraftEdge { source: o.id, target: out.id, ship: o.ship, key_hash: None, side: None });
         }
