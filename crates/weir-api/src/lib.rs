@@ -33,10 +33,14 @@ pub use process::{
 pub use stream::{DataStream, DataStreamSink};
 pub use time::{OutputTag, WatermarkStrategy};
 pub use weir_runtime::window::TimeDomain;
+pub use weir_runtime::window::trigger::{
+    CountEvictor, CountTrigger, EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, PurgingTrigger,
+    TimeEvictor, Trigger, TriggerContext, TriggerResult,
+};
 pub use weir_runtime::window::{TimeWindow, WindowAssigner};
 pub use window::{
-    EventTimeSessionWindows, ProcessingTimeSessionWindows, SlidingEventTimeWindows, SlidingProcessingTimeWindows,
-    TumblingEventTimeWindows, TumblingProcessingTimeWindows, WindowedStream,
+    DefaultTrigger, EventTimeSessionWindows, GlobalWindows, ProcessingTimeSessionWindows, SlidingEventTimeWindows,
+    SlidingProcessingTimeWindows, TumblingEventTimeWindows, TumblingProcessingTimeWindows, WindowedStream,
 };
 
 /// What can flow through a stream: cloneable (for fan-out and broadcast), sendable between

@@ -8,6 +8,10 @@ use weir_runtime::output::NullOutput;
 use weir_runtime::window::count::CountWindowOperator;
 use weir_runtime::window::session::SessionWindowOperator;
 use weir_runtime::window::time::TimeWindowOperator;
+use weir_runtime::window::trigger::{
+    EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, Trigger, TriggerContext, TriggerResult,
+    TriggerWindowOperator,
+};
 use weir_runtime::window::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
 
 use crate::env::key_hash;
@@ -75,12 +79,57 @@ impl ProcessingTimeSessionWindows {
     }
 }
 
+/// One window per key over all time; it fires only by a trigger (`.trigger(CountTrigger::of(n))`).
+pub struct GlobalWindows;
+impl GlobalWindows {
+    /// The global window assigner.
+    pub fn create() -> WindowAssigner {
+        WindowAssigner::Global
+    }
+}
+
+/// The trigger a window gets unless it declares one: event-time windows fire when the watermark
+/// passes their end, processing-time windows when the clock does. Windows with the default
+/// trigger and no evictor run on operators that need no per-window timers.
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultTrigger(TimeDomain);
+
+impl<T> Trigger<T> for DefaultTrigger {
+    type State = ();
+    fn on_element(
+        &mut self,
+        r: &T,
+        ts: i64,
+        w: &TimeWindow,
+        s: &mut (),
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        match self.0 {
+            TimeDomain::EventTime => Trigger::<T>::on_element(&mut EventTimeTrigger, r, ts, w, s, ctx),
+            TimeDomain::ProcessingTime => Trigger::<T>::on_element(&mut ProcessingTimeTrigger, r, ts, w, s, ctx),
+        }
+    }
+    fn on_event_time(&mut self, t: i64, w: &TimeWindow, s: &mut (), ctx: &mut TriggerContext<'_>) -> TriggerResult {
+        Trigger::<T>::on_event_time(&mut EventTimeTrigger, t, w, s, ctx)
+    }
+    fn on_processing_time(
+        &mut self,
+        t: i64,
+        w: &TimeWindow,
+        s: &mut (),
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        Trigger::<T>::on_processing_time(&mut ProcessingTimeTrigger, t, w, s, ctx)
+    }
+}
+
 fn describe(a: &WindowAssigner) -> String {
     let d = |domain: &TimeDomain| if *domain == TimeDomain::EventTime { "EventTime" } else { "ProcessingTime" };
     match a {
         WindowAssigner::Tumbling { size, domain, .. } => format!("Tumbling{}Windows({size})", d(domain)),
         WindowAssigner::Sliding { size, slide, domain, .. } => format!("Sliding{}Windows({size}, {slide})", d(domain)),
         WindowAssigner::Session { gap, domain } => format!("{}SessionWindows({gap})", d(domain)),
+        WindowAssigner::Global => "GlobalWindows".to_string(),
     }
 }
 
@@ -93,12 +142,15 @@ enum WindowSpec {
 /// A keyed stream cut into windows (Flink's `WindowedStream`): choose the function evaluated per
 /// key and window with [`WindowedStream::reduce`], [`WindowedStream::aggregate`] or
 /// [`WindowedStream::process`].
-pub struct WindowedStream<K, T, KS> {
+pub struct WindowedStream<K, T, KS, Tr = DefaultTrigger, Ev = NoEvictor> {
     stream: DataStream<T>,
     key: KS,
     spec: WindowSpec,
     lateness_ms: i64,
     late: Option<OutputTag<T>>,
+    trigger: Tr,
+    evictor: Ev,
+    custom: bool,
     _k: PhantomData<fn() -> K>,
 }
 
@@ -120,6 +172,12 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
             spec,
             lateness_ms: 0,
             late: None,
+            trigger: DefaultTrigger(match spec {
+                WindowSpec::Time(a) => a.domain(),
+                WindowSpec::Count(_) => TimeDomain::EventTime,
+            }),
+            evictor: NoEvictor,
+            custom: false,
             _k: PhantomData,
         }
     }
@@ -196,7 +254,40 @@ impl<K, T, O, F: FnMut(&K, &TimeWindow, &[T], &mut Vec<O>)> WindowFunction<K, T>
     }
 }
 
-impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> WindowedStream<K, T, KS> {
+impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static, Tr: Trigger<T>, Ev: Evictor<T>>
+    WindowedStream<K, T, KS, Tr, Ev>
+{
+    /// Fires the windows by `trigger` instead of by the clock (e.g. `CountTrigger::of(100)`, or
+    /// your own [`Trigger`]). The window's records are kept and the function evaluated over them.
+    pub fn trigger<Tr2: Trigger<T>>(self, trigger: Tr2) -> WindowedStream<K, T, KS, Tr2, Ev> {
+        WindowedStream {
+            stream: self.stream,
+            key: self.key,
+            spec: self.spec,
+            lateness_ms: self.lateness_ms,
+            late: self.late,
+            trigger,
+            evictor: self.evictor,
+            custom: true,
+            _k: PhantomData,
+        }
+    }
+
+    /// Removes records from each window before/after evaluation (e.g. `CountEvictor::of(10)`).
+    pub fn evictor<Ev2: Evictor<T>>(self, evictor: Ev2) -> WindowedStream<K, T, KS, Tr, Ev2> {
+        WindowedStream {
+            stream: self.stream,
+            key: self.key,
+            spec: self.spec,
+            lateness_ms: self.lateness_ms,
+            late: self.late,
+            trigger: self.trigger,
+            evictor,
+            custom: true,
+            _k: PhantomData,
+        }
+    }
+
     /// Keeps event-time windows for `lateness` after they fire: records arriving in that time
     /// update the window and fire it again (late firings). Later records are late data.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
@@ -254,11 +345,24 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> WindowedS
             },
             WindowSpec::Count(0) => Some(Error::invalid_job("count window size 0: the size must be at least 1")),
             WindowSpec::Count(_) => None,
-        };
+        }
+        .or(match (&self.spec, self.custom) {
+            (WindowSpec::Time(WindowAssigner::Global), false) => Some(Error::invalid_job(
+                "global windows never fire by themselves; give them a trigger, e.g. .trigger(CountTrigger::of(100))",
+            )),
+            (WindowSpec::Time(WindowAssigner::Session { .. }), true) => Some(Error::invalid_job(
+                "custom triggers and evictors work with tumbling, sliding and global windows, not sessions",
+            )),
+            (WindowSpec::Count(_), true) => Some(Error::invalid_job(
+                "count windows have their own trigger; use window(GlobalWindows::create()).trigger(...) instead",
+            )),
+            _ => None,
+        });
         if let Some(e) = problem {
             self.stream.b.borrow_mut().errors.push(e);
         }
         let (key, spec, lateness) = (self.key.clone(), self.spec, self.lateness_ms);
+        let (trigger, evictor, custom) = (self.trigger.clone(), self.evictor.clone(), self.custom);
         let late_tag = self.late.as_ref().map(|t| t.id.clone());
         let timestamps = match spec {
             WindowSpec::Time(_) => Some(true),
@@ -273,6 +377,18 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> WindowedS
                 };
                 let operator = env.op.operator_name.clone();
                 Ok(match spec {
+                    WindowSpec::Time(a) if custom || a == WindowAssigner::Global => {
+                        Box::new(TriggerWindowOperator::new(
+                            key.clone(),
+                            wf.clone(),
+                            trigger.clone(),
+                            evictor.clone(),
+                            a,
+                            lateness,
+                            late,
+                            next,
+                        )?)
+                    }
                     WindowSpec::Time(a @ WindowAssigner::Session { .. }) => Box::new(SessionWindowOperator::new(
                         key.clone(),
                         wf.clone(),

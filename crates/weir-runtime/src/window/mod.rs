@@ -9,6 +9,7 @@
 pub mod count;
 pub mod session;
 pub mod time;
+pub mod trigger;
 
 use crate::output::Timestamp;
 
@@ -67,6 +68,8 @@ pub enum WindowAssigner {
         /// Clock.
         domain: TimeDomain,
     },
+    /// One window per key spanning all time; only a trigger makes it fire.
+    Global,
 }
 
 impl WindowAssigner {
@@ -76,6 +79,8 @@ impl WindowAssigner {
             WindowAssigner::Tumbling { domain, .. }
             | WindowAssigner::Sliding { domain, .. }
             | WindowAssigner::Session { domain, .. } => *domain,
+            // Global windows follow no clock; event time lets triggers use watermarks.
+            WindowAssigner::Global => TimeDomain::EventTime,
         }
     }
 
@@ -112,6 +117,7 @@ impl WindowAssigner {
                     return bad(format!("session gap {gap} ms: the gap must be positive"));
                 }
             }
+            WindowAssigner::Global => {}
         }
         Ok(())
     }
@@ -132,6 +138,7 @@ impl WindowAssigner {
                 }
             }
             WindowAssigner::Session { gap, .. } => f(TimeWindow { start: ts, end: ts + gap }),
+            WindowAssigner::Global => f(count::GLOBAL_WINDOW),
         }
     }
 }

@@ -55,6 +55,7 @@ where
         next: Box<dyn Output<WF::Out>>,
     ) -> Result<Self> {
         let WindowAssigner::Session { gap, domain } = assigner else {
+            // (Global windows go to the trigger operator.)
             return Err(Error::internal("the session window operator needs a session assigner"));
         };
         assigner.validate()?;

@@ -58,8 +58,8 @@ where
     ) -> Result<Self> {
         let size = match assigner {
             WindowAssigner::Tumbling { size, .. } | WindowAssigner::Sliding { size, .. } => size,
-            WindowAssigner::Session { .. } => {
-                return Err(Error::internal("session windows need the session window operator"));
+            WindowAssigner::Session { .. } | WindowAssigner::Global => {
+                return Err(Error::internal("session and global windows need their own operators"));
             }
         };
         assigner.validate()?;

@@ -6,6 +6,7 @@ mod joins;
 mod lifecycle;
 mod process;
 mod results;
+mod triggers;
 mod windows;
 
 use weir::{Driver, Registry};

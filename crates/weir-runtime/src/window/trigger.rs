@@ -1,0 +1,552 @@
+//! Custom triggers and evictors, and the window operator that runs them.
+//!
+//! A [`Trigger`] decides, per key and window, when the window's function is evaluated (fires)
+//! and when its contents are dropped (purges), from the records that arrive and from timers it
+//! registers. An [`Evictor`] removes records from a window before or after evaluation. The window
+//! operators in [`super::time`] and [`super::session`] implement the default triggers without
+//! per-window timers; [`TriggerWindowOperator`] serves windows that declare their own.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
+
+use weir_core::Result;
+
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
+use crate::exchange::now_millis;
+use crate::operators::StateMap;
+use crate::output::{Batch, Control, Output, Timestamp};
+
+/// What a trigger decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerResult {
+    /// Nothing.
+    Continue,
+    /// Evaluate the window's function and emit; keep the contents.
+    Fire,
+    /// Drop the window's contents.
+    Purge,
+    /// Evaluate, emit, then drop the contents.
+    FireAndPurge,
+}
+
+impl TriggerResult {
+    fn fires(self) -> bool {
+        matches!(self, TriggerResult::Fire | TriggerResult::FireAndPurge)
+    }
+    fn purges(self) -> bool {
+        matches!(self, TriggerResult::Purge | TriggerResult::FireAndPurge)
+    }
+}
+
+/// What a trigger can see and do.
+pub struct TriggerContext<'a> {
+    /// The operator's watermark.
+    pub watermark: Timestamp,
+    /// Processing time now.
+    pub now: Timestamp,
+    /// Records in the window (its pane) now.
+    pub count: usize,
+    timers: &'a mut Vec<(TimeDomain, Timestamp)>,
+}
+
+impl TriggerContext<'_> {
+    /// Calls the trigger's `on_event_time` for this window once the watermark reaches `at`.
+    pub fn register_event_time_timer(&mut self, at: Timestamp) {
+        self.timers.push((TimeDomain::EventTime, at));
+    }
+    /// Calls the trigger's `on_processing_time` for this window once processing time reaches `at`.
+    pub fn register_processing_time_timer(&mut self, at: Timestamp) {
+        self.timers.push((TimeDomain::ProcessingTime, at));
+    }
+}
+
+/// Decides when a window fires and purges (Flink's `Trigger`). `State` is kept per key and
+/// window (for example a counter) and reset when the window purges.
+pub trait Trigger<T>: Clone + Send + Sync + 'static {
+    /// Per key and window state.
+    type State: Default + Send + 'static;
+    /// A record was added to `window`.
+    fn on_element(
+        &mut self,
+        record: &T,
+        timestamp: Timestamp,
+        window: &TimeWindow,
+        state: &mut Self::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult;
+    /// An event-time timer of `window` fired.
+    fn on_event_time(
+        &mut self,
+        time: Timestamp,
+        window: &TimeWindow,
+        state: &mut Self::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        let _ = (time, window, state, ctx);
+        TriggerResult::Continue
+    }
+    /// A processing-time timer of `window` fired.
+    fn on_processing_time(
+        &mut self,
+        time: Timestamp,
+        window: &TimeWindow,
+        state: &mut Self::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        let _ = (time, window, state, ctx);
+        TriggerResult::Continue
+    }
+}
+
+/// Fires once the watermark passes the window's end, and again for every late record within the
+/// allowed lateness (Flink's `EventTimeTrigger`, the default for event-time windows).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventTimeTrigger;
+
+impl<T> Trigger<T> for EventTimeTrigger {
+    type State = ();
+    fn on_element(
+        &mut self,
+        _: &T,
+        _: Timestamp,
+        w: &TimeWindow,
+        _: &mut (),
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if w.max_timestamp() <= ctx.watermark {
+            TriggerResult::Fire
+        } else {
+            ctx.register_event_time_timer(w.max_timestamp());
+            TriggerResult::Continue
+        }
+    }
+    fn on_event_time(
+        &mut self,
+        time: Timestamp,
+        w: &TimeWindow,
+        _: &mut (),
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if time == w.max_timestamp() { TriggerResult::Fire } else { TriggerResult::Continue }
+    }
+}
+
+/// Fires when processing time passes the window's end (Flink's `ProcessingTimeTrigger`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessingTimeTrigger;
+
+impl<T> Trigger<T> for ProcessingTimeTrigger {
+    type State = ();
+    fn on_element(
+        &mut self,
+        _: &T,
+        _: Timestamp,
+        w: &TimeWindow,
+        _: &mut (),
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        ctx.register_processing_time_timer(w.max_timestamp());
+        TriggerResult::Continue
+    }
+    fn on_processing_time(
+        &mut self,
+        time: Timestamp,
+        w: &TimeWindow,
+        _: &mut (),
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        if time >= w.max_timestamp() { TriggerResult::Fire } else { TriggerResult::Continue }
+    }
+}
+
+/// Fires every `n` records added to a window (Flink's `CountTrigger`).
+#[derive(Clone, Copy, Debug)]
+pub struct CountTrigger(pub u64);
+
+impl CountTrigger {
+    /// Fires every `n` records.
+    pub fn of(n: u64) -> Self {
+        CountTrigger(n.max(1))
+    }
+}
+
+impl<T> Trigger<T> for CountTrigger {
+    type State = u64;
+    fn on_element(
+        &mut self,
+        _: &T,
+        _: Timestamp,
+        _: &TimeWindow,
+        seen: &mut u64,
+        _: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        *seen += 1;
+        if *seen >= self.0 {
+            *seen = 0;
+            TriggerResult::Fire
+        } else {
+            TriggerResult::Continue
+        }
+    }
+}
+
+/// Turns every firing of the wrapped trigger into fire-and-purge (Flink's `PurgingTrigger`).
+#[derive(Clone, Copy, Debug)]
+pub struct PurgingTrigger<Tr>(pub Tr);
+
+impl<Tr> PurgingTrigger<Tr> {
+    /// Purges whenever `trigger` fires.
+    pub fn of(trigger: Tr) -> Self {
+        PurgingTrigger(trigger)
+    }
+}
+
+fn purging(r: TriggerResult) -> TriggerResult {
+    if r.fires() { TriggerResult::FireAndPurge } else { r }
+}
+
+impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
+    type State = Tr::State;
+    fn on_element(
+        &mut self,
+        r: &T,
+        ts: Timestamp,
+        w: &TimeWindow,
+        s: &mut Tr::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        purging(self.0.on_element(r, ts, w, s, ctx))
+    }
+    fn on_event_time(
+        &mut self,
+        t: Timestamp,
+        w: &TimeWindow,
+        s: &mut Tr::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        purging(self.0.on_event_time(t, w, s, ctx))
+    }
+    fn on_processing_time(
+        &mut self,
+        t: Timestamp,
+        w: &TimeWindow,
+        s: &mut Tr::State,
+        ctx: &mut TriggerContext<'_>,
+    ) -> TriggerResult {
+        purging(self.0.on_processing_time(t, w, s, ctx))
+    }
+}
+
+/// Removes records from a window before and/or after its function is evaluated (Flink's
+/// `Evictor`). Records come with their timestamps, oldest first.
+pub trait Evictor<T>: Clone + Send + Sync + 'static {
+    /// Before evaluation.
+    fn evict_before(&mut self, records: &mut Vec<(T, Timestamp)>, window: &TimeWindow) {
+        let _ = (records, window);
+    }
+    /// After evaluation.
+    fn evict_after(&mut self, records: &mut Vec<(T, Timestamp)>, window: &TimeWindow) {
+        let _ = (records, window);
+    }
+}
+
+/// Keeps only the last `n` records of a window before evaluation (Flink's `CountEvictor`).
+#[derive(Clone, Copy, Debug)]
+pub struct CountEvictor(pub usize);
+
+impl CountEvictor {
+    /// Keeps the last `n` records.
+    pub fn of(n: usize) -> Self {
+        CountEvictor(n)
+    }
+}
+
+impl<T: Send + Sync + 'static> Evictor<T> for CountEvictor {
+    fn evict_before(&mut self, records: &mut Vec<(T, Timestamp)>, _: &TimeWindow) {
+        if records.len() > self.0 {
+            records.drain(..records.len() - self.0);
+        }
+    }
+}
+
+/// Keeps only records within `keep_ms` of the newest record of a window before evaluation
+/// (Flink's `TimeEvictor`).
+#[derive(Clone, Copy, Debug)]
+pub struct TimeEvictor(pub i64);
+
+impl TimeEvictor {
+    /// Keeps records with timestamps above `newest - keep`.
+    pub fn of(keep: std::time::Duration) -> Self {
+        TimeEvictor(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+impl<T: Send + Sync + 'static> Evictor<T> for TimeEvictor {
+    fn evict_before(&mut self, records: &mut Vec<(T, Timestamp)>, _: &TimeWindow) {
+        if let Some(newest) = records.iter().map(|r| r.1).max() {
+            records.retain(|r| r.1 > newest.saturating_sub(self.0));
+        }
+    }
+}
+
+/// No evictor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvictor;
+
+impl<T> Evictor<T> for NoEvictor where T: Send + Sync + 'static {}
+
+struct Pane<T, S> {
+    records: Vec<(T, Timestamp)>,
+    state: S,
+}
+
+/// Keyed windows (tumbling, sliding or global) with a custom trigger and optional evictor. The
+/// window's records are kept and the function is evaluated over them when the trigger fires.
+pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger<T>, Ev> {
+    key: KF,
+    wf: WF,
+    trigger: Tr,
+    evictor: Ev,
+    assigner: WindowAssigner,
+    lateness: i64,
+    panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>>,
+    timers: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
+    live: [HashSet<(Timestamp, K, TimeWindow), foldhash::fast::RandomState>; 2],
+    /// Window state to drop once the watermark passes `end - 1 + lateness`.
+    cleanup: BTreeMap<Timestamp, Vec<(K, TimeWindow)>>,
+    watermark: Timestamp,
+    now: Timestamp,
+    late: Box<dyn Output<T>>,
+    late_buf: Batch<T>,
+    buf: Batch<WF::Out>,
+    next: Box<dyn Output<WF::Out>>,
+}
+
+const EVENT: usize = 0;
+const PROCESSING: usize = 1;
+
+impl<K, T, KF, WF, Tr, Ev> TriggerWindowOperator<K, T, KF, WF, Tr, Ev>
+where
+    K: Hash + Eq + Clone,
+    T: Clone,
+    KF: FnMut(&T) -> K,
+    WF: WindowFunction<K, T>,
+    Tr: Trigger<T>,
+    Ev: Evictor<T>,
+{
+    /// An operator; `assigner` must not be a session assigner.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: KF,
+        wf: WF,
+        trigger: Tr,
+        evictor: Ev,
+        assigner: WindowAssigner,
+        allowed_lateness_ms: i64,
+        late: Box<dyn Output<T>>,
+        next: Box<dyn Output<WF::Out>>,
+    ) -> Result<Self> {
+        assigner.validate()?;
+        if let WindowAssigner::Session { .. } = assigner {
+            return Err(weir_core::Error::invalid_job(
+                "custom triggers and evictors work with tumbling, sliding and global windows, not sessions",
+            ));
+        }
+        Ok(TriggerWindowOperator {
+            key,
+            wf,
+            trigger,
+            evictor,
+            assigner,
+            lateness: allowed_lateness_ms.max(0),
+            panes: StateMap::default(),
+            timers: [BTreeMap::new(), BTreeMap::new()],
+            live: [HashSet::default(), HashSet::default()],
+            cleanup: BTreeMap::new(),
+            watermark: Timestamp::MIN,
+            now: now_millis(),
+            late,
+            late_buf: Batch::default(),
+            buf: Batch::default(),
+            next,
+        })
+    }
+
+    fn event_time_windows(&self) -> bool {
+        self.assigner.domain() == TimeDomain::EventTime && self.assigner != WindowAssigner::Global
+    }
+
+    fn register(&mut self, k: &K, w: TimeWindow, timers: Vec<(TimeDomain, Timestamp)>) {
+        for (domain, at) in timers {
+            let d = if domain == TimeDomain::EventTime { EVENT } else { PROCESSING };
+            if self.live[d].insert((at, k.clone(), w)) {
+                self.timers[d].entry(at).or_default().push((k.clone(), w));
+            }
+        }
+    }
+
+    /// Acts on a trigger's decision for `(k, w)`.
+    fn act(&mut self, k: &K, w: TimeWindow, result: TriggerResult) {
+        let Some(pane) = self.panes.get_mut(&(k.clone(), w)) else { return };
+        if result.fires() {
+            self.evictor.evict_before(&mut pane.records, &w);
+            let mut acc = self.wf.create();
+            for (r, _) in &pane.records {
+                self.wf.add(&mut acc, r.clone());
+            }
+            let before = self.buf.records.len();
+            self.wf.emit(k, w, &acc, &mut self.buf.records);
+            let col = self.buf.timestamps.get_or_insert_with(Vec::new);
+            col.resize(before, Timestamp::MIN);
+            col.resize(self.buf.records.len(), w.max_timestamp());
+            self.evictor.evict_after(&mut pane.records, &w);
+        }
+        if result.purges() {
+            pane.records.clear();
+            pane.state = Tr::State::default();
+        }
+    }
+
+    fn fire_timers(&mut self, domain: usize, time: Timestamp) {
+        while let Some(mut entry) = self.timers[domain].first_entry() {
+            let at = *entry.key();
+            if at > time {
+                break;
+            }
+            let Some((k, w)) = entry.get_mut().pop() else {
+                entry.remove();
+                continue;
+            };
+            if !self.live[domain].remove(&(at, k.clone(), w)) {
+                continue;
+            }
+            let mut new_timers = Vec::new();
+            let result = match self.panes.get_mut(&(k.clone(), w)) {
+                None => continue,
+                Some(pane) => {
+                    let mut ctx = TriggerContext {
+                        watermark: self.watermark,
+                        now: self.now,
+                        count: pane.records.len(),
+                        timers: &mut new_timers,
+                    };
+                    if domain == EVENT {
+                        self.trigger.on_event_time(at, &w, &mut pane.state, &mut ctx)
+                    } else {
+                        self.trigger.on_processing_time(at, &w, &mut pane.state, &mut ctx)
+                    }
+                }
+            };
+            self.register(&k, w, new_timers);
+            self.act(&k, w, result);
+        }
+    }
+
+    fn clean_up(&mut self, time: Timestamp) {
+        while let Some(entry) = self.cleanup.first_entry() {
+            if *entry.key() > time {
+                break;
+            }
+            for (k, w) in entry.remove() {
+                self.panes.remove(&(k, w));
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.next.push(&mut self.buf)?;
+        }
+        if !self.late_buf.is_empty() {
+            self.late.push(&mut self.late_buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl<K, T, KF, WF, Tr, Ev> Output<T> for TriggerWindowOperator<K, T, KF, WF, Tr, Ev>
+where
+    K: Hash + Eq + Clone,
+    T: Clone,
+    KF: FnMut(&T) -> K,
+    WF: WindowFunction<K, T>,
+    Tr: Trigger<T>,
+    Ev: Evictor<T>,
+{
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        let event_windows = self.event_time_windows();
+        if event_windows && batch.timestamps.is_none() {
+            batch.clear();
+            return Err(weir_core::Error::invalid_job(
+                "an event-time window got records without timestamps; assign them with \
+                 assign_timestamps_and_watermarks(...) first",
+            ));
+        }
+        self.now = now_millis();
+        let processing = self.assigner.domain() == TimeDomain::ProcessingTime;
+        let records: Vec<(T, Option<Timestamp>)> = batch.drain().collect();
+        let mut windows = Vec::with_capacity(1);
+        for (x, ts) in records {
+            let ts = if processing { self.now } else { ts.unwrap_or(Timestamp::MIN) };
+            windows.clear();
+            self.assigner.for_each_window(ts, |w| windows.push(w));
+            if event_windows {
+                let (wm, lateness) = (self.watermark, self.lateness);
+                windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
+                if windows.is_empty() {
+                    self.late_buf.push(x, Some(ts));
+                    continue;
+                }
+            }
+            let k = (self.key)(&x);
+            for &w in &windows {
+                let fresh = !self.panes.contains_key(&(k.clone(), w));
+                let pane = self
+                    .panes
+                    .entry((k.clone(), w))
+                    .or_insert_with(|| Pane { records: Vec::new(), state: Tr::State::default() });
+                pane.records.push((x.clone(), ts));
+                let mut new_timers = Vec::new();
+                let mut ctx = TriggerContext {
+                    watermark: self.watermark,
+                    now: self.now,
+                    count: pane.records.len(),
+                    timers: &mut new_timers,
+                };
+                let result = self.trigger.on_element(&x, ts, &w, &mut pane.state, &mut ctx);
+                self.register(&k, w, new_timers);
+                if fresh && event_windows {
+                    let at = w.max_timestamp().saturating_add(self.lateness);
+                    self.cleanup.entry(at).or_default().push((k.clone(), w));
+                }
+                self.act(&k, w, result);
+            }
+        }
+        self.flush()
+    }
+
+    fn control(&mut self, event: Control) -> Result<()> {
+        match event {
+            Control::Watermark(wm) => {
+                self.watermark = self.watermark.max(wm);
+                self.fire_timers(EVENT, wm);
+                self.clean_up(wm);
+                self.flush()?;
+            }
+            Control::Tick(now) => {
+                self.now = now;
+                self.fire_timers(PROCESSING, now);
+                self.flush()?;
+            }
+            Control::Idle(_) => {}
+        }
+        self.late.control(event)?;
+        self.next.control(event)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.late.finish()?;
+        self.next.finish()
+    }
+}
