@@ -37,6 +37,7 @@ pub(crate) mod testing {
             attempt: 0,
             batch_size: 7,
             tick: std::time::Duration::from_millis(200),
+            operator_state: Default::default(),
             cancel: CancelToken::new(),
         }
     }

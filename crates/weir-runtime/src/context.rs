@@ -89,6 +89,8 @@ pub struct OperatorContext {
     pub tick: Duration,
     /// The job attempt's cancellation.
     pub cancel: CancelToken,
+    /// This instance's operator (non-keyed) list states.
+    pub operator_state: crate::state::OperatorStateStore,
 }
 
 impl OperatorContext {

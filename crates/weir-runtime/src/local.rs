@@ -413,6 +413,7 @@ fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, c
             attempt: 0,
             batch_size: graph.config.batch_size,
             tick: graph.config.tick(),
+            operator_state: Default::default(),
             cancel: shared.cancel.clone(),
         },
         metrics: shared.metrics[v.0 as usize].clone(),

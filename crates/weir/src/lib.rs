@@ -44,6 +44,7 @@ pub use weir_core::{Blame, Error, JobId, JobStatus, Result};
 pub mod connectors {
     pub use weir_connectors::*;
     pub use weir_runtime::source::{Sink, Source};
+    pub use weir_runtime::state::{OperatorListState, OperatorStateStore, Redistribution};
     pub use weir_runtime::{OperatorContext, Output, SourceReader, SourceStatus};
 }
 
