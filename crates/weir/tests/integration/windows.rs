@@ -294,13 +294,19 @@ fn count_windows_fire_every_n_records_per_key() -> Result<()> {
 }
 
 fn processing(env: &mut StreamEnv, _: ()) -> Result<()> {
-    env.datagen(Some(600), Some(2000.0), |i| (i % 3, 1u64))
-        .key_by(|t: &(u64, u64)| t.0)
-        .window(TumblingProcessingTimeWindows::of(Duration::from_millis(50)))
-        .process(|k: &u64, w: &weir::TimeWindow, e: &[(u64, u64)], out: &mut Vec<(u64, i64, i64, u64)>| {
-            out.push((*k, w.start, w.end, e.len() as u64))
-        })
-        .collect("out");
+    let keyed = env.datagen(Some(600), Some(2000.0), |i| (i % 3, 1u64)).key_by(|t: &(u64, u64)| t.0);
+    let report = |k: &u64, w: &weir::TimeWindow, e: &[(u64, u64)], out: &mut Vec<(u64, i64, i64, u64)>| {
+        out.push((*k, w.start, w.end, e.len() as u64))
+    };
+    keyed.window(TumblingProcessingTimeWindows::of(Duration::from_millis(50))).process(report).collect("out");
+    keyed
+        .window(weir::SlidingProcessingTimeWindows::of(Duration::from_millis(60), Duration::from_millis(20)))
+        .process(report)
+        .collect("sliding");
+    keyed
+        .window(weir::ProcessingTimeSessionWindows::with_gap(Duration::from_millis(200)))
+        .process(report)
+        .collect("sessions");
     Ok(())
 }
 static PROCESSING: Job<()> = Job::new("processing", processing);
@@ -323,6 +329,19 @@ fn processing_time_windows_count_every_record_once_in_aligned_windows() -> Resul
     // 600 records at 2000/s take about 300 ms: they spread over several windows.
     let distinct: std::collections::HashSet<i64> = got.iter().map(|w| w.1).collect();
     assert!(distinct.len() >= 3, "{distinct:?}");
+    // Sliding: every record is in exactly size / slide = 3 windows, all of which fire.
+    let sliding: Vec<(u64, i64, i64, u64)> = r.collected("sliding")?;
+    assert_eq!(sliding.iter().map(|w| w.3).sum::<u64>(), 3 * 600);
+    assert!(sliding.iter().all(|w| w.2 - w.1 == 60 && w.1.rem_euclid(20) == 0), "{sliding:?}");
+    // Sessions: records of a key arrive every 1.5 ms, far within the 200 ms gap: every record is in
+    // exactly one session, and a key's sessions do not overlap.
+    let sessions: Vec<(u64, i64, i64, u64)> = r.collected("sessions")?;
+    assert_eq!(sessions.iter().map(|w| w.3).sum::<u64>(), 600);
+    for k in 0..3 {
+        let mut mine: Vec<(i64, i64)> = sessions.iter().filter(|w| w.0 == k).map(|w| (w.1, w.2)).collect();
+        mine.sort();
+        assert!(!mine.is_empty() && mine.windows(2).all(|p| p[0].1 <= p[1].0), "key {k}: {mine:?}");
+    }
     Ok(())
 }
 
