@@ -11,7 +11,9 @@ pub mod session;
 pub mod time;
 pub mod trigger;
 
-use crate::output::Timestamp;
+use weir_core::Result;
+
+use crate::output::{Batch, Control, Output, Timestamp};
 
 /// A time window `[start, end)`; its last timestamp is `end - 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -147,6 +149,82 @@ impl WindowAssigner {
 #[inline]
 pub fn window_start(ts: Timestamp, offset: i64, size: i64) -> Timestamp {
     ts - (ts - offset).rem_euclid(size)
+}
+
+/// Where a window operator's results and late records go, with their buffers: shared by all
+/// window operators.
+pub struct WindowOutputs<T, O> {
+    results: Batch<O>,
+    late_records: Batch<T>,
+    next: Box<dyn Output<O>>,
+    late: Box<dyn Output<T>>,
+}
+
+impl<T, O> WindowOutputs<T, O> {
+    /// Results go to `next`, late records to `late`.
+    pub fn new(next: Box<dyn Output<O>>, late: Box<dyn Output<T>>) -> Self {
+        WindowOutputs { results: Batch::default(), late_records: Batch::default(), next, late }
+    }
+
+    /// Emits `acc`'s result(s) for `(key, window)`, timestamped with the window's last timestamp.
+    pub fn emit<K, WF: WindowFunction<K, T, Out = O>>(
+        &mut self,
+        wf: &mut WF,
+        key: &K,
+        window: TimeWindow,
+        acc: &WF::Acc,
+    ) {
+        let before = self.results.records.len();
+        wf.emit(key, window, acc, &mut self.results.records);
+        let ts = self.results.timestamps.get_or_insert_with(Vec::new);
+        ts.resize(before, Timestamp::MIN);
+        ts.resize(self.results.records.len(), window.max_timestamp());
+    }
+
+    /// Sends a record that was too late for all its windows to the late output.
+    pub fn late(&mut self, record: T, timestamp: Timestamp) {
+        self.late_records.push(record, Some(timestamp));
+    }
+
+    /// Pushes what is buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.results.is_empty() {
+            self.next.push(&mut self.results)?;
+        }
+        if !self.late_records.is_empty() {
+            self.late.push(&mut self.late_records)?;
+        }
+        Ok(())
+    }
+
+    /// Forwards a control event to both outputs, after what is buffered.
+    pub fn control(&mut self, event: Control) -> Result<()> {
+        self.flush()?;
+        self.next.control(event)?;
+        self.late.control(event)
+    }
+
+    /// Flushes and ends both outputs.
+    pub fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.late.finish()?;
+        self.next.finish()
+    }
+}
+
+/// The timestamps of a batch for an event-time window, or an error naming the operator that says
+/// what to do.
+pub fn event_timestamps<T>(batch: &mut Batch<T>, operator: &str) -> Result<Vec<Timestamp>> {
+    match batch.timestamps.take() {
+        Some(ts) => Ok(ts),
+        None => {
+            batch.clear();
+            Err(weir_core::Error::invalid_job(format!(
+                "event-time window '{operator}' got records without timestamps; assign them with \
+                 assign_timestamps_and_watermarks(...) before the window, or use a processing-time window"
+            )))
+        }
+    }
 }
 
 /// What is computed per key and window: an accumulator that records are added to one at a time

@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -32,10 +32,7 @@ pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     by_end: BTreeMap<Timestamp, Vec<K>>,
     watermark: Timestamp,
     operator: String,
-    late: Box<dyn Output<T>>,
-    late_buf: Batch<T>,
-    buf: Batch<WF::Out>,
-    next: Box<dyn Output<WF::Out>>,
+    out: WindowOutputs<T, WF::Out>,
 }
 
 impl<K, T, KF, WF> SessionWindowOperator<K, T, KF, WF>
@@ -69,19 +66,8 @@ where
             by_end: BTreeMap::new(),
             watermark: Timestamp::MIN,
             operator,
-            late,
-            late_buf: Batch::default(),
-            buf: Batch::default(),
-            next,
+            out: WindowOutputs::new(next, late),
         })
-    }
-
-    fn emit(wf: &mut WF, buf: &mut Batch<WF::Out>, key: &K, window: TimeWindow, acc: &WF::Acc) {
-        let before = buf.records.len();
-        wf.emit(key, window, acc, &mut buf.records);
-        let ts = buf.timestamps.get_or_insert_with(Vec::new);
-        ts.resize(before, Timestamp::MIN);
-        ts.resize(buf.records.len(), window.max_timestamp());
     }
 
     fn add(&mut self, x: T, ts: Timestamp) {
@@ -109,14 +95,14 @@ where
             if sessions.is_empty() {
                 self.sessions.remove(&k);
             }
-            self.late_buf.push(x, Some(ts));
+            self.out.late(x, ts);
             return;
         }
         self.wf.add(&mut acc, x);
         let complete = window.max_timestamp() <= wm;
         if complete {
             // A late firing: the session was (or would have been) complete already.
-            Self::emit(&mut self.wf, &mut self.buf, &k, window, &acc);
+            self.out.emit(&mut self.wf, &k, window, &acc);
             fired = true;
         }
         sessions.push(Session { window, acc, fired });
@@ -140,7 +126,7 @@ where
                         return true;
                     }
                     if !s.fired {
-                        Self::emit(&mut self.wf, &mut self.buf, &k, s.window, &s.acc);
+                        self.out.emit(&mut self.wf, &k, s.window, &s.acc);
                         s.fired = true;
                     }
                     let cleanup = s.window.max_timestamp().saturating_add(self.lateness);
@@ -159,17 +145,7 @@ where
                 }
             }
         }
-        self.flush()
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.next.push(&mut self.buf)?;
-        }
-        if !self.late_buf.is_empty() {
-            self.late.push(&mut self.late_buf)?;
-        }
-        Ok(())
+        self.out.flush()
     }
 }
 
@@ -180,23 +156,15 @@ where
     WF: WindowFunction<K, T>,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
-        let timestamps = match (self.domain, batch.timestamps.take()) {
-            (TimeDomain::EventTime, Some(ts)) => ts,
-            (TimeDomain::EventTime, None) => {
-                batch.clear();
-                return Err(Error::invalid_job(format!(
-                    "event-time session window '{}' got records without timestamps; assign them with \
-                     assign_timestamps_and_watermarks(...) first",
-                    self.operator
-                )));
-            }
-            (TimeDomain::ProcessingTime, _) => vec![now_millis(); batch.len()],
+        let timestamps = match self.domain {
+            TimeDomain::EventTime => super::event_timestamps(batch, &self.operator)?,
+            TimeDomain::ProcessingTime => vec![now_millis(); batch.len()],
         };
         let records: Vec<T> = batch.records.drain(..).collect();
         for (x, ts) in records.into_iter().zip(timestamps) {
             self.add(x, ts);
         }
-        self.flush()
+        self.out.flush()
     }
 
     fn control(&mut self, event: Control) -> Result<()> {
@@ -208,13 +176,11 @@ where
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
             _ => {}
         }
-        self.next.control(event)?;
-        self.late.control(event)
+        self.out.control(event)
     }
 
     fn finish(&mut self) -> Result<()> {
         self.advance(Timestamp::MAX - 1)?;
-        self.late.finish()?;
-        self.next.finish()
+        self.out.finish()
     }
 }

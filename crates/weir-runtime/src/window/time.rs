@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -33,10 +33,7 @@ pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     /// Keys in the last window that fired: new windows start with room for as many.
     expected_keys: usize,
     operator: String,
-    late: Box<dyn Output<T>>,
-    late_buf: Batch<T>,
-    buf: Batch<WF::Out>,
-    next: Box<dyn Output<WF::Out>>,
+    out: WindowOutputs<T, WF::Out>,
 }
 
 impl<K, T, KF, WF> TimeWindowOperator<K, T, KF, WF>
@@ -74,20 +71,8 @@ where
             watermark: Timestamp::MIN,
             expected_keys: 0,
             operator,
-            late,
-            late_buf: Batch::default(),
-            buf: Batch::default(),
-            next,
+            out: WindowOutputs::new(next, late),
         })
-    }
-
-    /// Emits `acc` for `(key, window)` into the output buffer, timestamped with the window's end.
-    fn emit(wf: &mut WF, buf: &mut Batch<WF::Out>, key: &K, window: TimeWindow, acc: &WF::Acc) {
-        let before = buf.records.len();
-        wf.emit(key, window, acc, &mut buf.records);
-        let ts = buf.timestamps.get_or_insert_with(Vec::new);
-        ts.resize(before, Timestamp::MIN);
-        ts.resize(buf.records.len(), window.max_timestamp());
     }
 
     /// Fires every pending window whose last timestamp is at or below `time`, and forgets fired
@@ -102,7 +87,7 @@ where
             self.expected_keys = states.len();
             let window = TimeWindow { start: end - self.size, end };
             for (k, acc) in &states {
-                Self::emit(&mut self.wf, &mut self.buf, k, window, acc);
+                self.out.emit(&mut self.wf, k, window, acc);
             }
             if end - 1 + self.lateness > time {
                 self.fired.insert(end, states);
@@ -114,17 +99,7 @@ where
             }
             entry.remove();
         }
-        self.flush()
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.next.push(&mut self.buf)?;
-        }
-        if !self.late_buf.is_empty() {
-            self.late.push(&mut self.late_buf)?;
-        }
-        Ok(())
+        self.out.flush()
     }
 }
 
@@ -137,23 +112,12 @@ where
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let event_time = self.assigner.domain() == TimeDomain::EventTime;
-        let timestamps = match (event_time, batch.timestamps.take()) {
-            (true, Some(ts)) => ts,
-            (true, None) => {
-                batch.clear();
-                return Err(Error::invalid_job(format!(
-                    "event-time window '{}' got records without timestamps; assign them with \
-                     assign_timestamps_and_watermarks(...) before the window, or use a \
-                     processing-time window",
-                    self.operator
-                )));
-            }
-            (false, _) => vec![now_millis(); batch.len()],
-        };
+        let timestamps =
+            if event_time { super::event_timestamps(batch, &self.operator)? } else { vec![now_millis(); batch.len()] };
         let wm = self.watermark;
         let lateness = self.lateness;
         let expected_keys = self.expected_keys;
-        let Self { key, wf, assigner, pending, fired, buf, late_buf, .. } = self;
+        let Self { key, wf, assigner, pending, fired, out, .. } = self;
         // Consecutive records usually fall into the same window: keep its map at hand.
         let mut current: usize = usize::MAX;
         let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
@@ -163,7 +127,7 @@ where
             // A window whose lateness has run out takes no more records.
             windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
             if windows.is_empty() {
-                late_buf.push(x, Some(ts));
+                out.late(x, ts);
                 continue;
             }
             let k = key(&x);
@@ -186,11 +150,11 @@ where
                     // The window fired already but is within its lateness: update and fire again.
                     let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
                     wf.add(acc, record);
-                    Self::emit(wf, buf, &k, w, acc);
+                    out.emit(wf, &k, w, acc);
                 }
             }
         }
-        self.flush()
+        self.out.flush()
     }
 
     fn control(&mut self, event: Control) -> Result<()> {
@@ -202,13 +166,11 @@ where
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
             _ => {}
         }
-        self.next.control(event)?;
-        self.late.control(event)
+        self.out.control(event)
     }
 
     fn finish(&mut self) -> Result<()> {
         self.advance(Timestamp::MAX - 1)?;
-        self.late.finish()?;
-        self.next.finish()
+        self.out.finish()
     }
 }

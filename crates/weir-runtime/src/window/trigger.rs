@@ -11,7 +11,7 @@ use std::hash::Hash;
 
 use weir_core::Result;
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -316,10 +316,7 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     cleanup: BTreeMap<Timestamp, Vec<(K, TimeWindow)>>,
     watermark: Timestamp,
     now: Timestamp,
-    late: Box<dyn Output<T>>,
-    late_buf: Batch<T>,
-    buf: Batch<WF::Out>,
-    next: Box<dyn Output<WF::Out>>,
+    out: WindowOutputs<T, WF::Out>,
 }
 
 const EVENT: usize = 0;
@@ -365,10 +362,7 @@ where
             cleanup: BTreeMap::new(),
             watermark: Timestamp::MIN,
             now: now_millis(),
-            late,
-            late_buf: Batch::default(),
-            buf: Batch::default(),
-            next,
+            out: WindowOutputs::new(next, late),
         })
     }
 
@@ -394,11 +388,7 @@ where
             for (r, _) in &pane.records {
                 self.wf.add(&mut acc, r.clone());
             }
-            let before = self.buf.records.len();
-            self.wf.emit(k, w, &acc, &mut self.buf.records);
-            let col = self.buf.timestamps.get_or_insert_with(Vec::new);
-            col.resize(before, Timestamp::MIN);
-            col.resize(self.buf.records.len(), w.max_timestamp());
+            self.out.emit(&mut self.wf, k, w, &acc);
             self.evictor.evict_after(&mut pane.records, &w);
         }
         if result.purges() {
@@ -452,16 +442,6 @@ where
             }
         }
     }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.next.push(&mut self.buf)?;
-        }
-        if !self.late_buf.is_empty() {
-            self.late.push(&mut self.late_buf)?;
-        }
-        Ok(())
-    }
 }
 
 impl<K, T, KF, WF, Tr, Ev> Output<T> for TriggerWindowOperator<K, T, KF, WF, Tr, Ev>
@@ -476,11 +456,7 @@ where
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let event_windows = self.event_time_windows();
         if event_windows && batch.timestamps.is_none() {
-            batch.clear();
-            return Err(weir_core::Error::invalid_job(
-                "an event-time window got records without timestamps; assign them with \
-                 assign_timestamps_and_watermarks(...) first",
-            ));
+            super::event_timestamps(batch, "window")?;
         }
         self.now = now_millis();
         let processing = self.assigner.domain() == TimeDomain::ProcessingTime;
@@ -494,7 +470,7 @@ where
                 let (wm, lateness) = (self.watermark, self.lateness);
                 windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
                 if windows.is_empty() {
-                    self.late_buf.push(x, Some(ts));
+                    self.out.late(x, ts);
                     continue;
                 }
             }
@@ -522,7 +498,7 @@ where
                 self.act(&k, w, result);
             }
         }
-        self.flush()
+        self.out.flush()
     }
 
     fn control(&mut self, event: Control) -> Result<()> {
@@ -531,22 +507,20 @@ where
                 self.watermark = self.watermark.max(wm);
                 self.fire_timers(EVENT, wm);
                 self.clean_up(wm);
-                self.flush()?;
+                self.out.flush()?;
             }
             Control::Tick(now) => {
                 self.now = now;
                 self.fire_timers(PROCESSING, now);
-                self.flush()?;
+                self.out.flush()?;
             }
             Control::Idle(_) => {}
         }
-        self.late.control(event)?;
-        self.next.control(event)
+        self.out.control(event)
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.flush()?;
-        self.late.finish()?;
-        self.next.finish()
+        self.out.flush()?;
+        self.out.finish()
     }
 }
