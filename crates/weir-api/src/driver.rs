@@ -45,6 +45,12 @@ impl Driver {
         Ok(self)
     }
 
+    /// Applies every key of a configuration file.
+    pub fn apply_file(&mut self, file: &weir_core::config::ConfigFile) -> Result<&mut Self> {
+        self.config.apply_file(file)?;
+        Ok(self)
+    }
+
     /// Sets the default parallelism.
     pub fn with_parallelism(mut self, parallelism: u32) -> Result<Self> {
         self.set("parallelism.default", &parallelism.to_string())?;

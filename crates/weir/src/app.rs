@@ -60,7 +60,14 @@ impl App {
             }
         } else {
             let mut driver = Driver::local(self.registry);
-            main(&mut driver, &args)
+            match weir_core::config::ConfigFile::from_env() {
+                Ok(Some(file)) => match driver.apply_file(&file) {
+                    Ok(_) => main(&mut driver, &args),
+                    Err(e) => Err(e),
+                },
+                Ok(None) => main(&mut driver, &args),
+                Err(e) => Err(e),
+            }
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

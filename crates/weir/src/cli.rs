@@ -33,6 +33,9 @@ pub struct InfoArgs {
     /// Configuration overrides, `key=value`.
     #[arg(short = 'D', value_name = "KEY=VALUE")]
     pub define: Vec<String>,
+    /// A configuration file (YAML, Flink's key names); default `$WEIR_CONF_DIR/config.yaml`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Parses `--args` JSON.
@@ -42,8 +45,21 @@ pub fn parse_json_args(text: &str) -> Result<serde_json::Value> {
     })
 }
 
-/// Applies `-p` and `-D key=value` to a driver.
-pub fn configure(driver: &mut Driver, parallelism: Option<u32>, define: &[String]) -> Result<()> {
+/// Applies, in order, the configuration file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
+/// `-D key=value` and `-p` to a driver.
+pub fn configure(
+    driver: &mut Driver,
+    config: Option<&std::path::Path>,
+    parallelism: Option<u32>,
+    define: &[String],
+) -> Result<()> {
+    let file = match config {
+        Some(path) => Some(weir_core::config::ConfigFile::load(path)?),
+        None => weir_core::config::ConfigFile::from_env()?,
+    };
+    if let Some(file) = file {
+        driver.apply_file(&file)?;
+    }
     for d in define {
         let (k, v) = d
             .split_once('=')
@@ -66,7 +82,7 @@ pub fn print_info(registry: &Registry, info: &InfoArgs) -> Result<()> {
         return Ok(());
     };
     let mut driver = Driver::local(registry.clone());
-    configure(&mut driver, info.parallelism, &info.define)?;
+    configure(&mut driver, info.config.as_deref(), info.parallelism, &info.define)?;
     let graph = driver.job_graph(job, &parse_json_args(&info.args)?)?;
     match info.format {
         PlanFormat::Json => {

@@ -28,14 +28,23 @@ enum Command {
         /// Configuration overrides, `key=value`.
         #[arg(short = 'D', value_name = "KEY=VALUE")]
         define: Vec<String>,
+        /// A configuration file (YAML, Flink's key names); default `$WEIR_CONF_DIR/config.yaml`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
     },
     /// Prints a job's plan as JSON or Graphviz DOT, or lists the registered jobs.
     Info(InfoArgs),
 }
 
-fn run(job: &str, args: &str, parallelism: Option<u32>, define: &[String]) -> Result<()> {
+fn run(
+    job: &str,
+    args: &str,
+    config: Option<&std::path::Path>,
+    parallelism: Option<u32>,
+    define: &[String],
+) -> Result<()> {
     let mut driver = Driver::local(builtin::registry());
-    weir::cli_configure(&mut driver, parallelism, define)?;
+    weir::cli_configure(&mut driver, config, parallelism, define)?;
     let client = driver.execute_named(job, &weir::parse_json_args(args)?)?;
     eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
     let result = client.wait()?;
@@ -56,7 +65,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Run { job, args, parallelism, define } => run(job, args, *parallelism, define),
+        Command::Run { job, args, parallelism, define, config } => {
+            run(job, args, config.as_deref(), *parallelism, define)
+        }
         Command::Info(info) => print_info(&builtin::registry(), info),
     };
     match result {

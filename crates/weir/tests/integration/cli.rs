@@ -126,3 +126,44 @@ fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/no/such/dir"), "{err}");
 }
+
+fn prefixes(out: &Output) -> std::collections::BTreeSet<String> {
+    text(&out.stdout).lines().filter_map(|l| l.split_once("> ").map(|(p, _)| p.to_string())).collect()
+}
+
+#[test]
+fn a_configuration_file_sets_parallelism_and_d_overrides_it() -> weir::Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| weir::Error::io("tempdir", "/tmp", e))?;
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "parallelism:\n  default: 3\n").map_err(|e| weir::Error::io("write", &file, e))?;
+    let path = file.to_string_lossy().to_string();
+    let out = weir(&["run", "wordcount", "--args", &bundled(), "--config", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(prefixes(&out), ["1", "2", "3"].iter().map(|s| s.to_string()).collect());
+    let out = weir(&["run", "wordcount", "--args", &bundled(), "--config", &path, "-D", "parallelism.default=2"]);
+    assert_eq!(prefixes(&out), ["1", "2"].iter().map(|s| s.to_string()).collect());
+    // The same file found through WEIR_CONF_DIR.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "wordcount", "--args", &bundled()])
+        .env("WEIR_CONF_DIR", dir.path())
+        .output()
+        .map_err(|e| weir::Error::io("run", "weir", e))?;
+    assert_eq!(prefixes(&out), ["1", "2", "3"].iter().map(|s| s.to_string()).collect());
+
+    std::fs::write(&file, "parallelism.default: 2\ntaskmanager.numberOfTaskSlot: 4\n")
+        .map_err(|e| weir::Error::io("write", &file, e))?;
+    let out = weir(&["run", "wordcount", "--args", &bundled(), "--config", &path]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&path) && err.contains("unknown configuration key 'taskmanager.numberOfTaskSlot'"), "{err}");
+
+    let empty = tempfile::tempdir().map_err(|e| weir::Error::io("tempdir", "/tmp", e))?;
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "wordcount", "--args", &bundled()])
+        .env("WEIR_CONF_DIR", empty.path())
+        .output()
+        .map_err(|e| weir::Error::io("run", "weir", e))?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("holds no config.yaml"), "{}", text(&out.stderr));
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Configuration files: one YAML file with Flink's key names (`config.yaml` in `WEIR_CONF_DIR`, or
+//! a file named with `--config`).
+//!
+//! Keys may be written flat (`parallelism.default: 4`) or nested (`parallelism: {default: 4}`), as
+//! Flink's `config.yaml` allows; both become the dotted key. What the keys mean, and which exist, is
+//! decided by the typed configuration structs that consume them, which report unknown keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::{Error, Result};
+
+/// The environment variable naming the directory that holds `config.yaml`.
+pub const CONF_DIR_ENV: &str = "WEIR_CONF_DIR";
+
+/// The file name looked for in the configuration directory.
+pub const CONFIG_FILE_NAME: &str = "config.yaml";
+
+/// Key-value settings from a file, in the order of their keys, with where each came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    /// Dotted key to value (scalars as text).
+    pub values: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io("cannot read the configuration file; pass an existing YAML file:", path, e))?;
+        let mut c = Self::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        c.path = Some(path.to_path_buf());
+        Ok(c)
+    }
+
+    /// `$WEIR_CONF_DIR/config.yaml` when the variable is set (an error if the file is missing),
+    /// nothing otherwise.
+    pub fn from_env() -> Result<Option<Self>> {
+        match std::env::var_os(CONF_DIR_ENV) {
+            None => Ok(None),
+            Some(dir) => {
+                let path = Path::new(&dir).join(CONFIG_FILE_NAME);
+                if !path.is_file() {
+                    return Err(Error::Config(format!(
+                        "{CONF_DIR_ENV} is {} but it holds no {CONFIG_FILE_NAME}; create the file or unset {CONF_DIR_ENV}",
+                        Path::new(&dir).display()
+                    )));
+                }
+                Self::load(&path).map(Some)
+            }
+        }
+    }
+
+    /// Parses YAML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let docs = YamlLoader::load_from_str(text).map_err(|e| Error::Config(format!("not valid YAML: {e}")))?;
+        let mut values = BTreeMap::new();
+        match docs.as_slice() {
+            [] => {}
+            [doc] => flatten("", doc, &mut values)?,
+            _ => return Err(Error::Config("holds several YAML documents; use one".into())),
+        }
+        Ok(ConfigFile { path: None, values })
+    }
+}
+
+fn flatten(prefix: &str, node: &Yaml, out: &mut BTreeMap<String, String>) -> Result<()> {
+    let scalar = |v: String, out: &mut BTreeMap<String, String>| -> Result<()> {
+        if prefix.is_empty() {
+            return Err(Error::Config("expected key: value pairs at the top level".into()));
+        }
+        if out.insert(prefix.to_string(), v).is_some() {
+            return Err(Error::Config(format!("key '{prefix}' is set twice")));
+        }
+        Ok(())
+    };
+    match node {
+        Yaml::Hash(map) => {
+            for (k, v) in map {
+                let k = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    other => return Err(Error::Config(format!("a key must be text, not {other:?}"))),
+                };
+                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out)?;
+            }
+            Ok(())
+        }
+        Yaml::String(s) | Yaml::Real(s) => scalar(s.clone(), out),
+        Yaml::Integer(i) => scalar(i.to_string(), out),
+        Yaml::Boolean(b) => scalar(b.to_string(), out),
+        Yaml::Array(items) => {
+            let mut parts = Vec::new();
+            for item in items {
+                match item {
+                    Yaml::String(s) | Yaml::Real(s) => parts.push(s.clone()),
+                    Yaml::Integer(i) => parts.push(i.to_string()),
+                    Yaml::Boolean(b) => parts.push(b.to_string()),
+                    _ => return Err(Error::Config(format!("key '{prefix}': list items must be plain values"))),
+                }
+            }
+            scalar(parts.join(";"), out)
+        }
+        Yaml::Null => Ok(()),
+        other => Err(Error::Config(format!("key '{prefix}': unsupported value {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_nested_keys_become_dotted_keys() -> Result<()> {
+        let c = ConfigFile::parse(
+            "parallelism.default: 4\npipeline:\n  max-parallelism: 256\n  auto-watermark-interval: 50ms\n",
+        )?;
+        let want: Vec<(&str, &str)> = vec![
+            ("parallelism.default", "4"),
+            ("pipeline.auto-watermark-interval", "50ms"),
+            ("pipeline.max-parallelism", "256"),
+        ];
+        assert_eq!(c.values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(), want);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let e = |t: &str| ConfigFile::parse(t).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e("a: [1, 2\n").contains("not valid YAML"));
+        assert!(e("a.b: 1\na:\n  b: 2\n").contains("key 'a.b' is set twice"));
+        assert!(e("- 1\n- 2\n").contains("key: value pairs"));
+        let missing =
+            ConfigFile::load(Path::new("/no/such/config.yaml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(missing.contains("/no/such/config.yaml"), "{missing}");
+    }
+}
