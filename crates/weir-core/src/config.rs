@@ -143,3 +143,117 @@ mod tests {
         assert!(missing.contains("/no/such/config.yaml"), "{missing}");
     }
 }
+
+/// The execution keys (see the runtime's `ExecutionConfig`).
+pub const EXECUTION_KEYS: [&str; 5] = [
+    "parallelism.default",
+    "pipeline.max-parallelism",
+    "pipeline.auto-watermark-interval",
+    "execution.batch-size",
+    "execution.channel-capacity",
+];
+
+/// Every key weir knows, for messages about unknown keys.
+pub fn all_keys() -> Vec<&'static str> {
+    EXECUTION_KEYS.iter().chain(ClusterConfig::KEYS.iter()).copied().collect()
+}
+
+/// An error for a key no part of weir knows.
+pub fn unknown_key(key: &str) -> Error {
+    Error::Config(format!("unknown configuration key '{key}'; known keys: {}", all_keys().join(", ")))
+}
+
+/// Settings of the cluster processes, with Flink's key names and defaults.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterConfig {
+    /// `jobmanager.rpc.address`: where TaskManagers reach the JobManager.
+    pub rpc_address: String,
+    /// `jobmanager.rpc.port`: the JobManager's control port (0: any free port).
+    pub rpc_port: u16,
+    /// `rest.address`: where clients reach the REST endpoint.
+    pub rest_address: String,
+    /// `rest.bind-address`: the address the REST endpoint listens on (loopback by default).
+    pub rest_bind_address: String,
+    /// `rest.port`: the REST port (0: any free port).
+    pub rest_port: u16,
+    /// `taskmanager.numberOfTaskSlots`: slots a TaskManager offers.
+    pub slots: u32,
+    /// `heartbeat.interval` in ms.
+    pub heartbeat_interval_ms: u64,
+    /// `heartbeat.timeout` in ms: a TaskManager silent this long is lost.
+    pub heartbeat_timeout_ms: u64,
+    /// `slot.request.timeout` in ms: how long a job waits for slots before it fails.
+    pub slot_request_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            rpc_address: "127.0.0.1".into(),
+            rpc_port: 6123,
+            rest_address: "127.0.0.1".into(),
+            rest_bind_address: "127.0.0.1".into(),
+            rest_port: 8081,
+            slots: 1,
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 50_000,
+            slot_request_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The keys [`ClusterConfig::set`] understands.
+    pub const KEYS: [&'static str; 9] = [
+        "jobmanager.rpc.address",
+        "jobmanager.rpc.port",
+        "rest.address",
+        "rest.bind-address",
+        "rest.port",
+        "taskmanager.numberOfTaskSlots",
+        "heartbeat.interval",
+        "heartbeat.timeout",
+        "slot.request.timeout",
+    ];
+
+    /// Sets one key; a key of another part of weir is ignored, an unknown key is an error.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+            let v = value.trim();
+            let v = v.strip_suffix("ms").unwrap_or(v).trim();
+            v.parse().map_err(|_| Error::Config(format!("{key}: '{value}' is not a valid number")))
+        }
+        match key {
+            "jobmanager.rpc.address" => self.rpc_address = value.trim().to_string(),
+            "jobmanager.rpc.port" => self.rpc_port = num(key, value)?,
+            "rest.address" => self.rest_address = value.trim().to_string(),
+            "rest.bind-address" => self.rest_bind_address = value.trim().to_string(),
+            "rest.port" => self.rest_port = num(key, value)?,
+            "taskmanager.numberOfTaskSlots" => self.slots = num(key, value)?,
+            "heartbeat.interval" => self.heartbeat_interval_ms = num(key, value)?,
+            "heartbeat.timeout" => self.heartbeat_timeout_ms = num(key, value)?,
+            "slot.request.timeout" => self.slot_request_timeout_ms = num(key, value)?,
+            k if EXECUTION_KEYS.contains(&k) => {}
+            k => return Err(unknown_key(k)),
+        }
+        if self.slots == 0 {
+            return Err(Error::Config("taskmanager.numberOfTaskSlots must be at least 1".into()));
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(Error::Config("heartbeat.interval must be positive and smaller than heartbeat.timeout".into()));
+        }
+        Ok(())
+    }
+
+    /// Applies every key of a file.
+    pub fn apply_file(&mut self, file: &ConfigFile) -> Result<()> {
+        let origin = file.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
+        for (k, v) in &file.values {
+            self.set(k, v).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!("{origin}: {m}")),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+}

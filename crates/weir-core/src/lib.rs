@@ -11,6 +11,8 @@ pub mod graph;
 pub mod ids;
 pub mod keygroup;
 pub mod plan;
+pub mod protocol;
+pub mod result;
 pub mod status;
 
 pub use error::{Blame, Error, Result};

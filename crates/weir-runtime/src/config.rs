@@ -63,12 +63,9 @@ impl ExecutionConfig {
                 let ms = v.strip_suffix("ms").unwrap_or(v).trim();
                 self.auto_watermark_interval_ms = num(key, ms)?
             }
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown configuration key '{key}'; known keys: {}",
-                    Self::KEYS.join(", ")
-                )));
-            }
+            // A key of the cluster processes: not this part's business.
+            k if weir_core::config::ClusterConfig::KEYS.contains(&k) => {}
+            k => return Err(weir_core::config::unknown_key(k)),
         }
         self.validate()
     }

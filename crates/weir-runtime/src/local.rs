@@ -20,22 +20,7 @@ use crate::metrics::{VertexCounts, VertexMetrics};
 use crate::output::CurrentOperator;
 use crate::source::TaskBody;
 
-/// The outcome of a job that ran to a terminal status.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct JobResult {
-    /// The job.
-    pub job_id: JobId,
-    /// Its registered name.
-    pub job_name: String,
-    /// FINISHED (a failed or cancelled job is an error instead).
-    pub status: JobStatus,
-    /// Wall time from submission to the terminal status.
-    pub net_runtime: Duration,
-    /// Values handed back by subtasks (the collect sink's records), per name, in subtask order.
-    pub accumulators: BTreeMap<String, Vec<Vec<u8>>>,
-    /// Record counters per operator.
-    pub counts: Vec<VertexCounts>,
-}
+pub use weir_core::result::JobResult;
 
 struct JobState {
     status: JobStatus,

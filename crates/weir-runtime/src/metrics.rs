@@ -30,15 +30,4 @@ impl VertexMetrics {
     }
 }
 
-/// A snapshot of one operator's counters.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct VertexCounts {
-    /// Operator name.
-    pub name: String,
-    /// Records that entered the operator (`numRecordsIn`).
-    #[serde(rename = "numRecordsIn")]
-    pub records_in: u64,
-    /// Records that a source emitted (`numRecordsOut`); 0 for other operators.
-    #[serde(rename = "numRecordsOut")]
-    pub records_out: u64,
-}
+pub use weir_core::result::VertexCounts;

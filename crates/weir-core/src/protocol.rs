@@ -1,0 +1,169 @@
+//! The control protocol between JobManager and TaskManagers.
+//!
+//! A connection starts with a handshake: each side sends the magic bytes `WEIR` and its
+//! [`PROTOCOL_VERSION`], so that peers of different versions refuse each other with a clear error
+//! before any message is decoded. Then messages flow as frames: a 4-byte big-endian length and a
+//! JSON body (control messages are few and small; records travel elsewhere).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::result::JobResult;
+use crate::{Error, JobGraph, JobId, JobStatus, Result};
+
+/// Version of this protocol; peers must agree on it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The handshake's magic bytes.
+pub const MAGIC: [u8; 4] = *b"WEIR";
+
+/// The largest frame accepted (a job graph with its arguments).
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// This side's handshake bytes.
+pub fn handshake() -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    h
+}
+
+/// Checks a peer's handshake bytes.
+pub fn check_handshake(peer: &[u8; 8], who: &str) -> Result<()> {
+    if peer[..4] != MAGIC {
+        return Err(Error::Config(format!(
+            "{who} is not a weir process (no weir handshake); check the address and port"
+        )));
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&peer[4..]);
+    let version = u32::from_be_bytes(v);
+    if version != PROTOCOL_VERSION {
+        return Err(Error::Config(format!(
+            "{who} speaks protocol version {version}, this process speaks {PROTOCOL_VERSION}; run the same weir version \
+             on the JobManager and every TaskManager"
+        )));
+    }
+    Ok(())
+}
+
+/// From a TaskManager to the JobManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToJobManager {
+    /// First message: who the TaskManager is and what it offers.
+    Register {
+        /// The TaskManager's id.
+        taskmanager_id: String,
+        /// Its slots.
+        slots: u32,
+        /// Its host name or address.
+        host: String,
+        /// Its process id.
+        pid: u32,
+    },
+    /// Still alive; the jobs it runs.
+    Heartbeat {
+        /// Jobs with tasks on this TaskManager.
+        running: Vec<JobId>,
+    },
+    /// A job's tasks on this TaskManager changed status.
+    JobState {
+        /// The job.
+        job_id: JobId,
+        /// Its status here.
+        status: JobStatus,
+        /// The failure, for FAILED.
+        error: Option<String>,
+        /// The result, for FINISHED.
+        result: Option<JobResult>,
+    },
+}
+
+/// From the JobManager to a TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ToTaskManager {
+    /// Registration accepted.
+    Accepted {
+        /// How often to send heartbeats, in ms.
+        heartbeat_interval_ms: u64,
+    },
+    /// Registration refused, and why.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Run this job in the given slots.
+    Deploy {
+        /// The job's id.
+        job_id: JobId,
+        /// The job graph.
+        graph: JobGraph,
+        /// Execution settings for the job.
+        config: BTreeMap<String, String>,
+    },
+    /// Cancel this job's tasks.
+    Cancel {
+        /// The job.
+        job_id: JobId,
+    },
+    /// Stop: the cluster is shutting down.
+    Shutdown,
+}
+
+/// Encodes a message as a frame.
+pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(message).map_err(|e| Error::internal(format!("cannot encode a message: {e}")))?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(Error::Config(format!(
+            "a message of {} bytes exceeds the {} byte frame limit; pass large job arguments as files",
+            body.len(),
+            MAX_FRAME_BYTES
+        )));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// The body length a frame header announces, checked against the limit.
+pub fn frame_length(header: [u8; 4]) -> Result<usize> {
+    let n = u32::from_be_bytes(header) as usize;
+    if n > MAX_FRAME_BYTES {
+        return Err(Error::Config(format!(
+            "a peer announced a frame of {n} bytes, over the {MAX_FRAME_BYTES} byte limit"
+        )));
+    }
+    Ok(n)
+}
+
+/// Decodes a frame body.
+pub fn decode<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<M> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::Config(format!("a peer sent a message this version cannot read: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_handshakes_are_checked() -> Result<()> {
+        let m = ToTaskManager::Cancel { job_id: JobId(7) };
+        let frame = encode(&m)?;
+        let mut h = [0u8; 4];
+        h.copy_from_slice(&frame[..4]);
+        let n = frame_length(h)?;
+        let back: ToTaskManager = decode(&frame[4..4 + n])?;
+        assert!(matches!(back, ToTaskManager::Cancel { job_id } if job_id == JobId(7)));
+        assert!(check_handshake(&handshake(), "peer").is_ok());
+        let mut other = handshake();
+        other[7] = 99;
+        let e = check_handshake(&other, "TaskManager 127.0.0.1:1").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("protocol version 99") && e.contains("same weir version"), "{e}");
+        assert!(check_handshake(b"HTTP/1.1", "x").is_err());
+        assert!(frame_length([0xff; 4]).is_err());
+        Ok(())
+    }
+}
