@@ -112,6 +112,15 @@ pub enum Error {
     #[error("a peer task stopped mid-stream: {0}")]
     ChannelClosed(String),
 
+    /// A job that ran on a cluster failed there.
+    #[error("job {job} failed: {message}")]
+    JobFailed {
+        /// The job's id.
+        job: String,
+        /// The failure as the cluster reported it.
+        message: String,
+    },
+
     /// The job was cancelled before it finished.
     #[error("job {0} was cancelled")]
     Cancelled(String),
@@ -132,7 +141,7 @@ impl Error {
             | Error::GraphMismatch { .. }
             | Error::Cancelled(_) => Blame::User,
             Error::Io { source, .. } => io_blame(source),
-            Error::Network { .. } => Blame::External,
+            Error::Network { .. } | Error::JobFailed { .. } => Blame::External,
             Error::Task { blame, .. } => *blame,
             Error::Internal(_) | Error::ChannelClosed(_) => Blame::Internal,
         }

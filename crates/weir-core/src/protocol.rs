@@ -144,6 +144,59 @@ pub fn decode<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<M> {
         .map_err(|e| Error::Config(format!("a peer sent a message this version cannot read: {e}")))
 }
 
+/// Async frame I/O.
+#[cfg(feature = "net")]
+pub mod io {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::*;
+
+    /// Writes one message.
+    pub async fn write_frame<W: AsyncWrite + Unpin, M: Serialize>(w: &mut W, message: &M) -> Result<()> {
+        let frame = encode(message)?;
+        w.write_all(&frame).await.map_err(|e| Error::Network {
+            context: "cannot send to".into(),
+            peer: "peer".into(),
+            source: e,
+        })
+    }
+
+    /// Reads one message; `Ok(None)` when the peer closed the connection between messages.
+    pub async fn read_frame<R: AsyncRead + Unpin, M: for<'de> Deserialize<'de>>(r: &mut R) -> Result<Option<M>> {
+        let mut header = [0u8; 4];
+        match r.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => {
+                return Err(Error::Network { context: "cannot read from".into(), peer: "peer".into(), source: e });
+            }
+        }
+        let mut body = vec![0u8; frame_length(header)?];
+        r.read_exact(&mut body).await.map_err(|e| Error::Network {
+            context: "connection closed in the middle of a message from".into(),
+            peer: "peer".into(),
+            source: e,
+        })?;
+        decode(&body).map(Some)
+    }
+
+    /// Exchanges handshakes: sends ours, reads and checks the peer's.
+    pub async fn exchange_handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, who: &str) -> Result<()> {
+        s.write_all(&handshake()).await.map_err(|e| Error::Network {
+            context: "cannot send the handshake to".into(),
+            peer: who.into(),
+            source: e,
+        })?;
+        let mut peer = [0u8; 8];
+        s.read_exact(&mut peer).await.map_err(|e| Error::Network {
+            context: "no weir handshake (is it a weir process of the same version?) from".into(),
+            peer: who.into(),
+            source: e,
+        })?;
+        check_handshake(&peer, who)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

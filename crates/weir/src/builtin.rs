@@ -47,7 +47,34 @@ fn wordcount(env: &mut StreamEnv, args: WordCountArgs) -> Result<()> {
 /// Word count over text files: rolling counts per word, printed or written as text.
 pub static WORDCOUNT: Job<WordCountArgs> = Job::new("wordcount", wordcount);
 
+/// Arguments of [`GENERATE`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateArgs {
+    /// Records per second in all (absent: as fast as possible).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Records in all (absent: without end).
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+fn generate(env: &mut StreamEnv, args: GenerateArgs) -> Result<()> {
+    env.datagen(args.count, args.rate, |i| i)
+        .map(|i| (i % 1000, i))
+        .name("Tag")
+        .key_by(|t: &(u64, u64)| t.0)
+        .sum(|t| &mut t.1)
+        .name("Sum")
+        .discard();
+    Ok(())
+}
+
+/// Generated numbers, keyed and summed, into a discarding sink: a load or a long-running job to
+/// try clusters with (`{"rate": 1000}`; `{"count": N}` ends it).
+pub static GENERATE: Job<GenerateArgs> = Job::new("generate", generate);
+
 /// The jobs of the stock executable.
 pub fn registry() -> Registry {
-    Registry::new().register(&WORDCOUNT)
+    Registry::new().register(&WORDCOUNT).register(&GENERATE)
 }

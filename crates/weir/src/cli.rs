@@ -53,23 +53,7 @@ pub fn configure(
     parallelism: Option<u32>,
     define: &[String],
 ) -> Result<()> {
-    let file = match config {
-        Some(path) => Some(weir_core::config::ConfigFile::load(path)?),
-        None => weir_core::config::ConfigFile::from_env()?,
-    };
-    if let Some(file) = file {
-        driver.apply_file(&file)?;
-    }
-    for d in define {
-        let (k, v) = d
-            .split_once('=')
-            .ok_or_else(|| Error::Config(format!("-D {d}: expected key=value, e.g. -D parallelism.default=4")))?;
-        driver.set(k.trim(), v.trim())?;
-    }
-    if let Some(p) = parallelism {
-        driver.set("parallelism.default", &p.to_string())?;
-    }
-    Ok(())
+    crate::remote::Settings::gather(config, parallelism, define)?.configure(driver)
 }
 
 /// `info`: the registered jobs, or one job's plan.

@@ -1,9 +1,11 @@
 //! The `weir` executable.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use weir::{Driver, InfoArgs, Result, builtin, exit_code, print_info};
+use clap::{Args, Parser, Subcommand};
+use weir::remote::{self, Settings};
+use weir::{Driver, Error, InfoArgs, Result, builtin, exit_code, print_info};
 
 /// weir: Flink's architecture in a native binary.
 #[derive(Parser)]
@@ -13,9 +15,21 @@ struct Cli {
     command: Command,
 }
 
+/// Settings every command takes.
+#[derive(Args, Clone, Debug)]
+struct Common {
+    /// A configuration file (YAML, Flink's key names); default `$WEIR_CONF_DIR/config.yaml`.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Configuration overrides, `key=value`.
+    #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
+    define: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a built-in job on the embedded local cluster and waits for it.
+    /// Runs a built-in job and waits for it: on the embedded local cluster (`-t local`, the
+    /// default) or on a running cluster (`-t remote -m host:port`).
     Run {
         /// The job to run (see `weir info`).
         job: String,
@@ -25,27 +39,81 @@ enum Command {
         /// Default parallelism.
         #[arg(short = 'p', long)]
         parallelism: Option<u32>,
-        /// Configuration overrides, `key=value`.
-        #[arg(short = 'D', value_name = "KEY=VALUE")]
-        define: Vec<String>,
-        /// A configuration file (YAML, Flink's key names); default `$WEIR_CONF_DIR/config.yaml`.
-        #[arg(long, value_name = "FILE")]
-        config: Option<std::path::PathBuf>,
+        /// Where to run: local or remote.
+        #[arg(short = 't', long, default_value = "local")]
+        target: String,
+        /// The JobManager's REST address (`host:port`) for `-t remote`; default rest.address:rest.port.
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        /// Submit and return without waiting (`-t remote`).
+        #[arg(short = 'd', long)]
+        detached: bool,
+        #[command(flatten)]
+        common: Common,
     },
     /// Prints a job's plan as JSON or Graphviz DOT, or lists the registered jobs.
     Info(InfoArgs),
+    /// Lists the jobs of a running cluster.
+    List {
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Cancels a job on a running cluster.
+    Cancel {
+        /// The job's id.
+        job_id: String,
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Runs a JobManager: REST endpoint (rest.port) and TaskManager endpoint (jobmanager.rpc.port).
+    Jobmanager {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Runs a TaskManager that registers with the JobManager at jobmanager.rpc.address/port.
+    Taskmanager {
+        /// This TaskManager's id (default: host, pid and a random suffix).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
+/// The targets `run -t` accepts today.
+const TARGETS: [&str; 2] = ["local", "remote"];
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     job: &str,
     args: &str,
-    config: Option<&std::path::Path>,
+    target: &str,
+    jobmanager: Option<&str>,
+    detached: bool,
     parallelism: Option<u32>,
-    define: &[String],
+    common: &Common,
 ) -> Result<()> {
+    if !TARGETS.contains(&target) {
+        return Err(Error::Config(format!("unknown target '{target}'; valid targets: {}", TARGETS.join(", "))));
+    }
+    let settings = Settings::gather(common.config.as_deref(), parallelism, &common.define)?;
     let mut driver = Driver::local(builtin::registry());
-    weir::cli_configure(&mut driver, config, parallelism, define)?;
-    let client = driver.execute_named(job, &weir::parse_json_args(args)?)?;
+    settings.configure(&mut driver)?;
+    let args = weir::parse_json_args(args)?;
+    if target == "remote" {
+        let address = remote::rest_address(&settings, jobmanager)?;
+        return remote::run_remote(&driver, &address, job, &args, settings.job_config(), detached);
+    }
+    if detached || jobmanager.is_some() {
+        return Err(Error::Config("-d and -m apply to -t remote only".into()));
+    }
+    let client = driver.execute_named(job, &args)?;
     eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
     let result = client.wait()?;
     eprintln!("Job {} FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
@@ -53,6 +121,30 @@ fn run(
         eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));
     }
     Ok(())
+}
+
+fn dispatch(command: &Command) -> Result<()> {
+    match command {
+        Command::Run { job, args, parallelism, target, jobmanager, detached, common } => {
+            run(job, args, target, jobmanager.as_deref(), *detached, *parallelism, common)
+        }
+        Command::Info(info) => print_info(&builtin::registry(), info),
+        Command::List { jobmanager, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::list(&remote::rest_address(&settings, jobmanager.as_deref())?)
+        }
+        Command::Cancel { job_id, jobmanager, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
+        }
+        Command::Jobmanager { common } => {
+            remote::jobmanager(&Settings::gather(common.config.as_deref(), None, &common.define)?)
+        }
+        Command::Taskmanager { id, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::taskmanager(&settings, id.clone(), builtin::registry())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -64,13 +156,7 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let result = match &cli.command {
-        Command::Run { job, args, parallelism, define, config } => {
-            run(job, args, config.as_deref(), *parallelism, define)
-        }
-        Command::Info(info) => print_info(&builtin::registry(), info),
-    };
-    match result {
+    match dispatch(&cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir: error: {e}");

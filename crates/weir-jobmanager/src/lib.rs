@@ -1,0 +1,81 @@
+//! weir-jobmanager: the JobManager process.
+//!
+//! - the **resource manager** ([`state`]) knows every TaskManager and its slots, and places each
+//!   job on a TaskManager with as many free slots as the job's highest parallelism (slot sharing);
+//!   a job that cannot get slots waits, and fails after `slot.request.timeout`;
+//! - the **RPC endpoint** ([`rpc`]) accepts TaskManagers (protocol version checked in a handshake),
+//!   deploys and cancels jobs on them, tracks their heartbeats, and fails the jobs of a TaskManager
+//!   whose connection drops or whose heartbeats stop;
+//! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
+
+pub mod rest;
+pub mod rpc;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+use weir_core::config::ClusterConfig;
+use weir_core::{Error, Result};
+
+pub use state::Cluster;
+
+/// A running JobManager.
+pub struct JobManager {
+    /// Where the REST endpoint listens.
+    pub rest_address: SocketAddr,
+    /// Where TaskManagers connect.
+    pub rpc_address: SocketAddr,
+    cluster: Arc<Cluster>,
+}
+
+impl JobManager {
+    /// Binds both endpoints and starts serving; returns once both listen.
+    pub async fn start(config: ClusterConfig) -> Result<JobManager> {
+        let rpc_at = format!("{}:{}", config.rpc_address, config.rpc_port);
+        let rpc = TcpListener::bind(&rpc_at).await.map_err(|e| Error::Network {
+            context: "cannot listen for TaskManagers on (jobmanager.rpc.address/port; is the port in use?)".into(),
+            peer: rpc_at.clone(),
+            source: e,
+        })?;
+        let rest_at = format!("{}:{}", config.rest_bind_address, config.rest_port);
+        let rest = TcpListener::bind(&rest_at).await.map_err(|e| Error::Network {
+            context: "cannot listen for REST requests on (rest.bind-address/rest.port; is the port in use?)".into(),
+            peer: rest_at.clone(),
+            source: e,
+        })?;
+        let rpc_address = rpc.local_addr().map_err(|e| Error::Network {
+            context: "no address for".into(),
+            peer: rpc_at,
+            source: e,
+        })?;
+        let rest_address = rest.local_addr().map_err(|e| Error::Network {
+            context: "no address for".into(),
+            peer: rest_at,
+            source: e,
+        })?;
+        let cluster = Arc::new(Cluster::new(config));
+        tokio::spawn(rpc::serve(rpc, cluster.clone()));
+        tokio::spawn(state::supervise(cluster.clone()));
+        let app = rest::router(cluster.clone());
+        let shutdown = cluster.clone();
+        tokio::spawn(async move {
+            let _ =
+                axum::serve(rest, app).with_graceful_shutdown(async move { shutdown.shutdown_requested().await }).await;
+        });
+        info!(%rest_address, %rpc_address, "JobManager started");
+        Ok(JobManager { rest_address, rpc_address, cluster })
+    }
+
+    /// The cluster state.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Waits until the cluster is asked to shut down (`DELETE /cluster`).
+    pub async fn wait_for_shutdown(&self) {
+        self.cluster.shutdown_requested().await
+    }
+}

@@ -1,0 +1,348 @@
+//! The REST endpoint: Flink's REST v1 paths and JSON field names for what weir supports, so that
+//! tools written for Flink's REST API work against weir. Errors are `{"errors": [...]}` with a 4xx
+//! or 5xx status, as Flink's are.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use weir_core::{JobGraph, JobId, JobStatus};
+
+use crate::state::{Cluster, Job, now_ms};
+
+type Shared = State<Arc<Cluster>>;
+
+/// The version reported as `flink-version`.
+pub const VERSION: &str = concat!("weir-", env!("CARGO_PKG_VERSION"));
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "errors": [message.into()] }))).into_response()
+}
+
+/// A REST error: a status and a message, rendered as Flink's `{"errors": [...]}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+/// All routes, with and without the `/v1` prefix.
+pub fn router(cluster: Arc<Cluster>) -> Router {
+    let api = Router::new()
+        .route("/overview", get(overview))
+        .route("/config", get(config))
+        .route("/jobs", get(jobs).post(submit))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{jobid}", get(job).patch(patch_job))
+        .route("/jobs/{jobid}/exceptions", get(exceptions))
+        .route("/jobs/{jobid}/plan", get(plan))
+        .route("/jobs/{jobid}/execution-result", get(execution_result))
+        .route("/taskmanagers", get(taskmanagers))
+        .route("/taskmanagers/{tmid}", get(taskmanager))
+        .route("/cluster", delete(shutdown))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/v1", api.clone())
+        .merge(api)
+        .fallback(|uri: Uri| async move {
+            error(StatusCode::NOT_FOUND, format!("no such REST path: {uri}; see /openapi.json"))
+        })
+        .with_state(cluster)
+}
+
+fn parse_job(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id (32 hex digits)")))
+}
+
+fn counts(cluster: &Cluster) -> (usize, u32, u32) {
+    let s = cluster.lock();
+    let total: u32 = s.taskmanagers.values().map(|t| t.slots).sum();
+    let used: u32 = s.taskmanagers.values().map(|t| t.used).sum();
+    (s.taskmanagers.len(), total, total - used)
+}
+
+async fn overview(State(c): Shared) -> Json<Value> {
+    let (tms, total, free) = counts(&c);
+    let s = c.lock();
+    let n = |st: JobStatus| s.jobs.values().filter(|j| j.status == st).count();
+    let running = s.jobs.values().filter(|j| !j.status.is_terminal()).count();
+    Json(json!({
+        "taskmanagers": tms,
+        "slots-total": total,
+        "slots-available": free,
+        "jobs-running": running,
+        "jobs-finished": n(JobStatus::Finished),
+        "jobs-cancelled": n(JobStatus::Canceled),
+        "jobs-failed": n(JobStatus::Failed),
+        "flink-version": VERSION,
+        "flink-commit": "",
+    }))
+}
+
+async fn config(State(c): Shared) -> Json<Value> {
+    Json(json!({
+        "refresh-interval": 3000,
+        "timezone-name": "UTC",
+        "timezone-offset": 0,
+        "flink-version": VERSION,
+        "flink-revision": "",
+        "features": { "web-submit": false, "web-cancel": true, "web-rescale": false, "web-history": false },
+        "weir-cluster": c.config,
+    }))
+}
+
+async fn jobs(State(c): Shared) -> Json<Value> {
+    let s = c.lock();
+    let jobs: Vec<Value> = s.jobs.values().map(|j| json!({ "id": j.id.to_string(), "status": j.status })).collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+fn job_summary(j: &Job) -> Value {
+    let end = j.end_ms.unwrap_or(-1);
+    let duration = j.end_ms.unwrap_or_else(now_ms) - j.submitted_ms;
+    let n = j.graph.plan.chain_heads().iter().collect::<std::collections::BTreeSet<_>>().len();
+    let per_state = |st: JobStatus| if j.status == st { n } else { 0 };
+    json!({
+        "jid": j.id.to_string(),
+        "name": j.graph.job_name,
+        "state": j.status,
+        "start-time": j.submitted_ms,
+        "end-time": end,
+        "duration": duration,
+        "last-modification": j.modified_ms,
+        "tasks": {
+            "total": n,
+            "created": per_state(JobStatus::Created),
+            "running": per_state(JobStatus::Running),
+            "finished": per_state(JobStatus::Finished),
+            "canceling": per_state(JobStatus::Cancelling),
+            "canceled": per_state(JobStatus::Canceled),
+            "failed": per_state(JobStatus::Failed),
+        },
+    })
+}
+
+async fn jobs_overview(State(c): Shared) -> Json<Value> {
+    let s = c.lock();
+    Json(json!({ "jobs": s.jobs.values().map(job_summary).collect::<Vec<_>>() }))
+}
+
+fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&Job) -> R) -> Result<R, ApiError> {
+    let id = parse_job(id)?;
+    let s = c.lock();
+    s.jobs
+        .get(&id)
+        .map(f)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))
+}
+
+async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
+    match with_job(&c, &id, |j| {
+        let mut v = job_summary(j);
+        let end = j.end_ms.unwrap_or(-1);
+        let vertices: Vec<Value> = j
+            .graph
+            .plan
+            .vertices
+            .iter()
+            .map(|vx| {
+                let counts = j.result.as_ref().and_then(|r| r.counts.get(vx.id.0 as usize));
+                json!({
+                    "id": vx.id.0.to_string(),
+                    "name": vx.name,
+                    "parallelism": vx.parallelism,
+                    "maxParallelism": vx.max_parallelism,
+                    "status": j.status,
+                    "start-time": j.submitted_ms,
+                    "end-time": end,
+                    "metrics": {
+                        "read-records": counts.map(|c| c.records_in).unwrap_or(0),
+                        "write-records": counts.map(|c| c.records_out).unwrap_or(0),
+                    },
+                })
+            })
+            .collect();
+        v["isStoppable"] = json!(false);
+        v["now"] = json!(now_ms());
+        v["timestamps"] = json!({ "CREATED": j.submitted_ms, j.status.as_str(): j.modified_ms });
+        v["vertices"] = json!(vertices);
+        v["plan"] = j.graph.plan.to_json(&j.graph.job_name);
+        v["weir-taskmanager"] = json!(j.taskmanager);
+        v
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn patch_job(State(c): Shared, Path(id): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let id = match parse_job(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match q.get("mode").map(String::as_str) {
+        None | Some("cancel") => match c.cancel(id) {
+            Ok(()) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
+            Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+        },
+        Some(other) => error(StatusCode::BAD_REQUEST, format!("mode '{other}' is not supported; use mode=cancel")),
+    }
+}
+
+async fn exceptions(State(c): Shared, Path(id): Path<String>) -> Response {
+    match with_job(&c, &id, |j| {
+        let root = j.exceptions.last();
+        let entries: Vec<Value> = j
+            .exceptions
+            .iter()
+            .rev()
+            .map(|(t, e)| json!({ "exceptionName": "weir.JobFailure", "stacktrace": e, "timestamp": t, "taskName": null, "location": j.taskmanager, "concurrentExceptions": [] }))
+            .collect();
+        json!({
+            "root-exception": root.map(|r| r.1.clone()),
+            "timestamp": root.map(|r| r.0),
+            "all-exceptions": j.exceptions.iter().map(|(t, e)| json!({ "exception": e, "task": null, "location": j.taskmanager, "timestamp": t })).collect::<Vec<_>>(),
+            "truncated": false,
+            "exceptionHistory": { "entries": entries, "truncated": false },
+        })
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn plan(State(c): Shared, Path(id): Path<String>) -> Response {
+    match with_job(&c, &id, |j| {
+        let mut p = j.graph.plan.to_json(&j.graph.job_name);
+        p["jid"] = json!(j.id.to_string());
+        json!({ "plan": p })
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response {
+    match with_job(&c, &id, |j| {
+        if !j.status.is_terminal() {
+            return json!({ "status": { "id": "IN_PROGRESS" } });
+        }
+        let application = match j.status {
+            JobStatus::Finished => "SUCCEEDED",
+            JobStatus::Canceled => "CANCELED",
+            _ => "FAILED",
+        };
+        let mut r = json!({
+            "id": j.id.to_string(),
+            "application-status": application,
+            "accumulator-results": {},
+            "net-runtime": j.end_ms.unwrap_or_else(now_ms) - j.submitted_ms,
+        });
+        if let Some((_, e)) = j.exceptions.last() {
+            r["failure-cause"] = json!({ "class": "weir.JobFailure", "stack-trace": e, "serialized-throwable": null });
+        }
+        if let Some(result) = &j.result {
+            r["weir-result"] = json!(result);
+        }
+        json!({ "status": { "id": "COMPLETED" }, "job-execution-result": r })
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The body of `POST /jobs` (a weir extension: Flink submits jars).
+#[derive(serde::Deserialize)]
+struct Submission {
+    graph: JobGraph,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+async fn submit(State(c): Shared, body: Result<Json<Submission>, JsonRejection>) -> Response {
+    let Json(sub) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body is not a job submission: {}", e.body_text()),
+            );
+        }
+    };
+    match c.submit(sub.graph, sub.config) {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() }))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+fn tm_json(t: &crate::state::TaskManager) -> Value {
+    json!({
+        "id": t.id,
+        "path": format!("{}:{}", t.host, t.pid),
+        "dataPort": -1,
+        "timeSinceLastHeartbeat": t.last_heartbeat.elapsed().as_millis() as u64,
+        "slotsNumber": t.slots,
+        "freeSlots": t.slots - t.used,
+        "totalResource": {},
+        "freeResource": {},
+        "hardware": { "cpuCores": 0, "physicalMemory": 0, "freeMemory": 0, "managedMemory": 0 },
+        "weir-registered": t.registered_ms,
+        "weir-jobs": t.jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+async fn taskmanagers(State(c): Shared) -> Json<Value> {
+    let s = c.lock();
+    Json(json!({ "taskmanagers": s.taskmanagers.values().map(tm_json).collect::<Vec<_>>() }))
+}
+
+async fn taskmanager(State(c): Shared, Path(id): Path<String>) -> Response {
+    let s = c.lock();
+    match s.taskmanagers.get(&id) {
+        Some(t) => Json(tm_json(t)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("TaskManager {id} is not registered")),
+    }
+}
+
+async fn shutdown(State(c): Shared) -> Response {
+    c.request_shutdown();
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+}
+
+async fn openapi() -> Json<Value> {
+    let get = |summary: &str| json!({ "get": { "summary": summary, "responses": { "200": { "description": "OK" } } } });
+    let id = json!([{ "name": "jobid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }]);
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": { "title": "weir REST API", "version": VERSION, "description": "Flink's REST v1 paths and field names for what weir supports; also served under /v1." },
+        "paths": {
+            "/overview": get("Cluster overview: TaskManagers, slots, jobs by state"),
+            "/config": get("Web UI configuration and the cluster's settings"),
+            "/jobs": {
+                "get": { "summary": "Jobs and their status", "responses": { "200": { "description": "OK" } } },
+                "post": { "summary": "Submit a job graph (weir extension): {graph, config}", "responses": { "202": { "description": "Accepted: {jobid}" }, "400": { "description": "Not a valid job graph" } } }
+            },
+            "/jobs/overview": get("Job summaries"),
+            "/jobs/{jobid}": {
+                "parameters": id,
+                "get": { "summary": "Job details", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job" } } },
+                "patch": { "summary": "Cancel the job (mode=cancel)", "parameters": [{ "name": "mode", "in": "query", "schema": { "type": "string", "enum": ["cancel"] } }], "responses": { "202": { "description": "Cancellation requested" } } }
+            },
+            "/jobs/{jobid}/exceptions": { "parameters": id, "get": { "summary": "Job failures", "responses": { "200": { "description": "OK" } } } },
+            "/jobs/{jobid}/plan": { "parameters": id, "get": { "summary": "The job's plan", "responses": { "200": { "description": "OK" } } } },
+            "/jobs/{jobid}/execution-result": { "parameters": id, "get": { "summary": "The job's result once terminal", "responses": { "200": { "description": "OK" } } } },
+            "/taskmanagers": get("Registered TaskManagers"),
+            "/taskmanagers/{tmid}": { "parameters": [{ "name": "tmid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "One TaskManager", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown" } } } },
+            "/cluster": { "delete": { "summary": "Shut the cluster down", "responses": { "202": { "description": "Shutting down" } } } },
+            "/openapi.json": get("This document"),
+        }
+    }))
+}

@@ -1,0 +1,118 @@
+//! The JobManager's endpoint for TaskManagers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use weir_core::Result;
+use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
+use weir_core::protocol::{ToJobManager, ToTaskManager};
+
+use crate::state::{Cluster, TaskManager, now_ms, schedule};
+
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts TaskManager connections until shutdown.
+pub async fn serve(listener: TcpListener, cluster: Arc<Cluster>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let cluster = cluster.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, peer, cluster).await {
+                            warn!(%peer, error = %e, "TaskManager connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "cannot accept a TaskManager connection"),
+            },
+            _ = cluster.shutdown_requested() => return,
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> Result<()> {
+    let who = format!("TaskManager at {peer}");
+    tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
+        .await
+        .map_err(|_| weir_core::Error::Config(format!("{who} sent no handshake within 10 s")))??;
+    let (mut rd, mut wr) = stream.into_split();
+    let first: Option<ToJobManager> =
+        tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await.unwrap_or(Ok(None))?;
+    let Some(ToJobManager::Register { taskmanager_id, slots, host, pid }) = first else {
+        let reason = "expected a registration as the first message".to_string();
+        write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
+        return Ok(());
+    };
+    let reject = if cluster.is_shutting_down() {
+        Some("the cluster is shutting down".to_string())
+    } else if slots == 0 {
+        Some("a TaskManager must offer at least one slot".to_string())
+    } else if cluster.lock().taskmanagers.contains_key(&taskmanager_id) {
+        Some(format!("a TaskManager with id {taskmanager_id} is already registered; give each one its own id"))
+    } else {
+        None
+    };
+    if let Some(reason) = reject {
+        warn!(%peer, %reason, "TaskManager rejected");
+        write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
+        return Ok(());
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToTaskManager>();
+    let session = SESSIONS.fetch_add(1, Ordering::SeqCst);
+    write_frame(&mut wr, &ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms })
+        .await?;
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let last = matches!(m, ToTaskManager::Shutdown);
+            if write_frame(&mut wr, &m).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    {
+        let mut s = cluster.lock();
+        s.taskmanagers.insert(
+            taskmanager_id.clone(),
+            TaskManager {
+                id: taskmanager_id.clone(),
+                host,
+                pid,
+                slots,
+                used: 0,
+                jobs: Default::default(),
+                last_heartbeat: Instant::now(),
+                registered_ms: now_ms(),
+                tx,
+                session,
+            },
+        );
+        schedule(&mut s);
+    }
+    info!(taskmanager = %taskmanager_id, %peer, slots, "TaskManager registered");
+    let why = loop {
+        match read_frame::<_, ToJobManager>(&mut rd).await {
+            Ok(Some(ToJobManager::Heartbeat { .. })) => {
+                let mut s = cluster.lock();
+                match s.taskmanagers.get_mut(&taskmanager_id) {
+                    Some(t) if t.session == session => t.last_heartbeat = Instant::now(),
+                    // Lost already (heartbeat timeout): this connection is stale.
+                    _ => return Ok(()),
+                }
+            }
+            Ok(Some(ToJobManager::JobState { job_id, status, error, result })) => {
+                cluster.job_state(&taskmanager_id, job_id, status, error, result);
+            }
+            Ok(Some(ToJobManager::Register { .. })) => break "registered twice on one connection".to_string(),
+            Ok(None) => break "its connection closed".to_string(),
+            Err(e) => break format!("its connection failed: {e}"),
+        }
+    };
+    cluster.lose_taskmanager(&taskmanager_id, Some(session), &why);
+    Ok(())
+}

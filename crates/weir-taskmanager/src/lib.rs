@@ -1,0 +1,213 @@
+//! weir-taskmanager: the TaskManager process.
+//!
+//! It connects to the JobManager (protocol version checked in a handshake), registers its slots,
+//! sends heartbeats, and runs the jobs deployed to it: each job is rebuilt from this artifact's
+//! registry by name and arguments, refused if the rebuilt plan's fingerprint differs from the
+//! submitted one, and run on the embedded executor; status changes go back to the JobManager.
+//! When the JobManager goes away, the TaskManager cancels its jobs and exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use weir_api::Registry;
+use weir_core::config::ClusterConfig;
+use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
+use weir_core::protocol::{ToJobManager, ToTaskManager};
+use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
+use weir_runtime::ExecutionConfig;
+use weir_runtime::local::JobHandle;
+
+/// How long to keep trying to reach the JobManager at start-up.
+const CONNECT_ATTEMPTS: u32 = 20;
+const CONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// What a TaskManager is told to be.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Its id (default: host, pid and a random suffix).
+    pub id: Option<String>,
+    /// Cluster settings (JobManager address, slots, heartbeats).
+    pub cluster: ClusterConfig,
+    /// Execution settings jobs start from.
+    pub execution: ExecutionConfig,
+}
+
+/// A TaskManager that registered with its JobManager.
+pub struct Registered {
+    stream: TcpStream,
+    /// Its id.
+    pub id: String,
+    /// The JobManager's address.
+    pub jobmanager: String,
+    heartbeat: Duration,
+}
+
+/// Connects and registers; returns once the JobManager accepted this TaskManager.
+pub async fn register(options: &Options) -> Result<Registered> {
+    let address = format!("{}:{}", options.cluster.rpc_address, options.cluster.rpc_port);
+    let mut attempt = 0;
+    let mut stream = loop {
+        match TcpStream::connect(&address).await {
+            Ok(s) => break s,
+            Err(e) if attempt + 1 < CONNECT_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(%address, error = %e, attempt, "JobManager not reachable yet");
+                tokio::time::sleep(CONNECT_PAUSE).await;
+            }
+            Err(e) => {
+                return Err(Error::Network {
+                    context: format!(
+                        "cannot reach the JobManager after {CONNECT_ATTEMPTS} attempts (start it first, or fix \
+                         jobmanager.rpc.address/jobmanager.rpc.port):"
+                    ),
+                    peer: address,
+                    source: e,
+                });
+            }
+        }
+    };
+    let who = format!("JobManager at {address}");
+    tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
+        .await
+        .map_err(|_| Error::Config(format!("{who} sent no handshake within 10 s")))??;
+    let id = options.id.clone().unwrap_or_else(|| {
+        let host = hostname();
+        format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+    });
+    let register = ToJobManager::Register {
+        taskmanager_id: id.clone(),
+        slots: options.cluster.slots,
+        host: hostname(),
+        pid: std::process::id(),
+    };
+    write_frame(&mut stream, &register).await?;
+    match read_frame::<_, ToTaskManager>(&mut stream).await? {
+        Some(ToTaskManager::Accepted { heartbeat_interval_ms }) => {
+            info!(taskmanager = %id, jobmanager = %address, "registered");
+            Ok(Registered {
+                stream,
+                id,
+                jobmanager: address,
+                heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
+            })
+        }
+        Some(ToTaskManager::Rejected { reason }) => {
+            Err(Error::Config(format!("the JobManager at {address} refused this TaskManager: {reason}")))
+        }
+        Some(other) => Err(Error::internal(format!("expected a registration answer, got {other:?}"))),
+        None => Err(Error::Config(format!("the JobManager at {address} closed the connection during registration"))),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
+pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
+    let Registered { stream, id, jobmanager, heartbeat } = registered;
+    let (mut rd, mut wr) = stream.into_split();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
+    let mut jobs: HashMap<JobId, JobHandle> = HashMap::new();
+    let mut ticker = tokio::time::interval(heartbeat);
+    let outcome = loop {
+        tokio::select! {
+            message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config })) => {
+                    match deploy(&registry, &execution, job_id, &graph, &config, events_tx.clone()) {
+                        Ok(handle) => {
+                            jobs.insert(job_id, handle);
+                            write_frame(&mut wr, &ToJobManager::JobState { job_id, status: JobStatus::Running, error: None, result: None }).await?;
+                        }
+                        Err(e) => {
+                            warn!(job_id = %job_id, error = %e, "cannot run the deployed job");
+                            let state = ToJobManager::JobState { job_id, status: JobStatus::Failed, error: Some(e.to_string()), result: None };
+                            write_frame(&mut wr, &state).await?;
+                        }
+                    }
+                }
+                Ok(Some(ToTaskManager::Cancel { job_id })) => {
+                    if let Some(h) = jobs.get(&job_id) {
+                        h.cancel();
+                    }
+                }
+                Ok(Some(ToTaskManager::Shutdown)) => {
+                    info!(taskmanager = %id, "shut down by the JobManager");
+                    break Ok(());
+                }
+                Ok(Some(other)) => warn!(message = ?other, "unexpected message from the JobManager"),
+                Ok(None) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: it closed the connection"))),
+                Err(e) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}"))),
+            },
+            _ = ticker.tick() => {
+                let running = jobs.keys().copied().collect();
+                if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running }).await {
+                    break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
+                }
+            }
+            Some(event) = events_rx.recv() => {
+                if let ToJobManager::JobState { job_id, status, .. } = &event
+                    && status.is_terminal()
+                {
+                    jobs.remove(job_id);
+                }
+                if let Err(e) = write_frame(&mut wr, &event).await {
+                    break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
+                }
+            }
+        }
+    };
+    // Nothing keeps running without a JobManager.
+    for h in jobs.values() {
+        h.cancel();
+    }
+    for h in jobs.values() {
+        let _ = tokio::task::block_in_place(|| h.wait_timeout(Duration::from_secs(30)));
+    }
+    outcome
+}
+
+/// Rebuilds, checks and starts a deployed job; its end is reported through `events`.
+fn deploy(
+    registry: &Registry,
+    base: &ExecutionConfig,
+    job_id: JobId,
+    graph: &JobGraph,
+    config: &BTreeMap<String, String>,
+    events: mpsc::UnboundedSender<ToJobManager>,
+) -> Result<JobHandle> {
+    let mut execution = base.clone();
+    for (k, v) in config {
+        execution.set(k, v)?;
+    }
+    let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
+    graph.check_rebuilt(None, &rebuilt.plan())?;
+    let handle = weir_runtime::local::submit(rebuilt, job_id)?;
+    let waiter = handle.clone();
+    std::thread::Builder::new()
+        .name(format!("job {job_id}"))
+        .spawn(move || {
+            let state = match waiter.wait() {
+                Ok(result) => {
+                    ToJobManager::JobState { job_id, status: JobStatus::Finished, error: None, result: Some(result) }
+                }
+                Err(Error::Cancelled(_)) => {
+                    ToJobManager::JobState { job_id, status: JobStatus::Canceled, error: None, result: None }
+                }
+                Err(e) => ToJobManager::JobState {
+                    job_id,
+                    status: JobStatus::Failed,
+                    error: Some(e.to_string()),
+                    result: None,
+                },
+            };
+            let _ = events.send(state);
+        })
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    Ok(handle)
+}

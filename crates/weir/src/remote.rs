@@ -1,0 +1,312 @@
+//! The cluster roles of the executable and the client commands that talk to a running cluster.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use weir_api::{Driver, Registry};
+use weir_core::config::{ClusterConfig, ConfigFile, EXECUTION_KEYS};
+use weir_core::{Error, JobStatus, Result};
+use weir_runtime::ExecutionConfig;
+
+/// Settings in the order they apply: the file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
+/// then `-D key=value`, then `-p`. Each part of weir takes its own keys from the list.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Key, value, and where it came from (a file's path, `-D` or `-p`), in order.
+    pub entries: Vec<(String, String, String)>,
+}
+
+/// Names the origin of a bad setting in its error.
+fn from(origin: &str, e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::Config(format!("{origin}: {m}")),
+        other => other,
+    }
+}
+
+impl Settings {
+    /// Gathers the settings of a command.
+    pub fn gather(config: Option<&Path>, parallelism: Option<u32>, define: &[String]) -> Result<Settings> {
+        let file = match config {
+            Some(path) => Some(ConfigFile::load(path)?),
+            None => ConfigFile::from_env()?,
+        };
+        let mut entries: Vec<(String, String, String)> = match file {
+            Some(f) => {
+                let origin = f.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                f.values.into_iter().map(|(k, v)| (k, v, origin.clone())).collect()
+            }
+            None => Vec::new(),
+        };
+        for d in define {
+            let (k, v) = d
+                .split_once('=')
+                .ok_or_else(|| Error::Config(format!("-D {d}: expected key=value, e.g. -D parallelism.default=4")))?;
+            entries.push((k.trim().to_string(), v.trim().to_string(), format!("-D {d}")));
+        }
+        if let Some(p) = parallelism {
+            entries.push(("parallelism.default".into(), p.to_string(), format!("-p {p}")));
+        }
+        Ok(Settings { entries })
+    }
+
+    /// Applies the execution keys to a driver (and reports unknown keys).
+    pub fn configure(&self, driver: &mut Driver) -> Result<()> {
+        for (k, v, origin) in &self.entries {
+            driver.set(k, v).map_err(|e| from(origin, e))?;
+        }
+        Ok(())
+    }
+
+    /// The execution settings.
+    pub fn execution(&self) -> Result<ExecutionConfig> {
+        let mut c = ExecutionConfig::default();
+        for (k, v, origin) in &self.entries {
+            c.set(k, v).map_err(|e| from(origin, e))?;
+        }
+        Ok(c)
+    }
+
+    /// The cluster settings.
+    pub fn cluster(&self) -> Result<ClusterConfig> {
+        let mut c = ClusterConfig::default();
+        for (k, v, origin) in &self.entries {
+            c.set(k, v).map_err(|e| from(origin, e))?;
+        }
+        Ok(c)
+    }
+
+    /// The execution keys, for a job submitted to a cluster.
+    pub fn job_config(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .filter(|(k, _, _)| EXECUTION_KEYS.contains(&k.as_str()))
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
+}
+
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `weir jobmanager`: serves until `DELETE /cluster`, SIGTERM or Ctrl-C.
+pub fn jobmanager(settings: &Settings) -> Result<()> {
+    let cluster = settings.cluster()?;
+    settings.execution()?;
+    runtime()?.block_on(async {
+        let jm = weir_jobmanager::JobManager::start(cluster).await?;
+        println!("weir jobmanager ready: rest=http://{} rpc={}", jm.rest_address, jm.rpc_address);
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = jm.wait_for_shutdown() => {}
+            _ = terminated() => jm.cluster().request_shutdown(),
+        }
+        // Let the shutdown messages and the REST answer go out.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    })
+}
+
+/// `weir taskmanager`: registers with the JobManager and runs what it deploys.
+pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) -> Result<()> {
+    let options = weir_taskmanager::Options { id, cluster: settings.cluster()?, execution: settings.execution()? };
+    runtime()?.block_on(async {
+        let registered = weir_taskmanager::register(&options).await?;
+        println!("weir taskmanager ready: id={} jobmanager={}", registered.id, registered.jobmanager);
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            r = weir_taskmanager::serve(registered, registry, options.execution.clone()) => r,
+            _ = terminated() => Ok(()),
+        }
+    })
+}
+
+/// A small REST client for one JobManager.
+pub struct RestClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl RestClient {
+    /// A client for the REST endpoint at `address` (`host:port`).
+    pub fn new(address: &str) -> RestClient {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let base = if address.starts_with("http://") { address.to_string() } else { format!("http://{address}") };
+        RestClient { base, agent }
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> Error {
+        Error::Network {
+            context: "cannot reach the JobManager's REST endpoint (start the cluster, or pass its address with -m host:port) at".into(),
+            peer: self.base.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    fn answer(&self, r: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<(u16, Value)> {
+        let mut r = r.map_err(|e| self.unreachable(e))?;
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    fn ok(&self, (status, body): (u16, Value), what: &str) -> Result<Value> {
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let errors: Vec<String> = body["errors"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let message = if errors.is_empty() { format!("HTTP {status}") } else { errors.join("; ") };
+        Err(if status < 500 {
+            Error::Config(format!("{what}: {message}"))
+        } else {
+            Error::internal(format!("{what}: {message}"))
+        })
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let r = self.answer(self.agent.get(&format!("{}{path}", self.base)).call())?;
+        self.ok(r, &format!("GET {path}"))
+    }
+
+    /// POST JSON to a path.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let r = self.answer(self.agent.post(&format!("{}{path}", self.base)).send_json(body))?;
+        self.ok(r, &format!("the JobManager refused POST {path}"))
+    }
+
+    /// PATCH a path.
+    pub fn patch(&self, path: &str) -> Result<Value> {
+        let r = self.answer(self.agent.patch(&format!("{}{path}", self.base)).send_empty())?;
+        self.ok(r, &format!("PATCH {path}"))
+    }
+
+    /// DELETE a path.
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        let r = self.answer(self.agent.delete(&format!("{}{path}", self.base)).call())?;
+        self.ok(r, &format!("DELETE {path}"))
+    }
+}
+
+/// The REST address of the cluster: `-m`, else `rest.address:rest.port`.
+pub fn rest_address(settings: &Settings, explicit: Option<&str>) -> Result<String> {
+    match explicit {
+        Some(m) => Ok(m.to_string()),
+        None => {
+            let c = settings.cluster()?;
+            Ok(format!("{}:{}", c.rest_address, c.rest_port))
+        }
+    }
+}
+
+/// `weir run -t remote`: submits a job to a running cluster; attached, waits and reports.
+pub fn run_remote(
+    driver: &Driver,
+    address: &str,
+    job: &str,
+    args: &Value,
+    config: BTreeMap<String, String>,
+    detached: bool,
+) -> Result<()> {
+    let graph = driver.job_graph(job, args)?;
+    let client = RestClient::new(address);
+    let answer = client.post("/jobs", &json!({ "graph": graph, "config": config }))?;
+    let id = answer["jobid"]
+        .as_str()
+        .ok_or_else(|| Error::internal("the JobManager answered without a job id"))?
+        .to_string();
+    println!("Job has been submitted with JobID {id}");
+    if detached {
+        return Ok(());
+    }
+    let mut last = String::new();
+    let status = loop {
+        let job = client.get(&format!("/jobs/{id}"))?;
+        let state = job["state"].as_str().unwrap_or("UNKNOWN").to_string();
+        if state != last {
+            eprintln!("Job {id} is {state}");
+            last = state.clone();
+        }
+        let status: Option<JobStatus> = serde_json::from_value(job["state"].clone()).ok();
+        if let Some(s) = status.filter(|s| s.is_terminal()) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let result = client.get(&format!("/jobs/{id}/execution-result"))?;
+    let r = &result["job-execution-result"];
+    match status {
+        JobStatus::Finished => {
+            let ms = r["net-runtime"].as_i64().unwrap_or(0);
+            eprintln!("Job {id} FINISHED in {:.3} s", ms as f64 / 1000.0);
+            if let Some(counts) = r["weir-result"]["counts"].as_array() {
+                for c in counts {
+                    let n = c["numRecordsIn"].as_u64().unwrap_or(0).max(c["numRecordsOut"].as_u64().unwrap_or(0));
+                    eprintln!("  {:<40} records in {n:>12}", c["name"].as_str().unwrap_or("?"));
+                }
+            }
+            Ok(())
+        }
+        JobStatus::Canceled => Err(Error::Cancelled(id)),
+        _ => Err(Error::JobFailed {
+            job: id,
+            message: r["failure-cause"]["stack-trace"].as_str().unwrap_or("no cause reported").to_string(),
+        }),
+    }
+}
+
+/// `weir list`: the cluster's jobs.
+pub fn list(address: &str) -> Result<()> {
+    let jobs = RestClient::new(address).get("/jobs/overview")?;
+    let jobs = jobs["jobs"].as_array().cloned().unwrap_or_default();
+    if jobs.is_empty() {
+        println!("No jobs.");
+    }
+    for j in jobs {
+        println!(
+            "{} : {} ({})",
+            j["jid"].as_str().unwrap_or("?"),
+            j["name"].as_str().unwrap_or("?"),
+            j["state"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `weir cancel`: cancels a job.
+pub fn cancel(address: &str, job: &str) -> Result<()> {
+    let id: weir_core::JobId = job.parse()?;
+    RestClient::new(address).patch(&format!("/jobs/{id}?mode=cancel"))?;
+    println!("Cancelled job {id}.");
+    Ok(())
+}

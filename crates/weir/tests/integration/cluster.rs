@@ -1,0 +1,366 @@
+//! A JobManager and TaskManagers as real processes on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A child process killed (by its pid) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `weir ARGS`, waits (bounded) for its `ready` line and returns it; the rest of its
+/// output is drained in the background.
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut child = match Command::new(WEIR).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start weir {args:?}: {e}"),
+    };
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains(" ready: ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+    }
+    if let Some(mut err) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = err.read_to_end(&mut sink);
+        });
+    }
+    let mut p = Proc { child };
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => (p, line),
+        Err(_) => {
+            let _ = p.child.kill();
+            panic!("weir {args:?} did not become ready within 20 s")
+        }
+    }
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap_or_default()
+}
+
+struct Cluster {
+    rest: String,
+    rpc_port: String,
+    taskmanagers: Vec<Proc>,
+    _jobmanager: Proc,
+}
+
+impl Cluster {
+    fn new(taskmanagers: usize, slots: u32) -> Cluster {
+        let (jm, line) = start(&[
+            "jobmanager",
+            "-D",
+            "rest.port=0",
+            "-D",
+            "jobmanager.rpc.port=0",
+            "-D",
+            "heartbeat.interval=200",
+            "-D",
+            "heartbeat.timeout=1500",
+            "-D",
+            "slot.request.timeout=60000",
+        ]);
+        let rest = field(&line, "rest=http://").to_string();
+        let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
+        let mut c = Cluster { rest, rpc_port, taskmanagers: Vec::new(), _jobmanager: jm };
+        for _ in 0..taskmanagers {
+            c.add_taskmanager(slots);
+        }
+        c.wait_for(|o| o["taskmanagers"].as_u64() == Some(taskmanagers as u64), "/overview");
+        c
+    }
+
+    fn add_taskmanager(&mut self, slots: u32) {
+        let port = format!("jobmanager.rpc.port={}", self.rpc_port);
+        let slots = format!("taskmanager.numberOfTaskSlots={slots}");
+        let (tm, _) = start(&[
+            "taskmanager",
+            "-D",
+            &port,
+            "-D",
+            &slots,
+            "-D",
+            "heartbeat.interval=200",
+            "-D",
+            "heartbeat.timeout=1500",
+        ]);
+        self.taskmanagers.push(tm);
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        http("GET", &self.rest, path, None)
+    }
+
+    /// Polls `path` until `ok` holds (bounded: 20 s).
+    fn wait_for(&self, ok: impl Fn(&Value) -> bool, path: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, v) = self.get(path);
+            if ok(&v) {
+                return v;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{path} never satisfied the condition: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn weir(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["-m", &self.rest]);
+        match Command::new(WEIR).args(&all).output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run weir: {e}"),
+        }
+    }
+
+    fn job_state(&self, id: &str) -> String {
+        self.get(&format!("/jobs/{id}")).1["state"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A minimal HTTP/1.1 request to loopback, for checking the REST API from the outside.
+fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut s = match std::net::TcpStream::connect(address) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot connect to {address}: {e}"),
+    };
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(request.as_bytes());
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn job_id(out: &Output) -> String {
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn bundled() -> String {
+    format!("{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_job_submitted_to_the_cluster_runs_on_a_taskmanager_and_rest_reports_it() {
+    let c = Cluster::new(1, 4);
+    let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("FINISHED"), "{}", text(&out.stderr));
+    let id = job_id(&out);
+    let (status, job) = c.get(&format!("/jobs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "FINISHED");
+    assert_eq!(job["vertices"][2]["name"], "Count");
+    assert_eq!(job["vertices"][2]["parallelism"], 2);
+    assert_eq!(job["vertices"][2]["metrics"]["read-records"], 272, "{job}");
+    assert_eq!(c.get(&format!("/jobs/{id}/plan")).1["plan"]["nodes"].as_array().map(Vec::len), Some(2));
+    let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
+    assert_eq!(result["job-execution-result"]["application-status"], "SUCCEEDED");
+    let overview = c.wait_for(|o| o["slots-available"] == 4, "/overview");
+    assert_eq!(overview["jobs-finished"], 1);
+    assert_eq!(overview["slots-total"], 4);
+    let list = c.weir(&["list"]);
+    assert!(text(&list.stdout).contains(&format!("{id} : wordcount (FINISHED)")), "{}", text(&list.stdout));
+    let (_, tms) = c.get("/taskmanagers");
+    assert_eq!(tms["taskmanagers"][0]["slotsNumber"], 4);
+    // Served under /v1 too, and described in the OpenAPI document.
+    assert_eq!(c.get("/v1/overview").1["taskmanagers"], 1);
+    assert!(c.get("/openapi.json").1["paths"]["/jobs/{jobid}"].is_object());
+}
+
+#[test]
+fn jobs_share_and_wait_for_slots_and_cancel_through_rest() {
+    let c = Cluster::new(1, 2);
+    let load = r#"{"rate": 200}"#;
+    let a = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1"]));
+    let b = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1"]));
+    c.wait_for(|o| o["slots-available"] == 0, "/overview");
+    // A third job needs both slots: it waits.
+    let w = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "2"]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.job_state(&w), "CREATED");
+    for id in [&a, &b] {
+        assert_eq!(c.job_state(id), "RUNNING");
+        let (status, _) = http("PATCH", &c.rest, &format!("/jobs/{id}?mode=cancel"), None);
+        assert_eq!(status, 202);
+    }
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{w}"));
+    assert_eq!(c.job_state(&a), "CANCELED");
+    let out = c.weir(&["cancel", &w]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.wait_for(|j| j["state"] == "CANCELED", &format!("/jobs/{w}"));
+    c.wait_for(|o| o["slots-available"] == 2, "/overview");
+}
+
+#[test]
+fn a_killed_or_silent_taskmanager_fails_its_jobs() {
+    let mut c = Cluster::new(1, 2);
+    let load = r#"{"rate": 200}"#;
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load]));
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    // kill -9: the connection drops and the loss is noticed at once.
+    let mut tm = c.taskmanagers.remove(0);
+    let _ = tm.child.kill();
+    let _ = tm.child.wait();
+    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost: its connection closed"), "{ex}");
+    assert_eq!(c.get("/overview").1["taskmanagers"], 0);
+
+    // A stopped process keeps its connection open: the heartbeat timeout (1.5 s here) finds it.
+    c.add_taskmanager(2);
+    c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load]));
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    let pid = c.taskmanagers[0].child.id().to_string();
+    let _ = Command::new("kill").args(["-STOP", &pid]).status();
+    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("no heartbeat"), "{ex}");
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+}
+
+#[test]
+fn malformed_requests_get_4xx_with_a_json_error() {
+    let c = Cluster::new(0, 1);
+    for (method, path, body, want) in [
+        ("GET", "/jobs/not-a-job-id", None, 400),
+        ("GET", "/jobs/0123456789abcdef0123456789abcdef", None, 404),
+        ("PATCH", "/jobs/0123456789abcdef0123456789abcdef?mode=stop", None, 400),
+        ("POST", "/jobs", Some("{not json"), 400),
+        ("POST", "/jobs", Some(r#"{"graph": 1}"#), 400),
+        ("GET", "/no/such/path", None, 404),
+        ("GET", "/taskmanagers/nobody", None, 404),
+    ] {
+        let (status, v) = http(method, &c.rest, path, body);
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert!(v["errors"][0].is_string(), "{method} {path}: {v}");
+    }
+    // A job graph altered after it was built, or written by another format version, is refused.
+    let args: Value = serde_json::from_str(&bundled()).unwrap_or(Value::Null);
+    let graph = weir::Driver::local(weir::builtin::registry()).job_graph("wordcount", &args);
+    let graph = graph.unwrap_or_else(|e| panic!("{e}"));
+    let mut altered = graph.clone();
+    altered.plan.vertices[1].name = "Renamed".into();
+    let mut foreign = graph.clone();
+    foreign.format_version = 99;
+    for (g, want) in [(altered, "fingerprint does not match"), (foreign, "format version 99")] {
+        let body = serde_json::json!({ "graph": g }).to_string();
+        let (status, v) = http("POST", &c.rest, "/jobs", Some(&body));
+        assert_eq!(status, 400, "{v}");
+        assert!(v["errors"][0].as_str().unwrap_or_default().contains(want), "{v}");
+    }
+}
+
+#[test]
+fn bad_peers_and_addresses_are_clear_errors() {
+    let c = Cluster::new(0, 1);
+    // A peer with another protocol version is refused before anything is decoded.
+    let mut s = match std::net::TcpStream::connect(format!("127.0.0.1:{}", c.rpc_port)) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let _ = s.write_all(b"WEIR\0\0\0\x63");
+    let mut answer = Vec::new();
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(&answer[..4], b"WEIR", "the JobManager answers with its own handshake, then closes");
+    assert_eq!(c.get("/overview").1["taskmanagers"], 0);
+
+    // A TaskManager pointed at something that is not a JobManager of its version.
+    let fake = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let fake_port = fake.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = fake.accept() {
+            let _ = s.write_all(b"WEIR\0\0\0\x63");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let out = Command::new(WEIR)
+        .args(["taskmanager", "-D", &format!("jobmanager.rpc.port={fake_port}")])
+        .output()
+        .map_err(|e| e.to_string());
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("speaks protocol version 99"), "{}", text(&out.stderr));
+
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+    let out = Command::new(WEIR)
+        .args(["run", "-t", "remote", "-m", &format!("127.0.0.1:{closed}"), "wordcount", "--args", &bundled()])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot reach the JobManager's REST endpoint"), "{}", text(&out.stderr));
+
+    // A port in use.
+    let rest_port = c.rest.rsplit(':').next().unwrap_or_default();
+    let out = Command::new(WEIR)
+        .args(["jobmanager", "-D", &format!("rest.port={rest_port}"), "-D", "jobmanager.rpc.port=0"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is the port in use?"), "{}", text(&out.stderr));
+
+    // An unknown target, an unknown job id.
+    let out = c.weir(&["run", "-t", "yarn", "wordcount"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("valid targets: local, remote"), "{}", text(&out.stderr));
+    let out = c.weir(&["cancel", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not known to this cluster"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn delete_cluster_stops_the_jobmanager_and_its_taskmanagers() {
+    let mut c = Cluster::new(2, 1);
+    let (status, _) = http("DELETE", &c.rest, "/cluster", None);
+    assert_eq!(status, 202);
+    let start = Instant::now();
+    for tm in c.taskmanagers.iter_mut().chain(std::iter::once(&mut c._jobmanager)) {
+        loop {
+            if let Ok(Some(s)) = tm.child.try_wait() {
+                assert!(s.success(), "exited with {s}");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "a process did not exit after DELETE /cluster");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
