@@ -75,17 +75,16 @@ where
         let mut window = TimeWindow { start: ts, end: ts.saturating_add(self.gap) };
         let k = (self.key)(&x);
         let sessions = self.sessions.entry(k.clone()).or_default();
-        // Merge every session the new window overlaps.
+        // Merge every session the new window intersects; windows that touch intersect (Flink's
+        // TimeWindow.intersects is inclusive), so records exactly `gap` apart share a session.
         let mut acc = self.wf.create();
-        let mut fired = false;
         let mut i = 0;
         while i < sessions.len() {
             let s = &sessions[i];
-            if s.window.start < window.end && window.start < s.window.end {
+            if s.window.start <= window.end && window.start <= s.window.end {
                 let s = sessions.swap_remove(i);
                 window = TimeWindow { start: window.start.min(s.window.start), end: window.end.max(s.window.end) };
                 self.wf.merge(s.acc, &mut acc);
-                fired |= s.fired;
             } else {
                 i += 1;
             }
@@ -99,13 +98,13 @@ where
             return;
         }
         self.wf.add(&mut acc, x);
+        // A merged session counts as fired only if it is complete already (then it fires now, a late
+        // firing); otherwise it fires when the watermark passes its new end, whatever its parts did.
         let complete = window.max_timestamp() <= wm;
         if complete {
-            // A late firing: the session was (or would have been) complete already.
             self.out.emit(&mut self.wf, &k, window, &acc);
-            fired = true;
         }
-        sessions.push(Session { window, acc, fired });
+        sessions.push(Session { window, acc, fired: complete });
         let at = if complete { window.end.saturating_add(self.lateness) } else { window.end };
         self.by_end.entry(at).or_default().push(k);
     }
