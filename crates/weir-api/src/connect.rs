@@ -350,7 +350,7 @@ where
         }
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         for (tb, b) in ctx.list_state(&self.rights)?.get() {
-            if ta + self.lower <= *tb && *tb <= ta + self.upper {
+            if ta.saturating_add(self.lower) <= *tb && *tb <= ta.saturating_add(self.upper) {
                 (self.f)(&a, b, &mut scratch);
                 out.extend(scratch.drain(..).map(|o| (o, ta.max(*tb))));
             }
@@ -371,7 +371,7 @@ where
         }
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         for (ta, a) in ctx.list_state(&self.lefts)?.get() {
-            if ta + self.lower <= tb && tb <= ta + self.upper {
+            if ta.saturating_add(self.lower) <= tb && tb <= ta.saturating_add(self.upper) {
                 (self.f)(a, &b, &mut scratch);
                 out.extend(scratch.drain(..).map(|o| (o, tb.max(*ta))));
             }

@@ -22,7 +22,9 @@ pub struct StateTtlConfig(StateTtl);
 impl StateTtlConfig {
     /// Entries expire `ttl` after they were last written.
     pub const fn new(ttl: Duration) -> Self {
-        StateTtlConfig(StateTtl { ttl_ms: ttl.as_millis() as i64, update_on_read: false })
+        let ms = ttl.as_millis();
+        let ttl_ms = if ms > i64::MAX as u128 { i64::MAX } else { ms as i64 };
+        StateTtlConfig(StateTtl { ttl_ms, update_on_read: false })
     }
     /// Reads refresh the entry too.
     pub const fn update_on_read_and_write(mut self) -> Self {

@@ -60,8 +60,11 @@ impl<T: Serialize> Output<T> for CollectWriter<T> {
 
 /// Decodes one subtask's collected records.
 pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<Vec<T>> {
-    postcard::from_bytes(bytes).map_err(|e| Error::InvalidArguments {
-        job: name.to_string(),
-        message: format!("collected records do not decode as {}: {e}", std::any::type_name::<T>()),
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::invalid_job(format!(
+            "the records of collect sink '{name}' do not decode as {}: {e}; read them with the record type the \
+             sink collects",
+            std::any::type_name::<T>()
+        ))
     })
 }

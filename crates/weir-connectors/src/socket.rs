@@ -22,10 +22,20 @@ impl SocketText {
     }
 
     fn resolve(&self) -> Result<SocketAddr> {
-        let bad = |e: std::io::Error| Error::Network {
-            context: "cannot resolve socket source address (expected host:port)".into(),
-            peer: self.address.clone(),
-            source: e,
+        let bad = |e: std::io::Error| {
+            if e.kind() == ErrorKind::InvalidInput {
+                // Not an address at all: the user's to fix.
+                Error::Config(format!(
+                    "cannot resolve socket source address '{}': {e}; expected host:port, e.g. localhost:9999",
+                    self.address
+                ))
+            } else {
+                Error::Network {
+                    context: "cannot resolve socket source address".into(),
+                    peer: self.address.clone(),
+                    source: e,
+                }
+            }
         };
         self.address
             .to_socket_addrs()

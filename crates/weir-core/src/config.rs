@@ -236,8 +236,8 @@ impl ClusterConfig {
             k if EXECUTION_KEYS.contains(&k) => {}
             k => return Err(unknown_key(k)),
         }
-        if self.slots == 0 {
-            return Err(Error::Config("taskmanager.numberOfTaskSlots must be at least 1".into()));
+        if self.slots == 0 || self.slots > 1 << 16 {
+            return Err(Error::Config("taskmanager.numberOfTaskSlots must be between 1 and 65536".into()));
         }
         if self.heartbeat_interval_ms == 0 || self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
             return Err(Error::Config("heartbeat.interval must be positive and smaller than heartbeat.timeout".into()));

@@ -34,6 +34,11 @@ impl Default for ExecutionConfig {
 }
 
 impl ExecutionConfig {
+    /// The largest `execution.batch-size`: larger batches only cost memory.
+    pub const MAX_BATCH_SIZE: usize = 1 << 20;
+    /// The largest `execution.channel-capacity`, in batches.
+    pub const MAX_CHANNEL_CAPACITY: usize = 1 << 16;
+
     /// The processing-time tick interval.
     pub fn tick(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.auto_watermark_interval_ms.max(1))
@@ -97,8 +102,17 @@ impl ExecutionConfig {
         if self.auto_watermark_interval_ms == 0 {
             return Err(Error::Config("pipeline.auto-watermark-interval must be at least 1 ms".into()));
         }
-        if self.batch_size == 0 || self.channel_capacity == 0 {
-            return Err(Error::Config("execution.batch-size and execution.channel-capacity must be at least 1".into()));
+        if self.batch_size == 0 || self.batch_size > Self::MAX_BATCH_SIZE {
+            return Err(Error::Config(format!("execution.batch-size must be between 1 and {}", Self::MAX_BATCH_SIZE)));
+        }
+        if self.channel_capacity == 0 || self.channel_capacity > Self::MAX_CHANNEL_CAPACITY {
+            return Err(Error::Config(format!(
+                "execution.channel-capacity must be between 1 and {} batches",
+                Self::MAX_CHANNEL_CAPACITY
+            )));
+        }
+        if self.auto_watermark_interval_ms > 24 * 3600 * 1000 {
+            return Err(Error::Config("pipeline.auto-watermark-interval must be at most one day".into()));
         }
         Ok(())
     }

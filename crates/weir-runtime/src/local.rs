@@ -242,16 +242,14 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
 
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<()>>();
     let mut threads = Vec::with_capacity(tasks.len());
-    for spec in tasks.into_values() {
+    let mut pending = tasks.into_values();
+    while let Some(spec) = pending.next() {
         let graph = graph.clone();
         let shared2 = shared.clone();
         let done = done_tx.clone();
-        let name = format!(
-            "{} ({}/{})",
-            graph.nodes[spec.head.0 as usize].vertex.name,
-            spec.subtask + 1,
-            graph.nodes[spec.head.0 as usize].vertex.parallelism
-        );
+        let vertex = graph.nodes[spec.head.0 as usize].vertex.clone();
+        let subtask = spec.subtask;
+        let name = format!("{} ({}/{})", vertex.name, subtask + 1, vertex.parallelism);
         shared.live_tasks.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(truncate(&name, 60)).spawn(move || {
             let r = run_task(&graph, &shared2, spec);
@@ -262,15 +260,21 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             Ok(h) => threads.push(h),
             Err(e) => {
                 shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
+                // The tasks not started hold channel ends that started tasks may be blocked on:
+                // drop them first, so that cancellation reaches every started task.
+                drop(pending);
                 shared.cancel.cancel();
                 for h in threads {
                     let _ = h.join();
                 }
                 return Err(Error::Task {
-                    operator: name,
-                    subtask: 0,
-                    parallelism: 1,
-                    message: format!("cannot start a thread: {e}"),
+                    operator: vertex.name,
+                    subtask,
+                    parallelism: vertex.parallelism,
+                    message: format!(
+                        "cannot start a thread for this task: {e}; the job needs one thread per task and subtask \
+                         (see `weir info`): lower its parallelism, or raise the process's thread and memory limits"
+                    ),
                     blame: Blame::External,
                     retryable: true,
                 });

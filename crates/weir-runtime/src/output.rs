@@ -50,27 +50,23 @@ impl<T> Batch<T> {
         self.records.is_empty()
     }
 
-    /// Removes all records and timestamps, keeping capacity.
+    /// Removes all records and the timestamp column. (An empty batch never keeps a column: a
+    /// buffer reused for records without timestamps must not carry a stale one.)
     pub fn clear(&mut self) {
         self.records.clear();
-        if let Some(t) = &mut self.timestamps {
-            t.clear();
-        }
+        self.timestamps = None;
     }
 
     /// Takes the contents out, leaving an empty batch.
     pub fn take(&mut self) -> Batch<T> {
-        Batch { records: std::mem::take(&mut self.records), timestamps: self.timestamps.as_mut().map(std::mem::take) }
+        Batch { records: std::mem::take(&mut self.records), timestamps: self.timestamps.take() }
     }
 
-    /// Moves the timestamp column of `from` into `self` (whose own column is emptied and handed
-    /// back to `from`), for operators that emit exactly one record per input, in order.
+    /// Moves the timestamp column of `from` into `self`, for operators that emit exactly one
+    /// record per input, in order.
     #[inline]
     pub fn take_timestamps_from(&mut self, from: &mut Batch<impl Sized>) {
-        std::mem::swap(&mut self.timestamps, &mut from.timestamps);
-        if let Some(t) = &mut from.timestamps {
-            t.clear();
-        }
+        self.timestamps = from.timestamps.take();
     }
 
     /// Appends one record with an optional timestamp (the timestamp is used only when the batch
@@ -112,9 +108,31 @@ impl<T> Batch<T> {
 
     /// Iterates records with their timestamps, emptying the batch.
     pub fn drain(&mut self) -> impl Iterator<Item = (T, Option<Timestamp>)> + '_ {
-        let ts = self.timestamps.as_mut();
-        let ts_iter = ts.into_iter().flat_map(|t| t.drain(..).map(Some));
-        self.records.drain(..).zip(ts_iter.chain(std::iter::repeat(None)))
+        let ts = self.timestamps.take().unwrap_or_default();
+        self.records.drain(..).zip(ts.into_iter().map(Some).chain(std::iter::repeat(None)))
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_batch_carries_no_timestamp_column() {
+        let mut b = Batch::timestamped(vec![1, 2], vec![10, 20]);
+        let taken = b.take();
+        assert_eq!(taken.timestamps, Some(vec![10, 20]));
+        assert_eq!(b.timestamps, None);
+        b.records.extend([3, 4]);
+        b.retain(|x| *x > 3);
+        assert_eq!(b, Batch::of(vec![4]));
+        let mut b = Batch::timestamped(vec![1], vec![10]);
+        assert_eq!(b.drain().collect::<Vec<_>>(), vec![(1, Some(10))]);
+        assert_eq!(b.timestamps, None);
+        let mut b = Batch::timestamped(vec![1], vec![10]);
+        b.clear();
+        b.push(5, None);
+        assert_eq!(b, Batch::of(vec![5]));
     }
 }
 

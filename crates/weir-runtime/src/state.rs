@@ -68,6 +68,14 @@ impl<K: Hash + Eq + Clone> KeyedStates<K> {
     /// The slot index of state `name`, declaring it on first use; an error if it was declared
     /// with another kind or type.
     pub fn declare<S: 'static>(&mut self, name: &str, kind: StateKind, ttl: Option<StateTtl>) -> Result<usize> {
+        if let Some(t) = ttl
+            && t.ttl_ms < 1
+        {
+            return Err(Error::invalid_job(format!(
+                "state '{name}' has a time-to-live of {} ms; it must be at least 1 ms",
+                t.ttl_ms
+            )));
+        }
         if let Some(i) = self.declared.iter().position(|d| d.name == name) {
             let d = &self.declared[i];
             if d.kind != kind || d.type_id != TypeId::of::<S>() {

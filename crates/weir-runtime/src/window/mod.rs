@@ -130,13 +130,17 @@ impl WindowAssigner {
         match *self {
             WindowAssigner::Tumbling { size, offset, .. } => {
                 let start = window_start(ts, offset, size);
-                f(TimeWindow { start, end: start + size });
+                f(TimeWindow { start, end: start.saturating_add(size) });
             }
             WindowAssigner::Sliding { size, slide, offset, .. } => {
                 let mut start = window_start(ts, offset, slide);
-                while start > ts - size {
-                    f(TimeWindow { start, end: start + size });
-                    start -= slide;
+                let first = ts.saturating_sub(size);
+                while start > first {
+                    f(TimeWindow { start, end: start.saturating_add(size) });
+                    if start == i64::MIN {
+                        break;
+                    }
+                    start = start.saturating_sub(slide);
                 }
             }
             WindowAssigner::Session { gap, .. } => f(TimeWindow { start: ts, end: ts + gap }),
@@ -148,7 +152,9 @@ impl WindowAssigner {
 /// The start of the window of length `size` (shifted by `offset`) containing `ts`.
 #[inline]
 pub fn window_start(ts: Timestamp, offset: i64, size: i64) -> Timestamp {
-    ts - (ts - offset).rem_euclid(size)
+    // In i128: timestamps near the ends of the i64 range must not overflow.
+    let (t, o, s) = (i128::from(ts), i128::from(offset), i128::from(size.max(1)));
+    (t - (t - o).rem_euclid(s)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Where a window operator's results and late records go, with their buffers: shared by all
@@ -216,6 +222,14 @@ impl<T, O> WindowOutputs<T, O> {
 /// what to do.
 pub fn event_timestamps<T>(batch: &mut Batch<T>, operator: &str) -> Result<Vec<Timestamp>> {
     match batch.timestamps.take() {
+        Some(ts) if ts.contains(&Timestamp::MIN) => {
+            batch.clear();
+            Err(weir_core::Error::invalid_job(format!(
+                "event-time window '{operator}' got a record without a timestamp (for example one emitted by a \
+                 processing-time timer); assign timestamps with assign_timestamps_and_watermarks(...) before the \
+                 window, or collect such records with collect_with_timestamp"
+            )))
+        }
         Some(ts) => Ok(ts),
         None => {
             batch.clear();

@@ -89,12 +89,12 @@ where
             for (k, acc) in &states {
                 self.out.emit(&mut self.wf, k, window, acc);
             }
-            if end - 1 + self.lateness > time {
+            if (end - 1).saturating_add(self.lateness) > time {
                 self.fired.insert(end, states);
             }
         }
         while let Some(entry) = self.fired.first_entry() {
-            if entry.key() - 1 + self.lateness > time {
+            if (entry.key() - 1).saturating_add(self.lateness) > time {
                 break;
             }
             entry.remove();

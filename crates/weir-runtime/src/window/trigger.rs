@@ -313,7 +313,9 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     timers: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
     live: [HashSet<(Timestamp, K, TimeWindow), foldhash::fast::RandomState>; 2],
     /// Window state to drop once the watermark passes `end - 1 + lateness`.
-    cleanup: BTreeMap<Timestamp, Vec<(K, TimeWindow)>>,
+    /// Panes to drop once their domain's time passes `end - 1 + lateness` (processing time: no
+    /// lateness), per domain.
+    cleanup: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
     watermark: Timestamp,
     now: Timestamp,
     out: WindowOutputs<T, WF::Out>,
@@ -359,7 +361,7 @@ where
             panes: StateMap::default(),
             timers: [BTreeMap::new(), BTreeMap::new()],
             live: [HashSet::default(), HashSet::default()],
-            cleanup: BTreeMap::new(),
+            cleanup: [BTreeMap::new(), BTreeMap::new()],
             watermark: Timestamp::MIN,
             now: now_millis(),
             out: WindowOutputs::new(next, late),
@@ -432,8 +434,8 @@ where
         }
     }
 
-    fn clean_up(&mut self, time: Timestamp) {
-        while let Some(entry) = self.cleanup.first_entry() {
+    fn clean_up(&mut self, domain: usize, time: Timestamp) {
+        while let Some(entry) = self.cleanup[domain].first_entry() {
             if *entry.key() > time {
                 break;
             }
@@ -493,7 +495,9 @@ where
                 self.register(&k, w, new_timers);
                 if fresh && event_windows {
                     let at = w.max_timestamp().saturating_add(self.lateness);
-                    self.cleanup.entry(at).or_default().push((k.clone(), w));
+                    self.cleanup[EVENT].entry(at).or_default().push((k.clone(), w));
+                } else if fresh && processing {
+                    self.cleanup[PROCESSING].entry(w.max_timestamp()).or_default().push((k.clone(), w));
                 }
                 self.act(&k, w, result);
             }
@@ -506,12 +510,13 @@ where
             Control::Watermark(wm) => {
                 self.watermark = self.watermark.max(wm);
                 self.fire_timers(EVENT, wm);
-                self.clean_up(wm);
+                self.clean_up(EVENT, wm);
                 self.out.flush()?;
             }
             Control::Tick(now) => {
                 self.now = now;
                 self.fire_timers(PROCESSING, now);
+                self.clean_up(PROCESSING, now);
                 self.out.flush()?;
             }
             Control::Idle(_) => {}
@@ -520,7 +525,9 @@ where
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.out.flush()?;
+        // As the other processing-time windows do at the end of input: time runs out, timers fire.
+        self.now = Timestamp::MAX;
+        self.fire_timers(PROCESSING, Timestamp::MAX);
         self.out.finish()
     }
 }

@@ -194,3 +194,25 @@ fn an_interval_join_pairs_records_within_the_bounds() -> Result<()> {
     assert!(e.contains("the lower bound must not exceed the upper bound"), "{e}");
     Ok(())
 }
+
+fn mixed(env: &mut StreamEnv, _: ()) -> Result<()> {
+    // One input with event time, one without: their records share buffers downstream.
+    let stamped = stamped(env, lcg(8, 300, 3, 1000));
+    let plain = env.from_collection(lcg(9, 300, 3, 1000));
+    stamped
+        .connect(&plain)
+        .flat_map(|a: Ev, out: &mut Vec<i64>| out.push(a.2), |b: Ev, out: &mut Vec<i64>| out.push(b.2))
+        .filter(|_| true)
+        .rebalance()
+        .map(|x| x + 1)
+        .collect("out");
+    Ok(())
+}
+static MIXED: Job<()> = Job::new("mixed", mixed);
+
+#[test]
+fn streams_with_and_without_event_time_can_share_operators() -> Result<()> {
+    let r = Driver::local(Registry::new().register(&MIXED)).with_parallelism(2)?.execute(&MIXED, ())?;
+    assert_eq!(r.collected::<i64>("out")?.len(), 600);
+    Ok(())
+}

@@ -481,3 +481,34 @@ fn impossible_windows_are_plan_errors() {
         assert!(e.contains(want), "case {i}: {e}");
     }
 }
+
+fn extremes(env: &mut StreamEnv, _: ()) -> Result<()> {
+    // Timestamps at the far end of the range, and a lateness that never runs out.
+    env.from_collection(vec![(1u32, i64::MAX - 5, 1i64), (1, i64::MAX - 1, 2), (2, 0, 3)])
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &Event, _| e.1),
+        )
+        .key_by(|e: &Event| e.0)
+        .window(SlidingEventTimeWindows::of(Duration::from_millis(10), Duration::from_millis(5)))
+        .allowed_lateness(Duration::MAX)
+        .reduce(|a, b| (a.0, a.1, a.2 + b.2))
+        .collect("out");
+    Ok(())
+}
+static EXTREMES: Job<()> = Job::new("extremes", extremes);
+
+#[test]
+fn extreme_timestamps_and_lateness_neither_panic_nor_lose_records() -> Result<()> {
+    let r = Driver::local(Registry::new().register(&EXTREMES)).with_parallelism(1)?.execute(&EXTREMES, ())?;
+    let got: Vec<Event> = r.collected("out")?;
+    // Each record is in two sliding windows (size 10, slide 5).
+    assert_eq!(got.iter().map(|e| e.2).sum::<i64>(), 2 * (1 + 2 + 3), "{got:?}");
+    let mut d = Driver::local(Registry::new().register(&EXTREMES));
+    for (key, value) in
+        [("execution.batch-size", "100000000000"), ("execution.channel-capacity", "18446744073709551615")]
+    {
+        let e = d.set(key, value).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("must be between 1 and"), "{key}: {e}");
+    }
+    Ok(())
+}
