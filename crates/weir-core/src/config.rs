@@ -119,6 +119,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn restart_strategies_decide_like_flinks() -> Result<()> {
+        let mut c = ClusterConfig::default();
+        assert_eq!(c.restart_strategy().next_delay(0, &[], 0, 0), None, "no restarts by default");
+        // Options may come before the type (files apply in key order).
+        c.set("restart-strategy.fixed-delay.attempts", "2")?;
+        c.set("restart-strategy.type", "fixed-delay")?;
+        c.set("restart-strategy.fixed-delay.delay", "250 ms")?;
+        let r = &c.restart_strategy();
+        assert_eq!(
+            (r.next_delay(0, &[], 0, 0), r.next_delay(0, &[0], 1, 250), r.next_delay(0, &[0, 0], 2, 250)),
+            (Some(250), Some(250), None)
+        );
+        c.set("restart-strategy.type", "exponential-delay")?;
+        c.set("restart-strategy.exponential-delay.initial-backoff", "100ms")?;
+        c.set("restart-strategy.exponential-delay.max-backoff", "1s")?;
+        c.set("restart-strategy.exponential-delay.backoff-multiplier", "2")?;
+        c.set("restart-strategy.exponential-delay.reset-backoff-threshold", "10s")?;
+        let r = &c.restart_strategy();
+        assert_eq!(r.next_delay(1_000, &[], 0, 0), Some(100));
+        assert_eq!(r.next_delay(1_000, &[900], 1, 100), Some(200));
+        assert_eq!(r.next_delay(1_000, &[900], 5, 800), Some(1_000), "capped at max-backoff");
+        assert_eq!(r.next_delay(50_000, &[900], 6, 1_000), Some(100), "reset after a quiet spell");
+        c.set("restart-strategy.type", "failure-rate")?;
+        c.set("restart-strategy.failure-rate.max-failures-per-interval", "2")?;
+        c.set("restart-strategy.failure-rate.failure-rate-interval", "1min")?;
+        let r = &c.restart_strategy();
+        assert_eq!(r.next_delay(10_000, &[5_000], 1, 0), Some(1_000));
+        assert_eq!(r.next_delay(10_000, &[5_000, 9_000], 2, 0), None, "a third failure within a minute");
+        assert_eq!(r.next_delay(200_000, &[5_000, 9_000], 2, 0), Some(1_000), "old failures do not count");
+        assert!(c.set("restart-strategy.fixed-delay.attempts", "three").is_err());
+        assert!(c.set("restart-strategy.fixed-delay.delay", "5 parsecs").is_err());
+        assert!(c.set("restart-strategy.type", "sometimes").is_err());
+        assert!(c.set("restart-strategy.fixed-delay.atempts", "3").is_err(), "unknown restart keys are errors");
+        Ok(())
+    }
+
+    #[test]
     fn flat_and_nested_keys_become_dotted_keys() -> Result<()> {
         let c = ConfigFile::parse(
             "parallelism.default: 4\npipeline:\n  max-parallelism: 256\n  auto-watermark-interval: 50ms\n",
@@ -163,8 +200,26 @@ pub fn unknown_key(key: &str) -> Error {
     Error::Config(format!("unknown configuration key '{key}'; known keys: {}", all_keys().join(", ")))
 }
 
+/// A duration in milliseconds from Flink's notation: `500`, `500ms`, `10 s`, `2min`, `1h`.
+pub fn duration_ms(key: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 =
+        n.parse().map_err(|_| Error::Config(format!("{key}: '{value}' is not a duration (e.g. 500ms, 10s, 2min)")))?;
+    let factor = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "m" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(Error::Config(format!("{key}: unknown time unit '{other}' (use ms, s, min, h or d)"))),
+    };
+    n.checked_mul(factor).ok_or_else(|| Error::Config(format!("{key}: '{value}' is too long")))
+}
+
 /// Settings of the cluster processes, with Flink's key names and defaults.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterConfig {
     /// `jobmanager.rpc.address`: where TaskManagers reach the JobManager.
     pub rpc_address: String,
@@ -184,6 +239,72 @@ pub struct ClusterConfig {
     pub heartbeat_timeout_ms: u64,
     /// `slot.request.timeout` in ms: how long a job waits for slots before it fails.
     pub slot_request_timeout_ms: u64,
+    /// `restart-strategy.type`: none, fixed-delay, exponential-delay or failure-rate.
+    pub restart_type: String,
+    /// The other `restart-strategy.*` keys, checked on entry and read for the chosen type only
+    /// (as Flink does), so their order does not matter.
+    pub restart_options: BTreeMap<String, String>,
+}
+
+/// Flink's restart strategies, with Flink's keys and defaults.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RestartStrategy {
+    /// `none`: a failed job stays failed.
+    None,
+    /// `fixed-delay`: up to `attempts` restarts, `delay_ms` apart.
+    FixedDelay {
+        /// `restart-strategy.fixed-delay.attempts` (default 1).
+        attempts: u32,
+        /// `restart-strategy.fixed-delay.delay` (default 1 s).
+        delay_ms: u64,
+    },
+    /// `exponential-delay`: restarts forever, the delay growing by `multiplier` up to `max_ms`,
+    /// back to `initial_ms` after `reset_ms` without failures.
+    ExponentialDelay {
+        /// `restart-strategy.exponential-delay.initial-backoff` (default 1 s).
+        initial_ms: u64,
+        /// `restart-strategy.exponential-delay.max-backoff` (default 1 min).
+        max_ms: u64,
+        /// `restart-strategy.exponential-delay.backoff-multiplier` (default 1.5).
+        multiplier: f64,
+        /// `restart-strategy.exponential-delay.reset-backoff-threshold` (default 1 h).
+        reset_ms: u64,
+    },
+    /// `failure-rate`: restarts `delay_ms` apart while at most `max_failures` happen per
+    /// `interval_ms`.
+    FailureRate {
+        /// `restart-strategy.failure-rate.max-failures-per-interval` (default 1).
+        max_failures: u32,
+        /// `restart-strategy.failure-rate.failure-rate-interval` (default 1 min).
+        interval_ms: u64,
+        /// `restart-strategy.failure-rate.delay` (default 1 s).
+        delay_ms: u64,
+    },
+}
+
+impl RestartStrategy {
+    /// Whether to restart after a failure at `now_ms`, and after what delay: `failures` holds the
+    /// times of earlier failures (oldest first), `restarts` how many restarts happened,
+    /// `last_delay_ms` the previous delay (exponential).
+    pub fn next_delay(&self, now_ms: i64, failures: &[i64], restarts: u32, last_delay_ms: u64) -> Option<u64> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay_ms } => (restarts < attempts).then_some(delay_ms),
+            RestartStrategy::ExponentialDelay { initial_ms, max_ms, multiplier, reset_ms } => {
+                let quiet = failures.last().is_none_or(|&t| now_ms.saturating_sub(t) >= reset_ms as i64);
+                if quiet || last_delay_ms == 0 {
+                    Some(initial_ms.min(max_ms))
+                } else {
+                    Some(((last_delay_ms as f64 * multiplier) as u64).clamp(initial_ms, max_ms))
+                }
+            }
+            RestartStrategy::FailureRate { max_failures, interval_ms, delay_ms } => {
+                let recent = failures.iter().filter(|&&t| now_ms.saturating_sub(t) < interval_ms as i64).count() + 1;
+                (recent <= max_failures as usize).then_some(delay_ms)
+            }
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -198,13 +319,25 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 50_000,
             slot_request_timeout_ms: 300_000,
+            restart_type: "none".into(),
+            restart_options: BTreeMap::new(),
         }
     }
 }
 
 impl ClusterConfig {
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 19] = [
+        "restart-strategy.type",
+        "restart-strategy.fixed-delay.attempts",
+        "restart-strategy.fixed-delay.delay",
+        "restart-strategy.exponential-delay.initial-backoff",
+        "restart-strategy.exponential-delay.max-backoff",
+        "restart-strategy.exponential-delay.backoff-multiplier",
+        "restart-strategy.exponential-delay.reset-backoff-threshold",
+        "restart-strategy.failure-rate.max-failures-per-interval",
+        "restart-strategy.failure-rate.failure-rate-interval",
+        "restart-strategy.failure-rate.delay",
         "jobmanager.rpc.address",
         "jobmanager.rpc.port",
         "rest.address",
@@ -230,9 +363,47 @@ impl ClusterConfig {
             "rest.bind-address" => self.rest_bind_address = value.trim().to_string(),
             "rest.port" => self.rest_port = num(key, value)?,
             "taskmanager.numberOfTaskSlots" => self.slots = num(key, value)?,
-            "heartbeat.interval" => self.heartbeat_interval_ms = num(key, value)?,
-            "heartbeat.timeout" => self.heartbeat_timeout_ms = num(key, value)?,
-            "slot.request.timeout" => self.slot_request_timeout_ms = num(key, value)?,
+            "heartbeat.interval" => self.heartbeat_interval_ms = duration_ms(key, value)?,
+            "heartbeat.timeout" => self.heartbeat_timeout_ms = duration_ms(key, value)?,
+            "slot.request.timeout" => self.slot_request_timeout_ms = duration_ms(key, value)?,
+            "restart-strategy.type" => {
+                let t = value.trim();
+                if ![
+                    "none",
+                    "off",
+                    "disable",
+                    "fixed-delay",
+                    "fixeddelay",
+                    "exponential-delay",
+                    "exponentialdelay",
+                    "failure-rate",
+                    "failurerate",
+                ]
+                .contains(&t)
+                {
+                    return Err(Error::Config(format!(
+                        "restart-strategy.type '{t}': use none, fixed-delay, exponential-delay or failure-rate"
+                    )));
+                }
+                self.restart_type = t.to_string();
+            }
+            k if k.starts_with("restart-strategy.") && Self::KEYS.contains(&k) => {
+                if k.ends_with(".attempts") || k.ends_with(".max-failures-per-interval") {
+                    value
+                        .trim()
+                        .parse::<u32>()
+                        .map_err(|_| Error::Config(format!("{k}: '{value}' is not a whole number")))?;
+                } else if k.ends_with(".backoff-multiplier") {
+                    let m: f64 =
+                        value.trim().parse().map_err(|_| Error::Config(format!("{k}: '{value}' is not a number")))?;
+                    if !(m.is_finite() && m >= 1.0) {
+                        return Err(Error::Config(format!("{k} must be a number of at least 1")));
+                    }
+                } else {
+                    duration_ms(k, value)?;
+                }
+                self.restart_options.insert(k.to_string(), value.trim().to_string());
+            }
             k if EXECUTION_KEYS.contains(&k) => {}
             k => return Err(unknown_key(k)),
         }
@@ -243,6 +414,33 @@ impl ClusterConfig {
             return Err(Error::Config("heartbeat.interval must be positive and smaller than heartbeat.timeout".into()));
         }
         Ok(())
+    }
+
+    /// The restart strategy the settings describe (options of other strategies are ignored).
+    pub fn restart_strategy(&self) -> RestartStrategy {
+        let opt = |k: &str| self.restart_options.get(k).map(String::as_str);
+        let dur = |k: &str, default: u64| opt(k).and_then(|v| duration_ms(k, v).ok()).unwrap_or(default);
+        let int = |k: &str, default: u32| opt(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+        match self.restart_type.as_str() {
+            "fixed-delay" | "fixeddelay" => RestartStrategy::FixedDelay {
+                attempts: int("restart-strategy.fixed-delay.attempts", 1),
+                delay_ms: dur("restart-strategy.fixed-delay.delay", 1_000),
+            },
+            "exponential-delay" | "exponentialdelay" => RestartStrategy::ExponentialDelay {
+                initial_ms: dur("restart-strategy.exponential-delay.initial-backoff", 1_000),
+                max_ms: dur("restart-strategy.exponential-delay.max-backoff", 60_000),
+                multiplier: opt("restart-strategy.exponential-delay.backoff-multiplier")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1.5),
+                reset_ms: dur("restart-strategy.exponential-delay.reset-backoff-threshold", 3_600_000),
+            },
+            "failure-rate" | "failurerate" => RestartStrategy::FailureRate {
+                max_failures: int("restart-strategy.failure-rate.max-failures-per-interval", 1),
+                interval_ms: dur("restart-strategy.failure-rate.failure-rate-interval", 60_000),
+                delay_ms: dur("restart-strategy.failure-rate.delay", 1_000),
+            },
+            _ => RestartStrategy::None,
+        }
     }
 
     /// Applies every key of a file.

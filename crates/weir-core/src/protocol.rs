@@ -77,6 +77,10 @@ pub enum ToJobManager {
         error: Option<String>,
         /// The result, for FINISHED.
         result: Option<JobResult>,
+        /// For FAILED: whether running the job again may succeed (a deterministic failure, such as a
+        /// job graph this artifact cannot rebuild, is not).
+        #[serde(default)]
+        retryable: bool,
     },
 }
 

@@ -105,8 +105,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                     _ => return Ok(()),
                 }
             }
-            Ok(Some(ToJobManager::JobState { job_id, status, error, result })) => {
-                cluster.job_state(&taskmanager_id, job_id, status, error, result);
+            Ok(Some(ToJobManager::JobState { job_id, status, error, result, retryable })) => {
+                cluster.job_state(&taskmanager_id, job_id, status, error, result, retryable);
             }
             Ok(Some(ToJobManager::Register { .. })) => break "registered twice on one connection".to_string(),
             Ok(None) => break "its connection closed".to_string(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
-use weir_core::config::ClusterConfig;
+use weir_core::config::{ClusterConfig, RestartStrategy};
 use weir_core::protocol::ToTaskManager;
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
@@ -67,6 +67,12 @@ pub struct Job {
     pub result: Option<JobResult>,
     /// Cancellation asked for.
     pub cancel_requested: bool,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Times of failures that led to restarts (ms).
+    failures: Vec<i64>,
+    last_delay_ms: u64,
+    restart_at: Option<Instant>,
     submitted_at: Instant,
 }
 
@@ -83,6 +89,8 @@ pub struct State {
 pub struct Cluster {
     /// Settings.
     pub config: ClusterConfig,
+    /// What happens when a job fails.
+    pub restart: RestartStrategy,
     state: Mutex<State>,
     shutdown: Notify,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -94,6 +102,7 @@ impl Cluster {
     /// An empty cluster.
     pub fn new(config: ClusterConfig) -> Self {
         Cluster {
+            restart: config.restart_strategy(),
             config,
             state: Mutex::new(State::default()),
             shutdown: Notify::new(),
@@ -171,6 +180,10 @@ impl Cluster {
                 exceptions: Vec::new(),
                 result: None,
                 cancel_requested: false,
+                restarts: 0,
+                failures: Vec::new(),
+                last_delay_ms: 0,
+                restart_at: None,
                 submitted_at: Instant::now(),
             },
         );
@@ -189,6 +202,10 @@ impl Cluster {
             return Ok(());
         }
         job.cancel_requested = true;
+        if job.status == JobStatus::Restarting {
+            finish(&mut s, id, JobStatus::Canceled, None, None);
+            return Ok(());
+        }
         match job.taskmanager.clone() {
             None => finish(&mut s, id, JobStatus::Canceled, None, None),
             Some(tm) => {
@@ -202,13 +219,25 @@ impl Cluster {
     }
 
     /// A TaskManager reported on a job.
-    pub fn job_state(&self, tm: &str, id: JobId, status: JobStatus, error: Option<String>, result: Option<JobResult>) {
+    pub fn job_state(
+        &self,
+        tm: &str,
+        id: JobId,
+        status: JobStatus,
+        error: Option<String>,
+        result: Option<JobResult>,
+        retryable: bool,
+    ) {
         let mut s = self.lock();
         let Some(job) = s.jobs.get(&id) else { return };
         if job.taskmanager.as_deref() != Some(tm) || job.status.is_terminal() {
             return;
         }
-        if status.is_terminal() {
+        if status == JobStatus::Failed {
+            let message = error.unwrap_or_else(|| "failed without a message".into());
+            self.fail(&mut s, id, message, retryable);
+            schedule(&mut s);
+        } else if status.is_terminal() {
             finish(&mut s, id, status, error, result);
             schedule(&mut s);
         } else if status == JobStatus::Running {
@@ -229,10 +258,41 @@ impl Cluster {
         for job in tm.jobs {
             let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
             let cancelled = s.jobs.get(&job).map(|j| j.cancel_requested).unwrap_or(false);
-            let status = if cancelled { JobStatus::Canceled } else { JobStatus::Failed };
-            finish(&mut s, job, status, Some(message), None);
+            if cancelled {
+                finish(&mut s, job, JobStatus::Canceled, Some(message), None);
+            } else {
+                self.fail(&mut s, job, message, true);
+            }
         }
         schedule(&mut s);
+    }
+
+    /// A job failed: restart it after the strategy's delay, or let it fail for good.
+    fn fail(&self, s: &mut State, id: JobId, message: String, retryable: bool) {
+        let now = now_ms();
+        let Some(job) = s.jobs.get_mut(&id) else { return };
+        let delay = if retryable && !job.cancel_requested {
+            self.restart.next_delay(now, &job.failures, job.restarts, job.last_delay_ms)
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            finish(s, id, JobStatus::Failed, Some(message), None);
+            return;
+        };
+        job.exceptions.push((now, message));
+        job.failures.push(now);
+        job.restarts += 1;
+        job.last_delay_ms = delay;
+        job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
+        job.status = JobStatus::Restarting;
+        job.modified_ms = now;
+        let (tm, slots) = (job.taskmanager.take(), job.slots);
+        info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
+        if let Some(t) = tm.and_then(|t| s.taskmanagers.get_mut(&t)) {
+            t.used = t.used.saturating_sub(slots);
+            t.jobs.remove(&id);
+        }
     }
 
     /// Whether shutdown was requested.
@@ -325,6 +385,23 @@ pub async fn supervise(cluster: Arc<Cluster>) {
             );
         }
         let mut s = cluster.lock();
+        // Restarts whose delay is over wait for slots like new jobs.
+        let due: Vec<JobId> = s
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Restarting && j.restart_at.is_some_and(|at| at <= Instant::now()))
+            .map(|j| j.id)
+            .collect();
+        for id in &due {
+            if let Some(j) = s.jobs.get_mut(id) {
+                j.status = JobStatus::Created;
+                j.restart_at = None;
+                j.submitted_at = Instant::now();
+            }
+        }
+        if !due.is_empty() {
+            schedule(&mut s);
+        }
         let offered: u32 = s.taskmanagers.values().map(|t| t.slots).sum();
         let starved: Vec<(JobId, u32)> = s
             .jobs

@@ -122,11 +122,11 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                     match deploy(&registry, &execution, job_id, &graph, &config, events_tx.clone()) {
                         Ok(handle) => {
                             jobs.insert(job_id, handle);
-                            write_frame(&mut wr, &ToJobManager::JobState { job_id, status: JobStatus::Running, error: None, result: None }).await?;
+                            write_frame(&mut wr, &ToJobManager::JobState { job_id, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
                         }
                         Err(e) => {
                             warn!(job_id = %job_id, error = %e, "cannot run the deployed job");
-                            let state = ToJobManager::JobState { job_id, status: JobStatus::Failed, error: Some(e.to_string()), result: None };
+                            let state = ToJobManager::JobState { job_id, status: JobStatus::Failed, error: Some(e.to_string()), result: None, retryable: e.is_retryable() };
                             write_frame(&mut wr, &state).await?;
                         }
                     }
@@ -193,17 +193,27 @@ fn deploy(
         .name(format!("job {job_id}"))
         .spawn(move || {
             let state = match waiter.wait() {
-                Ok(result) => {
-                    ToJobManager::JobState { job_id, status: JobStatus::Finished, error: None, result: Some(result) }
-                }
-                Err(Error::Cancelled(_)) => {
-                    ToJobManager::JobState { job_id, status: JobStatus::Canceled, error: None, result: None }
-                }
+                Ok(result) => ToJobManager::JobState {
+                    job_id,
+                    status: JobStatus::Finished,
+                    error: None,
+                    result: Some(result),
+                    retryable: false,
+                },
+                Err(Error::Cancelled(_)) => ToJobManager::JobState {
+                    job_id,
+                    status: JobStatus::Canceled,
+                    error: None,
+                    result: None,
+                    retryable: false,
+                },
                 Err(e) => ToJobManager::JobState {
                     job_id,
                     status: JobStatus::Failed,
                     error: Some(e.to_string()),
                     result: None,
+                    // A job that ran and failed may succeed when run again (Flink restarts on any task failure).
+                    retryable: true,
                 },
             };
             let _ = events.send(state);

@@ -67,7 +67,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(taskmanagers: usize, slots: u32) -> Cluster {
-        let (jm, line) = start(&[
+        Cluster::with(&[], taskmanagers, slots)
+    }
+
+    /// A cluster whose JobManager gets `extra` arguments too.
+    fn with(extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
+        let mut args = vec![
             "jobmanager",
             "-D",
             "rest.port=0",
@@ -79,7 +84,9 @@ impl Cluster {
             "heartbeat.timeout=1500",
             "-D",
             "slot.request.timeout=60000",
-        ]);
+        ];
+        args.extend(extra);
+        let (jm, line) = start(&args);
         let rest = field(&line, "rest=http://").to_string();
         let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
         let mut c = Cluster { rest, rpc_port, taskmanagers: Vec::new(), _jobmanager: jm };
@@ -363,4 +370,61 @@ fn delete_cluster_stops_the_jobmanager_and_its_taskmanagers() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
+    let restart = [
+        "-D",
+        "restart-strategy.type=fixed-delay",
+        "-D",
+        "restart-strategy.fixed-delay.attempts=3",
+        "-D",
+        "restart-strategy.fixed-delay.delay=100ms",
+    ];
+    let mut c = Cluster::with(&restart, 2, 1);
+    let load = r#"{"count": 3000, "rate": 1500}"#;
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1"]));
+    let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    // Kill the TaskManager the job runs on.
+    let tm = job["weir-taskmanager"].as_str().unwrap_or_default().to_string();
+    let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
+    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let victim = c.taskmanagers.iter().position(|p| p.child.id() == pid);
+    let victim = victim.unwrap_or_else(|| panic!("no TaskManager with pid {pid}: {info}"));
+    let mut proc = c.taskmanagers.remove(victim);
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    // It restarts on the spare and runs to the end, all 3000 records.
+    let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{id}"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    assert_ne!(done["weir-taskmanager"], json_str(&tm));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost"), "{ex}");
+    let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
+    let counts = &result["job-execution-result"]["weir-result"]["counts"];
+    assert_eq!(counts[0]["numRecordsOut"], 3000, "{result}");
+    assert_eq!(counts[3]["numRecordsIn"], 3000, "{result}");
+}
+
+#[test]
+fn without_a_restart_strategy_a_failed_job_stays_failed() {
+    let mut c = Cluster::new(2, 1);
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"rate": 100}"#, "-p", "1"]));
+    let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    let tm = job["weir-taskmanager"].as_str().unwrap_or_default().to_string();
+    let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
+    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+    if let Some(i) = c.taskmanagers.iter().position(|p| p.child.id() == pid) {
+        let mut proc = c.taskmanagers.remove(i);
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+    }
+    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.job_state(&id), "FAILED", "no restart strategy: no restart");
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_string())
 }
