@@ -35,6 +35,7 @@ mod app;
 pub mod builtin;
 mod cli;
 pub mod remote;
+pub mod standalone;
 
 pub use app::App;
 pub use cli::{InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args, print_info};

@@ -76,6 +76,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Starts, stops or shows a standalone session cluster on this host, in the background.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Runs a TaskManager that registers with the JobManager at jobmanager.rpc.address/port.
     Taskmanager {
         /// This TaskManager's id (default: host, pid and a random suffix).
@@ -83,6 +88,36 @@ enum Command {
         id: Option<String>,
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Starts one JobManager and N TaskManagers; returns once all are registered.
+    Start {
+        /// Number of TaskManagers.
+        #[arg(long, default_value_t = 1)]
+        taskmanagers: u32,
+        /// Slots per TaskManager.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Directory for logs and the cluster's state file.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stops the cluster started from the directory.
+    Stop {
+        /// The directory given to `start`.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
+    },
+    /// Shows the cluster started from the directory.
+    Status {
+        /// The directory given to `start`.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
     },
 }
 
@@ -140,6 +175,24 @@ fn dispatch(command: &Command) -> Result<()> {
         Command::Jobmanager { common } => {
             remote::jobmanager(&Settings::gather(common.config.as_deref(), None, &common.define)?)
         }
+        Command::Cluster { action } => match action {
+            ClusterAction::Start { taskmanagers, slots, dir, common } => {
+                // Check the settings here, where errors are clearest, then hand them on.
+                Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
+                let mut args = Vec::new();
+                if let Some(c) = &common.config {
+                    args.extend(["--config".to_string(), c.display().to_string()]);
+                }
+                for d in &common.define {
+                    args.extend(["-D".to_string(), d.clone()]);
+                }
+                let state = weir::standalone::start(dir, *taskmanagers, *slots, &args)?;
+                println!("{}", state.rest);
+                Ok(())
+            }
+            ClusterAction::Stop { dir } => weir::standalone::stop(dir),
+            ClusterAction::Status { dir } => weir::standalone::status(dir),
+        },
         Command::Taskmanager { id, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::taskmanager(&settings, id.clone(), builtin::registry())

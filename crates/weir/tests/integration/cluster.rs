@@ -428,3 +428,43 @@ fn without_a_restart_strategy_a_failed_job_stays_failed() {
 fn json_str(s: &str) -> Value {
     Value::String(s.to_string())
 }
+
+#[test]
+fn cluster_start_status_and_stop_leave_nothing_running() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().to_string_lossy().to_string();
+    let ports = ["-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"];
+    let run = |args: &[&str]| Command::new(WEIR).args(args).output().unwrap_or_else(|e| panic!("{e}"));
+    let mut start = vec!["cluster", "start", "--taskmanagers", "2", "--slots", "2", "--dir", &d];
+    start.extend(ports);
+    let out = run(&start);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rest = text(&out.stdout).trim().to_string();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap_or_default())
+            .unwrap_or(Value::Null);
+    let pids: Vec<u64> = std::iter::once(state["jobmanager"].as_u64().unwrap_or(0))
+        .chain(state["taskmanagers"].as_array().into_iter().flatten().filter_map(Value::as_u64))
+        .collect();
+    assert_eq!(pids.len(), 3);
+    let status = run(&["cluster", "status", "--dir", &d]);
+    assert!(text(&status.stdout).contains("2 registered, 4 slots"), "{}", text(&status.stdout));
+    let job = run(&["run", "-t", "remote", "-m", &rest, "wordcount", "--args", &bundled(), "-p", "2"]);
+    assert!(job.status.success(), "{}", text(&job.stderr));
+    // A second start from the same directory is refused while the first runs.
+    let mut again = vec!["cluster", "start", "--dir", &d];
+    again.extend(ports);
+    let out = run(&again);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is still running"), "{}", text(&out.stderr));
+    let out = run(&["cluster", "stop", "--dir", &d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let gone = stat.is_empty() || stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        assert!(gone, "process {pid} is still running");
+    }
+    let out = run(&["cluster", "status", "--dir", &d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("run `weir cluster start` first"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,225 @@
+//! `weir cluster start|stop|status`: a standalone session cluster of one JobManager and N
+//! TaskManagers on this host, in the background, with log files and a state file in a cluster
+//! directory.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use weir_core::{Error, Result};
+
+use crate::remote::RestClient;
+
+/// What `cluster start` wrote, so that `stop` and `status` find the processes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The REST endpoint, `host:port`.
+    pub rest: String,
+    /// The TaskManager endpoint, `host:port`.
+    pub rpc: String,
+    /// The JobManager's pid.
+    pub jobmanager: u32,
+    /// The TaskManagers' pids.
+    pub taskmanagers: Vec<u32>,
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+/// Reads the state of the cluster in `dir`.
+pub fn read_state(dir: &Path) -> Result<ClusterState> {
+    let path = state_file(dir);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        Error::io("no cluster was started from this directory (run `weir cluster start` first):", &path, e)
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: not a weir cluster state file: {e}", path.display())))
+}
+
+/// Starts a process of this executable in the background, output to `log`, in its own process
+/// group (a Ctrl-C in the terminal does not reach it).
+fn spawn(args: &[String], log: &Path) -> Result<u32> {
+    let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
+    let out = fs::File::create(log).map_err(|e| Error::io("cannot create log file", log, e))?;
+    let err = out.try_clone().map_err(|e| Error::io("cannot open log file", log, e))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("cannot start a process for", log, e))?;
+    Ok(child.id())
+}
+
+/// Waits (bounded) for a `ready` line in a log; `Err` with the log's last lines if the process
+/// exits or time runs out.
+fn wait_ready(log: &Path, pid: u32, within: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(" ready: ")) {
+            return Ok(line.to_string());
+        }
+        if !alive(pid) || start.elapsed() > within {
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(Error::Config(format!(
+                "a cluster process (pid {pid}) did not start; its log {} ends with:\n{}",
+                log.display(),
+                tail.join("\n")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap_or_default()
+}
+
+/// `cluster start`: starts a JobManager and `taskmanagers` TaskManagers with `slots` slots each;
+/// returns once all are registered. On any failure, whatever was started is stopped again.
+pub fn start(dir: &Path, taskmanagers: u32, slots: u32, settings: &[String]) -> Result<ClusterState> {
+    if slots == 0 {
+        return Err(Error::Config("--slots must be at least 1".into()));
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the cluster directory", dir, e))?;
+    if let Ok(old) = read_state(dir) {
+        let running: Vec<u32> = std::iter::once(old.jobmanager).chain(old.taskmanagers).filter(|p| alive(*p)).collect();
+        if !running.is_empty() {
+            return Err(Error::Config(format!(
+                "a cluster started from {} is still running (pids {running:?}); stop it with `weir cluster stop`",
+                dir.display()
+            )));
+        }
+    }
+    let t0 = Instant::now();
+    let mut started: Vec<u32> = Vec::new();
+    let result = (|| -> Result<ClusterState> {
+        let mut args = vec!["jobmanager".to_string()];
+        args.extend(settings.iter().cloned());
+        let jm_log = dir.join("jobmanager.log");
+        let jm = spawn(&args, &jm_log)?;
+        started.push(jm);
+        let line = wait_ready(&jm_log, jm, Duration::from_secs(10))?;
+        let rest = field(&line, "rest=http://").to_string();
+        let rpc = field(&line, "rpc=").to_string();
+        let rpc_port = rpc.rsplit(':').next().unwrap_or_default().to_string();
+        let mut tms = Vec::new();
+        for i in 0..taskmanagers {
+            let mut args = vec!["taskmanager".to_string()];
+            args.extend(settings.iter().cloned());
+            args.extend(["-D".into(), format!("jobmanager.rpc.port={rpc_port}")]);
+            args.extend(["-D".into(), format!("taskmanager.numberOfTaskSlots={slots}")]);
+            let log = dir.join(format!("taskmanager-{i}.log"));
+            let pid = spawn(&args, &log)?;
+            started.push(pid);
+            tms.push((pid, log));
+        }
+        for (pid, log) in &tms {
+            wait_ready(log, *pid, Duration::from_secs(10))?;
+        }
+        let client = RestClient::new(&rest);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.get("/overview")?["taskmanagers"].as_u64() != Some(u64::from(taskmanagers)) {
+            if Instant::now() > deadline {
+                return Err(Error::Config("the TaskManagers did not all register within 10 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(ClusterState { rest, rpc, jobmanager: jm, taskmanagers: tms.into_iter().map(|t| t.0).collect() })
+    })();
+    match result {
+        Ok(state) => {
+            let text = serde_json::to_string_pretty(&state).map_err(|e| Error::internal(e.to_string()))?;
+            fs::write(state_file(dir), text).map_err(|e| Error::io("cannot write the cluster state file", dir, e))?;
+            eprintln!(
+                "Started a cluster in {:.0} ms: JobManager (pid {}), REST http://{}, {} TaskManager(s) with {} slot(s) \
+                 each; logs in {}",
+                t0.elapsed().as_secs_f64() * 1e3,
+                state.jobmanager,
+                state.rest,
+                taskmanagers,
+                slots,
+                dir.display()
+            );
+            Ok(state)
+        }
+        Err(e) => {
+            stop_pids(&started, Duration::from_secs(5));
+            Err(e)
+        }
+    }
+}
+
+/// Asks processes to stop (SIGTERM), then kills the ones still running after `grace`.
+fn stop_pids(pids: &[u32], grace: Duration) {
+    for &p in pids {
+        if alive(p) {
+            signal(p, "-TERM");
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in pids {
+        if alive(p) {
+            signal(p, "-KILL");
+        }
+    }
+}
+
+/// `cluster stop`: shuts the cluster down through REST (`DELETE /cluster`), then makes sure every
+/// process it started is gone.
+pub fn stop(dir: &Path) -> Result<()> {
+    let state = read_state(dir)?;
+    let pids: Vec<u32> = std::iter::once(state.jobmanager).chain(state.taskmanagers.iter().copied()).collect();
+    let _ = RestClient::new(&state.rest).delete("/cluster");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop_pids(&pids, Duration::from_secs(5));
+    let _ = fs::remove_file(state_file(dir));
+    eprintln!("Stopped the cluster (pids {pids:?}).");
+    Ok(())
+}
+
+/// `cluster status`: what is running.
+pub fn status(dir: &Path) -> Result<()> {
+    let state = read_state(dir)?;
+    let overview = RestClient::new(&state.rest).get("/overview")?;
+    println!(
+        "JobManager: pid {} ({}), REST http://{}",
+        state.jobmanager,
+        if alive(state.jobmanager) { "running" } else { "gone" },
+        state.rest
+    );
+    println!(
+        "TaskManagers: {} registered, {} slots ({} free)",
+        overview["taskmanagers"], overview["slots-total"], overview["slots-available"]
+    );
+    println!(
+        "Jobs: {} running, {} finished, {} cancelled, {} failed",
+        overview["jobs-running"], overview["jobs-finished"], overview["jobs-cancelled"], overview["jobs-failed"]
+    );
+    Ok(())
+}
