@@ -38,6 +38,8 @@ pub async fn serve(listener: TcpListener, cluster: Arc<Cluster>) {
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> Result<()> {
     let who = format!("TaskManager at {peer}");
+    // Control messages are small and answered at once: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
         .await
         .map_err(|_| weir_core::Error::Config(format!("{who} sent no handshake within 10 s")))??;

@@ -93,6 +93,8 @@ pub struct Cluster {
     pub restart: RestartStrategy,
     state: Mutex<State>,
     shutdown: Notify,
+    /// Wakes the supervisor when a restart is due earlier than its next tick.
+    wake: Notify,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Start time (ms).
     pub started_ms: i64,
@@ -106,6 +108,7 @@ impl Cluster {
             config,
             state: Mutex::new(State::default()),
             shutdown: Notify::new(),
+            wake: Notify::new(),
             shutting_down: Default::default(),
             started_ms: now_ms(),
         }
@@ -284,9 +287,17 @@ impl Cluster {
         job.failures.push(now);
         job.restarts += 1;
         job.last_delay_ms = delay;
-        job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
-        job.status = JobStatus::Restarting;
         job.modified_ms = now;
+        if delay == 0 {
+            // No delay: wait for slots right away (the caller schedules).
+            job.status = JobStatus::Created;
+            job.restart_at = None;
+            job.submitted_at = Instant::now();
+        } else {
+            job.status = JobStatus::Restarting;
+            job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
+            self.wake.notify_one();
+        }
         let (tm, slots) = (job.taskmanager.take(), job.slots);
         info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
         if let Some(t) = tm.and_then(|t| s.taskmanagers.get_mut(&t)) {
@@ -369,8 +380,15 @@ pub async fn supervise(cluster: Arc<Cluster>) {
     let timeout = Duration::from_millis(cluster.config.heartbeat_timeout_ms);
     let slot_timeout = Duration::from_millis(cluster.config.slot_request_timeout_ms);
     loop {
+        // Sleep until the next tick, or the next restart if that comes first.
+        let next_restart = {
+            let s = cluster.lock();
+            s.jobs.values().filter_map(|j| j.restart_at).min()
+        };
+        let nap = next_restart.map(|at| at.saturating_duration_since(Instant::now()).min(every)).unwrap_or(every);
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = cluster.wake.notified() => {}
             _ = cluster.shutdown_requested() => return,
         }
         let silent: Vec<String> = {

@@ -69,6 +69,7 @@ pub async fn register(options: &Options) -> Result<Registered> {
             }
         }
     };
+    let _ = stream.set_nodelay(true);
     let who = format!("JobManager at {address}");
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
         .await

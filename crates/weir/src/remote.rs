@@ -250,6 +250,8 @@ pub fn run_remote(
         return Ok(());
     }
     let mut last = String::new();
+    // Poll quickly at first (most jobs a client waits for are short), then back off.
+    let mut pause = Duration::from_millis(2);
     let status = loop {
         let job = client.get(&format!("/jobs/{id}"))?;
         let state = job["state"].as_str().unwrap_or("UNKNOWN").to_string();
@@ -261,7 +263,8 @@ pub fn run_remote(
         if let Some(s) = status.filter(|s| s.is_terminal()) {
             break s;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     };
     let result = client.get(&format!("/jobs/{id}/execution-result"))?;
     let r = &result["job-execution-result"];

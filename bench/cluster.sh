@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Cluster figures, weir against Apache Flink 1.20.3 on this machine, in one run:
+#   start: from the start command to one TaskManager registered;
+#   submit: a client submitting a trivial job and seeing it finish (its own start included);
+#   memory: resident memory of the idle JobManager plus TaskManager;
+#   recovery (weir only): kill -9 of the TaskManager running a job to the job running again on a
+#   spare TaskManager (fixed-delay restarts, no delay).
+# Usage: bench/cluster.sh [REPS]   (FLINK=0 skips Flink). Uses ports 8081 and 6123 for Flink.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-5}
+cargo build --quiet --release --bin weir
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+weir=$target/release/weir
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+ms() { local n; n=$(date +%s%N); echo $(( n / 1000000 )); }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+args='{"count": 1000}'
+
+for i in $(seq "$reps"); do
+  t0=$(ms)
+  "$weir" cluster start --taskmanagers 1 --slots 2 --dir "$dir/c" -D rest.port=0 -D jobmanager.rpc.port=0 >"$dir/rest" 2>/dev/null
+  echo "weir start $(( $(ms) - t0 ))" >>"$dir/weir"
+  rest=$(cat "$dir/rest")
+  t0=$(ms)
+  "$weir" run -t remote -m "$rest" generate --args "$args" -p 1 >/dev/null 2>&1
+  echo "weir submit $(( $(ms) - t0 ))" >>"$dir/weir"
+  jm=$(python3 -c "import json; print(json.load(open('$dir/c/cluster.json'))['jobmanager'])")
+  tm=$(python3 -c "import json; print(json.load(open('$dir/c/cluster.json'))['taskmanagers'][0])")
+  echo "weir memory $(( $(rss_kb "$jm") + $(rss_kb "$tm") ))" >>"$dir/weir"
+  "$weir" cluster stop --dir "$dir/c" 2>/dev/null
+done
+
+# Recovery: two TaskManagers, a job on one, kill -9 it, time until the job runs again.
+for i in $(seq "$reps"); do
+  "$weir" cluster start --taskmanagers 2 --slots 1 --dir "$dir/r" -D rest.port=0 -D jobmanager.rpc.port=0 \
+    -D restart-strategy.type=fixed-delay -D restart-strategy.fixed-delay.attempts=3 -D restart-strategy.fixed-delay.delay=0ms >"$dir/rest" 2>/dev/null
+  rest=$(cat "$dir/rest")
+  id=$("$weir" run -t remote -m "$rest" -d generate --args '{"rate": 1000}' -p 1 | sed -n 's/.*JobID //p')
+  until curl -sf "$rest/jobs/$id" | grep -q '"state":"RUNNING"'; do sleep 0.01; done
+  tmid=$(curl -sf "$rest/jobs/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["weir-taskmanager"])')
+  pid=$(curl -sf "$rest/taskmanagers/$tmid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"].split(":")[1])')
+  # Kill and poll from one process, every millisecond, so the figure is not the poller's.
+  python3 - "$rest" "$id" "$tmid" "$pid" >>"$dir/weir" <<'PY'
+import json, os, signal, sys, time, urllib.request
+rest, job, victim, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+t0 = time.monotonic()
+os.kill(pid, signal.SIGKILL)
+while time.monotonic() - t0 < 30:
+    j = json.load(urllib.request.urlopen(f"http://{rest}/jobs/{job}"))
+    if j["state"] == "RUNNING" and j["weir-taskmanager"] != victim:
+        break
+    time.sleep(0.001)
+print(f"weir recovery {round((time.monotonic() - t0) * 1000)}")
+PY
+  "$weir" cluster stop --dir "$dir/r" 2>/dev/null
+done
+
+if [[ ${FLINK:-1} != 0 ]]; then
+  home=$(../shared/anchors/flink/setup.sh | tail -n 1)
+  root=$(dirname "$home")
+  conf=$dir/flink-conf && cp -r "$home/conf" "$conf"
+  sed -i "s/numberOfTaskSlots: [0-9]*/numberOfTaskSlots: 2/" "$conf/config.yaml"
+  export FLINK_HOME=$home FLINK_CONF_DIR=$conf
+  for i in $(seq "$(( reps < 3 ? reps : 3 ))"); do
+    t0=$(ms)
+    "$home/bin/start-cluster.sh" >/dev/null
+    until curl -sf localhost:8081/overview 2>/dev/null | grep -q '"taskmanagers":1'; do sleep 0.05; done
+    echo "flink start $(( $(ms) - t0 ))" >>"$dir/flink"
+    t0=$(ms)
+    "$home/bin/flink" run -c Bench "$root/bench.jar" stateless 1000 1 >/dev/null 2>&1
+    echo "flink submit $(( $(ms) - t0 ))" >>"$dir/flink"
+    sleep 2
+    jm=$(cat /tmp/flink-*-standalonesession.pid | head -n 1)
+    tm=$(cat /tmp/flink-*-taskexecutor.pid | head -n 1)
+    echo "flink memory $(( $(rss_kb "$jm") + $(rss_kb "$tm") ))" >>"$dir/flink"
+    "$home/bin/stop-cluster.sh" >/dev/null 2>&1
+    sleep 1
+  done
+fi
+
+cat "$dir"/weir "$dir"/flink 2>/dev/null | sed 's/^/RESULT /'
+for what in start submit memory recovery; do
+  w=$(awk -v w="$what" '$2==w {print $3}' "$dir/weir" | median)
+  f=$(awk -v w="$what" '$2==w {print $3}' "$dir/flink" 2>/dev/null | median || true)
+  unit=ms; [[ $what == memory ]] && unit=kB
+  if [[ -n ${f:-} ]]; then
+    echo "SUMMARY $what weir=${w}$unit flink=${f}$unit ratio=$(python3 -c "print(f'{$f/max($w,1):.0f}x')")"
+  else
+    echo "SUMMARY $what weir=${w}$unit"
+  fi
+done
