@@ -167,6 +167,17 @@ impl JobExecutionResult {
         &self.0.counts
     }
 
+    /// The records each subtask of the collect sink `name` received, by subtask index.
+    pub fn collected_by_subtask<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<Vec<T>>> {
+        let parts = self.0.accumulators.get(name).ok_or_else(|| {
+            Error::Config(format!(
+                "the job has no collect sink named '{name}'; it has: {}",
+                self.0.accumulators.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        parts.iter().map(|p| weir_connectors::collect::decode::<T>(name, p)).collect()
+    }
+
     /// The records the collect sink `name` received, subtask 0's first.
     pub fn collected<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<T>> {
         let parts = self.0.accumulators.get(name).ok_or_else(|| {

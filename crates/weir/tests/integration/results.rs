@@ -46,31 +46,52 @@ fn map_filter_flat_map_union_and_rebalance_match_a_direct_computation() -> Resul
 
 fn partitions(env: &mut StreamEnv, a: N) -> Result<()> {
     let src = env.from_sequence(1, a.n).set_parallelism(2);
-    // Which subtask saw each record, per partitioning.
-    let tag = |name: &'static str| move |x: i64| (name.to_string(), x);
-    src.broadcast().map(tag("broadcast")).set_parallelism(3).collect("broadcast");
-    src.shuffle().map(tag("shuffle")).set_parallelism(3).collect("shuffle");
-    src.rebalance().map(tag("rebalance")).set_parallelism(3).collect("rebalance");
-    src.forward().map(tag("forward")).collect("forward");
+    src.broadcast().map(|x| x).set_parallelism(3).collect("broadcast").set_parallelism(3);
+    src.shuffle().map(|x| x).set_parallelism(3).collect("shuffle").set_parallelism(3);
+    src.rebalance().map(|x| x).set_parallelism(3).collect("rebalance").set_parallelism(3);
+    src.forward().map(|x| x).collect("forward").set_parallelism(2);
+    src.key_by(|x| x % 10).reduce(|a, _| a).set_parallelism(3).collect("hash").set_parallelism(3);
     Ok(())
 }
 static PARTITIONS: Job<N> = Job::new("partitions", partitions);
 
 #[test]
-fn broadcast_shuffle_rebalance_and_forward_deliver_as_named() -> Result<()> {
-    let n = 3000;
+fn broadcast_shuffle_rebalance_forward_and_hash_deliver_where_they_say() -> Result<()> {
+    let n = 3000i64;
     let r = driver(Registry::new().register(&PARTITIONS), 2).execute(&PARTITIONS, N { n })?;
-    let values = |name: &str| -> Result<Vec<i64>> {
-        let mut v: Vec<(String, i64)> = r.collected(name)?;
+    let all: Vec<i64> = (1..=n).collect();
+    let sorted = |mut v: Vec<i64>| {
         v.sort();
-        Ok(v.into_iter().map(|t| t.1).collect())
+        v
     };
-    let once: Vec<i64> = (1..=n).collect();
-    let thrice: Vec<i64> = (1..=n).flat_map(|x| [x, x, x]).collect();
-    assert_eq!(values("broadcast")?, thrice);
-    assert_eq!(values("shuffle")?, once);
-    assert_eq!(values("rebalance")?, once);
-    assert_eq!(values("forward")?, once);
+    // Broadcast: every subtask gets every record.
+    for part in r.collected_by_subtask::<i64>("broadcast")? {
+        assert_eq!(sorted(part), all);
+    }
+    // Rebalance: round-robin from each of the two senders; each receiver within 2 of a third.
+    let parts = r.collected_by_subtask::<i64>("rebalance")?;
+    assert_eq!(sorted(parts.concat()), all);
+    assert!(
+        parts.iter().all(|p| (p.len() as i64 - n / 3).abs() <= 2),
+        "{:?}",
+        parts.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    // Shuffle: random, yet every receiver gets a fair share.
+    let parts = r.collected_by_subtask::<i64>("shuffle")?;
+    assert_eq!(sorted(parts.concat()), all);
+    assert!(parts.iter().all(|p| p.len() as i64 > n / 6), "{:?}", parts.iter().map(Vec::len).collect::<Vec<_>>());
+    // Forward: subtask i gets exactly what source subtask i read, in order.
+    let parts = r.collected_by_subtask::<i64>("forward")?;
+    assert_eq!(parts, vec![(1..=n / 2).collect::<Vec<_>>(), (n / 2 + 1..=n).collect::<Vec<_>>()]);
+    // Hash: every key on the subtask that owns its key group.
+    let parts = r.collected_by_subtask::<i64>("hash")?;
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), n as usize);
+    for (subtask, part) in parts.iter().enumerate() {
+        for x in part {
+            let kg = weir_core::keygroup::key_group(&(x % 10), 128);
+            assert_eq!(weir_core::keygroup::subtask_for_key_group(kg, 128, 3) as usize, subtask, "key {}", x % 10);
+        }
+    }
     Ok(())
 }
 
