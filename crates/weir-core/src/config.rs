@@ -58,6 +58,18 @@ impl ConfigFile {
         }
     }
 
+    /// Calls `set` for every key in order; an error is prefixed with the file it came from.
+    pub fn apply(&self, mut set: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
+        let origin = self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
+        for (k, v) in &self.values {
+            set(k, v).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!("{origin}: {m}")),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Parses YAML text.
     pub fn parse(text: &str) -> Result<Self> {
         let docs = YamlLoader::load_from_str(text).map_err(|e| Error::Config(format!("not valid YAML: {e}")))?;
@@ -445,13 +457,6 @@ impl ClusterConfig {
 
     /// Applies every key of a file.
     pub fn apply_file(&mut self, file: &ConfigFile) -> Result<()> {
-        let origin = file.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
-        for (k, v) in &file.values {
-            self.set(k, v).map_err(|e| match e {
-                Error::Config(m) => Error::Config(format!("{origin}: {m}")),
-                other => other,
-            })?;
-        }
-        Ok(())
+        file.apply(|k, v| self.set(k, v))
     }
 }

@@ -78,14 +78,7 @@ impl ExecutionConfig {
     /// Applies every key of a configuration file; the first unknown key or bad value is an error
     /// that names the file.
     pub fn apply_file(&mut self, file: &weir_core::config::ConfigFile) -> Result<()> {
-        let origin = file.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "configuration".into());
-        for (k, v) in &file.values {
-            self.set(k, v).map_err(|e| match e {
-                Error::Config(m) => Error::Config(format!("{origin}: {m}")),
-                other => other,
-            })?;
-        }
-        Ok(())
+        file.apply(|k, v| self.set(k, v))
     }
 
     /// Checks ranges.
