@@ -52,3 +52,7 @@ pub mod connectors {
 
 /// Execution settings.
 pub use weir_runtime::ExecutionConfig;
+
+/// The README, compiled as documentation so that its examples stay true.
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}
