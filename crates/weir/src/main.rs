@@ -9,7 +9,12 @@ use weir::{Driver, Error, InfoArgs, Result, builtin, exit_code, print_info};
 
 /// weir: Flink's architecture in a native binary.
 #[derive(Parser)]
-#[command(name = "weir", version, about)]
+#[command(
+    name = "weir",
+    version,
+    about = "weir: Flink's architecture (JobManager, TaskManagers, session clusters) in a native binary",
+    after_help = "Configuration: --config FILE or $WEIR_CONF_DIR/config.yaml, then -D key=value. Logs: WEIR_LOG=info."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
