@@ -468,3 +468,31 @@ fn cluster_start_status_and_stop_leave_nothing_running() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("run `weir cluster start` first"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_job_that_cannot_get_its_slots_fails_after_the_slot_request_timeout() {
+    let c = Cluster::with(&["-D", "slot.request.timeout=300ms"], 1, 1);
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"count": 10}"#, "-p", "2"]));
+    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    let root = ex["root-exception"].as_str().unwrap_or_default();
+    assert!(root.contains("could not get 2 slots within 300 ms") && root.contains("add TaskManagers or slots"), "{ex}");
+    // An attached client reports the failure and exits non-zero.
+    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("could not get 2 slots"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_taskmanager_whose_jobmanager_does_not_answer_gives_up_with_a_clear_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+    let start = Instant::now();
+    let out = Command::new(WEIR)
+        .args(["taskmanager", "-D", &format!("jobmanager.rpc.port={closed}")])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot reach the JobManager") && err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
