@@ -354,44 +354,63 @@ pub trait KeyedProcessFunction<K, T>: Clone + Send + Sync + 'static {
 /// How often (in ticks) expired state is swept.
 const EXPIRE_EVERY_TICKS: u32 = 5;
 
-struct KeyedProcessOperator<K, T, KF, F: KeyedProcessFunction<K, T>> {
-    key: KF,
-    f: F,
+/// What a keyed process operator keeps for its function besides the function itself.
+struct KeyedRuntime<K, O> {
     states: KeyedStates<K>,
     timers: Timers<K>,
     watermark: Timestamp,
     now: Timestamp,
-    ticks: u32,
-    buf: Batch<F::Out>,
+    buf: Batch<O>,
     sides: HashMap<String, Box<dyn SideSink>>,
+}
+
+impl<K: Key, O> KeyedRuntime<K, O> {
+    /// The context for one record (`domain: None`) or one firing timer.
+    fn context<'a>(
+        &'a mut self,
+        key: &'a K,
+        timestamp: Option<Timestamp>,
+        domain: Option<TimeDomain>,
+    ) -> KeyedContext<'a, K, O> {
+        KeyedContext {
+            key,
+            timestamp,
+            timer_domain: domain,
+            watermark: self.watermark,
+            now: self.now,
+            states: &mut self.states,
+            timers: &mut self.timers,
+            out: &mut self.buf,
+            sides: &mut self.sides,
+        }
+    }
+}
+
+struct KeyedProcessOperator<K, T, KF, F: KeyedProcessFunction<K, T>> {
+    key: KF,
+    f: F,
+    rt: KeyedRuntime<K, F::Out>,
+    ticks: u32,
     next: Box<dyn Output<F::Out>>,
     _t: PhantomData<fn(T)>,
 }
 
 impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> KeyedProcessOperator<K, T, KF, F> {
     fn fire(&mut self, event_time: bool, time: Timestamp) -> Result<()> {
-        while let Some((at, k)) = self.timers.pop_due(event_time, time) {
-            let mut ctx = KeyedContext {
-                key: &k,
-                timestamp: if event_time { Some(at) } else { None },
-                timer_domain: Some(if event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime }),
-                watermark: self.watermark,
-                now: self.now,
-                states: &mut self.states,
-                timers: &mut self.timers,
-                out: &mut self.buf,
-                sides: &mut self.sides,
-            };
+        while let Some((at, k)) = self.rt.timers.pop_due(event_time, time) {
+            let (ts, domain) =
+                if event_time { (Some(at), TimeDomain::EventTime) } else { (None, TimeDomain::ProcessingTime) };
+            let mut ctx = self.rt.context(&k, ts, Some(domain));
             self.f.on_timer(at, &mut ctx)?;
         }
         self.flush()
     }
 
     fn flush(&mut self) -> Result<()> {
-        if !self.buf.is_empty() {
-            self.next.push(&mut self.buf)?;
+        if !self.rt.buf.is_empty() {
+            self.next.push(&mut self.rt.buf)?;
         }
-        for s in self.sides.values_mut() {
+        for s in self.rt.sides.values_mut() {
             s.flush()?;
         }
         Ok(())
@@ -400,20 +419,10 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> KeyedProcessO
 
 impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for KeyedProcessOperator<K, T, KF, F> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
-        self.now = now_millis();
+        self.rt.now = now_millis();
         for (x, ts) in batch.drain() {
             let k = (self.key)(&x);
-            let mut ctx = KeyedContext {
-                key: &k,
-                timestamp: ts,
-                timer_domain: None,
-                watermark: self.watermark,
-                now: self.now,
-                states: &mut self.states,
-                timers: &mut self.timers,
-                out: &mut self.buf,
-                sides: &mut self.sides,
-            };
+            let mut ctx = self.rt.context(&k, ts, None);
             self.f.process_element(x, &mut ctx)?;
         }
         self.flush()
@@ -422,20 +431,20 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
     fn control(&mut self, event: Control) -> Result<()> {
         match event {
             Control::Watermark(wm) => {
-                self.watermark = self.watermark.max(wm);
+                self.rt.watermark = self.rt.watermark.max(wm);
                 self.fire(true, wm)?;
             }
             Control::Tick(now) => {
-                self.now = now;
+                self.rt.now = now;
                 self.fire(false, now)?;
                 self.ticks += 1;
                 if self.ticks.is_multiple_of(EXPIRE_EVERY_TICKS) {
-                    self.states.expire(now);
+                    self.rt.states.expire(now);
                 }
             }
             Control::Idle(_) => {}
         }
-        for s in self.sides.values_mut() {
+        for s in self.rt.sides.values_mut() {
             s.control(event)?;
         }
         self.next.control(event)
@@ -443,7 +452,7 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
 
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        for s in self.sides.values_mut() {
+        for s in self.rt.sides.values_mut() {
             s.finish()?;
         }
         self.next.finish()
@@ -461,13 +470,15 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
                 Ok(Box::new(KeyedProcessOperator {
                     key: key.clone(),
                     f: f.clone(),
-                    states: KeyedStates::default(),
-                    timers: Timers::default(),
-                    watermark: Timestamp::MIN,
-                    now: now_millis(),
+                    rt: KeyedRuntime {
+                        states: KeyedStates::default(),
+                        timers: Timers::default(),
+                        watermark: Timestamp::MIN,
+                        now: now_millis(),
+                        buf: Batch::default(),
+                        sides: sides.take_all()?,
+                    },
                     ticks: 0,
-                    buf: Batch::default(),
-                    sides: sides.take_all()?,
                     next,
                     _t: PhantomData,
                 }))
