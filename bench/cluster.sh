@@ -40,7 +40,7 @@ for i in $(seq "$reps"); do
   rest=$(cat "$dir/rest")
   id=$("$weir" run -t remote -m "$rest" -d generate --args '{"rate": 1000}' -p 1 | sed -n 's/.*JobID //p')
   until curl -sf "$rest/jobs/$id" | grep -q '"state":"RUNNING"'; do sleep 0.01; done
-  tmid=$(curl -sf "$rest/jobs/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["weir-taskmanager"])')
+  tmid=$(curl -sf "$rest/jobs/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["weir-taskmanagers"][0])')
   pid=$(curl -sf "$rest/taskmanagers/$tmid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"].split(":")[1])')
   # Kill and poll from one process, every millisecond, so the figure is not the poller's.
   python3 - "$rest" "$id" "$tmid" "$pid" >>"$dir/weir" <<'PY'
@@ -50,7 +50,7 @@ t0 = time.monotonic()
 os.kill(pid, signal.SIGKILL)
 while time.monotonic() - t0 < 30:
     j = json.load(urllib.request.urlopen(f"http://{rest}/jobs/{job}"))
-    if j["state"] == "RUNNING" and j["weir-taskmanager"] != victim:
+    if j["state"] == "RUNNING" and victim not in j["weir-taskmanagers"]:
         break
     time.sleep(0.001)
 print(f"weir recovery {round((time.monotonic() - t0) * 1000)}")

@@ -175,7 +175,7 @@ impl JobExecutionResult {
                 self.0.accumulators.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        parts.iter().map(|p| weir_connectors::collect::decode::<T>(name, p)).collect()
+        parts.values().map(|p| weir_connectors::collect::decode::<T>(name, p)).collect()
     }
 
     /// The records the collect sink `name` received, subtask 0's first.
@@ -187,7 +187,7 @@ impl JobExecutionResult {
             ))
         })?;
         let mut all = Vec::new();
-        for p in parts {
+        for p in parts.values() {
             all.extend(weir_connectors::collect::decode::<T>(name, p)?);
         }
         Ok(all)

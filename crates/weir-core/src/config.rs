@@ -245,6 +245,17 @@ pub struct ClusterConfig {
     pub rest_port: u16,
     /// `taskmanager.numberOfTaskSlots`: slots a TaskManager offers.
     pub slots: u32,
+    /// `taskmanager.host`: the address other TaskManagers send records to (default: the address
+    /// this TaskManager reaches the JobManager from).
+    pub taskmanager_host: Option<String>,
+    /// `taskmanager.bind-host`: the address the data port listens on (default: as
+    /// `taskmanager.host`).
+    pub taskmanager_bind_host: Option<String>,
+    /// `taskmanager.data.port`: the port records arrive on (0: any free port).
+    pub data_port: u16,
+    /// `cluster.evenly-spread-out-slots`: spread a job's slots over the TaskManagers instead of
+    /// keeping them on as few as possible.
+    pub spread_out_slots: bool,
     /// `heartbeat.interval` in ms.
     pub heartbeat_interval_ms: u64,
     /// `heartbeat.timeout` in ms: a TaskManager silent this long is lost.
@@ -328,6 +339,10 @@ impl Default for ClusterConfig {
             rest_bind_address: "127.0.0.1".into(),
             rest_port: 8081,
             slots: 1,
+            taskmanager_host: None,
+            taskmanager_bind_host: None,
+            data_port: 0,
+            spread_out_slots: false,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 50_000,
             slot_request_timeout_ms: 300_000,
@@ -339,7 +354,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 19] = [
+    pub const KEYS: [&'static str; 23] = [
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -356,6 +371,10 @@ impl ClusterConfig {
         "rest.bind-address",
         "rest.port",
         "taskmanager.numberOfTaskSlots",
+        "taskmanager.host",
+        "taskmanager.bind-host",
+        "taskmanager.data.port",
+        "cluster.evenly-spread-out-slots",
         "heartbeat.interval",
         "heartbeat.timeout",
         "slot.request.timeout",
@@ -375,6 +394,16 @@ impl ClusterConfig {
             "rest.bind-address" => self.rest_bind_address = value.trim().to_string(),
             "rest.port" => self.rest_port = num(key, value)?,
             "taskmanager.numberOfTaskSlots" => self.slots = num(key, value)?,
+            "taskmanager.host" => self.taskmanager_host = Some(value.trim().to_string()),
+            "taskmanager.bind-host" => self.taskmanager_bind_host = Some(value.trim().to_string()),
+            "taskmanager.data.port" => self.data_port = num(key, value)?,
+            "cluster.evenly-spread-out-slots" => {
+                self.spread_out_slots = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(Error::Config(format!("{key}: '{other}' is not true or false"))),
+                }
+            }
             "heartbeat.interval" => self.heartbeat_interval_ms = duration_ms(key, value)?,
             "heartbeat.timeout" => self.heartbeat_timeout_ms = duration_ms(key, value)?,
             "slot.request.timeout" => self.slot_request_timeout_ms = duration_ms(key, value)?,

@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -61,6 +61,8 @@ pub enum ToJobManager {
         host: String,
         /// Its process id.
         pid: u32,
+        /// Where other TaskManagers send it records (`host:port`).
+        data_address: String,
     },
     /// Still alive; the jobs it runs.
     Heartbeat {
@@ -71,6 +73,8 @@ pub enum ToJobManager {
     JobState {
         /// The job.
         job_id: JobId,
+        /// Which run of the job (0 first, one more for every restart).
+        attempt: u32,
         /// Its status here.
         status: JobStatus,
         /// The failure, for FAILED.
@@ -102,9 +106,11 @@ pub enum ToTaskManager {
         /// The job's id.
         job_id: JobId,
         /// The job graph.
-        graph: JobGraph,
+        graph: Box<JobGraph>,
         /// Execution settings for the job.
         config: BTreeMap<String, String>,
+        /// Which of the job's slots run here, and where the others are.
+        assignment: Assignment,
     },
     /// Cancel this job's tasks.
     Cancel {
@@ -113,6 +119,27 @@ pub enum ToTaskManager {
     },
     /// Stop: the cluster is shutting down.
     Shutdown,
+}
+
+/// Where the parts of one run of a job are: slot `i` runs subtask `i` of every operator, and each
+/// part (one per TaskManager) runs some of the slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Which run of the job this is.
+    pub attempt: u32,
+    /// The part the receiving TaskManager runs.
+    pub part: u32,
+    /// For every slot, the part that runs it.
+    pub slot_parts: Vec<u32>,
+    /// Every part's data address.
+    pub part_addresses: Vec<String>,
+}
+
+impl Assignment {
+    /// Everything in one part (the local target).
+    pub fn single(slots: u32) -> Self {
+        Assignment { attempt: 0, part: 0, slot_parts: vec![0; slots as usize], part_addresses: vec![String::new()] }
+    }
 }
 
 /// Encodes a message as a frame.

@@ -175,7 +175,7 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
         v["timestamps"] = json!({ "CREATED": j.submitted_ms, j.status.as_str(): j.modified_ms });
         v["vertices"] = json!(vertices);
         v["plan"] = j.graph.plan.to_json(&j.graph.job_name);
-        v["weir-taskmanager"] = json!(j.taskmanager);
+        v["weir-taskmanagers"] = json!(j.taskmanagers());
         v
     }) {
         Ok(v) => Json(v).into_response(),
@@ -204,12 +204,12 @@ async fn exceptions(State(c): Shared, Path(id): Path<String>) -> Response {
             .exceptions
             .iter()
             .rev()
-            .map(|(t, e)| json!({ "exceptionName": "weir.JobFailure", "stacktrace": e, "timestamp": t, "taskName": null, "location": j.taskmanager, "concurrentExceptions": [] }))
+            .map(|(t, e)| json!({ "exceptionName": "weir.JobFailure", "stacktrace": e, "timestamp": t, "taskName": null, "location": j.taskmanagers().join(","), "concurrentExceptions": [] }))
             .collect();
         json!({
             "root-exception": root.map(|r| r.1.clone()),
             "timestamp": root.map(|r| r.0),
-            "all-exceptions": j.exceptions.iter().map(|(t, e)| json!({ "exception": e, "task": null, "location": j.taskmanager, "timestamp": t })).collect::<Vec<_>>(),
+            "all-exceptions": j.exceptions.iter().map(|(t, e)| json!({ "exception": e, "task": null, "location": j.taskmanagers().join(","), "timestamp": t })).collect::<Vec<_>>(),
             "truncated": false,
             "exceptionHistory": { "entries": entries, "truncated": false },
         })

@@ -46,7 +46,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     let (mut rd, mut wr) = stream.into_split();
     let first: Option<ToJobManager> =
         tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await.unwrap_or(Ok(None))?;
-    let Some(ToJobManager::Register { taskmanager_id, slots, host, pid }) = first else {
+    let Some(ToJobManager::Register { taskmanager_id, slots, host, pid, data_address }) = first else {
         let reason = "expected a registration as the first message".to_string();
         write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
         return Ok(());
@@ -92,6 +92,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                 registered_ms: now_ms(),
                 tx,
                 session,
+                data_address,
             },
         );
         schedule(&mut s);
@@ -107,8 +108,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                     _ => return Ok(()),
                 }
             }
-            Ok(Some(ToJobManager::JobState { job_id, status, error, result, retryable })) => {
-                cluster.job_state(&taskmanager_id, job_id, status, error, result, retryable);
+            Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable })) => {
+                cluster.job_state(&taskmanager_id, job_id, attempt, status, error, result, retryable);
             }
             Ok(Some(ToJobManager::Register { .. })) => break "registered twice on one connection".to_string(),
             Ok(None) => break "its connection closed".to_string(),

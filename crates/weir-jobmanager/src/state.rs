@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
 use weir_core::config::{ClusterConfig, RestartStrategy};
-use weir_core::protocol::ToTaskManager;
+use weir_core::protocol::{Assignment, ToTaskManager};
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
@@ -39,6 +39,21 @@ pub struct TaskManager {
     pub tx: mpsc::UnboundedSender<ToTaskManager>,
     /// Which registration this is (a TaskManager that registers again gets a new session).
     pub session: u64,
+    /// Where other TaskManagers send it records.
+    pub data_address: String,
+}
+
+/// The share of a job one TaskManager runs.
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// The TaskManager.
+    pub taskmanager: String,
+    /// The job's slots it runs (slot `i` runs subtask `i` of every operator).
+    pub slots: Vec<u32>,
+    /// Its status as last reported.
+    pub status: JobStatus,
+    /// Its result, once finished.
+    pub result: Option<JobResult>,
 }
 
 /// A submitted job.
@@ -53,8 +68,10 @@ pub struct Job {
     pub status: JobStatus,
     /// Slots it needs (its highest parallelism).
     pub slots: u32,
-    /// The TaskManager running it.
-    pub taskmanager: Option<String>,
+    /// Its parts in the current run: one per TaskManager it runs on (none while it waits).
+    pub parts: Vec<Part>,
+    /// Runs started so far (the current run's attempt number is one less).
+    pub deployments: u32,
     /// Submission time (ms).
     pub submitted_ms: i64,
     /// When it reached its current status (ms).
@@ -76,6 +93,13 @@ pub struct Job {
     submitted_at: Instant,
 }
 
+impl Job {
+    /// The TaskManagers of its current run.
+    pub fn taskmanagers(&self) -> Vec<String> {
+        self.parts.iter().map(|p| p.taskmanager.clone()).collect()
+    }
+}
+
 /// Everything the JobManager knows.
 #[derive(Default)]
 pub struct State {
@@ -83,6 +107,8 @@ pub struct State {
     pub taskmanagers: BTreeMap<String, TaskManager>,
     /// Jobs by id, in submission order of ids.
     pub jobs: BTreeMap<JobId, Job>,
+    /// `cluster.evenly-spread-out-slots`.
+    pub spread_out_slots: bool,
 }
 
 /// The shared cluster state with its configuration.
@@ -103,10 +129,11 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster.
     pub fn new(config: ClusterConfig) -> Self {
+        let spread_out_slots = config.spread_out_slots;
         Cluster {
             restart: config.restart_strategy(),
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { spread_out_slots, ..State::default() }),
             shutdown: Notify::new(),
             wake: Notify::new(),
             shutting_down: Default::default(),
@@ -176,7 +203,8 @@ impl Cluster {
                 config,
                 status: JobStatus::Created,
                 slots,
-                taskmanager: None,
+                parts: Vec::new(),
+                deployments: 0,
                 submitted_ms: now,
                 modified_ms: now,
                 end_ms: None,
@@ -209,42 +237,68 @@ impl Cluster {
             finish(&mut s, id, JobStatus::Canceled, None, None);
             return Ok(());
         }
-        match job.taskmanager.clone() {
-            None => finish(&mut s, id, JobStatus::Canceled, None, None),
-            Some(tm) => {
-                set_status(&mut s, id, JobStatus::Cancelling);
-                if let Some(t) = s.taskmanagers.get(&tm) {
-                    let _ = t.tx.send(ToTaskManager::Cancel { job_id: id });
-                }
-            }
+        if job.parts.is_empty() {
+            finish(&mut s, id, JobStatus::Canceled, None, None);
+        } else {
+            set_status(&mut s, id, JobStatus::Cancelling);
+            cancel_parts(&s, id);
         }
         Ok(())
     }
 
-    /// A TaskManager reported on a job.
+    /// A TaskManager reported on its part of a job. The job finishes when every part has; one
+    /// failing part fails the whole run (the others are cancelled) and the restart strategy
+    /// decides what comes next.
+    #[allow(clippy::too_many_arguments)]
     pub fn job_state(
         &self,
         tm: &str,
         id: JobId,
+        attempt: u32,
         status: JobStatus,
         error: Option<String>,
         result: Option<JobResult>,
         retryable: bool,
     ) {
         let mut s = self.lock();
-        let Some(job) = s.jobs.get(&id) else { return };
-        if job.taskmanager.as_deref() != Some(tm) || job.status.is_terminal() {
+        let Some(job) = s.jobs.get_mut(&id) else { return };
+        // Reports of an earlier run, or of a job already decided, change nothing.
+        if job.status.is_terminal() || job.deployments != attempt + 1 {
             return;
         }
-        if status == JobStatus::Failed {
-            let message = error.unwrap_or_else(|| "failed without a message".into());
-            self.fail(&mut s, id, message, retryable);
-            schedule(&mut s);
-        } else if status.is_terminal() {
-            finish(&mut s, id, status, error, result);
-            schedule(&mut s);
-        } else if status == JobStatus::Running {
-            set_status(&mut s, id, JobStatus::Running);
+        let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm) else { return };
+        if part.status.is_terminal() {
+            return;
+        }
+        part.status = status;
+        match status {
+            JobStatus::Failed => {
+                let message = error.unwrap_or_else(|| "failed without a message".into());
+                self.fail(&mut s, id, message, retryable);
+                schedule(&mut s);
+            }
+            JobStatus::Finished => {
+                part.result = result;
+                if job.parts.iter().all(|p| p.status == JobStatus::Finished) {
+                    let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
+                    finish(&mut s, id, JobStatus::Finished, None, merged);
+                    schedule(&mut s);
+                }
+            }
+            // Cancelled as asked: the job is CANCELED once every part has stopped.
+            JobStatus::Canceled if job.cancel_requested => {
+                let all_stopped = job.parts.iter().all(|p| p.status.is_terminal());
+                if all_stopped {
+                    finish(&mut s, id, JobStatus::Canceled, None, None);
+                    schedule(&mut s);
+                }
+            }
+            JobStatus::Canceled => {
+                let message = format!("its part on TaskManager {tm} was cancelled there");
+                self.fail(&mut s, id, message, true);
+                schedule(&mut s);
+            }
+            _ => {}
         }
     }
 
@@ -298,12 +352,9 @@ impl Cluster {
             job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
             self.wake.notify_one();
         }
-        let (tm, slots) = (job.taskmanager.take(), job.slots);
         info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
-        if let Some(t) = tm.and_then(|t| s.taskmanagers.get_mut(&t)) {
-            t.used = t.used.saturating_sub(slots);
-            t.jobs.remove(&id);
-        }
+        cancel_parts(s, id);
+        release(s, id);
     }
 
     /// Whether shutdown was requested.
@@ -335,39 +386,125 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
         job.exceptions.push((now, e));
     }
     job.result = result;
-    let (tm, slots) = (job.taskmanager.clone(), job.slots);
     info!(job_id = %id, status = %status, "job reached a terminal status");
-    if let Some(t) = tm.and_then(|t| s.taskmanagers.get_mut(&t)) {
-        t.used = t.used.saturating_sub(slots);
-        t.jobs.remove(&id);
+    if status != JobStatus::Finished {
+        cancel_parts(s, id);
+    }
+    release(s, id);
+}
+
+/// Asks every part of a job that has not ended to stop.
+fn cancel_parts(s: &State, id: JobId) {
+    let Some(job) = s.jobs.get(&id) else { return };
+    for part in job.parts.iter().filter(|p| !p.status.is_terminal()) {
+        if let Some(t) = s.taskmanagers.get(&part.taskmanager) {
+            let _ = t.tx.send(ToTaskManager::Cancel { job_id: id });
+        }
     }
 }
 
-/// Places waiting jobs, oldest first, on the TaskManager with the most free slots that fits.
+/// Frees a job's slots.
+fn release(s: &mut State, id: JobId) {
+    let Some(job) = s.jobs.get_mut(&id) else { return };
+    for part in std::mem::take(&mut job.parts) {
+        if let Some(t) = s.taskmanagers.get_mut(&part.taskmanager) {
+            t.used = t.used.saturating_sub(part.slots.len() as u32);
+            t.jobs.remove(&id);
+        }
+    }
+}
+
+/// Which TaskManagers give a job of `slots` slots how many: one TaskManager if one has room
+/// (records then never leave the process), else the fewest that do, the emptiest first; with
+/// `spread`, one slot at a time round the TaskManagers with room.
+fn choose_slots(s: &State, slots: u32, spread: bool) -> Option<Vec<(String, u32)>> {
+    let mut free: Vec<(String, u32)> =
+        s.taskmanagers.values().filter(|t| t.slots > t.used).map(|t| (t.id.clone(), t.slots - t.used)).collect();
+    if free.iter().map(|(_, f)| *f).sum::<u32>() < slots {
+        return None;
+    }
+    // Emptiest first; ids break ties so placement is reproducible.
+    free.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if spread {
+        let mut given: Vec<(String, u32)> = free.iter().map(|(id, _)| (id.clone(), 0)).collect();
+        let mut left = slots;
+        while left > 0 {
+            for (i, (_, room)) in free.iter().enumerate() {
+                if left > 0 && given[i].1 < *room {
+                    given[i].1 += 1;
+                    left -= 1;
+                }
+            }
+        }
+        given.retain(|(_, n)| *n > 0);
+        return Some(given);
+    }
+    if let Some((id, _)) = free.first().filter(|(_, f)| *f >= slots) {
+        return Some(vec![(id.clone(), slots)]);
+    }
+    let mut left = slots;
+    let mut given = Vec::new();
+    for (id, room) in free {
+        if left == 0 {
+            break;
+        }
+        let n = room.min(left);
+        given.push((id, n));
+        left -= n;
+    }
+    Some(given)
+}
+
+/// Places waiting jobs, oldest first, where their slots are free (see [`choose_slots`]), and
+/// deploys every part with the addresses of the others.
 pub fn schedule(s: &mut State) {
+    let spread = s.spread_out_slots;
     let waiting: Vec<JobId> = s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.id).collect();
     for id in waiting {
         let Some(slots) = s.jobs.get(&id).map(|j| j.slots) else { continue };
-        let best = s
-            .taskmanagers
-            .values()
-            .filter(|t| t.slots - t.used >= slots)
-            .max_by_key(|t| (t.slots - t.used, std::cmp::Reverse(t.id.clone())))
-            .map(|t| t.id.clone());
-        let Some(tm_id) = best else { continue };
-        let (graph, config) = match s.jobs.get(&id) {
-            Some(j) => (j.graph.clone(), j.config.clone()),
-            None => continue,
-        };
-        let Some(tm) = s.taskmanagers.get_mut(&tm_id) else { continue };
-        if tm.tx.send(ToTaskManager::Deploy { job_id: id, graph, config }).is_err() {
-            continue;
+        let Some(given) = choose_slots(s, slots, spread) else { continue };
+        let mut parts = Vec::with_capacity(given.len());
+        let mut addresses = Vec::with_capacity(given.len());
+        let mut slot_parts = Vec::with_capacity(slots as usize);
+        for (k, (tm, n)) in given.iter().enumerate() {
+            let first = slot_parts.len() as u32;
+            slot_parts.extend(std::iter::repeat_n(k as u32, *n as usize));
+            addresses.push(s.taskmanagers.get(tm).map(|t| t.data_address.clone()).unwrap_or_default());
+            parts.push(Part {
+                taskmanager: tm.clone(),
+                slots: (first..first + n).collect(),
+                status: JobStatus::Created,
+                result: None,
+            });
         }
-        tm.used += slots;
-        tm.jobs.insert(id);
-        info!(job_id = %id, taskmanager = %tm_id, slots, "job deployed");
+        let Some(job) = s.jobs.get_mut(&id) else { continue };
+        let attempt = job.deployments;
+        job.deployments += 1;
+        let (graph, config) = (job.graph.clone(), job.config.clone());
+        for (k, part) in parts.iter().enumerate() {
+            let assignment = Assignment {
+                attempt,
+                part: k as u32,
+                slot_parts: slot_parts.clone(),
+                part_addresses: addresses.clone(),
+            };
+            let deploy = ToTaskManager::Deploy {
+                job_id: id,
+                graph: Box::new(graph.clone()),
+                config: config.clone(),
+                assignment,
+            };
+            if let Some(tm) = s.taskmanagers.get_mut(&part.taskmanager) {
+                // A TaskManager whose connection just closed is being lost; that fails this run.
+                let _ = tm.tx.send(deploy);
+                tm.used += part.slots.len() as u32;
+                tm.jobs.insert(id);
+            }
+        }
+        let names: Vec<&str> = parts.iter().map(|p| p.taskmanager.as_str()).collect();
+        info!(job_id = %id, attempt, slots, taskmanagers = ?names, "job deployed");
         if let Some(j) = s.jobs.get_mut(&id) {
-            j.taskmanager = Some(tm_id);
+            j.parts = parts;
         }
         set_status(s, id, JobStatus::Running);
     }

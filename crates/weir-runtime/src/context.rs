@@ -132,12 +132,9 @@ impl Accumulators {
         }
     }
 
-    /// Every name with its values in subtask order.
-    pub fn snapshot(&self) -> std::collections::BTreeMap<String, Vec<Vec<u8>>> {
-        self.0
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.values().cloned().collect())).collect())
-            .unwrap_or_default()
+    /// Every name with its values by subtask.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<u32, Vec<u8>>> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }
 

@@ -32,13 +32,42 @@ pub enum Message<T> {
     EndOfInput,
 }
 
+/// The sending end of one channel: to a task in this process, or over the network.
+pub enum ChannelTx<T> {
+    /// A bounded channel to a task of this process.
+    Local(Sender<Message<T>>),
+    /// A channel to a task of another process, with credit-based flow control.
+    Remote(crate::net::RemoteTx<T>),
+}
+
+impl<T> From<Sender<Message<T>>> for ChannelTx<T> {
+    fn from(s: Sender<Message<T>>) -> Self {
+        ChannelTx::Local(s)
+    }
+}
+
+/// The receiving end of one channel: a bounded queue, and for a channel from another process the
+/// credits to return as messages leave it.
+pub struct ChannelRx<T> {
+    /// The queue.
+    pub rx: Receiver<Message<T>>,
+    /// Credits back to a remote sender.
+    pub credit: Option<crate::net::CreditReturn>,
+}
+
+impl<T> From<Receiver<Message<T>>> for ChannelRx<T> {
+    fn from(rx: Receiver<Message<T>>) -> Self {
+        ChannelRx { rx, credit: None }
+    }
+}
+
 /// The hash of a record's key, for [`ShipStrategy::Hash`].
 pub type KeyHashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
 /// The sending side of one edge, in one upstream subtask.
 pub struct ExchangeOutput<T> {
     strategy: ShipStrategy,
-    senders: Vec<Sender<Message<T>>>,
+    senders: Vec<ChannelTx<T>>,
     buffers: Vec<Batch<T>>,
     key_hash: Option<KeyHashFn<T>>,
     max_parallelism: u32,
@@ -47,11 +76,11 @@ pub struct ExchangeOutput<T> {
     cancel: CancelToken,
 }
 
-impl<T: Clone> ExchangeOutput<T> {
+impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
     /// An output that distributes over `senders` (indexed by downstream subtask).
     pub fn new(
         strategy: ShipStrategy,
-        senders: Vec<Sender<Message<T>>>,
+        senders: Vec<ChannelTx<T>>,
         key_hash: Option<KeyHashFn<T>>,
         max_parallelism: u32,
         subtask: u32,
@@ -78,12 +107,15 @@ impl<T: Clone> ExchangeOutput<T> {
         })
     }
 
-    fn send(&self, i: usize, batch: Batch<T>) -> Result<()> {
+    fn send(&mut self, i: usize, batch: Batch<T>) -> Result<()> {
         self.send_message(i, Message::Records(batch))
     }
 
-    fn send_message(&self, i: usize, m: Message<T>) -> Result<()> {
-        self.senders[i].send(m).map_err(|_| self.closed())
+    fn send_message(&mut self, i: usize, m: Message<T>) -> Result<()> {
+        match &mut self.senders[i] {
+            ChannelTx::Local(s) => s.send(m).map_err(|_| self.closed()),
+            ChannelTx::Remote(r) => r.send(m),
+        }
     }
 
     fn closed(&self) -> Error {
@@ -105,7 +137,7 @@ impl<T: Clone> ExchangeOutput<T> {
     }
 }
 
-impl<T: Clone> Output<T> for ExchangeOutput<T> {
+impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -178,8 +210,8 @@ impl<T: Clone> Output<T> for ExchangeOutput<T> {
 
     fn finish(&mut self) -> Result<()> {
         self.flush_buffers()?;
-        for s in &self.senders {
-            s.send(Message::EndOfInput).map_err(|_| self.closed())?;
+        for i in 0..self.senders.len() {
+            self.send_message(i, Message::EndOfInput)?;
         }
         Ok(())
     }
@@ -203,6 +235,7 @@ pub enum GateEvent<T> {
 /// channel is idle, the task is idle itself.
 pub struct InputGate<T> {
     channels: Vec<Receiver<Message<T>>>,
+    credits: Vec<Option<crate::net::CreditReturn>>,
     open: Vec<bool>,
     idle: Vec<bool>,
     watermarks: Vec<Timestamp>,
@@ -216,10 +249,12 @@ pub struct InputGate<T> {
 
 impl<T> InputGate<T> {
     /// A gate over `channels`.
-    pub fn new(channels: Vec<Receiver<Message<T>>>, cancel: CancelToken) -> Self {
+    pub fn new(channels: Vec<ChannelRx<T>>, cancel: CancelToken) -> Self {
         let n = channels.len();
+        let (channels, credits) = channels.into_iter().map(|c| (c.rx, c.credit)).unzip();
         InputGate {
             channels,
+            credits,
             open: vec![true; n],
             idle: vec![false; n],
             watermarks: vec![Timestamp::MIN; n],
@@ -307,6 +342,9 @@ impl<T> InputGate<T> {
                 }
                 match self.channels[i].try_recv() {
                     Ok(m) => {
+                        if let Some(c) = &self.credits[i] {
+                            c.returned();
+                        }
                         self.cursor = i + 1;
                         if let Some(b) = self.accept(i, m) {
                             return Ok(Some(GateEvent::Records(b)));
@@ -403,6 +441,7 @@ mod tests {
         key: Option<KeyHashFn<u64>>,
     ) -> (ExchangeOutput<u64>, Vec<Receiver<Message<u64>>>) {
         let (tx, rx): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded(64)).unzip();
+        let tx = tx.into_iter().map(ChannelTx::from).collect();
         let out = ExchangeOutput::new(strategy, tx, key, 128, 0, CancelToken::new());
         (out.unwrap_or_else(|e| panic!("{e}")), rx)
     }
@@ -467,7 +506,7 @@ mod tests {
     fn gate_ends_after_every_channel_ended_and_wakes_on_cancel() -> Result<()> {
         let (tx1, rx1) = crossbeam_channel::bounded(4);
         let (tx2, rx2) = crossbeam_channel::bounded(4);
-        let mut gate = InputGate::new(vec![rx1, rx2], CancelToken::new());
+        let mut gate = InputGate::new(vec![rx1.into(), rx2.into()], CancelToken::new());
         tx1.send(Message::Records(Batch::of(vec![1u64]))).ok();
         tx1.send(Message::EndOfInput).ok();
         tx2.send(Message::Records(Batch::of(vec![2u64]))).ok();
@@ -481,7 +520,7 @@ mod tests {
 
         let cancel = CancelToken::new();
         let (_tx, rx) = crossbeam_channel::bounded::<Message<u64>>(4);
-        let mut gate = InputGate::new(vec![rx], cancel.clone());
+        let mut gate = InputGate::new(vec![rx.into()], cancel.clone());
         let h = std::thread::spawn(move || gate.next_batch().map(|b| b.is_none()));
         std::thread::sleep(std::time::Duration::from_millis(20));
         cancel.cancel();
@@ -492,7 +531,7 @@ mod tests {
     #[test]
     fn the_gate_combines_watermarks_as_the_minimum_over_active_channels() -> Result<()> {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| crossbeam_channel::bounded::<Message<u64>>(16)).unzip();
-        let mut gate = InputGate::new(rxs, CancelToken::new());
+        let mut gate = InputGate::new(rxs.into_iter().map(ChannelRx::from).collect(), CancelToken::new());
         let controls = |gate: &mut InputGate<u64>| -> Result<Vec<Control>> {
             let mut out = Vec::new();
             while let Some(GateEvent::Control(c)) =

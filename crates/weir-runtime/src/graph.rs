@@ -11,13 +11,14 @@ use weir_core::{Error, Plan, PlanEdge, PlanVertex, Result, ShipStrategy};
 
 use crate::config::ExecutionConfig;
 use crate::context::{CancelToken, TaskEnv};
-use crate::exchange::{ExchangeOutput, InputGate, InputTask, KeyHashFn, Message};
+use crate::exchange::{ChannelRx, ChannelTx, ExchangeOutput, InputGate, InputTask, KeyHashFn, Message};
+use crate::net::{OutLink, PartWiring, RemoteChannel};
 use crate::output::{Batch, Control, FanOut, NullOutput, Output, Traced};
 use crate::source::TaskBody;
 
 /// A `Box<dyn Output<T>>`, erased.
 pub type AnyOutput = Box<dyn Any>;
-/// A channel end (`Sender<Message<T>>` or `Receiver<Message<T>>`), erased.
+/// A channel end ([`ChannelTx`] or [`ChannelRx`] of the record type), erased.
 pub type AnyChannelEnd = Box<dyn Any + Send>;
 
 /// Builds one instance of an operator, given its output and side outputs; returns its input.
@@ -109,6 +110,10 @@ pub trait StreamOps: Send + Sync {
     fn type_name(&self) -> &'static str;
     /// A bounded channel.
     fn channel(&self, capacity: usize) -> (AnyChannelEnd, AnyChannelEnd);
+    /// The sending end of channel `channel` to another process, on `link`.
+    fn remote_sender(&self, link: &Arc<OutLink>, channel: u32) -> Result<AnyChannelEnd>;
+    /// The receiving end of a channel from another process, its decoder registered in `wiring`.
+    fn remote_receiver(&self, capacity: usize, wiring: &mut PartWiring, channel: RemoteChannel) -> AnyChannelEnd;
     /// One output feeding all of `outputs` (a [`NullOutput`] if there are none).
     fn fanout(&self, outputs: Vec<AnyOutput>) -> Result<AnyOutput>;
     /// The sending side of an exchange.
@@ -142,20 +147,30 @@ impl<T> TypedOps<T> {
     /// The operations for `T`.
     pub fn arc() -> Arc<dyn StreamOps>
     where
-        T: Clone + Send + 'static,
+        T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         Arc::new(TypedOps::<T>(PhantomData))
     }
 }
 
-impl<T: Clone + Send + 'static> StreamOps for TypedOps<T> {
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> StreamOps for TypedOps<T> {
     fn type_name(&self) -> &'static str {
         std::any::type_name::<T>()
     }
 
     fn channel(&self, capacity: usize) -> (AnyChannelEnd, AnyChannelEnd) {
         let (tx, rx) = crossbeam_channel::bounded::<Message<T>>(capacity);
-        (Box::new(tx), Box::new(rx))
+        (Box::new(ChannelTx::from(tx)), Box::new(ChannelRx::from(rx)))
+    }
+
+    fn remote_sender(&self, link: &Arc<OutLink>, channel: u32) -> Result<AnyChannelEnd> {
+        Ok(Box::new(ChannelTx::Remote(crate::net::remote_tx::<T>(link, channel)?)))
+    }
+
+    fn remote_receiver(&self, capacity: usize, wiring: &mut PartWiring, channel: RemoteChannel) -> AnyChannelEnd {
+        let (tx, rx) = crossbeam_channel::bounded::<Message<T>>(capacity);
+        let credit = wiring.inbound(channel, crate::net::decoder::<T>(tx));
+        Box::new(ChannelRx { rx, credit: Some(credit) })
     }
 
     fn fanout(&self, mut outputs: Vec<AnyOutput>) -> Result<AnyOutput> {

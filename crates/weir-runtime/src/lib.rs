@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod graph;
 pub mod local;
 pub mod metrics;
+pub mod net;
 pub mod operators;
 pub mod output;
 pub mod source;

@@ -17,6 +17,7 @@ use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
 use crate::graph::{AnyChannelEnd, AnyOutput, NodeKind, SideOutputs, StreamGraph};
 use crate::metrics::{VertexCounts, VertexMetrics};
+use crate::net::{PartNetwork, PartWiring, Placement, RemoteChannel};
 use crate::output::CurrentOperator;
 use crate::source::TaskBody;
 
@@ -40,6 +41,10 @@ struct JobShared {
     started: Instant,
     /// Task threads that have not yet ended.
     live_tasks: AtomicUsize,
+    /// Which run of the job this is.
+    attempt: u32,
+    /// For a part of a job spanning processes: its connections.
+    network: Option<PartNetwork>,
 }
 
 impl JobShared {
@@ -163,6 +168,13 @@ fn clone_error(e: &Error) -> Error {
         Error::Cancelled(s) => Error::Cancelled(s.clone()),
         Error::GraphMismatch { job, message } => Error::GraphMismatch { job: job.clone(), message: message.clone() },
         Error::InvalidJob(s) => Error::InvalidJob(s.clone()),
+        Error::ChannelClosed(s) => Error::ChannelClosed(s.clone()),
+        Error::Config(s) => Error::Config(s.clone()),
+        Error::Network { context, peer, source } => Error::Network {
+            context: context.clone(),
+            peer: peer.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
         other => Error::Internal(other.to_string()),
     }
 }
@@ -175,19 +187,43 @@ struct TaskSpec {
     receivers: Vec<AnyChannelEnd>,
 }
 
+/// One channel of an edge: from subtask `from` of its source to subtask `to` of its target.
+struct ChannelSpec {
+    edge: usize,
+    from: u32,
+    to: u32,
+}
+
 /// Starts `graph` in this process and returns at once.
 pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
+    submit_part(graph, job_id, None)
+}
+
+/// Starts the part of `graph` that `placement` puts in this process (all of it without one), and
+/// returns at once. Channels to and from the other parts go over the network (see [`crate::net`]).
+pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placement>) -> Result<JobHandle> {
     graph.validate()?;
     let graph = Arc::new(graph);
     let plan = graph.plan();
     let heads = plan.chain_heads();
     let capacity = graph.config.channel_capacity;
+    let cancel = CancelToken::new();
+    if let Some(p) = &placement {
+        let slots = plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+        if p.assignment.slot_parts.len() != slots as usize {
+            return Err(Error::internal(format!(
+                "the job needs {slots} slots but was placed on {}",
+                p.assignment.slot_parts.len()
+            )));
+        }
+    }
+    let is_local = |slot: u32| placement.as_ref().is_none_or(|p| p.is_local(slot));
+    let part_of = |slot: u32| placement.as_ref().and_then(|p| p.part_of(slot)).unwrap_or(0);
 
-    // Channels for every edge that is not chained.
     let mut tasks: BTreeMap<(VertexId, u32), TaskSpec> = BTreeMap::new();
     for (head, v) in heads.iter().zip(&plan.vertices) {
         if *head == v.id {
-            for s in 0..v.parallelism {
+            for s in (0..v.parallelism).filter(|&s| is_local(s)) {
                 tasks.insert(
                     (v.id, s),
                     TaskSpec { head: v.id, subtask: s, senders: HashMap::new(), receivers: Vec::new() },
@@ -195,36 +231,63 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
             }
         }
     }
+    // Every channel of every edge that is not chained, in an order all parts agree on: a channel's
+    // position is its id on the network.
+    let mut channels = Vec::new();
     for (ei, e) in plan.edges.iter().enumerate() {
         if plan.is_chained(e) {
             continue;
         }
         let (src, dst) = (plan.vertex(e.source)?, plan.vertex(e.target)?);
-        let ops = graph.edge_ops(&graph.edges[ei])?;
-        let src_head = heads[e.source.0 as usize];
-        for i in 0..src.parallelism {
-            let targets: Vec<u32> = if e.ship_strategy == weir_core::ShipStrategy::Forward {
-                vec![i]
+        for from in 0..src.parallelism {
+            if e.ship_strategy == weir_core::ShipStrategy::Forward {
+                channels.push(ChannelSpec { edge: ei, from, to: from });
             } else {
-                (0..dst.parallelism).collect()
-            };
-            let mut senders = Vec::with_capacity(targets.len());
-            for j in targets {
-                let (tx, rx) = ops.channel(capacity);
-                senders.push(tx);
-                tasks
-                    .get_mut(&(e.target, j))
-                    .ok_or_else(|| Error::internal(format!("no task for vertex {} subtask {j}", e.target)))?
-                    .receivers
-                    .push(rx);
+                channels.extend((0..dst.parallelism).map(|to| ChannelSpec { edge: ei, from, to }));
             }
-            tasks
-                .get_mut(&(src_head, i))
-                .ok_or_else(|| Error::internal(format!("no task for vertex {src_head} subtask {i}")))?
-                .senders
-                .insert(ei, senders);
         }
     }
+    let mut wiring = placement.clone().map(|p| PartWiring::new(p, job_id, capacity, cancel.clone()));
+    let remote = |id: usize, c: &ChannelSpec| RemoteChannel { id: id as u32, from: part_of(c.from), to: part_of(c.to) };
+    if let Some(w) = wiring.as_mut() {
+        for (id, c) in channels.iter().enumerate() {
+            if is_local(c.from) && !is_local(c.to) {
+                w.note_outbound(remote(id, c));
+            }
+        }
+    }
+    for (id, c) in channels.iter().enumerate() {
+        let e = &plan.edges[c.edge];
+        let ops = graph.edge_ops(&graph.edges[c.edge])?;
+        let (tx, rx) = match (is_local(c.from), is_local(c.to), wiring.as_mut()) {
+            (true, true, _) => {
+                let (tx, rx) = ops.channel(capacity);
+                (Some(tx), Some(rx))
+            }
+            (true, false, Some(w)) => (Some(ops.remote_sender(&w.link(part_of(c.to))?, id as u32)?), None),
+            (false, true, Some(w)) => (None, Some(ops.remote_receiver(capacity, w, remote(id, c)))),
+            _ => (None, None),
+        };
+        if let Some(tx) = tx {
+            let src_head = heads[e.source.0 as usize];
+            tasks
+                .get_mut(&(src_head, c.from))
+                .ok_or_else(|| Error::internal(format!("no task for vertex {src_head} subtask {}", c.from)))?
+                .senders
+                .entry(c.edge)
+                .or_default()
+                .push(tx);
+        }
+        if let Some(rx) = rx {
+            tasks
+                .get_mut(&(e.target, c.to))
+                .ok_or_else(|| Error::internal(format!("no task for vertex {} subtask {}", e.target, c.to)))?
+                .receivers
+                .push(rx);
+        }
+    }
+    let attempt = wiring.as_ref().map(|w| w.placement().assignment.attempt).unwrap_or(0);
+    let network = wiring.map(PartWiring::open);
 
     let shared = Arc::new(JobShared {
         job_id,
@@ -232,11 +295,13 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
         names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
         metrics: plan.vertices.iter().map(|_| Arc::new(VertexMetrics::default())).collect(),
         accumulators: Arc::new(Accumulators::default()),
-        cancel: CancelToken::new(),
+        cancel,
         state: Mutex::new(JobState { status: JobStatus::Created, error: None, result: None }),
         changed: Condvar::new(),
         started: Instant::now(),
         live_tasks: AtomicUsize::new(0),
+        attempt,
+        network,
     });
     info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
 
@@ -266,6 +331,9 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
                 shared.cancel.cancel();
                 for h in threads {
                     let _ = h.join();
+                }
+                if let Some(n) = &shared.network {
+                    n.close();
                 }
                 return Err(Error::Task {
                     operator: vertex.name,
@@ -331,6 +399,9 @@ fn job_master(
     for h in threads {
         let _ = h.join();
     }
+    if let Some(n) = &shared.network {
+        n.close();
+    }
     let cancelled_by_user = shared.state.lock().map(|s| s.status == JobStatus::Cancelling).unwrap_or(false);
     let final_status = match (&root, cancelled_by_user) {
         (_, true) => JobStatus::Canceled,
@@ -357,7 +428,8 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
     let current = CurrentOperator::default();
     let head = spec.head;
     let subtask = spec.subtask;
-    let span = tracing::debug_span!("task", job_id = %shared.job_id, vertex = head.0, subtask, attempt = 0);
+    let span =
+        tracing::debug_span!("task", job_id = %shared.job_id, vertex = head.0, subtask, attempt = shared.attempt);
     let _enter = span.enter();
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         let mut body = build_task(graph, shared, &mut spec, &current)?;
@@ -399,7 +471,7 @@ fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, c
             subtask,
             parallelism: vertex.parallelism,
             max_parallelism: vertex.max_parallelism,
-            attempt: 0,
+            attempt: shared.attempt,
             batch_size: graph.config.batch_size,
             tick: graph.config.tick(),
             operator_state: Default::default(),

@@ -19,6 +19,7 @@ use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::local::JobHandle;
+use weir_runtime::net::{DataServer, Placement};
 
 /// How long to keep trying to reach the JobManager at start-up.
 const CONNECT_ATTEMPTS: u32 = 20;
@@ -43,6 +44,8 @@ pub struct Registered {
     /// The JobManager's address.
     pub jobmanager: String,
     heartbeat: Duration,
+    /// Where records from other TaskManagers arrive.
+    pub data: std::sync::Arc<DataServer>,
 }
 
 /// Connects and registers; returns once the JobManager accepted this TaskManager.
@@ -74,6 +77,11 @@ pub async fn register(options: &Options) -> Result<Registered> {
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
         .await
         .map_err(|_| Error::Config(format!("{who} sent no handshake within 10 s")))??;
+    // Other TaskManagers reach this one where the JobManager's connection comes from, unless told.
+    let local_ip = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into());
+    let host = options.cluster.taskmanager_host.clone().unwrap_or(local_ip);
+    let bind = options.cluster.taskmanager_bind_host.clone().unwrap_or_else(|| host.clone());
+    let data = DataServer::start(&format!("{bind}:{}", options.cluster.data_port), &host)?;
     let id = options.id.clone().unwrap_or_else(|| {
         let host = hostname();
         format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
@@ -83,16 +91,18 @@ pub async fn register(options: &Options) -> Result<Registered> {
         slots: options.cluster.slots,
         host: hostname(),
         pid: std::process::id(),
+        data_address: data.address().to_string(),
     };
     write_frame(&mut stream, &register).await?;
     match read_frame::<_, ToTaskManager>(&mut stream).await? {
         Some(ToTaskManager::Accepted { heartbeat_interval_ms }) => {
-            info!(taskmanager = %id, jobmanager = %address, "registered");
+            info!(taskmanager = %id, jobmanager = %address, data = %data.address(), "registered");
             Ok(Registered {
                 stream,
                 id,
                 jobmanager: address,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
+                data,
             })
         }
         Some(ToTaskManager::Rejected { reason }) => {
@@ -111,30 +121,35 @@ fn hostname() -> String {
 
 /// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
 pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
-    let Registered { stream, id, jobmanager, heartbeat } = registered;
+    let Registered { stream, id, jobmanager, heartbeat, data } = registered;
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
-    let mut jobs: HashMap<JobId, JobHandle> = HashMap::new();
+    // Parts of jobs running here, by job and attempt.
+    let mut jobs: HashMap<(JobId, u32), JobHandle> = HashMap::new();
     let mut ticker = tokio::time::interval(heartbeat);
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config })) => {
-                    match deploy(&registry, &execution, job_id, &graph, &config, events_tx.clone()) {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) => {
+                    let attempt = assignment.attempt;
+                    let placement = Placement { assignment, server: data.clone() };
+                    match deploy(&registry, &execution, job_id, &graph, &config, placement, events_tx.clone()) {
                         Ok(handle) => {
-                            jobs.insert(job_id, handle);
-                            write_frame(&mut wr, &ToJobManager::JobState { job_id, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
+                            jobs.insert((job_id, attempt), handle);
+                            write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
                         }
                         Err(e) => {
-                            warn!(job_id = %job_id, error = %e, "cannot run the deployed job");
-                            let state = ToJobManager::JobState { job_id, status: JobStatus::Failed, error: Some(e.to_string()), result: None, retryable: e.is_retryable() };
+                            warn!(job_id = %job_id, attempt, error = %e, "cannot run the deployed job");
+                            let state = ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(e.to_string()), result: None, retryable: e.is_retryable() };
                             write_frame(&mut wr, &state).await?;
                         }
                     }
                 }
                 Ok(Some(ToTaskManager::Cancel { job_id })) => {
-                    if let Some(h) = jobs.get(&job_id) {
-                        h.cancel();
+                    for ((job, _), h) in &jobs {
+                        if *job == job_id {
+                            h.cancel();
+                        }
                     }
                 }
                 Ok(Some(ToTaskManager::Shutdown)) => {
@@ -146,16 +161,17 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                 Err(e) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}"))),
             },
             _ = ticker.tick() => {
-                let running = jobs.keys().copied().collect();
+                let mut running: Vec<JobId> = jobs.keys().map(|(j, _)| *j).collect();
+                running.dedup();
                 if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running }).await {
                     break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
                 }
             }
             Some(event) = events_rx.recv() => {
-                if let ToJobManager::JobState { job_id, status, .. } = &event
+                if let ToJobManager::JobState { job_id, attempt, status, .. } = &event
                     && status.is_terminal()
                 {
-                    jobs.remove(job_id);
+                    jobs.remove(&(*job_id, *attempt));
                 }
                 if let Err(e) = write_frame(&mut wr, &event).await {
                     break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
@@ -180,15 +196,17 @@ fn deploy(
     job_id: JobId,
     graph: &JobGraph,
     config: &BTreeMap<String, String>,
+    placement: Placement,
     events: mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<JobHandle> {
+    let attempt = placement.assignment.attempt;
     let mut execution = base.clone();
     for (k, v) in config {
         execution.set(k, v)?;
     }
     let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
     graph.check_rebuilt(None, &rebuilt.plan())?;
-    let handle = weir_runtime::local::submit(rebuilt, job_id)?;
+    let handle = weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))?;
     let waiter = handle.clone();
     std::thread::Builder::new()
         .name(format!("job {job_id}"))
@@ -196,6 +214,7 @@ fn deploy(
             let state = match waiter.wait() {
                 Ok(result) => ToJobManager::JobState {
                     job_id,
+                    attempt,
                     status: JobStatus::Finished,
                     error: None,
                     result: Some(result),
@@ -203,6 +222,7 @@ fn deploy(
                 },
                 Err(Error::Cancelled(_)) => ToJobManager::JobState {
                     job_id,
+                    attempt,
                     status: JobStatus::Canceled,
                     error: None,
                     result: None,
@@ -210,6 +230,7 @@ fn deploy(
                 },
                 Err(e) => ToJobManager::JobState {
                     job_id,
+                    attempt,
                     status: JobStatus::Failed,
                     error: Some(e.to_string()),
                     result: None,

@@ -387,7 +387,7 @@ fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1"]));
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
     // Kill the TaskManager the job runs on.
-    let tm = job["weir-taskmanager"].as_str().unwrap_or_default().to_string();
+    let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
     let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
     let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
     let victim = c.taskmanagers.iter().position(|p| p.child.id() == pid);
@@ -398,7 +398,7 @@ fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
     // It restarts on the spare and runs to the end, all 3000 records.
     let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{id}"));
     assert_eq!(done["state"], "FINISHED", "{done}");
-    assert_ne!(done["weir-taskmanager"], json_str(&tm));
+    assert_ne!(done["weir-taskmanagers"][0], json_str(&tm));
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
     assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost"), "{ex}");
     let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
@@ -412,7 +412,7 @@ fn without_a_restart_strategy_a_failed_job_stays_failed() {
     let mut c = Cluster::new(2, 1);
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"rate": 100}"#, "-p", "1"]));
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
-    let tm = job["weir-taskmanager"].as_str().unwrap_or_default().to_string();
+    let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
     let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
     let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
     if let Some(i) = c.taskmanagers.iter().position(|p| p.child.id() == pid) {
@@ -495,4 +495,104 @@ fn a_taskmanager_whose_jobmanager_does_not_answer_gives_up_with_a_clear_error() 
     let err = text(&out.stderr);
     assert!(err.contains("cannot reach the JobManager") && err.contains(&format!("127.0.0.1:{closed}")), "{err}");
     assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+/// Word counts of the bundled text, computed here independently of weir.
+fn reference_counts() -> std::collections::BTreeMap<String, u64> {
+    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let mut counts = std::collections::BTreeMap::new();
+    for w in text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+        let w = w.trim_matches('\'').to_lowercase();
+        if !w.is_empty() {
+            *counts.entry(w).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The final count per word in a wordcount output directory (the highest running count).
+fn final_counts(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("no output in {}: {e}", dir.display())).flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let (w, c) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad output line {line:?}"));
+            let c: u64 = c.parse().unwrap_or_else(|_| panic!("bad count in {line:?}"));
+            let best = counts.entry(w.to_string()).or_insert(0);
+            *best = c.max(*best);
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_job_whose_subtasks_span_two_taskmanagers_exchanges_records_over_tcp() {
+    // One slot each: a job of parallelism 2 must run subtask 0 on one and subtask 1 on the other,
+    // and the keyed exchange between Tokenizer and Count crosses between them.
+    let c = Cluster::new(2, 1);
+    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let args = format!(
+        "{{\"input\": \"{}/../../examples/data/gettysburg.txt\", \"output\": \"{}\"}}",
+        env!("CARGO_MANIFEST_DIR"),
+        out_dir.path().display()
+    );
+    let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &args, "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = job_id(&out);
+    let (_, job) = c.get(&format!("/jobs/{id}"));
+    assert_eq!(job["state"], "FINISHED", "{job}");
+    let tms = job["weir-taskmanagers"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(tms, 0, "a finished job holds no TaskManagers: {job}");
+    // Both parts' counters add up, and every word's count is right.
+    assert_eq!(job["vertices"][2]["metrics"]["read-records"], 272, "{job}");
+    let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
+    let counts = &result["job-execution-result"]["weir-result"]["counts"];
+    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let lines = std::fs::read_to_string(&path).map(|t| t.lines().count()).unwrap_or(0);
+    assert_eq!(counts[0]["numRecordsOut"], lines, "both halves of the file were read: {result}");
+    assert_eq!(final_counts(out_dir.path()), reference_counts());
+    let files = std::fs::read_dir(out_dir.path()).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 2, "one output file per subtask");
+}
+
+#[test]
+fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_kill_9() {
+    let restart = [
+        "-D",
+        "restart-strategy.type=fixed-delay",
+        "-D",
+        "restart-strategy.fixed-delay.attempts=3",
+        "-D",
+        "restart-strategy.fixed-delay.delay=100ms",
+    ];
+    let mut c = Cluster::with(&restart, 3, 1);
+    let load = r#"{"count": 4000, "rate": 2000}"#;
+    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "2"]));
+    let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    let placed: Vec<String> = job["weir-taskmanagers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    assert_eq!(placed.len(), 2, "parallelism 2 on one-slot TaskManagers spans two: {job}");
+    let (_, overview) = c.get("/overview");
+    assert_eq!(overview["slots-available"], 1, "{overview}");
+    // Kill one of the two.
+    let (_, info) = c.get(&format!("/taskmanagers/{}", placed[1]));
+    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let victim = c.taskmanagers.iter().position(|p| p.child.id() == pid);
+    let victim = victim.unwrap_or_else(|| panic!("no TaskManager with pid {pid}: {info}"));
+    let mut proc = c.taskmanagers.remove(victim);
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    // The other part is cancelled, and the job runs again on the survivor and the spare.
+    let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{id}"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost"), "{ex}");
+    let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
+    let counts = &result["job-execution-result"]["weir-result"]["counts"];
+    assert_eq!(counts[0]["numRecordsOut"], 4000, "{result}");
+    assert_eq!(counts[3]["numRecordsIn"], 4000, "{result}");
+    c.wait_for(|o| o["slots-available"] == 2, "/overview");
 }

@@ -1,0 +1,141 @@
+//! A job split into parts that exchange records over TCP on loopback, in one process: two data
+//! servers stand for two TaskManagers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_api::{Job, Registry, StreamEnv};
+use weir_core::protocol::Assignment;
+use weir_core::result::JobResult;
+use weir_core::{Error, JobId, Result};
+use weir_runtime::ExecutionConfig;
+use weir_runtime::local::{JobHandle, submit_part};
+use weir_runtime::net::{DataServer, Placement};
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Args {
+    n: i64,
+    keys: i64,
+}
+
+/// Counts per key through a keyed exchange, plus a rebalance and a broadcast of the totals.
+fn counting(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let keys = args.keys;
+    env.from_sequence(0, args.n - 1)
+        .map(move |x| (x % keys, 1u64))
+        .key_by(|t: &(i64, u64)| t.0)
+        .sum(|t| &mut t.1)
+        .rebalance()
+        .collect("out");
+    Ok(())
+}
+
+static COUNTING: Job<Args> = Job::new("counting", counting);
+
+fn config(p: u32) -> Result<ExecutionConfig> {
+    let mut c = ExecutionConfig::default();
+    c.set("parallelism.default", &p.to_string())?;
+    // Small batches and queues: many frames, and senders that run out of credit all the time.
+    c.set("execution.batch-size", "7")?;
+    c.set("execution.channel-capacity", "2")?;
+    Ok(c)
+}
+
+fn servers(n: usize) -> Result<Vec<Arc<DataServer>>> {
+    (0..n).map(|_| DataServer::start("127.0.0.1:0", "127.0.0.1")).collect()
+}
+
+/// Starts every part of `args`'s job at parallelism `p`, slot `i` in part `slot_parts[i]`.
+fn start(args: &Args, p: u32, slot_parts: &[u32], servers: &[Arc<DataServer>], attempt: u32) -> Result<Vec<JobHandle>> {
+    let registry = Registry::new().register(&COUNTING);
+    let job = JobId::random();
+    let json = serde_json::to_value(args).map_err(|e| Error::internal(e.to_string()))?;
+    let addresses: Vec<String> = servers.iter().map(|s| s.address().to_string()).collect();
+    (0..servers.len())
+        .map(|part| {
+            let graph = registry.build("counting", &json, &config(p)?)?;
+            let assignment = Assignment {
+                attempt,
+                part: part as u32,
+                slot_parts: slot_parts.to_vec(),
+                part_addresses: addresses.clone(),
+            };
+            submit_part(graph, job, Some(Placement { assignment, server: servers[part].clone() }))
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_split_over_two_processes_counts_exactly_as_on_one() -> Result<()> {
+    let servers = servers(2)?;
+    let args = Args { n: 20_000, keys: 37 };
+    // Slots interleaved over the parts: every exchange crosses between them both ways.
+    let handles = start(&args, 4, &[0, 1, 0, 1], &servers, 0)?;
+    let results: Vec<JobResult> = handles.iter().map(|h| h.wait()).collect::<Result<_>>()?;
+    let merged = JobResult::merge(results).ok_or_else(|| Error::internal("no parts"))?;
+    let out = &merged.accumulators["out"];
+    assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3], "every subtask's output, from both parts");
+    let mut finals: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut records = 0;
+    for bytes in out.values() {
+        let part: Vec<(i64, u64)> = weir_connectors::collect::decode("out", bytes)?;
+        records += part.len();
+        for (k, c) in part {
+            let best = finals.entry(k).or_insert(0);
+            *best = c.max(*best);
+        }
+    }
+    assert_eq!(records, 20_000, "one running count per record");
+    let want: BTreeMap<i64, u64> = (0..37).map(|k| (k, (0..20_000).filter(|x| x % 37 == k).count() as u64)).collect();
+    assert_eq!(finals, want);
+    for h in &handles {
+        assert_eq!(h.live_tasks(), 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_part_whose_peer_stops_fails_instead_of_hanging() -> Result<()> {
+    let servers = servers(2)?;
+    // Enough records that the job is still running when one part is cancelled.
+    let args = Args { n: 50_000_000, keys: 1000 };
+    let handles = start(&args, 2, &[0, 1], &servers, 0)?;
+    std::thread::sleep(Duration::from_millis(200));
+    handles[1].cancel();
+    let e = match handles[0].wait_timeout(Duration::from_secs(20)) {
+        Err(e) => e,
+        Ok(r) => panic!("the surviving part cannot finish without its peer: {r:?}"),
+    };
+    assert!(matches!(e, Error::ChannelClosed(_) | Error::Network { .. }), "{e:?}");
+    assert!(e.to_string().contains("stopped") || e.to_string().contains("lost the data connection"), "{e}");
+    assert!(matches!(handles[1].wait(), Err(Error::Cancelled(_))));
+    for h in &handles {
+        assert_eq!(h.live_tasks(), 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_part_waiting_for_a_peer_that_never_comes_can_be_cancelled() -> Result<()> {
+    let servers = servers(2)?;
+    let args = Args { n: 1000, keys: 10 };
+    // Only part 0 is started; its senders wait for part 1's answer.
+    let registry = Registry::new().register(&COUNTING);
+    let json = serde_json::to_value(&args).map_err(|e| Error::internal(e.to_string()))?;
+    let graph = registry.build("counting", &json, &config(2)?)?;
+    let assignment = Assignment {
+        attempt: 0,
+        part: 0,
+        slot_parts: vec![0, 1],
+        part_addresses: servers.iter().map(|s| s.address().to_string()).collect(),
+    };
+    let h = submit_part(graph, JobId::random(), Some(Placement { assignment, server: servers[0].clone() }))?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(h.wait_timeout(Duration::ZERO)?.is_none(), "still waiting for its peer");
+    h.cancel();
+    let ended = h.wait_timeout(Duration::from_secs(5));
+    assert!(matches!(ended, Err(Error::Cancelled(_))), "{ended:?}");
+    assert_eq!(h.live_tasks(), 0);
+    Ok(())
+}
