@@ -19,8 +19,10 @@ pub struct ArtifactDigest(pub String);
 impl ArtifactDigest {
     /// The digest of the file at `path`.
     pub fn of_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
-        Ok(ArtifactDigest(format!("sha256:{}", crate::plan::hex(&Sha256::digest(&bytes)))))
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io("cannot read artifact", path, e))?;
+        Ok(ArtifactDigest(format!("sha256:{}", crate::plan::hex(&hasher.finalize()))))
     }
 
     /// The digest of the running executable, computed once per process.

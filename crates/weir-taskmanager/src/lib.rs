@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
 use weir_core::config::ClusterConfig;
+use weir_core::graph::ArtifactDigest;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
@@ -46,6 +47,8 @@ pub struct Registered {
     heartbeat: Duration,
     /// Where records from other TaskManagers arrive.
     pub data: std::sync::Arc<DataServer>,
+    /// The digest of this TaskManager's executable: the artifact whose jobs it runs.
+    pub artifact: ArtifactDigest,
 }
 
 /// Connects and registers; returns once the JobManager accepted this TaskManager.
@@ -82,6 +85,9 @@ pub async fn register(options: &Options) -> Result<Registered> {
     let host = options.cluster.taskmanager_host.clone().unwrap_or(local_ip);
     let bind = options.cluster.taskmanager_bind_host.clone().unwrap_or_else(|| host.clone());
     let data = DataServer::start(&format!("{bind}:{}", options.cluster.data_port), &host)?;
+    let artifact = tokio::task::spawn_blocking(ArtifactDigest::current)
+        .await
+        .map_err(|e| Error::internal(format!("cannot hash this executable: {e}")))??;
     let id = options.id.clone().unwrap_or_else(|| {
         let host = hostname();
         format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
@@ -103,6 +109,7 @@ pub async fn register(options: &Options) -> Result<Registered> {
                 jobmanager: address,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
                 data,
+                artifact,
             })
         }
         Some(ToTaskManager::Rejected { reason }) => {
@@ -121,7 +128,7 @@ fn hostname() -> String {
 
 /// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
 pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
-    let Registered { stream, id, jobmanager, heartbeat, data } = registered;
+    let Registered { stream, id, jobmanager, heartbeat, data, artifact } = registered;
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     // Parts of jobs running here, by job and attempt.
@@ -133,7 +140,7 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                 Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) => {
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
-                    match deploy(&registry, &execution, job_id, &graph, &config, placement, events_tx.clone()) {
+                    match deploy(&registry, &artifact, &execution, job_id, &graph, &config, placement, events_tx.clone()) {
                         Ok(handle) => {
                             jobs.insert((job_id, attempt), handle);
                             write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
@@ -190,8 +197,10 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
 }
 
 /// Rebuilds, checks and starts a deployed job; its end is reported through `events`.
+#[allow(clippy::too_many_arguments)]
 fn deploy(
     registry: &Registry,
+    artifact: &ArtifactDigest,
     base: &ExecutionConfig,
     job_id: JobId,
     graph: &JobGraph,
@@ -204,8 +213,19 @@ fn deploy(
     for (k, v) in config {
         execution.set(k, v)?;
     }
+    if &graph.artifact != artifact {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(Error::GraphMismatch {
+            job: graph.job_name.clone(),
+            message: format!(
+                "the job comes from artifact {} but this TaskManager runs {exe} ({}); start the TaskManagers \
+                 from the program that submits the job (`PROGRAM --weir taskmanager`)",
+                graph.artifact.0, artifact.0
+            ),
+        });
+    }
     let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
-    graph.check_rebuilt(None, &rebuilt.plan())?;
+    graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
     let handle = weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))?;
     let waiter = handle.clone();
     std::thread::Builder::new()

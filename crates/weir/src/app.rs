@@ -47,9 +47,19 @@ impl App {
     /// Runs the program: `main` gets a driver and the command-line arguments (without the program
     /// name). Errors are printed with what to do, and turned into the exit code (2: fix your
     /// input or job; 1: anything else).
+    ///
+    /// `--weir COMMAND ...` reaches weir's own command line with this program's jobs: the roles of
+    /// a cluster (`--weir jobmanager`, `--weir taskmanager`, `--weir cluster start`) and the client
+    /// commands (`--weir run -t remote JOB --args JSON`, `--weir list`, `--weir cancel`), exactly as
+    /// the `weir` executable has them. So a program is its own cluster image.
     pub fn run(self, main: impl FnOnce(&mut Driver, &[String]) -> Result<()>) -> ExitCode {
-        init_tracing();
         let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().map(String::as_str) == Some("--weir") {
+            let program =
+                crate::command::Program { name: &self.name, registry: self.registry, role_prefix: &["--weir"] };
+            return crate::command::main(program, args[1..].to_vec());
+        }
+        init_tracing();
         let result = if args.first().map(String::as_str) == Some("--info") {
             match InfoCommand::try_parse_from(&args[1..]) {
                 Ok(cmd) => print_info(&self.registry, &cmd.info),

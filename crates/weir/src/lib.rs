@@ -34,6 +34,7 @@
 mod app;
 pub mod builtin;
 mod cli;
+pub mod command;
 pub mod remote;
 pub mod standalone;
 

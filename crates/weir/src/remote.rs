@@ -238,7 +238,9 @@ pub fn run_remote(
     config: BTreeMap<String, String>,
     detached: bool,
 ) -> Result<()> {
-    let graph = driver.job_graph(job, args)?;
+    let mut graph = driver.job_graph(job, args)?;
+    // The cluster runs the job from the artifact that built it: this executable.
+    graph.artifact = weir_core::graph::ArtifactDigest::current()?;
     let client = RestClient::new(address);
     let answer = client.post("/jobs", &json!({ "graph": graph, "config": config }))?;
     let id = answer["jobid"]

@@ -96,7 +96,14 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 
 /// `cluster start`: starts a JobManager and `taskmanagers` TaskManagers with `slots` slots each;
 /// returns once all are registered. On any failure, whatever was started is stopped again.
-pub fn start(dir: &Path, taskmanagers: u32, slots: u32, settings: &[String]) -> Result<ClusterState> {
+/// `role_prefix` is what this executable needs before a role (`--weir` in a user's program).
+pub fn start(
+    dir: &Path,
+    taskmanagers: u32,
+    slots: u32,
+    settings: &[String],
+    role_prefix: &[&str],
+) -> Result<ClusterState> {
     if slots == 0 {
         return Err(Error::Config("--slots must be at least 1".into()));
     }
@@ -113,7 +120,8 @@ pub fn start(dir: &Path, taskmanagers: u32, slots: u32, settings: &[String]) -> 
     let t0 = Instant::now();
     let mut started: Vec<u32> = Vec::new();
     let result = (|| -> Result<ClusterState> {
-        let mut args = vec!["jobmanager".to_string()];
+        let mut args: Vec<String> = role_prefix.iter().map(|p| p.to_string()).collect();
+        args.push("jobmanager".to_string());
         args.extend(settings.iter().cloned());
         let jm_log = dir.join("jobmanager.log");
         let jm = spawn(&args, &jm_log)?;
@@ -124,7 +132,8 @@ pub fn start(dir: &Path, taskmanagers: u32, slots: u32, settings: &[String]) -> 
         let rpc_port = rpc.rsplit(':').next().unwrap_or_default().to_string();
         let mut tms = Vec::new();
         for i in 0..taskmanagers {
-            let mut args = vec!["taskmanager".to_string()];
+            let mut args: Vec<String> = role_prefix.iter().map(|p| p.to_string()).collect();
+            args.push("taskmanager".to_string());
             args.extend(settings.iter().cloned());
             args.extend(["-D".into(), format!("jobmanager.rpc.port={rpc_port}")]);
             args.extend(["-D".into(), format!("taskmanager.numberOfTaskSlots={slots}")]);

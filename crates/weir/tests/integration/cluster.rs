@@ -21,10 +21,10 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `weir ARGS`, waits (bounded) for its `ready` line and returns it; the rest of its
+/// Starts `EXE ARGS`, waits (bounded) for its `ready` line and returns it; the rest of its
 /// output is drained in the background.
-fn start(args: &[&str]) -> (Proc, String) {
-    let mut child = match Command::new(WEIR).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+fn start_program(exe: &std::path::Path, args: &[&str]) -> (Proc, String) {
+    let mut child = match Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot start weir {args:?}: {e}"),
     };
@@ -59,6 +59,9 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 }
 
 struct Cluster {
+    /// The artifact every process runs, and what it needs before a weir command.
+    exe: std::path::PathBuf,
+    prefix: Vec<&'static str>,
     rest: String,
     rpc_port: String,
     taskmanagers: Vec<Proc>,
@@ -72,7 +75,13 @@ impl Cluster {
 
     /// A cluster whose JobManager gets `extra` arguments too.
     fn with(extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
-        let mut args = vec![
+        Cluster::of(std::path::Path::new(WEIR), &[], extra, taskmanagers, slots)
+    }
+
+    /// A cluster of `exe`'s processes (a user program reaches weir's commands behind `prefix`).
+    fn of(exe: &std::path::Path, prefix: &[&'static str], extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
+        let mut args = prefix.to_vec();
+        args.extend([
             "jobmanager",
             "-D",
             "rest.port=0",
@@ -84,12 +93,19 @@ impl Cluster {
             "heartbeat.timeout=1500",
             "-D",
             "slot.request.timeout=60000",
-        ];
+        ]);
         args.extend(extra);
-        let (jm, line) = start(&args);
+        let (jm, line) = start_program(exe, &args);
         let rest = field(&line, "rest=http://").to_string();
         let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
-        let mut c = Cluster { rest, rpc_port, taskmanagers: Vec::new(), _jobmanager: jm };
+        let mut c = Cluster {
+            exe: exe.to_path_buf(),
+            prefix: prefix.to_vec(),
+            rest,
+            rpc_port,
+            taskmanagers: Vec::new(),
+            _jobmanager: jm,
+        };
         for _ in 0..taskmanagers {
             c.add_taskmanager(slots);
         }
@@ -100,7 +116,8 @@ impl Cluster {
     fn add_taskmanager(&mut self, slots: u32) {
         let port = format!("jobmanager.rpc.port={}", self.rpc_port);
         let slots = format!("taskmanager.numberOfTaskSlots={slots}");
-        let (tm, _) = start(&[
+        let mut args = self.prefix.clone();
+        args.extend([
             "taskmanager",
             "-D",
             &port,
@@ -111,6 +128,7 @@ impl Cluster {
             "-D",
             "heartbeat.timeout=1500",
         ]);
+        let (tm, _) = start_program(&self.exe, &args);
         self.taskmanagers.push(tm);
     }
 
@@ -131,10 +149,12 @@ impl Cluster {
         }
     }
 
+    /// Runs a weir command of this cluster's artifact against it.
     fn weir(&self, args: &[&str]) -> Output {
-        let mut all = args.to_vec();
+        let mut all = self.prefix.clone();
+        all.extend(args);
         all.extend(["-m", &self.rest]);
-        match Command::new(WEIR).args(&all).output() {
+        match Command::new(&self.exe).args(&all).output() {
             Ok(o) => o,
             Err(e) => panic!("cannot run weir: {e}"),
         }
@@ -595,4 +615,70 @@ fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_ki
     assert_eq!(counts[0]["numRecordsOut"], 4000, "{result}");
     assert_eq!(counts[3]["numRecordsIn"], 4000, "{result}");
     c.wait_for(|o| o["slots-available"] == 2, "/overview");
+}
+
+#[test]
+fn a_job_from_another_artifact_fails_with_what_to_do_and_is_not_retried() {
+    let restart = ["-D", "restart-strategy.type=fixed-delay", "-D", "restart-strategy.fixed-delay.attempts=5"];
+    let c = Cluster::with(&restart, 1, 2);
+    let args: Value = serde_json::from_str(&bundled()).unwrap_or(Value::Null);
+    let graph = weir::Driver::local(weir::builtin::registry()).job_graph("wordcount", &args);
+    let mut graph = graph.unwrap_or_else(|e| panic!("{e}"));
+    graph.artifact = weir_core::graph::ArtifactDigest(format!("sha256:{}", "ab".repeat(32)));
+    let body = serde_json::json!({ "graph": graph }).to_string();
+    let (status, v) = http("POST", &c.rest, "/jobs", Some(&body));
+    assert_eq!(status, 202, "{v}");
+    let id = v["jobid"].as_str().unwrap_or_default().to_string();
+    let done = c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    let root = ex["root-exception"].as_str().unwrap_or_default();
+    assert!(root.contains("comes from artifact sha256:abab") && root.contains("--weir taskmanager"), "{ex}");
+    assert_eq!(ex["all-exceptions"].as_array().map(Vec::len), Some(1), "a mismatch is not retried: {done}");
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).map(std::path::PathBuf::from).unwrap_or_default();
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn a_user_program_is_its_own_cluster_image_and_other_artifacts_are_refused() {
+    // The wordcount example plays JobManager, TaskManagers and client behind `--weir`.
+    let program = example("wordcount");
+    let c = Cluster::of(&program, &["--weir"], &[], 2, 1);
+    let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The job collects its running counts: both subtasks' share comes back through REST.
+    let (_, result) = c.get(&format!("/jobs/{}/execution-result", job_id(&out)));
+    let parts = &result["job-execution-result"]["weir-result"]["accumulators"]["counts"];
+    let parts = parts.as_object().unwrap_or_else(|| panic!("no collected counts: {result}"));
+    assert_eq!(parts.len(), 2, "one share per subtask: {result}");
+    let mut finals = std::collections::BTreeMap::new();
+    for bytes in parts.values() {
+        let bytes: Vec<u8> = serde_json::from_value(bytes.clone()).unwrap_or_default();
+        let share: Vec<(String, u64)> = weir::connectors::collect::decode("counts", &bytes).unwrap_or_default();
+        for (w, n) in share {
+            let best = finals.entry(w).or_insert(0);
+            *best = n.max(*best);
+        }
+    }
+    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let text_in = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut want = std::collections::BTreeMap::new();
+    for w in text_in.split(|ch: char| !ch.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        *want.entry(w.to_lowercase()).or_insert(0u64) += 1;
+    }
+    assert_eq!(finals, want);
+    // The stock weir executable is another artifact: its job is refused with what to do.
+    let out = Command::new(WEIR)
+        .args(["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "1", "-m", &c.rest])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--weir taskmanager"), "{}", text(&out.stderr));
+    // Its help names the program, with the prefix.
+    let help = Command::new(&program).args(["--weir", "--help"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
+    assert!(help.contains("wordcount --weir"), "{help}");
 }

@@ -1,0 +1,253 @@
+//! The command line of every artifact: the `weir` executable's, and every user program's behind
+//! `--weir` (DESIGN.md section 2: every artifact plays every role, so a user's binary is its own
+//! cluster image).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use weir_api::{Driver, Registry};
+use weir_core::{Error, Result};
+
+use crate::cli::{InfoArgs, exit_code, print_info};
+use crate::remote::{self, Settings};
+
+/// weir: Flink's architecture in a native binary.
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "weir: Flink's architecture (JobManager, TaskManagers, session clusters) in a native binary",
+    after_help = "Configuration: --config FILE or $WEIR_CONF_DIR/config.yaml, then -D key=value. Logs: WEIR_LOG=info."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings every command takes.
+#[derive(Args, Clone, Debug)]
+struct Common {
+    /// A configuration file (YAML, Flink's key names); default `$WEIR_CONF_DIR/config.yaml`.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Configuration overrides, `key=value`.
+    #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
+    define: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a built-in job and waits for it: on the embedded local cluster (`-t local`, the
+    /// default) or on a running cluster (`-t remote -m host:port`).
+    Run {
+        /// The job to run (see `weir info`).
+        job: String,
+        /// The job's arguments, as JSON.
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// Default parallelism.
+        #[arg(short = 'p', long)]
+        parallelism: Option<u32>,
+        /// Where to run: local or remote.
+        #[arg(short = 't', long, default_value = "local")]
+        target: String,
+        /// The JobManager's REST address (`host:port`) for `-t remote`; default rest.address:rest.port.
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        /// Submit and return without waiting (`-t remote`).
+        #[arg(short = 'd', long)]
+        detached: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Prints a job's plan as JSON or Graphviz DOT, or lists the registered jobs.
+    Info(InfoArgs),
+    /// Lists the jobs of a running cluster.
+    List {
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Cancels a job on a running cluster.
+    Cancel {
+        /// The job's id.
+        job_id: String,
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Runs a JobManager: REST endpoint (rest.port) and TaskManager endpoint (jobmanager.rpc.port).
+    Jobmanager {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Starts, stops or shows a standalone session cluster on this host, in the background.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Runs a TaskManager that registers with the JobManager at jobmanager.rpc.address/port.
+    Taskmanager {
+        /// This TaskManager's id (default: host, pid and a random suffix).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Starts one JobManager and N TaskManagers; returns once all are registered.
+    Start {
+        /// Number of TaskManagers.
+        #[arg(long, default_value_t = 1)]
+        taskmanagers: u32,
+        /// Slots per TaskManager.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Directory for logs and the cluster's state file.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stops the cluster started from the directory.
+    Stop {
+        /// The directory given to `start`.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
+    },
+    /// Shows the cluster started from the directory.
+    Status {
+        /// The directory given to `start`.
+        #[arg(long, default_value = "/tmp/weir-cluster")]
+        dir: PathBuf,
+    },
+}
+
+/// The targets `run -t` accepts today.
+const TARGETS: [&str; 2] = ["local", "remote"];
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    registry: &Registry,
+    job: &str,
+    args: &str,
+    target: &str,
+    jobmanager: Option<&str>,
+    detached: bool,
+    parallelism: Option<u32>,
+    common: &Common,
+) -> Result<()> {
+    if !TARGETS.contains(&target) {
+        return Err(Error::Config(format!("unknown target '{target}'; valid targets: {}", TARGETS.join(", "))));
+    }
+    let settings = Settings::gather(common.config.as_deref(), parallelism, &common.define)?;
+    let mut driver = Driver::local(registry.clone());
+    settings.configure(&mut driver)?;
+    let args = crate::cli::parse_json_args(args)?;
+    if target == "remote" {
+        let address = remote::rest_address(&settings, jobmanager)?;
+        return remote::run_remote(&driver, &address, job, &args, settings.job_config(), detached);
+    }
+    if detached || jobmanager.is_some() {
+        return Err(Error::Config("-d and -m apply to -t remote only".into()));
+    }
+    let client = driver.execute_named(job, &args)?;
+    eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
+    let result = client.wait()?;
+    eprintln!("Job {} FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
+    for c in result.counts() {
+        eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));
+    }
+    Ok(())
+}
+
+fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
+    let registry = &program.registry;
+    match command {
+        Command::Run { job, args, parallelism, target, jobmanager, detached, common } => {
+            run(registry, job, args, target, jobmanager.as_deref(), *detached, *parallelism, common)
+        }
+        Command::Info(info) => print_info(registry, info),
+        Command::List { jobmanager, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::list(&remote::rest_address(&settings, jobmanager.as_deref())?)
+        }
+        Command::Cancel { job_id, jobmanager, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
+        }
+        Command::Jobmanager { common } => {
+            remote::jobmanager(&Settings::gather(common.config.as_deref(), None, &common.define)?)
+        }
+        Command::Cluster { action } => match action {
+            ClusterAction::Start { taskmanagers, slots, dir, common } => {
+                // Check the settings here, where errors are clearest, then hand them on.
+                Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
+                let mut args = Vec::new();
+                if let Some(c) = &common.config {
+                    args.extend(["--config".to_string(), c.display().to_string()]);
+                }
+                for d in &common.define {
+                    args.extend(["-D".to_string(), d.clone()]);
+                }
+                let state = crate::standalone::start(dir, *taskmanagers, *slots, &args, program.role_prefix)?;
+                println!("{}", state.rest);
+                Ok(())
+            }
+            ClusterAction::Stop { dir } => crate::standalone::stop(dir),
+            ClusterAction::Status { dir } => crate::standalone::status(dir),
+        },
+        Command::Taskmanager { id, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::taskmanager(&settings, id.clone(), registry.clone())
+        }
+    }
+}
+
+/// An artifact, as its command line sees it.
+#[derive(Debug)]
+pub struct Program<'a> {
+    /// Its name, for help and error messages.
+    pub name: &'a str,
+    /// The jobs it can run.
+    pub registry: Registry,
+    /// What comes before a command to reach this command line in this executable (`--weir` in a
+    /// user's program, nothing in `weir`): used to start cluster processes of the same artifact.
+    pub role_prefix: &'a [&'a str],
+}
+
+/// Parses `args` (without the program name) and runs the command; errors are printed with what to
+/// do and turned into the exit code.
+pub fn main(program: Program<'_>, args: Vec<String>) -> ExitCode {
+    crate::cli::init_tracing();
+    let name = program.name.to_string();
+    let parsed = Cli::command()
+        .name(name.clone())
+        .bin_name(
+            std::iter::once(name.as_str()).chain(program.role_prefix.iter().copied()).collect::<Vec<_>>().join(" "),
+        )
+        .try_get_matches_from(std::iter::once(name.clone()).chain(args))
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match dispatch(&program, &cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e}");
+            exit_code(&e)
+        }
+    }
+}
