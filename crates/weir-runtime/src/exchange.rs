@@ -74,6 +74,8 @@ pub struct ExchangeOutput<T> {
     next: usize,
     rng: u64,
     cancel: CancelToken,
+    /// For channels to other processes: how many records a batch collects before it is sent.
+    fill: usize,
 }
 
 impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
@@ -104,7 +106,18 @@ impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
             next: subtask as usize % senders_len,
             rng: 0x2545_f491_4f6c_dd1d ^ (u64::from(subtask) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             cancel,
+            fill: 0,
         })
+    }
+
+    /// Lets batches to other processes collect up to `records` records before they are sent (a
+    /// partitioned batch is split `P` ways, and every message over the network costs a frame and
+    /// a credit). They are sent at the latest with the next control event or processing-time
+    /// tick, so a record waits at most one tick (`pipeline.auto-watermark-interval`), as Flink's
+    /// buffer timeout bounds it.
+    pub fn with_fill(mut self, records: usize) -> Self {
+        self.fill = records;
+        self
     }
 
     fn send(&mut self, i: usize, batch: Batch<T>) -> Result<()> {
@@ -126,9 +139,12 @@ impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
         }
     }
 
-    fn flush_buffers(&mut self) -> Result<()> {
+    /// Sends the buffered batches: all of them, or (`force` false) all but those to other
+    /// processes that are not full yet.
+    fn flush_buffers(&mut self, force: bool) -> Result<()> {
         for i in 0..self.buffers.len() {
-            if !self.buffers[i].is_empty() {
+            let wait = !force && matches!(self.senders[i], ChannelTx::Remote(_)) && self.buffers[i].len() < self.fill;
+            if !self.buffers[i].is_empty() && !wait {
                 let b = self.buffers[i].take();
                 self.send(i, b)?;
             }
@@ -186,7 +202,7 @@ impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
                 }
             }
         }
-        self.flush_buffers()
+        self.flush_buffers(false)
     }
 
     fn control(&mut self, event: Control) -> Result<()> {
@@ -196,9 +212,9 @@ impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
             // Processing time is each task's own business.
             Control::Tick(_) => None,
         };
+        // Records buffered before an event must arrive before it; a tick bounds their wait.
+        self.flush_buffers(true)?;
         if message(event).is_some() {
-            // Records buffered before the event must arrive before it.
-            self.flush_buffers()?;
             for i in 0..self.senders.len() {
                 if let Some(m) = message(event) {
                     self.send_message(i, m)?;
@@ -209,7 +225,7 @@ impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.flush_buffers()?;
+        self.flush_buffers(true)?;
         for i in 0..self.senders.len() {
             self.send_message(i, Message::EndOfInput)?;
         }
@@ -342,7 +358,7 @@ impl<T> InputGate<T> {
                 }
                 match self.channels[i].try_recv() {
                     Ok(m) => {
-                        if let Some(c) = &self.credits[i] {
+                        if let Some(c) = &mut self.credits[i] {
                             c.returned();
                         }
                         self.cursor = i + 1;
@@ -365,7 +381,11 @@ impl<T> InputGate<T> {
             if !self.pending.is_empty() {
                 continue;
             }
-            // Nothing ready: block until a channel or the cancellation is, or the deadline.
+            // Nothing ready: hand back every credit owed, then block until a channel or the
+            // cancellation is, or the deadline.
+            for c in self.credits.iter_mut().flatten() {
+                c.flush();
+            }
             let mut sel = Select::new();
             for i in 0..n {
                 if self.open[i] {

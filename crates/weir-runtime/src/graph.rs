@@ -104,6 +104,19 @@ fn unerase_end<E: 'static>(end: AnyChannelEnd) -> Result<E> {
         .map_err(|_| Error::internal(format!("channel end is not a {}", std::any::type_name::<E>())))
 }
 
+/// How one subtask's side of an exchange distributes records.
+#[derive(Clone, Copy, Debug)]
+pub struct ExchangeShape {
+    /// The ship strategy.
+    pub strategy: ShipStrategy,
+    /// The receiving operator's key groups.
+    pub max_parallelism: u32,
+    /// The sending subtask.
+    pub subtask: u32,
+    /// Records a batch to another process collects before it is sent.
+    pub network_fill: usize,
+}
+
 /// The operations the executor needs on records of one type.
 pub trait StreamOps: Send + Sync {
     /// The record type's name, for messages.
@@ -119,11 +132,9 @@ pub trait StreamOps: Send + Sync {
     /// The sending side of an exchange.
     fn exchange(
         &self,
-        strategy: ShipStrategy,
+        shape: ExchangeShape,
         senders: Vec<AnyChannelEnd>,
         key_hash: Option<&Arc<dyn Any + Send + Sync>>,
-        max_parallelism: u32,
-        subtask: u32,
         cancel: CancelToken,
     ) -> Result<AnyOutput>;
     /// A task reading `receivers` into `head`.
@@ -186,13 +197,12 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
 
     fn exchange(
         &self,
-        strategy: ShipStrategy,
+        shape: ExchangeShape,
         senders: Vec<AnyChannelEnd>,
         key_hash: Option<&Arc<dyn Any + Send + Sync>>,
-        max_parallelism: u32,
-        subtask: u32,
         cancel: CancelToken,
     ) -> Result<AnyOutput> {
+        let ExchangeShape { strategy, max_parallelism, subtask, network_fill } = shape;
         let senders = senders.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
         let key_hash = match key_hash {
             Some(k) => Some(
@@ -202,7 +212,8 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
             ),
             None => None,
         };
-        let out = ExchangeOutput::<T>::new(strategy, senders, key_hash, max_parallelism, subtask, cancel)?;
+        let out = ExchangeOutput::<T>::new(strategy, senders, key_hash, max_parallelism, subtask, cancel)?
+            .with_fill(network_fill);
         Ok(erase::<T>(Box::new(out)))
     }
 

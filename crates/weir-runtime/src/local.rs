@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
 
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
-use crate::graph::{AnyChannelEnd, AnyOutput, NodeKind, SideOutputs, StreamGraph};
+use crate::graph::{AnyChannelEnd, AnyOutput, ExchangeShape, NodeKind, SideOutputs, StreamGraph};
 use crate::metrics::{VertexCounts, VertexMetrics};
 use crate::net::{PartNetwork, PartWiring, Placement, RemoteChannel};
 use crate::output::CurrentOperator;
@@ -186,6 +186,11 @@ struct TaskSpec {
     senders: HashMap<usize, Vec<AnyChannelEnd>>,
     receivers: Vec<AnyChannelEnd>,
 }
+
+/// Batches to another process collect this many input batches' worth of records before they are
+/// sent: a frame and a credit per 4096 records instead of per few hundred cost measurably less
+/// (docs/benchmarks.md).
+const NETWORK_FILL_BATCHES: usize = 4;
 
 /// One channel of an edge: from subtask `from` of its source to subtask `to` of its target.
 struct ChannelSpec {
@@ -505,14 +510,13 @@ fn build_output(
                 .remove(&ei)
                 .ok_or_else(|| Error::internal(format!("no channels for edge {ei} in subtask {}", spec.subtask)))?;
             let target = &graph.nodes[e.plan.target.0 as usize].vertex;
-            graph.edge_ops(e)?.exchange(
-                e.plan.ship_strategy,
-                senders,
-                e.key_hash.as_ref(),
-                target.max_parallelism,
-                spec.subtask,
-                shared.cancel.clone(),
-            )?
+            let shape = ExchangeShape {
+                strategy: e.plan.ship_strategy,
+                max_parallelism: target.max_parallelism,
+                subtask: spec.subtask,
+                network_fill: graph.config.batch_size * NETWORK_FILL_BATCHES,
+            };
+            graph.edge_ops(e)?.exchange(shape, senders, e.key_hash.as_ref(), shared.cancel.clone())?
         };
         match &e.plan.side_output {
             None => main.push(out),

@@ -173,16 +173,32 @@ impl CreditLink {
     }
 }
 
-/// Returns one channel's credits as its receiving task takes messages.
+/// Returns one channel's credits as its receiving task takes messages: in groups of half the
+/// queue while the task is busy (one small write per group instead of one per message), and
+/// whatever is pending as soon as the task is about to wait for input, so a sender is never kept
+/// waiting for credits the receiver owes it.
 pub struct CreditReturn {
     link: Arc<CreditLink>,
     channel: u32,
+    pending: u32,
+    group: u32,
 }
 
 impl CreditReturn {
     /// One message left the channel's queue.
-    pub fn returned(&self) {
-        self.link.grant(self.channel, 1);
+    pub fn returned(&mut self) {
+        self.pending += 1;
+        if self.pending >= self.group {
+            self.flush();
+        }
+    }
+
+    /// Returns every credit still owed.
+    pub fn flush(&mut self) {
+        if self.pending > 0 {
+            self.link.grant(self.channel, self.pending);
+            self.pending = 0;
+        }
     }
 }
 
@@ -706,7 +722,8 @@ impl PartWiring {
     pub fn inbound(&mut self, c: RemoteChannel, decoder: Decoder) -> CreditReturn {
         let (decoders, link) = self.inbound.entry(c.from).or_insert_with(|| (HashMap::new(), Arc::default()));
         decoders.insert(c.id, decoder);
-        CreditReturn { link: link.clone(), channel: c.id }
+        // Never more than the queue holds: a sender out of credit always gets them back.
+        CreditReturn { link: link.clone(), channel: c.id, pending: 0, group: (self.capacity / 2).max(1) }
     }
 
     /// Registers the inbound channels with the data server; senders may connect from now on.

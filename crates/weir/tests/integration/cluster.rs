@@ -682,3 +682,19 @@ fn a_user_program_is_its_own_cluster_image_and_other_artifacts_are_refused() {
     let help = Command::new(&program).args(["--weir", "--help"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
     assert!(help.contains("wordcount --weir"), "{help}");
 }
+
+#[test]
+fn a_taskmanager_whose_data_port_is_taken_says_so_and_exits() {
+    let c = Cluster::new(0, 1);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = taken.local_addr().map(|a| a.port()).unwrap_or(0);
+    let out = Command::new(WEIR)
+        .args(["taskmanager", "-D", &format!("jobmanager.rpc.port={}", c.rpc_port)])
+        .args(["-D", &format!("taskmanager.data.port={port}")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("taskmanager.data.port") && err.contains(&port.to_string()), "{err}");
+    assert_eq!(c.get("/overview").1["taskmanagers"], 0, "nothing half-registered");
+}
