@@ -124,7 +124,7 @@ PY
   done
 fi
 
-cat "$dir"/weir "$dir"/flink 2>/dev/null | sed 's/^/RESULT /'
+cat "$dir"/weir "$dir"/flink 2>/dev/null | sed "s/^/RESULT /" || true
 for what in start submit memory recovery; do
   w=$(awk -v w="$what" '$2==w {print $3}' "$dir/weir" | median)
   f=$(awk -v w="$what" '$2==w {print $3}' "$dir/flink" 2>/dev/null | median || true)

@@ -25,13 +25,42 @@ impl ArtifactDigest {
         Ok(ArtifactDigest(format!("sha256:{}", crate::plan::hex(&hasher.finalize()))))
     }
 
-    /// The digest of the running executable, computed once per process.
+    /// The digest of the file at `path`, remembered in `cache` (a directory) under the file's
+    /// device, inode, size and modification time, so that an unchanged executable is hashed once,
+    /// not by every process started from it. A cache that cannot be read or written is skipped.
+    pub fn of_file_cached(path: &Path, cache: Option<&Path>) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
+        let key = format!("{}-{}-{}-{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let entry = cache.map(|dir| dir.join(key));
+        if let Some(text) = entry.as_ref().and_then(|e| std::fs::read_to_string(e).ok())
+            && text.len() == 71
+            && text.starts_with("sha256:")
+        {
+            return Ok(ArtifactDigest(text));
+        }
+        let digest = ArtifactDigest::of_file(path)?;
+        if let (Some(dir), Some(entry)) = (cache, entry) {
+            let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+            let _ = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&tmp, &digest.0))
+                .and_then(|_| std::fs::rename(&tmp, &entry));
+        }
+        Ok(digest)
+    }
+
+    /// The digest of the running executable, computed once per process and cached across
+    /// processes in `$XDG_CACHE_HOME/weir/digests` (or `~/.cache/weir/digests`).
     pub fn current() -> Result<Self> {
         static CURRENT: OnceLock<std::result::Result<ArtifactDigest, String>> = OnceLock::new();
         CURRENT
             .get_or_init(|| {
                 let exe = std::env::current_exe().map_err(|e| format!("cannot locate the running executable: {e}"))?;
-                ArtifactDigest::of_file(&exe).map_err(|e| e.to_string())
+                let cache = std::env::var_os("XDG_CACHE_HOME")
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+                    .map(|d| d.join("weir").join("digests"));
+                ArtifactDigest::of_file_cached(&exe, cache.as_deref()).map_err(|e| e.to_string())
             })
             .clone()
             .map_err(Error::Internal)
@@ -98,6 +127,34 @@ impl JobGraph {
                 ),
             });
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_cached_by_file_identity_and_recomputed_when_the_file_changes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let file = dir.path().join("artifact");
+        let cache = dir.path().join("cache");
+        std::fs::write(&file, b"one").map_err(|e| Error::io("write", &file, e))?;
+        let first = ArtifactDigest::of_file_cached(&file, Some(&cache))?;
+        assert_eq!(first, ArtifactDigest::of_file(&file)?);
+        // The cache is what answers next time: plant another digest under the same identity.
+        let entries: Vec<_> = std::fs::read_dir(&cache).map_err(|e| Error::io("read", &cache, e))?.flatten().collect();
+        assert_eq!(entries.len(), 1);
+        let planted = format!("sha256:{}", "cd".repeat(32));
+        std::fs::write(entries[0].path(), &planted).map_err(|e| Error::io("write", &cache, e))?;
+        assert_eq!(ArtifactDigest::of_file_cached(&file, Some(&cache))?.0, planted);
+        // A changed file has another identity (size), so it is hashed again.
+        std::fs::write(&file, b"two!").map_err(|e| Error::io("write", &file, e))?;
+        assert_eq!(ArtifactDigest::of_file_cached(&file, Some(&cache))?, ArtifactDigest::of_file(&file)?);
+        // An unusable cache is skipped, not an error.
+        let blocked = dir.path().join("artifact");
+        assert_eq!(ArtifactDigest::of_file_cached(&file, Some(&blocked))?, ArtifactDigest::of_file(&file)?);
         Ok(())
     }
 }
