@@ -47,16 +47,27 @@ fn servers(n: usize) -> Result<Vec<Arc<DataServer>>> {
 }
 
 /// Starts every part of `args`'s job at parallelism `p`, slot `i` in part `slot_parts[i]`.
-fn start(args: &Args, p: u32, slot_parts: &[u32], servers: &[Arc<DataServer>], attempt: u32) -> Result<Vec<JobHandle>> {
+fn start(args: &Args, p: u32, slot_parts: &[u32], servers: &[Arc<DataServer>]) -> Result<Vec<JobHandle>> {
+    start_parts(args, p, slot_parts, servers, servers.len())
+}
+
+/// Like [`start`], but starts only the first `started` parts (the others never come).
+fn start_parts(
+    args: &Args,
+    p: u32,
+    slot_parts: &[u32],
+    servers: &[Arc<DataServer>],
+    started: usize,
+) -> Result<Vec<JobHandle>> {
     let registry = Registry::new().register(&COUNTING);
     let job = JobId::random();
     let json = serde_json::to_value(args).map_err(|e| Error::internal(e.to_string()))?;
     let addresses: Vec<String> = servers.iter().map(|s| s.address().to_string()).collect();
-    (0..servers.len())
+    (0..started)
         .map(|part| {
             let graph = registry.build("counting", &json, &config(p)?)?;
             let assignment = Assignment {
-                attempt,
+                attempt: 0,
                 part: part as u32,
                 slot_parts: slot_parts.to_vec(),
                 part_addresses: addresses.clone(),
@@ -71,7 +82,7 @@ fn a_job_split_over_two_processes_counts_exactly_as_on_one() -> Result<()> {
     let servers = servers(2)?;
     let args = Args { n: 20_000, keys: 37 };
     // Slots interleaved over the parts: every exchange crosses between them both ways.
-    let handles = start(&args, 4, &[0, 1, 0, 1], &servers, 0)?;
+    let handles = start(&args, 4, &[0, 1, 0, 1], &servers)?;
     let results: Vec<JobResult> = handles.iter().map(|h| h.wait()).collect::<Result<_>>()?;
     let merged = JobResult::merge(results).ok_or_else(|| Error::internal("no parts"))?;
     let out = &merged.accumulators["out"];
@@ -100,7 +111,7 @@ fn a_part_whose_peer_stops_fails_instead_of_hanging() -> Result<()> {
     let servers = servers(2)?;
     // Enough records that the job is still running when one part is cancelled.
     let args = Args { n: 50_000_000, keys: 1000 };
-    let handles = start(&args, 2, &[0, 1], &servers, 0)?;
+    let handles = start(&args, 2, &[0, 1], &servers)?;
     std::thread::sleep(Duration::from_millis(200));
     handles[1].cancel();
     let e = match handles[0].wait_timeout(Duration::from_secs(20)) {
@@ -121,16 +132,7 @@ fn a_part_waiting_for_a_peer_that_never_comes_can_be_cancelled() -> Result<()> {
     let servers = servers(2)?;
     let args = Args { n: 1000, keys: 10 };
     // Only part 0 is started; its senders wait for part 1's answer.
-    let registry = Registry::new().register(&COUNTING);
-    let json = serde_json::to_value(&args).map_err(|e| Error::internal(e.to_string()))?;
-    let graph = registry.build("counting", &json, &config(2)?)?;
-    let assignment = Assignment {
-        attempt: 0,
-        part: 0,
-        slot_parts: vec![0, 1],
-        part_addresses: servers.iter().map(|s| s.address().to_string()).collect(),
-    };
-    let h = submit_part(graph, JobId::random(), Some(Placement { assignment, server: servers[0].clone() }))?;
+    let h = start_parts(&args, 2, &[0, 1], &servers, 1)?.remove(0);
     std::thread::sleep(Duration::from_millis(300));
     assert!(h.wait_timeout(Duration::ZERO)?.is_none(), "still waiting for its peer");
     h.cancel();

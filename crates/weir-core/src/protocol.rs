@@ -135,13 +135,6 @@ pub struct Assignment {
     pub part_addresses: Vec<String>,
 }
 
-impl Assignment {
-    /// Everything in one part (the local target).
-    pub fn single(slots: u32) -> Self {
-        Assignment { attempt: 0, part: 0, slot_parts: vec![0; slots as usize], part_addresses: vec![String::new()] }
-    }
-}
-
 /// Encodes a message as a frame.
 pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(message).map_err(|e| Error::internal(format!("cannot encode a message: {e}")))?;

@@ -168,8 +168,9 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                 Err(e) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}"))),
             },
             _ = ticker.tick() => {
-                let mut running: Vec<JobId> = jobs.keys().map(|(j, _)| *j).collect();
-                running.dedup();
+                // A job may have two runs here for a moment (one stopping, one starting): name it once.
+                let running: Vec<JobId> =
+                    jobs.keys().map(|(j, _)| *j).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
                 if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running }).await {
                     break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
                 }

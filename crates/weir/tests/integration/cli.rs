@@ -1,6 +1,5 @@
 //! The `weir` executable and a user binary's reserved `--info` flag, run as processes.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn weir(args: &[&str]) -> Output {
@@ -71,16 +70,9 @@ fn info_prints_the_plan_as_json_and_dot() {
     assert!(text(&out.stdout).contains("wordcount"));
 }
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).map(PathBuf::from).unwrap_or_default();
-    profile_dir.join("examples").join(name)
-}
-
 #[test]
 fn a_user_binary_answers_info_and_runs_its_driver() {
-    let bin = example("wordcount");
+    let bin = crate::example("wordcount");
     let out = Command::new(&bin).args(["--info", "wordcount", "--args", &bundled()]).output();
     let out = match out {
         Ok(o) => o,
@@ -112,7 +104,7 @@ fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4
     let want = expected_counts();
     assert!(want.len() > 100 && want[0] == "    13  that", "{:?}", &want[..3]);
     for p in ["1", "4"] {
-        let out = match Command::new(example("wordcount")).args(["-p", p]).output() {
+        let out = match Command::new(crate::example("wordcount")).args(["-p", p]).output() {
             Ok(o) => o,
             Err(e) => panic!("cannot run the wordcount example: {e}"),
         };
@@ -121,7 +113,7 @@ fn the_wordcount_example_counts_like_an_independent_count_at_parallelism_1_and_4
         assert_eq!(got, want, "p={p}");
         assert!(text(&out.stderr).contains("138 distinct words, 272 in all"), "{}", text(&out.stderr));
     }
-    let out = Command::new(example("wordcount")).arg("/no/such/dir").output();
+    let out = Command::new(crate::example("wordcount")).arg("/no/such/dir").output();
     let (code, err) = out.map(|o| (o.status.code(), text(&o.stderr))).unwrap_or_default();
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/no/such/dir"), "{err}");

@@ -160,6 +160,18 @@ impl Cluster {
         }
     }
 
+    /// `kill -9` of the TaskManager registered as `id`, found by the pid its REST entry names.
+    fn kill_taskmanager(&mut self, id: &str) {
+        let (_, info) = self.get(&format!("/taskmanagers/{id}"));
+        let pid: u32 =
+            info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let victim = self.taskmanagers.iter().position(|p| p.child.id() == pid);
+        let victim = victim.unwrap_or_else(|| panic!("no TaskManager with pid {pid}: {info}"));
+        let mut proc = self.taskmanagers.remove(victim);
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+    }
+
     fn job_state(&self, id: &str) -> String {
         self.get(&format!("/jobs/{id}")).1["state"].as_str().unwrap_or_default().to_string()
     }
@@ -196,8 +208,13 @@ fn job_id(out: &Output) -> String {
         .to_string()
 }
 
+/// The bundled text.
+fn gettysburg() -> String {
+    format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"))
+}
+
 fn bundled() -> String {
-    format!("{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}", env!("CARGO_MANIFEST_DIR"))
+    format!("{{\"input\": \"{}\"}}", gettysburg())
 }
 
 #[test]
@@ -408,13 +425,7 @@ fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
     // Kill the TaskManager the job runs on.
     let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
-    let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
-    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
-    let victim = c.taskmanagers.iter().position(|p| p.child.id() == pid);
-    let victim = victim.unwrap_or_else(|| panic!("no TaskManager with pid {pid}: {info}"));
-    let mut proc = c.taskmanagers.remove(victim);
-    let _ = proc.child.kill();
-    let _ = proc.child.wait();
+    c.kill_taskmanager(&tm);
     // It restarts on the spare and runs to the end, all 3000 records.
     let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{id}"));
     assert_eq!(done["state"], "FINISHED", "{done}");
@@ -433,13 +444,7 @@ fn without_a_restart_strategy_a_failed_job_stays_failed() {
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"rate": 100}"#, "-p", "1"]));
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
     let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
-    let (_, info) = c.get(&format!("/taskmanagers/{tm}"));
-    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
-    if let Some(i) = c.taskmanagers.iter().position(|p| p.child.id() == pid) {
-        let mut proc = c.taskmanagers.remove(i);
-        let _ = proc.child.kill();
-        let _ = proc.child.wait();
-    }
+    c.kill_taskmanager(&tm);
     c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.job_state(&id), "FAILED", "no restart strategy: no restart");
@@ -519,7 +524,7 @@ fn a_taskmanager_whose_jobmanager_does_not_answer_gives_up_with_a_clear_error() 
 
 /// Word counts of the bundled text, computed here independently of weir.
 fn reference_counts() -> std::collections::BTreeMap<String, u64> {
-    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = gettysburg();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     let mut counts = std::collections::BTreeMap::new();
     for w in text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
@@ -552,11 +557,7 @@ fn a_job_whose_subtasks_span_two_taskmanagers_exchanges_records_over_tcp() {
     // and the keyed exchange between Tokenizer and Count crosses between them.
     let c = Cluster::new(2, 1);
     let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let args = format!(
-        "{{\"input\": \"{}/../../examples/data/gettysburg.txt\", \"output\": \"{}\"}}",
-        env!("CARGO_MANIFEST_DIR"),
-        out_dir.path().display()
-    );
+    let args = format!("{{\"input\": \"{}\", \"output\": \"{}\"}}", gettysburg(), out_dir.path().display());
     let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &args, "-p", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = job_id(&out);
@@ -568,7 +569,7 @@ fn a_job_whose_subtasks_span_two_taskmanagers_exchanges_records_over_tcp() {
     assert_eq!(job["vertices"][2]["metrics"]["read-records"], 272, "{job}");
     let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
     let counts = &result["job-execution-result"]["weir-result"]["counts"];
-    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = gettysburg();
     let lines = std::fs::read_to_string(&path).map(|t| t.lines().count()).unwrap_or(0);
     assert_eq!(counts[0]["numRecordsOut"], lines, "both halves of the file were read: {result}");
     assert_eq!(final_counts(out_dir.path()), reference_counts());
@@ -598,13 +599,7 @@ fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_ki
     let (_, overview) = c.get("/overview");
     assert_eq!(overview["slots-available"], 1, "{overview}");
     // Kill one of the two.
-    let (_, info) = c.get(&format!("/taskmanagers/{}", placed[1]));
-    let pid: u32 = info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
-    let victim = c.taskmanagers.iter().position(|p| p.child.id() == pid);
-    let victim = victim.unwrap_or_else(|| panic!("no TaskManager with pid {pid}: {info}"));
-    let mut proc = c.taskmanagers.remove(victim);
-    let _ = proc.child.kill();
-    let _ = proc.child.wait();
+    c.kill_taskmanager(&placed[1]);
     // The other part is cancelled, and the job runs again on the survivor and the spare.
     let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{id}"));
     assert_eq!(done["state"], "FINISHED", "{done}");
@@ -636,17 +631,10 @@ fn a_job_from_another_artifact_fails_with_what_to_do_and_is_not_retried() {
     assert_eq!(ex["all-exceptions"].as_array().map(Vec::len), Some(1), "a mismatch is not retried: {done}");
 }
 
-fn example(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).map(std::path::PathBuf::from).unwrap_or_default();
-    profile_dir.join("examples").join(name)
-}
-
 #[test]
 fn a_user_program_is_its_own_cluster_image_and_other_artifacts_are_refused() {
     // The wordcount example plays JobManager, TaskManagers and client behind `--weir`.
-    let program = example("wordcount");
+    let program = crate::example("wordcount");
     let c = Cluster::of(&program, &["--weir"], &[], 2, 1);
     let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -664,7 +652,7 @@ fn a_user_program_is_its_own_cluster_image_and_other_artifacts_are_refused() {
             *best = n.max(*best);
         }
     }
-    let path = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let path = gettysburg();
     let text_in = std::fs::read_to_string(&path).unwrap_or_default();
     let mut want = std::collections::BTreeMap::new();
     for w in text_in.split(|ch: char| !ch.is_alphanumeric()).filter(|w| !w.is_empty()) {

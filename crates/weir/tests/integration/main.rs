@@ -19,3 +19,11 @@ pub fn driver(registry: Registry, p: u32) -> Driver {
         Err(e) => panic!("cannot configure driver: {e}"),
     }
 }
+
+/// The path of example `name`, which `cargo test` builds next to the test binaries.
+pub fn example(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).map(std::path::PathBuf::from).unwrap_or_default();
+    profile_dir.join("examples").join(name)
+}
