@@ -182,6 +182,24 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_durations_read_flinks_notation() -> Result<()> {
+        assert_eq!(bytes("k", "1024")?, 1024);
+        assert_eq!(bytes("k", "64kb")?, 64 << 10);
+        assert_eq!(bytes("k", "512 mb")?, 512 << 20);
+        assert_eq!(bytes("k", "2GiB")?, 2 << 30);
+        let e = |v: &str| bytes("blob.artifact.max-size", v).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e("lots").contains("is not a size"), "{}", e("lots"));
+        assert!(e("5 parsecs").contains("unknown size unit 'parsecs'"), "{}", e("5 parsecs"));
+        assert!(e("99999999999tb").contains("too large"), "{}", e("99999999999tb"));
+        assert_eq!(duration_ms("k", "2min")?, 120_000);
+        let mut c = ClusterConfig::default();
+        c.set("blob.artifact.max-size", "10mb")?;
+        c.set("blob.storage.directory", "/var/weir/blobs")?;
+        assert_eq!((c.blob_max_bytes, c.blob_dir.as_deref()), (10 << 20, Some("/var/weir/blobs")));
+        Ok(())
+    }
+
+    #[test]
     fn bad_files_are_clear_errors() {
         let e = |t: &str| ConfigFile::parse(t).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e("a: [1, 2\n").contains("not valid YAML"));
@@ -230,6 +248,24 @@ pub fn duration_ms(key: &str, value: &str) -> Result<u64> {
     n.checked_mul(factor).ok_or_else(|| Error::Config(format!("{key}: '{value}' is too long")))
 }
 
+/// A size in bytes from Flink's notation: `1024`, `64kb`, `512 mb`, `1g`, `2 GiB`.
+pub fn bytes(key: &str, value: &str) -> Result<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 =
+        n.parse().map_err(|_| Error::Config(format!("{key}: '{value}' is not a size (e.g. 512mb, 1gb, 1048576)")))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
+        "k" | "kb" | "kib" | "kibibytes" => 1 << 10,
+        "m" | "mb" | "mib" | "mebibytes" => 1 << 20,
+        "g" | "gb" | "gib" | "gibibytes" => 1 << 30,
+        "t" | "tb" | "tib" | "tebibytes" => 1 << 40,
+        other => return Err(Error::Config(format!("{key}: unknown size unit '{other}' (use b, kb, mb, gb or tb)"))),
+    };
+    n.checked_mul(factor).ok_or_else(|| Error::Config(format!("{key}: '{value}' is too large")))
+}
+
 /// Settings of the cluster processes, with Flink's key names and defaults.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterConfig {
@@ -256,6 +292,13 @@ pub struct ClusterConfig {
     /// `cluster.evenly-spread-out-slots`: spread a job's slots over the TaskManagers instead of
     /// keeping them on as few as possible.
     pub spread_out_slots: bool,
+    /// `blob.storage.directory`: where the JobManager keeps uploaded artifacts and a TaskManager
+    /// caches the artifacts it fetched (default: a fresh directory under the system's temporary
+    /// directory for the JobManager, removed when it stops; `~/.cache/weir/artifacts` for
+    /// TaskManagers, shared by those of one user, since entries are named by their digest).
+    pub blob_dir: Option<String>,
+    /// `blob.artifact.max-size`: the largest artifact the blob store accepts, in bytes.
+    pub blob_max_bytes: u64,
     /// `heartbeat.interval` in ms.
     pub heartbeat_interval_ms: u64,
     /// `heartbeat.timeout` in ms: a TaskManager silent this long is lost.
@@ -343,6 +386,8 @@ impl Default for ClusterConfig {
             taskmanager_bind_host: None,
             data_port: 0,
             spread_out_slots: false,
+            blob_dir: None,
+            blob_max_bytes: 1 << 30,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 50_000,
             slot_request_timeout_ms: 300_000,
@@ -354,7 +399,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 23] = [
+    pub const KEYS: [&'static str; 25] = [
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -375,6 +420,8 @@ impl ClusterConfig {
         "taskmanager.bind-host",
         "taskmanager.data.port",
         "cluster.evenly-spread-out-slots",
+        "blob.storage.directory",
+        "blob.artifact.max-size",
         "heartbeat.interval",
         "heartbeat.timeout",
         "slot.request.timeout",
@@ -404,6 +451,8 @@ impl ClusterConfig {
                     other => return Err(Error::Config(format!("{key}: '{other}' is not true or false"))),
                 }
             }
+            "blob.storage.directory" => self.blob_dir = Some(value.trim().to_string()),
+            "blob.artifact.max-size" => self.blob_max_bytes = bytes(key, value)?,
             "heartbeat.interval" => self.heartbeat_interval_ms = duration_ms(key, value)?,
             "heartbeat.timeout" => self.heartbeat_timeout_ms = duration_ms(key, value)?,
             "slot.request.timeout" => self.slot_request_timeout_ms = duration_ms(key, value)?,

@@ -5,6 +5,7 @@
 //! (with its fingerprint, its JSON and Graphviz renderings and the chaining rule), the job graph
 //! that a client submits, and the key-group arithmetic that decides which subtask owns a key.
 
+pub mod blob;
 pub mod config;
 pub mod error;
 pub mod graph;

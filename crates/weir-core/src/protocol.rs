@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -63,6 +63,13 @@ pub enum ToJobManager {
         pid: u32,
         /// Where other TaskManagers send it records (`host:port`).
         data_address: String,
+    },
+    /// First and only message of a connection that fetches an artifact from the blob store; the
+    /// answer is [`ToTaskManager::Artifact`] followed by the artifact's bytes, or
+    /// [`ToTaskManager::Rejected`].
+    FetchArtifact {
+        /// The artifact's digest.
+        digest: crate::ArtifactDigest,
     },
     /// Still alive; the jobs it runs.
     Heartbeat {
@@ -119,6 +126,28 @@ pub enum ToTaskManager {
     },
     /// Stop: the cluster is shutting down.
     Shutdown,
+    /// The artifact asked for follows: exactly `size` raw bytes after this frame.
+    Artifact {
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+/// From a worker process to the TaskManager that started it, over a loopback connection the worker
+/// opens to the address it was given (after the handshake). The TaskManager answers with
+/// [`ToTaskManager`] messages (`Deploy`, `Cancel`, `Shutdown`); a worker whose connection closes
+/// cancels its job and exits, so no worker outlives its TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// First message: the token the worker was started with, and where records for its part arrive.
+    Hello {
+        /// The secret the TaskManager passed to this worker, proving it is the process it started.
+        token: String,
+        /// The worker's data server (`host:port`).
+        data_address: String,
+    },
+    /// The part it runs changed status (a [`ToJobManager::JobState`]).
+    State(ToJobManager),
 }
 
 /// Where the parts of one run of a job are: slot `i` runs subtask `i` of every operator, and each
@@ -166,6 +195,43 @@ pub fn frame_length(header: [u8; 4]) -> Result<usize> {
 pub fn decode<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<M> {
     serde_json::from_slice(body)
         .map_err(|e| Error::Config(format!("a peer sent a message this version cannot read: {e}")))
+}
+
+/// Blocking frame I/O, for processes and threads without an async runtime (worker processes).
+pub mod blocking {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn net(context: &str, e: std::io::Error) -> Error {
+        Error::Network { context: context.into(), peer: "its TaskManager".into(), source: e }
+    }
+
+    /// Writes one message.
+    pub fn write_frame<W: Write, M: Serialize>(w: &mut W, message: &M) -> Result<()> {
+        w.write_all(&encode(message)?).and_then(|_| w.flush()).map_err(|e| net("cannot send to", e))
+    }
+
+    /// Reads one message; `Ok(None)` when the peer closed the connection between messages.
+    pub fn read_frame<R: Read, M: for<'de> Deserialize<'de>>(r: &mut R) -> Result<Option<M>> {
+        let mut header = [0u8; 4];
+        match r.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(net("cannot read from", e)),
+        }
+        let mut body = vec![0u8; frame_length(header)?];
+        r.read_exact(&mut body).map_err(|e| net("connection closed in the middle of a message from", e))?;
+        decode(&body).map(Some)
+    }
+
+    /// Exchanges handshakes: sends ours, reads and checks the peer's.
+    pub fn exchange_handshake<S: Read + Write>(s: &mut S, who: &str) -> Result<()> {
+        s.write_all(&handshake()).map_err(|e| net("cannot send the handshake to", e))?;
+        let mut peer = [0u8; 8];
+        s.read_exact(&mut peer).map_err(|e| net("no weir handshake from", e))?;
+        check_handshake(&peer, who)
+    }
 }
 
 /// Async frame I/O.

@@ -8,6 +8,7 @@
 //!   whose connection drops or whose heartbeats stop;
 //! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
 
+pub mod blob;
 pub mod rest;
 pub mod rpc;
 pub mod state;
@@ -56,7 +57,17 @@ impl JobManager {
             peer: rest_at,
             source: e,
         })?;
-        let cluster = Arc::new(Cluster::new(config));
+        // The JobManager's own executable is in its blob store from the start, so a cluster started
+        // from one program runs that program's jobs without an upload.
+        let own = tokio::task::spawn_blocking(|| -> Result<_> {
+            let exe =
+                std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
+            Ok((weir_core::ArtifactDigest::current()?, exe))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("cannot hash this executable: {e}")))??;
+        let blobs = blob::BlobStore::open(&config, Some(own))?;
+        let cluster = Arc::new(Cluster::new(config, blobs));
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
         let app = rest::router(cluster.clone());

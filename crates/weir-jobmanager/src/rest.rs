@@ -9,12 +9,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use weir_core::{JobGraph, JobId, JobStatus};
 
 use crate::state::{Cluster, Job, now_ms};
+
+mod artifacts;
 
 type Shared = State<Arc<Cluster>>;
 
@@ -48,6 +50,10 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{tmid}", get(taskmanager))
         .route("/cluster", delete(shutdown))
+        .route("/artifacts", get(artifacts::list))
+        .route("/artifacts/upload", post(artifacts::upload))
+        .route("/artifacts/{id}", get(artifacts::show).delete(artifacts::remove))
+        .route("/artifacts/{id}/run", post(artifacts::run))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/v1", api.clone())
@@ -320,6 +326,7 @@ async fn shutdown(State(c): Shared) -> Response {
 async fn openapi() -> Json<Value> {
     let get = |summary: &str| json!({ "get": { "summary": summary, "responses": { "200": { "description": "OK" } } } });
     let id = json!([{ "name": "jobid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }]);
+    let artifact = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$" } }]);
     Json(json!({
         "openapi": "3.0.3",
         "info": { "title": "weir REST API", "version": VERSION, "description": "Flink's REST v1 paths and field names for what weir supports; also served under /v1." },
@@ -342,6 +349,22 @@ async fn openapi() -> Json<Value> {
             "/taskmanagers": get("Registered TaskManagers"),
             "/taskmanagers/{tmid}": { "parameters": [{ "name": "tmid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "One TaskManager", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown" } } } },
             "/cluster": { "delete": { "summary": "Shut the cluster down", "responses": { "202": { "description": "Shutting down" } } } },
+            "/artifacts": get("Artifacts in the blob store (weir's counterpart of /jars)"),
+            "/artifacts/upload": { "post": {
+                "summary": "Upload an executable (body: application/octet-stream); stored only if complete, within blob.artifact.max-size and matching ?digest",
+                "parameters": [{ "name": "digest", "in": "query", "required": false, "schema": { "type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$" } }],
+                "requestBody": { "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": { "200": { "description": "Stored: {id, size, status}" }, "400": { "description": "Truncated, digest mismatch or bad parameter" }, "413": { "description": "Over blob.artifact.max-size" } }
+            } },
+            "/artifacts/{id}": {
+                "parameters": artifact,
+                "get": { "summary": "One artifact", "responses": { "200": { "description": "OK" }, "404": { "description": "Not stored" } } },
+                "delete": { "summary": "Delete an uploaded artifact", "responses": { "200": { "description": "Deleted" }, "404": { "description": "Not stored" }, "409": { "description": "In use by an unfinished job, or the JobManager's own" } } }
+            },
+            "/artifacts/{id}/run": {
+                "parameters": artifact,
+                "post": { "summary": "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", "responses": { "200": { "description": "Submitted: {jobid}" }, "400": { "description": "Not a weir program, unknown job, bad arguments or settings" }, "404": { "description": "Not stored" } } }
+            },
             "/openapi.json": get("This document"),
         }
     }))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -36,6 +37,33 @@ pub async fn serve(listener: TcpListener, cluster: Arc<Cluster>) {
     }
 }
 
+/// Streams an artifact from the blob store to a TaskManager that asked for it.
+async fn send_artifact(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    cluster: &Cluster,
+    digest: &weir_core::ArtifactDigest,
+    who: &str,
+) -> Result<()> {
+    let Some(path) = cluster.blobs.locate(digest) else {
+        let reason = format!(
+            "artifact {} is not in the JobManager's blob store (it was deleted, or the JobManager restarted); \
+             submit the job again",
+            digest.0
+        );
+        return write_frame(wr, &ToTaskManager::Rejected { reason }).await;
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| weir_core::Error::io("cannot read", &path, e))?;
+    let size = file.metadata().await.map_err(|e| weir_core::Error::io("cannot read", &path, e))?.len();
+    write_frame(wr, &ToTaskManager::Artifact { size }).await?;
+    let sent = tokio::io::copy(&mut (&mut file).take(size), wr).await.map_err(|e| weir_core::Error::Network {
+        context: "cannot send an artifact to".into(),
+        peer: who.into(),
+        source: e,
+    })?;
+    info!(artifact = %digest.0, bytes = sent, peer = %who, "artifact sent");
+    Ok(())
+}
+
 async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> Result<()> {
     let who = format!("TaskManager at {peer}");
     // Control messages are small and answered at once: do not let Nagle hold them back.
@@ -46,6 +74,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     let (mut rd, mut wr) = stream.into_split();
     let first: Option<ToJobManager> =
         tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await.unwrap_or(Ok(None))?;
+    if let Some(ToJobManager::FetchArtifact { digest }) = &first {
+        return send_artifact(&mut wr, &cluster, digest, &who).await;
+    }
     let Some(ToJobManager::Register { taskmanager_id, slots, host, pid, data_address }) = first else {
         let reason = "expected a registration as the first message".to_string();
         write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
@@ -111,7 +142,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
             Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable })) => {
                 cluster.job_state(&taskmanager_id, job_id, attempt, status, error, result, retryable);
             }
-            Ok(Some(ToJobManager::Register { .. })) => break "registered twice on one connection".to_string(),
+            Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
+                break "sent a message that only opens a connection".to_string();
+            }
             Ok(None) => break "its connection closed".to_string(),
             Err(e) => break format!("its connection failed: {e}"),
         }

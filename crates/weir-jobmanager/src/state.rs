@@ -124,11 +124,13 @@ pub struct Cluster {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Start time (ms).
     pub started_ms: i64,
+    /// Artifacts by digest.
+    pub blobs: crate::blob::BlobStore,
 }
 
 impl Cluster {
     /// An empty cluster.
-    pub fn new(config: ClusterConfig) -> Self {
+    pub fn new(config: ClusterConfig, blobs: crate::blob::BlobStore) -> Self {
         let spread_out_slots = config.spread_out_slots;
         Cluster {
             restart: config.restart_strategy(),
@@ -138,6 +140,7 @@ impl Cluster {
             wake: Notify::new(),
             shutting_down: Default::default(),
             started_ms: now_ms(),
+            blobs,
         }
     }
 
@@ -189,6 +192,14 @@ impl Cluster {
                 message: "the job graph's fingerprint does not match its plan; it was altered after it was built"
                     .into(),
             });
+        }
+        if self.blobs.locate(&graph.artifact).is_none() {
+            return Err(Error::Config(format!(
+                "the job's artifact {} is not in this cluster's blob store: upload it first (POST \
+                 /artifacts/upload?digest={}), as `run -t remote` does by itself",
+                graph.artifact.0,
+                graph.artifact.hex()
+            )));
         }
         let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
         let id = JobId::random();

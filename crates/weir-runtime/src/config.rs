@@ -53,6 +53,21 @@ impl ExecutionConfig {
         "execution.channel-capacity",
     ];
 
+    /// Every setting as `key: value`, such that [`ExecutionConfig::set`] on a default
+    /// configuration gives this one back.
+    pub fn entries(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("parallelism.default", self.parallelism.to_string()),
+            ("pipeline.max-parallelism", self.max_parallelism.to_string()),
+            ("pipeline.auto-watermark-interval", format!("{}ms", self.auto_watermark_interval_ms)),
+            ("execution.batch-size", self.batch_size.to_string()),
+            ("execution.channel-capacity", self.channel_capacity.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// Sets one key from its text value; unknown keys and bad values are errors that say so.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
@@ -124,5 +139,22 @@ mod tests {
         assert!(e.contains("unknown configuration key 'parallelism.defualt'"), "{e}");
         assert!(c.set("parallelism.default", "0").is_err());
         assert!(c.set("execution.batch-size", "many").is_err());
+    }
+
+    #[test]
+    fn entries_give_the_configuration_back() -> Result<()> {
+        let c = ExecutionConfig {
+            parallelism: 3,
+            max_parallelism: 64,
+            batch_size: 7,
+            channel_capacity: 2,
+            auto_watermark_interval_ms: 50,
+        };
+        let mut back = ExecutionConfig::default();
+        for (k, v) in c.entries() {
+            back.set(&k, &v)?;
+        }
+        assert_eq!(back, c);
+        Ok(())
     }
 }

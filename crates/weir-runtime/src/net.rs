@@ -220,6 +220,9 @@ type PartKey = (JobId, u32, u32);
 pub struct DataServer {
     address: String,
     parts: Mutex<HashMap<PartKey, InboundPart>>,
+    /// Job runs whose part here runs in a worker process, with the worker's data address. Locked
+    /// after `parts` only.
+    redirects: Mutex<HashMap<(JobId, u32), String>>,
     registered: Condvar,
 }
 
@@ -245,6 +248,7 @@ impl DataServer {
         let server = Arc::new(DataServer {
             address: format!("{advertise}:{port}"),
             parts: Default::default(),
+            redirects: Default::default(),
             registered: Condvar::new(),
         });
         let s = server.clone();
@@ -276,6 +280,20 @@ impl DataServer {
     /// The address other processes send to.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Sends the senders of a job run's part here on to `address` (the data server of the worker
+    /// process that runs the part), including senders already waiting for the part.
+    pub fn redirect(&self, job: JobId, attempt: u32, address: &str) {
+        let _parts = lock(&self.parts);
+        lock(&self.redirects).insert((job, attempt), address.to_string());
+        self.registered.notify_all();
+    }
+
+    /// Stops redirecting a job run's senders.
+    pub fn forget_redirect(&self, job: JobId, attempt: u32) {
+        let _parts = lock(&self.parts);
+        lock(&self.redirects).remove(&(job, attempt));
     }
 
     /// Makes a part's inbound channels reachable: `groups` maps each sending part to its channels'
@@ -333,11 +351,19 @@ impl DataServer {
         id.copy_from_slice(&hello[8..24]);
         let (job, attempt, from, to) = (JobId(u128::from_be_bytes(id)), u32_at(24), u32_at(28), u32_at(32));
         let key = (job, attempt, to);
-        // Wait until the part is deployed here, then take the sender's channels.
+        // Wait until the part is deployed here (or in a worker process), then take the sender's channels.
         let deadline = Instant::now() + REGISTRATION_WAIT;
         let group = {
             let mut parts = lock(&self.parts);
             loop {
+                if let Some(address) = lock(&self.redirects).get(&(job, attempt)) {
+                    let mut answer = vec![2u8];
+                    answer.extend_from_slice(&(address.len() as u32).to_be_bytes());
+                    answer.extend_from_slice(address.as_bytes());
+                    drop(parts);
+                    debug!(job_id = %job, attempt, from, to, %address, "data connection redirected to a worker");
+                    return stream.write_all(&answer).map_err(|e| io_error("cannot answer", &peer, e));
+                }
                 if let Some(part) = parts.get_mut(&key) {
                     match (part.groups.remove(&from), stream.try_clone()) {
                         (Some(g), Ok(clone)) => {
@@ -416,6 +442,14 @@ struct Connected {
     control: TcpStream,
 }
 
+/// What opening a data connection gave.
+enum Opened {
+    /// A connection, handshake done.
+    Stream(TcpStream),
+    /// The part runs in a worker process at this address.
+    Redirect(String),
+}
+
 /// The sending side of one connection (job attempt, this part, one receiving part), opened on
 /// first use.
 pub struct OutLink {
@@ -450,10 +484,34 @@ impl OutLink {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        // A TaskManager whose part runs in a worker process redirects to the worker, once.
+        let mut peer = self.peer.clone();
+        let stream = loop {
+            match self.open(&peer)? {
+                Opened::Stream(s) => break s,
+                Opened::Redirect(to) if peer == self.peer => peer = to,
+                Opened::Redirect(to) => {
+                    return Err(Error::internal(format!("the data server at {peer} redirected again, to {to}")));
+                }
+            }
+        };
+        let control = stream.try_clone().map_err(|e| io_error("cannot use", &self.peer, e))?;
+        let reader = stream.try_clone().map_err(|e| io_error("cannot use", &self.peer, e))?;
+        let link = self.clone();
+        std::thread::Builder::new()
+            .name("data-credits".into())
+            .spawn(move || link.read_credits(reader))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        let c = Arc::new(Connected { writer: Mutex::new(stream), control });
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Connects to `peer` and exchanges the data handshake.
+    fn open(&self, peer: &str) -> Result<Opened> {
         let deadline = Instant::now() + CONNECT_WAIT;
         let mut stream = loop {
-            let addrs: Vec<_> =
-                self.peer.to_socket_addrs().map_err(|e| io_error("cannot resolve", &self.peer, e))?.collect();
+            let addrs: Vec<_> = peer.to_socket_addrs().map_err(|e| io_error("cannot resolve", peer, e))?.collect();
             let mut failure = std::io::Error::other("the address resolves to nothing");
             let mut opened = None;
             for a in &addrs {
@@ -469,25 +527,22 @@ impl OutLink {
                 break s;
             }
             if Instant::now() >= deadline || self.cancel.is_cancelled() {
-                return Err(io_error("cannot open a data connection to the TaskManager at", &self.peer, failure));
+                return Err(io_error("cannot open a data connection to the TaskManager at", peer, failure));
             }
             std::thread::sleep(Duration::from_millis(50));
         };
         let _ = stream.set_nodelay(true);
-        stream.write_all(&self.hello).map_err(|e| io_error("cannot send the data handshake to", &self.peer, e))?;
+        stream.write_all(&self.hello).map_err(|e| io_error("cannot send the data handshake to", peer, e))?;
         // The receiver answers once its part is deployed: wait for that, but stay cancellable.
         let mut answer = [0u8; 1];
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| io_error("cannot configure", &self.peer, e))?;
+        stream.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| io_error("cannot configure", peer, e))?;
         let waited = Instant::now();
         loop {
             match stream.read(&mut answer) {
                 Ok(1) => break,
                 Ok(_) => {
                     return Err(Error::Config(format!(
-                        "the TaskManager at {} closed the data connection during the handshake",
-                        self.peer
+                        "the TaskManager at {peer} closed the data connection during the handshake"
                     )));
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
@@ -495,35 +550,30 @@ impl OutLink {
                         return Err(Error::Cancelled("(data connection closed by cancellation)".into()));
                     }
                     if waited.elapsed() > REGISTRATION_WAIT + Duration::from_secs(5) {
-                        return Err(io_error("no data handshake answer from", &self.peer, e));
+                        return Err(io_error("no data handshake answer from", peer, e));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error("no data handshake answer from", &self.peer, e)),
+                Err(e) => return Err(io_error("no data handshake answer from", peer, e)),
             }
         }
-        stream.set_read_timeout(None).map_err(|e| io_error("cannot configure", &self.peer, e))?;
-        if answer[0] != 0 {
-            let mut len = [0u8; 4];
-            let mut why = String::from("(no reason given)");
-            if stream.read_exact(&mut len).is_ok() {
-                let mut text = vec![0u8; (u32::from_be_bytes(len) as usize).min(4096)];
-                if stream.read_exact(&mut text).is_ok() {
-                    why = String::from_utf8_lossy(&text).into_owned();
-                }
-            }
-            return Err(Error::Config(format!("the TaskManager at {} refused a data connection: {why}", self.peer)));
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| io_error("cannot configure", peer, e))?;
+        if answer[0] == 0 {
+            stream.set_read_timeout(None).map_err(|e| io_error("cannot configure", peer, e))?;
+            return Ok(Opened::Stream(stream));
         }
-        let control = stream.try_clone().map_err(|e| io_error("cannot use", &self.peer, e))?;
-        let reader = stream.try_clone().map_err(|e| io_error("cannot use", &self.peer, e))?;
-        let link = self.clone();
-        std::thread::Builder::new()
-            .name("data-credits".into())
-            .spawn(move || link.read_credits(reader))
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
-        let c = Arc::new(Connected { writer: Mutex::new(stream), control });
-        *guard = Some(c.clone());
-        Ok(c)
+        let mut len = [0u8; 4];
+        let mut text = String::from("(no reason given)");
+        if stream.read_exact(&mut len).is_ok() {
+            let mut bytes = vec![0u8; (u32::from_be_bytes(len) as usize).min(4096)];
+            if stream.read_exact(&mut bytes).is_ok() {
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+        match answer[0] {
+            2 => Ok(Opened::Redirect(text)),
+            _ => Err(Error::Config(format!("the TaskManager at {peer} refused a data connection: {text}"))),
+        }
     }
 
     fn read_credits(&self, stream: TcpStream) {

@@ -1,10 +1,15 @@
 //! weir-taskmanager: the TaskManager process.
 //!
 //! It connects to the JobManager (protocol version checked in a handshake), registers its slots,
-//! sends heartbeats, and runs the jobs deployed to it: each job is rebuilt from this artifact's
-//! registry by name and arguments, refused if the rebuilt plan's fingerprint differs from the
-//! submitted one, and run on the embedded executor; status changes go back to the JobManager.
-//! When the JobManager goes away, the TaskManager cancels its jobs and exits.
+//! sends heartbeats, and runs the parts of jobs deployed to it. A job built by this TaskManager's own
+//! artifact is rebuilt from its registry by name and arguments, refused if the rebuilt plan's
+//! fingerprint differs from the submitted one, and run in this process; a job of another artifact
+//! runs in a worker process started from that artifact, fetched from the JobManager's blob store
+//! and cached ([`worker`], [`artifacts`]). Status changes go back to the JobManager. When the
+//! JobManager goes away, the TaskManager cancels its jobs and exits.
+
+pub mod artifacts;
+pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -47,8 +52,14 @@ pub struct Registered {
     heartbeat: Duration,
     /// Where records from other TaskManagers arrive.
     pub data: std::sync::Arc<DataServer>,
-    /// The digest of this TaskManager's executable: the artifact whose jobs it runs.
+    /// The digest of this TaskManager's executable: the artifact whose jobs it runs in-process.
     pub artifact: ArtifactDigest,
+    /// The host other processes reach this TaskManager's (and its workers') data servers by.
+    pub data_host: String,
+    /// The address data servers listen on.
+    pub bind_host: String,
+    /// Artifacts of other programs, fetched for their jobs.
+    pub artifacts: std::sync::Arc<artifacts::ArtifactCache>,
 }
 
 /// Connects and registers; returns once the JobManager accepted this TaskManager.
@@ -110,6 +121,12 @@ pub async fn register(options: &Options) -> Result<Registered> {
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
                 data,
                 artifact,
+                data_host: host,
+                bind_host: bind,
+                artifacts: std::sync::Arc::new(artifacts::ArtifactCache::new(
+                    options.cluster.blob_dir.as_deref(),
+                    options.cluster.blob_max_bytes,
+                )),
             })
         }
         Some(ToTaskManager::Rejected { reason }) => {
@@ -128,21 +145,41 @@ fn hostname() -> String {
 
 /// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
 pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
-    let Registered { stream, id, jobmanager, heartbeat, data, artifact } = registered;
+    let Registered { stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts } = registered;
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     // Parts of jobs running here, by job and attempt.
-    let mut jobs: HashMap<(JobId, u32), JobHandle> = HashMap::new();
+    let mut jobs: HashMap<(JobId, u32), Run> = HashMap::new();
     let mut ticker = tokio::time::interval(heartbeat);
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if graph.artifact != artifact => {
+                    // Another program's job: in a worker process started from that program.
+                    let attempt = assignment.attempt;
+                    let mut settings = execution.entries();
+                    settings.extend(config);
+                    let launch = worker::Launch {
+                        cache: artifacts.clone(),
+                        jobmanager: jobmanager.clone(),
+                        data: data.clone(),
+                        data_host: data_host.clone(),
+                        bind_host: bind_host.clone(),
+                        job_id,
+                        graph,
+                        config: settings,
+                        assignment,
+                    };
+                    let (control, control_rx) = mpsc::unbounded_channel();
+                    tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
+                    jobs.insert((job_id, attempt), Run::Worker(control));
+                }
                 Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) => {
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
                     match deploy(&registry, &artifact, &execution, job_id, &graph, &config, placement, events_tx.clone()) {
                         Ok(handle) => {
-                            jobs.insert((job_id, attempt), handle);
+                            jobs.insert((job_id, attempt), Run::InProcess(handle));
                             write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
                         }
                         Err(e) => {
@@ -187,17 +224,40 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
             }
         }
     };
-    // Nothing keeps running without a JobManager.
+    // Nothing keeps running without a JobManager. Workers are cancelled too; any still running
+    // when this process ends are killed.
     for h in jobs.values() {
         h.cancel();
     }
     for h in jobs.values() {
-        let _ = tokio::task::block_in_place(|| h.wait_timeout(Duration::from_secs(30)));
+        if let Run::InProcess(h) = h {
+            let _ = tokio::task::block_in_place(|| h.wait_timeout(Duration::from_secs(30)));
+        }
     }
     outcome
 }
 
-/// Rebuilds, checks and starts a deployed job; its end is reported through `events`.
+/// A part running here.
+enum Run {
+    /// In this process.
+    InProcess(JobHandle),
+    /// In a worker process, reached through its supervisor.
+    Worker(mpsc::UnboundedSender<ToTaskManager>),
+}
+
+impl Run {
+    fn cancel(&self) {
+        match self {
+            Run::InProcess(h) => h.cancel(),
+            Run::Worker(control) => {
+                let _ = control.send(ToTaskManager::Cancel { job_id: JobId(0) });
+            }
+        }
+    }
+}
+
+/// Rebuilds, checks and starts a deployed job of this artifact; its end is reported through
+/// `events`.
 #[allow(clippy::too_many_arguments)]
 fn deploy(
     registry: &Registry,
@@ -210,57 +270,9 @@ fn deploy(
     events: mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<JobHandle> {
     let attempt = placement.assignment.attempt;
-    let mut execution = base.clone();
-    for (k, v) in config {
-        execution.set(k, v)?;
-    }
-    if &graph.artifact != artifact {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
-        return Err(Error::GraphMismatch {
-            job: graph.job_name.clone(),
-            message: format!(
-                "the job comes from artifact {} but this TaskManager runs {exe} ({}); start the TaskManagers \
-                 from the program that submits the job (`PROGRAM --weir taskmanager`)",
-                graph.artifact.0, artifact.0
-            ),
-        });
-    }
-    let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
-    graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
-    let handle = weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))?;
-    let waiter = handle.clone();
-    std::thread::Builder::new()
-        .name(format!("job {job_id}"))
-        .spawn(move || {
-            let state = match waiter.wait() {
-                Ok(result) => ToJobManager::JobState {
-                    job_id,
-                    attempt,
-                    status: JobStatus::Finished,
-                    error: None,
-                    result: Some(result),
-                    retryable: false,
-                },
-                Err(Error::Cancelled(_)) => ToJobManager::JobState {
-                    job_id,
-                    attempt,
-                    status: JobStatus::Canceled,
-                    error: None,
-                    result: None,
-                    retryable: false,
-                },
-                Err(e) => ToJobManager::JobState {
-                    job_id,
-                    attempt,
-                    status: JobStatus::Failed,
-                    error: Some(e.to_string()),
-                    result: None,
-                    // A job that ran and failed may succeed when run again (Flink restarts on any task failure).
-                    retryable: true,
-                },
-            };
-            let _ = events.send(state);
-        })
-        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    let handle = worker::start_part(registry, artifact, base, job_id, graph, config, placement)?;
+    worker::watch(handle.clone(), job_id, attempt, move |end| {
+        let _ = events.send(end);
+    })?;
     Ok(handle)
 }

@@ -99,6 +99,43 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Runs one part of a job for the TaskManager that started this process (internal).
+    #[command(hide = true)]
+    Worker {
+        /// The job whose part it runs.
+        #[arg(long)]
+        job: String,
+        /// The TaskManager's loopback address.
+        #[arg(long)]
+        connect: String,
+        /// The secret to present to it.
+        #[arg(long)]
+        token: String,
+        /// This artifact's digest, as the TaskManager verified it.
+        #[arg(long)]
+        artifact: String,
+        /// The host other processes reach this worker's data server by.
+        #[arg(long)]
+        data_host: String,
+        /// The address the data server listens on.
+        #[arg(long)]
+        bind_host: String,
+    },
+    /// Prints the job graph of a job as JSON, as `run -t remote` would submit it (used by the
+    /// JobManager to run an uploaded artifact's job).
+    #[command(hide = true)]
+    Graph {
+        /// The job.
+        job: String,
+        /// The job's arguments, as JSON.
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// Default parallelism.
+        #[arg(short = 'p', long)]
+        parallelism: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,6 +242,27 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             ClusterAction::Stop { dir } => crate::standalone::stop(dir),
             ClusterAction::Status { dir } => crate::standalone::status(dir),
         },
+        Command::Worker { job, connect, token, artifact, data_host, bind_host } => {
+            let args = weir_taskmanager::worker::WorkerArgs {
+                job: job.parse()?,
+                connect: connect.clone(),
+                token: token.clone(),
+                artifact: weir_core::blob::parse_digest(artifact)?,
+                data_host: data_host.clone(),
+                bind_host: bind_host.clone(),
+            };
+            weir_taskmanager::worker::run_worker(registry.clone(), args)
+        }
+        Command::Graph { job, args, parallelism, common } => {
+            let settings = Settings::gather(common.config.as_deref(), *parallelism, &common.define)?;
+            let mut driver = Driver::local(registry.clone());
+            settings.configure(&mut driver)?;
+            let mut graph = driver.job_graph(job, &crate::cli::parse_json_args(args)?)?;
+            graph.artifact = weir_core::ArtifactDigest::current()?;
+            let text = serde_json::to_string(&graph).map_err(|e| Error::internal(format!("cannot encode: {e}")))?;
+            println!("{text}");
+            Ok(())
+        }
         Command::Taskmanager { id, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::taskmanager(&settings, id.clone(), registry.clone())

@@ -4,5 +4,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let program = weir::command::Program { name: "weir", registry: weir::builtin::registry(), role_prefix: &[] };
-    weir::command::main(program, std::env::args().skip(1).collect())
+    // `--weir COMMAND` reaches the same command line as in every user program, so that a
+    // TaskManager or JobManager can start any artifact the same way.
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--weir") {
+        args.remove(0);
+    }
+    weir::command::main(program, args)
 }

@@ -205,6 +205,30 @@ impl RestClient {
         self.ok(r, &format!("the JobManager refused POST {path}"))
     }
 
+    /// Makes sure the cluster's blob store has the artifact at `path` with `digest`: asks, and
+    /// uploads it (with the digest, which the JobManager verifies) when it is missing.
+    pub fn ensure_artifact(&self, path: &std::path::Path, digest: &weir_core::ArtifactDigest) -> Result<()> {
+        let id = digest.hex();
+        let (status, _) = self.answer(self.agent.get(&format!("{}/artifacts/{id}", self.base)).call())?;
+        if status == 200 {
+            return Ok(());
+        }
+        let file = std::fs::File::open(path).map_err(|e| Error::io("cannot read the artifact to upload", path, e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        eprintln!("Uploading artifact {} ({:.1} MB) to the cluster", digest.0, size as f64 / 1e6);
+        let request = self
+            .agent
+            .post(&format!("{}/artifacts/upload?digest={id}", self.base))
+            .header("content-type", "application/octet-stream")
+            .config()
+            // Large artifacts over slow links: no overall deadline, but no stall either.
+            .timeout_global(None)
+            .timeout_send_body(Some(Duration::from_secs(60)))
+            .build();
+        let r = self.answer(request.send(file))?;
+        self.ok(r, "the JobManager refused the artifact upload").map(|_| ())
+    }
+
     /// PATCH a path.
     pub fn patch(&self, path: &str) -> Result<Value> {
         let r = self.answer(self.agent.patch(&format!("{}{path}", self.base)).send_empty())?;
@@ -239,9 +263,12 @@ pub fn run_remote(
     detached: bool,
 ) -> Result<()> {
     let mut graph = driver.job_graph(job, args)?;
-    // The cluster runs the job from the artifact that built it: this executable.
+    // The cluster runs the job from the artifact that built it: this executable, uploaded to its
+    // blob store unless the cluster has it already (a cluster started from this very program does).
     graph.artifact = weir_core::graph::ArtifactDigest::current()?;
     let client = RestClient::new(address);
+    let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
+    client.ensure_artifact(&exe, &graph.artifact)?;
     let answer = client.post("/jobs", &json!({ "graph": graph, "config": config }))?;
     let id = answer["jobid"]
         .as_str()

@@ -10,7 +10,7 @@ use serde_json::Value;
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 /// A child process killed (by its pid) when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
 }
 
@@ -23,7 +23,7 @@ impl Drop for Proc {
 
 /// Starts `EXE ARGS`, waits (bounded) for its `ready` line and returns it; the rest of its
 /// output is drained in the background.
-fn start_program(exe: &std::path::Path, args: &[&str]) -> (Proc, String) {
+pub(crate) fn start_program(exe: &std::path::Path, args: &[&str]) -> (Proc, String) {
     let mut child = match Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot start weir {args:?}: {e}"),
@@ -54,32 +54,40 @@ fn start_program(exe: &std::path::Path, args: &[&str]) -> (Proc, String) {
     }
 }
 
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
+pub(crate) fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap_or_default()
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     /// The artifact every process runs, and what it needs before a weir command.
-    exe: std::path::PathBuf,
-    prefix: Vec<&'static str>,
-    rest: String,
-    rpc_port: String,
-    taskmanagers: Vec<Proc>,
+    pub(crate) exe: std::path::PathBuf,
+    pub(crate) prefix: Vec<&'static str>,
+    pub(crate) rest: String,
+    pub(crate) rpc_port: String,
+    pub(crate) taskmanagers: Vec<Proc>,
     _jobmanager: Proc,
+    /// The JobManager's blob store and the TaskManagers' artifact caches.
+    pub(crate) blobs: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn new(taskmanagers: usize, slots: u32) -> Cluster {
+    pub(crate) fn new(taskmanagers: usize, slots: u32) -> Cluster {
         Cluster::with(&[], taskmanagers, slots)
     }
 
     /// A cluster whose JobManager gets `extra` arguments too.
-    fn with(extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
+    pub(crate) fn with(extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
         Cluster::of(std::path::Path::new(WEIR), &[], extra, taskmanagers, slots)
     }
 
     /// A cluster of `exe`'s processes (a user program reaches weir's commands behind `prefix`).
-    fn of(exe: &std::path::Path, prefix: &[&'static str], extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
+    pub(crate) fn of(
+        exe: &std::path::Path,
+        prefix: &[&'static str],
+        extra: &[&str],
+        taskmanagers: usize,
+        slots: u32,
+    ) -> Cluster {
         let mut args = prefix.to_vec();
         args.extend([
             "jobmanager",
@@ -95,6 +103,9 @@ impl Cluster {
             "slot.request.timeout=60000",
         ]);
         args.extend(extra);
+        let blobs = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = format!("blob.storage.directory={}", blobs.path().join("jobmanager").display());
+        args.extend(["-D", &store]);
         let (jm, line) = start_program(exe, &args);
         let rest = field(&line, "rest=http://").to_string();
         let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
@@ -105,6 +116,7 @@ impl Cluster {
             rpc_port,
             taskmanagers: Vec::new(),
             _jobmanager: jm,
+            blobs,
         };
         for _ in 0..taskmanagers {
             c.add_taskmanager(slots);
@@ -113,9 +125,11 @@ impl Cluster {
         c
     }
 
-    fn add_taskmanager(&mut self, slots: u32) {
+    pub(crate) fn add_taskmanager(&mut self, slots: u32) {
         let port = format!("jobmanager.rpc.port={}", self.rpc_port);
         let slots = format!("taskmanager.numberOfTaskSlots={slots}");
+        let cache = self.blobs.path().join(format!("taskmanager-{}", self.taskmanagers.len()));
+        let cache = format!("blob.storage.directory={}", cache.display());
         let mut args = self.prefix.clone();
         args.extend([
             "taskmanager",
@@ -127,17 +141,19 @@ impl Cluster {
             "heartbeat.interval=200",
             "-D",
             "heartbeat.timeout=1500",
+            "-D",
+            &cache,
         ]);
         let (tm, _) = start_program(&self.exe, &args);
         self.taskmanagers.push(tm);
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         http("GET", &self.rest, path, None)
     }
 
     /// Polls `path` until `ok` holds (bounded: 20 s).
-    fn wait_for(&self, ok: impl Fn(&Value) -> bool, path: &str) -> Value {
+    pub(crate) fn wait_for(&self, ok: impl Fn(&Value) -> bool, path: &str) -> Value {
         let start = Instant::now();
         loop {
             let (_, v) = self.get(path);
@@ -150,7 +166,7 @@ impl Cluster {
     }
 
     /// Runs a weir command of this cluster's artifact against it.
-    fn weir(&self, args: &[&str]) -> Output {
+    pub(crate) fn weir(&self, args: &[&str]) -> Output {
         let mut all = self.prefix.clone();
         all.extend(args);
         all.extend(["-m", &self.rest]);
@@ -161,7 +177,7 @@ impl Cluster {
     }
 
     /// `kill -9` of the TaskManager registered as `id`, found by the pid its REST entry names.
-    fn kill_taskmanager(&mut self, id: &str) {
+    pub(crate) fn kill_taskmanager(&mut self, id: &str) {
         let (_, info) = self.get(&format!("/taskmanagers/{id}"));
         let pid: u32 =
             info["path"].as_str().and_then(|p| p.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -172,13 +188,36 @@ impl Cluster {
         let _ = proc.child.wait();
     }
 
-    fn job_state(&self, id: &str) -> String {
+    /// The worker processes of this cluster's TaskManagers: pid and the job each runs.
+    pub(crate) fn workers(&self) -> Vec<(u32, String)> {
+        let parents: Vec<u32> = self.taskmanagers.iter().map(|p| p.child.id()).collect();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            // The parent pid is the 4th field of /proc/PID/stat, after the command in parentheses.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse().ok());
+            if !ppid.is_some_and(|p: u32| parents.contains(&p)) {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let words: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+            if words.get(1..3) == Some(&["--weir".to_string(), "worker".to_string()][..])
+                && let Some(i) = words.iter().position(|w| w == "--job")
+            {
+                found.push((pid, words.get(i + 1).cloned().unwrap_or_default()));
+            }
+        }
+        found
+    }
+
+    pub(crate) fn job_state(&self, id: &str) -> String {
         self.get(&format!("/jobs/{id}")).1["state"].as_str().unwrap_or_default().to_string()
     }
 }
 
 /// A minimal HTTP/1.1 request to loopback, for checking the REST API from the outside.
-fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+pub(crate) fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let mut s = match std::net::TcpStream::connect(address) {
         Ok(s) => s,
         Err(e) => panic!("cannot connect to {address}: {e}"),
@@ -196,11 +235,11 @@ fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, Va
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn job_id(out: &Output) -> String {
+pub(crate) fn job_id(out: &Output) -> String {
     text(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
@@ -209,11 +248,11 @@ fn job_id(out: &Output) -> String {
 }
 
 /// The bundled text.
-fn gettysburg() -> String {
+pub(crate) fn gettysburg() -> String {
     format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn bundled() -> String {
+pub(crate) fn bundled() -> String {
     format!("{{\"input\": \"{}\"}}", gettysburg())
 }
 
@@ -523,7 +562,7 @@ fn a_taskmanager_whose_jobmanager_does_not_answer_gives_up_with_a_clear_error() 
 }
 
 /// Word counts of the bundled text, computed here independently of weir.
-fn reference_counts() -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn reference_counts() -> std::collections::BTreeMap<String, u64> {
     let path = gettysburg();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     let mut counts = std::collections::BTreeMap::new();
@@ -537,7 +576,7 @@ fn reference_counts() -> std::collections::BTreeMap<String, u64> {
 }
 
 /// The final count per word in a wordcount output directory (the highest running count).
-fn final_counts(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn final_counts(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
     let mut counts = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("no output in {}: {e}", dir.display())).flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
@@ -610,65 +649,6 @@ fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_ki
     assert_eq!(counts[0]["numRecordsOut"], 4000, "{result}");
     assert_eq!(counts[3]["numRecordsIn"], 4000, "{result}");
     c.wait_for(|o| o["slots-available"] == 2, "/overview");
-}
-
-#[test]
-fn a_job_from_another_artifact_fails_with_what_to_do_and_is_not_retried() {
-    let restart = ["-D", "restart-strategy.type=fixed-delay", "-D", "restart-strategy.fixed-delay.attempts=5"];
-    let c = Cluster::with(&restart, 1, 2);
-    let args: Value = serde_json::from_str(&bundled()).unwrap_or(Value::Null);
-    let graph = weir::Driver::local(weir::builtin::registry()).job_graph("wordcount", &args);
-    let mut graph = graph.unwrap_or_else(|e| panic!("{e}"));
-    graph.artifact = weir_core::graph::ArtifactDigest(format!("sha256:{}", "ab".repeat(32)));
-    let body = serde_json::json!({ "graph": graph }).to_string();
-    let (status, v) = http("POST", &c.rest, "/jobs", Some(&body));
-    assert_eq!(status, 202, "{v}");
-    let id = v["jobid"].as_str().unwrap_or_default().to_string();
-    let done = c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
-    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
-    let root = ex["root-exception"].as_str().unwrap_or_default();
-    assert!(root.contains("comes from artifact sha256:abab") && root.contains("--weir taskmanager"), "{ex}");
-    assert_eq!(ex["all-exceptions"].as_array().map(Vec::len), Some(1), "a mismatch is not retried: {done}");
-}
-
-#[test]
-fn a_user_program_is_its_own_cluster_image_and_other_artifacts_are_refused() {
-    // The wordcount example plays JobManager, TaskManagers and client behind `--weir`.
-    let program = crate::example("wordcount");
-    let c = Cluster::of(&program, &["--weir"], &[], 2, 1);
-    let out = c.weir(&["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // The job collects its running counts: both subtasks' share comes back through REST.
-    let (_, result) = c.get(&format!("/jobs/{}/execution-result", job_id(&out)));
-    let parts = &result["job-execution-result"]["weir-result"]["accumulators"]["counts"];
-    let parts = parts.as_object().unwrap_or_else(|| panic!("no collected counts: {result}"));
-    assert_eq!(parts.len(), 2, "one share per subtask: {result}");
-    let mut finals = std::collections::BTreeMap::new();
-    for bytes in parts.values() {
-        let bytes: Vec<u8> = serde_json::from_value(bytes.clone()).unwrap_or_default();
-        let share: Vec<(String, u64)> = weir::connectors::collect::decode("counts", &bytes).unwrap_or_default();
-        for (w, n) in share {
-            let best = finals.entry(w).or_insert(0);
-            *best = n.max(*best);
-        }
-    }
-    let path = gettysburg();
-    let text_in = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut want = std::collections::BTreeMap::new();
-    for w in text_in.split(|ch: char| !ch.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        *want.entry(w.to_lowercase()).or_insert(0u64) += 1;
-    }
-    assert_eq!(finals, want);
-    // The stock weir executable is another artifact: its job is refused with what to do.
-    let out = Command::new(WEIR)
-        .args(["run", "-t", "remote", "wordcount", "--args", &bundled(), "-p", "1", "-m", &c.rest])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--weir taskmanager"), "{}", text(&out.stderr));
-    // Its help names the program, with the prefix.
-    let help = Command::new(&program).args(["--weir", "--help"]).output().map(|o| text(&o.stdout)).unwrap_or_default();
-    assert!(help.contains("wordcount --weir"), "{help}");
 }
 
 #[test]

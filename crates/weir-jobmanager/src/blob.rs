@@ -1,0 +1,148 @@
+//! The JobManager's blob store: artifacts by digest.
+//!
+//! Clients upload artifacts over REST (`POST /artifacts/upload`); TaskManagers fetch the artifact
+//! of a job they are to run over the RPC port and cache it. Entries are files named by their
+//! SHA-256 in `blob.storage.directory`, written through [`weir_core::blob::BlobWriter`], so only
+//! complete artifacts that match their declared digest and the size limit are ever visible. The
+//! JobManager's own executable is always in the store (without a copy): a cluster started from one
+//! program runs that program's jobs without any upload.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::Serialize;
+use tracing::{info, warn};
+use weir_core::blob::{BlobWriter, path_in, sweep_temporaries};
+use weir_core::config::ClusterConfig;
+use weir_core::{ArtifactDigest, Error, Result};
+
+/// One stored artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArtifactInfo {
+    /// Its digest's hex digits (the id in REST paths).
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was stored (ms since the epoch).
+    pub uploaded: i64,
+    /// Whether it is the JobManager's own executable.
+    #[serde(rename = "weir-own")]
+    pub own: bool,
+}
+
+/// Artifacts by digest, in a directory.
+#[derive(Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+    /// Whether the directory was made for this JobManager (and is removed when it stops).
+    made_here: bool,
+    max_bytes: u64,
+    own: Option<(ArtifactDigest, PathBuf)>,
+}
+
+impl BlobStore {
+    /// Opens the store `blob.storage.directory` names, or a fresh directory under the system's
+    /// temporary directory; `own` is the JobManager's executable and its digest.
+    pub fn open(config: &ClusterConfig, own: Option<(ArtifactDigest, PathBuf)>) -> Result<BlobStore> {
+        let (dir, made_here) = match &config.blob_dir {
+            Some(d) => (PathBuf::from(d), false),
+            None => (std::env::temp_dir().join(format!("weir-blobs-{}", uuid::Uuid::new_v4().simple())), true),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::io("cannot create the blob store directory (blob.storage.directory); pick a writable one:", &dir, e)
+        })?;
+        // Prove it is writable now rather than at the first upload.
+        BlobWriter::create(&dir, 0).map_err(|e| Error::Config(format!("blob.storage.directory is not usable: {e}")))?;
+        sweep_temporaries(&dir);
+        info!(dir = %dir.display(), max_bytes = config.blob_max_bytes, "blob store ready");
+        Ok(BlobStore { dir, made_here, max_bytes: config.blob_max_bytes, own })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The size limit (`blob.artifact.max-size`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Starts storing an artifact.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        BlobWriter::create(&self.dir, self.max_bytes)
+    }
+
+    /// The file of the artifact with `digest`, if the store has it.
+    pub fn locate(&self, digest: &ArtifactDigest) -> Option<PathBuf> {
+        if let Some((own, path)) = &self.own
+            && own == digest
+        {
+            return Some(path.clone());
+        }
+        let path = path_in(&self.dir, digest);
+        path.is_file().then_some(path)
+    }
+
+    /// Whether `digest` is the JobManager's own executable.
+    pub fn is_own(&self, digest: &ArtifactDigest) -> bool {
+        self.own.as_ref().is_some_and(|(d, _)| d == digest)
+    }
+
+    /// What the store holds about one artifact.
+    pub fn info(&self, digest: &ArtifactDigest) -> Option<ArtifactInfo> {
+        let path = self.locate(digest)?;
+        let meta = std::fs::metadata(&path).ok()?;
+        let uploaded = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Some(ArtifactInfo { id: digest.hex().to_string(), size: meta.len(), uploaded, own: self.is_own(digest) })
+    }
+
+    /// Every artifact, the JobManager's own first.
+    pub fn list(&self) -> Vec<ArtifactInfo> {
+        let mut out: Vec<ArtifactInfo> = self.own.iter().filter_map(|(d, _)| self.info(d)).collect();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            let mut stored: Vec<ArtifactInfo> = entries
+                .flatten()
+                .filter_map(|e| weir_core::blob::parse_digest(&e.file_name().to_string_lossy()).ok())
+                .filter(|d| !self.is_own(d))
+                .filter_map(|d| self.info(&d))
+                .collect();
+            stored.sort_by(|a, b| (a.uploaded, &a.id).cmp(&(b.uploaded, &b.id)));
+            out.extend(stored);
+        }
+        out
+    }
+
+    /// Deletes an uploaded artifact; `Ok(false)` if there was none.
+    pub fn remove(&self, digest: &ArtifactDigest) -> Result<bool> {
+        if self.is_own(digest) {
+            return Err(Error::Config("the JobManager's own executable cannot be deleted from its blob store".into()));
+        }
+        let path = path_in(&self.dir, digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("cannot delete the artifact", &path, e)),
+        }
+    }
+
+    /// Removes the directory if it was made for this JobManager.
+    fn close(&self) {
+        if self.made_here
+            && let Err(e) = std::fs::remove_dir_all(&self.dir)
+        {
+            warn!(dir = %self.dir.display(), error = %e, "cannot remove the blob store directory");
+        }
+    }
+}
+
+impl Drop for BlobStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

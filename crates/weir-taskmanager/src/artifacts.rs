@@ -1,0 +1,118 @@
+//! The TaskManager's artifact cache: artifacts fetched from the JobManager's blob store, verified
+//! against their digest, kept by digest in `blob.storage.directory` (default
+//! `~/.cache/weir/artifacts`) and reused by every later job of the same artifact.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::info;
+use weir_core::blob::{BlobWriter, path_in, sweep_temporaries};
+use weir_core::protocol::blocking::{exchange_handshake, read_frame, write_frame};
+use weir_core::protocol::{ToJobManager, ToTaskManager};
+use weir_core::{ArtifactDigest, Error, Result};
+
+/// Fetched artifacts by digest.
+#[derive(Debug)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// One fetch at a time per artifact; others wait for it and reuse the result.
+    fetching: Mutex<HashMap<ArtifactDigest, Arc<Mutex<()>>>>,
+}
+
+impl ArtifactCache {
+    /// The cache in `dir` (or the default directory), for artifacts of at most `max_bytes`.
+    pub fn new(dir: Option<&str>, max_bytes: u64) -> ArtifactCache {
+        let dir = dir.map(PathBuf::from).unwrap_or_else(default_dir);
+        sweep_temporaries(&dir);
+        ArtifactCache { dir, max_bytes, fetching: Mutex::new(HashMap::new()) }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of the artifact `digest`: from the cache, or fetched from the JobManager at
+    /// `jobmanager` (its RPC address) first. Blocking.
+    pub fn get(&self, jobmanager: &str, digest: &ArtifactDigest) -> Result<PathBuf> {
+        let path = path_in(&self.dir, digest);
+        let gate = {
+            let mut f = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            f.entry(digest.clone()).or_default().clone()
+        };
+        let _one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
+        if path.is_file() {
+            // Entries appear only after verification, by rename; a damaged one is fetched again.
+            let digests = self.dir.join(".digests");
+            if ArtifactDigest::of_file_cached(&path, Some(&digests)).ok().as_ref() == Some(digest) {
+                return Ok(path);
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let started = std::time::Instant::now();
+        let (stored, size) = self.fetch(jobmanager, digest)?;
+        info!(artifact = %digest.0, bytes = size, ms = started.elapsed().as_millis() as u64, "artifact fetched");
+        Ok(stored)
+    }
+
+    fn fetch(&self, jobmanager: &str, digest: &ArtifactDigest) -> Result<(PathBuf, u64)> {
+        let net = |context: &str, e: std::io::Error| Error::Network {
+            context: context.into(),
+            peer: format!("the JobManager at {jobmanager}"),
+            source: e,
+        };
+        let mut stream = TcpStream::connect(jobmanager).map_err(|e| net("cannot fetch an artifact from", e))?;
+        // A stalled JobManager must not hang a deployment forever.
+        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| net("cannot configure", e))?;
+        exchange_handshake(&mut stream, &format!("JobManager at {jobmanager}"))?;
+        write_frame(&mut stream, &ToJobManager::FetchArtifact { digest: digest.clone() })?;
+        let size = match read_frame::<_, ToTaskManager>(&mut stream)? {
+            Some(ToTaskManager::Artifact { size }) => size,
+            Some(ToTaskManager::Rejected { reason }) => return Err(Error::Config(reason)),
+            other => {
+                return Err(Error::internal(format!("expected an artifact from the JobManager, got {other:?}")));
+            }
+        };
+        if size > self.max_bytes {
+            return Err(Error::Config(format!(
+                "artifact {} has {size} bytes, more than this TaskManager's blob.artifact.max-size ({} bytes)",
+                digest.0, self.max_bytes
+            )));
+        }
+        let mut writer = BlobWriter::create(&self.dir, self.max_bytes)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = stream
+                .read(&mut buf[..want])
+                .map_err(|e| net("lost the connection while fetching an artifact from", e))?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n])?;
+            left -= n as u64;
+        }
+        // A short read is a truncated transfer, a changed byte a digest mismatch: both refused.
+        // Retryable: the next attempt fetches it again.
+        let (_, path) = writer.finish(Some(size), Some(digest)).map_err(|e| Error::Network {
+            context: format!("artifact {} arrived damaged; fetching it again may help. From", digest.0),
+            peer: jobmanager.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e.to_string()),
+        })?;
+        Ok((path, size))
+    }
+}
+
+fn default_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("weir").join("artifacts"))
+        .unwrap_or_else(|| std::env::temp_dir().join("weir-artifacts"))
+}

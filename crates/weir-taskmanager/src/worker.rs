@@ -1,0 +1,413 @@
+//! Worker processes: a job built by another artifact than the TaskManager's own runs in a process
+//! started from that artifact (DESIGN.md section 2).
+//!
+//! The TaskManager fetches the artifact ([`crate::artifacts`]), listens on a loopback port, and
+//! starts `ARTIFACT --weir worker --connect ADDR --token T ...`. The worker opens its own data
+//! server, connects back, proves it is the process that was started (the token), and says where
+//! its records arrive; the TaskManager then redirects the job run's data connections there
+//! ([`DataServer::redirect`]) and sends the deployment. The worker reports the part's status
+//! changes, which the TaskManager forwards to the JobManager. A worker whose connection to its
+//! TaskManager closes cancels its part and exits, so none outlives its TaskManager; a worker that
+//! dies fails only its own job.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use weir_api::Registry;
+use weir_core::protocol::{Assignment, FromWorker, ToJobManager, ToTaskManager, blocking, io};
+use weir_core::{ArtifactDigest, Error, JobGraph, JobId, JobStatus, Result};
+use weir_runtime::ExecutionConfig;
+use weir_runtime::net::{DataServer, Placement};
+
+use crate::artifacts::ArtifactCache;
+
+/// How long a started worker has to connect back.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a worker process is told on its command line.
+#[derive(Clone, Debug)]
+pub struct WorkerArgs {
+    /// The job whose part it runs (shown by `ps`, and in its logs).
+    pub job: JobId,
+    /// The TaskManager's loopback address to connect to.
+    pub connect: String,
+    /// The secret to present.
+    pub token: String,
+    /// The digest of this artifact, as the TaskManager verified it.
+    pub artifact: ArtifactDigest,
+    /// The host other processes reach this worker's data server by.
+    pub data_host: String,
+    /// The address the data server listens on.
+    pub bind_host: String,
+}
+
+impl WorkerArgs {
+    /// The arguments after `--weir worker` that produce these.
+    pub fn to_args(&self) -> Vec<String> {
+        let job = self.job.to_string();
+        [
+            ("--job", &job),
+            ("--connect", &self.connect),
+            ("--token", &self.token),
+            ("--artifact", &self.artifact.0),
+            ("--data-host", &self.data_host),
+            ("--bind-host", &self.bind_host),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    }
+}
+
+/// The worker process: connects to its TaskManager, runs the one part it is given, reports, and
+/// exits when the TaskManager closes the connection (or asks it to).
+pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
+    let data = DataServer::start(&format!("{}:0", args.bind_host), &args.data_host)?;
+    let mut stream = TcpStream::connect(&args.connect).map_err(|e| Error::Network {
+        context: "a worker cannot reach".into(),
+        peer: format!("its TaskManager at {}", args.connect),
+        source: e,
+    })?;
+    let _ = stream.set_nodelay(true);
+    blocking::exchange_handshake(&mut stream, "its TaskManager")?;
+    let writer = stream.try_clone().map_err(|e| Error::internal(format!("cannot share a socket: {e}")))?;
+    let writer = Arc::new(Mutex::new(writer));
+    let send = {
+        let writer = writer.clone();
+        move |m: FromWorker| {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = blocking::write_frame(&mut *w, &m) {
+                warn!(error = %e, "a worker cannot report to its TaskManager");
+            }
+        }
+    };
+    send(FromWorker::Hello { token: args.token.clone(), data_address: data.address().to_string() });
+    let mut reader = BufReader::new(stream);
+    let mut running: Option<weir_runtime::local::JobHandle> = None;
+    loop {
+        match blocking::read_frame::<_, ToTaskManager>(&mut reader) {
+            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if running.is_none() => {
+                let attempt = assignment.attempt;
+                if job_id != args.job {
+                    warn!(job_id = %job_id, expected = %args.job, "a worker was sent another job than it was started for");
+                }
+                let placement = Placement { assignment, server: data.clone() };
+                let started = start_part(
+                    &registry,
+                    &args.artifact,
+                    &ExecutionConfig::default(),
+                    job_id,
+                    &graph,
+                    &config,
+                    placement,
+                );
+                match started {
+                    Ok(handle) => {
+                        send(FromWorker::State(state(job_id, attempt, JobStatus::Running, None)));
+                        let report = send.clone();
+                        watch(handle.clone(), job_id, attempt, move |s| report(FromWorker::State(s)))?;
+                        running = Some(handle);
+                    }
+                    Err(e) => {
+                        let retryable = e.is_retryable();
+                        let mut s = state(job_id, attempt, JobStatus::Failed, Some(e.to_string()));
+                        if let ToJobManager::JobState { retryable: r, .. } = &mut s {
+                            *r = retryable;
+                        }
+                        send(FromWorker::State(s));
+                        break;
+                    }
+                }
+            }
+            Ok(Some(ToTaskManager::Cancel { .. })) => {
+                if let Some(h) = &running {
+                    h.cancel();
+                }
+            }
+            Ok(Some(other)) => {
+                warn!(message = ?other, "a worker got a message it does not expect; stopping");
+                break;
+            }
+            // Shut down, or the TaskManager is gone: nothing runs without it.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if let Some(h) = running {
+        h.cancel();
+        let _ = h.wait_timeout(Duration::from_secs(30));
+    }
+    Ok(())
+}
+
+fn state(job_id: JobId, attempt: u32, status: JobStatus, error: Option<String>) -> ToJobManager {
+    ToJobManager::JobState { job_id, attempt, status, error, result: None, retryable: false }
+}
+
+/// Rebuilds a deployed job from `registry`, checks it against the submitted graph, and starts the
+/// part `placement` names.
+pub(crate) fn start_part(
+    registry: &Registry,
+    artifact: &ArtifactDigest,
+    base: &ExecutionConfig,
+    job_id: JobId,
+    graph: &JobGraph,
+    config: &BTreeMap<String, String>,
+    placement: Placement,
+) -> Result<weir_runtime::local::JobHandle> {
+    let mut execution = base.clone();
+    for (k, v) in config {
+        execution.set(k, v)?;
+    }
+    let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
+    graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
+    weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))
+}
+
+/// Reports the end of a running part through `report`, from a thread of its own.
+pub(crate) fn watch(
+    handle: weir_runtime::local::JobHandle,
+    job_id: JobId,
+    attempt: u32,
+    report: impl FnOnce(ToJobManager) + Send + 'static,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("job {job_id}"))
+        .spawn(move || {
+            let end = match handle.wait() {
+                Ok(result) => ToJobManager::JobState {
+                    job_id,
+                    attempt,
+                    status: JobStatus::Finished,
+                    error: None,
+                    result: Some(result),
+                    retryable: false,
+                },
+                Err(Error::Cancelled(_)) => state(job_id, attempt, JobStatus::Canceled, None),
+                Err(e) => ToJobManager::JobState {
+                    job_id,
+                    attempt,
+                    status: JobStatus::Failed,
+                    error: Some(e.to_string()),
+                    result: None,
+                    // A job that ran and failed may succeed when run again (Flink restarts on any task failure).
+                    retryable: true,
+                },
+            };
+            report(end);
+        })
+        .map(|_| ())
+        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))
+}
+
+/// A deployment whose part runs in a worker process.
+pub(crate) struct Launch {
+    pub cache: Arc<ArtifactCache>,
+    pub jobmanager: String,
+    pub data: Arc<DataServer>,
+    pub data_host: String,
+    pub bind_host: String,
+    pub job_id: JobId,
+    pub graph: Box<JobGraph>,
+    pub config: BTreeMap<String, String>,
+    pub assignment: Assignment,
+}
+
+/// Runs a deployment in a worker process and reports its status changes through `events`, ending
+/// with exactly one terminal state. `control` carries cancellations.
+pub(crate) async fn supervise(
+    launch: Launch,
+    mut control: mpsc::UnboundedReceiver<ToTaskManager>,
+    events: mpsc::UnboundedSender<ToJobManager>,
+) {
+    let (job_id, attempt) = (launch.job_id, launch.assignment.attempt);
+    let data = launch.data.clone();
+    let end = match run(launch, &mut control, &events).await {
+        Ok(end) => end,
+        Err(e) => Some(ToJobManager::JobState {
+            job_id,
+            attempt,
+            status: JobStatus::Failed,
+            error: Some(e.to_string()),
+            result: None,
+            retryable: e.is_retryable(),
+        }),
+    };
+    data.forget_redirect(job_id, attempt);
+    if let Some(end) = end {
+        let _ = events.send(end);
+    }
+}
+
+/// The deployment's life; `Ok(None)` once the worker reported a terminal state (already sent),
+/// `Ok(Some(state))` for a terminal state to report.
+async fn run(
+    launch: Launch,
+    control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
+    events: &mpsc::UnboundedSender<ToJobManager>,
+) -> Result<Option<ToJobManager>> {
+    let Launch { cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment } = launch;
+    let attempt = assignment.attempt;
+    let cancelled = Ok(Some(state(job_id, attempt, JobStatus::Canceled, None)));
+    let digest = graph.artifact.clone();
+    // 1. The artifact, from the cache or the JobManager.
+    let fetch = {
+        let (cache, digest) = (cache.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || cache.get(&jobmanager, &digest))
+    };
+    let path = tokio::select! {
+        fetched = fetch => fetched.map_err(|e| Error::internal(format!("artifact fetch stopped: {e}")))??,
+        _ = cancellation(control) => return cancelled,
+    };
+    // 2. The worker process, connecting back with its token.
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Network {
+        context: "cannot listen for a worker process on".into(),
+        peer: "127.0.0.1".into(),
+        source: e,
+    })?;
+    let connect = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let args = WorkerArgs {
+        job: job_id,
+        connect,
+        token: uuid::Uuid::new_v4().simple().to_string(),
+        artifact: digest.clone(),
+        data_host,
+        bind_host,
+    };
+    let command = format!("{} --weir worker", path.display());
+    let mut child = tokio::process::Command::new(&path)
+        .args(["--weir", "worker"])
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::Config(format!(
+                "artifact {} cannot be started ({command}): {e}; upload an executable built for this TaskManager's \
+                 platform",
+                digest.0
+            ))
+        })?;
+    let pid = child.id().unwrap_or(0);
+    let not_weir = |how: String| {
+        Error::Config(format!(
+            "artifact {} is not a weir program of this version, or failed at start: `{command}` {how}; build it \
+             against the weir library and run it through weir::App",
+            digest.0
+        ))
+    };
+    let mut stream = tokio::select! {
+        accepted = listener.accept() => accepted.map_err(|e| Error::Network {
+            context: "cannot accept a worker process on".into(), peer: args.connect.clone(), source: e,
+        })?.0,
+        exited = child.wait() => {
+            let how = exited.map(|s| format!("exited ({})", describe(s))).unwrap_or_else(|e| format!("failed: {e}"));
+            return Err(not_weir(how));
+        }
+        _ = tokio::time::sleep(START_TIMEOUT) => {
+            return Err(not_weir(format!("did not connect back within {} s", START_TIMEOUT.as_secs())));
+        }
+        _ = cancellation(control) => return cancelled,
+    };
+    drop(listener);
+    let _ = stream.set_nodelay(true);
+    let hello = async {
+        io::exchange_handshake(&mut stream, "a worker process").await?;
+        io::read_frame::<_, FromWorker>(&mut stream).await
+    };
+    let worker_data = match tokio::time::timeout(Duration::from_secs(10), hello).await {
+        Ok(Ok(Some(FromWorker::Hello { token, data_address }))) if token == args.token => data_address,
+        Ok(Ok(_)) => return Err(not_weir("did not introduce itself".into())),
+        Ok(Err(e)) => return Err(not_weir(format!("broke the handshake: {e}"))),
+        Err(_) => return Err(not_weir("sent no handshake within 10 s".into())),
+    };
+    info!(job_id = %job_id, attempt, pid, artifact = %digest.0, data = %worker_data, "worker process started");
+    // 3. Records for this part go to the worker from now on; then the deployment.
+    data.redirect(job_id, attempt, &worker_data);
+    let (mut rd, mut wr) = stream.into_split();
+    io::write_frame(&mut wr, &ToTaskManager::Deploy { job_id, graph, config, assignment }).await?;
+    let (frames_tx, mut frames) = mpsc::unbounded_channel::<FromWorker>();
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {
+            if frames_tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    // 4. Forward its reports until it reports an end, or dies.
+    let outcome = loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(FromWorker::State(s)) => {
+                    let terminal = matches!(&s, ToJobManager::JobState { status, .. } if status.is_terminal());
+                    let _ = events.send(s);
+                    if terminal {
+                        break None;
+                    }
+                }
+                Some(FromWorker::Hello { .. }) => warn!(job_id = %job_id, "a worker introduced itself twice"),
+                // Its connection closed without an end: it died. Its exit status says how.
+                None => {
+                    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    let how = match status {
+                        Ok(Ok(s)) => describe(s),
+                        _ => "its connection closed".to_string(),
+                    };
+                    break Some(ToJobManager::JobState {
+                        job_id,
+                        attempt,
+                        status: JobStatus::Failed,
+                        error: Some(format!("the worker process (pid {pid}) of this job died: {how}")),
+                        result: None,
+                        retryable: true,
+                    });
+                }
+            },
+            m = control.recv() => match m {
+                Some(m) => {
+                    if io::write_frame(&mut wr, &m).await.is_err() {
+                        // It is going away; its end shows as the connection closing.
+                        continue;
+                    }
+                }
+                // The TaskManager itself is stopping: the worker is killed on drop.
+                None => break Some(state(job_id, attempt, JobStatus::Canceled, None)),
+            },
+        }
+    };
+    // 5. Let it go: closing the connection ends it; a worker that hangs is killed.
+    drop(wr);
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        warn!(job_id = %job_id, pid, "a worker did not exit after its job ended; killing it");
+        let _ = child.kill().await;
+    }
+    Ok(outcome)
+}
+
+/// Resolves when `control` carries a cancellation (or closes).
+async fn cancellation(control: &mut mpsc::UnboundedReceiver<ToTaskManager>) {
+    loop {
+        match control.recv().await {
+            Some(ToTaskManager::Cancel { .. }) | None => return,
+            Some(_) => {}
+        }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(9)) => "killed (signal 9, SIGKILL)".into(),
+        (None, Some(6)) => "aborted (signal 6, SIGABRT)".into(),
+        (None, Some(11)) => "crashed (signal 11, SIGSEGV)".into(),
+        (None, Some(sig)) => format!("ended by signal {sig}"),
+        (None, None) => "ended".into(),
+    }
+}
