@@ -2,6 +2,8 @@
 # Cluster figures, weir against Apache Flink 1.20.3 on this machine, in one run:
 #   start: from the start command to one TaskManager registered;
 #   submit: a client submitting a trivial job and seeing it finish (its own start included);
+#   submit-other-first/-cached: the same for a job of another program (the anchors example) on a
+#   cluster of the stock executable: uploaded, fetched and run in a worker process, then cached;
 #   memory: resident memory of the idle JobManager plus TaskManager;
 #   recovery: kill -9 of the TaskManager running a job to the job running again on a spare
 #   TaskManager (fixed-delay restarts, no delay; each system's default heartbeats).
@@ -31,6 +33,23 @@ for i in $(seq "$reps"); do
   tm=$(python3 -c "import json; print(json.load(open('$dir/c/cluster.json'))['taskmanagers'][0])")
   echo "weir memory $(( $(rss_kb "$jm") + $(rss_kb "$tm") ))" >>"$dir/weir"
   "$weir" cluster stop --dir "$dir/c" 2>/dev/null
+done
+
+# Another program's job: the anchors example submits to a cluster of the stock executable, so its
+# artifact is uploaded, fetched by the TaskManager and run in a worker process ("first"); the next
+# submission finds it in the blob store and the TaskManager's cache ("cached").
+cargo build --quiet --release --example anchors
+anchors=$target/release/examples/anchors
+for i in $(seq "$reps"); do
+  XDG_CACHE_HOME=$dir/cache-$i "$weir" cluster start --taskmanagers 1 --slots 2 --dir "$dir/a" -D rest.port=0 \
+    -D jobmanager.rpc.port=0 >"$dir/rest" 2>/dev/null
+  rest=$(cat "$dir/rest")
+  for phase in first cached; do
+    t0=$(ms)
+    "$anchors" --weir run -t remote -m "$rest" stateless --args '{"n": 1000, "p": 1, "keys": 10}' -p 1 >/dev/null 2>&1
+    echo "weir submit-other-$phase $(( $(ms) - t0 ))" >>"$dir/weir"
+  done
+  "$weir" cluster stop --dir "$dir/a" 2>/dev/null
 done
 
 # Recovery: two TaskManagers, a job on one, kill -9 it, time until the job runs again.
@@ -125,7 +144,7 @@ PY
 fi
 
 cat "$dir"/weir "$dir"/flink 2>/dev/null | sed "s/^/RESULT /" || true
-for what in start submit memory recovery; do
+for what in start submit submit-other-first submit-other-cached memory recovery; do
   w=$(awk -v w="$what" '$2==w {print $3}' "$dir/weir" | median)
   f=$(awk -v w="$what" '$2==w {print $3}' "$dir/flink" 2>/dev/null | median || true)
   unit=ms; [[ $what == memory ]] && unit=kB

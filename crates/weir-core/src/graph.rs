@@ -29,9 +29,7 @@ impl ArtifactDigest {
     /// device, inode, size and modification time, so that an unchanged executable is hashed once,
     /// not by every process started from it. A cache that cannot be read or written is skipped.
     pub fn of_file_cached(path: &Path, cache: Option<&Path>) -> Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
-        let key = format!("{}-{}-{}-{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let key = Self::identity(path)?;
         let entry = cache.map(|dir| dir.join(key));
         if let Some(text) = entry.as_ref().and_then(|e| std::fs::read_to_string(e).ok())
             && text.len() == 71
@@ -40,13 +38,27 @@ impl ArtifactDigest {
             return Ok(ArtifactDigest(text));
         }
         let digest = ArtifactDigest::of_file(path)?;
-        if let (Some(dir), Some(entry)) = (cache, entry) {
-            let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-            let _ = std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::write(&tmp, &digest.0))
-                .and_then(|_| std::fs::rename(&tmp, &entry));
+        if let Some(dir) = cache {
+            digest.remember(path, dir);
         }
         Ok(digest)
+    }
+
+    /// Records in `cache` that the file at `path`, as it is now, has this digest (for a file just
+    /// written and verified, so that it need not be hashed again). Best effort.
+    pub fn remember(&self, path: &Path, cache: &Path) {
+        let Ok(key) = Self::identity(path) else { return };
+        let tmp = cache.join(format!(".{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let _ = std::fs::create_dir_all(cache)
+            .and_then(|_| std::fs::write(&tmp, &self.0))
+            .and_then(|_| std::fs::rename(&tmp, cache.join(key)));
+    }
+
+    /// A file's identity: device, inode, size and modification time.
+    fn identity(path: &Path) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read artifact", path, e))?;
+        Ok(format!("{}-{}-{}-{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
     }
 
     /// The digest of the running executable, computed once per process and cached across

@@ -46,9 +46,9 @@ impl ArtifactCache {
             f.entry(digest.clone()).or_default().clone()
         };
         let _one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries appear only after verification, by rename; one changed since is fetched again.
+        let digests = self.dir.join(".digests");
         if path.is_file() {
-            // Entries appear only after verification, by rename; a damaged one is fetched again.
-            let digests = self.dir.join(".digests");
             if ArtifactDigest::of_file_cached(&path, Some(&digests)).ok().as_ref() == Some(digest) {
                 return Ok(path);
             }
@@ -56,6 +56,7 @@ impl ArtifactCache {
         }
         let started = std::time::Instant::now();
         let (stored, size) = self.fetch(jobmanager, digest)?;
+        digest.remember(&stored, &digests);
         info!(artifact = %digest.0, bytes = size, ms = started.elapsed().as_millis() as u64, "artifact fetched");
         Ok(stored)
     }
