@@ -93,7 +93,19 @@ pub enum ToJobManager {
         #[serde(default)]
         retryable: bool,
     },
+    /// A running part's record counters so far (sent every [`PROGRESS_INTERVAL_MS`]).
+    Progress {
+        /// The job.
+        job_id: JobId,
+        /// Which run of the job.
+        attempt: u32,
+        /// Counters per operator of the job; operators with no subtask in this part count 0.
+        counts: Vec<crate::result::VertexCounts>,
+    },
 }
+
+/// How often a running part reports its counters, in ms.
+pub const PROGRESS_INTERVAL_MS: u64 = 1000;
 
 /// From the JobManager to a TaskManager.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::{JobId, JobStatus};
 
 /// A snapshot of one operator's counters.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VertexCounts {
     /// Operator name.
     pub name: String,

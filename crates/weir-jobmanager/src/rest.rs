@@ -160,7 +160,20 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
             .vertices
             .iter()
             .map(|vx| {
-                let counts = j.result.as_ref().and_then(|r| r.counts.get(vx.id.0 as usize));
+                let counts = match &j.result {
+                    Some(r) => r.counts.get(vx.id.0 as usize).cloned(),
+                    // While it runs: what its parts reported last, added up.
+                    None => {
+                        let i = vx.id.0 as usize;
+                        let live = j.parts.iter().filter_map(|p| p.progress.get(i));
+                        Some(live.fold(weir_core::result::VertexCounts::default(), |mut a, c| {
+                            a.records_in += c.records_in;
+                            a.records_out += c.records_out;
+                            a
+                        }))
+                    }
+                };
+                let counts = counts.as_ref();
                 json!({
                     "id": vx.id.0.to_string(),
                     "name": vx.name,

@@ -139,8 +139,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                     _ => return Ok(()),
                 }
             }
-            Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable })) => {
-                cluster.job_state(&taskmanager_id, job_id, attempt, status, error, result, retryable);
+            Ok(Some(report @ (ToJobManager::JobState { .. } | ToJobManager::Progress { .. }))) => {
+                cluster.part_report(&taskmanager_id, report);
             }
             Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
                 break "sent a message that only opens a connection".to_string();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
 use weir_core::config::{ClusterConfig, RestartStrategy};
-use weir_core::protocol::{Assignment, ToTaskManager};
+use weir_core::protocol::{Assignment, ToJobManager, ToTaskManager};
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
@@ -54,6 +54,8 @@ pub struct Part {
     pub status: JobStatus,
     /// Its result, once finished.
     pub result: Option<JobResult>,
+    /// Its counters while it runs, as last reported.
+    pub progress: Vec<weir_core::result::VertexCounts>,
 }
 
 /// A submitted job.
@@ -260,17 +262,23 @@ impl Cluster {
     /// A TaskManager reported on its part of a job. The job finishes when every part has; one
     /// failing part fails the whole run (the others are cancelled) and the restart strategy
     /// decides what comes next.
-    #[allow(clippy::too_many_arguments)]
-    pub fn job_state(
-        &self,
-        tm: &str,
-        id: JobId,
-        attempt: u32,
-        status: JobStatus,
-        error: Option<String>,
-        result: Option<JobResult>,
-        retryable: bool,
-    ) {
+    /// Progress reports update the part's counters.
+    pub fn part_report(&self, tm: &str, report: ToJobManager) {
+        let (id, attempt, status, error, result, retryable) = match report {
+            ToJobManager::JobState { job_id, attempt, status, error, result, retryable } => {
+                (job_id, attempt, status, error, result, retryable)
+            }
+            ToJobManager::Progress { job_id, attempt, counts } => {
+                let mut s = self.lock();
+                if let Some(job) = s.jobs.get_mut(&job_id).filter(|j| j.deployments == attempt + 1)
+                    && let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm)
+                {
+                    part.progress = counts;
+                }
+                return;
+            }
+            _ => return,
+        };
         let mut s = self.lock();
         let Some(job) = s.jobs.get_mut(&id) else { return };
         // Reports of an earlier run, or of a job already decided, change nothing.
@@ -486,6 +494,7 @@ pub fn schedule(s: &mut State) {
                 slots: (first..first + n).collect(),
                 status: JobStatus::Created,
                 result: None,
+                progress: Vec::new(),
             });
         }
         let Some(job) = s.jobs.get_mut(&id) else { continue };

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
-use weir_core::protocol::{Assignment, FromWorker, ToJobManager, ToTaskManager, blocking, io};
+use weir_core::protocol::{Assignment, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io};
 use weir_core::{ArtifactDigest, Error, JobGraph, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::net::{DataServer, Placement};
@@ -170,17 +170,26 @@ pub(crate) fn start_part(
     weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))
 }
 
-/// Reports the end of a running part through `report`, from a thread of its own.
+/// Reports a running part's progress every [`PROGRESS_INTERVAL_MS`] and then its end through
+/// `report`, from a thread of its own.
 pub(crate) fn watch(
     handle: weir_runtime::local::JobHandle,
     job_id: JobId,
     attempt: u32,
-    report: impl FnOnce(ToJobManager) + Send + 'static,
+    mut report: impl FnMut(ToJobManager) + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
         .name(format!("job {job_id}"))
         .spawn(move || {
-            let end = match handle.wait() {
+            let every = Duration::from_millis(PROGRESS_INTERVAL_MS);
+            let ended = loop {
+                match handle.wait_timeout(every) {
+                    Ok(None) => report(ToJobManager::Progress { job_id, attempt, counts: handle.counts() }),
+                    Ok(Some(result)) => break Ok(result),
+                    Err(e) => break Err(e),
+                }
+            };
+            let end = match ended {
                 Ok(result) => ToJobManager::JobState {
                     job_id,
                     attempt,

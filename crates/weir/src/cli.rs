@@ -94,3 +94,57 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
+
+/// Progress lines for an attached run: at most one a second, only when the count moved.
+#[derive(Debug)]
+pub struct Progress {
+    last_shown: std::time::Instant,
+    last_read: u64,
+}
+
+impl Progress {
+    /// Nothing shown yet.
+    pub fn new() -> Progress {
+        Progress { last_shown: std::time::Instant::now(), last_read: 0 }
+    }
+
+    /// Shows `read` (records the job's sources have read so far) if a second has passed since the
+    /// last line and it changed.
+    pub fn show(&mut self, job: &str, read: u64) {
+        if self.last_shown.elapsed() >= std::time::Duration::from_secs(1) && read != self.last_read {
+            eprintln!("Job {job} is RUNNING: {} records read", thousands(read));
+            self.last_shown = std::time::Instant::now();
+            self.last_read = read;
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+    }
+}

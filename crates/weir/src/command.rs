@@ -198,7 +198,14 @@ fn run(
     }
     let client = driver.execute_named(job, &args)?;
     eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
-    let result = client.wait()?;
+    let mut progress = crate::cli::Progress::new();
+    let result = loop {
+        if let Some(result) = client.wait_timeout(std::time::Duration::from_millis(250))? {
+            break result;
+        }
+        let read = client.counts().iter().map(|c| c.records_out).sum();
+        progress.show(&client.job_id().to_string(), read);
+    };
     eprintln!("Job {} FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
     for c in result.counts() {
         eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));

@@ -279,6 +279,7 @@ pub fn run_remote(
         return Ok(());
     }
     let mut last = String::new();
+    let mut progress = crate::cli::Progress::new();
     // Poll quickly at first (most jobs a client waits for are short), then back off.
     let mut pause = Duration::from_millis(2);
     let status = loop {
@@ -287,6 +288,11 @@ pub fn run_remote(
         if state != last {
             eprintln!("Job {id} is {state}");
             last = state.clone();
+        }
+        if state == "RUNNING" {
+            let vertices = job["vertices"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let read: u64 = vertices.iter().filter_map(|v| v["metrics"]["write-records"].as_u64()).sum();
+            progress.show(&id, read);
         }
         let status: Option<JobStatus> = serde_json::from_value(job["state"].clone()).ok();
         if let Some(s) = status.filter(|s| s.is_terminal()) {

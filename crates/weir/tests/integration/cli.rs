@@ -159,3 +159,19 @@ fn a_configuration_file_sets_parallelism_and_d_overrides_it() -> weir::Result<()
     assert!(text(&out.stderr).contains("holds no config.yaml"), "{}", text(&out.stderr));
     Ok(())
 }
+
+#[test]
+fn an_attached_local_run_shows_progress() {
+    // 2.5 s of generated records: at least one progress line, and the count it shows is real.
+    let out = weir(&["run", "generate", "--args", r#"{"count": 2500, "rate": 1000}"#, "-p", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let shown: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.split(" is RUNNING: ").nth(1))
+        .filter_map(|r| r.strip_suffix(" records read"))
+        .filter_map(|n| n.replace(',', "").parse().ok())
+        .collect();
+    assert!(!shown.is_empty(), "no progress line: {err}");
+    assert!(shown.windows(2).all(|w| w[0] < w[1]) && shown.iter().all(|&n| n > 0 && n < 2500), "{err}");
+}

@@ -666,3 +666,30 @@ fn a_taskmanager_whose_data_port_is_taken_says_so_and_exits() {
     assert!(err.contains("taskmanager.data.port") && err.contains(&port.to_string()), "{err}");
     assert_eq!(c.get("/overview").1["taskmanagers"], 0, "nothing half-registered");
 }
+
+#[test]
+fn an_attached_remote_run_shows_progress_and_rest_shows_live_counts() {
+    let c = Cluster::new(1, 1);
+    let load = r#"{"count": 3000, "rate": 1000}"#;
+    let client = Command::new(WEIR)
+        .args(["run", "-t", "remote", "generate", "--args", load, "-p", "1", "-m", &c.rest])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    // While the client waits, REST shows the source's count growing.
+    let jobs = c.wait_for(|o| o["jobs"].as_array().is_some_and(|a| !a.is_empty()), "/jobs");
+    let id = jobs["jobs"][0]["id"].as_str().unwrap_or_default().to_string();
+    let live = c.wait_for(
+        |j| j["state"] == "RUNNING" && j["vertices"][0]["metrics"]["write-records"].as_u64().is_some_and(|n| n > 0),
+        &format!("/jobs/{id}"),
+    );
+    let seen = live["vertices"][0]["metrics"]["write-records"].as_u64().unwrap_or(0);
+    assert!(seen < 3000, "counted while running: {live}");
+    let out = client.wait_with_output().unwrap_or_else(|e| panic!("client: {e}"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("Job {id} is RUNNING: ")) && err.contains(" records read"), "{err}");
+    let (_, done) = c.get(&format!("/jobs/{id}"));
+    assert_eq!(done["vertices"][0]["metrics"]["write-records"], 3000, "{done}");
+}
