@@ -33,6 +33,14 @@ fn counting(env: &mut StreamEnv, args: Args) -> Result<()> {
 
 static COUNTING: Job<Args> = Job::new("counting", counting);
 
+/// A trickle: 20 records a second from one source subtask, dealt round-robin to two mappers.
+fn trickle(env: &mut StreamEnv, _: Args) -> Result<()> {
+    env.datagen(None, Some(20.0), |i| i as i64).set_parallelism(1).rebalance().map(|x| x + 1).discard();
+    Ok(())
+}
+
+static TRICKLE: Job<Args> = Job::new("trickle", trickle);
+
 fn config(p: u32) -> Result<ExecutionConfig> {
     let mut c = ExecutionConfig::default();
     c.set("parallelism.default", &p.to_string())?;
@@ -48,24 +56,25 @@ fn servers(n: usize) -> Result<Vec<Arc<DataServer>>> {
 
 /// Starts every part of `args`'s job at parallelism `p`, slot `i` in part `slot_parts[i]`.
 fn start(args: &Args, p: u32, slot_parts: &[u32], servers: &[Arc<DataServer>]) -> Result<Vec<JobHandle>> {
-    start_parts(args, p, slot_parts, servers, servers.len())
+    start_parts("counting", config(p)?, args, slot_parts, servers, servers.len())
 }
 
 /// Like [`start`], but starts only the first `started` parts (the others never come).
 fn start_parts(
+    name: &str,
+    config: ExecutionConfig,
     args: &Args,
-    p: u32,
     slot_parts: &[u32],
     servers: &[Arc<DataServer>],
     started: usize,
 ) -> Result<Vec<JobHandle>> {
-    let registry = Registry::new().register(&COUNTING);
+    let registry = Registry::new().register(&COUNTING).register(&TRICKLE);
     let job = JobId::random();
     let json = serde_json::to_value(args).map_err(|e| Error::internal(e.to_string()))?;
     let addresses: Vec<String> = servers.iter().map(|s| s.address().to_string()).collect();
     (0..started)
         .map(|part| {
-            let graph = registry.build("counting", &json, &config(p)?)?;
+            let graph = registry.build(name, &json, &config)?;
             let assignment = Assignment {
                 attempt: 0,
                 part: part as u32,
@@ -132,12 +141,43 @@ fn a_part_waiting_for_a_peer_that_never_comes_can_be_cancelled() -> Result<()> {
     let servers = servers(2)?;
     let args = Args { n: 1000, keys: 10 };
     // Only part 0 is started; its senders wait for part 1's answer.
-    let h = start_parts(&args, 2, &[0, 1], &servers, 1)?.remove(0);
+    let h = start_parts("counting", config(2)?, &args, &[0, 1], &servers, 1)?.remove(0);
     std::thread::sleep(Duration::from_millis(300));
     assert!(h.wait_timeout(Duration::ZERO)?.is_none(), "still waiting for its peer");
     h.cancel();
     let ended = h.wait_timeout(Duration::from_secs(5));
     assert!(matches!(ended, Err(Error::Cancelled(_))), "{ended:?}");
     assert_eq!(h.live_tasks(), 0);
+    Ok(())
+}
+
+#[test]
+fn records_that_trickle_cross_without_waiting_for_a_full_frame() -> Result<()> {
+    // Frames to another process fill up to 4 batches (4096 records here) before they are sent;
+    // at 20 records a second that takes minutes. The source's processing-time ticks flush them.
+    let servers = servers(2)?;
+    let mut c = ExecutionConfig::default();
+    c.set("parallelism.default", "2")?;
+    c.set("pipeline.auto-watermark-interval", "100ms")?;
+    let handles = start_parts("trickle", c, &Args { n: 0, keys: 0 }, &[0, 1], &servers, 2)?;
+    // The source runs in part 0: every record part 1's mapper gets crossed the network.
+    let started = std::time::Instant::now();
+    let crossed = loop {
+        let n = handles[1].counts().get(1).map(|v| v.records_in).unwrap_or(0);
+        if n > 0 || started.elapsed() > Duration::from_secs(5) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let waited = started.elapsed();
+    for h in &handles {
+        h.cancel();
+    }
+    assert!(crossed > 0, "no record crossed within 5 s");
+    assert!(waited < Duration::from_secs(2), "the first records took {waited:?} to cross");
+    for h in &handles {
+        assert!(matches!(h.wait_timeout(Duration::from_secs(10)), Err(Error::Cancelled(_))));
+        assert_eq!(h.live_tasks(), 0);
+    }
     Ok(())
 }

@@ -216,3 +216,79 @@ fn streams_with_and_without_event_time_can_share_operators() -> Result<()> {
     assert_eq!(r.collected::<i64>("out")?.len(), 600);
     Ok(())
 }
+
+/// (side: 0 first input, 1 second; key; timestamp; id)
+type Tagged = (u8, u32, i64, i64);
+
+/// Emits its batches in order, with a pause after each: long enough for every record and
+/// watermark of one batch to reach the join before the next batch starts.
+#[derive(Clone)]
+struct Script(Vec<Vec<Tagged>>);
+struct ScriptReader(std::collections::VecDeque<Vec<Tagged>>, Option<std::time::Instant>);
+impl weir::connectors::Source<Tagged> for Script {
+    fn name(&self) -> String {
+        "Script".into()
+    }
+    fn create_reader(
+        &self,
+        _: &weir::connectors::OperatorContext,
+    ) -> Result<Box<dyn weir::connectors::SourceReader<Tagged>>> {
+        Ok(Box::new(ScriptReader(self.0.clone().into(), None)))
+    }
+}
+impl weir::connectors::SourceReader<Tagged> for ScriptReader {
+    fn poll(&mut self, out: &mut Vec<Tagged>, _: usize) -> Result<weir::connectors::SourceStatus> {
+        let pause = Duration::from_millis(300);
+        if let Some(since) = self.1.filter(|t| t.elapsed() < pause) {
+            return Ok(weir::connectors::SourceStatus::Wait(pause - since.elapsed()));
+        }
+        match self.0.pop_front() {
+            Some(batch) => {
+                out.extend(batch);
+                self.1 = Some(std::time::Instant::now());
+                Ok(weir::connectors::SourceStatus::Wait(pause))
+            }
+            None => Ok(weir::connectors::SourceStatus::Finished),
+        }
+    }
+}
+
+fn scripted_interval_join(env: &mut StreamEnv, script: Vec<Vec<Tagged>>) -> Result<()> {
+    let all = env.add_source(Script(script)).set_parallelism(1).assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_monotonous_timestamps()
+            .with_timestamp_assigner(|t: &Tagged, _| t.2)
+            .with_watermark_per_batch(),
+    );
+    let left = all.filter(|t: &Tagged| t.0 == 0).key_by(|t: &Tagged| t.1);
+    let right = all.filter(|t: &Tagged| t.0 == 1).key_by(|t: &Tagged| t.1);
+    left.interval_join(&right)
+        .between(-20, 30)
+        .process(|l: &Tagged, r: &Tagged, out: &mut Vec<(i64, i64)>| out.push((l.3, r.3)))
+        .set_parallelism(1)
+        .collect("pairs");
+    Ok(())
+}
+static SCRIPTED_INTERVAL_JOIN: Job<Vec<Vec<Tagged>>> = Job::new("scripted-interval-join", scripted_interval_join);
+
+#[test]
+fn an_interval_join_drops_late_records_and_keeps_what_can_still_match() -> Result<()> {
+    // Bounds [-20, 30]: first-input l pairs with second-input r when l.ts - 20 <= r.ts <= l.ts + 30.
+    // The watermark after each batch is its highest timestamp minus one.
+    let script = vec![
+        // l1 and r1 pair; the watermark reaches 999.
+        vec![(0, 1, 1000, 1), (1, 1, 1000, 101)],
+        // l2 is stored; the watermark (4999) passes l1's last chance (1030), which is pruned.
+        vec![(0, 1, 5000, 2)],
+        // Another key moves the watermark to 5029, one short of l2's last chance (5030).
+        vec![(1, 2, 5030, 999)],
+        // r3 at 5030 is on time and must still find l2; r4 at 4995 would pair with l2 but is
+        // behind the watermark, and l5 at 1010 would pair with r1: both are dropped as late.
+        vec![(1, 1, 5030, 103), (1, 1, 4995, 104), (0, 1, 1010, 5)],
+    ];
+    let r =
+        Driver::local(Registry::new().register(&SCRIPTED_INTERVAL_JOIN)).execute(&SCRIPTED_INTERVAL_JOIN, script)?;
+    let mut got: Vec<(i64, i64)> = r.collected("pairs")?;
+    got.sort();
+    assert_eq!(got, vec![(1, 101), (2, 103)]);
+    Ok(())
+}
