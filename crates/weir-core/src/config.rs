@@ -292,6 +292,11 @@ pub struct ClusterConfig {
     /// `cluster.evenly-spread-out-slots`: spread a job's slots over the TaskManagers instead of
     /// keeping them on as few as possible.
     pub spread_out_slots: bool,
+    /// `taskmanager.job-isolation`: `process` (default) runs every job's part in a worker process
+    /// of its own, so a job that crashes its process fails alone; `shared` runs the jobs of the
+    /// TaskManager's own program in the TaskManager's process, as Flink runs every job in one JVM
+    /// (other programs' jobs always get worker processes).
+    pub job_isolation_shared: bool,
     /// `blob.storage.directory`: where the JobManager keeps uploaded artifacts and a TaskManager
     /// caches the artifacts it fetched (default: a fresh directory under the system's temporary
     /// directory for the JobManager, removed when it stops; `~/.cache/weir/artifacts` for
@@ -386,6 +391,7 @@ impl Default for ClusterConfig {
             taskmanager_bind_host: None,
             data_port: 0,
             spread_out_slots: false,
+            job_isolation_shared: false,
             blob_dir: None,
             blob_max_bytes: 1 << 30,
             heartbeat_interval_ms: 10_000,
@@ -399,7 +405,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 25] = [
+    pub const KEYS: [&'static str; 26] = [
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -420,6 +426,7 @@ impl ClusterConfig {
         "taskmanager.bind-host",
         "taskmanager.data.port",
         "cluster.evenly-spread-out-slots",
+        "taskmanager.job-isolation",
         "blob.storage.directory",
         "blob.artifact.max-size",
         "heartbeat.interval",
@@ -449,6 +456,17 @@ impl ClusterConfig {
                     "true" => true,
                     "false" => false,
                     other => return Err(Error::Config(format!("{key}: '{other}' is not true or false"))),
+                }
+            }
+            "taskmanager.job-isolation" => {
+                self.job_isolation_shared = match value.trim() {
+                    "process" => false,
+                    "shared" => true,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "{key}: '{other}' is not an isolation; use process (a worker process per job) or shared"
+                        )));
+                    }
                 }
             }
             "blob.storage.directory" => self.blob_dir = Some(value.trim().to_string()),

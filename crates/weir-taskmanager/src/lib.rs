@@ -60,6 +60,9 @@ pub struct Registered {
     pub bind_host: String,
     /// Artifacts of other programs, fetched for their jobs.
     pub artifacts: std::sync::Arc<artifacts::ArtifactCache>,
+    /// Whether jobs of this TaskManager's own program run in its process
+    /// (`taskmanager.job-isolation: shared`) rather than in worker processes.
+    pub shared: bool,
 }
 
 /// Connects and registers; returns once the JobManager accepted this TaskManager.
@@ -127,6 +130,7 @@ pub async fn register(options: &Options) -> Result<Registered> {
                     options.cluster.blob_dir.as_deref(),
                     options.cluster.blob_max_bytes,
                 )),
+                shared: options.cluster.job_isolation_shared,
             })
         }
         Some(ToTaskManager::Rejected { reason }) => {
@@ -145,7 +149,8 @@ fn hostname() -> String {
 
 /// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
 pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
-    let Registered { stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts } = registered;
+    let Registered { stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts, shared } =
+        registered;
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     // Parts of jobs running here, by job and attempt.
@@ -154,12 +159,13 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if graph.artifact != artifact => {
-                    // Another program's job: in a worker process started from that program.
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if !shared || graph.artifact != artifact => {
+                    // In a worker process started from the job's program (this one's, or fetched).
                     let attempt = assignment.attempt;
                     let mut settings = execution.entries();
                     settings.extend(config);
                     let launch = worker::Launch {
+                        own: artifact.clone(),
                         cache: artifacts.clone(),
                         jobmanager: jobmanager.clone(),
                         data: data.clone(),

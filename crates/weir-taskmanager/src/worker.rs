@@ -217,6 +217,8 @@ pub(crate) fn watch(
 
 /// A deployment whose part runs in a worker process.
 pub(crate) struct Launch {
+    /// The TaskManager's own program, which needs no fetching.
+    pub own: ArtifactDigest,
     pub cache: Arc<ArtifactCache>,
     pub jobmanager: String,
     pub data: Arc<DataServer>,
@@ -261,14 +263,25 @@ async fn run(
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
     events: &mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<Option<ToJobManager>> {
-    let Launch { cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment } = launch;
+    let Launch { own, cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment } = launch;
     let attempt = assignment.attempt;
     let cancelled = Ok(Some(state(job_id, attempt, JobStatus::Canceled, None)));
     let digest = graph.artifact.clone();
-    // 1. The artifact, from the cache or the JobManager.
+    // 1. The artifact: this program, or one from the cache or the JobManager.
     let fetch = {
         let (cache, digest) = (cache.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || cache.get(&jobmanager, &digest))
+        tokio::task::spawn_blocking(move || {
+            if digest == own {
+                // The very image this process runs, even if its file was replaced since.
+                let this = std::path::PathBuf::from("/proc/self/exe");
+                if this.exists() {
+                    return Ok(this);
+                }
+                return std::env::current_exe()
+                    .map_err(|e| Error::internal(format!("cannot locate this executable: {e}")));
+            }
+            cache.get(&jobmanager, &digest)
+        })
     };
     let path = tokio::select! {
         fetched = fetch => fetched.map_err(|e| Error::internal(format!("artifact fetch stopped: {e}")))??,

@@ -135,25 +135,16 @@ fn a_user_program_is_its_own_cluster_image_and_runs_other_programs_jobs_in_worke
     assert!(help.contains("wordcount --weir"), "{help}");
 }
 
-#[test]
-fn a_worker_process_that_dies_fails_only_its_own_job_which_restarts_and_finishes() {
-    let restart = [
-        "-D",
-        "restart-strategy.type=fixed-delay",
-        "-D",
-        "restart-strategy.fixed-delay.attempts=3",
-        "-D",
-        "restart-strategy.fixed-delay.delay=100ms",
-    ];
-    // A cluster of the wordcount example; the stock executable's jobs run in its worker processes.
-    let program = crate::example("wordcount");
-    let c = Cluster::of(&program, &["--weir"], &restart, 1, 2);
+/// Two jobs of `client`'s program on one TaskManager of `c`; a `kill -9` of one job's worker
+/// process fails that job alone, which restarts and finishes; the other never notices.
+fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, prefix: &[&str]) {
     let load = r#"{"count": 4000, "rate": 2000}"#;
     let submit = || {
-        let out = Command::new(WEIR)
+        let out = Command::new(client)
+            .args(prefix)
             .args(["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1", "-m", &c.rest])
             .output()
-            .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", client.display()));
         assert!(out.status.success(), "{}", text(&out.stderr));
         job_id(&out)
     };
@@ -178,6 +169,51 @@ fn a_worker_process_that_dies_fails_only_its_own_job_which_restarts_and_finishes
     let (_, ex) = c.get(&format!("/jobs/{b}/exceptions"));
     assert_eq!(ex["all-exceptions"].as_array().map(Vec::len), Some(0), "{ex}");
     eventually("the workers exit after their jobs", || c.workers().is_empty());
+}
+
+const RESTART: [&str; 6] = [
+    "-D",
+    "restart-strategy.type=fixed-delay",
+    "-D",
+    "restart-strategy.fixed-delay.attempts=3",
+    "-D",
+    "restart-strategy.fixed-delay.delay=100ms",
+];
+
+#[test]
+fn a_worker_process_that_dies_fails_only_its_own_job_which_restarts_and_finishes() {
+    // Jobs of the cluster's own program run in worker processes too (taskmanager.job-isolation:
+    // process, the default), so one that crashes its process cannot take the others down.
+    let c = Cluster::with(&RESTART, 1, 2);
+    a_worker_death_fails_only_its_job(&c, std::path::Path::new(WEIR), &[]);
+}
+
+#[test]
+fn another_programs_worker_that_dies_fails_only_its_own_job() {
+    // A cluster of the wordcount example; the stock executable's jobs run in its worker processes.
+    let program = crate::example("wordcount");
+    let c = Cluster::of(&program, &["--weir"], &RESTART, 1, 2);
+    a_worker_death_fails_only_its_job(&c, std::path::Path::new(WEIR), &[]);
+}
+
+#[test]
+fn with_shared_isolation_the_clusters_own_jobs_run_in_the_taskmanager() {
+    // The setting is the TaskManager's: a cluster whose TaskManager shares its process.
+    let mut c = Cluster::new(0, 1);
+    c.add_taskmanager_with(1, &["-D", "taskmanager.job-isolation=shared"]);
+    c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
+    let out =
+        c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"count": 2000, "rate": 2000}"#, "-p", "1"]);
+    let id = job_id(&out);
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    assert!(c.workers().is_empty(), "no worker process: {:?}", c.workers());
+    c.wait_for(|j| j["state"] == "FINISHED", &format!("/jobs/{id}"));
+    let out = Command::new(WEIR)
+        .args(["taskmanager", "-D", "taskmanager.job-isolation=threads"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("'threads' is not an isolation; use process"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -126,6 +126,11 @@ impl Cluster {
     }
 
     pub(crate) fn add_taskmanager(&mut self, slots: u32) {
+        self.add_taskmanager_with(slots, &[]);
+    }
+
+    /// Adds a TaskManager with `extra` arguments.
+    pub(crate) fn add_taskmanager_with(&mut self, slots: u32, extra: &[&str]) {
         let port = format!("jobmanager.rpc.port={}", self.rpc_port);
         let slots = format!("taskmanager.numberOfTaskSlots={slots}");
         let cache = self.blobs.path().join(format!("taskmanager-{}", self.taskmanagers.len()));
@@ -144,6 +149,7 @@ impl Cluster {
             "-D",
             &cache,
         ]);
+        args.extend(extra);
         let (tm, _) = start_program(&self.exe, &args);
         self.taskmanagers.push(tm);
     }
