@@ -304,6 +304,12 @@ pub struct ClusterConfig {
     pub blob_dir: Option<String>,
     /// `blob.artifact.max-size`: the largest artifact the blob store accepts, in bytes.
     pub blob_max_bytes: u64,
+    /// `resourcemanager.provider`: who starts TaskManagers: `standalone` (you do; the default) or
+    /// `process` (the JobManager starts them as child processes when jobs need slots).
+    pub provider: String,
+    /// `resourcemanager.taskmanager-timeout` in ms: a TaskManager the provider started is stopped
+    /// after this long without jobs.
+    pub taskmanager_timeout_ms: u64,
     /// `heartbeat.interval` in ms.
     pub heartbeat_interval_ms: u64,
     /// `heartbeat.timeout` in ms: a TaskManager silent this long is lost.
@@ -394,6 +400,8 @@ impl Default for ClusterConfig {
             job_isolation_shared: false,
             blob_dir: None,
             blob_max_bytes: 1 << 30,
+            provider: "standalone".into(),
+            taskmanager_timeout_ms: 30_000,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 50_000,
             slot_request_timeout_ms: 300_000,
@@ -405,7 +413,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 26] = [
+    pub const KEYS: [&'static str; 28] = [
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -429,6 +437,8 @@ impl ClusterConfig {
         "taskmanager.job-isolation",
         "blob.storage.directory",
         "blob.artifact.max-size",
+        "resourcemanager.provider",
+        "resourcemanager.taskmanager-timeout",
         "heartbeat.interval",
         "heartbeat.timeout",
         "slot.request.timeout",
@@ -470,6 +480,17 @@ impl ClusterConfig {
                 }
             }
             "blob.storage.directory" => self.blob_dir = Some(value.trim().to_string()),
+            "resourcemanager.provider" => {
+                let v = value.trim();
+                if !["standalone", "process"].contains(&v) {
+                    return Err(Error::Config(format!(
+                        "{key}: '{v}' is not a resource provider; use standalone (TaskManagers you start) or process \
+                         (the JobManager starts them)"
+                    )));
+                }
+                self.provider = v.to_string();
+            }
+            "resourcemanager.taskmanager-timeout" => self.taskmanager_timeout_ms = duration_ms(key, value)?,
             "blob.artifact.max-size" => self.blob_max_bytes = bytes(key, value)?,
             "heartbeat.interval" => self.heartbeat_interval_ms = duration_ms(key, value)?,
             "heartbeat.timeout" => self.heartbeat_timeout_ms = duration_ms(key, value)?,

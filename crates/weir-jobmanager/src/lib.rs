@@ -9,6 +9,7 @@
 //! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
 
 pub mod blob;
+pub mod provider;
 pub mod rest;
 pub mod rpc;
 pub mod state;
@@ -23,6 +24,16 @@ use weir_core::{Error, Result};
 
 pub use state::Cluster;
 
+/// How a JobManager runs, beyond its settings.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Who starts TaskManagers when jobs need slots (`None`: standalone, they come by themselves).
+    pub provider: Option<Arc<dyn provider::ResourceProvider>>,
+    /// A per-job cluster: it accepts one job and shuts down once that job ended and its result
+    /// was fetched.
+    pub per_job: bool,
+}
+
 /// A running JobManager.
 pub struct JobManager {
     /// Where the REST endpoint listens.
@@ -34,7 +45,7 @@ pub struct JobManager {
 
 impl JobManager {
     /// Binds both endpoints and starts serving; returns once both listen.
-    pub async fn start(config: ClusterConfig) -> Result<JobManager> {
+    pub async fn start(config: ClusterConfig, options: Options) -> Result<JobManager> {
         let rpc_at = format!("{}:{}", config.rpc_address, config.rpc_port);
         let rpc = TcpListener::bind(&rpc_at).await.map_err(|e| Error::Network {
             context: "cannot listen for TaskManagers on (jobmanager.rpc.address/port; is the port in use?)".into(),
@@ -67,7 +78,13 @@ impl JobManager {
         .await
         .map_err(|e| Error::internal(format!("cannot hash this executable: {e}")))??;
         let blobs = blob::BlobStore::open(&config, Some(own))?;
-        let cluster = Arc::new(Cluster::new(config, blobs));
+        // TaskManagers the provider starts reach this JobManager where it listens (any address: here).
+        let reachable = if rpc_address.ip().is_unspecified() {
+            format!("127.0.0.1:{}", rpc_address.port())
+        } else {
+            rpc_address.to_string()
+        };
+        let cluster = Arc::new(Cluster::new(config, blobs, options, reachable));
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
         let app = rest::router(cluster.clone());

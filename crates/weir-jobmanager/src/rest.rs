@@ -250,6 +250,9 @@ async fn plan(State(c): Shared, Path(id): Path<String>) -> Response {
 }
 
 async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Ok(job) = parse_job(&id) {
+        c.result_served(job);
+    }
     match with_job(&c, &id, |j| {
         if !j.status.is_terminal() {
             return json!({ "status": { "id": "IN_PROGRESS" } });

@@ -110,6 +110,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     });
     {
         let mut s = cluster.lock();
+        let provided = s.pending.remove(&taskmanager_id).is_some();
         s.taskmanagers.insert(
             taskmanager_id.clone(),
             TaskManager {
@@ -124,6 +125,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                 tx,
                 session,
                 data_address,
+                provided,
+                idle_since: Some(Instant::now()),
             },
         );
         schedule(&mut s);

@@ -41,6 +41,10 @@ pub struct TaskManager {
     pub session: u64,
     /// Where other TaskManagers send it records.
     pub data_address: String,
+    /// Whether the resource provider started it (and stops it when idle).
+    pub provided: bool,
+    /// Since when no job has used it.
+    pub idle_since: Option<Instant>,
 }
 
 /// The share of a job one TaskManager runs.
@@ -93,6 +97,8 @@ pub struct Job {
     last_delay_ms: u64,
     restart_at: Option<Instant>,
     submitted_at: Instant,
+    /// Whether a client fetched its final result (a per-job cluster waits for that).
+    pub result_served: bool,
 }
 
 impl Job {
@@ -111,6 +117,10 @@ pub struct State {
     pub jobs: BTreeMap<JobId, Job>,
     /// `cluster.evenly-spread-out-slots`.
     pub spread_out_slots: bool,
+    /// TaskManagers the resource provider is starting, by id, with their slots and start time.
+    pub pending: BTreeMap<String, (u32, Instant)>,
+    /// TaskManagers the provider started so far (for their ids).
+    pub provided_count: u64,
 }
 
 /// The shared cluster state with its configuration.
@@ -126,13 +136,25 @@ pub struct Cluster {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Start time (ms).
     pub started_ms: i64,
+    started: Instant,
     /// Artifacts by digest.
     pub blobs: crate::blob::BlobStore,
+    /// Who starts TaskManagers when jobs need slots (none: standalone).
+    pub provider: Option<Arc<dyn crate::provider::ResourceProvider>>,
+    /// Where TaskManagers reach this JobManager (`host:port`), for the ones the provider starts.
+    pub rpc_address: String,
+    /// A per-job cluster: one job, then it shuts down.
+    pub per_job: bool,
 }
 
 impl Cluster {
     /// An empty cluster.
-    pub fn new(config: ClusterConfig, blobs: crate::blob::BlobStore) -> Self {
+    pub fn new(
+        config: ClusterConfig,
+        blobs: crate::blob::BlobStore,
+        options: crate::Options,
+        rpc_address: String,
+    ) -> Self {
         let spread_out_slots = config.spread_out_slots;
         Cluster {
             restart: config.restart_strategy(),
@@ -142,7 +164,11 @@ impl Cluster {
             wake: Notify::new(),
             shutting_down: Default::default(),
             started_ms: now_ms(),
+            started: Instant::now(),
             blobs,
+            provider: options.provider,
+            rpc_address,
+            per_job: options.per_job,
         }
     }
 
@@ -206,8 +232,15 @@ impl Cluster {
         let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
         let id = JobId::random();
         let now = now_ms();
-        info!(job_id = %id, job = %graph.job_name, slots, "job submitted");
         let mut s = self.lock();
+        if self.per_job && !s.jobs.is_empty() {
+            return Err(Error::Config(
+                "this is a per-job cluster and it runs its one job already; submit to a session cluster, or \
+                 run another per-job cluster (run -t per-job)"
+                    .into(),
+            ));
+        }
+        info!(job_id = %id, job = %graph.job_name, slots, "job submitted");
         s.jobs.insert(
             id,
             Job {
@@ -229,9 +262,14 @@ impl Cluster {
                 last_delay_ms: 0,
                 restart_at: None,
                 submitted_at: Instant::now(),
+                result_served: false,
             },
         );
         schedule(&mut s);
+        // A job still waiting may need TaskManagers from the provider: ask now, not at the next tick.
+        if self.provider.is_some() {
+            self.wake.notify_one();
+        }
         Ok(id)
     }
 
@@ -330,7 +368,11 @@ impl Cluster {
             _ => return,
         }
         let Some(tm) = s.taskmanagers.remove(id) else { return };
-        warn!(taskmanager = id, host = %tm.host, reason = why, "TaskManager lost");
+        if self.is_shutting_down() {
+            info!(taskmanager = id, reason = why, "TaskManager stopped with the cluster");
+        } else {
+            warn!(taskmanager = id, host = %tm.host, reason = why, "TaskManager lost");
+        }
         for job in tm.jobs {
             let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
             let cancelled = s.jobs.get(&job).map(|j| j.cancel_requested).unwrap_or(false);
@@ -374,6 +416,86 @@ impl Cluster {
         info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
         cancel_parts(s, id);
         release(s, id);
+    }
+
+    /// Asks the resource provider for the TaskManagers waiting jobs lack, and stops the ones it
+    /// started that sat idle for `resourcemanager.taskmanager-timeout`.
+    async fn provide(&self) {
+        let Some(provider) = self.provider.clone() else { return };
+        let per_tm = self.config.slots.max(1);
+        let idle_timeout = Duration::from_millis(self.config.taskmanager_timeout_ms);
+        let (start, stop) = {
+            let mut s = self.lock();
+            // A TaskManager that did not register in time is not coming.
+            s.pending.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+            let wanted: u32 = s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.slots).sum();
+            let free: u32 = s.taskmanagers.values().map(|t| t.slots - t.used).sum();
+            let coming: u32 = s.pending.values().map(|(n, _)| *n).sum();
+            let missing = wanted.saturating_sub(free + coming);
+            let mut start = Vec::new();
+            for _ in 0..missing.div_ceil(per_tm) {
+                s.provided_count += 1;
+                let id = format!("{}-taskmanager-{}", provider.kind(), s.provided_count);
+                s.pending.insert(id.clone(), (per_tm, Instant::now()));
+                start.push(id);
+            }
+            let stop: Vec<String> = if wanted > 0 {
+                Vec::new()
+            } else {
+                s.taskmanagers
+                    .values()
+                    .filter(|t| t.provided && t.idle_since.is_some_and(|i| i.elapsed() >= idle_timeout))
+                    .map(|t| t.id.clone())
+                    .collect()
+            };
+            for id in &stop {
+                if let Some(t) = s.taskmanagers.remove(id) {
+                    info!(taskmanager = %id, "stopping an idle TaskManager (resourcemanager.taskmanager-timeout)");
+                    let _ = t.tx.send(ToTaskManager::Shutdown);
+                }
+            }
+            (start, stop)
+        };
+        for id in start {
+            if let Err(e) = provider.start(&id, per_tm, &self.rpc_address) {
+                // Nothing will come: the waiting jobs fail now, with why.
+                let mut s = self.lock();
+                s.pending.remove(&id);
+                let waiting: Vec<JobId> =
+                    s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.id).collect();
+                for job in waiting {
+                    finish(&mut s, job, JobStatus::Failed, Some(format!("no TaskManager for this job: {e}")), None);
+                }
+                break;
+            }
+        }
+        for id in stop {
+            let provider = provider.clone();
+            let _ = tokio::task::spawn_blocking(move || provider.stop(&id)).await;
+        }
+    }
+
+    /// For a per-job cluster: whether it is time to go (its job ended and its result was fetched,
+    /// or a minute passed without that; or no job came within a minute).
+    fn per_job_done(&self) -> bool {
+        let s = self.lock();
+        match s.jobs.values().next() {
+            None => self.started.elapsed() > Duration::from_secs(60),
+            Some(j) => {
+                j.status.is_terminal() && (j.result_served || j.end_ms.is_some_and(|end| now_ms() - end > 60_000))
+            }
+        }
+    }
+
+    /// A client fetched the result of a job: once it is terminal, a per-job cluster may go.
+    pub fn result_served(&self, id: JobId) {
+        let mut s = self.lock();
+        if let Some(j) = s.jobs.get_mut(&id).filter(|j| j.status.is_terminal()) {
+            j.result_served = true;
+            if self.per_job {
+                self.wake.notify_one();
+            }
+        }
     }
 
     /// Whether shutdown was requested.
@@ -429,6 +551,9 @@ fn release(s: &mut State, id: JobId) {
         if let Some(t) = s.taskmanagers.get_mut(&part.taskmanager) {
             t.used = t.used.saturating_sub(part.slots.len() as u32);
             t.jobs.remove(&id);
+            if t.used == 0 {
+                t.idle_since = Some(Instant::now());
+            }
         }
     }
 }
@@ -519,6 +644,7 @@ pub fn schedule(s: &mut State) {
                 let _ = tm.tx.send(deploy);
                 tm.used += part.slots.len() as u32;
                 tm.jobs.insert(id);
+                tm.idle_since = None;
             }
         }
         let names: Vec<&str> = parts.iter().map(|p| p.taskmanager.as_str()).collect();
@@ -559,24 +685,33 @@ pub async fn supervise(cluster: Arc<Cluster>) {
                 &format!("no heartbeat for {} ms (heartbeat.timeout)", timeout.as_millis()),
             );
         }
-        let mut s = cluster.lock();
-        // Restarts whose delay is over wait for slots like new jobs.
-        let due: Vec<JobId> = s
-            .jobs
-            .values()
-            .filter(|j| j.status == JobStatus::Restarting && j.restart_at.is_some_and(|at| at <= Instant::now()))
-            .map(|j| j.id)
-            .collect();
-        for id in &due {
-            if let Some(j) = s.jobs.get_mut(id) {
-                j.status = JobStatus::Created;
-                j.restart_at = None;
-                j.submitted_at = Instant::now();
+        {
+            let mut s = cluster.lock();
+            // Restarts whose delay is over wait for slots like new jobs.
+            let due: Vec<JobId> = s
+                .jobs
+                .values()
+                .filter(|j| j.status == JobStatus::Restarting && j.restart_at.is_some_and(|at| at <= Instant::now()))
+                .map(|j| j.id)
+                .collect();
+            for id in &due {
+                if let Some(j) = s.jobs.get_mut(id) {
+                    j.status = JobStatus::Created;
+                    j.restart_at = None;
+                    j.submitted_at = Instant::now();
+                }
+            }
+            if !due.is_empty() {
+                schedule(&mut s);
             }
         }
-        if !due.is_empty() {
-            schedule(&mut s);
+        cluster.provide().await;
+        if cluster.per_job && cluster.per_job_done() {
+            info!("the per-job cluster's job ended and its result was fetched (or nobody came for it): shutting down");
+            cluster.request_shutdown();
+            return;
         }
+        let mut s = cluster.lock();
         let offered: u32 = s.taskmanagers.values().map(|t| t.slots).sum();
         let starved: Vec<(JobId, u32)> = s
             .jobs

@@ -36,6 +36,20 @@ struct Common {
     define: Vec<String>,
 }
 
+impl Common {
+    /// These settings as arguments for another process of this program.
+    fn forwarded(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = &self.config {
+            args.extend(["--config".to_string(), c.display().to_string()]);
+        }
+        for d in &self.define {
+            args.extend(["-D".to_string(), d.clone()]);
+        }
+        args
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs a built-in job and waits for it: on the embedded local cluster (`-t local`, the
@@ -49,7 +63,8 @@ enum Command {
         /// Default parallelism.
         #[arg(short = 'p', long)]
         parallelism: Option<u32>,
-        /// Where to run: local or remote.
+        /// Where to run: local (in this process), remote (a running session cluster, `-m`) or
+        /// per-job (a cluster started for this job, gone when it ends).
         #[arg(short = 't', long, default_value = "local")]
         target: String,
         /// The JobManager's REST address (`host:port`) for `-t remote`; default rest.address:rest.port.
@@ -83,6 +98,10 @@ enum Command {
     },
     /// Runs a JobManager: REST endpoint (rest.port) and TaskManager endpoint (jobmanager.rpc.port).
     Jobmanager {
+        /// A per-job cluster: accept one job, and shut down (with the TaskManagers it started)
+        /// once that job ended and its result was fetched.
+        #[arg(long)]
+        per_job: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -169,11 +188,11 @@ enum ClusterAction {
 }
 
 /// The targets `run -t` accepts today.
-const TARGETS: [&str; 2] = ["local", "remote"];
+const TARGETS: [&str; 3] = ["local", "remote", "per-job"];
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    registry: &Registry,
+    program: &Program<'_>,
     job: &str,
     args: &str,
     target: &str,
@@ -185,6 +204,7 @@ fn run(
     if !TARGETS.contains(&target) {
         return Err(Error::Config(format!("unknown target '{target}'; valid targets: {}", TARGETS.join(", "))));
     }
+    let (registry, role_prefix) = (&program.registry, program.role_prefix);
     let settings = Settings::gather(common.config.as_deref(), parallelism, &common.define)?;
     let mut driver = Driver::local(registry.clone());
     settings.configure(&mut driver)?;
@@ -193,8 +213,23 @@ fn run(
         let address = remote::rest_address(&settings, jobmanager)?;
         return remote::run_remote(&driver, &address, job, &args, settings.job_config(), detached);
     }
+    if target == "per-job" {
+        if jobmanager.is_some() {
+            return Err(Error::Config("-m applies to -t remote only: a per-job cluster is started for the job".into()));
+        }
+        // The job graph is checked before any process starts.
+        driver.job_graph(job, &args)?;
+        let cluster = crate::perjob::PerJobCluster::start(&common.forwarded(), role_prefix)?;
+        eprintln!("Per-job cluster started: http://{}", cluster.rest);
+        remote::run_remote(&driver, &cluster.rest, job, &args, settings.job_config(), detached)?;
+        if detached {
+            cluster.detach();
+            return Ok(());
+        }
+        return cluster.wait_gone();
+    }
     if detached || jobmanager.is_some() {
-        return Err(Error::Config("-d and -m apply to -t remote only".into()));
+        return Err(Error::Config("-d applies to -t remote and per-job, -m to -t remote only".into()));
     }
     let client = driver.execute_named(job, &args)?;
     eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
@@ -217,7 +252,7 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
     let registry = &program.registry;
     match command {
         Command::Run { job, args, parallelism, target, jobmanager, detached, common } => {
-            run(registry, job, args, target, jobmanager.as_deref(), *detached, *parallelism, common)
+            run(program, job, args, target, jobmanager.as_deref(), *detached, *parallelism, common)
         }
         Command::Info(info) => print_info(registry, info),
         Command::List { jobmanager, common } => {
@@ -228,20 +263,15 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
         }
-        Command::Jobmanager { common } => {
-            remote::jobmanager(&Settings::gather(common.config.as_deref(), None, &common.define)?)
+        Command::Jobmanager { per_job, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            remote::jobmanager(&settings, &common.forwarded(), *per_job, program.role_prefix)
         }
         Command::Cluster { action } => match action {
             ClusterAction::Start { taskmanagers, slots, dir, common } => {
                 // Check the settings here, where errors are clearest, then hand them on.
                 Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
-                let mut args = Vec::new();
-                if let Some(c) = &common.config {
-                    args.extend(["--config".to_string(), c.display().to_string()]);
-                }
-                for d in &common.define {
-                    args.extend(["-D".to_string(), d.clone()]);
-                }
+                let args = common.forwarded();
                 let state = crate::standalone::start(dir, *taskmanagers, *slots, &args, program.role_prefix)?;
                 println!("{}", state.rest);
                 Ok(())

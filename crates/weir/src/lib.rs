@@ -35,6 +35,7 @@ mod app;
 pub mod builtin;
 mod cli;
 pub mod command;
+pub mod perjob;
 pub mod remote;
 pub mod standalone;
 

@@ -112,12 +112,35 @@ async fn terminated() {
     }
 }
 
-/// `weir jobmanager`: serves until `DELETE /cluster`, SIGTERM or Ctrl-C.
-pub fn jobmanager(settings: &Settings) -> Result<()> {
+/// `weir jobmanager`: serves until `DELETE /cluster`, SIGTERM or Ctrl-C (a per-job cluster: until
+/// its job ended). `forwarded` are its settings as arguments, for the TaskManagers it starts with
+/// `resourcemanager.provider: process` (from this program, behind `role_prefix`).
+pub fn jobmanager(settings: &Settings, forwarded: &[String], per_job: bool, role_prefix: &[&str]) -> Result<()> {
     let cluster = settings.cluster()?;
     settings.execution()?;
-    runtime()?.block_on(async {
-        let jm = weir_jobmanager::JobManager::start(cluster).await?;
+    let provider: Option<std::sync::Arc<weir_jobmanager::provider::ProcessProvider>> = match cluster.provider.as_str() {
+        "process" => {
+            let program = std::path::PathBuf::from("/proc/self/exe");
+            let program = if program.exists() {
+                program
+            } else {
+                std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?
+            };
+            let prefix = role_prefix.iter().map(|s| s.to_string()).collect();
+            Some(std::sync::Arc::new(weir_jobmanager::provider::ProcessProvider::new(
+                program,
+                prefix,
+                forwarded.to_vec(),
+            )?))
+        }
+        _ => None,
+    };
+    let options = weir_jobmanager::Options {
+        provider: provider.clone().map(|p| p as std::sync::Arc<dyn weir_jobmanager::provider::ResourceProvider>),
+        per_job,
+    };
+    let outcome = runtime()?.block_on(async {
+        let jm = weir_jobmanager::JobManager::start(cluster, options).await?;
         println!("weir jobmanager ready: rest=http://{} rpc={}", jm.rest_address, jm.rpc_address);
         let _ = std::io::stdout().flush();
         tokio::select! {
@@ -127,7 +150,12 @@ pub fn jobmanager(settings: &Settings) -> Result<()> {
         // Let the shutdown messages and the REST answer go out.
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
-    })
+    });
+    // The TaskManagers it started stop on its shutdown message; any that does not is ended.
+    if let Some(p) = provider {
+        weir_jobmanager::provider::ResourceProvider::shutdown(p.as_ref());
+    }
+    outcome
 }
 
 /// `weir taskmanager`: registers with the JobManager and runs what it deploys.

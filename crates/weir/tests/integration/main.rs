@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod joins;
 mod lifecycle;
+mod modes;
 mod process;
 mod results;
 mod triggers;

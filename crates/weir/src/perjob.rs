@@ -1,0 +1,142 @@
+//! Per-job mode (`run -t per-job`): the client starts a cluster for its one job, from its own
+//! program: a JobManager (`jobmanager --per-job`) whose process resource provider starts the
+//! TaskManagers the job needs. The cluster shuts itself down once the job ended and its result was
+//! fetched, and removes what it made; the client waits for that when attached.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use weir_core::{Error, Result};
+
+/// How long a per-job JobManager has to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A per-job cluster's JobManager, started by this client.
+#[derive(Debug)]
+pub struct PerJobCluster {
+    child: Option<Child>,
+    /// Says when the JobManager's output has been passed on to the end.
+    output_done: Option<mpsc::Receiver<()>>,
+    /// Its REST address (`host:port`).
+    pub rest: String,
+}
+
+/// This program, exactly as it runs (even if its file was replaced since).
+pub fn this_program() -> Result<std::path::PathBuf> {
+    let this = std::path::PathBuf::from("/proc/self/exe");
+    if this.exists() {
+        return Ok(this);
+    }
+    std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))
+}
+
+impl PerJobCluster {
+    /// Starts the JobManager with the client's settings (`forwarded`) and waits until it listens.
+    pub fn start(forwarded: &[String], role_prefix: &[&str]) -> Result<PerJobCluster> {
+        let program = this_program()?;
+        let mut child = Command::new(&program)
+            .args(role_prefix)
+            .args(["jobmanager", "--per-job"])
+            .args(forwarded)
+            // Its own ports and its own TaskManagers, whatever the configuration says for sessions.
+            .args(["-D", "resourcemanager.provider=process", "-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Config(format!("cannot start a per-job cluster from {}: {e}", program.display())))?;
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let _done = done_tx;
+                // The ready line tells where it listens; the rest is the job's output (print sinks).
+                let mut ready = false;
+                for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+                    if !ready && let Some(rest) = line.split_whitespace().find_map(|w| w.strip_prefix("rest=http://")) {
+                        ready = true;
+                        let _ = tx.send(rest.to_string());
+                    } else {
+                        println!("{line}");
+                    }
+                }
+            });
+        }
+        let mut cluster = PerJobCluster { child: Some(child), output_done: Some(done_rx), rest: String::new() };
+        let started = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(rest) => {
+                    cluster.rest = rest;
+                    return Ok(cluster);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() < READY_TIMEOUT => {}
+                // Its output ended without the ready line: it exited.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = cluster.child.take().and_then(|mut c| c.wait().ok());
+                    let status = status.map(|s| s.to_string()).unwrap_or_else(|| "no status".into());
+                    return Err(Error::Config(format!(
+                        "the per-job cluster's JobManager exited at start ({status}); its error is above"
+                    )));
+                }
+                Err(_) => {
+                    // Dropping it stops it.
+                    return Err(Error::Config(format!(
+                        "the per-job cluster's JobManager did not start within {} s",
+                        READY_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) until the cluster has shut itself down after its job.
+    pub fn wait_gone(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => {
+                    // Everything it and its TaskManagers printed, before the client goes.
+                    if let Some(done) = self.output_done.take() {
+                        let _ = done.recv_timeout(Duration::from_secs(5));
+                    }
+                    return Ok(());
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::internal("the per-job cluster did not shut down after its job; it was killed"));
+                }
+            }
+        }
+    }
+
+    /// Leaves the cluster running its job (detached): it shuts down by itself when the job ends.
+    pub fn detach(mut self) {
+        self.child = None;
+    }
+}
+
+impl Drop for PerJobCluster {
+    /// A cluster whose job never started is stopped: nothing is left running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Asked to shut down, the JobManager stops its TaskManagers and removes its files.
+            if !self.rest.is_empty() {
+                let _ = crate::remote::RestClient::new(&self.rest).delete("/cluster");
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

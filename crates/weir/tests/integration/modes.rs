@@ -1,0 +1,109 @@
+//! Deployment modes: per-job clusters started for one job and gone after it.
+
+use std::process::{Command, Output};
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs weir with `TMPDIR` set to `tmp`, which every process of a per-job cluster inherits: what
+/// the cluster leaves behind shows there, and its processes can be found by it.
+fn weir_in(tmp: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(WEIR).args(args).env("TMPDIR", tmp).output().unwrap_or_else(|e| panic!("cannot run weir: {e}"))
+}
+
+/// Processes whose environment has `TMPDIR=tmp`.
+fn processes_of(tmp: &std::path::Path) -> Vec<u32> {
+    let marker = format!("TMPDIR={}", tmp.display());
+    std::fs::read_dir("/proc")
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok().map(|pid| (pid, e.path())))
+        .filter(|(_, path)| {
+            let env = std::fs::read(path.join("environ")).unwrap_or_default();
+            env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn gettysburg() -> String {
+    format!("{{\"input\": \"{}/../../examples/data/gettysburg.txt\"}}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_per_job_cluster_runs_its_job_then_leaves_no_process_and_no_file() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let out = weir_in(tmp.path(), &["run", "-t", "per-job", "wordcount", "--args", &gettysburg(), "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("Per-job cluster started: http://127.0.0.1:") && err.contains("FINISHED"), "{err}");
+    // Both subtasks ran (on two TaskManagers the JobManager started) and printed every update.
+    let stdout = text(&out.stdout);
+    let updates: Vec<&str> = stdout.lines().filter(|l| l.starts_with("1> (") || l.starts_with("2> (")).collect();
+    assert_eq!(updates.len(), 272, "{stdout}");
+    assert!(updates.iter().any(|l| l.ends_with("(\"that\", 13)")), "{stdout}");
+    assert!(updates.iter().any(|l| l.starts_with("1> (")) && updates.iter().any(|l| l.starts_with("2> (")));
+    // Gone: no process, no file.
+    assert_eq!(processes_of(tmp.path()), Vec::<u32>::new());
+    let left: Vec<_> =
+        std::fs::read_dir(tmp.path()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn per_job_bad_input_is_clear_and_leaves_nothing_running() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    // A job that fails its checks never starts a cluster.
+    let out = weir_in(tmp.path(), &["run", "-t", "per-job", "wordcount", "--args", r#"{"input": "/nope"}"#]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("Per-job cluster started"), "{}", text(&out.stderr));
+    let out = weir_in(tmp.path(), &["run", "-t", "per-job", "-m", "localhost:1", "wordcount", "--args", &gettysburg()]);
+    assert!(text(&out.stderr).contains("-m applies to -t remote only"), "{}", text(&out.stderr));
+    let out = weir_in(tmp.path(), &["run", "-t", "yarn", "wordcount", "--args", &gettysburg()]);
+    assert!(
+        text(&out.stderr).contains("unknown target 'yarn'; valid targets: local, remote, per-job"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A provider that cannot start TaskManagers (it cannot even make its directory): a clear error.
+    let blocked = tmp.path().join("not-a-directory");
+    std::fs::write(&blocked, b"").unwrap_or_else(|e| panic!("write: {e}"));
+    let out = weir_in(&blocked, &["run", "-t", "per-job", "wordcount", "--args", &gettysburg()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot create a directory for the TaskManagers it starts") && err.contains("exited at start"),
+        "{err}"
+    );
+    assert_eq!(processes_of(&blocked), Vec::<u32>::new());
+    assert_eq!(processes_of(tmp.path()), Vec::<u32>::new());
+}
+
+#[test]
+fn a_session_cluster_with_the_process_provider_starts_taskmanagers_on_demand_and_stops_idle_ones() {
+    let provider = ["-D", "resourcemanager.provider=process", "-D", "resourcemanager.taskmanager-timeout=300ms"];
+    let c = crate::cluster::Cluster::with(&provider, 0, 1);
+    assert_eq!(c.get("/overview").1["taskmanagers"], 0);
+    // A job of parallelism 2 gets two one-slot TaskManagers, started for it.
+    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 1000}"#, "-p", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, tms) = c.get("/taskmanagers");
+    let ids: Vec<&str> =
+        tms["taskmanagers"].as_array().map(|a| a.iter().filter_map(|t| t["id"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(ids, vec!["process-taskmanager-1", "process-taskmanager-2"], "{tms}");
+    // Idle past the timeout, they are stopped; the cluster stays.
+    c.wait_for(|o| o["taskmanagers"] == 0, "/overview");
+    let jm = c.jobmanager_pid();
+    let start = std::time::Instant::now();
+    while !crate::cluster::children_of(jm).is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "TaskManager processes stay");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The next job gets new ones.
+    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
