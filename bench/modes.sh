@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Deployment modes, wall time of a trivial job from the user's command until it is done and (for
+# per-job and application mode) the cluster is gone, weir against Apache Flink 1.20.3 in one run:
+#   weir session: `weir run -t remote` on a running session cluster (the client's start included);
+#   weir per-job: `weir run -t per-job` (cluster started for the job, gone when the command returns);
+#   flink application: bin/standalone-job.sh with the job's class plus bin/taskmanager.sh, until
+#   the job finished and both processes are gone (Flink's standalone application mode).
+# Usage: bench/modes.sh [REPS]   (FLINK=0 skips Flink). Uses ports 8081 and 6123 for Flink.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-5}
+cargo build --quiet --release --bin weir
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+weir=$target/release/weir
+dir=$(mktemp -d)
+cleanup() {
+  "$weir" cluster stop --dir "$dir/c" >/dev/null 2>&1 || true
+  [[ -n ${usrlib:-} ]] && rm -f "$usrlib/bench.jar"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+ms() { local n; n=$(date +%s%N); echo $(( n / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+args='{"count": 1000}'
+
+rest=$("$weir" cluster start --taskmanagers 1 --slots 1 --dir "$dir/c" -D rest.port=0 -D jobmanager.rpc.port=0)
+for _ in $(seq "$reps"); do
+  t0=$(ms)
+  "$weir" run -t remote -m "$rest" generate --args "$args" -p 1 >/dev/null 2>&1
+  echo "weir session $(( $(ms) - t0 ))" >>"$dir/results"
+done
+"$weir" cluster stop --dir "$dir/c" >/dev/null
+mkdir -p "$dir/pj"
+for _ in $(seq "$reps"); do
+  t0=$(ms)
+  TMPDIR=$dir/pj "$weir" run -t per-job generate --args "$args" -p 1 >/dev/null
+  echo "weir per-job $(( $(ms) - t0 ))" >>"$dir/results"
+done
+
+if [[ ${FLINK:-1} != 0 ]]; then
+  home=$(../shared/anchors/flink/setup.sh | tail -n 1)
+  root=$(dirname "$home")
+  conf=$dir/flink-conf && cp -r "$home/conf" "$conf"
+  sed -i "s/numberOfTaskSlots: [0-9]*/numberOfTaskSlots: 1/" "$conf/config.yaml"
+  export FLINK_HOME=$home FLINK_CONF_DIR=$conf
+  usrlib=$home/usrlib && mkdir -p "$usrlib" && cp "$root/bench.jar" "$usrlib/bench.jar"
+  for _ in $(seq "$(( reps < 3 ? reps : 3 ))"); do
+    t0=$(ms)
+    "$home/bin/standalone-job.sh" start --job-classname Bench stateless 1000 1 >/dev/null
+    "$home/bin/taskmanager.sh" start >/dev/null
+    jm=$(cat /tmp/flink-*-standalonejob.pid 2>/dev/null | head -n 1)
+    # The JobManager exits by itself once the job is done; then the TaskManager is stopped.
+    for _ in $(seq 12000); do kill -0 "$jm" 2>/dev/null || break; sleep 0.01; done
+    "$home/bin/taskmanager.sh" stop >/dev/null 2>&1 || true
+    tm=$(cat /tmp/flink-*-taskexecutor.pid 2>/dev/null | head -n 1 || true)
+    for _ in $(seq 3000); do [[ -n $tm ]] && kill -0 "$tm" 2>/dev/null || break; sleep 0.01; done
+    echo "flink application $(( $(ms) - t0 ))" >>"$dir/results"
+    rm -f /tmp/flink-*-standalonejob.pid /tmp/flink-*-taskexecutor.pid
+    sleep 1
+  done
+fi
+
+sed "s/^/RESULT /" "$dir/results"
+flink=$(awk '$1=="flink" {print $3}' "$dir/results" | median || true)
+for mode in session per-job; do
+  w=$(awk -v m="$mode" '$1=="weir" && $2==m {print $3}' "$dir/results" | median)
+  if [[ -n ${flink:-} ]]; then
+    echo "SUMMARY weir $mode=${w}ms flink application=${flink}ms ratio=$(python3 -c "print(f'{$flink/max($w,1):.0f}x')")"
+  else
+    echo "SUMMARY weir $mode=${w}ms"
+  fi
+done
