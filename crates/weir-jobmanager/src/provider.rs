@@ -35,18 +35,20 @@ pub struct ProcessProvider {
     prefix: Vec<String>,
     settings: Vec<String>,
     dir: PathBuf,
+    quiet: bool,
     children: Mutex<HashMap<String, Child>>,
 }
 
 impl ProcessProvider {
     /// A provider that runs `program PREFIX... taskmanager --id ID SETTINGS... -D ...`; `settings`
     /// are arguments every TaskManager gets (`-D key=value` pairs). Artifact caches go under a
-    /// directory of its own, removed at [`ResourceProvider::shutdown`].
-    pub fn new(program: PathBuf, prefix: Vec<String>, settings: Vec<String>) -> Result<ProcessProvider> {
+    /// directory of its own, removed at [`ResourceProvider::shutdown`]. The TaskManagers' output
+    /// (print sinks) goes where the JobManager's goes, or nowhere when `quiet`.
+    pub fn new(program: PathBuf, prefix: Vec<String>, settings: Vec<String>, quiet: bool) -> Result<ProcessProvider> {
         let dir = std::env::temp_dir().join(format!("weir-taskmanagers-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io("cannot create a directory for the TaskManagers it starts", &dir, e))?;
-        Ok(ProcessProvider { program, prefix, settings, dir, children: Mutex::new(HashMap::new()) })
+        Ok(ProcessProvider { program, prefix, settings, dir, quiet, children: Mutex::new(HashMap::new()) })
     }
 
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
@@ -86,8 +88,10 @@ impl ResourceProvider for ProcessProvider {
             .args(["-D", &format!("jobmanager.rpc.port={port}")])
             .args(["-D", &format!("taskmanager.numberOfTaskSlots={slots}")])
             .args(["-D", &format!("blob.storage.directory={}", cache.display())])
-            // Its output (print sinks) goes where the JobManager's goes.
             .stdin(Stdio::null());
+        if self.quiet {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
         let child = command.spawn().map_err(|e| {
             Error::Config(format!(
                 "the process resource provider cannot start a TaskManager from {}: {e}",

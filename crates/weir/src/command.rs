@@ -102,6 +102,10 @@ enum Command {
         /// once that job ended and its result was fetched.
         #[arg(long)]
         per_job: bool,
+        /// With --per-job: its client does not wait, so the output of the TaskManagers it starts
+        /// goes nowhere.
+        #[arg(long, hide = true, requires = "per_job")]
+        detached: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -219,7 +223,7 @@ fn run(
         }
         // The job graph is checked before any process starts.
         driver.job_graph(job, &args)?;
-        let cluster = crate::perjob::PerJobCluster::start(&common.forwarded(), role_prefix)?;
+        let cluster = crate::perjob::PerJobCluster::start(&common.forwarded(), role_prefix, detached)?;
         eprintln!("Per-job cluster started: http://{}", cluster.rest);
         remote::run_remote(&driver, &cluster.rest, job, &args, settings.job_config(), detached)?;
         if detached {
@@ -263,9 +267,9 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
         }
-        Command::Jobmanager { per_job, common } => {
+        Command::Jobmanager { per_job, detached, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            remote::jobmanager(&settings, &common.forwarded(), *per_job, program.role_prefix)
+            remote::jobmanager(&settings, &common.forwarded(), *per_job, *detached, program.role_prefix)
         }
         Command::Cluster { action } => match action {
             ClusterAction::Start { taskmanagers, slots, dir, common } => {

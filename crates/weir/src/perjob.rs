@@ -34,11 +34,15 @@ pub fn this_program() -> Result<std::path::PathBuf> {
 
 impl PerJobCluster {
     /// Starts the JobManager with the client's settings (`forwarded`) and waits until it listens.
-    pub fn start(forwarded: &[String], role_prefix: &[&str]) -> Result<PerJobCluster> {
+    /// `detached`: the client will not wait, so the cluster's output must not depend on it.
+    pub fn start(forwarded: &[String], role_prefix: &[&str], detached: bool) -> Result<PerJobCluster> {
         let program = this_program()?;
-        let mut child = Command::new(&program)
-            .args(role_prefix)
-            .args(["jobmanager", "--per-job"])
+        let mut command = Command::new(&program);
+        command.args(role_prefix).args(["jobmanager", "--per-job"]);
+        if detached {
+            command.arg("--detached").stderr(Stdio::null());
+        }
+        let mut child = command
             .args(forwarded)
             // Its own ports and its own TaskManagers, whatever the configuration says for sessions.
             .args(["-D", "resourcemanager.provider=process", "-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"])

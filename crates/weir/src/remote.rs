@@ -115,7 +115,13 @@ async fn terminated() {
 /// `weir jobmanager`: serves until `DELETE /cluster`, SIGTERM or Ctrl-C (a per-job cluster: until
 /// its job ended). `forwarded` are its settings as arguments, for the TaskManagers it starts with
 /// `resourcemanager.provider: process` (from this program, behind `role_prefix`).
-pub fn jobmanager(settings: &Settings, forwarded: &[String], per_job: bool, role_prefix: &[&str]) -> Result<()> {
+pub fn jobmanager(
+    settings: &Settings,
+    forwarded: &[String],
+    per_job: bool,
+    detached: bool,
+    role_prefix: &[&str],
+) -> Result<()> {
     let cluster = settings.cluster()?;
     settings.execution()?;
     let provider: Option<std::sync::Arc<weir_jobmanager::provider::ProcessProvider>> = match cluster.provider.as_str() {
@@ -131,6 +137,7 @@ pub fn jobmanager(settings: &Settings, forwarded: &[String], per_job: bool, role
                 program,
                 prefix,
                 forwarded.to_vec(),
+                detached,
             )?))
         }
         _ => None,

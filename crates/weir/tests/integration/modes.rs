@@ -107,3 +107,64 @@ fn a_session_cluster_with_the_process_provider_starts_taskmanagers_on_demand_and
     let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// Starts a detached per-job run of `generate` with `TMPDIR=tmp`; its REST address and job id.
+fn detached_per_job(tmp: &std::path::Path) -> (String, String) {
+    let load = r#"{"count": 3000, "rate": 1000}"#;
+    let out = weir_in(tmp, &["run", "-t", "per-job", "-d", "generate", "--args", load, "-p", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rest = text(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("Per-job cluster started: http://").map(String::from))
+        .unwrap_or_default();
+    let id = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID ").map(String::from))
+        .unwrap_or_default();
+    (rest, id)
+}
+
+/// Polls (bounded: 20 s) `GET path` at `rest` until `ok` holds.
+fn wait_rest(rest: &str, path: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = crate::cluster::http("GET", rest, path, None);
+        if ok(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{path} never satisfied the condition: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_per_job_clusters_are_apart_a_killed_taskmanager_of_one_leaves_the_other_alone() {
+    let (ta, tb) = (tempfile::tempdir(), tempfile::tempdir());
+    let (ta, tb) = (ta.unwrap_or_else(|e| panic!("{e}")), tb.unwrap_or_else(|e| panic!("{e}")));
+    let (rest_a, job_a) = detached_per_job(ta.path());
+    let (rest_b, job_b) = detached_per_job(tb.path());
+    assert_ne!(rest_a, rest_b, "two clusters");
+    for (rest, job) in [(&rest_a, &job_a), (&rest_b, &job_b)] {
+        wait_rest(rest, &format!("/jobs/{job}"), |j| j["state"] == "RUNNING");
+    }
+    // kill -9 of A's TaskManager (a process of A's, started as a TaskManager).
+    let (_, tms) = crate::cluster::http("GET", &rest_a, "/taskmanagers", None);
+    let pid =
+        tms["taskmanagers"][0]["path"].as_str().and_then(|p| p.rsplit(':').next()).unwrap_or_default().to_string();
+    assert!(processes_of(ta.path()).iter().any(|p| p.to_string() == pid), "{tms}");
+    let killed = Command::new("kill").args(["-9", &pid]).status().map(|s| s.success());
+    assert_eq!(killed.ok(), Some(true));
+    let a = wait_rest(&rest_a, &format!("/jobs/{job_a}"), |j| j["state"] == "FAILED");
+    assert_eq!(a["state"], "FAILED");
+    let b = wait_rest(&rest_b, &format!("/jobs/{job_b}"), |j| j["state"] == "FINISHED" || j["state"] == "FAILED");
+    assert_eq!(b["state"], "FINISHED", "{b}");
+    // Fetching the results lets both clusters go; then nothing of either is left.
+    for (rest, job) in [(&rest_a, &job_a), (&rest_b, &job_b)] {
+        crate::cluster::http("GET", rest, &format!("/jobs/{job}/execution-result"), None);
+    }
+    let start = std::time::Instant::now();
+    while !(processes_of(ta.path()).is_empty() && processes_of(tb.path()).is_empty()) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "per-job clusters stay after their jobs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
