@@ -11,7 +11,7 @@
 pub mod artifacts;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -22,7 +22,7 @@ use weir_core::config::ClusterConfig;
 use weir_core::graph::ArtifactDigest;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
-use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
+use weir_core::{Error, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::local::JobHandle;
 use weir_runtime::net::{DataServer, Placement};
@@ -178,12 +178,18 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                     };
                     let (control, control_rx) = mpsc::unbounded_channel();
                     tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
-                    jobs.insert((job_id, attempt), Run::Worker(control));
+                    jobs.insert((job_id, attempt), Run::Worker(job_id, control));
                 }
                 Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) => {
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
-                    match deploy(&registry, &artifact, &execution, job_id, &graph, &config, placement, events_tx.clone()) {
+                    let started = worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, placement)
+                        .and_then(|handle| {
+                            let events = events_tx.clone();
+                            worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;
+                            Ok(handle)
+                        });
+                    match started {
                         Ok(handle) => {
                             jobs.insert((job_id, attempt), Run::InProcess(handle));
                             write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
@@ -248,37 +254,16 @@ enum Run {
     /// In this process.
     InProcess(JobHandle),
     /// In a worker process, reached through its supervisor.
-    Worker(mpsc::UnboundedSender<ToTaskManager>),
+    Worker(JobId, mpsc::UnboundedSender<ToTaskManager>),
 }
 
 impl Run {
     fn cancel(&self) {
         match self {
             Run::InProcess(h) => h.cancel(),
-            Run::Worker(control) => {
-                let _ = control.send(ToTaskManager::Cancel { job_id: JobId(0) });
+            Run::Worker(job_id, control) => {
+                let _ = control.send(ToTaskManager::Cancel { job_id: *job_id });
             }
         }
     }
-}
-
-/// Rebuilds, checks and starts a deployed job of this artifact; its end is reported through
-/// `events`.
-#[allow(clippy::too_many_arguments)]
-fn deploy(
-    registry: &Registry,
-    artifact: &ArtifactDigest,
-    base: &ExecutionConfig,
-    job_id: JobId,
-    graph: &JobGraph,
-    config: &BTreeMap<String, String>,
-    placement: Placement,
-    events: mpsc::UnboundedSender<ToJobManager>,
-) -> Result<JobHandle> {
-    let attempt = placement.assignment.attempt;
-    let handle = worker::start_part(registry, artifact, base, job_id, graph, config, placement)?;
-    worker::watch(handle.clone(), job_id, attempt, move |end| {
-        let _ = events.send(end);
-    })?;
-    Ok(handle)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{Cluster, bundled, final_counts, gettysburg, http, job_id, reference_counts, text};
+use crate::cluster::{Cluster, RESTART, bundled, final_counts, gettysburg, http, job_id, reference_counts, text};
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -170,15 +170,6 @@ fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, pref
     assert_eq!(ex["all-exceptions"].as_array().map(Vec::len), Some(0), "{ex}");
     eventually("the workers exit after their jobs", || c.workers().is_empty());
 }
-
-const RESTART: [&str; 6] = [
-    "-D",
-    "restart-strategy.type=fixed-delay",
-    "-D",
-    "restart-strategy.fixed-delay.attempts=3",
-    "-D",
-    "restart-strategy.fixed-delay.delay=100ms",
-];
 
 #[test]
 fn a_worker_process_that_dies_fails_only_its_own_job_which_restarts_and_finishes() {

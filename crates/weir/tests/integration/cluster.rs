@@ -58,6 +58,16 @@ pub(crate) fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap_or_default()
 }
 
+/// Three restarts, 100 ms apart.
+pub(crate) const RESTART: [&str; 6] = [
+    "-D",
+    "restart-strategy.type=fixed-delay",
+    "-D",
+    "restart-strategy.fixed-delay.attempts=3",
+    "-D",
+    "restart-strategy.fixed-delay.delay=100ms",
+];
+
 pub(crate) struct Cluster {
     /// The artifact every process runs, and what it needs before a weir command.
     pub(crate) exe: std::path::PathBuf,
@@ -462,15 +472,7 @@ fn delete_cluster_stops_the_jobmanager_and_its_taskmanagers() {
 
 #[test]
 fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
-    let restart = [
-        "-D",
-        "restart-strategy.type=fixed-delay",
-        "-D",
-        "restart-strategy.fixed-delay.attempts=3",
-        "-D",
-        "restart-strategy.fixed-delay.delay=100ms",
-    ];
-    let mut c = Cluster::with(&restart, 2, 1);
+    let mut c = Cluster::with(&RESTART, 2, 1);
     let load = r#"{"count": 3000, "rate": 1500}"#;
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "1"]));
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
@@ -630,15 +632,7 @@ fn a_job_whose_subtasks_span_two_taskmanagers_exchanges_records_over_tcp() {
 
 #[test]
 fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_kill_9() {
-    let restart = [
-        "-D",
-        "restart-strategy.type=fixed-delay",
-        "-D",
-        "restart-strategy.fixed-delay.attempts=3",
-        "-D",
-        "restart-strategy.fixed-delay.delay=100ms",
-    ];
-    let mut c = Cluster::with(&restart, 3, 1);
+    let mut c = Cluster::with(&RESTART, 3, 1);
     let load = r#"{"count": 4000, "rate": 2000}"#;
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "2"]));
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
