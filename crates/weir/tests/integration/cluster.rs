@@ -21,10 +21,12 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `EXE ARGS`, waits (bounded) for its `ready` line and returns it; the rest of its
-/// output is drained in the background.
-pub(crate) fn start_program(exe: &std::path::Path, args: &[&str]) -> (Proc, String) {
-    let mut child = match Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+/// Starts `EXE ARGS` with `TMPDIR=tmp` (so whatever it makes there goes with the test's
+/// directory), waits (bounded) for its `ready` line and returns it; the rest of its output is
+/// drained in the background.
+pub(crate) fn start_program(exe: &std::path::Path, args: &[&str], tmp: &std::path::Path) -> (Proc, String) {
+    let spawned = Command::new(exe).args(args).env("TMPDIR", tmp).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => panic!("cannot start weir {args:?}: {e}"),
     };
@@ -116,7 +118,7 @@ impl Cluster {
         let blobs = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let store = format!("blob.storage.directory={}", blobs.path().join("jobmanager").display());
         args.extend(["-D", &store]);
-        let (jm, line) = start_program(exe, &args);
+        let (jm, line) = start_program(exe, &args, blobs.path());
         let rest = field(&line, "rest=http://").to_string();
         let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
         let mut c = Cluster {
@@ -160,7 +162,7 @@ impl Cluster {
             &cache,
         ]);
         args.extend(extra);
-        let (tm, _) = start_program(&self.exe, &args);
+        let (tm, _) = start_program(&self.exe, &args, self.blobs.path());
         self.taskmanagers.push(tm);
     }
 
