@@ -78,11 +78,8 @@ PY
 done
 
 if [[ ${FLINK:-1} != 0 ]]; then
-  home=$(../shared/anchors/flink/setup.sh | tail -n 1)
-  root=$(dirname "$home")
-  conf=$dir/flink-conf && cp -r "$home/conf" "$conf"
-  sed -i "s/numberOfTaskSlots: [0-9]*/numberOfTaskSlots: 2/" "$conf/config.yaml"
-  export FLINK_HOME=$home FLINK_CONF_DIR=$conf
+  source bench/flink.sh
+  flink_env 2 "$dir"
   for i in $(seq "$(( reps < 3 ? reps : 3 ))"); do
     t0=$(ms)
     "$home/bin/start-cluster.sh" >/dev/null

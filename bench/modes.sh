@@ -38,11 +38,8 @@ for _ in $(seq "$reps"); do
 done
 
 if [[ ${FLINK:-1} != 0 ]]; then
-  home=$(../shared/anchors/flink/setup.sh | tail -n 1)
-  root=$(dirname "$home")
-  conf=$dir/flink-conf && cp -r "$home/conf" "$conf"
-  sed -i "s/numberOfTaskSlots: [0-9]*/numberOfTaskSlots: 1/" "$conf/config.yaml"
-  export FLINK_HOME=$home FLINK_CONF_DIR=$conf
+  source bench/flink.sh
+  flink_env 1 "$dir"
   usrlib=$home/usrlib && mkdir -p "$usrlib" && cp "$root/bench.jar" "$usrlib/bench.jar"
   for _ in $(seq "$(( reps < 3 ? reps : 3 ))"); do
     t0=$(ms)

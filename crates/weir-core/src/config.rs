@@ -196,6 +196,12 @@ mod tests {
         c.set("blob.artifact.max-size", "10mb")?;
         c.set("blob.storage.directory", "/var/weir/blobs")?;
         assert_eq!((c.blob_max_bytes, c.blob_dir.as_deref()), (10 << 20, Some("/var/weir/blobs")));
+        c.set("resourcemanager.provider", "process")?;
+        c.set("resourcemanager.taskmanager-timeout", "5 s")?;
+        c.set("taskmanager.job-isolation", "shared")?;
+        assert_eq!((c.provider.as_str(), c.taskmanager_timeout_ms, c.job_isolation_shared), ("process", 5000, true));
+        let e = c.set("resourcemanager.provider", "yarn").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("'yarn' is not a resource provider; use standalone"), "{e}");
         Ok(())
     }
 
