@@ -1,6 +1,12 @@
 //! The driver: what a program's `main` uses to run jobs.
+//!
+//! Where the jobs run is the driver's target (`execution.target`): `local` runs them in this
+//! process; every other target is an [`Executor`] that the `weir` crate supplies (a session
+//! cluster, a per-job cluster, or the application's own JobManager in application mode). The
+//! driver code stays the same whatever the target.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,18 +20,87 @@ use weir_runtime::metrics::VertexCounts;
 
 use crate::{Job, Registry};
 
-/// Runs registered jobs. Today on the embedded local cluster (the default target); the driver's
-/// code stays the same when later targets run the job elsewhere.
+/// Runs checked job graphs somewhere other than this process.
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// The target's name, for messages (`remote`, `per-job`, ...).
+    fn target(&self) -> &str;
+    /// Submits a job graph, built and checked by the driver, with the execution settings the
+    /// program set (`config`); returns once the cluster accepted it.
+    fn submit(&self, graph: JobGraph, config: BTreeMap<String, String>) -> Result<Box<dyn SubmittedJob>>;
+}
+
+/// A job an [`Executor`] submitted.
+pub trait SubmittedJob: Send + Sync + std::fmt::Debug {
+    /// The job's id.
+    fn job_id(&self) -> JobId;
+    /// The job's status now.
+    fn status(&self) -> Result<JobStatus>;
+    /// Asks the job to stop.
+    fn cancel(&self) -> Result<()>;
+    /// Record counters per operator, as last reported.
+    fn counts(&self) -> Result<Vec<VertexCounts>>;
+    /// Blocks until the job ends or `timeout` passes (`Ok(None)`): its result, or why it did not
+    /// finish.
+    fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobResult>>;
+}
+
+/// Makes the executor of a target named by `execution.target`.
+pub trait Targets: Send + Sync + std::fmt::Debug {
+    /// The targets it knows, for messages.
+    fn names(&self) -> Vec<&'static str>;
+    /// The executor of `target`, given every setting the program made, in order.
+    fn executor(&self, target: &str, settings: &[(String, String)]) -> Result<Arc<dyn Executor>>;
+}
+
+/// An executor with the target it was made for.
+type MadeExecutor = (String, Arc<dyn Executor>);
+
+/// Runs registered jobs: on the embedded local cluster by default, or on the target that
+/// `execution.target` names.
 #[derive(Clone, Debug)]
 pub struct Driver {
     registry: Arc<Registry>,
     config: ExecutionConfig,
+    /// Every setting made, in order (the targets take their own keys from them).
+    settings: Vec<(String, String)>,
+    target: String,
+    targets: Option<Arc<dyn Targets>>,
+    /// The executor in use, made at the first submission, with the target it was made for.
+    executor: Arc<Mutex<Option<MadeExecutor>>>,
+    /// Set by the runtime (application mode): every job goes there, whatever the target says.
+    fixed: Option<Arc<dyn Executor>>,
 }
 
 impl Driver {
     /// A driver for the jobs of `registry`, running them on the embedded local cluster.
     pub fn local(registry: Registry) -> Self {
-        Driver { registry: Arc::new(registry), config: ExecutionConfig::default() }
+        Driver {
+            registry: Arc::new(registry),
+            config: ExecutionConfig::default(),
+            settings: Vec::new(),
+            target: "local".into(),
+            targets: None,
+            executor: Arc::new(Mutex::new(None)),
+            fixed: None,
+        }
+    }
+
+    /// Lets `execution.target` name the targets that `targets` makes.
+    pub fn with_targets(mut self, targets: Arc<dyn Targets>) -> Self {
+        self.targets = Some(targets);
+        self
+    }
+
+    /// Sends every job to `executor`, whatever `execution.target` says (the runtime's choice: in
+    /// application mode, the application's JobManager).
+    pub fn with_executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.fixed = Some(executor);
+        self
+    }
+
+    /// The target jobs go to (`execution.target`).
+    pub fn target(&self) -> &str {
+        self.fixed.as_ref().map(|e| e.target()).unwrap_or(&self.target)
     }
 
     /// The registry.
@@ -42,13 +117,48 @@ impl Driver {
     /// bad values are errors.
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
         self.config.set(key, value)?;
+        if key == "execution.target" {
+            self.target = value.trim().to_string();
+        }
+        self.settings.push((key.to_string(), value.to_string()));
         Ok(self)
     }
 
     /// Applies every key of a configuration file.
     pub fn apply_file(&mut self, file: &weir_core::config::ConfigFile) -> Result<&mut Self> {
-        self.config.apply_file(file)?;
+        file.apply(|k, v| self.set(k, v).map(|_| ()))?;
         Ok(self)
+    }
+
+    /// The execution settings the program made (the cluster's own apply to the rest).
+    pub fn job_settings(&self) -> BTreeMap<String, String> {
+        self.settings.iter().filter(|(k, _)| ExecutionConfig::KEYS.contains(&k.as_str())).cloned().collect()
+    }
+
+    /// The executor of the target, made on first use.
+    fn executor(&self) -> Result<Option<Arc<dyn Executor>>> {
+        if let Some(e) = &self.fixed {
+            return Ok(Some(e.clone()));
+        }
+        if self.target == "local" {
+            return Ok(None);
+        }
+        let mut made = self.executor.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((target, e)) = made.as_ref()
+            && *target == self.target
+        {
+            return Ok(Some(e.clone()));
+        }
+        let Some(targets) = &self.targets else {
+            return Err(Error::Config(format!(
+                "execution.target '{}' needs the weir runtime: run the program through weir::App (only 'local' \
+                 works without it)",
+                self.target
+            )));
+        };
+        let e = targets.executor(&self.target, &self.settings)?;
+        *made = Some((self.target.clone(), e.clone()));
+        Ok(Some(e))
     }
 
     /// Sets the default parallelism.
@@ -95,55 +205,98 @@ impl Driver {
     /// Submits a job graph: the cluster rebuilds the job from the registry and refuses it if the
     /// rebuilt plan is not the submitted one.
     pub fn submit(&self, graph: JobGraph) -> Result<JobClient> {
+        if let Some(executor) = self.executor()? {
+            info!(job = %graph.job_name, target = executor.target(), fingerprint = %graph.fingerprint, "submitting job");
+            let job = executor.submit(graph, self.job_settings())?;
+            return Ok(JobClient { inner: Inner::Submitted(Arc::from(job)) });
+        }
         let rebuilt = self.registry.build(&graph.job_name, &graph.args, &self.config)?;
         graph.check_rebuilt(None, &rebuilt.plan())?;
         let job_id = JobId::random();
         info!(job_id = %job_id, job = %graph.job_name, fingerprint = %graph.fingerprint, "submitting job");
         let handle = weir_runtime::local::submit(rebuilt, job_id)?;
-        Ok(JobClient { handle })
+        Ok(JobClient { inner: Inner::Local(handle) })
     }
 }
 
 /// A handle on a submitted job.
 #[derive(Clone, Debug)]
 pub struct JobClient {
-    handle: JobHandle,
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    /// Running in this process.
+    Local(JobHandle),
+    /// Running where an executor sent it.
+    Submitted(Arc<dyn SubmittedJob>),
 }
 
 impl JobClient {
     /// The job's id.
     pub fn job_id(&self) -> JobId {
-        self.handle.job_id()
+        match &self.inner {
+            Inner::Local(h) => h.job_id(),
+            Inner::Submitted(j) => j.job_id(),
+        }
     }
 
-    /// The job's status now.
-    pub fn status(&self) -> JobStatus {
-        self.handle.status()
+    /// The job's status now (a job on a cluster that cannot be reached: the error).
+    pub fn status(&self) -> Result<JobStatus> {
+        match &self.inner {
+            Inner::Local(h) => Ok(h.status()),
+            Inner::Submitted(j) => j.status(),
+        }
     }
 
     /// Asks the job to stop; [`JobClient::wait`] then returns [`Error::Cancelled`].
-    pub fn cancel(&self) {
-        self.handle.cancel()
+    pub fn cancel(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Local(h) => {
+                h.cancel();
+                Ok(())
+            }
+            Inner::Submitted(j) => j.cancel(),
+        }
     }
 
-    /// Record counters per operator, live.
+    /// Record counters per operator, live (on a cluster: as last reported, about every second).
     pub fn counts(&self) -> Vec<VertexCounts> {
-        self.handle.counts()
+        match &self.inner {
+            Inner::Local(h) => h.counts(),
+            Inner::Submitted(j) => j.counts().unwrap_or_default(),
+        }
     }
 
-    /// Task threads of the job still alive (0 once it is terminal: nothing is left behind).
+    /// Task threads of the job still alive in this process (0 once it is terminal: nothing is
+    /// left behind; always 0 for a job running elsewhere).
     pub fn live_tasks(&self) -> usize {
-        self.handle.live_tasks()
+        match &self.inner {
+            Inner::Local(h) => h.live_tasks(),
+            Inner::Submitted(_) => 0,
+        }
     }
 
     /// Blocks until the job ends.
     pub fn wait(&self) -> Result<JobExecutionResult> {
-        self.handle.wait().map(JobExecutionResult)
+        match &self.inner {
+            Inner::Local(h) => h.wait().map(JobExecutionResult),
+            Inner::Submitted(j) => loop {
+                if let Some(r) = j.wait_timeout(Duration::from_secs(3600))? {
+                    return Ok(JobExecutionResult(r));
+                }
+            },
+        }
     }
 
     /// Blocks until the job ends or `timeout` passes (`Ok(None)`).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobExecutionResult>> {
-        Ok(self.handle.wait_timeout(timeout)?.map(JobExecutionResult))
+        let r = match &self.inner {
+            Inner::Local(h) => h.wait_timeout(timeout)?,
+            Inner::Submitted(j) => j.wait_timeout(timeout)?,
+        };
+        Ok(r.map(JobExecutionResult))
     }
 }
 

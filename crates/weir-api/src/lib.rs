@@ -21,7 +21,7 @@ pub use connect::{
     ConnectedStreams, Either, IntervalJoin, IntervalJoinBounded, JoinEqual, JoinWhere, JoinedStreams,
     KeyedCoProcessFunction, KeyedConnectedStreams, WindowJoin,
 };
-pub use driver::{Driver, JobClient, JobExecutionResult};
+pub use driver::{Driver, Executor, JobClient, JobExecutionResult, SubmittedJob, Targets};
 pub use env::StreamEnv;
 pub use functions::AggregateFunction;
 pub use job::{Job, Registry};

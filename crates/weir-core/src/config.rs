@@ -310,9 +310,24 @@ pub struct ClusterConfig {
     pub blob_dir: Option<String>,
     /// `blob.artifact.max-size`: the largest artifact the blob store accepts, in bytes.
     pub blob_max_bytes: u64,
-    /// `resourcemanager.provider`: who starts TaskManagers: `standalone` (you do; the default) or
-    /// `process` (the JobManager starts them as child processes when jobs need slots).
+    /// `resourcemanager.provider`: who starts TaskManagers: `standalone` (you do; the default),
+    /// `process` (the JobManager starts them as child processes when jobs need slots) or `docker`
+    /// (as containers, through the Docker Engine API).
     pub provider: String,
+    /// `execution.target`: where a program's `execute` sends its jobs: `local` (the embedded
+    /// cluster; the default), `remote` (a running session cluster at `rest.address:rest.port`) or
+    /// `per-job` (a cluster started for each job, gone when it ends).
+    pub target: String,
+    /// `job-result-store.storage-path`: where application clusters keep the outcome of their
+    /// applications and jobs after they are gone (default `~/.local/share/weir/job-results`).
+    pub job_result_dir: Option<String>,
+    /// `docker.host`: the Docker Engine API's address (default `$DOCKER_HOST`, else
+    /// `unix:///var/run/docker.sock`).
+    pub docker_host: Option<String>,
+    /// `docker.image`: the image TaskManager containers run (default: the JobManager's own).
+    pub docker_image: Option<String>,
+    /// `docker.network`: the private network of a cluster's containers.
+    pub docker_network: Option<String>,
     /// `resourcemanager.taskmanager-timeout` in ms: a TaskManager the provider started is stopped
     /// after this long without jobs.
     pub taskmanager_timeout_ms: u64,
@@ -407,6 +422,11 @@ impl Default for ClusterConfig {
             blob_dir: None,
             blob_max_bytes: 1 << 30,
             provider: "standalone".into(),
+            target: "local".into(),
+            job_result_dir: None,
+            docker_host: None,
+            docker_image: None,
+            docker_network: None,
             taskmanager_timeout_ms: 30_000,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 50_000,
@@ -418,8 +438,22 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The values of `execution.target`.
+    pub const TARGETS: [&'static str; 3] = ["local", "remote", "per-job"];
+
+    /// Where application results are kept (`job-result-store.storage-path`).
+    pub fn job_result_path(&self) -> std::path::PathBuf {
+        match &self.job_result_dir {
+            Some(d) => d.into(),
+            None => {
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+                home.join(".local/share/weir/job-results")
+            }
+        }
+    }
+
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 28] = [
+    pub const KEYS: [&'static str; 33] = [
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -445,6 +479,11 @@ impl ClusterConfig {
         "blob.artifact.max-size",
         "resourcemanager.provider",
         "resourcemanager.taskmanager-timeout",
+        "execution.target",
+        "job-result-store.storage-path",
+        "docker.host",
+        "docker.image",
+        "docker.network",
         "heartbeat.interval",
         "heartbeat.timeout",
         "slot.request.timeout",
@@ -488,14 +527,28 @@ impl ClusterConfig {
             "blob.storage.directory" => self.blob_dir = Some(value.trim().to_string()),
             "resourcemanager.provider" => {
                 let v = value.trim();
-                if !["standalone", "process"].contains(&v) {
+                if !["standalone", "process", "docker"].contains(&v) {
                     return Err(Error::Config(format!(
-                        "{key}: '{v}' is not a resource provider; use standalone (TaskManagers you start) or process \
-                         (the JobManager starts them)"
+                        "{key}: '{v}' is not a resource provider; use standalone (TaskManagers you start), process \
+                         (the JobManager starts them as processes) or docker (as containers)"
                     )));
                 }
                 self.provider = v.to_string();
             }
+            "execution.target" => {
+                let v = value.trim();
+                if !Self::TARGETS.contains(&v) {
+                    return Err(Error::Config(format!(
+                        "{key}: unknown target '{v}'; valid targets: {}",
+                        Self::TARGETS.join(", ")
+                    )));
+                }
+                self.target = v.to_string();
+            }
+            "job-result-store.storage-path" => self.job_result_dir = Some(value.trim().to_string()),
+            "docker.host" => self.docker_host = Some(value.trim().to_string()),
+            "docker.image" => self.docker_image = Some(value.trim().to_string()),
+            "docker.network" => self.docker_network = Some(value.trim().to_string()),
             "resourcemanager.taskmanager-timeout" => self.taskmanager_timeout_ms = duration_ms(key, value)?,
             "blob.artifact.max-size" => self.blob_max_bytes = bytes(key, value)?,
             "heartbeat.interval" => self.heartbeat_interval_ms = duration_ms(key, value)?,

@@ -69,7 +69,8 @@ impl App {
                 }
             }
         } else {
-            let mut driver = Driver::local(self.registry);
+            let targets = crate::targets::WeirTargets { role_prefix: vec!["--weir".into()] };
+            let mut driver = Driver::local(self.registry).with_targets(std::sync::Arc::new(targets));
             match weir_core::config::ConfigFile::from_env() {
                 Ok(Some(file)) => match driver.apply_file(&file) {
                     Ok(_) => main(&mut driver, &args),

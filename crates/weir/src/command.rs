@@ -4,13 +4,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use weir_api::{Driver, Registry};
+use weir_core::config::ClusterConfig;
 use weir_core::{Error, Result};
 
 use crate::cli::{InfoArgs, exit_code, print_info};
 use crate::remote::{self, Settings};
+use crate::targets::{RestExecutor, WeirTargets};
 
 /// weir: Flink's architecture in a native binary.
 #[derive(Parser)]
@@ -191,9 +194,6 @@ enum ClusterAction {
     },
 }
 
-/// The targets `run -t` accepts today.
-const TARGETS: [&str; 3] = ["local", "remote", "per-job"];
-
 #[allow(clippy::too_many_arguments)]
 fn run(
     program: &Program<'_>,
@@ -205,47 +205,62 @@ fn run(
     parallelism: Option<u32>,
     common: &Common,
 ) -> Result<()> {
-    if !TARGETS.contains(&target) {
-        return Err(Error::Config(format!("unknown target '{target}'; valid targets: {}", TARGETS.join(", "))));
+    if !ClusterConfig::TARGETS.contains(&target) {
+        return Err(Error::Config(format!(
+            "unknown target '{target}'; valid targets: {}",
+            ClusterConfig::TARGETS.join(", ")
+        )));
     }
-    let (registry, role_prefix) = (&program.registry, program.role_prefix);
     let settings = Settings::gather(common.config.as_deref(), parallelism, &common.define)?;
-    let mut driver = Driver::local(registry.clone());
+    let mut driver = program.driver();
     settings.configure(&mut driver)?;
     let args = crate::cli::parse_json_args(args)?;
-    if target == "remote" {
-        let address = remote::rest_address(&settings, jobmanager)?;
-        return remote::run_remote(&driver, &address, job, &args, settings.job_config(), detached);
-    }
-    if target == "per-job" {
-        if jobmanager.is_some() {
-            return Err(Error::Config("-m applies to -t remote only: a per-job cluster is started for the job".into()));
+    let prefix = program.role_prefix.iter().map(|s| s.to_string()).collect();
+    let driver = match target {
+        "remote" => {
+            let address = remote::rest_address(&settings, jobmanager)?;
+            driver.with_executor(Arc::new(RestExecutor::remote(&address)))
         }
-        // The job graph is checked before any process starts.
-        driver.job_graph(job, &args)?;
-        let cluster = crate::perjob::PerJobCluster::start(&common.forwarded(), role_prefix, detached)?;
-        eprintln!("Per-job cluster started: http://{}", cluster.rest);
-        remote::run_remote(&driver, &cluster.rest, job, &args, settings.job_config(), detached)?;
-        if detached {
-            cluster.detach();
-            return Ok(());
+        "per-job" => {
+            if jobmanager.is_some() {
+                return Err(Error::Config(
+                    "-m applies to -t remote only: a per-job cluster is started for the job".into(),
+                ));
+            }
+            // The job graph is checked before any process starts.
+            driver.job_graph(job, &args)?;
+            driver.with_executor(Arc::new(RestExecutor::per_job(common.forwarded(), prefix, detached)))
         }
-        return cluster.wait_gone();
-    }
-    if detached || jobmanager.is_some() {
-        return Err(Error::Config("-d applies to -t remote and per-job, -m to -t remote only".into()));
-    }
+        _ if detached || jobmanager.is_some() => {
+            return Err(Error::Config("-d applies to -t remote and per-job, -m to -t remote only".into()));
+        }
+        _ => driver,
+    };
     let client = driver.execute_named(job, &args)?;
-    eprintln!("Job {} ({job}) submitted to the local cluster", client.job_id());
+    let id = client.job_id();
+    if target == "local" {
+        eprintln!("Job {id} ({job}) submitted to the local cluster");
+    } else {
+        println!("Job has been submitted with JobID {id}");
+    }
+    if detached {
+        return Ok(());
+    }
     let mut progress = crate::cli::Progress::new();
+    let mut last = None;
     let result = loop {
         if let Some(result) = client.wait_timeout(std::time::Duration::from_millis(250))? {
             break result;
         }
+        let status = client.status()?;
+        if target != "local" && last != Some(status) {
+            eprintln!("Job {id} is {status}");
+            last = Some(status);
+        }
         let read = client.counts().iter().map(|c| c.records_out).sum();
-        progress.show(&client.job_id().to_string(), read);
+        progress.show(&id.to_string(), read);
     };
-    eprintln!("Job {} FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
+    eprintln!("Job {id} FINISHED in {:.3} s", result.net_runtime().as_secs_f64());
     for c in result.counts() {
         eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));
     }
@@ -296,7 +311,7 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
         }
         Command::Graph { job, args, parallelism, common } => {
             let settings = Settings::gather(common.config.as_deref(), *parallelism, &common.define)?;
-            let mut driver = Driver::local(registry.clone());
+            let mut driver = program.driver();
             settings.configure(&mut driver)?;
             let mut graph = driver.job_graph(job, &crate::cli::parse_json_args(args)?)?;
             graph.artifact = weir_core::ArtifactDigest::current()?;
@@ -321,6 +336,14 @@ pub struct Program<'a> {
     /// What comes before a command to reach this command line in this executable (`--weir` in a
     /// user's program, nothing in `weir`): used to start cluster processes of the same artifact.
     pub role_prefix: &'a [&'a str],
+}
+
+impl Program<'_> {
+    /// A driver for this program's jobs that reaches every target.
+    pub fn driver(&self) -> Driver {
+        let role_prefix = self.role_prefix.iter().map(|s| s.to_string()).collect();
+        Driver::local(self.registry.clone()).with_targets(Arc::new(WeirTargets { role_prefix }))
+    }
 }
 
 /// Parses `args` (without the program name) and runs the command; errors are printed with what to

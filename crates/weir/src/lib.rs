@@ -38,6 +38,7 @@ pub mod command;
 pub mod perjob;
 pub mod remote;
 pub mod standalone;
+pub mod targets;
 
 pub use app::App;
 pub use cli::{InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args, print_info};

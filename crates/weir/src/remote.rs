@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use weir_api::{Driver, Registry};
 use weir_core::config::{ClusterConfig, ConfigFile, EXECUTION_KEYS};
-use weir_core::{Error, JobStatus, Result};
+use weir_core::{Error, Result};
 use weir_runtime::ExecutionConfig;
 
 /// Settings in the order they apply: the file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
@@ -287,76 +287,6 @@ pub fn rest_address(settings: &Settings, explicit: Option<&str>) -> Result<Strin
             let c = settings.cluster()?;
             Ok(format!("{}:{}", c.rest_address, c.rest_port))
         }
-    }
-}
-
-/// `weir run -t remote`: submits a job to a running cluster; attached, waits and reports.
-pub fn run_remote(
-    driver: &Driver,
-    address: &str,
-    job: &str,
-    args: &Value,
-    config: BTreeMap<String, String>,
-    detached: bool,
-) -> Result<()> {
-    let mut graph = driver.job_graph(job, args)?;
-    // The cluster runs the job from the artifact that built it: this executable, uploaded to its
-    // blob store unless the cluster has it already (a cluster started from this very program does).
-    graph.artifact = weir_core::graph::ArtifactDigest::current()?;
-    let client = RestClient::new(address);
-    let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
-    client.ensure_artifact(&exe, &graph.artifact)?;
-    let answer = client.post("/jobs", &json!({ "graph": graph, "config": config }))?;
-    let id = answer["jobid"]
-        .as_str()
-        .ok_or_else(|| Error::internal("the JobManager answered without a job id"))?
-        .to_string();
-    println!("Job has been submitted with JobID {id}");
-    if detached {
-        return Ok(());
-    }
-    let mut last = String::new();
-    let mut progress = crate::cli::Progress::new();
-    // Poll quickly at first (most jobs a client waits for are short), then back off.
-    let mut pause = Duration::from_millis(2);
-    let status = loop {
-        let job = client.get(&format!("/jobs/{id}"))?;
-        let state = job["state"].as_str().unwrap_or("UNKNOWN").to_string();
-        if state != last {
-            eprintln!("Job {id} is {state}");
-            last = state.clone();
-        }
-        if state == "RUNNING" {
-            let vertices = job["vertices"].as_array().map(Vec::as_slice).unwrap_or_default();
-            let read: u64 = vertices.iter().filter_map(|v| v["metrics"]["write-records"].as_u64()).sum();
-            progress.show(&id, read);
-        }
-        let status: Option<JobStatus> = serde_json::from_value(job["state"].clone()).ok();
-        if let Some(s) = status.filter(|s| s.is_terminal()) {
-            break s;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    };
-    let result = client.get(&format!("/jobs/{id}/execution-result"))?;
-    let r = &result["job-execution-result"];
-    match status {
-        JobStatus::Finished => {
-            let ms = r["net-runtime"].as_i64().unwrap_or(0);
-            eprintln!("Job {id} FINISHED in {:.3} s", ms as f64 / 1000.0);
-            if let Some(counts) = r["weir-result"]["counts"].as_array() {
-                for c in counts {
-                    let n = c["numRecordsIn"].as_u64().unwrap_or(0).max(c["numRecordsOut"].as_u64().unwrap_or(0));
-                    eprintln!("  {:<40} records in {n:>12}", c["name"].as_str().unwrap_or("?"));
-                }
-            }
-            Ok(())
-        }
-        JobStatus::Canceled => Err(Error::Cancelled(id)),
-        _ => Err(Error::JobFailed {
-            job: id,
-            message: r["failure-cause"]["stack-trace"].as_str().unwrap_or("no cause reported").to_string(),
-        }),
     }
 }
 

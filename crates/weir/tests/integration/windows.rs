@@ -417,7 +417,7 @@ fn an_idle_partition_does_not_hold_back_event_time() -> Result<()> {
     let client = d.execute_async(&IDLE, false)?;
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(FIRED.load(Ordering::SeqCst), 0, "windows fired although one input never sent a watermark");
-    client.cancel();
+    client.cancel().expect("cancel");
     let _ = client.wait_timeout(Duration::from_secs(20));
     assert_eq!(client.live_tasks(), 0);
     // With idleness, the silent subtask is marked idle and windows fire while the job runs.
@@ -427,7 +427,7 @@ fn an_idle_partition_does_not_hold_back_event_time() -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let fired = FIRED.load(Ordering::SeqCst);
-    client.cancel();
+    client.cancel().expect("cancel");
     let _ = client.wait_timeout(Duration::from_secs(20));
     assert!(fired > 0, "no window fired in 15 s although the silent input is idle");
     assert_eq!(client.live_tasks(), 0);
