@@ -52,6 +52,7 @@ pub(crate) struct Builder {
     pub edges: Vec<DraftEdge>,
     pub validators: Vec<Validator>,
     pub errors: Vec<Error>,
+    pub cached_files: std::collections::BTreeMap<String, String>,
 }
 
 impl Builder {
@@ -137,6 +138,11 @@ impl Builder {
             edges,
             validators: self.validators,
             config: self.config,
+            cached_files: self
+                .cached_files
+                .into_iter()
+                .map(|(name, path)| (name, (path.clone(), path.into())))
+                .collect(),
         })
     }
 }
@@ -159,6 +165,7 @@ impl StreamEnv {
                 edges: Vec::new(),
                 validators: Vec::new(),
                 errors: Vec::new(),
+                cached_files: Default::default(),
             })),
         }
     }
@@ -213,6 +220,21 @@ impl StreamEnv {
         }
         drop(b);
         DataStream::new(self.b.clone(), id)
+    }
+
+    /// Registers a file for the job's tasks to read under `name` (Flink's distributed cache):
+    /// wherever a task runs, [`crate::cached_file`]`(name)` gives a local copy. On a cluster the
+    /// JobManager reads the file at submission (so it must be reachable there) and TaskManagers
+    /// fetch it like an artifact.
+    pub fn register_cached_file(&mut self, path: impl AsRef<std::path::Path>, name: impl Into<String>) -> &mut Self {
+        let name = name.into();
+        let path = path.as_ref().to_string_lossy().into_owned();
+        let mut b = self.b.borrow_mut();
+        if b.cached_files.insert(name.clone(), path).is_some() {
+            b.errors.push(Error::invalid_job(format!("the cached file name '{name}' is registered twice")));
+        }
+        drop(b);
+        self
     }
 
     /// The numbers `from..=to`, split across parallel readers.

@@ -32,6 +32,7 @@ pub use process::{
 };
 pub use stream::{DataStream, DataStreamSink};
 pub use time::{OutputTag, WatermarkStrategy};
+pub use weir_runtime::cache::cached_file;
 pub use weir_runtime::window::TimeDomain;
 pub use weir_runtime::window::trigger::{
     CountEvictor, CountTrigger, EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, PurgingTrigger,

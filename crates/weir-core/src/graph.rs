@@ -170,3 +170,60 @@ mod tests {
         Ok(())
     }
 }
+
+/// A marker every weir artifact carries in its file, naming the versions it speaks, so that a
+/// client can tell a weir artifact (and one from an incompatible build) without running it. Kept in
+/// the executable by [`keep_artifact_marker`].
+pub static ARTIFACT_MARKER: &str = "\u{1}weir-artifact:protocol=4:graph=1\u{1}";
+
+/// Makes sure [`ARTIFACT_MARKER`] is linked into the executable; every weir entry point calls it.
+pub fn keep_artifact_marker() {
+    std::hint::black_box(ARTIFACT_MARKER.as_ptr());
+}
+
+/// The protocol and job-graph versions the artifact at `path` speaks, read from its marker:
+/// `Ok(None)` if it has none (it is not a weir artifact).
+pub fn artifact_versions(path: &Path) -> Result<Option<(u32, u32)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read the artifact", path, e))?;
+    const PREFIX: &[u8] = b"\x01weir-artifact:protocol=";
+    let mut at = 0;
+    while let Some(i) = bytes[at..].iter().position(|&b| b == 1) {
+        let start = at + i;
+        at = start + 1;
+        let rest = &bytes[start..];
+        if !rest.starts_with(PREFIX) {
+            continue;
+        }
+        let body = &rest[PREFIX.len()..rest.len().min(PREFIX.len() + 40)];
+        let Some(end) = body.iter().position(|&b| b == 1) else { continue };
+        let text = String::from_utf8_lossy(&body[..end]);
+        let Some((protocol, graph)) = text.split_once(":graph=") else { continue };
+        if let (Ok(p), Ok(g)) = (protocol.parse(), graph.parse()) {
+            return Ok(Some((p, g)));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_names_the_versions_of_this_build() -> Result<()> {
+        let expected = format!(
+            "\u{1}weir-artifact:protocol={}:graph={JOB_GRAPH_FORMAT_VERSION}\u{1}",
+            crate::protocol::PROTOCOL_VERSION
+        );
+        assert_eq!(ARTIFACT_MARKER, expected);
+        let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+        let file = dir.path().join("a");
+        let mut bytes = b"\x01weir-artifact:protocol=x\x01 noise \x01".to_vec();
+        bytes.extend_from_slice(b"\x01weir-artifact:protocol=2:graph=9\x01tail");
+        std::fs::write(&file, &bytes).map_err(|e| Error::internal(e.to_string()))?;
+        assert_eq!(artifact_versions(&file)?, Some((2, 9)));
+        std::fs::write(&file, b"#!/bin/sh\necho hi\n").map_err(|e| Error::internal(e.to_string()))?;
+        assert_eq!(artifact_versions(&file)?, None);
+        Ok(())
+    }
+}

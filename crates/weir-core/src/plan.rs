@@ -82,6 +82,10 @@ pub struct Plan {
     pub vertices: Vec<PlanVertex>,
     /// Edges in creation order.
     pub edges: Vec<PlanEdge>,
+    /// Files the job registered for its tasks to read (Flink's distributed cache): name and path
+    /// where the job was submitted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cached_files: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -305,6 +309,7 @@ mod tests {
                 edge(1, 2, ShipStrategy::Hash),
                 edge(2, 3, ShipStrategy::Forward),
             ],
+            cached_files: BTreeMap::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -130,6 +130,9 @@ pub enum ToTaskManager {
         config: BTreeMap<String, String>,
         /// Which of the job's slots run here, and where the others are.
         assignment: Assignment,
+        /// The job's cached files by name, in the JobManager's blob store.
+        #[serde(default)]
+        cached_files: BTreeMap<String, CachedFile>,
     },
     /// Cancel this job's tasks.
     Cancel {
@@ -174,6 +177,16 @@ pub struct Assignment {
     pub slot_parts: Vec<u32>,
     /// Every part's data address.
     pub part_addresses: Vec<String>,
+}
+
+/// A cached file of a job, as deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedFile {
+    /// Its content's digest: the TaskManager fetches it from the JobManager's blob store.
+    pub digest: crate::ArtifactDigest,
+    /// Where the receiving process finds it, once its TaskManager fetched it.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// Encodes a message as a frame.

@@ -118,6 +118,28 @@ impl BlobStore {
         out
     }
 
+    /// Stores a copy of the file at `path` (a job's cached file) and returns its digest; a file
+    /// the store has already is not copied again.
+    pub fn store_file(&self, path: &Path) -> Result<ArtifactDigest> {
+        let digest = ArtifactDigest::of_file(path)?;
+        if self.locate(&digest).is_some() {
+            return Ok(digest);
+        }
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
+        let mut writer = self.writer()?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io("cannot read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n]).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        }
+        let written = writer.written();
+        writer.finish(Some(written), Some(&digest)).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(digest)
+    }
+
     /// Deletes an uploaded artifact; `Ok(false)` if there was none.
     pub fn remove(&self, digest: &ArtifactDigest) -> Result<bool> {
         if self.is_own(digest) {
@@ -131,10 +153,11 @@ impl BlobStore {
         }
     }
 
-    /// Removes the directory if it was made for this JobManager.
-    fn close(&self) {
+    /// Removes the directory if it was made for this JobManager (again: nothing to do).
+    pub fn close(&self) {
         if self.made_here
             && let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %self.dir.display(), error = %e, "cannot remove the blob store directory");
         }

@@ -11,6 +11,7 @@
 pub mod blob;
 pub mod provider;
 pub mod rest;
+pub mod results;
 pub mod rpc;
 pub mod state;
 

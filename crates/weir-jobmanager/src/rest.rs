@@ -54,6 +54,8 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/artifacts/upload", post(artifacts::upload))
         .route("/artifacts/{id}", get(artifacts::show).delete(artifacts::remove))
         .route("/artifacts/{id}/run", post(artifacts::run))
+        .route("/applications", get(applications))
+        .route("/applications/{appid}", get(application))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/v1", api.clone())
@@ -339,6 +341,33 @@ async fn shutdown(State(c): Shared) -> Response {
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
+/// Applications in the job result store (a weir extension): running ones, and those whose
+/// cluster is gone.
+async fn applications(State(c): Shared) -> Response {
+    let store = c.results.clone();
+    match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(all) => Json(json!({ "applications": all })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the job result store: {e}")),
+    }
+}
+
+async fn application(State(c): Shared, Path(id): Path<String>) -> Response {
+    let id = match id.parse::<JobId>() {
+        Ok(id) => id,
+        Err(_) => return error(StatusCode::BAD_REQUEST, format!("'{id}' is not an application id (32 hex digits)")),
+    };
+    let store = c.results.clone();
+    match tokio::task::spawn_blocking(move || store.get(id)).await {
+        Ok(Ok(Some(r))) => Json(json!(r)).into_response(),
+        Ok(Ok(None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("application {id} is not in the job result store at {}", c.results.dir().display()),
+        ),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the job result store: {e}")),
+    }
+}
+
 async fn openapi() -> Json<Value> {
     let get = |summary: &str| json!({ "get": { "summary": summary, "responses": { "200": { "description": "OK" } } } });
     let id = json!([{ "name": "jobid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }]);
@@ -381,6 +410,8 @@ async fn openapi() -> Json<Value> {
                 "parameters": artifact,
                 "post": { "summary": "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", "responses": { "200": { "description": "Submitted: {jobid}" }, "400": { "description": "Not a weir program, unknown job, bad arguments or settings" }, "404": { "description": "Not stored" } } }
             },
+            "/applications": get("Applications in the job result store, running or ended (weir extension)"),
+            "/applications/{appid}": { "parameters": [{ "name": "appid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }], "get": { "summary": "One application: status, error, jobs", "responses": { "200": { "description": "OK" }, "400": { "description": "Not an id" }, "404": { "description": "Not in the store" } } } },
             "/openapi.json": get("This document"),
         }
     }))

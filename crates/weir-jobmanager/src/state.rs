@@ -99,6 +99,8 @@ pub struct Job {
     submitted_at: Instant,
     /// Whether a client fetched its final result (a per-job cluster waits for that).
     pub result_served: bool,
+    /// Its cached files, in the blob store.
+    pub cached_files: BTreeMap<String, weir_core::protocol::CachedFile>,
 }
 
 impl Job {
@@ -145,6 +147,8 @@ pub struct Cluster {
     pub rpc_address: String,
     /// A per-job cluster: one job, then it shuts down.
     pub per_job: bool,
+    /// Where application outcomes are kept (`job-result-store.storage-path`).
+    pub results: crate::results::JobResultStore,
 }
 
 impl Cluster {
@@ -157,6 +161,7 @@ impl Cluster {
     ) -> Self {
         let spread_out_slots = config.spread_out_slots;
         Cluster {
+            results: crate::results::JobResultStore::new(config.job_result_path()),
             restart: config.restart_strategy(),
             config,
             state: Mutex::new(State { spread_out_slots, ..State::default() }),
@@ -202,6 +207,12 @@ impl Cluster {
 
     /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots.
     pub fn submit(&self, graph: JobGraph, config: BTreeMap<String, String>) -> Result<JobId> {
+        self.submit_as(graph, config, JobId::random())
+    }
+
+    /// Accepts a job graph under a given id (an application's jobs have ids derived from the
+    /// application's, so that they are the same wherever it runs).
+    pub fn submit_as(&self, graph: JobGraph, config: BTreeMap<String, String>, id: JobId) -> Result<JobId> {
         if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
             return Err(Error::GraphMismatch {
                 job: graph.job_name.clone(),
@@ -229,10 +240,23 @@ impl Cluster {
                 graph.artifact.hex()
             )));
         }
+        // Cached files are read here, where the job is submitted, and shipped from the blob store.
+        let mut cached_files = BTreeMap::new();
+        for (name, path) in &graph.plan.cached_files {
+            let digest = self.blobs.store_file(std::path::Path::new(path)).map_err(|e| {
+                Error::Config(format!(
+                    "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must be \
+                     readable where the JobManager runs"
+                ))
+            })?;
+            cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
+        }
         let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
-        let id = JobId::random();
         let now = now_ms();
         let mut s = self.lock();
+        if s.jobs.contains_key(&id) {
+            return Err(Error::Config(format!("job {id} was submitted to this cluster already")));
+        }
         if self.per_job && !s.jobs.is_empty() {
             return Err(Error::Config(
                 "this is a per-job cluster and it runs its one job already; submit to a session cluster, or \
@@ -263,6 +287,7 @@ impl Cluster {
                 restart_at: None,
                 submitted_at: Instant::now(),
                 result_served: false,
+                cached_files,
             },
         );
         schedule(&mut s);
@@ -625,7 +650,7 @@ pub fn schedule(s: &mut State) {
         let Some(job) = s.jobs.get_mut(&id) else { continue };
         let attempt = job.deployments;
         job.deployments += 1;
-        let (graph, config) = (job.graph.clone(), job.config.clone());
+        let (graph, config, cached_files) = (job.graph.clone(), job.config.clone(), job.cached_files.clone());
         for (k, part) in parts.iter().enumerate() {
             let assignment = Assignment {
                 attempt,
@@ -638,6 +663,7 @@ pub fn schedule(s: &mut State) {
                 graph: Box::new(graph.clone()),
                 config: config.clone(),
                 assignment,
+                cached_files: cached_files.clone(),
             };
             if let Some(tm) = s.taskmanagers.get_mut(&part.taskmanager) {
                 // A TaskManager whose connection just closed is being lost; that fails this run.

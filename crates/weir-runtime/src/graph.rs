@@ -4,6 +4,7 @@
 //! executor needs for each record type (channels, fan-out, exchanges, input tasks).
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -283,6 +284,8 @@ pub struct StreamGraph {
     pub validators: Vec<Validator>,
     /// Execution settings.
     pub config: ExecutionConfig,
+    /// Cached files by name: the path the job registered, and where this process reads it.
+    pub cached_files: BTreeMap<String, (String, std::path::PathBuf)>,
 }
 
 impl StreamGraph {
@@ -304,6 +307,7 @@ impl StreamGraph {
         Plan {
             vertices: self.nodes.iter().map(|n| n.vertex.clone()).collect(),
             edges: self.edges.iter().map(|e| e.plan.clone()).collect(),
+            cached_files: self.cached_files.iter().map(|(name, (path, _))| (name.clone(), path.clone())).collect(),
         }
     }
 

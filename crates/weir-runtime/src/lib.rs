@@ -9,6 +9,7 @@
 //! The API layer builds a [`graph::StreamGraph`] whose nodes carry type-erased factories; this
 //! crate's [`local`] executor turns it into tasks on threads of the current process.
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod exchange;

@@ -208,6 +208,7 @@ pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
 /// returns at once. Channels to and from the other parts go over the network (see [`crate::net`]).
 pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placement>) -> Result<JobHandle> {
     graph.validate()?;
+    let cached_files = crate::cache::check(&graph.cached_files)?;
     let graph = Arc::new(graph);
     let plan = graph.plan();
     let heads = plan.chain_heads();
@@ -317,11 +318,13 @@ pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placemen
         let graph = graph.clone();
         let shared2 = shared.clone();
         let done = done_tx.clone();
+        let files = cached_files.clone();
         let vertex = graph.nodes[spec.head.0 as usize].vertex.clone();
         let subtask = spec.subtask;
         let name = format!("{} ({}/{})", vertex.name, subtask + 1, vertex.parallelism);
         shared.live_tasks.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new().name(truncate(&name, 60)).spawn(move || {
+            crate::cache::enter(files);
             let r = run_task(&graph, &shared2, spec);
             shared2.live_tasks.fetch_sub(1, Ordering::SeqCst);
             let _ = done.send(r);

@@ -159,7 +159,7 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if !shared || graph.artifact != artifact => {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files })) if !shared || graph.artifact != artifact => {
                     // In a worker process started from the job's program (this one's, or fetched).
                     let attempt = assignment.attempt;
                     let mut settings = execution.entries();
@@ -175,15 +175,17 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                         graph,
                         config: settings,
                         assignment,
+                        cached_files,
                     };
                     let (control, control_rx) = mpsc::unbounded_channel();
                     tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
                     jobs.insert((job_id, attempt), Run::Worker(job_id, control));
                 }
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) => {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, mut cached_files })) => {
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
-                    let started = worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, placement)
+                    let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut cached_files))
+                        .and_then(|()| worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, &cached_files, placement))
                         .and_then(|handle| {
                             let events = events_tx.clone();
                             worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;

@@ -21,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
-use weir_core::protocol::{Assignment, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io};
+use weir_core::protocol::{
+    Assignment, CachedFile, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io,
+};
 use weir_core::{ArtifactDigest, Error, JobGraph, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::net::{DataServer, Placement};
@@ -93,7 +95,9 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
     let mut running: Option<weir_runtime::local::JobHandle> = None;
     loop {
         match blocking::read_frame::<_, ToTaskManager>(&mut reader) {
-            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment })) if running.is_none() => {
+            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files }))
+                if running.is_none() =>
+            {
                 let attempt = assignment.attempt;
                 if job_id != args.job {
                     warn!(job_id = %job_id, expected = %args.job, "a worker was sent another job than it was started for");
@@ -106,6 +110,7 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
                     job_id,
                     &graph,
                     &config,
+                    &cached_files,
                     placement,
                 );
                 match started {
@@ -152,6 +157,7 @@ fn state(job_id: JobId, attempt: u32, status: JobStatus, error: Option<String>) 
 
 /// Rebuilds a deployed job from `registry`, checks it against the submitted graph, and starts the
 /// part `placement` names.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start_part(
     registry: &Registry,
     artifact: &ArtifactDigest,
@@ -159,14 +165,21 @@ pub(crate) fn start_part(
     job_id: JobId,
     graph: &JobGraph,
     config: &BTreeMap<String, String>,
+    cached_files: &BTreeMap<String, CachedFile>,
     placement: Placement,
 ) -> Result<weir_runtime::local::JobHandle> {
     let mut execution = base.clone();
     for (k, v) in config {
         execution.set(k, v)?;
     }
-    let rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
+    let mut rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
     graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
+    // Cached files are read from the copies the TaskManager fetched.
+    for (name, (_, here)) in rebuilt.cached_files.iter_mut() {
+        if let Some(path) = cached_files.get(name).and_then(|c| c.path.as_ref()) {
+            *here = path.into();
+        }
+    }
     weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))
 }
 
@@ -228,6 +241,22 @@ pub(crate) struct Launch {
     pub graph: Box<JobGraph>,
     pub config: BTreeMap<String, String>,
     pub assignment: Assignment,
+    pub cached_files: BTreeMap<String, CachedFile>,
+}
+
+/// Fetches a job's cached files into the TaskManager's cache and notes where they are.
+pub(crate) fn fetch_cached(
+    cache: &ArtifactCache,
+    jobmanager: &str,
+    files: &mut BTreeMap<String, CachedFile>,
+) -> Result<()> {
+    for (name, file) in files.iter_mut() {
+        let path = cache.get(jobmanager, &file.digest).map_err(|e| {
+            Error::Config(format!("cannot fetch the job's cached file '{name}' from the JobManager: {e}"))
+        })?;
+        file.path = Some(path.display().to_string());
+    }
+    Ok(())
 }
 
 /// Runs a deployment in a worker process and reports its status changes through `events`, ending
@@ -263,27 +292,30 @@ async fn run(
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
     events: &mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<Option<ToJobManager>> {
-    let Launch { own, cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment } = launch;
+    let Launch { own, cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment, cached_files } =
+        launch;
     let attempt = assignment.attempt;
     let cancelled = Ok(Some(state(job_id, attempt, JobStatus::Canceled, None)));
     let digest = graph.artifact.clone();
     // 1. The artifact: this program, or one from the cache or the JobManager.
     let fetch = {
-        let (cache, digest) = (cache.clone(), digest.clone());
+        let (cache, digest, mut cached_files) = (cache.clone(), digest.clone(), cached_files);
         tokio::task::spawn_blocking(move || {
+            fetch_cached(&cache, &jobmanager, &mut cached_files)?;
             if digest == own {
                 // The very image this process runs, even if its file was replaced since.
                 let this = std::path::PathBuf::from("/proc/self/exe");
                 if this.exists() {
-                    return Ok(this);
+                    return Ok((this, cached_files));
                 }
                 return std::env::current_exe()
+                    .map(|p| (p, cached_files))
                     .map_err(|e| Error::internal(format!("cannot locate this executable: {e}")));
             }
-            cache.get(&jobmanager, &digest)
+            cache.get(&jobmanager, &digest).map(|p| (p, cached_files))
         })
     };
-    let path = tokio::select! {
+    let (path, cached_files) = tokio::select! {
         fetched = fetch => fetched.map_err(|e| Error::internal(format!("artifact fetch stopped: {e}")))??,
         _ = cancellation(control) => return cancelled,
     };
@@ -353,7 +385,7 @@ async fn run(
     // 3. Records for this part go to the worker from now on; then the deployment.
     data.redirect(job_id, attempt, &worker_data);
     let (mut rd, mut wr) = stream.into_split();
-    io::write_frame(&mut wr, &ToTaskManager::Deploy { job_id, graph, config, assignment }).await?;
+    io::write_frame(&mut wr, &ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files }).await?;
     let (frames_tx, mut frames) = mpsc::unbounded_channel::<FromWorker>();
     tokio::spawn(async move {
         while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {

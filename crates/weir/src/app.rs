@@ -52,11 +52,16 @@ impl App {
     /// a cluster (`--weir jobmanager`, `--weir taskmanager`, `--weir cluster start`) and the client
     /// commands (`--weir run -t remote JOB --args JSON`, `--weir list`, `--weir cancel`), exactly as
     /// the `weir` executable has them. So a program is its own cluster image.
-    pub fn run(self, main: impl FnOnce(&mut Driver, &[String]) -> Result<()>) -> ExitCode {
+    pub fn run<'m>(self, main: impl FnOnce(&mut Driver, &[String]) -> Result<()> + 'm) -> ExitCode {
+        weir_core::graph::keep_artifact_marker();
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.first().map(String::as_str) == Some("--weir") {
-            let program =
-                crate::command::Program { name: &self.name, registry: self.registry, role_prefix: &["--weir"] };
+            let program = crate::command::Program {
+                name: &self.name,
+                registry: self.registry,
+                role_prefix: &["--weir"],
+                main: std::cell::Cell::new(Some(Box::new(main))),
+            };
             return crate::command::main(program, args[1..].to_vec());
         }
         init_tracing();

@@ -74,6 +74,26 @@ fn generate(env: &mut StreamEnv, args: GenerateArgs) -> Result<()> {
 /// try clusters with (`{"rate": 1000}`; `{"count": N}` ends it).
 pub static GENERATE: Job<GenerateArgs> = Job::new("generate", generate);
 
+/// The `main` of the stock executable in application mode (`run-application -t process weir --
+/// JOB [ARGS_JSON] ...`): runs the named built-in jobs one after the other, each with the JSON
+/// arguments that follow its name.
+pub fn main(driver: &mut weir_api::Driver, args: &[String]) -> Result<()> {
+    if args.is_empty() {
+        return Err(weir_core::Error::Config(format!(
+            "no job to run: give JOB [ARGS_JSON] ... after --, with JOB one of: {}",
+            driver.registry().names().join(", ")
+        )));
+    }
+    let mut rest = args.iter().peekable();
+    while let Some(job) = rest.next() {
+        let json = rest.next_if(|a| a.trim_start().starts_with(['{', '[']) || a.trim() == "null");
+        let value = crate::cli::parse_json_args(json.map(String::as_str).unwrap_or("null"))?;
+        let result = driver.execute_named(job, &value)?.wait()?;
+        println!("Job {} ({job}) FINISHED in {:.3} s", result.job_id(), result.net_runtime().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// The jobs of the stock executable.
 pub fn registry() -> Registry {
     Registry::new().register(&WORDCOUNT).register(&GENERATE)

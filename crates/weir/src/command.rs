@@ -99,6 +99,28 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Starts an application on a cluster of its own and returns: the JobManager runs the
+    /// artifact's `main` with ARGS; the cluster goes when the application ends.
+    RunApplication {
+        /// Where the cluster runs: process (processes on this host) or docker (containers).
+        #[arg(short = 't', long, default_value = "process")]
+        target: String,
+        /// The program to run (an executable built with weir).
+        artifact: PathBuf,
+        /// The arguments for the program's `main`.
+        #[arg(last = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Shows the applications in the job result store (job-result-store.storage-path), running or
+    /// ended, or one of them with its jobs.
+    Applications {
+        /// An application's id.
+        id: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Runs a JobManager: REST endpoint (rest.port) and TaskManager endpoint (jobmanager.rpc.port).
     Jobmanager {
         /// A per-job cluster: accept one job, and shut down (with the TaskManagers it started)
@@ -109,6 +131,13 @@ enum Command {
         /// goes nowhere.
         #[arg(long, hide = true, requires = "per_job")]
         detached: bool,
+        /// An application cluster: run this program's `main` with ARGS as application ID, and shut
+        /// down when it ends (started by `run-application`).
+        #[arg(long, hide = true, value_name = "ID", conflicts_with = "per_job")]
+        application: Option<String>,
+        /// The arguments of the application's `main`.
+        #[arg(last = true, hide = true)]
+        args: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -282,7 +311,42 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
         }
-        Command::Jobmanager { per_job, detached, common } => {
+        Command::RunApplication { target, artifact, args, common } => {
+            if !crate::launch::TARGETS.contains(&target.as_str()) {
+                return Err(Error::Config(format!(
+                    "unknown target '{target}'; valid targets of run-application: {}",
+                    crate::launch::TARGETS.join(", ")
+                )));
+            }
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            let cluster = settings.cluster()?;
+            settings.execution()?;
+            match target.as_str() {
+                "docker" => Err(Error::Config("run-application -t docker is not available in this build".into())),
+                _ => crate::launch::run_process(artifact, args, &cluster, &common.forwarded()),
+            }
+        }
+        Command::Applications { id, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            crate::launch::show(&settings.cluster()?, id.as_deref())
+        }
+        Command::Jobmanager { application: Some(id), args, common, .. } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            let main = program
+                .main
+                .take()
+                .ok_or_else(|| Error::Config(format!("{} has no main to run as an application", program.name)))?;
+            let app = crate::application::ApplicationArgs {
+                id: id.parse()?,
+                program: program.name.to_string(),
+                args: args.clone(),
+                settings: &settings,
+                forwarded: &common.forwarded(),
+                role_prefix: program.role_prefix,
+            };
+            crate::application::run(app, program.driver(), main)
+        }
+        Command::Jobmanager { per_job, detached, common, .. } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::jobmanager(&settings, &common.forwarded(), *per_job, *detached, program.role_prefix)
         }
@@ -327,7 +391,6 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
 }
 
 /// An artifact, as its command line sees it.
-#[derive(Debug)]
 pub struct Program<'a> {
     /// Its name, for help and error messages.
     pub name: &'a str,
@@ -336,6 +399,8 @@ pub struct Program<'a> {
     /// What comes before a command to reach this command line in this executable (`--weir` in a
     /// user's program, nothing in `weir`): used to start cluster processes of the same artifact.
     pub role_prefix: &'a [&'a str],
+    /// Its `main`, which an application cluster runs (`jobmanager --application`).
+    pub main: std::cell::Cell<Option<crate::application::Main<'a>>>,
 }
 
 impl Program<'_> {
@@ -349,6 +414,7 @@ impl Program<'_> {
 /// Parses `args` (without the program name) and runs the command; errors are printed with what to
 /// do and turned into the exit code.
 pub fn main(program: Program<'_>, args: Vec<String>) -> ExitCode {
+    weir_core::graph::keep_artifact_marker();
     crate::cli::init_tracing();
     let name = program.name.to_string();
     let parsed = Cli::command()

@@ -32,9 +32,11 @@
 //! The same executable answers `--info JOB [--args JSON] [--format json|dot]` with the job's plan.
 
 mod app;
+pub mod application;
 pub mod builtin;
 mod cli;
 pub mod command;
+pub mod launch;
 pub mod perjob;
 pub mod remote;
 pub mod standalone;

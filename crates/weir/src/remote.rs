@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use weir_api::{Driver, Registry};
 use weir_core::config::{ClusterConfig, ConfigFile, EXECUTION_KEYS};
 use weir_core::{Error, Result};
+use weir_jobmanager::provider::{ProcessProvider, ResourceProvider};
 use weir_runtime::ExecutionConfig;
 
 /// Settings in the order they apply: the file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
@@ -89,7 +91,8 @@ impl Settings {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The async runtime of a cluster process.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,9 +115,28 @@ async fn terminated() {
     }
 }
 
+/// The resource provider `resourcemanager.provider` names (`None`: standalone), starting
+/// TaskManagers from this program behind `role_prefix` with `forwarded` settings; `quiet`: their
+/// output goes nowhere.
+pub fn provider(
+    cluster: &ClusterConfig,
+    forwarded: &[String],
+    role_prefix: &[&str],
+    quiet: bool,
+) -> Result<Option<Arc<dyn ResourceProvider>>> {
+    match cluster.provider.as_str() {
+        "process" => {
+            let program = crate::perjob::this_program()?;
+            let prefix = role_prefix.iter().map(|s| s.to_string()).collect();
+            Ok(Some(Arc::new(ProcessProvider::new(program, prefix, forwarded.to_vec(), quiet)?)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// `weir jobmanager`: serves until `DELETE /cluster`, SIGTERM or Ctrl-C (a per-job cluster: until
 /// its job ended). `forwarded` are its settings as arguments, for the TaskManagers it starts with
-/// `resourcemanager.provider: process` (from this program, behind `role_prefix`).
+/// an active resource provider (from this program, behind `role_prefix`).
 pub fn jobmanager(
     settings: &Settings,
     forwarded: &[String],
@@ -124,29 +146,8 @@ pub fn jobmanager(
 ) -> Result<()> {
     let cluster = settings.cluster()?;
     settings.execution()?;
-    let provider: Option<std::sync::Arc<weir_jobmanager::provider::ProcessProvider>> = match cluster.provider.as_str() {
-        "process" => {
-            let program = std::path::PathBuf::from("/proc/self/exe");
-            let program = if program.exists() {
-                program
-            } else {
-                std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?
-            };
-            let prefix = role_prefix.iter().map(|s| s.to_string()).collect();
-            Some(std::sync::Arc::new(weir_jobmanager::provider::ProcessProvider::new(
-                program,
-                prefix,
-                forwarded.to_vec(),
-                detached,
-            )?))
-        }
-        _ => None,
-    };
-    let has_provider = provider.is_some();
-    let options = weir_jobmanager::Options {
-        provider: provider.clone().map(|p| p as std::sync::Arc<dyn weir_jobmanager::provider::ResourceProvider>),
-        per_job,
-    };
+    let provider = provider(&cluster, forwarded, role_prefix, detached)?;
+    let options = weir_jobmanager::Options { provider: provider.clone(), per_job };
     let outcome = runtime()?.block_on(async {
         let jm = weir_jobmanager::JobManager::start(cluster, options).await?;
         println!("weir jobmanager ready: rest=http://{} rpc={}", jm.rest_address, jm.rpc_address);
@@ -157,12 +158,12 @@ pub fn jobmanager(
         }
         // Let the shutdown messages and the REST answer go out (a provider then waits for its
         // TaskManagers to be gone, which says the messages went out).
-        tokio::time::sleep(Duration::from_millis(if has_provider { 20 } else { 200 })).await;
+        tokio::time::sleep(Duration::from_millis(if provider.is_some() { 20 } else { 200 })).await;
         Ok(())
     });
     // The TaskManagers it started stop on its shutdown message; any that does not is ended.
     if let Some(p) = provider {
-        weir_jobmanager::provider::ResourceProvider::shutdown(p.as_ref());
+        p.shutdown();
     }
     outcome
 }
@@ -172,8 +173,9 @@ pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) 
     let options = weir_taskmanager::Options { id, cluster: settings.cluster()?, execution: settings.execution()? };
     runtime()?.block_on(async {
         let registered = weir_taskmanager::register(&options).await?;
-        println!("weir taskmanager ready: id={} jobmanager={}", registered.id, registered.jobmanager);
-        let _ = std::io::stdout().flush();
+        // On stderr: a TaskManager's stdout carries its jobs' output (print sinks), which a per-job
+        // or application cluster passes on as the program's own.
+        eprintln!("weir taskmanager ready: id={} jobmanager={}", registered.id, registered.jobmanager);
         tokio::select! {
             r = weir_taskmanager::serve(registered, registry, options.execution.clone()) => r,
             _ = terminated() => Ok(()),

@@ -30,20 +30,20 @@ pub(crate) fn start_program(exe: &std::path::Path, args: &[&str], tmp: &std::pat
         Ok(c) => c,
         Err(e) => panic!("cannot start weir {args:?}: {e}"),
     };
+    // A JobManager says it is ready on stdout, a TaskManager on stderr.
     let (tx, rx) = mpsc::channel();
-    if let Some(out) = child.stdout.take() {
+    let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let tx = tx.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if line.contains(" ready: ") {
                     let _ = tx.send(line);
                 }
             }
-        });
-    }
-    if let Some(mut err) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink);
         });
     }
     let mut p = Proc { child };

@@ -1,5 +1,6 @@
 //! Integration tests against the embedded local cluster and the `weir` executable.
 
+mod application;
 mod artifacts;
 mod bad_input;
 mod cli;

@@ -15,7 +15,7 @@ fn weir_in(tmp: &std::path::Path, args: &[&str]) -> Output {
 }
 
 /// Processes whose environment has `TMPDIR=tmp`.
-fn processes_of(tmp: &std::path::Path) -> Vec<u32> {
+pub(crate) fn processes_of(tmp: &std::path::Path) -> Vec<u32> {
     let marker = format!("TMPDIR={}", tmp.display());
     std::fs::read_dir("/proc")
         .map(|d| d.flatten().collect::<Vec<_>>())
