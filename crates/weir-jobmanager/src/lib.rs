@@ -9,6 +9,7 @@
 //! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
 
 pub mod blob;
+pub mod docker;
 pub mod provider;
 pub mod rest;
 pub mod results;

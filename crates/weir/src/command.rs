@@ -113,6 +113,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Builds the container image of a weir program (default: this one) from scratch, with no
+    /// image pulled, and prints its reference; for the docker compose file and the docker target.
+    Image {
+        /// The program (an executable built with weir); default: this executable.
+        artifact: Option<PathBuf>,
+        /// Also name the image so (e.g. weir:latest, as the compose file expects).
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Shows the applications in the job result store (job-result-store.storage-path), running or
     /// ended, or one of them with its jobs.
     Applications {
@@ -322,9 +333,27 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let cluster = settings.cluster()?;
             settings.execution()?;
             match target.as_str() {
-                "docker" => Err(Error::Config("run-application -t docker is not available in this build".into())),
+                "docker" => crate::launch::run_docker(artifact, args, &cluster, &common.forwarded()),
                 _ => crate::launch::run_process(artifact, args, &cluster, &common.forwarded()),
             }
+        }
+        Command::Image { artifact, tag, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            let docker = weir_jobmanager::docker::Docker::new(settings.cluster()?.docker_host.as_deref())?;
+            docker.ping()?;
+            let artifact = match artifact {
+                Some(a) => crate::launch::check_artifact(a)?,
+                // The file itself (ldd must look at it, not at /proc/self/exe).
+                None => std::env::current_exe()
+                    .map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?,
+            };
+            let reference = crate::image::ensure(&docker, &artifact)?;
+            if let Some(tag) = tag {
+                let (repo, t) = tag.rsplit_once(':').unwrap_or((tag.as_str(), "latest"));
+                docker.tag(&reference, repo, t)?;
+            }
+            println!("{reference}");
+            Ok(())
         }
         Command::Applications { id, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;

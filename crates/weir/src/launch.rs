@@ -91,6 +91,80 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
     Ok(())
 }
 
+/// `run-application -t docker`: builds (once) the artifact's image, makes the cluster's private
+/// network, and starts the application's JobManager as a container on it, which starts its
+/// TaskManagers as containers through the engine's socket. Returns once the application runs; the
+/// containers and the network go when it ends.
+pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, forwarded: &[String]) -> Result<()> {
+    let artifact = check_artifact(artifact)?;
+    let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
+    docker.ping()?;
+    let image = crate::image::ensure(&docker, &artifact)?;
+    let store = JobResultStore::new(cluster.job_result_path());
+    std::fs::create_dir_all(store.dir())
+        .map_err(|e| Error::io("cannot create the job result store (job-result-store.storage-path)", store.dir(), e))?;
+    let store_dir = std::fs::canonicalize(store.dir()).map_err(|e| Error::io("cannot resolve", store.dir(), e))?;
+    let id = JobId::random();
+    let name = format!("weir-{}", &id.to_string()[..12]);
+    docker.create_network(&name, &name)?;
+    let mut cmd: Vec<String> = [crate::image::PROGRAM, "--weir", "jobmanager", "--application"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([id.to_string()])
+        .chain(forwarded.iter().cloned())
+        .collect();
+    for setting in [
+        "resourcemanager.provider=docker".to_string(),
+        format!("docker.image={image}"),
+        format!("docker.network={name}"),
+        format!("jobmanager.rpc.address={name}"),
+        "jobmanager.rpc.port=6123".to_string(),
+        "rest.bind-address=0.0.0.0".to_string(),
+        "rest.port=8081".to_string(),
+        "job-result-store.storage-path=/weir/results".to_string(),
+    ] {
+        cmd.extend(["-D".to_string(), setting]);
+    }
+    cmd.push("--".into());
+    cmd.extend(args.iter().cloned());
+    let socket = docker.socket().display().to_string();
+    let spec = weir_jobmanager::docker::ContainerSpec {
+        name: name.clone(),
+        image,
+        cmd,
+        env: vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()],
+        network: name.clone(),
+        labels: vec![("weir.cluster".into(), name.clone()), ("weir.application".into(), id.to_string())],
+        binds: vec![format!("{socket}:/var/run/docker.sock"), format!("{}:/weir/results", store_dir.display())],
+        publish: Some("8081/tcp".into()),
+        auto_remove: true,
+    };
+    if let Err(e) = docker.run(&spec) {
+        let _ = docker.remove_network(&name);
+        return Err(e);
+    }
+    let exited = || match docker.inspect(&name) {
+        Ok(Some(c)) if c["State"]["Running"].as_bool() == Some(true) => None,
+        Ok(Some(c)) => Some(format!("exit code {}", c["State"]["ExitCode"])),
+        _ => Some("its container is gone".to_string()),
+    };
+    let log = PathBuf::from(format!("docker logs {name}"));
+    wait_started(&store, id, exited, &log).inspect_err(|_| {
+        let _ = docker.remove_container(&name);
+        let _ = docker.remove_network(&name);
+    })?;
+    let port = docker
+        .inspect(&name)?
+        .and_then(|c| c["NetworkSettings"]["Ports"]["8081/tcp"][0]["HostPort"].as_str().map(String::from))
+        .unwrap_or_default();
+    let _ = writeln!(
+        std::io::stdout(),
+        "Application {id} is RUNNING on its own cluster (JobManager container {name}):\n  REST endpoint: \
+         http://127.0.0.1:{port}\n  output:        docker logs -f {name}\n  its outcome:   weir applications {id}"
+    );
+    Ok(())
+}
+
 /// Waits (bounded) for the application's first record; `exited` says whether its JobManager ended.
 pub(crate) fn wait_started(
     store: &JobResultStore,

@@ -36,6 +36,7 @@ pub mod application;
 pub mod builtin;
 mod cli;
 pub mod command;
+pub mod image;
 pub mod launch;
 pub mod perjob;
 pub mod remote;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use weir_api::{Driver, Registry};
 use weir_core::config::{ClusterConfig, ConfigFile, EXECUTION_KEYS};
 use weir_core::{Error, Result};
-use weir_jobmanager::provider::{ProcessProvider, ResourceProvider};
+use weir_jobmanager::provider::{DockerProvider, ProcessProvider, ResourceProvider};
 use weir_runtime::ExecutionConfig;
 
 /// Settings in the order they apply: the file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
@@ -129,6 +129,20 @@ pub fn provider(
             let program = crate::perjob::this_program()?;
             let prefix = role_prefix.iter().map(|s| s.to_string()).collect();
             Ok(Some(Arc::new(ProcessProvider::new(program, prefix, forwarded.to_vec(), quiet)?)))
+        }
+        "docker" => {
+            let needs = |key: &str, value: &Option<String>| {
+                value.clone().ok_or_else(|| {
+                    Error::Config(format!(
+                        "resourcemanager.provider: docker needs {key} (run-application -t docker sets it for you)"
+                    ))
+                })
+            };
+            let image = needs("docker.image", &cluster.docker_image)?;
+            let network = needs("docker.network", &cluster.docker_network)?;
+            let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
+            let program = vec![crate::image::PROGRAM.to_string(), "--weir".to_string()];
+            Ok(Some(Arc::new(DockerProvider::new(docker, image, network, program, forwarded.to_vec())?)))
         }
         _ => Ok(None),
     }

@@ -5,6 +5,7 @@ mod artifacts;
 mod bad_input;
 mod cli;
 mod cluster;
+mod docker;
 mod joins;
 mod lifecycle;
 mod modes;
