@@ -314,10 +314,17 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
             (status, error)
         }
         Ok(Err(e)) => {
+            // A job cancelled from outside may have made main fail: that cancels the application.
+            let cancelled = application.cancelled_job();
             application.closing.store(true, Ordering::SeqCst);
             application.cancel_all();
-            let before = if application.job_ids().is_empty() { " before any job was submitted" } else { "" };
-            ("FAILED", Some(format!("main failed{before}: {e}")))
+            match cancelled {
+                Some(id) => ("CANCELED", Some(cancelled_message(id))),
+                None => {
+                    let before = if application.job_ids().is_empty() { " before any job was submitted" } else { "" };
+                    ("FAILED", Some(format!("main failed{before}: {e}")))
+                }
+            }
         }
         Err(panic) => {
             application.closing.store(true, Ordering::SeqCst);
@@ -349,17 +356,13 @@ fn watch_cancellation(app: Arc<Application>) {
             if app.ended.load(Ordering::SeqCst) || app.closing.load(Ordering::SeqCst) {
                 return;
             }
-            let cancelled = {
-                let s = app.cluster.lock();
-                app.job_ids().into_iter().find(|id| s.jobs.get(id).is_some_and(|j| j.status == JobStatus::Canceled))
-            };
-            let Some(id) = cancelled else {
+            let Some(id) = app.cancelled_job() else {
                 app.save_if_changed();
                 continue;
             };
             info!(application = %app.id, job_id = %id, "a job of the application was cancelled: cancelling all of them");
             app.cancel_all();
-            if app.end("CANCELED", Some(format!("job {id} was cancelled, which cancels the whole application"))) {
+            if app.end("CANCELED", Some(cancelled_message(id))) {
                 std::process::exit(1);
             }
             return;
@@ -370,7 +373,18 @@ fn watch_cancellation(app: Arc<Application>) {
     }
 }
 
+fn cancelled_message(id: JobId) -> String {
+    format!("job {id} was cancelled, which cancels the whole application")
+}
+
 impl Application {
+    /// A job of the application that was cancelled, if any.
+    fn cancelled_job(&self) -> Option<JobId> {
+        let ids = self.job_ids();
+        let s = self.cluster.lock();
+        ids.into_iter().find(|id| s.jobs.get(id).is_some_and(|j| j.status == JobStatus::Canceled))
+    }
+
     /// Writes the record when a job's status changed since it was last written.
     fn save_if_changed(&self) {
         let changed = {

@@ -32,6 +32,43 @@ pub fn this_program() -> Result<std::path::PathBuf> {
     std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))
 }
 
+/// The settings that `forwarded` arguments (`--config FILE`, `-D key=value`) make.
+fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {
+    let mut config = None;
+    let mut defines = Vec::new();
+    let mut args = forwarded.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => config = args.next().map(std::path::PathBuf::from),
+            "-D" => defines.extend(args.next().cloned()),
+            _ => {}
+        }
+    }
+    crate::remote::Settings::gather(config.as_deref(), None, &defines)
+}
+
+/// For a per-job cluster with the docker provider: the image of this program, and a private
+/// network of the cluster's own (removed with it), whose gateway is where its TaskManager
+/// containers reach the JobManager running here. The settings that say so.
+fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<Vec<String>> {
+    let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
+    docker.ping()?;
+    let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
+    let image = crate::image::ensure(&docker, &exe)?;
+    let network = format!("weir-{}", &uuid_hex()[..12]);
+    let gateway = docker.create_network(&network, &network)?;
+    Ok(vec![
+        "resourcemanager.provider=docker".into(),
+        format!("docker.image={image}"),
+        format!("docker.network={network}"),
+        format!("jobmanager.rpc.address={gateway}"),
+    ])
+}
+
+fn uuid_hex() -> String {
+    weir_core::JobId::random().to_string()
+}
+
 impl PerJobCluster {
     /// Starts the JobManager with the client's settings (`forwarded`) and waits until it listens.
     /// `detached`: the client will not wait, so the cluster's output must not depend on it.
@@ -42,10 +79,19 @@ impl PerJobCluster {
         if detached {
             command.arg("--detached").stderr(Stdio::null());
         }
+        command.args(forwarded);
+        // Its own TaskManagers: containers with the docker provider, else processes.
+        let cluster = settings_of(forwarded)?.cluster()?;
+        if cluster.provider == "docker" {
+            for setting in docker_cluster(&cluster)? {
+                command.args(["-D", &setting]);
+            }
+        } else {
+            command.args(["-D", "resourcemanager.provider=process"]);
+        }
         let mut child = command
-            .args(forwarded)
-            // Its own ports and its own TaskManagers, whatever the configuration says for sessions.
-            .args(["-D", "resourcemanager.provider=process", "-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"])
+            // Its own ports, whatever the configuration says for sessions.
+            .args(["-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

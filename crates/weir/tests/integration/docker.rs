@@ -130,7 +130,22 @@ fn applications_and_a_session_cluster_run_in_containers_and_leave_none_behind() 
     let r = app.ended();
     assert_eq!(r["status"], "CANCELED", "{r}");
 
-    // 3. The compose file's session cluster, from an image of the weir executable.
+    // 3. A per-job cluster whose TaskManagers are containers: its network and containers go with it.
+    let clusters = || -> Vec<String> {
+        let out = run("docker", &["network", "ls", "--filter", "label=weir.cluster", "--format", "{{.Name}}"]);
+        text(&out.stdout).lines().filter(|n| !n.starts_with("weir-providers")).map(String::from).collect()
+    };
+    let before = clusters();
+    let load = r#"{"count": 100000}"#;
+    let out = run(
+        WEIR,
+        &["run", "-t", "per-job", "-D", "resourcemanager.provider=docker", "generate", "--args", load, "-p", "2"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("FINISHED"), "{}", text(&out.stderr));
+    until("the per-job cluster's network to go", Duration::from_secs(30), || (clusters() == before).then_some(()));
+
+    // 4. The compose file's session cluster, from an image of the weir executable.
     let tag = format!("weir-test-{}:latest", std::process::id());
     let out = run(WEIR, &["image", "--tag", &tag]);
     assert!(out.status.success(), "{}", text(&out.stderr));

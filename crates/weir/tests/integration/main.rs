@@ -10,6 +10,7 @@ mod joins;
 mod lifecycle;
 mod modes;
 mod process;
+mod providers;
 mod results;
 mod triggers;
 mod windows;

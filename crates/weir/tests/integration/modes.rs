@@ -83,31 +83,6 @@ fn per_job_bad_input_is_clear_and_leaves_nothing_running() {
     assert_eq!(processes_of(tmp.path()), Vec::<u32>::new());
 }
 
-#[test]
-fn a_session_cluster_with_the_process_provider_starts_taskmanagers_on_demand_and_stops_idle_ones() {
-    let provider = ["-D", "resourcemanager.provider=process", "-D", "resourcemanager.taskmanager-timeout=300ms"];
-    let c = crate::cluster::Cluster::with(&provider, 0, 1);
-    assert_eq!(c.get("/overview").1["taskmanagers"], 0);
-    // A job of parallelism 2 gets two one-slot TaskManagers, started for it.
-    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 1000}"#, "-p", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let (_, tms) = c.get("/taskmanagers");
-    let ids: Vec<&str> =
-        tms["taskmanagers"].as_array().map(|a| a.iter().filter_map(|t| t["id"].as_str()).collect()).unwrap_or_default();
-    assert_eq!(ids, vec!["process-taskmanager-1", "process-taskmanager-2"], "{tms}");
-    // Idle past the timeout, they are stopped; the cluster stays.
-    c.wait_for(|o| o["taskmanagers"] == 0, "/overview");
-    let jm = c.jobmanager_pid();
-    let start = std::time::Instant::now();
-    while !crate::cluster::children_of(jm).is_empty() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(10), "TaskManager processes stay");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // The next job gets new ones.
-    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "1"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
 /// Starts a detached per-job run of `generate` with `TMPDIR=tmp`; its REST address and job id.
 fn detached_per_job(tmp: &std::path::Path) -> (String, String) {
     let load = r#"{"count": 3000, "rate": 1000}"#;
