@@ -3,9 +3,15 @@
 # per-job and application mode) the cluster is gone, weir against Apache Flink 1.20.3 in one run:
 #   weir session: `weir run -t remote` on a running session cluster (the client's start included);
 #   weir per-job: `weir run -t per-job` (cluster started for the job, gone when the command returns);
+#   weir application: `weir run-application -t process weir -- generate ARGS` until the
+#   application's JobManager (which ran main and started its TaskManager) is gone;
+#   with DOCKER=1 also per-job with the docker provider (TaskManagers as containers) and
+#   `run-application -t docker` (JobManager and TaskManagers as containers), until the last
+#   container and the network are gone; the image is built once, in a warm-up run not counted;
 #   flink application: bin/standalone-job.sh with the job's class plus bin/taskmanager.sh, until
 #   the job finished and both processes are gone (Flink's standalone application mode).
-# Usage: bench/modes.sh [REPS]   (FLINK=0 skips Flink). Uses ports 8081 and 6123 for Flink.
+# Usage: bench/modes.sh [REPS]   (FLINK=0 skips Flink, DOCKER=1 adds the docker targets). Uses ports
+# 8081 and 6123 for Flink.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5}
@@ -36,6 +42,30 @@ for _ in $(seq "$reps"); do
   TMPDIR=$dir/pj "$weir" run -t per-job generate --args "$args" -p 1 >/dev/null
   echo "weir per-job $(( $(ms) - t0 ))" >>"$dir/results"
 done
+jrs=(-D "job-result-store.storage-path=$dir/jrs" -D parallelism.default=1)
+for _ in $(seq "$reps"); do
+  t0=$(ms)
+  pid=$(TMPDIR=$dir/pj "$weir" run-application -t process "${jrs[@]}" "$weir" -- generate "$args" | sed -n 's/.*JobManager pid \([0-9]*\).*/\1/p')
+  # Gone once it exited (a zombie waits for init, its parent the client having returned).
+  for _ in $(seq 3000); do [[ $(ps -o stat= -p "$pid" 2>/dev/null) =~ ^[^Z] ]] || break; sleep 0.002; done
+  echo "weir application $(( $(ms) - t0 ))" >>"$dir/results"
+done
+grep -h '"status"' "$dir"/jrs/*.json | sort | uniq -c | sed 's/^/CHECK applications /'
+if [[ ${DOCKER:-0} != 0 ]]; then
+  gone() { for _ in $(seq 3000); do docker inspect "$1" >/dev/null 2>&1 || return 0; sleep 0.01; done; }
+  "$weir" run-application -t docker "${jrs[@]}" "$weir" -- generate "$args" >/dev/null  # builds the image
+  for i in $(seq 0 "$reps"); do
+    t0=$(ms)
+    name=$("$weir" run-application -t docker "${jrs[@]}" "$weir" -- generate "$args" | sed -n 's/.*JobManager container \([^)]*\)).*/\1/p')
+    gone "$name"
+    for _ in $(seq 3000); do docker network inspect "$name" >/dev/null 2>&1 || break; sleep 0.01; done
+    (( i > 0 )) && echo "weir application-docker $(( $(ms) - t0 ))" >>"$dir/results"
+    t0=$(ms)
+    TMPDIR=$dir/pj "$weir" run -t per-job -D resourcemanager.provider=docker generate --args "$args" -p 1 >/dev/null 2>&1
+    (( i > 0 )) && echo "weir per-job-docker $(( $(ms) - t0 ))" >>"$dir/results"
+  done
+  docker rmi "$(docker images -q weir-artifact)" >/dev/null 2>&1 || true
+fi
 
 if [[ ${FLINK:-1} != 0 ]]; then
   source bench/flink.sh
@@ -59,8 +89,9 @@ fi
 
 sed "s/^/RESULT /" "$dir/results"
 flink=$(awk '$1=="flink" {print $3}' "$dir/results" | median || true)
-for mode in session per-job; do
+for mode in session per-job application per-job-docker application-docker; do
   w=$(awk -v m="$mode" '$1=="weir" && $2==m {print $3}' "$dir/results" | median)
+  [[ -z $w ]] && continue
   if [[ -n ${flink:-} ]]; then
     echo "SUMMARY weir $mode=${w}ms flink application=${flink}ms ratio=$(python3 -c "print(f'{$flink/max($w,1):.0f}x')")"
   else
