@@ -50,19 +50,35 @@ fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {
 /// For a per-job cluster with the docker provider: the image of this program, and a private
 /// network of the cluster's own (removed with it), whose gateway is where its TaskManager
 /// containers reach the JobManager running here. The settings that say so.
-fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<Vec<String>> {
+fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<(Vec<String>, MadeNetwork)> {
     let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
     docker.ping()?;
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
     let image = crate::image::ensure(&docker, &exe)?;
     let network = format!("weir-{}", &uuid_hex()[..12]);
     let gateway = docker.create_network(&network, &network)?;
-    Ok(vec![
+    let settings = vec![
         "resourcemanager.provider=docker".into(),
         format!("docker.image={image}"),
         format!("docker.network={network}"),
         format!("jobmanager.rpc.address={gateway}"),
-    ])
+    ];
+    Ok((settings, MadeNetwork { docker, name: network, keep: false }))
+}
+
+/// A network made for a per-job cluster: removed again if the cluster does not start.
+struct MadeNetwork {
+    docker: weir_jobmanager::docker::Docker,
+    name: String,
+    keep: bool,
+}
+
+impl Drop for MadeNetwork {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.docker.remove_network(&self.name);
+        }
+    }
 }
 
 fn uuid_hex() -> String {
@@ -82,8 +98,12 @@ impl PerJobCluster {
         command.args(forwarded);
         // Its own TaskManagers: containers with the docker provider, else processes.
         let cluster = settings_of(forwarded)?.cluster()?;
+        // A network made here goes again unless the JobManager starts (then it is the cluster's).
+        let mut network: Option<MadeNetwork> = None;
         if cluster.provider == "docker" {
-            for setting in docker_cluster(&cluster)? {
+            let (settings, made) = docker_cluster(&cluster)?;
+            network = Some(made);
+            for setting in settings {
                 command.args(["-D", &setting]);
             }
         } else {
@@ -118,6 +138,9 @@ impl PerJobCluster {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(rest) => {
+                    if let Some(n) = network.as_mut() {
+                        n.keep = true;
+                    }
                     cluster.rest = rest;
                     return Ok(cluster);
                 }

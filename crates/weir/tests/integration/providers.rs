@@ -89,5 +89,4 @@ fn the_docker_provider_keeps_the_provider_contract() {
         let out = Command::new("docker").args(["network", "ls", "-q", "--filter", &format!("name={network}")]).output();
         out.map(|o| text(&o.stdout).trim().is_empty()).unwrap_or(false)
     });
-    let _ = Command::new("docker").args(["rmi", &image]).output();
 }
