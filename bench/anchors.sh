@@ -13,7 +13,7 @@ workloads=${*:-stateless keyed}
 flink_run=../shared/anchors/flink/run.sh
 
 cargo build --quiet --release --example anchors
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+source bench/lib.sh
 bin=$target/release/examples/anchors
 
 # Runs "$@" `count` times, printing each RESULT line; sets `rate` to the median rate.

@@ -12,13 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5}
 cargo build --quiet --release --bin weir
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+source bench/lib.sh
 weir=$target/release/weir
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-ms() { local n; n=$(date +%s%N); echo $(( n / 1000000 )); }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 args='{"count": 1000}'
 
 for i in $(seq "$reps"); do

@@ -14,7 +14,7 @@ shift $(( $# < 4 ? $# : 4 ))
 workloads=${*:-stateless keyed window}
 
 cargo build --quiet --release --example anchors
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+source bench/lib.sh
 bin=$target/release/examples/anchors
 dir=$(mktemp -d)
 cleanup() {
@@ -23,7 +23,6 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # weir: the anchors program is its own cluster image.
 rest=$("$bin" --weir cluster start --taskmanagers "$p" --slots 1 --dir "$dir/c" -D rest.port=0 -D jobmanager.rpc.port=0)

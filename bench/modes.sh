@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5}
 cargo build --quiet --release --bin weir
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+source bench/lib.sh
 weir=$target/release/weir
 dir=$(mktemp -d)
 cleanup() {
@@ -25,8 +25,6 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-ms() { local n; n=$(date +%s%N); echo $(( n / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 args='{"count": 1000}'
 
 rest=$("$weir" cluster start --taskmanagers 1 --slots 1 --dir "$dir/c" -D rest.port=0 -D jobmanager.rpc.port=0)

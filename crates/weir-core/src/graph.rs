@@ -61,18 +61,24 @@ impl ArtifactDigest {
         Ok(format!("{}-{}-{}-{}.{}", meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
     }
 
-    /// The digest of the running executable, computed once per process and cached across
-    /// processes in `$XDG_CACHE_HOME/weir/digests` (or `~/.cache/weir/digests`).
+    /// The digest of the file at `path`, remembered across processes in
+    /// `$XDG_CACHE_HOME/weir/digests` (or `~/.cache/weir/digests`).
+    pub fn of_file_remembered(path: &Path) -> Result<Self> {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("weir").join("digests"));
+        ArtifactDigest::of_file_cached(path, cache.as_deref())
+    }
+
+    /// The digest of the running executable, computed once per process and remembered across
+    /// processes ([`ArtifactDigest::of_file_remembered`]).
     pub fn current() -> Result<Self> {
         static CURRENT: OnceLock<std::result::Result<ArtifactDigest, String>> = OnceLock::new();
         CURRENT
             .get_or_init(|| {
                 let exe = std::env::current_exe().map_err(|e| format!("cannot locate the running executable: {e}"))?;
-                let cache = std::env::var_os("XDG_CACHE_HOME")
-                    .map(std::path::PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-                    .map(|d| d.join("weir").join("digests"));
-                ArtifactDigest::of_file_cached(&exe, cache.as_deref()).map_err(|e| e.to_string())
+                ArtifactDigest::of_file_remembered(&exe).map_err(|e| e.to_string())
             })
             .clone()
             .map_err(Error::Internal)

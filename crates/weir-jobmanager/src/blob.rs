@@ -118,13 +118,9 @@ impl BlobStore {
         out
     }
 
-    /// Stores a copy of the file at `path` (a job's cached file) and returns its digest; a file
-    /// the store has already is not copied again.
+    /// Stores a copy of the file at `path` (a job's cached file), read once, and returns its
+    /// digest (a file the store has already is replaced by the same bytes).
     pub fn store_file(&self, path: &Path) -> Result<ArtifactDigest> {
-        let digest = ArtifactDigest::of_file(path)?;
-        if self.locate(&digest).is_some() {
-            return Ok(digest);
-        }
         let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot read", path, e))?;
         let mut writer = self.writer()?;
         let mut buf = vec![0u8; 1 << 16];
@@ -136,7 +132,8 @@ impl BlobStore {
             writer.write(&buf[..n]).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         }
         let written = writer.written();
-        writer.finish(Some(written), Some(&digest)).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let (digest, _) =
+            writer.finish(Some(written), None).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Ok(digest)
     }
 

@@ -156,26 +156,14 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
     match with_job(&c, &id, |j| {
         let mut v = job_summary(j);
         let end = j.end_ms.unwrap_or(-1);
+        let all = j.counts();
         let vertices: Vec<Value> = j
             .graph
             .plan
             .vertices
             .iter()
             .map(|vx| {
-                let counts = match &j.result {
-                    Some(r) => r.counts.get(vx.id.0 as usize).cloned(),
-                    // While it runs: what its parts reported last, added up.
-                    None => {
-                        let i = vx.id.0 as usize;
-                        let live = j.parts.iter().filter_map(|p| p.progress.get(i));
-                        Some(live.fold(weir_core::result::VertexCounts::default(), |mut a, c| {
-                            a.records_in += c.records_in;
-                            a.records_out += c.records_out;
-                            a
-                        }))
-                    }
-                };
-                let counts = counts.as_ref();
+                let counts = all.get(vx.id.0 as usize);
                 json!({
                     "id": vx.id.0.to_string(),
                     "name": vx.name,

@@ -104,6 +104,28 @@ pub struct Job {
 }
 
 impl Job {
+    /// Record counters per operator: the result's once finished, else what its parts reported
+    /// last, added up.
+    pub fn counts(&self) -> Vec<weir_core::result::VertexCounts> {
+        if let Some(r) = &self.result {
+            return r.counts.clone();
+        }
+        let mut all: Vec<weir_core::result::VertexCounts> = self
+            .graph
+            .plan
+            .vertices
+            .iter()
+            .map(|v| weir_core::result::VertexCounts { name: v.name.clone(), ..Default::default() })
+            .collect();
+        for part in &self.parts {
+            for (sum, c) in all.iter_mut().zip(&part.progress) {
+                sum.records_in += c.records_in;
+                sum.records_out += c.records_out;
+            }
+        }
+        all
+    }
+
     /// The TaskManagers of its current run.
     pub fn taskmanagers(&self) -> Vec<String> {
         self.parts.iter().map(|p| p.taskmanager.clone()).collect()

@@ -198,23 +198,7 @@ impl SubmittedJob for EmbeddedJob {
     fn counts(&self) -> Result<Vec<VertexCounts>> {
         let s = self.app.cluster.lock();
         let job = s.jobs.get(&self.id).ok_or_else(|| Error::internal(format!("job {} vanished", self.id)))?;
-        if let Some(r) = &job.result {
-            return Ok(r.counts.clone());
-        }
-        let mut all: Vec<VertexCounts> = job
-            .graph
-            .plan
-            .vertices
-            .iter()
-            .map(|v| VertexCounts { name: v.name.clone(), ..VertexCounts::default() })
-            .collect();
-        for part in &job.parts {
-            for (sum, c) in all.iter_mut().zip(&part.progress) {
-                sum.records_in += c.records_in;
-                sum.records_out += c.records_out;
-            }
-        }
-        Ok(all)
+        Ok(job.counts())
     }
 
     fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobResult>> {

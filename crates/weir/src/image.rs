@@ -16,7 +16,7 @@ pub const REPOSITORY: &str = "weir-artifact";
 
 /// The image of `artifact`, built and imported unless the engine has it; its reference.
 pub fn ensure(docker: &Docker, artifact: &Path) -> Result<String> {
-    let digest = ArtifactDigest::of_file(artifact)?;
+    let digest = ArtifactDigest::of_file_remembered(artifact)?;
     let tag = &digest.hex()[..16];
     let reference = format!("{REPOSITORY}:{tag}");
     if docker.has_image(&reference)? {

@@ -78,7 +78,8 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
     let mut child = command
         .spawn()
         .map_err(|e| Error::Config(format!("cannot start the application from {}: {e}", artifact.display())))?;
-    let record = wait_started(&store, id, || child.try_wait().ok().flatten().map(|s| s.to_string()), &log_path)?;
+    let output = || format!("its last output:\n{}", tail(&log_path));
+    let record = wait_started(&store, id, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
     // A closed pipe (`| head`) only cuts the listing short.
     let _ = writeln!(
         std::io::stdout(),
@@ -148,8 +149,8 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
         Ok(Some(c)) => Some(format!("exit code {}", c["State"]["ExitCode"])),
         _ => Some("its container is gone".to_string()),
     };
-    let log = PathBuf::from(format!("docker logs {name}"));
-    wait_started(&store, id, exited, &log).inspect_err(|_| {
+    let output = || format!("see `docker logs {name}` while its container exists");
+    wait_started(&store, id, exited, &output).inspect_err(|_| {
         let _ = docker.remove_container(&name);
         let _ = docker.remove_network(&name);
     })?;
@@ -165,12 +166,13 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
     Ok(())
 }
 
-/// Waits (bounded) for the application's first record; `exited` says whether its JobManager ended.
+/// Waits (bounded) for the application's first record; `exited` says whether its JobManager ended,
+/// `output` where to see what it printed.
 pub(crate) fn wait_started(
     store: &JobResultStore,
     id: JobId,
     mut exited: impl FnMut() -> Option<String>,
-    log: &Path,
+    output: &dyn Fn() -> String,
 ) -> Result<ApplicationRecord> {
     let started = Instant::now();
     loop {
@@ -179,15 +181,15 @@ pub(crate) fn wait_started(
         }
         if let Some(status) = exited() {
             return Err(Error::Config(format!(
-                "the application's JobManager exited at start ({status}): {}",
-                tail(log)
+                "the application's JobManager exited at start ({status}); {}",
+                output()
             )));
         }
         if started.elapsed() > START_TIMEOUT {
             return Err(Error::Config(format!(
-                "the application's JobManager did not start within {} s; see {}",
+                "the application's JobManager did not start within {} s; {}",
                 START_TIMEOUT.as_secs(),
-                log.display()
+                output()
             )));
         }
         std::thread::sleep(Duration::from_millis(2));
