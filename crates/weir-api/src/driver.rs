@@ -269,6 +269,14 @@ impl JobClient {
         }
     }
 
+    /// Checkpoint counts and history of a job running in this process with checkpoints.
+    pub fn checkpoint_stats(&self) -> Option<weir_runtime::checkpoint::coordinator::CheckpointStats> {
+        match &self.inner {
+            Inner::Local(h) => h.checkpoint_stats(),
+            Inner::Submitted(_) => None,
+        }
+    }
+
     /// Task threads of the job still alive in this process (0 once it is terminal: nothing is
     /// left behind; always 0 for a job running elsewhere).
     pub fn live_tasks(&self) -> usize {

@@ -203,13 +203,8 @@ impl StreamEnv {
         b.validators.push(Arc::new(move || check.validate()));
         let factory = Arc::new(move |env: &weir_runtime::context::TaskEnv, out: weir_runtime::graph::AnyOutput| {
             let reader = source.create_reader(&env.op)?;
-            let body: Box<dyn weir_runtime::source::TaskBody> = Box::new(SourceTask::new(
-                reader,
-                unerase::<T>(out)?,
-                env.op.clone(),
-                env.metrics.clone(),
-                env.current.clone(),
-            ));
+            let body: Box<dyn weir_runtime::source::TaskBody> =
+                Box::new(SourceTask::new(reader, unerase::<T>(out)?, env));
             Ok(body)
         });
         let id = b.add_node(name.clone(), name, TypedOps::<T>::arc(), NodeKind::Source(factory));

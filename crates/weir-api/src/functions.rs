@@ -4,7 +4,7 @@
 /// that records are added to one at a time, and a result read from it.
 pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
     /// The accumulator.
-    type Acc: Clone + Send + 'static;
+    type Acc: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static;
     /// The result.
     type Out: crate::Data;
     /// A new, empty accumulator.

@@ -31,7 +31,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
 
     /// A keyed running aggregation: `first` turns a key's first record into its accumulator and
     /// output, `step` folds a later record in and returns what to emit.
-    fn aggregate_with<A: Send + 'static, O: Data>(
+    fn aggregate_with<A: Send + serde::Serialize + serde::de::DeserializeOwned + 'static, O: Data>(
         &self,
         operator: &str,
         first: impl FnMut(T) -> (A, O) + Clone + Send + Sync + 'static,
@@ -40,9 +40,11 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
         let key = self.key.clone();
         self.stream.one_input(
             operator,
-            move |_, next| {
+            move |env, next| {
                 let key = key.clone();
-                Ok(Box::new(KeyedAggregate::new(move |t: &T| key(t), first.clone(), step.clone(), next)))
+                Ok(Box::new(
+                    KeyedAggregate::new(move |t: &T| key(t), first.clone(), step.clone(), next).checkpointed(env)?,
+                ))
             },
             Some(ShipStrategy::Hash),
             Some(key_hash(self.key.clone())),

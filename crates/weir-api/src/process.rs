@@ -392,7 +392,35 @@ struct KeyedProcessOperator<K, T, KF, F: KeyedProcessFunction<K, T>> {
     rt: KeyedRuntime<K, F::Out>,
     ticks: u32,
     next: Box<dyn Output<F::Out>>,
+    checkpoint: Checkpointing,
     _t: PhantomData<fn(T)>,
+}
+
+/// What a keyed operator needs to take part in checkpoints: its task's handle, its uid and its
+/// number of key groups.
+pub(crate) struct Checkpointing {
+    pub(crate) task: weir_runtime::checkpoint::task::TaskCheckpoint,
+    pub(crate) uid: String,
+    pub(crate) max_parallelism: u32,
+}
+
+impl Checkpointing {
+    pub(crate) fn of(env: &weir_runtime::context::TaskEnv) -> Self {
+        Checkpointing { task: env.checkpoint.clone(), uid: env.op.uid.clone(), max_parallelism: env.op.max_parallelism }
+    }
+
+    /// Hands in the snapshot of keyed `states` and `timers`.
+    pub(crate) fn snapshot<K: Key>(&self, states: &KeyedStates<K>, timers: &Timers<K>) -> Result<()> {
+        if self.task.enabled() {
+            let keyed = weir_runtime::state::snapshot_keyed_state(states, timers, self.max_parallelism)?;
+            self.task.add(weir_runtime::checkpoint::OperatorSnapshot {
+                uid: self.uid.clone(),
+                keyed,
+                lists: Default::default(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> KeyedProcessOperator<K, T, KF, F> {
@@ -443,6 +471,10 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
                 }
             }
             Control::Idle(_) => {}
+            Control::Barrier(_) => {
+                self.flush()?;
+                self.checkpoint.snapshot(&self.rt.states, &self.rt.timers)?;
+            }
         }
         for s in self.rt.sides.values_mut() {
             s.control(event)?;
@@ -466,13 +498,16 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
         let key = self.key.clone();
         let out = self.stream.operator(
             "Keyed Process",
-            move |_, next, sides| {
+            move |env, next, sides| {
+                let (mut states, mut timers) = (KeyedStates::default(), Timers::default());
+                weir_runtime::state::restore_keyed_state(&env.restored_keyed, &mut states, &mut timers)?;
                 Ok(Box::new(KeyedProcessOperator {
                     key: key.clone(),
                     f: f.clone(),
+                    checkpoint: Checkpointing::of(env),
                     rt: KeyedRuntime {
-                        states: KeyedStates::default(),
-                        timers: Timers::default(),
+                        states,
+                        timers,
                         watermark: Timestamp::MIN,
                         now: now_millis(),
                         buf: Batch::default(),

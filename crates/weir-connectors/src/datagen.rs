@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use weir_core::{Error, Result};
 use weir_runtime::source::Source;
+use weir_runtime::state::{OperatorListState, Redistribution};
 use weir_runtime::{OperatorContext, SourceReader, SourceStatus};
 
 /// The function that makes record number `i`.
@@ -42,10 +43,17 @@ impl<T: Send + 'static> Source<T> for DataGen<T> {
         }
     }
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<T>>> {
+        let state = ctx.operator_state.list_state::<(u64, u64)>("strides", Redistribution::EvenSplit)?;
+        // Restored: the strides' next indices (at another parallelism, strides spread over subtasks).
+        let strides = if ctx.operator_state.is_restored() {
+            state.get()?
+        } else {
+            vec![(u64::from(ctx.subtask), u64::from(ctx.parallelism))]
+        };
         Ok(Box::new(DataGenReader {
             f: self.f.clone(),
-            next: u64::from(ctx.subtask),
-            step: u64::from(ctx.parallelism),
+            strides,
+            state,
             end: self.count.unwrap_or(u64::MAX),
             rate: self.records_per_second.map(|r| r / f64::from(ctx.parallelism)),
             started: Instant::now(),
@@ -56,8 +64,9 @@ impl<T: Send + 'static> Source<T> for DataGen<T> {
 
 struct DataGenReader<T> {
     f: GeneratorFn<T>,
-    next: u64,
-    step: u64,
+    /// (next index, step) of each stride of indices this reader makes.
+    strides: Vec<(u64, u64)>,
+    state: OperatorListState<(u64, u64)>,
     end: u64,
     rate: Option<f64>,
     started: Instant,
@@ -76,18 +85,21 @@ impl<T> SourceReader<T> for DataGenReader<T> {
                 return Ok(SourceStatus::Wait(Duration::from_secs_f64(wait)));
             }
         }
-        for _ in 0..allowed {
-            if self.next >= self.end {
-                break;
+        let end = self.end;
+        for (next, step) in self.strides.iter_mut() {
+            while allowed > 0 && *next < end {
+                out.push((self.f)(*next));
+                self.emitted += 1;
+                allowed -= 1;
+                *next = next.checked_add(*step).unwrap_or(end);
             }
-            out.push((self.f)(self.next));
-            self.emitted += 1;
-            self.next = match self.next.checked_add(self.step) {
-                Some(n) => n,
-                None => self.end,
-            };
         }
-        Ok(if self.next >= self.end { SourceStatus::Finished } else { SourceStatus::Continue })
+        self.strides.retain(|(next, _)| *next < end);
+        Ok(if self.strides.is_empty() { SourceStatus::Finished } else { SourceStatus::Continue })
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        self.state.update(self.strides.clone())
     }
 }
 

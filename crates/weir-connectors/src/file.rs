@@ -11,9 +11,11 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use weir_core::{Error, Result};
+use weir_runtime::checkpoint::task::TaskCheckpoint;
 use weir_runtime::context::TaskEnv;
-use weir_runtime::output::Batch;
+use weir_runtime::output::{Batch, Control};
 use weir_runtime::source::{Sink, Source};
+use weir_runtime::state::{OperatorListState, Redistribution};
 use weir_runtime::{OperatorContext, Output, SourceReader, SourceStatus};
 
 use crate::split_range;
@@ -162,16 +164,38 @@ impl SourceReader<String> for TextReader {
     }
 }
 
-/// Writes records as lines of text, one file per subtask (`part-<subtask>`) in a directory.
+/// Writes records as lines of text into a directory.
+///
+/// Without checkpoints, each subtask writes one file, `part-<subtask>`, complete when the job ends.
+///
+/// With checkpoints the sink is exactly-once by default, through two-phase commit bound to
+/// checkpoints: records go to a hidden in-progress file; at each barrier it is flushed, synced and
+/// renamed to a hidden pending file (pre-commit, recorded in the checkpoint); once the checkpoint
+/// completes, pending files are renamed to `part-<subtask>-<checkpoint>` (commit). Visible files are
+/// therefore only ever committed ones, and a recovery, which restores the pending files of the
+/// checkpoint it starts from and commits them, never writes a record twice. Records a job emits
+/// after its final checkpoint (windows flushed at the end of input) go to `part-<subtask>-final`,
+/// written whole under that name, so that a replay rewrites rather than repeats it.
+///
+/// [`TextFileSink::at_least_once`] writes visible files directly and syncs them at each barrier:
+/// nothing is lost, but what was written after the last completed checkpoint is written again by a
+/// recovery (into the next attempt's file, `part-<subtask>-<attempt>`).
 #[derive(Clone, Debug)]
 pub struct TextFileSink {
     dir: PathBuf,
+    at_least_once: bool,
 }
 
 impl TextFileSink {
     /// A sink writing into directory `dir` (created if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        TextFileSink { dir: dir.into() }
+        TextFileSink { dir: dir.into(), at_least_once: false }
+    }
+
+    /// With checkpoints: write visible files directly, synced at every barrier (see the type).
+    pub fn at_least_once(mut self) -> Self {
+        self.at_least_once = true;
+        self
     }
 
     /// The file subtask `subtask` writes.
@@ -200,7 +224,14 @@ impl<T: std::fmt::Display + 'static> Sink<T> for TextFileSink {
     }
     fn create_writer(&self, env: &TaskEnv) -> Result<Box<dyn Output<T>>> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create output directory", &self.dir, e))?;
-        let path = Self::part_path(&self.dir, env.op.subtask);
+        if env.checkpoint.enabled() && !self.at_least_once {
+            return Ok(Box::new(TransactionalWriter::open(&self.dir, env)?));
+        }
+        let path = if env.checkpoint.enabled() {
+            self.dir.join(format!("part-{}-{}", env.op.subtask, env.op.attempt))
+        } else {
+            Self::part_path(&self.dir, env.op.subtask)
+        };
         let file = File::create(&path).map_err(|e| Error::io("cannot create output file", &path, e))?;
         Ok(Box::new(TextWriter { out: BufWriter::with_capacity(1 << 16, file), path }))
     }
@@ -219,9 +250,178 @@ impl<T: std::fmt::Display> Output<T> for TextWriter {
         }
         Ok(())
     }
+    fn control(&mut self, event: Control) -> Result<()> {
+        // At-least-once: what came before the barrier is on disk before the barrier is acknowledged.
+        if let Control::Barrier(_) = event {
+            self.out.flush().map_err(|e| Error::io("cannot write output file", &self.path, e))?;
+            self.out.get_ref().sync_data().map_err(|e| Error::io("cannot sync output file", &self.path, e))?;
+        }
+        Ok(())
+    }
     fn finish(&mut self) -> Result<()> {
         self.out.flush().map_err(|e| Error::io("cannot write output file", &self.path, e))?;
         self.out.get_ref().sync_all().map_err(|e| Error::io("cannot sync output file", &self.path, e))
+    }
+}
+
+/// A pre-committed file: written and synced under its hidden pending name, to be renamed to its
+/// final name once its checkpoint completes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PendingFile {
+    checkpoint: u64,
+    pending: String,
+    fin: String,
+}
+
+/// The exactly-once writer (see [`TextFileSink`]).
+struct TransactionalWriter {
+    dir: PathBuf,
+    subtask: u32,
+    attempt: u32,
+    current: Option<(BufWriter<File>, PathBuf)>,
+    pending: Vec<PendingFile>,
+    state: OperatorListState<PendingFile>,
+    checkpoint: TaskCheckpoint,
+    cancel: weir_runtime::CancelToken,
+}
+
+impl TransactionalWriter {
+    fn open(dir: &Path, env: &TaskEnv) -> Result<Self> {
+        let state = env.op.operator_state.list_state::<PendingFile>("pending-files", Redistribution::EvenSplit)?;
+        let mut w = TransactionalWriter {
+            dir: dir.to_path_buf(),
+            subtask: env.op.subtask,
+            attempt: env.op.attempt,
+            current: None,
+            pending: state.get()?,
+            state,
+            checkpoint: env.checkpoint.clone(),
+            cancel: env.op.cancel.clone(),
+        };
+        // The restored pending files belong to a completed checkpoint: commit them now.
+        w.commit(u64::MAX)?;
+        w.clean_up()?;
+        Ok(w)
+    }
+
+    /// Removes this subtask's hidden files of earlier attempts that no checkpoint covers: in-progress
+    /// files, and pending files of checkpoints after the one the job restored from (pending files of
+    /// that checkpoint are in its state, and whichever subtask restored them commits them).
+    fn clean_up(&self) -> Result<()> {
+        let restored = self.checkpoint.completed();
+        let prefix = format!(".part-{}-", self.subtask);
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("cannot list output directory", &self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(&prefix) else { continue };
+            // `<checkpoint or next>.a<attempt>.<inprogress|pending>`
+            let mut parts = rest.split('.');
+            let (Some(id), Some(attempt), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let Some(attempt) = attempt.strip_prefix('a').and_then(|a| a.parse::<u32>().ok()) else { continue };
+            let stale = match kind {
+                "inprogress" => true,
+                "pending" => id.parse::<u64>().is_ok_and(|id| id > restored),
+                _ => false,
+            };
+            if stale && attempt < self.attempt {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+        Error::io(what, path, e)
+    }
+
+    /// Commits every pending file of a checkpoint up to `completed` (idempotent: a file already
+    /// renamed is left as it is).
+    fn commit(&mut self, completed: u64) -> Result<()> {
+        let (done, keep): (Vec<PendingFile>, Vec<PendingFile>) =
+            self.pending.drain(..).partition(|p| p.checkpoint <= completed);
+        self.pending = keep;
+        for p in done {
+            let (from, to) = (self.dir.join(&p.pending), self.dir.join(&p.fin));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+                Err(e) => return Err(Self::io("cannot commit output file", &from, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, syncs and closes the in-progress file; its path, if it held anything.
+    fn close_current(&mut self) -> Result<Option<PathBuf>> {
+        let Some((mut out, path)) = self.current.take() else { return Ok(None) };
+        out.flush().map_err(|e| Self::io("cannot write output file", &path, e))?;
+        out.get_ref().sync_all().map_err(|e| Self::io("cannot sync output file", &path, e))?;
+        Ok(Some(path))
+    }
+
+    /// Pre-commit at barrier `id`: the in-progress file becomes a pending file of checkpoint `id`.
+    fn pre_commit(&mut self, id: u64) -> Result<()> {
+        if let Some(path) = self.close_current()? {
+            let pending = format!(".part-{}-{id}.a{}.pending", self.subtask, self.attempt);
+            fs::rename(&path, self.dir.join(&pending))
+                .map_err(|e| Self::io("cannot pre-commit output file", &path, e))?;
+            self.pending.push(PendingFile { checkpoint: id, pending, fin: format!("part-{}-{id}", self.subtask) });
+        }
+        self.state.update(self.pending.clone())
+    }
+}
+
+impl<T: std::fmt::Display> Output<T> for TransactionalWriter {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        batch.timestamps = None;
+        let completed = self.checkpoint.completed();
+        if self.pending.first().is_some_and(|p| p.checkpoint <= completed) {
+            self.commit(completed)?;
+        }
+        let (out, path) = match &mut self.current {
+            Some(c) => c,
+            None => {
+                let path = self.dir.join(format!(".part-{}-next.a{}.inprogress", self.subtask, self.attempt));
+                let file = File::create(&path).map_err(|e| Self::io("cannot create output file", &path, e))?;
+                self.current.insert((BufWriter::with_capacity(1 << 16, file), path))
+            }
+        };
+        for r in batch.records.drain(..) {
+            writeln!(out, "{r}").map_err(|e| Error::io("cannot write output file", &*path, e))?;
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, event: Control) -> Result<()> {
+        match event {
+            Control::Barrier(id) => self.pre_commit(id),
+            Control::Tick(_) => self.commit(self.checkpoint.completed()),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // Everything up to the final checkpoint is committed once it completes.
+        if let Some(last) = self.pending.last().map(|p| p.checkpoint)
+            && !self.checkpoint.wait_completed(last, &self.cancel)
+        {
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            return Err(Error::Config(format!(
+                "checkpoint {last} did not complete within execution.checkpointing.timeout; the output written \
+                 before it stays pending in {}",
+                self.dir.display()
+            )));
+        }
+        self.commit(self.checkpoint.completed())?;
+        // Records after the final barrier (emitted at the end of input) are written whole under a
+        // fixed name.
+        if let Some(path) = self.close_current()? {
+            let fin = self.dir.join(format!("part-{}-final", self.subtask));
+            fs::rename(&path, &fin).map_err(|e| Self::io("cannot commit output file", &path, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -38,6 +38,7 @@ pub(crate) mod testing {
             batch_size: 7,
             tick: std::time::Duration::from_millis(200),
             operator_state: Default::default(),
+            uid: "0:op".into(),
             cancel: CancelToken::new(),
         }
     }
@@ -48,6 +49,8 @@ pub(crate) mod testing {
             metrics: Default::default(),
             current: Default::default(),
             accumulators: std::sync::Arc::new(Accumulators::default()),
+            checkpoint: Default::default(),
+            restored_keyed: Vec::new(),
         }
     }
 

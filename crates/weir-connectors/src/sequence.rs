@@ -2,6 +2,7 @@
 
 use weir_core::{Error, Result};
 use weir_runtime::source::Source;
+use weir_runtime::state::{OperatorListState, Redistribution};
 use weir_runtime::{OperatorContext, SourceReader, SourceStatus};
 
 /// Emits every integer of `from..=to` once, across all subtasks.
@@ -32,29 +33,47 @@ impl Source<i64> for Sequence {
         Ok(())
     }
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<i64>>> {
-        let count = (i128::from(self.to) - i128::from(self.from) + 1) as u128;
-        let (p, s) = (u128::from(ctx.parallelism), u128::from(ctx.subtask));
-        let start = i128::from(self.from) + (count * s / p) as i128;
-        let end = i128::from(self.from) + (count * (s + 1) / p) as i128;
-        Ok(Box::new(SequenceReader { next: start, end }))
+        let state = ctx.operator_state.list_state::<(i64, i64)>("ranges", Redistribution::EvenSplit)?;
+        // Restored: the ranges not read yet (at another parallelism, spread over the subtasks).
+        let mut ranges: Vec<(i128, i128)> = if ctx.operator_state.is_restored() {
+            state.get()?.into_iter().map(|(a, b)| (i128::from(a), i128::from(b) + 1)).collect()
+        } else {
+            let count = (i128::from(self.to) - i128::from(self.from) + 1) as u128;
+            let (p, s) = (u128::from(ctx.parallelism), u128::from(ctx.subtask));
+            let start = i128::from(self.from) + (count * s / p) as i128;
+            let end = i128::from(self.from) + (count * (s + 1) / p) as i128;
+            vec![(start, end)]
+        };
+        ranges.reverse();
+        Ok(Box::new(SequenceReader { ranges, state }))
     }
 }
 
 struct SequenceReader {
-    next: i128,
-    end: i128,
+    /// Ranges `[next, end)` still to read, the current one last.
+    ranges: Vec<(i128, i128)>,
+    state: OperatorListState<(i64, i64)>,
 }
 
 impl SourceReader<i64> for SequenceReader {
     #[inline]
     fn poll(&mut self, out: &mut Vec<i64>, max: usize) -> Result<SourceStatus> {
-        let stop = self.end.min(self.next + max as i128);
+        let Some((next, end)) = self.ranges.last_mut() else { return Ok(SourceStatus::Finished) };
+        let stop = (*end).min(*next + max as i128);
         // `stop` may be i64::MAX + 1, which has no i64 form: use an inclusive range.
-        if stop > self.next {
-            out.extend(self.next as i64..=(stop - 1) as i64);
+        if stop > *next {
+            out.extend(*next as i64..=(stop - 1) as i64);
         }
-        self.next = stop;
-        Ok(if self.next >= self.end { SourceStatus::Finished } else { SourceStatus::Continue })
+        *next = stop;
+        if *next >= *end {
+            self.ranges.pop();
+        }
+        Ok(if self.ranges.is_empty() { SourceStatus::Finished } else { SourceStatus::Continue })
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        // Inclusive ends, so that a range reaching i64::MAX has an i64 form.
+        self.state.update(self.ranges.iter().rev().map(|&(a, b)| (a as i64, (b - 1) as i64)).collect())
     }
 }
 
@@ -74,6 +93,38 @@ mod tests {
         assert_eq!(all, (-5..=100).collect::<Vec<_>>());
         assert!(Sequence::new(3, 2).validate().is_err());
         assert_eq!(read_all(Sequence::new(i64::MAX - 1, i64::MAX).create_reader(&ctx(0, 1))?).len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_restored_reader_goes_on_where_the_snapshot_was_taken_at_any_parallelism() -> Result<()> {
+        let seq = Sequence::new(1, 100);
+        // Two readers each read one poll of 7 and snapshot.
+        let mut read = Vec::new();
+        let mut snaps = Vec::new();
+        for s in 0..2 {
+            let c = ctx(s, 2);
+            let mut r = seq.create_reader(&c)?;
+            r.poll(&mut read, 7)?;
+            r.snapshot()?;
+            snaps.push(c.operator_state.snapshot()?);
+        }
+        for p in [1, 2, 3] {
+            let mut all = read.clone();
+            for s in 0..p {
+                let parts: Vec<Vec<Vec<u8>>> = snaps.iter().map(|m| m["ranges"].entries.clone()).collect();
+                let mut mine = snaps[0]["ranges"].clone();
+                mine.entries = weir_runtime::state::redistribute(&parts, p, Redistribution::EvenSplit)
+                    .into_iter()
+                    .nth(s as usize)
+                    .unwrap_or_default();
+                let mut c = ctx(s, p);
+                c.operator_state = weir_runtime::state::OperatorStateStore::restored([("ranges".into(), mine)].into());
+                all.extend(read_all(seq.create_reader(&c)?));
+            }
+            all.sort();
+            assert_eq!(all, (1..=100).collect::<Vec<_>>(), "parallelism {p}");
+        }
         Ok(())
     }
 }

@@ -218,12 +218,21 @@ mod tests {
 }
 
 /// The execution keys (see the runtime's `ExecutionConfig`).
-pub const EXECUTION_KEYS: [&str; 5] = [
+pub const EXECUTION_KEYS: [&str; 14] = [
+    "execution.savepoint.path",
+    "execution.savepoint.ignore-unclaimed-state",
     "parallelism.default",
     "pipeline.max-parallelism",
     "pipeline.auto-watermark-interval",
     "execution.batch-size",
     "execution.channel-capacity",
+    "execution.checkpointing.interval",
+    "execution.checkpointing.timeout",
+    "execution.checkpointing.min-pause",
+    "execution.checkpointing.num-retained",
+    "execution.checkpointing.mode",
+    "execution.checkpointing.dir",
+    "execution.checkpointing.savepoint-dir",
 ];
 
 /// Every key weir knows, for messages about unknown keys.

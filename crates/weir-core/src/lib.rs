@@ -6,6 +6,7 @@
 //! that a client submits, and the key-group arithmetic that decides which subtask owns a key.
 
 pub mod blob;
+pub mod checkpointing;
 pub mod config;
 pub mod error;
 pub mod graph;

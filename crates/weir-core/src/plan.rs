@@ -75,6 +75,14 @@ pub struct PlanEdge {
     pub side_output: Option<String>,
 }
 
+impl PlanVertex {
+    /// The uid its state is kept under: the user's `uid`, or one made of its position and name
+    /// (stable while the job's shape does not change).
+    pub fn state_uid(&self) -> String {
+        self.uid.clone().unwrap_or_else(|| format!("{}:{}", self.id.0, self.name))
+    }
+}
+
 /// A job's logical plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {

@@ -19,6 +19,8 @@ pub struct ExecutionConfig {
     /// time, which emits periodic watermarks, detects idle sources and fires processing-time
     /// timers (Flink's default, 200).
     pub auto_watermark_interval_ms: u64,
+    /// `execution.checkpointing.*`.
+    pub checkpointing: weir_core::checkpointing::CheckpointConfig,
 }
 
 impl Default for ExecutionConfig {
@@ -29,6 +31,7 @@ impl Default for ExecutionConfig {
             batch_size: 1024,
             channel_capacity: 8,
             auto_watermark_interval_ms: 200,
+            checkpointing: Default::default(),
         }
     }
 }
@@ -45,13 +48,7 @@ impl ExecutionConfig {
     }
 
     /// The keys [`ExecutionConfig::set`] understands.
-    pub const KEYS: [&'static str; 5] = [
-        "parallelism.default",
-        "pipeline.max-parallelism",
-        "pipeline.auto-watermark-interval",
-        "execution.batch-size",
-        "execution.channel-capacity",
-    ];
+    pub const KEYS: [&'static str; 14] = weir_core::config::EXECUTION_KEYS;
 
     /// Every setting as `key: value`, such that [`ExecutionConfig::set`] on a default
     /// configuration gives this one back.
@@ -64,6 +61,7 @@ impl ExecutionConfig {
             ("execution.channel-capacity", self.channel_capacity.to_string()),
         ]
         .into_iter()
+        .chain(self.checkpointing.entries())
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -83,6 +81,7 @@ impl ExecutionConfig {
                 let ms = v.strip_suffix("ms").unwrap_or(v).trim();
                 self.auto_watermark_interval_ms = num(key, ms)?
             }
+            k if self.checkpointing.set(k, value)? => {}
             // A key of the cluster processes: not this part's business.
             k if weir_core::config::ClusterConfig::KEYS.contains(&k) => {}
             k => return Err(weir_core::config::unknown_key(k)),
@@ -149,6 +148,7 @@ mod tests {
             batch_size: 7,
             channel_capacity: 2,
             auto_watermark_interval_ms: 50,
+            checkpointing: weir_core::checkpointing::CheckpointConfig { interval_ms: Some(300), ..Default::default() },
         };
         let mut back = ExecutionConfig::default();
         for (k, v) in c.entries() {

@@ -89,8 +89,10 @@ pub struct OperatorContext {
     pub tick: Duration,
     /// The job attempt's cancellation.
     pub cancel: CancelToken,
-    /// This instance's operator (non-keyed) list states.
+    /// This instance's operator (non-keyed) list states (restored ones included).
     pub operator_state: crate::state::OperatorStateStore,
+    /// The operator's uid: what its state is found by in checkpoints and savepoints.
+    pub uid: String,
 }
 
 impl OperatorContext {
@@ -149,4 +151,8 @@ pub struct TaskEnv {
     pub current: crate::output::CurrentOperator,
     /// The job's accumulators.
     pub accumulators: Arc<Accumulators>,
+    /// The task's checkpointing (disabled when the job takes no checkpoints).
+    pub checkpoint: crate::checkpoint::task::TaskCheckpoint,
+    /// The instance's restored keyed state, when the job restored from a snapshot holding it.
+    pub restored_keyed: Vec<(u32, Vec<u8>)>,
 }

@@ -30,6 +30,8 @@ pub enum Message<T> {
     Idle(bool),
     /// The sender has no more records.
     EndOfInput,
+    /// A checkpoint barrier.
+    Barrier(crate::checkpoint::CheckpointId),
 }
 
 /// The sending end of one channel: to a task in this process, or over the network.
@@ -209,6 +211,7 @@ impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
         let message = |e| match e {
             Control::Watermark(w) => Some(Message::Watermark(w)),
             Control::Idle(i) => Some(Message::Idle(i)),
+            Control::Barrier(id) => Some(Message::Barrier(id)),
             // Processing time is each task's own business.
             Control::Tick(_) => None,
         };
@@ -261,6 +264,12 @@ pub struct InputGate<T> {
     all_idle: bool,
     pending: VecDeque<Control>,
     cancel: CancelToken,
+    /// Channels whose barrier arrived, for the checkpoint being aligned.
+    barrier_seen: Vec<bool>,
+    /// The checkpoint being aligned.
+    aligning: Option<crate::checkpoint::CheckpointId>,
+    /// Whether channels that delivered the barrier wait for the others (exactly-once).
+    align: bool,
 }
 
 impl<T> InputGate<T> {
@@ -280,6 +289,47 @@ impl<T> InputGate<T> {
             all_idle: false,
             pending: VecDeque::new(),
             cancel,
+            barrier_seen: vec![false; n],
+            aligning: None,
+            align: true,
+        }
+    }
+
+    /// Lets channels go on after their barrier (at-least-once checkpoints): the barrier is passed
+    /// on once every channel delivered it, but nothing waits.
+    pub fn unaligned(mut self) -> Self {
+        self.align = false;
+        self
+    }
+
+    /// Whether channel `i` is held back by an alignment in progress.
+    fn blocked(&self, i: usize) -> bool {
+        self.align && self.barrier_seen[i]
+    }
+
+    /// Barrier `id` arrived on channel `i`.
+    fn barrier(&mut self, i: usize, id: crate::checkpoint::CheckpointId) {
+        match self.aligning {
+            // A barrier of an older, abandoned checkpoint.
+            Some(current) if id < current => return,
+            Some(current) if id == current => {}
+            // A newer checkpoint supersedes one that never completed here.
+            _ => {
+                self.aligning = Some(id);
+                self.barrier_seen.iter_mut().for_each(|b| *b = false);
+            }
+        }
+        self.barrier_seen[i] = true;
+        self.check_aligned();
+    }
+
+    /// Passes the barrier on once every open channel delivered it.
+    fn check_aligned(&mut self) {
+        let Some(id) = self.aligning else { return };
+        if (0..self.channels.len()).all(|c| !self.open[c] || self.barrier_seen[c]) {
+            self.aligning = None;
+            self.barrier_seen.iter_mut().for_each(|b| *b = false);
+            self.pending.push_back(Control::Barrier(id));
         }
     }
 
@@ -322,6 +372,12 @@ impl<T> InputGate<T> {
             Message::EndOfInput => {
                 self.open[i] = false;
                 self.open_count -= 1;
+                // An ended channel has nothing more to align.
+                self.check_aligned();
+            }
+            Message::Barrier(id) => {
+                self.barrier(i, id);
+                return None;
             }
         }
         self.update();
@@ -353,7 +409,7 @@ impl<T> InputGate<T> {
             // Fast path: take whatever is ready, round-robin so that no channel starves.
             for k in 0..n {
                 let i = (self.cursor + k) % n;
-                if !self.open[i] {
+                if !self.open[i] || self.blocked(i) {
                     continue;
                 }
                 match self.channels[i].try_recv() {
@@ -388,7 +444,7 @@ impl<T> InputGate<T> {
             }
             let mut sel = Select::new();
             for i in 0..n {
-                if self.open[i] {
+                if self.open[i] && !self.blocked(i) {
                     sel.recv(&self.channels[i]);
                 }
             }
@@ -412,12 +468,20 @@ pub struct InputTask<T> {
     gate: InputGate<T>,
     head: Box<dyn Output<T>>,
     tick: Option<std::time::Duration>,
+    checkpoint: crate::checkpoint::task::TaskCheckpoint,
 }
 
 impl<T> InputTask<T> {
-    /// A task feeding `gate` into `head`, ticking every `tick` (if any).
-    pub fn new(gate: InputGate<T>, head: Box<dyn Output<T>>, tick: Option<std::time::Duration>) -> Self {
-        InputTask { gate, head, tick }
+    /// A task feeding `gate` into `head`, ticking every `tick` (if any); its snapshots go through
+    /// `checkpoint`.
+    pub fn new(
+        gate: InputGate<T>,
+        head: Box<dyn Output<T>>,
+        tick: Option<std::time::Duration>,
+        checkpoint: crate::checkpoint::task::TaskCheckpoint,
+    ) -> Self {
+        let gate = if checkpoint.enabled() && !checkpoint.exactly_once() { gate.unaligned() } else { gate };
+        InputTask { gate, head, tick, checkpoint }
     }
 }
 
@@ -432,6 +496,10 @@ impl<T> TaskBody for InputTask<T> {
         loop {
             match self.gate.next_event(next_tick)? {
                 Some(GateEvent::Records(mut b)) => self.head.push(&mut b)?,
+                Some(GateEvent::Control(Control::Barrier(id))) => {
+                    self.head.control(Control::Barrier(id))?;
+                    self.checkpoint.barrier_passed(id);
+                }
                 Some(GateEvent::Control(c)) => self.head.control(c)?,
                 Some(GateEvent::Timeout) => {}
                 None => break,

@@ -145,6 +145,7 @@ pub trait StreamOps: Send + Sync {
         head: AnyOutput,
         cancel: CancelToken,
         tick: Option<std::time::Duration>,
+        checkpoint: crate::checkpoint::task::TaskCheckpoint,
     ) -> Result<Box<dyn TaskBody>>;
     /// Wraps an operator's input with counting and panic attribution.
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput>;
@@ -224,9 +225,11 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
         head: AnyOutput,
         cancel: CancelToken,
         tick: Option<std::time::Duration>,
+        checkpoint: crate::checkpoint::task::TaskCheckpoint,
     ) -> Result<Box<dyn TaskBody>> {
         let receivers = receivers.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(InputTask::new(InputGate::<T>::new(receivers, cancel), unerase::<T>(head)?, tick)))
+        let gate = InputGate::<T>::new(receivers, cancel);
+        Ok(Box::new(InputTask::new(gate, unerase::<T>(head)?, tick, checkpoint)))
     }
 
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {

@@ -10,6 +10,7 @@
 //! crate's [`local`] executor turns it into tasks on threads of the current process.
 
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod context;
 pub mod exchange;

@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
 
+use crate::checkpoint::coordinator::{CheckpointStats, Command, Coordinator};
+use crate::checkpoint::storage::CheckpointStorage;
+use crate::checkpoint::task::{PartCheckpoints, PartEvent, Restore, TaskCheckpoint};
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
 use crate::graph::{AnyChannelEnd, AnyOutput, ExchangeShape, NodeKind, SideOutputs, StreamGraph};
 use crate::metrics::{VertexCounts, VertexMetrics};
 use crate::net::{PartNetwork, PartWiring, Placement, RemoteChannel};
 use crate::output::CurrentOperator;
 use crate::source::TaskBody;
+use crate::state::OperatorStateStore;
 
 pub use weir_core::result::JobResult;
 
@@ -45,6 +49,15 @@ struct JobShared {
     attempt: u32,
     /// For a part of a job spanning processes: its connections.
     network: Option<PartNetwork>,
+    /// Checkpointing, when the job takes checkpoints.
+    checkpoints: Option<Arc<PartCheckpoints>>,
+    /// Where the part's checkpoint events arrive, until the part's owner takes them (a
+    /// TaskManager forwards them to its JobManager); the embedded cluster's job master coordinates.
+    events: Mutex<Option<crossbeam_channel::Receiver<PartEvent>>>,
+    /// The embedded cluster's coordinator.
+    coordinator: Mutex<Option<Coordinator>>,
+    /// Source subtasks of the whole job.
+    sources: usize,
 }
 
 impl JobShared {
@@ -114,6 +127,22 @@ impl JobHandle {
     /// Record counters per operator, live.
     pub fn counts(&self) -> Vec<VertexCounts> {
         self.shared.counts()
+    }
+
+    /// The part's checkpointing, when the job takes checkpoints.
+    pub fn checkpoints(&self) -> Option<Arc<PartCheckpoints>> {
+        self.shared.checkpoints.clone()
+    }
+
+    /// The part's checkpoint events (acknowledgements, declines, ended sources), for a part whose
+    /// checkpoints a JobManager coordinates; `None` once taken, or without checkpoints.
+    pub fn take_checkpoint_events(&self) -> Option<crossbeam_channel::Receiver<PartEvent>> {
+        self.shared.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Checkpoint counts and history, for a job the embedded cluster coordinates.
+    pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
+        self.shared.coordinator.lock().ok().and_then(|c| c.as_ref().map(|c| c.stats.clone()))
     }
 
     /// Task threads of this job still alive; 0 once the job is terminal.
@@ -199,14 +228,33 @@ struct ChannelSpec {
     to: u32,
 }
 
-/// Starts `graph` in this process and returns at once.
+/// Starts `graph` in this process and returns at once. With `execution.savepoint.path` set, it
+/// starts from that savepoint or checkpoint.
 pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
-    submit_part(graph, job_id, None)
+    let restore = match &graph.config.checkpointing.restore_path {
+        Some(path) => {
+            let restore = Restore::open(CheckpointStorage::open(path)?, "")?;
+            crate::checkpoint::check_claims(&restore, &graph.plan(), graph.config.checkpointing.allow_non_restored)?;
+            Some(restore)
+        }
+        None => None,
+    };
+    submit_restored(graph, job_id, None, restore)
 }
 
 /// Starts the part of `graph` that `placement` puts in this process (all of it without one), and
 /// returns at once. Channels to and from the other parts go over the network (see [`crate::net`]).
 pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placement>) -> Result<JobHandle> {
+    submit_restored(graph, job_id, placement, None)
+}
+
+/// Like [`submit_part`], restoring the tasks' state from `restore`.
+pub fn submit_restored(
+    graph: StreamGraph,
+    job_id: JobId,
+    placement: Option<Placement>,
+    restore: Option<Restore>,
+) -> Result<JobHandle> {
     graph.validate()?;
     let cached_files = crate::cache::check(&graph.cached_files)?;
     let graph = Arc::new(graph);
@@ -293,6 +341,37 @@ pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placemen
         }
     }
     let attempt = wiring.as_ref().map(|w| w.placement().assignment.attempt).unwrap_or(0);
+    let embedded = wiring.is_none();
+    let cp = &graph.config.checkpointing;
+    let (checkpoints, events, coordinator) = if cp.enabled() {
+        let storage = CheckpointStorage::open(&cp.dir())?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let restored = restore.as_ref().map(|r| r.metadata.checkpoint_id).unwrap_or(0);
+        let restored_from = restore.as_ref().map(|r| (r.metadata.checkpoint_id, r.describe()));
+        let part = PartCheckpoints::start(job_id, cp, storage.clone(), tx, restore)?;
+        let coordinator = embedded.then(|| {
+            let mut c = Coordinator::new(
+                cp.clone(),
+                job_id,
+                graph.job_name.clone(),
+                crate::checkpoint::operators_of(&plan),
+                task_count(&plan),
+                storage,
+                restored,
+            );
+            c.stats.restored = restored_from;
+            c
+        });
+        (Some(part), Some(rx), coordinator)
+    } else {
+        if restore.is_some() {
+            return Err(Error::Config(
+                "the job restores from a snapshot but takes no checkpoints; set execution.checkpointing.interval"
+                    .into(),
+            ));
+        }
+        (None, None, None)
+    };
     let network = wiring.map(PartWiring::open);
 
     let shared = Arc::new(JobShared {
@@ -308,6 +387,15 @@ pub fn submit_part(graph: StreamGraph, job_id: JobId, placement: Option<Placemen
         live_tasks: AtomicUsize::new(0),
         attempt,
         network,
+        checkpoints,
+        events: Mutex::new(events),
+        coordinator: Mutex::new(coordinator),
+        sources: plan
+            .vertices
+            .iter()
+            .filter(|v| matches!(graph.nodes[v.id.0 as usize].kind, NodeKind::Source(_)))
+            .map(|v| v.parallelism as usize)
+            .sum(),
     });
     info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
 
@@ -376,8 +464,41 @@ fn job_master(
     task_count: usize,
 ) {
     let mut root: Option<Error> = None;
-    for _ in 0..task_count {
-        let Ok(r) = done.recv() else { break };
+    // The embedded cluster coordinates its own checkpoints.
+    let events = match shared.coordinator.lock().map(|c| c.is_some()) {
+        Ok(true) => shared.events.lock().ok().and_then(|mut e| e.take()),
+        _ => None,
+    };
+    let sources = source_subtasks(&shared);
+    let mut ended_sources = 0;
+    let mut remaining = task_count;
+    while remaining > 0 {
+        let r = match &events {
+            None => match done.recv() {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+            Some(events) => {
+                crossbeam_channel::select! {
+                    recv(done) -> r => match r {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    },
+                    recv(events) -> ev => {
+                        if let Ok(ev) = ev {
+                            ended_sources += usize::from(ev == PartEvent::SourceEnded);
+                            coordinate(&shared, Some(ev), ended_sources >= sources);
+                        }
+                        continue;
+                    },
+                    default(Duration::from_millis(5)) => {
+                        coordinate(&shared, None, ended_sources >= sources);
+                        continue;
+                    },
+                }
+            }
+        };
+        remaining -= 1;
         let Err(e) = r else { continue };
         let first = root.is_none();
         // A closed channel is a consequence of another task stopping, never the cause.
@@ -410,6 +531,14 @@ fn job_master(
     if let Some(n) = &shared.network {
         n.close();
     }
+    if let Some(c) = &shared.checkpoints {
+        c.close();
+    }
+    if let Ok(mut c) = shared.coordinator.lock()
+        && let Some(c) = c.as_mut()
+    {
+        c.abort("the job ended");
+    }
     let cancelled_by_user = shared.state.lock().map(|s| s.status == JobStatus::Cancelling).unwrap_or(false);
     let final_status = match (&root, cancelled_by_user) {
         (_, true) => JobStatus::Canceled,
@@ -432,6 +561,45 @@ fn job_master(
     shared.changed.notify_all();
 }
 
+/// One step of the embedded cluster's checkpoint coordination: an event from the tasks, if any,
+/// then whatever is due.
+fn coordinate(shared: &JobShared, event: Option<PartEvent>, sources_ended: bool) {
+    let (Some(part), Ok(mut guard)) = (&shared.checkpoints, shared.coordinator.lock()) else { return };
+    let Some(c) = guard.as_mut() else { return };
+    let now_ms = crate::exchange::now_millis();
+    let mut commands = Vec::new();
+    match event {
+        Some(PartEvent::Ack(ack)) => match c.ack(ack, now_ms) {
+            Ok(Some(cmd)) => commands.push(cmd),
+            Ok(None) => {}
+            Err(e) => warn!(job_id = %shared.job_id, error = %e, "checkpoint acknowledgement failed"),
+        },
+        Some(PartEvent::Decline { id, reason }) => c.decline(id, reason),
+        Some(PartEvent::SourceEnded) | None => {}
+    }
+    if sources_ended {
+        c.request_final();
+    }
+    commands.extend(c.poll(Instant::now(), now_ms));
+    for cmd in commands {
+        match cmd {
+            Command::Trigger { id, last } => part.trigger(id, last),
+            Command::Complete { id } => part.complete(id),
+        }
+    }
+}
+
+/// The number of source subtasks of the job.
+fn source_subtasks(shared: &JobShared) -> usize {
+    shared.sources
+}
+
+/// The number of tasks (chains times parallelism) of a job.
+pub fn task_count(plan: &weir_core::Plan) -> u32 {
+    let heads = plan.chain_heads();
+    plan.vertices.iter().zip(&heads).filter(|(v, h)| v.id == **h).map(|(v, _)| v.parallelism).sum()
+}
+
 fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Result<()> {
     let current = CurrentOperator::default();
     let head = spec.head;
@@ -439,8 +607,12 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
     let span =
         tracing::debug_span!("task", job_id = %shared.job_id, vertex = head.0, subtask, attempt = shared.attempt);
     let _enter = span.enter();
+    let checkpoint = match &shared.checkpoints {
+        Some(part) => TaskCheckpoint::new(part.clone(), head.0, subtask),
+        None => TaskCheckpoint::default(),
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
-        let mut body = build_task(graph, shared, &mut spec, &current)?;
+        let mut body = build_task(graph, shared, &mut spec, &current, &checkpoint)?;
         body.run()
     }));
     let blamed = current.get().unwrap_or(head);
@@ -468,9 +640,22 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
     }
 }
 
-fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, current: &CurrentOperator) -> TaskEnv {
+fn env_for(
+    graph: &StreamGraph,
+    shared: &JobShared,
+    v: VertexId,
+    subtask: u32,
+    current: &CurrentOperator,
+    checkpoint: &TaskCheckpoint,
+) -> Result<TaskEnv> {
     let vertex = &graph.nodes[v.0 as usize].vertex;
-    TaskEnv {
+    let uid = vertex.state_uid();
+    let (operator_state, restored_keyed) =
+        match checkpoint.restored(&uid, vertex.parallelism, vertex.max_parallelism)? {
+            Some(r) => (OperatorStateStore::restored(r.lists), r.keyed),
+            None => (OperatorStateStore::default(), Vec::new()),
+        };
+    Ok(TaskEnv {
         op: OperatorContext {
             job_id: shared.job_id,
             job_name: shared.job_name.clone(),
@@ -482,13 +667,16 @@ fn env_for(graph: &StreamGraph, shared: &JobShared, v: VertexId, subtask: u32, c
             attempt: shared.attempt,
             batch_size: graph.config.batch_size,
             tick: graph.config.tick(),
-            operator_state: Default::default(),
+            operator_state,
+            uid,
             cancel: shared.cancel.clone(),
         },
         metrics: shared.metrics[v.0 as usize].clone(),
         current: current.clone(),
         accumulators: shared.accumulators.clone(),
-    }
+        checkpoint: checkpoint.clone(),
+        restored_keyed,
+    })
 }
 
 /// Builds the outputs of vertex `v`: its main output and its side outputs, each feeding the
@@ -499,6 +687,7 @@ fn build_output(
     spec: &mut TaskSpec,
     v: VertexId,
     current: &CurrentOperator,
+    checkpoint: &TaskCheckpoint,
 ) -> Result<(AnyOutput, SideOutputs)> {
     let plan = graph.plan();
     let node = &graph.nodes[v.0 as usize];
@@ -506,7 +695,7 @@ fn build_output(
     let mut sides: HashMap<String, Vec<AnyOutput>> = HashMap::new();
     for (ei, e) in graph.edges.iter().enumerate().filter(|(_, e)| e.plan.source == v) {
         let out = if plan.is_chained(&e.plan) {
-            build_operator(graph, shared, spec, e.plan.target, current)?
+            build_operator(graph, shared, spec, e.plan.target, current, checkpoint)?
         } else {
             let senders = spec
                 .senders
@@ -546,9 +735,10 @@ fn build_operator(
     spec: &mut TaskSpec,
     v: VertexId,
     current: &CurrentOperator,
+    checkpoint: &TaskCheckpoint,
 ) -> Result<AnyOutput> {
-    let (out, mut sides) = build_output(graph, shared, spec, v, current)?;
-    let env = env_for(graph, shared, v, spec.subtask, current);
+    let (out, mut sides) = build_output(graph, shared, spec, v, current, checkpoint)?;
+    let env = env_for(graph, shared, v, spec.subtask, current, checkpoint)?;
     match &graph.nodes[v.0 as usize].kind {
         NodeKind::Operator { factory, input } => {
             let prev = current.enter(v);
@@ -565,12 +755,13 @@ fn build_task(
     shared: &JobShared,
     spec: &mut TaskSpec,
     current: &CurrentOperator,
+    checkpoint: &TaskCheckpoint,
 ) -> Result<Box<dyn TaskBody>> {
     let head = spec.head;
     match &graph.nodes[head.0 as usize].kind {
         NodeKind::Source(factory) => {
-            let (out, _sides) = build_output(graph, shared, spec, head, current)?;
-            let env = env_for(graph, shared, head, spec.subtask, current);
+            let (out, _sides) = build_output(graph, shared, spec, head, current, checkpoint)?;
+            let env = env_for(graph, shared, head, spec.subtask, current, checkpoint)?;
             let prev = current.enter(head);
             let body = factory(&env, out);
             current.leave(prev);
@@ -578,9 +769,15 @@ fn build_task(
         }
         NodeKind::Operator { input, .. } => {
             let input = input.clone();
-            let head_input = build_operator(graph, shared, spec, head, current)?;
+            let head_input = build_operator(graph, shared, spec, head, current, checkpoint)?;
             let receivers = std::mem::take(&mut spec.receivers);
-            input.input_task(receivers, head_input, shared.cancel.clone(), Some(graph.config.tick()))
+            input.input_task(
+                receivers,
+                head_input,
+                shared.cancel.clone(),
+                Some(graph.config.tick()),
+                checkpoint.clone(),
+            )
         }
     }
 }

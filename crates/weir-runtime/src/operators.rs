@@ -127,18 +127,46 @@ pub struct KeyedAggregate<K, A, O, KF, First, Step> {
     state: StateMap<K, A>,
     buf: Batch<O>,
     next: Box<dyn Output<O>>,
+    checkpoint: crate::checkpoint::task::TaskCheckpoint,
+    uid: String,
+    max_parallelism: u32,
 }
 
 impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     /// `key` extracts the key; `first` and `step` as described on the type.
     pub fn new(key: KF, first: First, step: Step, next: Box<dyn Output<O>>) -> Self {
-        KeyedAggregate { key, first, step, state: StateMap::default(), buf: Batch::default(), next }
+        KeyedAggregate {
+            key,
+            first,
+            step,
+            state: StateMap::default(),
+            buf: Batch::default(),
+            next,
+            checkpoint: Default::default(),
+            uid: String::new(),
+            max_parallelism: 1,
+        }
+    }
+
+    /// Takes part in the checkpoints of the task `env` describes, starting from the state it
+    /// restored.
+    pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
+    where
+        K: Hash + Eq + serde::de::DeserializeOwned,
+        A: serde::de::DeserializeOwned,
+    {
+        self.state.extend(crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?);
+        self.checkpoint = env.checkpoint.clone();
+        self.uid = env.op.uid.clone();
+        self.max_parallelism = env.op.max_parallelism;
+        Ok(self)
     }
 }
 
 impl<T, K, A, O, KF, First, Step> Output<T> for KeyedAggregate<K, A, O, KF, First, Step>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + serde::Serialize,
+    A: serde::Serialize,
     KF: FnMut(&T) -> K,
     First: FnMut(T) -> (A, O),
     Step: FnMut(&mut A, T) -> O,
@@ -162,6 +190,16 @@ where
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
     }
     fn control(&mut self, event: Control) -> Result<()> {
+        if let Control::Barrier(_) = event
+            && self.checkpoint.enabled()
+        {
+            let keyed = crate::checkpoint::snapshot_keyed(self.state.iter(), self.max_parallelism)?;
+            self.checkpoint.add(crate::checkpoint::OperatorSnapshot {
+                uid: self.uid.clone(),
+                keyed,
+                lists: Default::default(),
+            });
+        }
         self.next.control(event)
     }
     fn finish(&mut self) -> Result<()> {

@@ -148,6 +148,10 @@ pub enum Control {
     /// Processing time has advanced to this wall-clock time (ms since the epoch). Delivered
     /// within a task only (never across an exchange), at `pipeline.auto-watermark-interval`.
     Tick(Timestamp),
+    /// Checkpoint barrier: every record before it is in the checkpoint, none after it. An operator
+    /// hands its snapshot to its task's [`crate::checkpoint::task::TaskCheckpoint`] when the
+    /// barrier reaches it, then forwards the barrier.
+    Barrier(crate::checkpoint::CheckpointId),
 }
 
 /// A consumer of batches: the input of the next operator in a chain, an exchange to other tasks,

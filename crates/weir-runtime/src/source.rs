@@ -7,6 +7,7 @@ use weir_core::Result;
 
 use std::time::Instant;
 
+use crate::checkpoint::task::TaskCheckpoint;
 use crate::context::OperatorContext;
 use crate::exchange::now_millis;
 use crate::metrics::VertexMetrics;
@@ -32,6 +33,14 @@ pub enum SourceStatus {
 pub trait SourceReader<T> {
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourceStatus>;
+
+    /// Writes the reader's position into the operator state it took from its context
+    /// ([`OperatorContext::operator_state`]), for a checkpoint; a restored reader finds it there.
+    /// Readers that cannot go back (a socket) keep this default: after a recovery they go on from
+    /// wherever they are, which is at-most-once for what they read.
+    fn snapshot(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A type-erased runnable task body.
@@ -47,18 +56,37 @@ pub struct SourceTask<T> {
     ctx: OperatorContext,
     metrics: Arc<VertexMetrics>,
     current: CurrentOperator,
+    checkpoint: TaskCheckpoint,
 }
 
 impl<T> SourceTask<T> {
-    /// A source task.
-    pub fn new(
-        reader: Box<dyn SourceReader<T>>,
-        output: Box<dyn Output<T>>,
-        ctx: OperatorContext,
-        metrics: Arc<VertexMetrics>,
-        current: CurrentOperator,
-    ) -> Self {
-        SourceTask { reader, output, ctx, metrics, current }
+    /// A source task reading `reader` into `output`, in the task `env` describes.
+    pub fn new(reader: Box<dyn SourceReader<T>>, output: Box<dyn Output<T>>, env: &crate::context::TaskEnv) -> Self {
+        SourceTask {
+            reader,
+            output,
+            ctx: env.op.clone(),
+            metrics: env.metrics.clone(),
+            current: env.current.clone(),
+            checkpoint: env.checkpoint.clone(),
+        }
+    }
+
+    /// Snapshots the reader's position and puts barrier `id` into the output.
+    fn snapshot(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        let prev = self.current.enter(self.ctx.vertex);
+        let written = self.reader.snapshot();
+        self.current.leave(prev);
+        written?;
+        let lists = self.ctx.operator_state.snapshot()?;
+        self.checkpoint.add(crate::checkpoint::OperatorSnapshot {
+            uid: self.ctx.uid.clone(),
+            keyed: Vec::new(),
+            lists,
+        });
+        self.output.control(Control::Barrier(id))?;
+        self.checkpoint.barrier_passed(id);
+        Ok(())
     }
 }
 
@@ -68,9 +96,24 @@ impl<T> TaskBody for SourceTask<T> {
         let max = self.ctx.batch_size.max(1);
         let every = self.ctx.tick;
         let mut next_tick = Instant::now() + every;
+        // With checkpoints, a source that read everything stays until the job's final checkpoint,
+        // so that what the job wrote is committed before it ends.
+        let mut ended = false;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Ok(());
+            }
+            if let Some((id, last)) = self.checkpoint.due() {
+                self.snapshot(id)?;
+                if last && ended {
+                    break;
+                }
+            }
+            if ended {
+                if self.ctx.cancel.wait_timeout(Duration::from_millis(2)) {
+                    return Ok(());
+                }
+                continue;
             }
             let prev = self.current.enter(self.ctx.vertex);
             let status = self.reader.poll(&mut batch.records, max);
@@ -87,11 +130,19 @@ impl<T> TaskBody for SourceTask<T> {
             match status {
                 SourceStatus::Continue => {}
                 SourceStatus::Wait(d) => {
-                    // Wake for the next tick even when the reader wants to wait longer.
-                    let d = d.min(next_tick.saturating_duration_since(Instant::now()));
+                    // Wake for the next tick even when the reader wants to wait longer (and soon, for
+                    // barriers, when checkpoints are taken).
+                    let mut d = d.min(next_tick.saturating_duration_since(Instant::now()));
+                    if self.checkpoint.enabled() {
+                        d = d.min(Duration::from_millis(5));
+                    }
                     if self.ctx.cancel.wait_timeout(d) {
                         return Ok(());
                     }
+                }
+                SourceStatus::Finished if self.checkpoint.enabled() => {
+                    ended = true;
+                    self.checkpoint.source_ended();
                 }
                 SourceStatus::Finished => break,
             }

@@ -45,6 +45,12 @@ struct Declared {
     type_id: TypeId,
     type_name: &'static str,
     ttl: Option<StateTtl>,
+    encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>>,
+}
+
+fn encode_value<S: serde::Serialize + 'static>(v: &(dyn Any + Send)) -> Result<Vec<u8>> {
+    let v = v.downcast_ref::<S>().ok_or_else(|| Error::internal("state slot holds another type"))?;
+    bitcode::serialize(v).map_err(|e| Error::internal(format!("cannot encode keyed state: {e}")))
 }
 
 struct Slot {
@@ -56,18 +62,98 @@ struct Slot {
 pub struct KeyedStates<K> {
     declared: Vec<Declared>,
     per_key: StateMap<K, Vec<Option<Slot>>>,
+    /// Restored entries of states not declared yet, by state name: key, encoded value, last write.
+    restored: HashMap<String, Vec<(K, Vec<u8>, Timestamp)>>,
 }
 
 impl<K: Hash + Eq + Clone> Default for KeyedStates<K> {
     fn default() -> Self {
-        KeyedStates { declared: Vec::new(), per_key: StateMap::default() }
+        KeyedStates { declared: Vec::new(), per_key: StateMap::default(), restored: HashMap::new() }
     }
+}
+
+/// One key group's keyed state and timers, as a snapshot holds them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyedChunk<K, N> {
+    /// (key, state name, encoded value, last write).
+    states: Vec<(K, N, Vec<u8>, Timestamp)>,
+    /// (key, event time?, timestamp).
+    timers: Vec<(K, bool, Timestamp)>,
+}
+
+/// Encodes a keyed operator's state and timers by key group, for a checkpoint.
+pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize>(
+    states: &KeyedStates<K>,
+    timers: &Timers<K>,
+    max_parallelism: u32,
+) -> Result<Vec<(u32, Vec<u8>)>> {
+    let mut groups: BTreeMap<u32, KeyedChunk<&K, &str>> = BTreeMap::new();
+    let group = |k: &K| weir_core::keygroup::key_group(k, max_parallelism);
+    for (k, slots) in states.per_key.iter() {
+        let kg = group(k);
+        for (d, slot) in states.declared.iter().zip(slots) {
+            if let Some(slot) = slot {
+                let chunk = groups.entry(kg).or_insert_with(|| KeyedChunk { states: vec![], timers: vec![] });
+                chunk.states.push((k, &d.name, (d.encode)(slot.value.as_ref())?, slot.touched));
+            }
+        }
+    }
+    for (name, entries) in &states.restored {
+        for (k, bytes, touched) in entries {
+            let chunk = groups.entry(group(k)).or_insert_with(|| KeyedChunk { states: vec![], timers: vec![] });
+            chunk.states.push((k, name, bytes.clone(), *touched));
+        }
+    }
+    for (event, live) in [(true, &timers.live_event), (false, &timers.live_processing)] {
+        for (at, k) in live {
+            let chunk = groups.entry(group(k)).or_insert_with(|| KeyedChunk { states: vec![], timers: vec![] });
+            chunk.timers.push((k, event, *at));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(kg, chunk)| {
+            bitcode::serialize(&chunk)
+                .map(|b| (kg, b))
+                .map_err(|e| Error::internal(format!("cannot encode keyed state: {e}")))
+        })
+        .collect()
+}
+
+/// Restores what [`snapshot_keyed_state`] wrote into empty `states` and `timers`. Values are
+/// decoded when the operator declares their state.
+pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::de::DeserializeOwned>(
+    chunks: &[(u32, Vec<u8>)],
+    states: &mut KeyedStates<K>,
+    timers: &mut Timers<K>,
+) -> Result<()> {
+    for (kg, bytes) in chunks {
+        let chunk: KeyedChunk<K, String> = bitcode::deserialize(bytes).map_err(|e| {
+            Error::Config(format!(
+                "the keyed state of key group {kg} cannot be read with keys of type {}: {e}; restore with the \
+                 program that wrote it, or give the changed operator a new uid",
+                std::any::type_name::<K>()
+            ))
+        })?;
+        for (k, name, value, touched) in chunk.states {
+            states.restored.entry(name).or_default().push((k, value, touched));
+        }
+        for (k, event, at) in chunk.timers {
+            if event { timers.register_event(&k, at) } else { timers.register_processing(&k, at) }
+        }
+    }
+    Ok(())
 }
 
 impl<K: Hash + Eq + Clone> KeyedStates<K> {
     /// The slot index of state `name`, declaring it on first use; an error if it was declared
     /// with another kind or type.
-    pub fn declare<S: 'static>(&mut self, name: &str, kind: StateKind, ttl: Option<StateTtl>) -> Result<usize> {
+    pub fn declare<S: Send + serde::Serialize + serde::de::DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl: Option<StateTtl>,
+    ) -> Result<usize> {
         if let Some(t) = ttl
             && t.ttl_ms < 1
         {
@@ -95,8 +181,27 @@ impl<K: Hash + Eq + Clone> KeyedStates<K> {
             type_id: TypeId::of::<S>(),
             type_name: std::any::type_name::<S>(),
             ttl,
+            encode: encode_value::<S>,
         });
-        Ok(self.declared.len() - 1)
+        let slot = self.declared.len() - 1;
+        // Restored values of this state now have a type to be read as.
+        if let Some(entries) = self.restored.remove(name) {
+            for (k, bytes, touched) in entries {
+                let value: S = bitcode::deserialize(&bytes).map_err(|e| {
+                    Error::Config(format!(
+                        "the restored state '{name}' cannot be read as {}: {e}; restore with the program that wrote \
+                         it, or give the state a new name",
+                        std::any::type_name::<S>()
+                    ))
+                })?;
+                let slots = self.per_key.entry(k).or_default();
+                if slots.len() <= slot {
+                    slots.resize_with(slot + 1, || None);
+                }
+                slots[slot] = Some(Slot { value: Box::new(value), touched });
+            }
+        }
+        Ok(slot)
     }
 
     /// The state `slot` of `key`, created with `init` when absent or expired at `now`.
@@ -268,20 +373,40 @@ impl<K: Hash + Eq + Clone> Timers<K> {
 }
 
 /// How operator list state is divided when an operator restarts with another parallelism.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Redistribution {
     /// The entries of all instances are concatenated and split evenly (Flink's `getListState`):
     /// each entry goes to exactly one new instance.
+    #[default]
     EvenSplit,
     /// Every new instance gets every entry (Flink's `getUnionListState`).
     Union,
 }
+
+type Encode = fn(&(dyn Any + Send)) -> Result<Vec<Vec<u8>>>;
 
 struct OperatorEntry {
     mode: Redistribution,
     type_id: TypeId,
     type_name: &'static str,
     values: Box<dyn Any + Send>,
+    encode: Encode,
+}
+
+#[derive(Default)]
+struct OperatorStates {
+    declared: BTreeMap<String, OperatorEntry>,
+    /// Restored states not declared (yet) by this instance, kept as they were.
+    restored: BTreeMap<String, crate::checkpoint::ListSnapshot>,
+    was_restored: bool,
+}
+
+fn encode_list<S: serde::Serialize + 'static>(values: &(dyn Any + Send)) -> Result<Vec<Vec<u8>>> {
+    let values = values.downcast_ref::<Vec<S>>().ok_or_else(|| Error::internal("operator state of another type"))?;
+    values
+        .iter()
+        .map(|v| bitcode::serialize(v).map_err(|e| Error::internal(format!("cannot encode operator state: {e}"))))
+        .collect()
 }
 
 /// The operator (non-keyed) list states of one operator instance, by name: what sources and sinks
@@ -289,26 +414,37 @@ struct OperatorEntry {
 /// redistribute with [`redistribute`].
 #[derive(Clone, Default)]
 pub struct OperatorStateStore {
-    states: std::sync::Arc<std::sync::Mutex<BTreeMap<String, OperatorEntry>>>,
+    states: std::sync::Arc<std::sync::Mutex<OperatorStates>>,
 }
 
 impl std::fmt::Debug for OperatorStateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<String> = self.states.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default();
-        f.debug_struct("OperatorStateStore").field("states", &names).finish()
+        f.debug_struct("OperatorStateStore").field("states", &self.names()).finish()
     }
 }
 
 impl OperatorStateStore {
-    /// The list state `name` of element type `S`, created empty on first use; an error if the
-    /// name was used with another type or redistribution mode.
-    pub fn list_state<S: Clone + Send + 'static>(
+    /// A store holding restored states, which [`OperatorStateStore::list_state`] hands out.
+    pub fn restored(lists: BTreeMap<String, crate::checkpoint::ListSnapshot>) -> Self {
+        let states = OperatorStates { declared: BTreeMap::new(), restored: lists, was_restored: true };
+        OperatorStateStore { states: std::sync::Arc::new(std::sync::Mutex::new(states)) }
+    }
+
+    /// Whether the instance restored from a snapshot (so a source goes on from its state rather
+    /// than starting over, even where that state is empty).
+    pub fn is_restored(&self) -> bool {
+        self.states.lock().map(|s| s.was_restored).unwrap_or(false)
+    }
+
+    /// The list state `name` of element type `S`, created empty on first use (or with its
+    /// restored entries); an error if the name was used with another type or redistribution mode.
+    pub fn list_state<S: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>(
         &self,
         name: &str,
         mode: Redistribution,
     ) -> Result<OperatorListState<S>> {
         let mut states = self.states.lock().map_err(|_| Error::internal("operator state lock poisoned"))?;
-        match states.get(name) {
+        match states.declared.get(name) {
             Some(e) if e.type_id != TypeId::of::<S>() || e.mode != mode => {
                 return Err(Error::invalid_job(format!(
                     "operator state '{name}' is used as a {mode:?} list of {} but was declared as a {:?} list of {}",
@@ -319,13 +455,30 @@ impl OperatorStateStore {
             }
             Some(_) => {}
             None => {
-                states.insert(
+                let values: Vec<S> = match states.restored.remove(name) {
+                    None => Vec::new(),
+                    Some(l) => l
+                        .entries
+                        .iter()
+                        .map(|b| {
+                            bitcode::deserialize(b).map_err(|e| {
+                                Error::Config(format!(
+                                    "the restored operator state '{name}' was written as {} and cannot be read as {}:                                      {e}",
+                                    l.type_name,
+                                    std::any::type_name::<S>()
+                                ))
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                };
+                states.declared.insert(
                     name.to_string(),
                     OperatorEntry {
                         mode,
                         type_id: TypeId::of::<S>(),
                         type_name: std::any::type_name::<S>(),
-                        values: Box::new(Vec::<S>::new()),
+                        values: Box::new(values),
+                        encode: encode_list::<S>,
                     },
                 );
             }
@@ -335,7 +488,21 @@ impl OperatorStateStore {
 
     /// The names of the declared states.
     pub fn names(&self) -> Vec<String> {
-        self.states.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default()
+        self.states.lock().map(|s| s.declared.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Every state, encoded for a checkpoint (restored ones not declared since included).
+    pub fn snapshot(&self) -> Result<BTreeMap<String, crate::checkpoint::ListSnapshot>> {
+        let states = self.states.lock().map_err(|_| Error::internal("operator state lock poisoned"))?;
+        let mut out = states.restored.clone();
+        for (name, e) in &states.declared {
+            let entries = (e.encode)(e.values.as_ref())?;
+            out.insert(
+                name.clone(),
+                crate::checkpoint::ListSnapshot { mode: e.mode, type_name: e.type_name.to_string(), entries },
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -350,7 +517,7 @@ pub struct OperatorListState<S> {
 impl<S: Clone + Send + 'static> OperatorListState<S> {
     fn with<R>(&self, f: impl FnOnce(&mut Vec<S>) -> R) -> Result<R> {
         let mut states = self.store.states.lock().map_err(|_| Error::internal("operator state lock poisoned"))?;
-        let entry = states.get_mut(&self.name).ok_or_else(|| Error::internal("operator state vanished"))?;
+        let entry = states.declared.get_mut(&self.name).ok_or_else(|| Error::internal("operator state vanished"))?;
         let values =
             entry.values.downcast_mut::<Vec<S>>().ok_or_else(|| Error::internal("operator state of another type"))?;
         Ok(f(values))
@@ -422,6 +589,14 @@ mod tests {
         assert_eq!(store.list_state::<u64>("offsets", Redistribution::EvenSplit)?.get()?, vec![3, 5]);
         let e = store.list_state::<String>("offsets", Redistribution::EvenSplit).err().map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("operator state 'offsets' is used as"));
+        // Snapshot and restore: declared states by value, undeclared restored ones as they were.
+        let snap = store.snapshot()?;
+        let back = OperatorStateStore::restored(snap.clone());
+        assert!(back.is_restored() && !store.is_restored());
+        assert_eq!(back.snapshot()?, snap, "undeclared restored states are kept");
+        assert_eq!(back.list_state::<u64>("offsets", Redistribution::EvenSplit)?.get()?, vec![3, 5]);
+        let e = OperatorStateStore::restored(snap).list_state::<String>("offsets", Redistribution::EvenSplit);
+        assert!(e.err().map(|e| e.to_string()).unwrap_or_default().contains("cannot be read as"));
         let old = vec![vec![1, 2, 3], vec![4], vec![5, 6, 7, 8, 9]];
         for p in 1..6 {
             let new = redistribute(&old, p, Redistribution::EvenSplit);

@@ -105,6 +105,8 @@ impl<T, A: FnMut(&T, Option<Timestamp>) -> Timestamp> Output<T> for TimestampsAn
         match event {
             // Replaced by this operator's own.
             Control::Watermark(_) | Control::Idle(_) => Ok(()),
+            // Event time restarts from the sources after a recovery: nothing to keep.
+            Control::Barrier(_) => self.next.control(event),
             Control::Tick(now) => {
                 if self.seen_since_tick || self.last_active.is_none() {
                     self.last_active = Some(now);

@@ -74,6 +74,55 @@ fn generate(env: &mut StreamEnv, args: GenerateArgs) -> Result<()> {
 /// try clusters with (`{"rate": 1000}`; `{"count": N}` ends it).
 pub static GENERATE: Job<GenerateArgs> = Job::new("generate", generate);
 
+/// Arguments of [`KEYED_SUMS`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedSumsArgs {
+    /// Records in all: the numbers `0..count`.
+    pub count: u64,
+    /// Keys: number `i` has key `i % keys`.
+    pub keys: u64,
+    /// Records per second (absent: as fast as possible).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// A directory to write `key sum` lines into.
+    pub output: PathBuf,
+    /// The parallelism of the keyed sum and the sink (the source has one subtask, so that every
+    /// key's records arrive in one order and the output is the same in every run).
+    #[serde(default = "two")]
+    pub parallelism: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+
+fn keyed_sums(env: &mut StreamEnv, args: KeyedSumsArgs) -> Result<()> {
+    let keys = args.keys.max(1);
+    env.datagen(Some(args.count), args.rate, |i| i)
+        .set_parallelism(1)
+        .uid("numbers")
+        .map(move |i| (i % keys, i))
+        .set_parallelism(1)
+        .name("Tag")
+        .key_by(|t: &(u64, u64)| t.0)
+        .sum(|t| &mut t.1)
+        .set_parallelism(args.parallelism)
+        .name("Sum")
+        .uid("sums")
+        .map(|(k, s)| format!("{k} {s}"))
+        .set_parallelism(args.parallelism)
+        .name("Format")
+        .write_text(args.output)
+        .set_parallelism(args.parallelism)
+        .uid("files");
+    Ok(())
+}
+
+/// Running sums of `0..count` by key `i % keys`, written as text: the job of the checkpoint and
+/// recovery tests, whose output is the same in every run (`{"count": N, "keys": K, "output": DIR}`).
+pub static KEYED_SUMS: Job<KeyedSumsArgs> = Job::new("keyed-sums", keyed_sums);
+
 /// The `main` of the stock executable in application mode (`run-application -t process weir --
 /// JOB [ARGS_JSON] ...`): runs the named built-in jobs one after the other, each with the JSON
 /// arguments that follow its name.
@@ -96,5 +145,5 @@ pub fn main(driver: &mut weir_api::Driver, args: &[String]) -> Result<()> {
 
 /// The jobs of the stock executable.
 pub fn registry() -> Registry {
-    Registry::new().register(&WORDCOUNT).register(&GENERATE)
+    Registry::new().register(&WORDCOUNT).register(&GENERATE).register(&KEYED_SUMS)
 }

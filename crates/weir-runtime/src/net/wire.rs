@@ -17,6 +17,7 @@ enum WireOut<'a, T> {
     Watermark(Timestamp),
     Idle(bool),
     End,
+    Barrier(u64),
 }
 
 #[derive(serde::Deserialize)]
@@ -25,6 +26,7 @@ enum WireIn<T> {
     Watermark(Timestamp),
     Idle(bool),
     End,
+    Barrier(u64),
 }
 
 /// Appends the encoding of `m` to `buf`.
@@ -34,6 +36,7 @@ pub fn encode_message<T: Serialize>(m: &Message<T>, buf: &mut Vec<u8>) -> Result
         Message::Watermark(w) => WireOut::Watermark(*w),
         Message::Idle(i) => WireOut::Idle(*i),
         Message::EndOfInput => WireOut::End,
+        Message::Barrier(id) => WireOut::Barrier(*id),
     };
     let bytes = bitcode::serialize(&wire)
         .map_err(|e| Error::internal(format!("cannot serialize a record of {}: {e}", std::any::type_name::<T>())))?;
@@ -60,6 +63,7 @@ pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<Message<T>> {
         WireIn::Watermark(w) => Message::Watermark(w),
         WireIn::Idle(i) => Message::Idle(i),
         WireIn::End => Message::EndOfInput,
+        WireIn::Barrier(id) => Message::Barrier(id),
     })
 }
 

@@ -519,7 +519,7 @@ where
                 self.clean_up(PROCESSING, now);
                 self.out.flush()?;
             }
-            Control::Idle(_) => {}
+            Control::Idle(_) | Control::Barrier(_) => {}
         }
         self.out.control(event)
     }

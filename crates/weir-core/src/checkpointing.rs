@@ -1,0 +1,228 @@
+//! Checkpoint settings of a job, with Flink 1.20's key names and defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::duration_ms;
+use crate::{Error, Result};
+
+/// How barriers are handled at tasks with several input channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointingMode {
+    /// Aligned barriers: a channel that delivered the barrier waits for the others, so the snapshot
+    /// holds exactly the records before the barrier (`EXACTLY_ONCE`, the default).
+    #[default]
+    ExactlyOnce,
+    /// No alignment: records after a barrier may be in the snapshot and are replayed after a
+    /// recovery (`AT_LEAST_ONCE`); lower latency under backpressure.
+    AtLeastOnce,
+}
+
+/// `execution.checkpointing.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// `execution.checkpointing.interval`: how often a checkpoint starts; `None` disables
+    /// checkpointing (Flink's default).
+    pub interval_ms: Option<u64>,
+    /// `execution.checkpointing.timeout`: a checkpoint not complete by then is failed (10 min).
+    pub timeout_ms: u64,
+    /// `execution.checkpointing.min-pause`: the least time between the end of one checkpoint and
+    /// the start of the next (0).
+    pub min_pause_ms: u64,
+    /// `execution.checkpointing.num-retained`: completed checkpoints kept (1).
+    pub retained: u32,
+    /// `execution.checkpointing.mode`.
+    pub mode: CheckpointingMode,
+    /// `execution.checkpointing.dir`: where checkpoints are written (a directory or a `file://`
+    /// URL); `None`: `~/.local/share/weir/checkpoints`.
+    pub dir: Option<String>,
+    /// `execution.checkpointing.savepoint-dir`: the default target of savepoints.
+    pub savepoint_dir: Option<String>,
+    /// `execution.savepoint.path`: the savepoint (or retained checkpoint) the job starts from
+    /// (`run -s PATH`).
+    pub restore_path: Option<String>,
+    /// `execution.savepoint.ignore-unclaimed-state`: whether a restore may leave state of the
+    /// snapshot that no operator of the job claims (`--allowNonRestoredState`).
+    pub allow_non_restored: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval_ms: None,
+            timeout_ms: 600_000,
+            min_pause_ms: 0,
+            retained: 1,
+            mode: CheckpointingMode::ExactlyOnce,
+            dir: None,
+            savepoint_dir: None,
+            restore_path: None,
+            allow_non_restored: false,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The keys [`CheckpointConfig::set`] understands.
+    pub const KEYS: [&'static str; 9] = [
+        "execution.savepoint.path",
+        "execution.savepoint.ignore-unclaimed-state",
+        "execution.checkpointing.interval",
+        "execution.checkpointing.timeout",
+        "execution.checkpointing.min-pause",
+        "execution.checkpointing.num-retained",
+        "execution.checkpointing.mode",
+        "execution.checkpointing.dir",
+        "execution.checkpointing.savepoint-dir",
+    ];
+
+    /// Whether checkpoints are taken.
+    pub fn enabled(&self) -> bool {
+        self.interval_ms.is_some()
+    }
+
+    /// The checkpoint directory: the configured one or the default.
+    pub fn dir(&self) -> String {
+        match &self.dir {
+            Some(d) => d.clone(),
+            None => {
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+                home.join(".local/share/weir/checkpoints").display().to_string()
+            }
+        }
+    }
+
+    /// Sets one key; `Ok(false)` when the key is not a checkpointing key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        match key {
+            "execution.checkpointing.interval" => {
+                let ms = duration_ms(key, value)?;
+                if ms < 10 {
+                    return Err(Error::Config(format!(
+                        "{key}: '{value}' is too short; checkpoints can be at most every 10 ms"
+                    )));
+                }
+                self.interval_ms = Some(ms);
+            }
+            "execution.checkpointing.timeout" => {
+                self.timeout_ms = duration_ms(key, value)?;
+                if self.timeout_ms == 0 {
+                    return Err(Error::Config(format!("{key} must be positive")));
+                }
+            }
+            "execution.checkpointing.min-pause" => self.min_pause_ms = duration_ms(key, value)?,
+            "execution.checkpointing.num-retained" => {
+                self.retained =
+                    value.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        Error::Config(format!("{key}: '{value}' is not a whole number of at least 1"))
+                    })?;
+            }
+            "execution.checkpointing.mode" => {
+                self.mode = match value.trim().to_ascii_uppercase().replace('-', "_").as_str() {
+                    "EXACTLY_ONCE" => CheckpointingMode::ExactlyOnce,
+                    "AT_LEAST_ONCE" => CheckpointingMode::AtLeastOnce,
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "{key}: '{value}' is not a mode; use EXACTLY_ONCE or AT_LEAST_ONCE"
+                        )));
+                    }
+                }
+            }
+            "execution.checkpointing.dir" => self.dir = Some(non_empty(key, value)?),
+            "execution.checkpointing.savepoint-dir" => self.savepoint_dir = Some(non_empty(key, value)?),
+            "execution.savepoint.path" => self.restore_path = Some(non_empty(key, value)?),
+            "execution.savepoint.ignore-unclaimed-state" => {
+                self.allow_non_restored = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Error::Config(format!("{key}: '{value}' is not true or false"))),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Every setting that differs from the default, as `key: value`.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let d = CheckpointConfig::default();
+        if let Some(i) = self.interval_ms {
+            out.push(("execution.checkpointing.interval", format!("{i}ms")));
+        }
+        if self.timeout_ms != d.timeout_ms {
+            out.push(("execution.checkpointing.timeout", format!("{}ms", self.timeout_ms)));
+        }
+        if self.min_pause_ms != d.min_pause_ms {
+            out.push(("execution.checkpointing.min-pause", format!("{}ms", self.min_pause_ms)));
+        }
+        if self.retained != d.retained {
+            out.push(("execution.checkpointing.num-retained", self.retained.to_string()));
+        }
+        if self.mode != d.mode {
+            out.push(("execution.checkpointing.mode", "AT_LEAST_ONCE".into()));
+        }
+        if let Some(dir) = &self.dir {
+            out.push(("execution.checkpointing.dir", dir.clone()));
+        }
+        if let Some(dir) = &self.savepoint_dir {
+            out.push(("execution.checkpointing.savepoint-dir", dir.clone()));
+        }
+        if let Some(p) = &self.restore_path {
+            out.push(("execution.savepoint.path", p.clone()));
+        }
+        if self.allow_non_restored {
+            out.push(("execution.savepoint.ignore-unclaimed-state", "true".into()));
+        }
+        out
+    }
+
+    /// The settings a job's configuration map gives (unknown keys are left to others).
+    pub fn from_map<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<CheckpointConfig> {
+        let mut c = CheckpointConfig::default();
+        for (k, v) in map {
+            c.set(k, v)?;
+        }
+        Ok(c)
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(Error::Config(format!("{key} is empty; give a directory or a URL")));
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_with_flinks_notation_and_give_themselves_back() -> Result<()> {
+        let mut c = CheckpointConfig::default();
+        assert!(!c.enabled());
+        assert!(c.set("execution.checkpointing.interval", "1 s")?);
+        assert!(c.set("execution.checkpointing.mode", "at-least-once")?);
+        assert!(c.set("execution.checkpointing.num-retained", "3")?);
+        assert!(c.set("execution.checkpointing.dir", "/tmp/cp")?);
+        assert!(!c.set("parallelism.default", "3")?);
+        assert_eq!(c.interval_ms, Some(1000));
+        let mut back = CheckpointConfig::default();
+        for (k, v) in c.entries() {
+            back.set(k, &v)?;
+        }
+        assert_eq!(back, c);
+        for (k, v) in [
+            ("execution.checkpointing.interval", "1ms"),
+            ("execution.checkpointing.interval", "soon"),
+            ("execution.checkpointing.num-retained", "0"),
+            ("execution.checkpointing.mode", "twice"),
+            ("execution.checkpointing.dir", " "),
+            ("execution.checkpointing.timeout", "0"),
+        ] {
+            assert!(c.set(k, v).is_err(), "{k}: {v}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,428 @@
+//! The checkpoint coordinator of one job: when checkpoints start, which acknowledgements they wait
+//! for, completion (metadata written, older checkpoints removed), failures, and the figures REST
+//! shows. It is driven by the job's master (the embedded cluster's job master thread, or the
+//! JobManager): `poll` at least every few milliseconds, `ack` and `decline` as tasks report.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use weir_core::checkpointing::CheckpointConfig;
+use weir_core::{JobId, Result};
+
+use super::storage::CheckpointStorage;
+use super::{
+    CheckpointId, METADATA_FILE, OperatorMeta, SnapshotKind, SnapshotMetadata, StateFile, checkpoint_dir_name,
+};
+
+/// A task's acknowledgement: its state is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAck {
+    /// The checkpoint.
+    pub checkpoint_id: CheckpointId,
+    /// The file, its head and subtask, size and operators.
+    pub file: StateFile,
+}
+
+/// What the coordinator asks of the job's tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Sources: put barrier `id` into your output. `last`: this is the final checkpoint (every
+    /// source has ended); end your output after it.
+    Trigger {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Whether it is the final one.
+        last: bool,
+    },
+    /// Checkpoint `id` is complete: commit what it covers.
+    Complete {
+        /// The checkpoint.
+        id: CheckpointId,
+    },
+}
+
+/// The outcome of one checkpoint, for REST and the logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// Its number.
+    pub id: CheckpointId,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`, as Flink names them.
+    pub status: String,
+    /// Checkpoint or savepoint.
+    pub is_savepoint: bool,
+    /// When it was triggered (ms since the epoch).
+    pub trigger_timestamp: i64,
+    /// When the last acknowledgement arrived (ms since the epoch).
+    pub latest_ack_timestamp: i64,
+    /// Bytes written.
+    pub state_size: u64,
+    /// Milliseconds from trigger to completion or failure.
+    pub end_to_end_duration: u64,
+    /// Acknowledgements received.
+    pub num_acknowledged_subtasks: u32,
+    /// Acknowledgements expected.
+    pub num_subtasks: u32,
+    /// Where it is (once complete).
+    pub external_path: Option<String>,
+    /// Why it failed.
+    pub failure_message: Option<String>,
+}
+
+/// Counts and history, in the shape of Flink's `/jobs/{id}/checkpoints`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStats {
+    /// Triggered so far.
+    pub triggered: u64,
+    /// Completed so far.
+    pub completed: u64,
+    /// Failed so far.
+    pub failed: u64,
+    /// Restored from, when the job (re)started from a checkpoint: its id and path.
+    pub restored: Option<(CheckpointId, String)>,
+    /// The latest checkpoints, newest first (at most [`HISTORY`]).
+    pub history: VecDeque<CheckpointRecord>,
+}
+
+/// How many checkpoints the history keeps.
+pub const HISTORY: usize = 20;
+
+struct Pending {
+    id: CheckpointId,
+    started: Instant,
+    timestamp_ms: i64,
+    acks: BTreeMap<(u32, u32), StateFile>,
+    last: bool,
+    savepoint: Option<String>,
+}
+
+/// A completed checkpoint: its number, directory (relative to the storage root) and metadata.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    /// Its number.
+    pub id: CheckpointId,
+    /// Its directory.
+    pub dir: String,
+    /// Its metadata.
+    pub metadata: SnapshotMetadata,
+}
+
+/// One job's coordinator.
+pub struct Coordinator {
+    config: CheckpointConfig,
+    job_id: JobId,
+    job_name: String,
+    operators: Vec<OperatorMeta>,
+    tasks: u32,
+    storage: CheckpointStorage,
+    next_id: CheckpointId,
+    pending: Option<Pending>,
+    last_end: Option<Instant>,
+    last_start: Option<Instant>,
+    retained: VecDeque<Completed>,
+    final_wanted: bool,
+    final_requested: bool,
+    savepoints_wanted: VecDeque<String>,
+    savepoints_done: VecDeque<(CheckpointId, Result<String>)>,
+    /// Counts and history.
+    pub stats: CheckpointStats,
+}
+
+/// The directory of a job's checkpoints, relative to the storage root.
+pub fn job_dir(job_id: JobId) -> String {
+    job_id.to_string()
+}
+
+impl Coordinator {
+    /// A coordinator for a job of `tasks` tasks, numbering checkpoints after `last_id` (the one it
+    /// restored from, or 0).
+    pub fn new(
+        config: CheckpointConfig,
+        job_id: JobId,
+        job_name: String,
+        operators: Vec<OperatorMeta>,
+        tasks: u32,
+        storage: CheckpointStorage,
+        last_id: CheckpointId,
+    ) -> Self {
+        Coordinator {
+            config,
+            job_id,
+            job_name,
+            operators,
+            tasks,
+            storage,
+            next_id: last_id + 1,
+            pending: None,
+            last_end: None,
+            last_start: None,
+            retained: VecDeque::new(),
+            final_wanted: false,
+            final_requested: false,
+            savepoints_wanted: VecDeque::new(),
+            savepoints_done: VecDeque::new(),
+            stats: CheckpointStats::default(),
+        }
+    }
+
+    /// Keeps `c` (the checkpoint a run restored from) among the retained ones.
+    pub fn adopt(&mut self, c: Completed) {
+        self.next_id = self.next_id.max(c.id + 1);
+        self.retained.push_back(c);
+    }
+
+    /// The latest completed checkpoint.
+    pub fn latest(&self) -> Option<&Completed> {
+        self.retained.back()
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &CheckpointStorage {
+        &self.storage
+    }
+
+    /// Every source has ended: the next checkpoint, as soon as none is running, is the final one.
+    pub fn request_final(&mut self) {
+        if !self.final_requested {
+            self.final_requested = true;
+            self.final_wanted = true;
+        }
+    }
+
+    /// Asks for a savepoint into `dir` (relative to the storage root) at the next opportunity.
+    pub fn request_savepoint(&mut self, dir: String) {
+        self.savepoints_wanted.push_back(dir);
+    }
+
+    /// Savepoints taken since the last call: the checkpoint they were taken with, and where they
+    /// are or why they could not be written.
+    pub fn take_savepoints(&mut self) -> Vec<(CheckpointId, Result<String>)> {
+        self.savepoints_done.drain(..).collect()
+    }
+
+    /// What is due now: a timed-out checkpoint is failed, and a new one may start.
+    pub fn poll(&mut self, now: Instant, now_ms: i64) -> Option<Command> {
+        if let Some(p) = &self.pending {
+            if now.duration_since(p.started) < Duration::from_millis(self.config.timeout_ms) {
+                return None;
+            }
+            let id = p.id;
+            self.fail(
+                id,
+                format!("not complete within {} ms (execution.checkpointing.timeout)", self.config.timeout_ms),
+            );
+        }
+        let interval = Duration::from_millis(self.config.interval_ms?);
+        let pause_over =
+            self.last_end.is_none_or(|e| now.duration_since(e) >= Duration::from_millis(self.config.min_pause_ms));
+        let interval_over = self.last_start.is_none_or(|s| now.duration_since(s) >= interval);
+        let urgent = self.final_wanted || !self.savepoints_wanted.is_empty();
+        if !(urgent || (pause_over && interval_over)) {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let last = std::mem::take(&mut self.final_wanted);
+        let savepoint = self.savepoints_wanted.pop_front();
+        self.pending = Some(Pending { id, started: now, timestamp_ms: now_ms, acks: BTreeMap::new(), last, savepoint });
+        self.last_start = Some(now);
+        self.stats.triggered += 1;
+        self.record(CheckpointRecord {
+            id,
+            status: "IN_PROGRESS".into(),
+            is_savepoint: self.pending.as_ref().is_some_and(|p| p.savepoint.is_some()),
+            trigger_timestamp: now_ms,
+            latest_ack_timestamp: now_ms,
+            state_size: 0,
+            end_to_end_duration: 0,
+            num_acknowledged_subtasks: 0,
+            num_subtasks: self.tasks,
+            external_path: None,
+            failure_message: None,
+        });
+        Some(Command::Trigger { id, last })
+    }
+
+    fn record(&mut self, r: CheckpointRecord) {
+        match self.stats.history.iter_mut().find(|h| h.id == r.id) {
+            Some(h) => *h = r,
+            None => {
+                self.stats.history.push_front(r);
+                self.stats.history.truncate(HISTORY);
+            }
+        }
+    }
+
+    fn update(&mut self, id: CheckpointId, f: impl FnOnce(&mut CheckpointRecord)) {
+        if let Some(h) = self.stats.history.iter_mut().find(|h| h.id == id) {
+            f(h);
+        }
+    }
+
+    /// A task's state is written. When it is the last one expected, the checkpoint completes: its
+    /// metadata is written, and the command to commit it returned.
+    pub fn ack(&mut self, ack: TaskAck, now_ms: i64) -> Result<Option<Command>> {
+        let Some(p) = self.pending.as_mut().filter(|p| p.id == ack.checkpoint_id) else {
+            return Ok(None);
+        };
+        p.acks.insert((ack.file.head, ack.file.subtask), ack.file);
+        let (n, id) = (p.acks.len() as u32, p.id);
+        let size: u64 = p.acks.values().map(|f| f.bytes).sum();
+        self.update(id, |h| {
+            h.num_acknowledged_subtasks = n;
+            h.latest_ack_timestamp = now_ms;
+            h.state_size = size;
+        });
+        if n < self.tasks {
+            return Ok(None);
+        }
+        let Some(p) = self.pending.take() else { return Ok(None) };
+        let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(p.id));
+        let metadata = SnapshotMetadata {
+            format_version: super::STATE_FORMAT_VERSION,
+            kind: if p.savepoint.is_some() { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint },
+            job_id: self.job_id,
+            job_name: self.job_name.clone(),
+            checkpoint_id: p.id,
+            timestamp_ms: p.timestamp_ms,
+            operators: self.operators.clone(),
+            files: p.acks.into_values().collect(),
+        };
+        let written = metadata.encode().and_then(|bytes| self.storage.put(&format!("{dir}/{METADATA_FILE}"), bytes));
+        if let Err(e) = written {
+            self.last_end = Some(Instant::now());
+            self.fail_recorded(p.id, format!("cannot write its metadata: {e}"));
+            return Ok(None);
+        }
+        let duration = Instant::now().duration_since(p.started).as_millis() as u64;
+        self.last_end = Some(Instant::now());
+        self.stats.completed += 1;
+        let path = format!("{}/{dir}", self.storage.location().trim_end_matches('/'));
+        info!(job_id = %self.job_id, checkpoint = p.id, bytes = metadata.bytes(), duration_ms = duration, "checkpoint complete");
+        self.update(p.id, |h| {
+            h.status = "COMPLETED".into();
+            h.end_to_end_duration = duration;
+            h.external_path = Some(path);
+        });
+        if let Some(target) = &p.savepoint {
+            let saved = copy_snapshot(&self.storage, &dir, &metadata, target);
+            self.savepoints_done.push_back((p.id, saved.map(|()| target.clone())));
+        }
+        self.retained.push_back(Completed { id: p.id, dir, metadata });
+        while self.retained.len() > self.config.retained.max(1) as usize {
+            if let Some(old) = self.retained.pop_front()
+                && let Err(e) = self.storage.remove_dir(&old.dir)
+            {
+                warn!(job_id = %self.job_id, checkpoint = old.id, error = %e, "cannot remove an old checkpoint");
+            }
+        }
+        Ok(Some(Command::Complete { id: p.id }))
+    }
+
+    /// A task could not write its state: the checkpoint fails (the job goes on; the next one
+    /// starts after the interval).
+    pub fn decline(&mut self, id: CheckpointId, reason: String) {
+        if self.pending.as_ref().is_some_and(|p| p.id == id) {
+            self.fail(id, reason);
+        }
+    }
+
+    /// The running checkpoint, if any, is abandoned because the job's run ended (failure or
+    /// restart).
+    pub fn abort(&mut self, reason: &str) {
+        if let Some(id) = self.pending.as_ref().map(|p| p.id) {
+            self.fail(id, reason.to_string());
+        }
+    }
+
+    fn fail(&mut self, id: CheckpointId, reason: String) {
+        let Some(p) = self.pending.take() else { return };
+        self.last_end = Some(Instant::now());
+        if p.savepoint.is_some() {
+            self.savepoints_done
+                .push_back((id, Err(weir_core::Error::Config(format!("the savepoint failed: {reason}")))));
+        }
+        if p.last {
+            // The final checkpoint must happen: ask again.
+            self.final_wanted = true;
+        }
+        let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(id));
+        if let Err(e) = self.storage.remove_dir(&dir) {
+            warn!(job_id = %self.job_id, checkpoint = id, error = %e, "cannot remove a failed checkpoint's files");
+        }
+        self.fail_recorded(id, reason);
+    }
+
+    fn fail_recorded(&mut self, id: CheckpointId, reason: String) {
+        warn!(job_id = %self.job_id, checkpoint = id, reason = %reason, "checkpoint failed");
+        self.stats.failed += 1;
+        let started = self.stats.history.iter().find(|h| h.id == id).map(|h| h.trigger_timestamp).unwrap_or(0);
+        let now = crate::exchange::now_millis();
+        self.update(id, |h| {
+            h.status = "FAILED".into();
+            h.end_to_end_duration = (now - started).max(0) as u64;
+            h.failure_message = Some(reason);
+        });
+    }
+}
+
+/// The latest completed checkpoint of `job_id` in `storage` whose metadata reads and whose files are
+/// all there at their recorded sizes; damaged ones are skipped with a warning (the one before is
+/// used), so that a crash while a checkpoint was written never stops a recovery.
+pub fn latest_completed(storage: &CheckpointStorage, job_id: JobId) -> Result<Option<Completed>> {
+    let mut ids: Vec<CheckpointId> = storage
+        .list(&job_dir(job_id))?
+        .iter()
+        .filter_map(|n| n.strip_prefix("chk-").and_then(|n| n.parse().ok()))
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    for id in ids {
+        let dir = format!("{}/{}", job_dir(job_id), checkpoint_dir_name(id));
+        match read_completed(storage, &dir) {
+            Ok(metadata) => return Ok(Some(Completed { id, dir, metadata })),
+            Err(e) => warn!(job_id = %job_id, checkpoint = id, error = %e, "skipping a checkpoint that cannot be used"),
+        }
+    }
+    Ok(None)
+}
+
+/// Reads and checks the snapshot in directory `dir`: its metadata, and every file it lists at its
+/// recorded size.
+pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<SnapshotMetadata> {
+    let what = format!("{}/{dir}/{METADATA_FILE}", storage.location().trim_end_matches('/'));
+    let sizes = storage.sizes(dir)?;
+    if !sizes.contains_key(METADATA_FILE) {
+        return Err(weir_core::Error::Config(format!(
+            "{what} does not exist: the snapshot is incomplete or the path is not a snapshot"
+        )));
+    }
+    let metadata = SnapshotMetadata::decode(&storage.get(&format!("{dir}/{METADATA_FILE}"))?, &what)?;
+    for f in &metadata.files {
+        match sizes.get(&f.path) {
+            Some(&n) if n == f.bytes => {}
+            Some(&n) => {
+                return Err(weir_core::Error::Config(format!(
+                    "{dir}/{} is {n} bytes but the metadata says {}: the file was truncated or replaced",
+                    f.path, f.bytes
+                )));
+            }
+            None => {
+                return Err(weir_core::Error::Config(format!("{dir}/{} is missing", f.path)));
+            }
+        }
+    }
+    Ok(metadata)
+}
+
+/// Copies the snapshot in `dir` of `from` to the savepoint location `target` (a directory or URL of
+/// its own): its files, and its metadata marked as a savepoint.
+pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMetadata, target: &str) -> Result<()> {
+    let to = CheckpointStorage::open(target)?;
+    for f in &metadata.files {
+        to.put(&f.path, from.get(&format!("{dir}/{}", f.path))?)?;
+    }
+    let mut saved = metadata.clone();
+    saved.kind = SnapshotKind::Savepoint;
+    to.put(METADATA_FILE, saved.encode()?)
+}

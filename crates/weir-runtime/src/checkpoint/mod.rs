@@ -1,0 +1,333 @@
+//! Checkpoints: consistent snapshots of a running job, taken with aligned barriers (asynchronous
+//! barrier snapshotting), and what a job restores from after a failure.
+//!
+//! - The coordinator ([`coordinator`]) decides when a checkpoint starts, collects every task's
+//!   acknowledgement and completes it by writing its metadata, which lists every file.
+//! - Sources put a barrier into their output between two batches; tasks with several input
+//!   channels align barriers ([`crate::exchange::InputGate`]); every operator writes its state when
+//!   the barrier passes it, and the task hands its snapshot to a writer thread, so processing goes
+//!   on while state is written ([`task`]).
+//! - State lives in checkpoint storage ([`storage`]): a directory, or any store `object_store`
+//!   reaches.
+//!
+//! Keyed state is written by key group, so a job may restore with another parallelism; operator
+//! list state is redistributed ([`crate::state::redistribute`]). Operators are matched to their
+//! state by `uid`.
+
+pub mod coordinator;
+pub mod storage;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use serde::{Deserialize, Serialize};
+use weir_core::{Error, JobId, Result};
+
+use crate::state::Redistribution;
+
+/// A checkpoint's number within its job: 1, 2, ... in the order they were triggered.
+pub type CheckpointId = u64;
+
+/// Version of the state file and metadata formats; a checkpoint or savepoint of another version
+/// is refused with an error that says so.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// The first bytes of every state file.
+const STATE_MAGIC: &[u8; 8] = b"WEIRSTAT";
+
+/// One operator list state in a snapshot: its entries, each encoded on its own so that they can be
+/// redistributed without knowing their type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSnapshot {
+    /// How entries are divided on restore.
+    pub mode: Redistribution,
+    /// The element type's name (checked on restore).
+    pub type_name: String,
+    /// The entries.
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// The state of one operator instance at one checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// The operator's uid.
+    pub uid: String,
+    /// Keyed state, one encoded chunk per key group.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Operator list states by name.
+    pub lists: BTreeMap<String, ListSnapshot>,
+}
+
+impl OperatorSnapshot {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty() && self.lists.is_empty()
+    }
+}
+
+/// What one task (a chain, one subtask) wrote for one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// The job.
+    pub job_id: JobId,
+    /// The checkpoint.
+    pub checkpoint_id: CheckpointId,
+    /// The chain's head vertex.
+    pub head: u32,
+    /// The subtask.
+    pub subtask: u32,
+    /// Every operator of the chain that has state.
+    pub operators: Vec<OperatorSnapshot>,
+}
+
+impl TaskState {
+    /// The file form: magic, format version, CRC-32 and length of the body, body.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let body = bitcode::serialize(self).map_err(|e| Error::internal(format!("cannot encode task state: {e}")))?;
+        let mut out = Vec::with_capacity(body.len() + 24);
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_FORMAT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Reads a state file; a file of another format version, or one that is truncated or corrupted,
+    /// is an error that names `what`.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<TaskState> {
+        let bad = |why: String| Error::Config(format!("checkpoint state file {what} {why}"));
+        if bytes.len() < 24 || &bytes[..8] != STATE_MAGIC {
+            return Err(bad("is not a weir state file (it is truncated or was overwritten)".into()));
+        }
+        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let version = word(8);
+        if version != STATE_FORMAT_VERSION {
+            return Err(bad(format!(
+                "has state format version {version}; this weir reads version {STATE_FORMAT_VERSION}"
+            )));
+        }
+        let crc = word(12);
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[16..24]);
+        let len = u64::from_be_bytes(len) as usize;
+        let body = &bytes[24..];
+        if body.len() != len {
+            return Err(bad(format!("is truncated: {} of {len} bytes", body.len())));
+        }
+        if crc32fast::hash(body) != crc {
+            return Err(bad("is corrupted (checksum mismatch)".into()));
+        }
+        bitcode::deserialize(body).map_err(|e| bad(format!("cannot be decoded: {e}")))
+    }
+}
+
+/// Whether a snapshot is a checkpoint (owned and removed by weir) or a savepoint (owned by the user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// A periodic checkpoint.
+    Checkpoint,
+    /// A savepoint.
+    Savepoint,
+}
+
+/// One state file of a completed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// The chain's head vertex.
+    pub head: u32,
+    /// The subtask.
+    pub subtask: u32,
+    /// Path relative to the snapshot's directory.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// The uids of the operators whose state it holds.
+    pub uids: Vec<String>,
+}
+
+/// One operator as it was when the snapshot was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorMeta {
+    /// Its uid.
+    pub uid: String,
+    /// Its name.
+    pub name: String,
+    /// Its parallelism.
+    pub parallelism: u32,
+    /// Its number of key groups.
+    pub max_parallelism: u32,
+}
+
+/// The `_metadata` file of a completed checkpoint or savepoint: it lists every file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMetadata {
+    /// [`STATE_FORMAT_VERSION`] of the weir that wrote it.
+    pub format_version: u32,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// The job.
+    pub job_id: JobId,
+    /// The job's name.
+    pub job_name: String,
+    /// The checkpoint's number.
+    pub checkpoint_id: CheckpointId,
+    /// When it was triggered (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// The operators.
+    pub operators: Vec<OperatorMeta>,
+    /// Every state file.
+    pub files: Vec<StateFile>,
+}
+
+impl SnapshotMetadata {
+    /// The total size of its files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// Reads a `_metadata` file; another format version is an error that says what to do.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<SnapshotMetadata> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Config(format!("{what} is not a weir snapshot's metadata: {e}")))?;
+        if v.format_version != STATE_FORMAT_VERSION {
+            return Err(Error::Config(format!(
+                "{what} has state format version {}; this weir reads version {STATE_FORMAT_VERSION}: restore it with \
+                 the weir version that wrote it",
+                v.format_version
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("{what} cannot be read: {e}")))
+    }
+
+    /// The JSON form.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::internal(format!("cannot encode metadata: {e}")))
+    }
+}
+
+/// Encodes keyed entries by key group: one chunk per key group that has entries. The key group of
+/// a key is the one the hash exchange sends it to.
+pub fn snapshot_keyed<'a, K, V>(
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+    max_parallelism: u32,
+) -> Result<Vec<(u32, Vec<u8>)>>
+where
+    K: Hash + Serialize + 'a,
+    V: Serialize + 'a,
+{
+    let mut groups: BTreeMap<u32, Vec<(&K, &V)>> = BTreeMap::new();
+    for (k, v) in entries {
+        groups.entry(weir_core::keygroup::key_group(k, max_parallelism)).or_default().push((k, v));
+    }
+    groups
+        .into_iter()
+        .map(|(kg, entries)| {
+            bitcode::serialize(&entries)
+                .map(|b| (kg, b))
+                .map_err(|e| Error::internal(format!("cannot encode keyed state: {e}")))
+        })
+        .collect()
+}
+
+/// Decodes the chunks [`snapshot_keyed`] wrote.
+pub fn restore_keyed<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
+    chunks: &[(u32, Vec<u8>)],
+) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for (kg, bytes) in chunks {
+        let mut entries: Vec<(K, V)> = bitcode::deserialize(bytes).map_err(|e| {
+            Error::Config(format!(
+                "the keyed state of key group {kg} cannot be read as {} -> {}: {e}; restore with the program that \
+                 wrote it, or give the changed operator a new uid",
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
+            ))
+        })?;
+        out.append(&mut entries);
+    }
+    Ok(out)
+}
+
+/// The operators of `plan`, as snapshot metadata records them.
+pub fn operators_of(plan: &weir_core::Plan) -> Vec<OperatorMeta> {
+    plan.vertices
+        .iter()
+        .map(|v| OperatorMeta {
+            uid: v.state_uid(),
+            name: v.name.clone(),
+            parallelism: v.parallelism,
+            max_parallelism: v.max_parallelism,
+        })
+        .collect()
+}
+
+/// Checks that every operator state in `restore` has an operator of `plan` to go to (matched by
+/// uid), unless `allow_non_restored`; a snapshot of another job claims nothing and is refused.
+pub fn check_claims(restore: &task::Restore, plan: &weir_core::Plan, allow_non_restored: bool) -> Result<()> {
+    let uids: std::collections::BTreeSet<String> = plan.vertices.iter().map(|v| v.state_uid()).collect();
+    let stateful: std::collections::BTreeSet<&str> =
+        restore.metadata.files.iter().flat_map(|f| f.uids.iter().map(String::as_str)).collect();
+    let unclaimed: Vec<&str> = stateful.iter().copied().filter(|u| !uids.contains(*u)).collect();
+    if unclaimed.is_empty() || allow_non_restored {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{} holds state of operators this job does not have: {} (it was taken from job '{}'); give the operators \
+         these uids, or pass --allowNonRestoredState to drop that state",
+        restore.describe(),
+        unclaimed.join(", "),
+        restore.metadata.job_name
+    )))
+}
+
+/// The directory name of checkpoint `id`.
+pub fn checkpoint_dir_name(id: CheckpointId) -> String {
+    format!("chk-{id}")
+}
+
+/// The name of the metadata file in a snapshot's directory.
+pub const METADATA_FILE: &str = "_metadata";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_round_trip_and_damage_is_detected() -> Result<()> {
+        let state = TaskState {
+            job_id: JobId(9),
+            checkpoint_id: 3,
+            head: 1,
+            subtask: 0,
+            operators: vec![OperatorSnapshot {
+                uid: "1:Keyed".into(),
+                keyed: snapshot_keyed([(&"a".to_string(), &1u64), (&"b".to_string(), &2u64)].into_iter(), 128)?,
+                lists: BTreeMap::new(),
+            }],
+        };
+        let bytes = state.encode()?;
+        assert_eq!(TaskState::decode(&bytes, "f")?, state);
+        let e = TaskState::decode(&bytes[..bytes.len() - 1], "f").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("truncated"), "{e}");
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let e = TaskState::decode(&flipped, "f").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("corrupted"), "{e}");
+        let mut other = bytes.clone();
+        other[11] = 99;
+        let e = TaskState::decode(&other, "f").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("format version 99"), "{e}");
+        let mut back: Vec<(String, u64)> = restore_keyed(&state.operators[0].keyed)?;
+        back.sort();
+        assert_eq!(back, vec![("a".to_string(), 1), ("b".to_string(), 2)]);
+        Ok(())
+    }
+}

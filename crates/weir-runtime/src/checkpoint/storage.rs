@@ -1,0 +1,182 @@
+//! Checkpoint storage: where state files and metadata go, through `object_store`, so that a local
+//! directory and an S3-compatible store are used the same way.
+//!
+//! The calls are blocking: they run on one small runtime of their own and the caller waits, so
+//! that task threads (which have no async runtime) and async code alike may use them.
+
+use std::sync::{Arc, OnceLock};
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use weir_core::{Blame, Error, Result};
+
+/// A place for checkpoints: a root in some object store.
+#[derive(Clone)]
+pub struct CheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    /// The location as the user wrote it, for messages.
+    location: String,
+}
+
+impl std::fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStorage").field("location", &self.location).finish()
+    }
+}
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-checkpoint-io")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::internal(format!("cannot start the checkpoint I/O runtime: {e}")))
+}
+
+/// Runs `fut` on the storage runtime and waits for it (safe from inside another runtime too).
+fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime()?.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().map_err(|_| Error::internal("the checkpoint I/O runtime dropped a request"))
+}
+
+impl CheckpointStorage {
+    /// Storage at `location`: a directory path (created if missing) or a `file://` URL.
+    pub fn open(location: &str) -> Result<CheckpointStorage> {
+        let trimmed = location.trim();
+        if trimmed.is_empty() {
+            return Err(Error::Config("execution.checkpointing.dir is empty; give a directory or a URL".into()));
+        }
+        let dir = match trimmed.split_once("://") {
+            None => std::path::PathBuf::from(trimmed),
+            Some(("file", rest)) => std::path::PathBuf::from(rest),
+            Some((scheme, _)) => {
+                return Err(Error::Config(format!(
+                    "checkpoint storage '{location}': the scheme '{scheme}' is not supported; use a directory path or \
+                     a file:// URL"
+                )));
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("cannot create the checkpoint directory (execution.checkpointing.dir)", &dir, e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| Error::Config(format!("cannot use {} for checkpoints: {e}", dir.display())))?
+            .with_automatic_cleanup(true);
+        Ok(CheckpointStorage { store: Arc::new(store), location: trimmed.to_string() })
+    }
+
+    /// The location, as given.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, rel: &str) -> Result<StorePath> {
+        StorePath::parse(rel).map_err(|e| Error::internal(format!("bad checkpoint path '{rel}': {e}")))
+    }
+
+    fn failed(&self, what: &str, rel: &str, e: object_store::Error) -> Error {
+        Error::Task {
+            operator: "checkpoint storage".into(),
+            subtask: 0,
+            parallelism: 1,
+            message: format!("cannot {what} {}/{rel}: {e}", self.location.trim_end_matches('/')),
+            blame: Blame::External,
+            retryable: true,
+        }
+    }
+
+    /// Writes `bytes` to `rel` (atomically: a reader sees all of it or nothing).
+    pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        block(async move { store.put(&path, PutPayload::from(bytes)).await })?
+            .map(|_| ())
+            .map_err(|e| self.failed("write", rel, e))
+    }
+
+    /// Reads `rel`.
+    pub fn get(&self, rel: &str) -> Result<Vec<u8>> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        let r = block(async move {
+            match store.get(&path).await {
+                Ok(g) => g.bytes().await.map(|b| b.to_vec()),
+                Err(e) => Err(e),
+            }
+        })?;
+        r.map_err(|e| self.failed("read", rel, e))
+    }
+
+    /// The names directly under directory `rel` (files and directories).
+    pub fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        let r = block(async move { store.list_with_delimiter(Some(&path)).await })?;
+        let listing = match r {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(self.failed("list", rel, e)),
+        };
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .chain(listing.objects.iter().map(|o| &o.location))
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The files directly under directory `rel` with their sizes.
+    pub fn sizes(&self, rel: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        match block(async move { store.list_with_delimiter(Some(&path)).await })? {
+            Ok(l) => Ok(l.objects.iter().filter_map(|o| Some((o.location.filename()?.to_string(), o.size))).collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Default::default()),
+            Err(e) => Err(self.failed("list", rel, e)),
+        }
+    }
+
+    /// Removes every file directly under directory `rel` (a snapshot's directory is flat).
+    pub fn remove_dir(&self, rel: &str) -> Result<()> {
+        for name in self.list(rel)? {
+            let full = format!("{rel}/{name}");
+            let (store, path) = (self.store.clone(), self.path(&full)?);
+            match block(async move { store.delete(&path).await })? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("remove", &full, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_written_listed_read_and_removed() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let s = CheckpointStorage::open(&dir.path().join("cp").display().to_string())?;
+        s.put("job/chk-1/0-0.state", b"abc".to_vec())?;
+        s.put("job/chk-1/_metadata", b"{}".to_vec())?;
+        s.put("job/chk-2/_metadata", b"{}".to_vec())?;
+        assert_eq!(s.list("job")?, vec!["chk-1", "chk-2"]);
+        assert_eq!(s.list("job/chk-1")?, vec!["0-0.state", "_metadata"]);
+        assert_eq!(s.get("job/chk-1/0-0.state")?, b"abc");
+        assert_eq!(s.sizes("job/chk-1")?.get("0-0.state"), Some(&3));
+        s.remove_dir("job/chk-1")?;
+        assert_eq!(s.list("job")?, vec!["chk-2"]);
+        assert!(s.list("nothing")?.is_empty());
+        let e = s.get("job/chk-1/0-0.state").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("cannot read") && e.contains("chk-1/0-0.state"), "{e}");
+        let e = CheckpointStorage::open("ftp://x/y").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("scheme 'ftp'"), "{e}");
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! The task side of checkpoints: what the tasks of one job part share (the latest trigger, the
+//! latest completed checkpoint, the writer thread, what to restore from), and each task's handle
+//! on it, through which its operators hand in their snapshots and read their restored state.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tracing::{debug, warn};
+use weir_core::{Error, JobId, Result};
+
+use super::coordinator::TaskAck;
+use super::storage::CheckpointStorage;
+use super::{
+    CheckpointId, ListSnapshot, METADATA_FILE, OperatorSnapshot, SnapshotMetadata, StateFile, TaskState,
+    checkpoint_dir_name,
+};
+use crate::context::CancelToken;
+use crate::state::redistribute;
+
+/// What a job part tells its coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartEvent {
+    /// A task's state is written.
+    Ack(TaskAck),
+    /// A task could not write its state for this checkpoint.
+    Decline {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Why.
+        reason: String,
+    },
+    /// A source subtask read all its input; the job's final checkpoint may come once all have.
+    SourceEnded,
+}
+
+/// A snapshot to restore from: where it is and what it holds.
+#[derive(Clone, Debug)]
+pub struct Restore {
+    /// Its storage.
+    pub storage: CheckpointStorage,
+    /// Its directory in the storage ("" when the storage is rooted at it, as for savepoints).
+    pub dir: String,
+    /// Its metadata.
+    pub metadata: SnapshotMetadata,
+}
+
+/// The restored state of one operator instance.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredOperator {
+    /// Keyed state chunks of this instance's key groups.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Operator list states, redistributed to this instance.
+    pub lists: BTreeMap<String, ListSnapshot>,
+}
+
+/// `dir/name`, or `name` at the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+}
+
+impl Restore {
+    /// Opens the snapshot at `dir` of `storage`, checking its metadata and files.
+    pub fn open(storage: CheckpointStorage, dir: &str) -> Result<Restore> {
+        let metadata = super::coordinator::read_completed(&storage, dir)?;
+        Ok(Restore { storage, dir: dir.to_string(), metadata })
+    }
+
+    /// The path of metadata, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.storage.location().trim_end_matches('/'), join(&self.dir, METADATA_FILE))
+    }
+
+    fn read(&self, f: &StateFile) -> Result<TaskState> {
+        let rel = join(&self.dir, &f.path);
+        let what = format!("{}/{rel}", self.storage.location().trim_end_matches('/'));
+        TaskState::decode(&self.storage.get(&rel)?, &what)
+    }
+
+    /// The state of subtask `subtask` of `parallelism` of operator `uid` with `max_parallelism` key
+    /// groups: at the same parallelism, the old subtask's own; at another, every old subtask's
+    /// keyed state in this subtask's key groups and the redistributed list states.
+    pub fn operator(
+        &self,
+        uid: &str,
+        subtask: u32,
+        parallelism: u32,
+        max_parallelism: u32,
+    ) -> Result<Option<RestoredOperator>> {
+        let Some(meta) = self.metadata.operators.iter().find(|o| o.uid == uid) else { return Ok(None) };
+        if meta.max_parallelism != max_parallelism {
+            return Err(Error::Config(format!(
+                "operator '{uid}' had {} key groups (pipeline.max-parallelism) in {}, but has {max_parallelism} now; \
+                 the number of key groups cannot change across a restore",
+                meta.max_parallelism,
+                self.describe()
+            )));
+        }
+        let same = meta.parallelism == parallelism;
+        let files: Vec<&StateFile> = self
+            .metadata
+            .files
+            .iter()
+            .filter(|f| f.uids.iter().any(|u| u == uid) && (!same || f.subtask == subtask))
+            .collect();
+        let mut old: Vec<(u32, OperatorSnapshot)> = Vec::new();
+        for f in files {
+            let state = self.read(f)?;
+            old.extend(state.operators.into_iter().filter(|o| o.uid == uid).map(|o| (f.subtask, o)));
+        }
+        old.sort_by_key(|(s, _)| *s);
+        let range = weir_core::keygroup::key_group_range(max_parallelism, parallelism, subtask);
+        let mut out = RestoredOperator::default();
+        // Per list state: its description, and the entries of each old subtask.
+        type Parts = Vec<Vec<Vec<u8>>>;
+        let mut lists: BTreeMap<String, (ListSnapshot, Parts)> = BTreeMap::new();
+        for (_, snap) in old {
+            out.keyed.extend(snap.keyed.into_iter().filter(|(kg, _)| range.contains(kg)));
+            for (name, l) in snap.lists {
+                let e =
+                    lists.entry(name).or_insert_with(|| (ListSnapshot { entries: Vec::new(), ..l.clone() }, vec![]));
+                e.1.push(l.entries);
+            }
+        }
+        for (name, (mut l, parts)) in lists {
+            l.entries = if same {
+                parts.concat()
+            } else {
+                redistribute(&parts, parallelism, l.mode).into_iter().nth(subtask as usize).unwrap_or_default()
+            };
+            out.lists.insert(name, l);
+        }
+        Ok(Some(out))
+    }
+}
+
+struct Upload {
+    checkpoint_id: CheckpointId,
+    head: u32,
+    subtask: u32,
+    uids: Vec<String>,
+    bytes: Result<Vec<u8>>,
+}
+
+/// What the tasks of one job part share about checkpoints.
+pub struct PartCheckpoints {
+    job_id: JobId,
+    exactly_once: bool,
+    timeout: Duration,
+    triggered: AtomicU64,
+    last: AtomicU64,
+    completed: AtomicU64,
+    sources_ended: AtomicUsize,
+    events: Sender<PartEvent>,
+    writer: Mutex<Option<Sender<Upload>>>,
+    restore: Option<Restore>,
+}
+
+impl std::fmt::Debug for PartCheckpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartCheckpoints").field("job_id", &self.job_id).finish()
+    }
+}
+
+impl PartCheckpoints {
+    /// Checkpointing for a part of job `job_id` writing to `storage`; events go to `events`. A
+    /// writer thread starts, and ends when the part is closed ([`PartCheckpoints::close`]).
+    pub fn start(
+        job_id: JobId,
+        config: &weir_core::checkpointing::CheckpointConfig,
+        storage: CheckpointStorage,
+        events: Sender<PartEvent>,
+        restore: Option<Restore>,
+    ) -> Result<Arc<PartCheckpoints>> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Upload>();
+        let restored_id = restore.as_ref().map(|r| r.metadata.checkpoint_id).unwrap_or(0);
+        let part = Arc::new(PartCheckpoints {
+            job_id,
+            exactly_once: config.mode == weir_core::checkpointing::CheckpointingMode::ExactlyOnce,
+            timeout: Duration::from_millis(config.timeout_ms),
+            triggered: AtomicU64::new(restored_id),
+            last: AtomicU64::new(0),
+            completed: AtomicU64::new(restored_id),
+            sources_ended: AtomicUsize::new(0),
+            events: events.clone(),
+            writer: Mutex::new(Some(tx)),
+            restore,
+        });
+        let dir = super::coordinator::job_dir(job_id);
+        std::thread::Builder::new()
+            .name(format!("checkpoint-writer {job_id}"))
+            .spawn(move || {
+                for u in rx {
+                    let chk = format!("{dir}/{}", checkpoint_dir_name(u.checkpoint_id));
+                    let name = format!("{}-{}.state", u.head, u.subtask);
+                    let written = u.bytes.and_then(|b| {
+                        let n = b.len() as u64;
+                        storage.put(&format!("{chk}/{name}"), b).map(|()| n)
+                    });
+                    let event = match written {
+                        Ok(bytes) => PartEvent::Ack(TaskAck {
+                            checkpoint_id: u.checkpoint_id,
+                            file: StateFile { head: u.head, subtask: u.subtask, path: name, bytes, uids: u.uids },
+                        }),
+                        Err(e) => {
+                            warn!(job_id = %job_id, checkpoint = u.checkpoint_id, error = %e, "cannot write task state");
+                            PartEvent::Decline { id: u.checkpoint_id, reason: e.to_string() }
+                        }
+                    };
+                    let _ = events.send(event);
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start the checkpoint writer thread: {e}")))?;
+        Ok(part)
+    }
+
+    /// Asks the part's sources for barrier `id` (`last`: the final checkpoint).
+    pub fn trigger(&self, id: CheckpointId, last: bool) {
+        if last {
+            self.last.store(id, Ordering::SeqCst);
+        }
+        self.triggered.fetch_max(id, Ordering::SeqCst);
+    }
+
+    /// Checkpoint `id` is complete.
+    pub fn complete(&self, id: CheckpointId) {
+        self.completed.fetch_max(id, Ordering::SeqCst);
+    }
+
+    /// The latest completed checkpoint.
+    pub fn completed(&self) -> CheckpointId {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Stops the writer thread once it has written what it holds.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+    }
+
+    /// What the part restores from.
+    pub fn restore(&self) -> Option<&Restore> {
+        self.restore.as_ref()
+    }
+}
+
+struct TaskInner {
+    part: Arc<PartCheckpoints>,
+    head: u32,
+    subtask: u32,
+    snapshots: RefCell<Vec<OperatorSnapshot>>,
+    seen: std::cell::Cell<CheckpointId>,
+}
+
+/// A task's handle on checkpointing (disabled when the job takes no checkpoints). Operators get it
+/// through their [`crate::context::TaskEnv`].
+#[derive(Clone, Default)]
+pub struct TaskCheckpoint(Option<Rc<TaskInner>>);
+
+impl std::fmt::Debug for TaskCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCheckpoint").field("enabled", &self.enabled()).finish()
+    }
+}
+
+impl TaskCheckpoint {
+    /// The handle of task (`head`, `subtask`) of a part.
+    pub fn new(part: Arc<PartCheckpoints>, head: u32, subtask: u32) -> Self {
+        let seen = part.triggered.load(Ordering::SeqCst);
+        TaskCheckpoint(Some(Rc::new(TaskInner {
+            part,
+            head,
+            subtask,
+            snapshots: RefCell::new(Vec::new()),
+            seen: std::cell::Cell::new(seen),
+        })))
+    }
+
+    /// Whether the job takes checkpoints.
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether barriers are aligned (exactly-once).
+    pub fn exactly_once(&self) -> bool {
+        self.0.as_ref().is_some_and(|t| t.part.exactly_once)
+    }
+
+    /// The latest completed checkpoint (0: none).
+    pub fn completed(&self) -> CheckpointId {
+        self.0.as_ref().map(|t| t.part.completed()).unwrap_or(0)
+    }
+
+    /// Waits until checkpoint `id` is complete; `false` when cancelled or after the checkpoint
+    /// timeout.
+    pub fn wait_completed(&self, id: CheckpointId, cancel: &CancelToken) -> bool {
+        let Some(t) = &self.0 else { return true };
+        let deadline = Instant::now() + t.part.timeout;
+        while t.part.completed() < id {
+            if Instant::now() >= deadline || cancel.wait_timeout(Duration::from_millis(2)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// An operator of the task hands in its snapshot for the barrier passing now.
+    pub fn add(&self, snapshot: OperatorSnapshot) {
+        if let Some(t) = &self.0
+            && !snapshot.is_empty()
+        {
+            t.snapshots.borrow_mut().push(snapshot);
+        }
+    }
+
+    /// The restored state of operator `uid` for this subtask, if the job restored from a snapshot
+    /// that has it.
+    pub fn restored(&self, uid: &str, parallelism: u32, max_parallelism: u32) -> Result<Option<RestoredOperator>> {
+        match self.0.as_ref().and_then(|t| t.part.restore.as_ref().map(|r| (t, r))) {
+            Some((t, r)) => r.operator(uid, t.subtask, parallelism, max_parallelism),
+            None => Ok(None),
+        }
+    }
+
+    /// For sources: a checkpoint triggered since the last call, with whether it is the final one.
+    pub fn due(&self) -> Option<(CheckpointId, bool)> {
+        let t = self.0.as_ref()?;
+        let id = t.part.triggered.load(Ordering::SeqCst);
+        if id <= t.seen.get() {
+            return None;
+        }
+        t.seen.set(id);
+        Some((id, t.part.last.load(Ordering::SeqCst) == id))
+    }
+
+    /// For sources: this source read all its input.
+    pub fn source_ended(&self) {
+        if let Some(t) = &self.0 {
+            t.part.sources_ended.fetch_add(1, Ordering::SeqCst);
+            let _ = t.part.events.send(PartEvent::SourceEnded);
+        }
+    }
+
+    /// Barrier `id` passed the whole chain: the snapshots its operators handed in go to the writer.
+    pub fn barrier_passed(&self, id: CheckpointId) {
+        let Some(t) = &self.0 else { return };
+        t.seen.set(t.seen.get().max(id));
+        let operators = std::mem::take(&mut *t.snapshots.borrow_mut());
+        let uids = operators.iter().map(|o| o.uid.clone()).collect();
+        let state = TaskState { job_id: t.part.job_id, checkpoint_id: id, head: t.head, subtask: t.subtask, operators };
+        debug!(job_id = %t.part.job_id, vertex = t.head, subtask = t.subtask, checkpoint = id, "snapshot taken");
+        let upload = Upload { checkpoint_id: id, head: t.head, subtask: t.subtask, uids, bytes: state.encode() };
+        let sent = t.part.writer.lock().ok().and_then(|w| w.as_ref().map(|w| w.send(upload).is_ok()));
+        if sent != Some(true) {
+            let _ = t.part.events.send(PartEvent::Decline { id, reason: "the job part is closing".into() });
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Checkpoints, recovery and exactly-once output.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use weir::builtin::{KEYED_SUMS, KeyedSumsArgs};
+use weir::{Error, Result};
+
+use crate::driver;
+
+/// The lines `keyed-sums` writes for `count` numbers and `keys` keys, sorted.
+pub fn expected_sums(count: u64, keys: u64) -> Vec<String> {
+    let mut sums = vec![0u64; keys as usize];
+    let mut lines: Vec<String> = (0..count)
+        .map(|i| {
+            let k = i % keys;
+            sums[k as usize] += i;
+            format!("{k} {}", sums[k as usize])
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Every committed line in `dir` (visible files), sorted, and the names of all files.
+pub fn committed(dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let mut lines = Vec::new();
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("cannot list output", dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            let text = std::fs::read_to_string(entry.path()).map_err(|e| Error::io("cannot read", entry.path(), e))?;
+            lines.extend(text.lines().map(str::to_string));
+        }
+        names.push(name);
+    }
+    lines.sort();
+    names.sort();
+    Ok((lines, names))
+}
+
+#[test]
+fn checkpoints_complete_and_commit_the_output_of_a_local_job_exactly_once() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let out = dir.path().join("out");
+    let mut d = driver(weir::Registry::new().register(&KEYED_SUMS), 2);
+    d.set("execution.checkpointing.interval", "20ms")?;
+    d.set("execution.checkpointing.dir", &dir.path().join("cp").display().to_string())?;
+    d.set("execution.checkpointing.num-retained", "2")?;
+    let (count, keys) = (300_000, 97);
+    let args = KeyedSumsArgs { count, keys, rate: Some(1_000_000.0), output: out.clone(), parallelism: 2 };
+    let client = d.execute_async(&KEYED_SUMS, args)?;
+    let result = client.wait_timeout(Duration::from_secs(120))?;
+    assert!(result.is_some(), "the job did not finish in 2 minutes");
+    let stats = client.checkpoint_stats().ok_or_else(|| Error::internal("no checkpoint statistics"))?;
+    assert!(stats.completed >= 2, "{stats:?}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    let latest = stats.history.iter().find(|h| h.status == "COMPLETED").ok_or_else(|| Error::internal("none"))?;
+    assert_eq!(latest.num_acknowledged_subtasks, latest.num_subtasks);
+    let (lines, names) = committed(&out)?;
+    assert_eq!(lines.len(), count as usize);
+    assert_eq!(lines, expected_sums(count, keys));
+    assert!(names.iter().all(|n| n.starts_with("part-")), "only committed files are left: {names:?}");
+    // Two checkpoints retained, each with its metadata listing every file.
+    let job_dir = dir.path().join("cp").join(client.job_id().to_string());
+    let mut kept: Vec<String> = std::fs::read_dir(&job_dir)
+        .map_err(|e| Error::io("cannot list", &job_dir, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for k in kept {
+        let meta = std::fs::read(job_dir.join(&k).join("_metadata")).map_err(|e| Error::io("read", &job_dir, e))?;
+        let meta: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::internal(e.to_string()))?;
+        let files = meta["files"].as_array().map(Vec::len).unwrap_or(0);
+        let tasks: BTreeMap<String, ()> = std::fs::read_dir(job_dir.join(&k))
+            .map_err(|e| Error::io("cannot list", &job_dir, e))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), ()))
+            .collect();
+        assert_eq!(files, tasks.len(), "{k}: the metadata lists every state file");
+    }
+    Ok(())
+}
