@@ -186,6 +186,55 @@ impl CheckpointConfig {
     }
 }
 
+/// One state file of a snapshot: what a task wrote for one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// The chain's head vertex.
+    pub head: u32,
+    /// The subtask.
+    pub subtask: u32,
+    /// Path relative to the snapshot's directory.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// The uids of the operators whose state it holds.
+    pub uids: Vec<String>,
+}
+
+/// A task's acknowledgement: its state for a checkpoint is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAck {
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// The file.
+    pub file: StateFile,
+}
+
+/// What the tasks of a job part tell the job's checkpoint coordinator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointEvent {
+    /// A task's state is written.
+    Ack(TaskAck),
+    /// A task could not write its state for this checkpoint.
+    Decline {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A source subtask read all its input; the job's final checkpoint may come once all have.
+    SourceEnded,
+}
+
+/// Where a job part restores its state from: a snapshot's directory in a checkpoint storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The storage (`execution.checkpointing.dir`, or a savepoint's own path).
+    pub location: String,
+    /// The snapshot's directory in it ("" for the storage's root).
+    pub dir: String,
+}
+
 fn non_empty(key: &str, value: &str) -> Result<String> {
     let v = value.trim();
     if v.is_empty() {

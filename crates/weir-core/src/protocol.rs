@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -93,6 +93,15 @@ pub enum ToJobManager {
         #[serde(default)]
         retryable: bool,
     },
+    /// A checkpoint event of a running part (an acknowledgement, a decline, an ended source).
+    Checkpoint {
+        /// The job.
+        job_id: JobId,
+        /// Which run of the job.
+        attempt: u32,
+        /// What happened.
+        event: crate::checkpointing::CheckpointEvent,
+    },
     /// A running part's record counters so far (sent every [`PROGRESS_INTERVAL_MS`]).
     Progress {
         /// The job.
@@ -133,6 +142,30 @@ pub enum ToTaskManager {
         /// The job's cached files by name, in the JobManager's blob store.
         #[serde(default)]
         cached_files: BTreeMap<String, CachedFile>,
+        /// The snapshot the part restores its state from (a restart after a failure, or a job
+        /// started from a savepoint).
+        #[serde(default)]
+        restore: Option<crate::checkpointing::RestoreFrom>,
+    },
+    /// Sources of this part: put barrier `id` into your outputs (`last`: the job's final one).
+    TriggerCheckpoint {
+        /// The job.
+        job_id: JobId,
+        /// Which run of the job.
+        attempt: u32,
+        /// The checkpoint.
+        id: u64,
+        /// Whether it is the final checkpoint (every source ended).
+        last: bool,
+    },
+    /// Checkpoint `id` is complete: commit what it covers.
+    CheckpointComplete {
+        /// The job.
+        job_id: JobId,
+        /// Which run of the job.
+        attempt: u32,
+        /// The checkpoint.
+        id: u64,
     },
     /// Cancel this job's tasks.
     Cancel {

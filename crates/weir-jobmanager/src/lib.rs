@@ -9,6 +9,7 @@
 //! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
 
 pub mod blob;
+pub mod checkpoints;
 pub mod docker;
 pub mod provider;
 pub mod rest;
@@ -89,6 +90,7 @@ impl JobManager {
         let cluster = Arc::new(Cluster::new(config, blobs, options, reachable));
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
+        tokio::spawn(checkpoints::coordinate(cluster.clone()));
         let app = rest::router(cluster.clone());
         let shutdown = cluster.clone();
         tokio::spawn(async move {

@@ -145,6 +145,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
             Ok(Some(report @ (ToJobManager::JobState { .. } | ToJobManager::Progress { .. }))) => {
                 cluster.part_report(&taskmanager_id, report);
             }
+            Ok(Some(ToJobManager::Checkpoint { job_id, attempt, event })) => {
+                cluster.checkpoint_event(job_id, attempt, event);
+            }
             Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
                 break "sent a message that only opens a connection".to_string();
             }

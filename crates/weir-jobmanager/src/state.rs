@@ -101,6 +101,8 @@ pub struct Job {
     pub result_served: bool,
     /// Its cached files, in the blob store.
     pub cached_files: BTreeMap<String, weir_core::protocol::CachedFile>,
+    /// Its checkpointing, when it takes checkpoints.
+    pub checkpoints: Option<crate::checkpoints::JobCheckpoints>,
 }
 
 impl Job {
@@ -273,6 +275,7 @@ impl Cluster {
             })?;
             cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
         }
+        let checkpoints = crate::checkpoints::JobCheckpoints::setup(&graph, &config, id)?;
         let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
         let now = now_ms();
         let mut s = self.lock();
@@ -310,6 +313,7 @@ impl Cluster {
                 submitted_at: Instant::now(),
                 result_served: false,
                 cached_files,
+                checkpoints,
             },
         );
         schedule(&mut s);
@@ -460,6 +464,9 @@ impl Cluster {
             job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
             self.wake.notify_one();
         }
+        if let Some(cp) = job.checkpoints.as_mut() {
+            cp.run_ended("the job failed and restarts");
+        }
         info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
         cancel_parts(s, id);
         release(s, id);
@@ -574,6 +581,9 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
         job.exceptions.push((now, e));
     }
     job.result = result;
+    if let Some(cp) = job.checkpoints.as_mut() {
+        cp.run_ended("the job ended");
+    }
     info!(job_id = %id, status = %status, "job reached a terminal status");
     if status != JobStatus::Finished {
         cancel_parts(s, id);
@@ -673,6 +683,7 @@ pub fn schedule(s: &mut State) {
         let attempt = job.deployments;
         job.deployments += 1;
         let (graph, config, cached_files) = (job.graph.clone(), job.config.clone(), job.cached_files.clone());
+        let restore = job.checkpoints.as_mut().and_then(|cp| cp.restore_for_run());
         for (k, part) in parts.iter().enumerate() {
             let assignment = Assignment {
                 attempt,
@@ -686,6 +697,7 @@ pub fn schedule(s: &mut State) {
                 config: config.clone(),
                 assignment,
                 cached_files: cached_files.clone(),
+                restore: restore.clone(),
             };
             if let Some(tm) = s.taskmanagers.get_mut(&part.taskmanager) {
                 // A TaskManager whose connection just closed is being lost; that fails this run.

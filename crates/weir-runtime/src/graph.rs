@@ -234,7 +234,8 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
 
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput> {
         let inner = unerase::<T>(input)?;
-        Ok(erase::<T>(Box::new(Traced::new(env.op.vertex, env.current.clone(), env.metrics.clone(), inner))))
+        let traced = Traced::new(env.op.vertex, env.current.clone(), env.metrics.clone(), inner);
+        Ok(erase::<T>(Box::new(traced.with_operator_state(env))))
     }
 
     fn side_sink(&self, out: AnyOutput) -> Result<Box<dyn SideSink>> {

@@ -265,12 +265,14 @@ impl CurrentOperator {
     }
 }
 
-/// Wraps an operator's input: counts records in and marks the operator as running while it works.
+/// Wraps an operator's input: counts records in and marks the operator as running while it works;
+/// when a barrier has passed the operator, snapshots its operator list states.
 pub struct Traced<T> {
     vertex: VertexId,
     current: CurrentOperator,
     metrics: Arc<VertexMetrics>,
     inner: Box<dyn Output<T>>,
+    lists: Option<(crate::state::OperatorStateStore, String, crate::checkpoint::task::TaskCheckpoint)>,
 }
 
 impl<T> Traced<T> {
@@ -281,7 +283,15 @@ impl<T> Traced<T> {
         metrics: Arc<VertexMetrics>,
         inner: Box<dyn Output<T>>,
     ) -> Self {
-        Traced { vertex, current, metrics, inner }
+        Traced { vertex, current, metrics, inner, lists: None }
+    }
+
+    /// Snapshots the operator list states of the operator `env` describes at every barrier.
+    pub fn with_operator_state(mut self, env: &crate::context::TaskEnv) -> Self {
+        if env.checkpoint.enabled() {
+            self.lists = Some((env.op.operator_state.clone(), env.op.uid.clone(), env.checkpoint.clone()));
+        }
+        self
     }
 }
 
@@ -298,7 +308,16 @@ impl<T> Output<T> for Traced<T> {
         let prev = self.current.enter(self.vertex);
         let r = self.inner.control(event);
         self.current.leave(prev);
-        r
+        r?;
+        // The operator updated its list states for this barrier (a sink's pre-commit, say), and no
+        // record has come since: they are its state at the barrier.
+        if let (Control::Barrier(_), Some((store, uid, checkpoint))) = (event, &self.lists) {
+            let lists = store.snapshot()?;
+            if !lists.is_empty() {
+                checkpoint.add(crate::checkpoint::OperatorSnapshot { uid: uid.clone(), keyed: Vec::new(), lists });
+            }
+        }
+        Ok(())
     }
     fn finish(&mut self) -> Result<()> {
         let prev = self.current.enter(self.vertex);

@@ -159,7 +159,7 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files })) if !shared || graph.artifact != artifact => {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore })) if !shared || graph.artifact != artifact => {
                     // In a worker process started from the job's program (this one's, or fetched).
                     let attempt = assignment.attempt;
                     let mut settings = execution.entries();
@@ -176,16 +176,17 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                         config: settings,
                         assignment,
                         cached_files,
+                        restore,
                     };
                     let (control, control_rx) = mpsc::unbounded_channel();
                     tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
                     jobs.insert((job_id, attempt), Run::Worker(job_id, control));
                 }
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, mut cached_files })) => {
+                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, mut cached_files, restore })) => {
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
                     let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut cached_files))
-                        .and_then(|()| worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, &cached_files, placement))
+                        .and_then(|()| worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, &cached_files, restore.as_ref(), placement))
                         .and_then(|handle| {
                             let events = events_tx.clone();
                             worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;
@@ -208,6 +209,15 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                         if *job == job_id {
                             h.cancel();
                         }
+                    }
+                }
+                Ok(Some(m @ (ToTaskManager::TriggerCheckpoint { .. } | ToTaskManager::CheckpointComplete { .. }))) => {
+                    let (ToTaskManager::TriggerCheckpoint { job_id, attempt, .. } | ToTaskManager::CheckpointComplete { job_id, attempt, .. }) = &m else { continue };
+                    match jobs.get(&(*job_id, *attempt)) {
+                        Some(Run::InProcess(h)) => worker::checkpoint_command(h, &m),
+                        Some(Run::Worker(_, control)) => { let _ = control.send(m); }
+                        // The run ended meanwhile: nothing to checkpoint.
+                        None => {}
                     }
                 }
                 Ok(Some(ToTaskManager::Shutdown)) => {

@@ -95,7 +95,7 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
     let mut running: Option<weir_runtime::local::JobHandle> = None;
     loop {
         match blocking::read_frame::<_, ToTaskManager>(&mut reader) {
-            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files }))
+            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore }))
                 if running.is_none() =>
             {
                 let attempt = assignment.attempt;
@@ -111,6 +111,7 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
                     &graph,
                     &config,
                     &cached_files,
+                    restore.as_ref(),
                     placement,
                 );
                 match started {
@@ -134,6 +135,11 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
             Ok(Some(ToTaskManager::Cancel { .. })) => {
                 if let Some(h) = &running {
                     h.cancel();
+                }
+            }
+            Ok(Some(m @ (ToTaskManager::TriggerCheckpoint { .. } | ToTaskManager::CheckpointComplete { .. }))) => {
+                if let Some(h) = &running {
+                    checkpoint_command(h, &m);
                 }
             }
             Ok(Some(other)) => {
@@ -166,6 +172,7 @@ pub(crate) fn start_part(
     graph: &JobGraph,
     config: &BTreeMap<String, String>,
     cached_files: &BTreeMap<String, CachedFile>,
+    restore: Option<&weir_core::checkpointing::RestoreFrom>,
     placement: Placement,
 ) -> Result<weir_runtime::local::JobHandle> {
     let mut execution = base.clone();
@@ -180,7 +187,18 @@ pub(crate) fn start_part(
             *here = path.into();
         }
     }
-    weir_runtime::local::submit_part(rebuilt, job_id, Some(placement))
+    let restore = restore.map(weir_runtime::checkpoint::task::Restore::open_from).transpose()?;
+    weir_runtime::local::submit_restored(rebuilt, job_id, Some(placement), restore)
+}
+
+/// Hands a JobManager's checkpoint command to a running part.
+pub(crate) fn checkpoint_command(handle: &weir_runtime::local::JobHandle, m: &ToTaskManager) {
+    let Some(part) = handle.checkpoints() else { return };
+    match m {
+        ToTaskManager::TriggerCheckpoint { id, last, .. } => part.trigger(*id, *last),
+        ToTaskManager::CheckpointComplete { id, .. } => part.complete(*id),
+        _ => {}
+    }
 }
 
 /// Reports a running part's progress every [`PROGRESS_INTERVAL_MS`] and then its end through
@@ -189,8 +207,20 @@ pub(crate) fn watch(
     handle: weir_runtime::local::JobHandle,
     job_id: JobId,
     attempt: u32,
-    mut report: impl FnMut(ToJobManager) + Send + 'static,
+    report: impl Fn(ToJobManager) + Send + Clone + 'static,
 ) -> Result<()> {
+    // Checkpoint events go to the JobManager as they come.
+    if let Some(events) = handle.take_checkpoint_events() {
+        let report = report.clone();
+        std::thread::Builder::new()
+            .name(format!("checkpoints {job_id}"))
+            .spawn(move || {
+                for event in events {
+                    report(ToJobManager::Checkpoint { job_id, attempt, event });
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+    }
     std::thread::Builder::new()
         .name(format!("job {job_id}"))
         .spawn(move || {
@@ -242,6 +272,7 @@ pub(crate) struct Launch {
     pub config: BTreeMap<String, String>,
     pub assignment: Assignment,
     pub cached_files: BTreeMap<String, CachedFile>,
+    pub restore: Option<weir_core::checkpointing::RestoreFrom>,
 }
 
 /// Fetches a job's cached files into the TaskManager's cache and notes where they are.
@@ -292,8 +323,20 @@ async fn run(
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
     events: &mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<Option<ToJobManager>> {
-    let Launch { own, cache, jobmanager, data, data_host, bind_host, job_id, graph, config, assignment, cached_files } =
-        launch;
+    let Launch {
+        own,
+        cache,
+        jobmanager,
+        data,
+        data_host,
+        bind_host,
+        job_id,
+        graph,
+        config,
+        assignment,
+        cached_files,
+        restore,
+    } = launch;
     let attempt = assignment.attempt;
     let cancelled = Ok(Some(state(job_id, attempt, JobStatus::Canceled, None)));
     let digest = graph.artifact.clone();
@@ -385,7 +428,8 @@ async fn run(
     // 3. Records for this part go to the worker from now on; then the deployment.
     data.redirect(job_id, attempt, &worker_data);
     let (mut rd, mut wr) = stream.into_split();
-    io::write_frame(&mut wr, &ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files }).await?;
+    let deploy = ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore };
+    io::write_frame(&mut wr, &deploy).await?;
     let (frames_tx, mut frames) = mpsc::unbounded_channel::<FromWorker>();
     tokio::spawn(async move {
         while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {

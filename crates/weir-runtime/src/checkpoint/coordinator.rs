@@ -13,17 +13,8 @@ use weir_core::{JobId, Result};
 
 use super::storage::CheckpointStorage;
 use super::{
-    CheckpointId, METADATA_FILE, OperatorMeta, SnapshotKind, SnapshotMetadata, StateFile, checkpoint_dir_name,
+    CheckpointId, METADATA_FILE, OperatorMeta, SnapshotKind, SnapshotMetadata, StateFile, TaskAck, checkpoint_dir_name,
 };
-
-/// A task's acknowledgement: its state is written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskAck {
-    /// The checkpoint.
-    pub checkpoint_id: CheckpointId,
-    /// The file, its head and subtask, size and operators.
-    pub file: StateFile,
-}
 
 /// What the coordinator asks of the job's tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +114,8 @@ pub struct Coordinator {
     retained: VecDeque<Completed>,
     final_wanted: bool,
     final_requested: bool,
+    /// The final checkpoint completed: the job's tasks are ending, no checkpoint follows.
+    final_done: bool,
     savepoints_wanted: VecDeque<String>,
     savepoints_done: VecDeque<(CheckpointId, Result<String>)>,
     /// Counts and history.
@@ -160,6 +153,7 @@ impl Coordinator {
             retained: VecDeque::new(),
             final_wanted: false,
             final_requested: false,
+            final_done: false,
             savepoints_wanted: VecDeque::new(),
             savepoints_done: VecDeque::new(),
             stats: CheckpointStats::default(),
@@ -212,6 +206,9 @@ impl Coordinator {
                 id,
                 format!("not complete within {} ms (execution.checkpointing.timeout)", self.config.timeout_ms),
             );
+        }
+        if self.final_done {
+            return None;
         }
         let interval = Duration::from_millis(self.config.interval_ms?);
         let pause_over =
@@ -297,6 +294,7 @@ impl Coordinator {
         }
         let duration = Instant::now().duration_since(p.started).as_millis() as u64;
         self.last_end = Some(Instant::now());
+        self.final_done |= p.last;
         self.stats.completed += 1;
         let path = format!("{}/{dir}", self.storage.location().trim_end_matches('/'));
         info!(job_id = %self.job_id, checkpoint = p.id, bytes = metadata.bytes(), duration_ms = duration, "checkpoint complete");
@@ -331,6 +329,10 @@ impl Coordinator {
     /// The running checkpoint, if any, is abandoned because the job's run ended (failure or
     /// restart).
     pub fn abort(&mut self, reason: &str) {
+        // A new run's sources end again and need a final checkpoint again.
+        self.final_wanted = false;
+        self.final_requested = false;
+        self.final_done = false;
         if let Some(id) = self.pending.as_ref().map(|p| p.id) {
             self.fail(id, reason.to_string());
         }

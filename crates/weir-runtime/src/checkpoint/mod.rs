@@ -133,20 +133,7 @@ pub enum SnapshotKind {
     Savepoint,
 }
 
-/// One state file of a completed snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateFile {
-    /// The chain's head vertex.
-    pub head: u32,
-    /// The subtask.
-    pub subtask: u32,
-    /// Path relative to the snapshot's directory.
-    pub path: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// The uids of the operators whose state it holds.
-    pub uids: Vec<String>,
-}
+pub use weir_core::checkpointing::{CheckpointEvent, RestoreFrom, StateFile, TaskAck};
 
 /// One operator as it was when the snapshot was taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

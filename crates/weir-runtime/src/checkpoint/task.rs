@@ -13,30 +13,16 @@ use crossbeam_channel::Sender;
 use tracing::{debug, warn};
 use weir_core::{Error, JobId, Result};
 
-use super::coordinator::TaskAck;
 use super::storage::CheckpointStorage;
 use super::{
-    CheckpointId, ListSnapshot, METADATA_FILE, OperatorSnapshot, SnapshotMetadata, StateFile, TaskState,
+    CheckpointId, ListSnapshot, METADATA_FILE, OperatorSnapshot, SnapshotMetadata, StateFile, TaskAck, TaskState,
     checkpoint_dir_name,
 };
 use crate::context::CancelToken;
 use crate::state::redistribute;
 
 /// What a job part tells its coordinator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PartEvent {
-    /// A task's state is written.
-    Ack(TaskAck),
-    /// A task could not write its state for this checkpoint.
-    Decline {
-        /// The checkpoint.
-        id: CheckpointId,
-        /// Why.
-        reason: String,
-    },
-    /// A source subtask read all its input; the job's final checkpoint may come once all have.
-    SourceEnded,
-}
+pub type PartEvent = super::CheckpointEvent;
 
 /// A snapshot to restore from: where it is and what it holds.
 #[derive(Clone, Debug)]
@@ -64,6 +50,11 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 impl Restore {
+    /// Opens the snapshot `from` names.
+    pub fn open_from(from: &super::RestoreFrom) -> Result<Restore> {
+        Restore::open(CheckpointStorage::open(&from.location)?, &from.dir)
+    }
+
     /// Opens the snapshot at `dir` of `storage`, checking its metadata and files.
     pub fn open(storage: CheckpointStorage, dir: &str) -> Result<Restore> {
         let metadata = super::coordinator::read_completed(&storage, dir)?;

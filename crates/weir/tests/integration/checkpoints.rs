@@ -86,3 +86,104 @@ fn checkpoints_complete_and_commit_the_output_of_a_local_job_exactly_once() -> R
     }
     Ok(())
 }
+
+/// A small xorshift generator, seeded from the clock (the seed is printed, so that a failing run
+/// can be repeated).
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7)
+            | 1;
+        eprintln!("kill test seed: {seed}");
+        Rng(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()> {
+    use crate::cluster::{Cluster, job_id};
+    let restart = [
+        "-D",
+        "restart-strategy.type=fixed-delay",
+        "-D",
+        "restart-strategy.fixed-delay.attempts=20",
+        "-D",
+        "restart-strategy.fixed-delay.delay=50ms",
+    ];
+    // Two one-slot TaskManagers run the job (parallelism 2); two are spares.
+    let mut c = Cluster::with(&restart, 4, 1);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let out = dir.path().join("out");
+    let (count, keys) = (40_000u64, 31u64);
+    let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 8000, "output": "{}"}}"#, out.display());
+    let cp_dir = format!("execution.checkpointing.dir={}", dir.path().join("cp").display());
+    let submitted = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "keyed-sums",
+        "--args",
+        &args,
+        "-p",
+        "2",
+        "-D",
+        "execution.checkpointing.interval=300ms",
+        "-D",
+        &cp_dir,
+    ]);
+    let id = job_id(&submitted);
+    assert!(!id.is_empty(), "{}", crate::cluster::text(&submitted.stderr));
+    let mut rng = Rng::new();
+    let mut kills = 0;
+    // Up to three kills, each at a random moment while the job runs (bounded: the job takes about
+    // 5 s plus its restarts).
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400 + rng.below(900)));
+        let (_, job) = c.get(&format!("/jobs/{id}"));
+        if job["state"] != "RUNNING" {
+            break;
+        }
+        let placed: Vec<String> = job["weir-taskmanagers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if placed.is_empty() {
+            continue;
+        }
+        let victim = placed[rng.below(placed.len() as u64) as usize].clone();
+        c.kill_taskmanager(&victim);
+        kills += 1;
+        // A new spare for the next kill.
+        c.add_taskmanager(1);
+    }
+    let start = std::time::Instant::now();
+    let done = loop {
+        let (_, job) = c.get(&format!("/jobs/{id}"));
+        let state = job["state"].as_str().unwrap_or_default().to_string();
+        if state == "FINISHED" || state == "FAILED" || state == "CANCELED" {
+            break job;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the job did not end in 2 minutes: {job}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    assert!(kills >= 1, "the job ended before any kill");
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost"), "{ex}");
+    let (lines, names) = committed(&out)?;
+    assert_eq!(lines.len(), count as usize, "committed {} lines of {count} after {kills} kills", lines.len());
+    assert_eq!(lines, expected_sums(count, keys), "the committed output differs from a failure-free run");
+    assert!(names.iter().filter(|n| n.starts_with('.')).all(|n| n.ends_with(".inprogress") || n.ends_with(".pending")));
+    Ok(())
+}
