@@ -155,8 +155,11 @@ pub enum ToTaskManager {
         attempt: u32,
         /// The checkpoint.
         id: u64,
-        /// Whether it is the final checkpoint (every source ended).
+        /// Whether it is the final checkpoint (every source ended, or a stop's savepoint).
         last: bool,
+        /// Whether sources emit the largest watermark first (stop with `--drain`).
+        #[serde(default)]
+        drain: bool,
     },
     /// Checkpoint `id` is complete: commit what it covers.
     CheckpointComplete {

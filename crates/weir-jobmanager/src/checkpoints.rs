@@ -11,7 +11,7 @@ use tracing::warn;
 use weir_core::checkpointing::{CheckpointConfig, CheckpointEvent, RestoreFrom};
 use weir_core::protocol::ToTaskManager;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
-use weir_runtime::checkpoint::coordinator::{Command, Coordinator};
+use weir_runtime::checkpoint::coordinator::{Command, Coordinator, SavepointRequest};
 use weir_runtime::checkpoint::storage::CheckpointStorage;
 use weir_runtime::checkpoint::task::Restore;
 
@@ -27,6 +27,23 @@ pub struct JobCheckpoints {
     ended: usize,
     /// The savepoint the job was started from.
     initial: Option<RestoreFrom>,
+    /// Savepoints asked for through REST, by trigger id, and the ids of those in progress in the
+    /// order they were asked for.
+    savepoints: BTreeMap<String, SavepointStatus>,
+    in_progress: std::collections::VecDeque<String>,
+    /// Where savepoints go when a request names no directory.
+    savepoint_dir: Option<String>,
+}
+
+/// Where a savepoint asked for through REST stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SavepointStatus {
+    /// Not complete yet.
+    InProgress,
+    /// Written, at this location.
+    Completed(String),
+    /// Failed, and why.
+    Failed(String),
 }
 
 impl JobCheckpoints {
@@ -45,6 +62,7 @@ impl JobCheckpoints {
             return Ok(None);
         }
         let storage = CheckpointStorage::open(&cp.dir())?;
+        let savepoint_dir = cp.savepoint_dir.clone();
         let initial = match &cp.restore_path {
             Some(path) => {
                 let from = RestoreFrom { location: path.clone(), dir: String::new() };
@@ -67,7 +85,51 @@ impl JobCheckpoints {
             initial.as_ref().map(|(_, n, _)| *n).unwrap_or(0),
         );
         coordinator.stats.restored = initial.as_ref().map(|(_, n, path)| (*n, path.clone()));
-        Ok(Some(JobCheckpoints { coordinator, sources, ended: 0, initial: initial.map(|(f, _, _)| f) }))
+        Ok(Some(JobCheckpoints {
+            coordinator,
+            sources,
+            ended: 0,
+            initial: initial.map(|(f, _, _)| f),
+            savepoints: BTreeMap::new(),
+            in_progress: Default::default(),
+            savepoint_dir,
+        }))
+    }
+
+    /// Asks for a savepoint of job `id` under `target` (else `execution.checkpointing.savepoint-dir`);
+    /// `stop`: the job stops with it (`drain`: after the largest watermark). The trigger id to ask
+    /// about it with.
+    pub fn request_savepoint(&mut self, id: JobId, target: Option<String>, stop: bool, drain: bool) -> Result<String> {
+        let base = target.or_else(|| self.savepoint_dir.clone()).ok_or_else(|| {
+            Error::Config(
+                "no savepoint directory: give one (target-directory), or set execution.checkpointing.savepoint-dir"
+                    .into(),
+            )
+        })?;
+        let trigger = uuid::Uuid::new_v4().simple().to_string();
+        let job = id.to_string();
+        let target = format!("{}/savepoint-{}-{}", base.trim_end_matches('/'), &job[..6], &trigger[..12]);
+        self.coordinator.request_savepoint(SavepointRequest { target, stop, drain });
+        self.savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
+        self.in_progress.push_back(trigger.clone());
+        Ok(trigger)
+    }
+
+    /// How the savepoint with trigger id `trigger` stands.
+    pub fn savepoint(&self, trigger: &str) -> Option<&SavepointStatus> {
+        self.savepoints.get(trigger)
+    }
+
+    /// Notes the outcomes of savepoints the coordinator finished.
+    fn collect(&mut self) {
+        for (_, outcome) in self.coordinator.take_savepoints() {
+            let Some(trigger) = self.in_progress.pop_front() else { continue };
+            let status = match outcome {
+                Ok(location) => SavepointStatus::Completed(location),
+                Err(e) => SavepointStatus::Failed(e.to_string()),
+            };
+            self.savepoints.insert(trigger, status);
+        }
     }
 
     /// What a new run of the job restores from: the latest completed checkpoint, else the savepoint
@@ -88,6 +150,12 @@ impl JobCheckpoints {
     pub fn run_ended(&mut self, why: &str) {
         self.coordinator.abort(why);
         self.ended = 0;
+        self.collect();
+        // Savepoints asked for but not started cannot happen any more.
+        for trigger in self.in_progress.drain(..) {
+            self.savepoints.insert(trigger, SavepointStatus::Failed(format!("the job's run ended: {why}")));
+        }
+        self.coordinator.clear_savepoint_requests();
     }
 }
 
@@ -97,7 +165,9 @@ fn send(s: &State, id: JobId, commands: Vec<Command>) {
     let attempt = job.deployments.saturating_sub(1);
     for cmd in commands {
         let m = match cmd {
-            Command::Trigger { id: n, last } => ToTaskManager::TriggerCheckpoint { job_id: id, attempt, id: n, last },
+            Command::Trigger { id: n, last, drain } => {
+                ToTaskManager::TriggerCheckpoint { job_id: id, attempt, id: n, last, drain }
+            }
             Command::Complete { id: n } => ToTaskManager::CheckpointComplete { job_id: id, attempt, id: n },
         };
         for part in &job.parts {
@@ -131,6 +201,7 @@ impl Cluster {
                 }
             }
         }
+        cp.collect();
         send(&s, id, commands);
     }
 }
@@ -157,11 +228,11 @@ pub async fn coordinate(cluster: Arc<Cluster>) {
             .map(|j| j.id)
             .collect();
         for id in due {
-            let command = s
-                .jobs
-                .get_mut(&id)
-                .and_then(|j| j.checkpoints.as_mut())
-                .and_then(|cp| cp.coordinator.poll(Instant::now(), now_ms()));
+            let command = s.jobs.get_mut(&id).and_then(|j| j.checkpoints.as_mut()).and_then(|cp| {
+                let c = cp.coordinator.poll(Instant::now(), now_ms());
+                cp.collect();
+                c
+            });
             if let Some(c) = command {
                 send(&s, id, vec![c]);
             }

@@ -17,6 +17,7 @@ use weir_core::{JobGraph, JobId, JobStatus};
 use crate::state::{Cluster, Job, now_ms};
 
 mod artifacts;
+mod checkpoints;
 
 type Shared = State<Arc<Cluster>>;
 
@@ -47,6 +48,10 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/jobs/{jobid}/exceptions", get(exceptions))
         .route("/jobs/{jobid}/plan", get(plan))
         .route("/jobs/{jobid}/execution-result", get(execution_result))
+        .route("/jobs/{jobid}/checkpoints", get(checkpoints::checkpoints))
+        .route("/jobs/{jobid}/savepoints", post(checkpoints::trigger_savepoint))
+        .route("/jobs/{jobid}/savepoints/{triggerid}", get(checkpoints::savepoint_status))
+        .route("/jobs/{jobid}/stop", post(checkpoints::stop))
         .route("/taskmanagers", get(taskmanagers))
         .route("/taskmanagers/{tmid}", get(taskmanager))
         .route("/cluster", delete(shutdown))
@@ -379,6 +384,10 @@ async fn openapi() -> Json<Value> {
             "/jobs/{jobid}/exceptions": { "parameters": id, "get": { "summary": "Job failures", "responses": { "200": { "description": "OK" } } } },
             "/jobs/{jobid}/plan": { "parameters": id, "get": { "summary": "The job's plan", "responses": { "200": { "description": "OK" } } } },
             "/jobs/{jobid}/execution-result": { "parameters": id, "get": { "summary": "The job's result once terminal", "responses": { "200": { "description": "OK" } } } },
+            "/jobs/{jobid}/checkpoints": { "parameters": id, "get": { "summary": "Checkpoint counts, latest and history", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job, or one without checkpoints" } } } },
+            "/jobs/{jobid}/savepoints": { "parameters": id, "post": { "summary": "Trigger a savepoint: {target-directory}", "responses": { "202": { "description": "Triggered: {request-id}" }, "400": { "description": "No target directory, no checkpoints, or a bad body" }, "409": { "description": "The job is not running" } } } },
+            "/jobs/{jobid}/savepoints/{triggerid}": { "parameters": [id[0].clone(), { "name": "triggerid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "A savepoint's status: IN_PROGRESS, or COMPLETED with its location or failure-cause", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown trigger id" } } } },
+            "/jobs/{jobid}/stop": { "parameters": id, "post": { "summary": "Stop the job with a savepoint: {targetDirectory, drain}", "responses": { "202": { "description": "Triggered: {request-id}" }, "400": { "description": "No target directory, no checkpoints, or a bad body" }, "409": { "description": "The job is not running" } } } },
             "/taskmanagers": get("Registered TaskManagers"),
             "/taskmanagers/{tmid}": { "parameters": [{ "name": "tmid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "One TaskManager", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown" } } } },
             "/cluster": { "delete": { "summary": "Shut the cluster down", "responses": { "202": { "description": "Shutting down" } } } },

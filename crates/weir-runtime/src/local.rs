@@ -583,7 +583,7 @@ fn coordinate(shared: &JobShared, event: Option<PartEvent>, sources_ended: bool)
     commands.extend(c.poll(Instant::now(), now_ms));
     for cmd in commands {
         match cmd {
-            Command::Trigger { id, last } => part.trigger(id, last),
+            Command::Trigger { id, last, drain } => part.trigger(id, last, drain),
             Command::Complete { id } => part.complete(id),
         }
     }

@@ -99,15 +99,29 @@ impl<T> TaskBody for SourceTask<T> {
         // With checkpoints, a source that read everything stays until the job's final checkpoint,
         // so that what the job wrote is committed before it ends.
         let mut ended = false;
+        // The final checkpoint (or a stop's savepoint) this source emitted its barrier for: it reads
+        // nothing more, and ends once that checkpoint completes (should it fail, a newer trigger
+        // comes and reading goes on).
+        let mut stopping = None;
         loop {
             if self.ctx.cancel.is_cancelled() {
                 return Ok(());
             }
-            if let Some((id, last)) = self.checkpoint.due() {
+            if let Some((id, last, drain)) = self.checkpoint.due() {
+                if drain {
+                    self.output.control(Control::Watermark(crate::output::Timestamp::MAX))?;
+                }
                 self.snapshot(id)?;
-                if last && ended {
+                stopping = last.then_some(id);
+            }
+            if let Some(id) = stopping {
+                if self.checkpoint.completed() >= id {
                     break;
                 }
+                if self.ctx.cancel.wait_timeout(Duration::from_millis(2)) {
+                    return Ok(());
+                }
+                continue;
             }
             if ended {
                 if self.ctx.cancel.wait_timeout(Duration::from_millis(2)) {

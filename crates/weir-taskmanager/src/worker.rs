@@ -195,7 +195,7 @@ pub(crate) fn start_part(
 pub(crate) fn checkpoint_command(handle: &weir_runtime::local::JobHandle, m: &ToTaskManager) {
     let Some(part) = handle.checkpoints() else { return };
     match m {
-        ToTaskManager::TriggerCheckpoint { id, last, .. } => part.trigger(*id, *last),
+        ToTaskManager::TriggerCheckpoint { id, last, drain, .. } => part.trigger(*id, *last, *drain),
         ToTaskManager::CheckpointComplete { id, .. } => part.complete(*id),
         _ => {}
     }

@@ -76,6 +76,45 @@ enum Command {
         /// Submit and return without waiting (`-t remote`).
         #[arg(short = 'd', long)]
         detached: bool,
+        /// Start from this savepoint or retained checkpoint (its directory).
+        #[arg(short = 's', long = "fromSavepoint", value_name = "PATH")]
+        from_savepoint: Option<String>,
+        /// With `-s`: drop state of the snapshot that no operator of the job claims.
+        #[arg(short = 'n', long = "allowNonRestoredState")]
+        allow_non_restored: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Takes a savepoint of a running job and waits for it (into TARGET, else
+    /// execution.checkpointing.savepoint-dir); or, with --dispose, deletes a savepoint.
+    Savepoint {
+        /// The job's id.
+        job_id: Option<String>,
+        /// The directory to write the savepoint under.
+        target: Option<String>,
+        /// Delete the savepoint at this path instead.
+        #[arg(short = 'd', long, value_name = "PATH")]
+        dispose: Option<String>,
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stops a running job with a savepoint: its sources end after the savepoint's barrier, and
+    /// the job finishes once the savepoint is complete.
+    Stop {
+        /// The job's id.
+        job_id: String,
+        /// The directory to write the savepoint under (else execution.checkpointing.savepoint-dir).
+        #[arg(short = 'p', long = "savepointPath", value_name = "DIR")]
+        savepoint_path: Option<String>,
+        /// Emit the largest watermark first, so that event-time windows and timers fire.
+        #[arg(short = 'd', long)]
+        drain: bool,
+        /// The JobManager's REST address (`host:port`).
+        #[arg(short = 'm', long = "jobmanager")]
+        jobmanager: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -310,8 +349,46 @@ fn run(
 fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
     let registry = &program.registry;
     match command {
-        Command::Run { job, args, parallelism, target, jobmanager, detached, common } => {
-            run(program, job, args, target, jobmanager.as_deref(), *detached, *parallelism, common)
+        Command::Run {
+            job,
+            args,
+            parallelism,
+            target,
+            jobmanager,
+            detached,
+            from_savepoint,
+            allow_non_restored,
+            common,
+        } => {
+            let mut common = common.clone();
+            if let Some(path) = from_savepoint {
+                common.define.push(format!("execution.savepoint.path={path}"));
+            }
+            if *allow_non_restored {
+                common.define.push("execution.savepoint.ignore-unclaimed-state=true".into());
+            }
+            run(program, job, args, target, jobmanager.as_deref(), *detached, *parallelism, &common)
+        }
+        Command::Savepoint { job_id, target, dispose, jobmanager, common } => match (dispose, job_id) {
+            (Some(path), None) => {
+                weir_runtime::checkpoint::coordinator::dispose(path)?;
+                println!("Savepoint '{path}' disposed.");
+                Ok(())
+            }
+            (Some(_), Some(_)) => {
+                Err(Error::Config("--dispose takes a savepoint path and no job id; pass one or the other".into()))
+            }
+            (None, None) => Err(Error::Config("give the job's id (see `weir list`), or --dispose PATH".into())),
+            (None, Some(job)) => {
+                let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+                let address = remote::rest_address(&settings, jobmanager.as_deref())?;
+                remote::savepoint(&address, job, target.as_deref(), None)
+            }
+        },
+        Command::Stop { job_id, savepoint_path, drain, jobmanager, common } => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            let address = remote::rest_address(&settings, jobmanager.as_deref())?;
+            remote::savepoint(&address, job_id, savepoint_path.as_deref(), Some(*drain))
         }
         Command::Info(info) => print_info(registry, info),
         Command::List { jobmanager, common } => {

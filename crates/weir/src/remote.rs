@@ -324,6 +324,40 @@ pub fn list(address: &str) -> Result<()> {
     Ok(())
 }
 
+/// `weir savepoint` and `weir stop`: takes a savepoint of `job` under `target` (`stop`:
+/// `Some(drain)` stops the job with it) and waits for it (bounded by an hour), printing where it is.
+pub fn savepoint(address: &str, job: &str, target: Option<&str>, stop: Option<bool>) -> Result<()> {
+    let id: weir_core::JobId = job.parse()?;
+    let client = RestClient::new(address);
+    let triggered = match stop {
+        None => client.post(&format!("/jobs/{id}/savepoints"), &serde_json::json!({ "target-directory": target }))?,
+        Some(drain) => client
+            .post(&format!("/jobs/{id}/stop"), &serde_json::json!({ "targetDirectory": target, "drain": drain }))?,
+    };
+    let trigger = triggered["request-id"]
+        .as_str()
+        .ok_or_else(|| Error::internal(format!("the JobManager answered without a request id: {triggered}")))?
+        .to_string();
+    println!("Triggered savepoint {trigger} for job {id}.");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    while std::time::Instant::now() < deadline {
+        let status = client.get(&format!("/jobs/{id}/savepoints/{trigger}"))?;
+        if status["status"]["id"] == "COMPLETED" {
+            if let Some(location) = status["operation"]["location"].as_str() {
+                println!("Savepoint completed. Path: {location}");
+                if stop.is_some() {
+                    println!("Job {id} stopped with the savepoint.");
+                }
+                return Ok(());
+            }
+            let cause = status["operation"]["failure-cause"]["stack-trace"].as_str().unwrap_or("no cause given");
+            return Err(Error::Config(format!("the savepoint of job {id} failed: {cause}")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(Error::Config(format!("the savepoint of job {id} did not complete within an hour; see /jobs/{id}/checkpoints")))
+}
+
 /// `weir cancel`: cancels a job.
 pub fn cancel(address: &str, job: &str) -> Result<()> {
     let id: weir_core::JobId = job.parse()?;

@@ -20,12 +20,15 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Sources: put barrier `id` into your output. `last`: this is the final checkpoint (every
-    /// source has ended); end your output after it.
+    /// source has ended, or the job stops with a savepoint); end your output once it completes.
     Trigger {
         /// The checkpoint.
         id: CheckpointId,
         /// Whether it is the final one.
         last: bool,
+        /// Sources first emit the largest watermark, so that event-time timers and windows fire
+        /// (stop with `--drain`).
+        drain: bool,
     },
     /// Checkpoint `id` is complete: commit what it covers.
     Complete {
@@ -85,7 +88,18 @@ struct Pending {
     timestamp_ms: i64,
     acks: BTreeMap<(u32, u32), StateFile>,
     last: bool,
-    savepoint: Option<String>,
+    savepoint: Option<SavepointRequest>,
+}
+
+/// A savepoint asked for: where it goes, and whether the job stops with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavepointRequest {
+    /// Its location (a directory or URL of its own).
+    pub target: String,
+    /// Stop the job with it.
+    pub stop: bool,
+    /// Drain event time first (with `stop`).
+    pub drain: bool,
 }
 
 /// A completed checkpoint: its number, directory (relative to the storage root) and metadata.
@@ -116,7 +130,7 @@ pub struct Coordinator {
     final_requested: bool,
     /// The final checkpoint completed: the job's tasks are ending, no checkpoint follows.
     final_done: bool,
-    savepoints_wanted: VecDeque<String>,
+    savepoints_wanted: VecDeque<SavepointRequest>,
     savepoints_done: VecDeque<(CheckpointId, Result<String>)>,
     /// Counts and history.
     pub stats: CheckpointStats,
@@ -184,9 +198,15 @@ impl Coordinator {
         }
     }
 
-    /// Asks for a savepoint into `dir` (relative to the storage root) at the next opportunity.
-    pub fn request_savepoint(&mut self, dir: String) {
-        self.savepoints_wanted.push_back(dir);
+    /// Asks for a savepoint at the next opportunity (right after the checkpoint in progress, if
+    /// any). Its outcome comes from [`Coordinator::take_savepoints`], in the order asked.
+    pub fn request_savepoint(&mut self, request: SavepointRequest) {
+        self.savepoints_wanted.push_back(request);
+    }
+
+    /// Forgets savepoints asked for and not started (the run they were asked of ended).
+    pub fn clear_savepoint_requests(&mut self) {
+        self.savepoints_wanted.clear();
     }
 
     /// Savepoints taken since the last call: the checkpoint they were taken with, and where they
@@ -220,8 +240,10 @@ impl Coordinator {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let last = std::mem::take(&mut self.final_wanted);
         let savepoint = self.savepoints_wanted.pop_front();
+        let stop = savepoint.as_ref().is_some_and(|s| s.stop);
+        let drain = savepoint.as_ref().is_some_and(|s| s.stop && s.drain);
+        let last = std::mem::take(&mut self.final_wanted) || stop;
         self.pending = Some(Pending { id, started: now, timestamp_ms: now_ms, acks: BTreeMap::new(), last, savepoint });
         self.last_start = Some(now);
         self.stats.triggered += 1;
@@ -238,7 +260,7 @@ impl Coordinator {
             external_path: None,
             failure_message: None,
         });
-        Some(Command::Trigger { id, last })
+        Some(Command::Trigger { id, last, drain })
     }
 
     fn record(&mut self, r: CheckpointRecord) {
@@ -278,7 +300,7 @@ impl Coordinator {
         let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(p.id));
         let metadata = SnapshotMetadata {
             format_version: super::STATE_FORMAT_VERSION,
-            kind: if p.savepoint.is_some() { SnapshotKind::Savepoint } else { SnapshotKind::Checkpoint },
+            kind: SnapshotKind::Checkpoint,
             job_id: self.job_id,
             job_name: self.job_name.clone(),
             checkpoint_id: p.id,
@@ -303,9 +325,9 @@ impl Coordinator {
             h.end_to_end_duration = duration;
             h.external_path = Some(path);
         });
-        if let Some(target) = &p.savepoint {
-            let saved = copy_snapshot(&self.storage, &dir, &metadata, target);
-            self.savepoints_done.push_back((p.id, saved.map(|()| target.clone())));
+        if let Some(request) = &p.savepoint {
+            let saved = copy_snapshot(&self.storage, &dir, &metadata, &request.target);
+            self.savepoints_done.push_back((p.id, saved.map(|()| request.target.clone())));
         }
         self.retained.push_back(Completed { id: p.id, dir, metadata });
         while self.retained.len() > self.config.retained.max(1) as usize {
@@ -345,8 +367,8 @@ impl Coordinator {
             self.savepoints_done
                 .push_back((id, Err(weir_core::Error::Config(format!("the savepoint failed: {reason}")))));
         }
-        if p.last {
-            // The final checkpoint must happen: ask again.
+        if p.last && !p.savepoint.as_ref().is_some_and(|s| s.stop) {
+            // The final checkpoint must happen: ask again. (A failed stop leaves the job running.)
             self.final_wanted = true;
         }
         let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(id));
@@ -392,25 +414,30 @@ pub fn latest_completed(storage: &CheckpointStorage, job_id: JobId) -> Result<Op
 /// Reads and checks the snapshot in directory `dir`: its metadata, and every file it lists at its
 /// recorded size.
 pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<SnapshotMetadata> {
-    let what = format!("{}/{dir}/{METADATA_FILE}", storage.location().trim_end_matches('/'));
+    let what = format!("{}/{}", storage.location().trim_end_matches('/'), super::task::join(dir, METADATA_FILE));
     let sizes = storage.sizes(dir)?;
+    let metadata_path = super::task::join(dir, METADATA_FILE);
     if !sizes.contains_key(METADATA_FILE) {
         return Err(weir_core::Error::Config(format!(
             "{what} does not exist: the snapshot is incomplete or the path is not a snapshot"
         )));
     }
-    let metadata = SnapshotMetadata::decode(&storage.get(&format!("{dir}/{METADATA_FILE}"))?, &what)?;
+    let metadata = SnapshotMetadata::decode(&storage.get(&metadata_path)?, &what)?;
     for f in &metadata.files {
         match sizes.get(&f.path) {
             Some(&n) if n == f.bytes => {}
             Some(&n) => {
                 return Err(weir_core::Error::Config(format!(
-                    "{dir}/{} is {n} bytes but the metadata says {}: the file was truncated or replaced",
-                    f.path, f.bytes
+                    "{} is {n} bytes but {what} says {}: the file was truncated or replaced",
+                    super::task::join(dir, &f.path),
+                    f.bytes
                 )));
             }
             None => {
-                return Err(weir_core::Error::Config(format!("{dir}/{} is missing", f.path)));
+                return Err(weir_core::Error::Config(format!(
+                    "{} is missing, though {what} lists it",
+                    super::task::join(dir, &f.path)
+                )));
             }
         }
     }
@@ -427,4 +454,19 @@ pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMet
     let mut saved = metadata.clone();
     saved.kind = SnapshotKind::Savepoint;
     to.put(METADATA_FILE, saved.encode()?)
+}
+
+/// Deletes the savepoint (or retained checkpoint) at `path`: every file its metadata lists, then the
+/// metadata. A path that holds no snapshot is an error that says so, and nothing is deleted.
+pub fn dispose(path: &str) -> Result<()> {
+    let storage = CheckpointStorage::open(path)?;
+    let metadata = read_completed(&storage, "")?;
+    for f in &metadata.files {
+        storage.delete(&f.path)?;
+    }
+    storage.delete(METADATA_FILE)?;
+    // A local directory left empty goes too.
+    let dir = path.strip_prefix("file://").unwrap_or(path);
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
 }

@@ -141,6 +141,15 @@ impl CheckpointStorage {
         }
     }
 
+    /// Removes the file `rel` (gone already is fine).
+    pub fn delete(&self, rel: &str) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        match block(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("remove", rel, e)),
+        }
+    }
+
     /// Removes every file directly under directory `rel` (a snapshot's directory is flat).
     pub fn remove_dir(&self, rel: &str) -> Result<()> {
         for name in self.list(rel)? {

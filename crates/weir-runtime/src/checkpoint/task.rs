@@ -144,6 +144,7 @@ pub struct PartCheckpoints {
     timeout: Duration,
     triggered: AtomicU64,
     last: AtomicU64,
+    drain: AtomicU64,
     completed: AtomicU64,
     sources_ended: AtomicUsize,
     events: Sender<PartEvent>,
@@ -175,6 +176,7 @@ impl PartCheckpoints {
             timeout: Duration::from_millis(config.timeout_ms),
             triggered: AtomicU64::new(restored_id),
             last: AtomicU64::new(0),
+            drain: AtomicU64::new(0),
             completed: AtomicU64::new(restored_id),
             sources_ended: AtomicUsize::new(0),
             events: events.clone(),
@@ -209,10 +211,14 @@ impl PartCheckpoints {
         Ok(part)
     }
 
-    /// Asks the part's sources for barrier `id` (`last`: the final checkpoint).
-    pub fn trigger(&self, id: CheckpointId, last: bool) {
+    /// Asks the part's sources for barrier `id` (`last`: the final checkpoint; `drain`: after the
+    /// largest watermark).
+    pub fn trigger(&self, id: CheckpointId, last: bool, drain: bool) {
         if last {
             self.last.store(id, Ordering::SeqCst);
+        }
+        if drain {
+            self.drain.store(id, Ordering::SeqCst);
         }
         self.triggered.fetch_max(id, Ordering::SeqCst);
     }
@@ -318,15 +324,16 @@ impl TaskCheckpoint {
         }
     }
 
-    /// For sources: a checkpoint triggered since the last call, with whether it is the final one.
-    pub fn due(&self) -> Option<(CheckpointId, bool)> {
+    /// For sources: a checkpoint triggered since the last call, with whether it is the final one
+    /// and whether to drain event time first.
+    pub fn due(&self) -> Option<(CheckpointId, bool, bool)> {
         let t = self.0.as_ref()?;
         let id = t.part.triggered.load(Ordering::SeqCst);
         if id <= t.seen.get() {
             return None;
         }
         t.seen.set(id);
-        Some((id, t.part.last.load(Ordering::SeqCst) == id))
+        Some((id, t.part.last.load(Ordering::SeqCst) == id, t.part.drain.load(Ordering::SeqCst) == id))
     }
 
     /// For sources: this source read all its input.

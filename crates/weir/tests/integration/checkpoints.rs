@@ -187,3 +187,88 @@ fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()>
     assert!(names.iter().filter(|n| n.starts_with('.')).all(|n| n.ends_with(".inprogress") || n.ends_with(".pending")));
     Ok(())
 }
+
+#[test]
+fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state() -> Result<()> {
+    use crate::cluster::{Cluster, job_id, text};
+    let c = Cluster::new(3, 1);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let out = dir.path().join("out");
+    let (count, keys) = (30_000u64, 23u64);
+    let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 6000, "output": "{}"}}"#, out.display());
+    let cp_dir = format!("execution.checkpointing.dir={}", dir.path().join("cp").display());
+    let run = |p: &str, extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "-t",
+            "remote",
+            "-d",
+            "keyed-sums",
+            "--args",
+            &args,
+            "-p",
+            p,
+            "-D",
+            "execution.checkpointing.interval=200ms",
+            "-D",
+            &cp_dir,
+        ];
+        a.extend(extra);
+        c.weir(&a)
+    };
+    let first = job_id(&run("2", &[]));
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{first}"));
+    // A savepoint while it runs, then one it stops with.
+    let sp_dir = dir.path().join("savepoints").display().to_string();
+    std::thread::sleep(Duration::from_millis(800));
+    let taken = c.weir(&["savepoint", &first, &sp_dir]);
+    assert!(taken.status.success(), "{}", text(&taken.stderr));
+    let (_, cps) = c.get(&format!("/jobs/{first}/checkpoints"));
+    assert!(cps["counts"]["completed"].as_u64().unwrap_or(0) >= 1, "{cps}");
+    assert!(cps["latest"]["savepoint"]["external_path"].is_string(), "{cps}");
+    let stopped = c.weir(&["stop", &first, "-p", &sp_dir]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let stdout = text(&stopped.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .ok_or_else(|| Error::internal(format!("no savepoint path in: {stdout}")))?
+        .to_string();
+    let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{first}"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (partial, _) = committed(&out)?;
+    assert!(!partial.is_empty() && partial.len() < count as usize, "stopped midway: {} lines", partial.len());
+    // A snapshot of another job is refused, with what to do.
+    let other = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "generate",
+        "--args",
+        r#"{"count": 10}"#,
+        "-s",
+        &path,
+        "-D",
+        "execution.checkpointing.interval=1s",
+    ]);
+    assert!(!other.status.success());
+    assert!(text(&other.stderr).contains("--allowNonRestoredState"), "{}", text(&other.stderr));
+    // Resumed at parallelism 3: key groups move between subtasks, pending files are committed.
+    let second = job_id(&run("3", &["-s", &path]));
+    assert!(!second.is_empty());
+    let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{second}"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (_, cps) = c.get(&format!("/jobs/{second}/checkpoints"));
+    assert_eq!(cps["counts"]["restored"], 1, "{cps}");
+    let (lines, _) = committed(&out)?;
+    assert_eq!(lines.len(), count as usize);
+    assert_eq!(lines, expected_sums(count, keys), "the two runs together differ from one failure-free run");
+    // Savepoints can be disposed of.
+    let disposed = c.weir(&["savepoint", "--dispose", &path]);
+    assert!(disposed.status.success(), "{}", text(&disposed.stderr));
+    assert!(!Path::new(&path).exists());
+    let again = c.weir(&["savepoint", "--dispose", &path]);
+    assert!(!again.status.success());
+    Ok(())
+}

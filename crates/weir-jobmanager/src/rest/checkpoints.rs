@@ -1,0 +1,193 @@
+//! `/jobs/{jobid}/checkpoints`, `/jobs/{jobid}/savepoints` and `/jobs/{jobid}/stop`, in the shapes
+//! of Flink's REST API (savepoints and stops are asynchronous operations: a trigger id, then its
+//! status).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use weir_core::JobStatus;
+use weir_runtime::checkpoint::coordinator::CheckpointRecord;
+
+use super::{ApiError, parse_job, with_job};
+use crate::checkpoints::SavepointStatus;
+use crate::state::Cluster;
+
+type Shared = State<Arc<Cluster>>;
+
+fn record(r: &CheckpointRecord) -> Value {
+    json!({
+        "className": if r.status == "COMPLETED" { "completed" } else if r.status == "FAILED" { "failed" } else { "in_progress" },
+        "id": r.id,
+        "status": r.status,
+        "is_savepoint": r.is_savepoint,
+        "checkpoint_type": if r.is_savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
+        "trigger_timestamp": r.trigger_timestamp,
+        "latest_ack_timestamp": r.latest_ack_timestamp,
+        "state_size": r.state_size,
+        "checkpointed_size": r.state_size,
+        "end_to_end_duration": r.end_to_end_duration,
+        "num_subtasks": r.num_subtasks,
+        "num_acknowledged_subtasks": r.num_acknowledged_subtasks,
+        "external_path": r.external_path,
+        "failure_message": r.failure_message,
+        "discarded": false,
+    })
+}
+
+/// `GET /jobs/{jobid}/checkpoints`: counts, the latest completed, failed and restored checkpoint,
+/// and the history.
+pub async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
+    let stats = match with_job(&c, &id, |j| j.checkpoints.as_ref().map(|cp| cp.coordinator.stats.clone())) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError(
+                StatusCode::NOT_FOUND,
+                "the job takes no checkpoints (execution.checkpointing.interval is not set)".into(),
+            )
+            .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    let latest = |status: &str| stats.history.iter().find(|h| h.status == status).map(record);
+    let in_progress = stats.history.iter().filter(|h| h.status == "IN_PROGRESS").count();
+    Json(json!({
+        "counts": {
+            "restored": u64::from(stats.restored.is_some()),
+            "total": stats.triggered,
+            "in_progress": in_progress,
+            "completed": stats.completed,
+            "failed": stats.failed,
+        },
+        "latest": {
+            "completed": latest("COMPLETED"),
+            "failed": latest("FAILED"),
+            "savepoint": stats.history.iter().find(|h| h.is_savepoint && h.status == "COMPLETED").map(record),
+            "restored": stats.restored.as_ref().map(|(id, path)| json!({ "id": id, "external_path": path, "is_savepoint": false })),
+        },
+        "history": stats.history.iter().map(record).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// Body of `POST /jobs/{jobid}/savepoints`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointBody {
+    #[serde(rename = "target-directory", default)]
+    target_directory: Option<String>,
+    #[serde(rename = "cancel-job", default)]
+    cancel_job: bool,
+    #[serde(rename = "formatType", default)]
+    format_type: Option<String>,
+}
+
+/// Body of `POST /jobs/{jobid}/stop`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StopBody {
+    #[serde(rename = "targetDirectory", default)]
+    target_directory: Option<String>,
+    #[serde(default)]
+    drain: bool,
+    #[serde(rename = "formatType", default)]
+    format_type: Option<String>,
+}
+
+fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: bool) -> Result<String, ApiError> {
+    let id = parse_job(id)?;
+    let mut s = c.lock();
+    let job = s
+        .jobs
+        .get_mut(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
+    if job.status != JobStatus::Running {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}; savepoints are taken of running jobs only", job.status),
+        ));
+    }
+    let cp = job.checkpoints.as_mut().ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "the job takes no checkpoints; savepoints need execution.checkpointing.interval set".into(),
+        )
+    })?;
+    cp.request_savepoint(id, target, stop, drain).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn format_ok(format: &Option<String>) -> Result<(), ApiError> {
+    match format.as_deref() {
+        None | Some("CANONICAL") => Ok(()),
+        Some(other) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("savepoint format '{other}' is not supported; use CANONICAL"),
+        )),
+    }
+}
+
+/// `POST /jobs/{jobid}/savepoints`: triggers a savepoint; 202 with its `request-id`.
+pub async fn trigger_savepoint(
+    State(c): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<SavepointBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, format!("bad savepoint request: {e}")).into_response(),
+    };
+    if body.cancel_job {
+        return ApiError(
+            StatusCode::BAD_REQUEST,
+            "cancel-job is not supported; stop the job with POST /jobs/{jobid}/stop".into(),
+        )
+        .into_response();
+    }
+    if let Err(e) = format_ok(&body.format_type) {
+        return e.into_response();
+    }
+    match trigger(&c, &id, body.target_directory, false, false) {
+        Ok(t) => (StatusCode::ACCEPTED, Json(json!({ "request-id": t }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /jobs/{jobid}/stop`: stops the job with a savepoint (`drain`: after the largest
+/// watermark); 202 with its `request-id`, whose status `/jobs/{jobid}/savepoints/{id}` gives.
+pub async fn stop(State(c): Shared, Path(id): Path<String>, body: Result<Json<StopBody>, JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, format!("bad stop request: {e}")).into_response(),
+    };
+    if let Err(e) = format_ok(&body.format_type) {
+        return e.into_response();
+    }
+    match trigger(&c, &id, body.target_directory, true, body.drain) {
+        Ok(t) => (StatusCode::ACCEPTED, Json(json!({ "request-id": t }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /jobs/{jobid}/savepoints/{triggerid}`: `IN_PROGRESS`, or `COMPLETED` with the location or
+/// the failure.
+pub async fn savepoint_status(State(c): Shared, Path((id, trigger)): Path<(String, String)>) -> Response {
+    let status = with_job(&c, &id, |j| j.checkpoints.as_ref().and_then(|cp| cp.savepoint(&trigger).cloned()));
+    match status {
+        Ok(Some(SavepointStatus::InProgress)) => Json(json!({ "status": { "id": "IN_PROGRESS" } })).into_response(),
+        Ok(Some(SavepointStatus::Completed(location))) => {
+            Json(json!({ "status": { "id": "COMPLETED" }, "operation": { "location": location } })).into_response()
+        }
+        Ok(Some(SavepointStatus::Failed(why))) => Json(json!({
+            "status": { "id": "COMPLETED" },
+            "operation": { "failure-cause": { "class": "weir.SavepointFailure", "stack-trace": why.clone(), "serialized-throwable": why } },
+        }))
+        .into_response(),
+        Ok(None) => ApiError(StatusCode::NOT_FOUND, format!("no savepoint with trigger id '{trigger}' for this job"))
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
