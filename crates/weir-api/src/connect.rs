@@ -150,7 +150,9 @@ where
 impl<K: Key, A: Data, B: Data, KS: Fn(&Either<A, B>) -> K + Clone + Send + Sync + 'static>
     KeyedConnectedStreams<K, A, B, KS>
 {
-    /// Runs a [`KeyedCoProcessFunction`].
+    /// Runs a [`KeyedCoProcessFunction`]. It runs on the keyed process operator of
+    /// [`KeyedStream::process`], so its keyed state and timers are kept in checkpoints (by key
+    /// group) and restored, at any parallelism.
     pub fn process<F: KeyedCoProcessFunction<K, A, B>>(&self, f: F) -> DataStream<F::Out> {
         self.keyed.process(CoProcess(f, PhantomData)).name("Keyed Co-Process")
     }
@@ -284,6 +286,9 @@ where
 {
     /// Calls `f(a, b, out)` for every matching pair; outputs carry the later of the two
     /// timestamps. Records behind the watermark when they arrive are dropped, as in Flink.
+    ///
+    /// The records still waiting for a match (keyed list state) and their cleanup timers are kept
+    /// in checkpoints, like those of any keyed co-process function.
     pub fn process<O: Data>(self, f: impl FnMut(&A, &B, &mut Vec<O>) + Clone + Send + Sync + 'static) -> DataStream<O> {
         let j = self.join;
         let (lower, upper) = (self.lower, self.upper);

@@ -326,7 +326,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static, Tr: Trigg
     fn build<O: Data, WF>(self, function: &str, wf: WF) -> DataStream<O>
     where
         WF: WindowFunction<K, T, Out = O> + Clone + Send + Sync + 'static,
-        WF::Acc: 'static,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         let name = match &self.spec {
             WindowSpec::Time(a) => format!("Window({}, {function})", describe(a)),
@@ -376,9 +376,11 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static, Tr: Trigg
                     None => Box::new(NullOutput),
                 };
                 let operator = env.op.operator_name.clone();
+                // Every window operator keeps its windows (and watermark) in checkpoints and starts
+                // from what `env` restored.
                 Ok(match spec {
-                    WindowSpec::Time(a) if custom || a == WindowAssigner::Global => {
-                        Box::new(TriggerWindowOperator::new(
+                    WindowSpec::Time(a) if custom || a == WindowAssigner::Global => Box::new(
+                        TriggerWindowOperator::new(
                             key.clone(),
                             wf.clone(),
                             trigger.clone(),
@@ -387,21 +389,20 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static, Tr: Trigg
                             lateness,
                             late,
                             next,
-                        )?)
+                        )?
+                        .checkpointed(env)?,
+                    ),
+                    WindowSpec::Time(a @ WindowAssigner::Session { .. }) => Box::new(
+                        SessionWindowOperator::new(key.clone(), wf.clone(), a, lateness, operator, late, next)?
+                            .checkpointed(env)?,
+                    ),
+                    WindowSpec::Time(a) => Box::new(
+                        TimeWindowOperator::new(key.clone(), wf.clone(), a, lateness, operator, late, next)?
+                            .checkpointed(env)?,
+                    ),
+                    WindowSpec::Count(n) => {
+                        Box::new(CountWindowOperator::new(key.clone(), wf.clone(), n, next)?.checkpointed(env)?)
                     }
-                    WindowSpec::Time(a @ WindowAssigner::Session { .. }) => Box::new(SessionWindowOperator::new(
-                        key.clone(),
-                        wf.clone(),
-                        a,
-                        lateness,
-                        operator,
-                        late,
-                        next,
-                    )?),
-                    WindowSpec::Time(a) => {
-                        Box::new(TimeWindowOperator::new(key.clone(), wf.clone(), a, lateness, operator, late, next)?)
-                    }
-                    WindowSpec::Count(n) => Box::new(CountWindowOperator::new(key.clone(), wf.clone(), n, next)?),
                 })
             },
             Some(ShipStrategy::Hash),

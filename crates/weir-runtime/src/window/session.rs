@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -21,6 +21,9 @@ struct Session<A> {
 ///
 /// A record at `t` opens the window `[t, t + gap)`, which merges with every session of its key it
 /// overlaps. Firing, lateness and late output work as for [`super::time::TimeWindowOperator`].
+///
+/// In a checkpoint it keeps every session per key (window, whether it fired, accumulator), grouped
+/// by the key group of the key, and its watermark.
 pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
@@ -33,6 +36,7 @@ pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     watermark: Timestamp,
     operator: String,
     out: WindowOutputs<T, WF::Out>,
+    checkpoint: WindowCheckpointing,
 }
 
 impl<K, T, KF, WF> SessionWindowOperator<K, T, KF, WF>
@@ -67,7 +71,30 @@ where
             watermark: Timestamp::MIN,
             operator,
             out: WindowOutputs::new(next, late),
+            checkpoint: WindowCheckpointing::default(),
         })
+    }
+
+    /// Takes part in the checkpoints of the task `env` describes, starting from the state (sessions
+    /// and watermark) it restored.
+    pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
+    where
+        K: serde::de::DeserializeOwned,
+        WF::Acc: serde::de::DeserializeOwned,
+    {
+        // Processing-time sessions follow the wall clock: no watermark to keep.
+        self.checkpoint = WindowCheckpointing::of(env, self.domain == TimeDomain::EventTime)?;
+        if let Some(wm) = self.checkpoint.restored_watermark()? {
+            self.watermark = self.watermark.max(wm);
+        }
+        let entries = crate::checkpoint::restore_keyed::<K, (TimeWindow, bool, WF::Acc)>(&env.restored_keyed)?;
+        for (k, (window, fired, acc)) in entries {
+            // As `add` and `advance` index them: by end until they fire, then by end of lateness.
+            let at = if fired { window.end.saturating_add(self.lateness) } else { window.end };
+            self.by_end.entry(at).or_default().push(k.clone());
+            self.sessions.entry(k).or_default().push(Session { window, acc, fired });
+        }
+        Ok(self)
     }
 
     fn add(&mut self, x: T, ts: Timestamp) {
@@ -124,17 +151,18 @@ where
                     if s.window.max_timestamp() > time {
                         return true;
                     }
+                    let cleanup = s.window.max_timestamp().saturating_add(self.lateness);
                     if !s.fired {
                         self.out.emit(&mut self.wf, &k, s.window, &s.acc);
                         s.fired = true;
+                        // Indexed again for its cleanup. (A session that fired before has its
+                        // cleanup entry already: indexing it at every visit of its key would
+                        // multiply the entries.)
+                        if cleanup > time {
+                            keep_until.push(s.window.end.saturating_add(self.lateness));
+                        }
                     }
-                    let cleanup = s.window.max_timestamp().saturating_add(self.lateness);
-                    if cleanup > time {
-                        keep_until.push(s.window.end.saturating_add(self.lateness));
-                        true
-                    } else {
-                        false
-                    }
+                    cleanup > time
                 });
                 if sessions.is_empty() {
                     self.sessions.remove(&k);
@@ -150,9 +178,10 @@ where
 
 impl<K, T, KF, WF> Output<T> for SessionWindowOperator<K, T, KF, WF>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + serde::Serialize,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
+    WF::Acc: serde::Serialize,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let timestamps = match self.domain {
@@ -173,6 +202,12 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
+            (Control::Barrier(_), _) if self.checkpoint.enabled() => {
+                let sessions =
+                    self.sessions.iter().flat_map(|(k, ss)| ss.iter().map(move |s| (k, (s.window, s.fired, &s.acc))));
+                let keyed = super::snapshot_by_key_group(sessions, self.checkpoint.max_parallelism())?;
+                self.checkpoint.snapshot(keyed, self.watermark)?;
+            }
             _ => {}
         }
         self.out.control(event)
@@ -181,5 +216,82 @@ where
     fn finish(&mut self) -> Result<()> {
         self.advance(Timestamp::MAX - 1)?;
         self.out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::testing::{
+        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, steps, uninterrupted, watermarks,
+    };
+
+    fn make(lateness: i64) -> MakeFn {
+        Box::new(move |env, next, late| {
+            let assigner = WindowAssigner::Session { gap: 30, domain: TimeDomain::EventTime };
+            let op = SessionWindowOperator::new(|e: &Event| e.0, SumCount, assigner, lateness, "s".into(), late, next)?;
+            Ok(Box::new(op.checkpointed(env)?))
+        })
+    }
+
+    #[test]
+    fn sessions_go_on_from_a_snapshot_at_any_parallelism() -> Result<()> {
+        for lateness in [0, 100] {
+            let steps = steps(5, 300, 4, 60);
+            for (from, to) in [(1, 1), (1, 2), (2, 1), (2, 3)] {
+                for cut in [steps.len() / 3, 2 * steps.len() / 3] {
+                    let snaps = check_restore(&*make(lateness), &steps, cut, from, to)?;
+                    assert!(check_key_groups::<(TimeWindow, bool, (i64, u32))>(&snaps)? > 0);
+                    assert_eq!(watermarks(&snaps)?.len(), from as usize);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_index_of_session_ends_grows_with_the_records_not_with_their_visits() -> Result<()> {
+        let (next, late) = (Box::new(crate::output::NullOutput), Box::new(crate::output::NullOutput));
+        let assigner = WindowAssigner::Session { gap: 30, domain: TimeDomain::EventTime };
+        let mut op = SessionWindowOperator::new(|e: &Event| e.0, SumCount, assigner, 100, "s".into(), late, next)?;
+        let mut records = 0;
+        for step in steps(5, 2_000, 4, 60) {
+            match step {
+                Step::Records(events) => {
+                    records += events.len();
+                    let ts = events.iter().map(|e| e.1).collect();
+                    op.push(&mut Batch::timestamped(events, ts))?;
+                }
+                Step::Watermark(wm) => op.control(Control::Watermark(wm))?,
+            }
+            // One entry per record added, and one per session that fired.
+            let entries: usize = op.by_end.values().map(Vec::len).sum();
+            assert!(entries <= 2 * records, "{entries} index entries after {records} records");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_restored_session_merges_with_later_records_and_fires_once_complete() -> Result<()> {
+        // Key 2: [0, 30) fires at watermark 29 and is kept (lateness 100); a record at 15 after the
+        // restore joins it and fires it again at once; [100, 130) is still open at the cut and
+        // takes a record at 120 after the restore; a record at 5 after watermark 300 is late.
+        let steps = vec![
+            Step::Records(vec![(2, 0, 1), (2, 100, 1)]),
+            Step::Watermark(29),
+            Step::Records(vec![(2, 15, 2), (2, 120, 4)]),
+            Step::Watermark(300),
+            Step::Records(vec![(2, 5, 8)]),
+        ];
+        let (fired, late) = uninterrupted(&*make(100), &steps)?;
+        assert!(fired.contains(&((2, 0, 45, 3, 2), Some(44))), "{fired:?}");
+        assert!(fired.contains(&((2, 100, 150, 5, 2), Some(149))), "{fired:?}");
+        assert_eq!(late, vec![((2, 5, 8), Some(5))]);
+        for cut in 1..steps.len() {
+            for (from, to) in [(1, 1), (2, 1), (1, 3)] {
+                check_restore(&*make(100), &steps, cut, from, to)?;
+            }
+        }
+        Ok(())
     }
 }

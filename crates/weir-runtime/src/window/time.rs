@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -18,6 +18,10 @@ use crate::output::{Batch, Control, Output, Timestamp};
 /// (a late firing). A record whose windows are all past that point is late: it goes to the late
 /// output (a side output, or nowhere). Processing time: windows follow the wall clock and fire on
 /// the task's ticks; at the end of input, the windows still open fire.
+///
+/// In a checkpoint it keeps every window's accumulator per key (with the window's end and whether
+/// it fired already), grouped by the key group of the key, and its watermark; a restored operator
+/// fires and judges lateness exactly as the one that wrote the snapshot would have.
 pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
@@ -29,11 +33,16 @@ pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     pending: VecDeque<(Timestamp, StateMap<K, WF::Acc>)>,
     /// Windows fired and kept for late records, by end.
     fired: BTreeMap<Timestamp, StateMap<K, WF::Acc>>,
+    /// No window in `fired` ends after this, except windows ending at or before `watermark + 1`.
+    /// (Only a restore from subtasks that had different watermarks leaves fired windows after the
+    /// watermark: records for them must update them, not open new pending windows.)
+    fired_until: Timestamp,
     watermark: Timestamp,
     /// Keys in the last window that fired: new windows start with room for as many.
     expected_keys: usize,
     operator: String,
     out: WindowOutputs<T, WF::Out>,
+    checkpoint: WindowCheckpointing,
 }
 
 impl<K, T, KF, WF> TimeWindowOperator<K, T, KF, WF>
@@ -68,11 +77,52 @@ where
             lateness: if assigner.domain() == TimeDomain::EventTime { allowed_lateness_ms.max(0) } else { 0 },
             pending: VecDeque::new(),
             fired: BTreeMap::new(),
+            fired_until: Timestamp::MIN,
             watermark: Timestamp::MIN,
             expected_keys: 0,
             operator,
             out: WindowOutputs::new(next, late),
+            checkpoint: WindowCheckpointing::default(),
         })
+    }
+
+    /// Takes part in the checkpoints of the task `env` describes, starting from the state (windows
+    /// and watermark) it restored.
+    pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
+    where
+        K: serde::de::DeserializeOwned,
+        WF::Acc: serde::de::DeserializeOwned,
+    {
+        // Processing-time windows follow the wall clock: no watermark to keep.
+        self.checkpoint = WindowCheckpointing::of(env, self.assigner.domain() == TimeDomain::EventTime)?;
+        if let Some(wm) = self.checkpoint.restored_watermark()? {
+            self.watermark = self.watermark.max(wm);
+        }
+        let entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
+        for (k, (end, fired, acc)) in entries {
+            if fired {
+                self.fired.entry(end).or_default().insert(k, acc);
+                self.fired_until = self.fired_until.max(end);
+            } else {
+                let i = self.pending.partition_point(|(e, _)| *e < end);
+                if self.pending.get(i).is_none_or(|(e, _)| *e != end) {
+                    self.pending.insert(i, (end, StateMap::default()));
+                }
+                self.pending[i].1.insert(k, acc);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every window's accumulator per key, by key group: `(key, (end, fired, accumulator))`.
+    fn snapshot(&self) -> Result<Vec<(u32, Vec<u8>)>>
+    where
+        K: serde::Serialize,
+        WF::Acc: serde::Serialize,
+    {
+        let pending = self.pending.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, false, acc))));
+        let fired = self.fired.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, true, acc))));
+        super::snapshot_by_key_group(pending.chain(fired), self.checkpoint.max_parallelism())
     }
 
     /// Fires every pending window whose last timestamp is at or below `time`, and forgets fired
@@ -90,7 +140,14 @@ where
                 self.out.emit(&mut self.wf, k, window, acc);
             }
             if (end - 1).saturating_add(self.lateness) > time {
-                self.fired.insert(end, states);
+                match self.fired.entry(end) {
+                    // Restored fired windows of this end (from a subtask that was further on).
+                    std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(states),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(states);
+                    }
+                }
+                self.fired_until = self.fired_until.max(end);
             }
         }
         while let Some(entry) = self.fired.first_entry() {
@@ -105,10 +162,11 @@ where
 
 impl<K, T, KF, WF> Output<T> for TimeWindowOperator<K, T, KF, WF>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + serde::Serialize,
     T: Clone,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
+    WF::Acc: serde::Serialize,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let event_time = self.assigner.domain() == TimeDomain::EventTime;
@@ -117,6 +175,7 @@ where
         let wm = self.watermark;
         let lateness = self.lateness;
         let expected_keys = self.expected_keys;
+        let fired_until = self.fired_until;
         let Self { key, wf, assigner, pending, fired, out, .. } = self;
         // Consecutive records usually fall into the same window: keep its map at hand.
         let mut current: usize = usize::MAX;
@@ -136,7 +195,9 @@ where
             for (i, &w) in windows.iter().enumerate() {
                 // The record moves into its last window and is cloned for the others.
                 let Some(record) = (if i + 1 == n { x.take() } else { x.clone() }) else { break };
-                if w.max_timestamp() > wm {
+                let fired_already =
+                    w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(&k));
+                if w.max_timestamp() > wm && !fired_already {
                     if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
                         current = pending.partition_point(|(end, _)| *end < w.end);
                         if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
@@ -164,6 +225,9 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
+            (Control::Barrier(_), _) if self.checkpoint.enabled() => {
+                self.checkpoint.snapshot(self.snapshot()?, self.watermark)?;
+            }
             _ => {}
         }
         self.out.control(event)
@@ -172,5 +236,130 @@ where
     fn finish(&mut self) -> Result<()> {
         self.advance(Timestamp::MAX - 1)?;
         self.out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::testing::{
+        Checkpoints, Event, Fired, MakeFn, Seen, Step, SumCount, check_key_groups, check_restore, env, steps,
+        uninterrupted, watermarks,
+    };
+
+    fn make(assigner: WindowAssigner, lateness: i64) -> MakeFn {
+        Box::new(move |env, next, late| {
+            let op = TimeWindowOperator::new(|e: &Event| e.0, SumCount, assigner, lateness, "w".into(), late, next)?;
+            Ok(Box::new(op.checkpointed(env)?))
+        })
+    }
+
+    const TUMBLING: WindowAssigner = WindowAssigner::Tumbling { size: 100, offset: 0, domain: TimeDomain::EventTime };
+    const SLIDING: WindowAssigner =
+        WindowAssigner::Sliding { size: 100, slide: 40, offset: 0, domain: TimeDomain::EventTime };
+
+    #[test]
+    fn tumbling_and_sliding_windows_go_on_from_a_snapshot_at_any_parallelism() -> Result<()> {
+        for (seed, assigner) in [(3, TUMBLING), (11, SLIDING)] {
+            for lateness in [0, 60] {
+                let steps = steps(seed, 300, 5, 100);
+                for (from, to) in [(1, 1), (1, 2), (2, 1), (2, 3)] {
+                    for cut in [steps.len() / 3, 2 * steps.len() / 3] {
+                        let snaps = check_restore(&*make(assigner, lateness), &steps, cut, from, to)?;
+                        assert!(check_key_groups::<(Timestamp, bool, (i64, u32))>(&snaps)? > 0);
+                        assert_eq!(watermarks(&snaps)?.len(), from as usize, "one watermark per subtask");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_restored_window_keeps_its_watermark_so_late_firings_and_late_records_are_the_same() -> Result<()> {
+        // [0, 100) fires at watermark 99; after the restore a record at 50 (within the lateness of
+        // 60) fires it again with both records, and one at 20 after watermark 199 is late.
+        let steps = vec![
+            Step::Records(vec![(1, 10, 1), (1, 200, 1)]),
+            Step::Watermark(99),
+            Step::Records(vec![(1, 50, 5)]),
+            Step::Records(vec![(1, 300, 1)]),
+            Step::Watermark(199),
+            Step::Records(vec![(1, 20, 7)]),
+        ];
+        let (fired, late) = uninterrupted(&*make(TUMBLING, 60), &steps)?;
+        assert!(fired.contains(&((1, 0, 100, 1, 1), Some(99))) && fired.contains(&((1, 0, 100, 6, 2), Some(99))));
+        assert_eq!(late, vec![((1, 20, 7), Some(20))]);
+        for cut in 1..steps.len() {
+            for (from, to) in [(1, 1), (1, 2), (2, 1)] {
+                let snaps = check_restore(&*make(TUMBLING, 60), &steps, cut, from, to)?;
+                if cut >= 2 {
+                    assert_eq!(watermarks(&snaps)?.into_iter().max(), Some(if cut >= 5 { 199 } else { 99 }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn processing_time_windows_keep_their_windows_but_no_watermark() -> Result<()> {
+        let day = WindowAssigner::Tumbling { size: 86_400_000, offset: 0, domain: TimeDomain::ProcessingTime };
+        let make = make(day, 0);
+        let cps = Checkpoints::new()?;
+        let task = cps.task(0);
+        let seen: Seen<Fired> = Default::default();
+        let collect = crate::window::testing::Collect(seen.clone());
+        let mut op = make(&env(task.clone(), 0, 1, &[]), Box::new(collect), Box::new(crate::output::NullOutput))?;
+        op.push(&mut Batch::of(vec![(1, 0, 1), (2, 0, 2)]))?;
+        op.control(Control::Barrier(1))?;
+        let snap = cps.taken(&task, 1)?;
+        assert!(watermarks(std::slice::from_ref(&snap))?.is_empty() && snap.lists.is_empty());
+        assert_eq!(check_key_groups::<(Timestamp, bool, (i64, u32))>(std::slice::from_ref(&snap))?, 2);
+        let collect = crate::window::testing::Collect(seen.clone());
+        let mut op = make(&env(cps.task(0), 0, 1, &[snap]), Box::new(collect), Box::new(crate::output::NullOutput))?;
+        op.push(&mut Batch::of(vec![(1, 0, 4)]))?;
+        op.finish()?;
+        // Per key, over however many windows the wall clock made.
+        let mut totals = BTreeMap::new();
+        for ((k, _, _, sum, n), _) in seen.borrow().iter() {
+            let t = totals.entry(*k).or_insert((0, 0));
+            *t = (t.0 + sum, t.1 + n);
+        }
+        assert_eq!(totals, BTreeMap::from([(1, (5, 2)), (2, (2, 1))]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_window_fired_in_one_old_subtask_is_not_fired_again_when_another_was_behind() -> Result<()> {
+        // Old subtask 0 saw watermark 150 (so [0, 100) fired for key 1), old subtask 1 only 50; the
+        // restored operator goes on from watermark 50 and must treat key 1's window as fired.
+        let make = make(TUMBLING, 100);
+        let cps = Checkpoints::new()?;
+        let mut snaps = Vec::new();
+        let fired: Seen<Fired> = Default::default();
+        for (subtask, wm) in [(0, 150), (1, 50)] {
+            let task = cps.task(subtask);
+            let collect = crate::window::testing::Collect(fired.clone());
+            let mut op =
+                make(&env(task.clone(), subtask, 2, &[]), Box::new(collect), Box::new(crate::output::NullOutput))?;
+            if subtask == 0 {
+                op.push(&mut Batch::timestamped(vec![(1, 10, 1)], vec![10]))?;
+            }
+            op.control(Control::Watermark(wm))?;
+            op.control(Control::Barrier(1))?;
+            snaps.push(cps.taken(&task, 1)?);
+        }
+        assert_eq!(fired.borrow().clone(), vec![((1, 0, 100, 1, 1), Some(99))]);
+        fired.borrow_mut().clear();
+        let collect = crate::window::testing::Collect(fired.clone());
+        let cps2 = Checkpoints::new()?;
+        let mut op = make(&env(cps2.task(0), 0, 1, &snaps), Box::new(collect), Box::new(crate::output::NullOutput))?;
+        op.push(&mut Batch::timestamped(vec![(1, 20, 2)], vec![20]))?;
+        // A late firing with both records at once; nothing more when the watermark passes.
+        assert_eq!(fired.borrow().clone(), vec![((1, 0, 100, 3, 2), Some(99))]);
+        op.control(Control::Watermark(150))?;
+        op.finish()?;
+        assert_eq!(fired.borrow().len(), 1, "{:?}", fired.borrow());
+        Ok(())
     }
 }

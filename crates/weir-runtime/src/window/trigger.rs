@@ -11,7 +11,7 @@ use std::hash::Hash;
 
 use weir_core::Result;
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction, WindowOutputs};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -61,10 +61,11 @@ impl TriggerContext<'_> {
 }
 
 /// Decides when a window fires and purges (Flink's `Trigger`). `State` is kept per key and
-/// window (for example a counter) and reset when the window purges.
+/// window (for example a counter) and reset when the window purges; checkpoints keep it, so it is
+/// serializable.
 pub trait Trigger<T>: Clone + Send + Sync + 'static {
     /// Per key and window state.
-    type State: Default + Send + 'static;
+    type State: Default + Send + serde::Serialize + serde::de::DeserializeOwned + 'static;
     /// A record was added to `window`.
     fn on_element(
         &mut self,
@@ -300,8 +301,23 @@ struct Pane<T, S> {
     state: S,
 }
 
+/// One keyed entry of a [`TriggerWindowOperator`]'s snapshot (`R`, `S`: the records and trigger
+/// state, borrowed when written, owned when read).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum TriggerEntry<R, S> {
+    /// A window's pane.
+    Pane { window: TimeWindow, records: R, state: S },
+    /// A live trigger timer of a window.
+    Timer { window: TimeWindow, event_time: bool, at: Timestamp },
+}
+
 /// Keyed windows (tumbling, sliding or global) with a custom trigger and optional evictor. The
 /// window's records are kept and the function is evaluated over them when the trigger fires.
+///
+/// In a checkpoint it keeps every pane (the window's records with their timestamps, and the
+/// trigger's state) and every live trigger timer, grouped by the key group of the key, and its
+/// watermark; the cleanup of panes follows from their windows and is scheduled again on restore.
+/// Processing time is the wall clock and is not kept.
 pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger<T>, Ev> {
     key: KF,
     wf: WF,
@@ -319,6 +335,7 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     watermark: Timestamp,
     now: Timestamp,
     out: WindowOutputs<T, WF::Out>,
+    checkpoint: WindowCheckpointing,
 }
 
 const EVENT: usize = 0;
@@ -365,11 +382,68 @@ where
             watermark: Timestamp::MIN,
             now: now_millis(),
             out: WindowOutputs::new(next, late),
+            checkpoint: WindowCheckpointing::default(),
         })
+    }
+
+    /// Takes part in the checkpoints of the task `env` describes, starting from the state (panes,
+    /// timers and watermark) it restored.
+    pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
+    where
+        K: serde::de::DeserializeOwned,
+        T: serde::de::DeserializeOwned,
+    {
+        // Triggers see the watermark in every domain (and global windows follow event time).
+        self.checkpoint = WindowCheckpointing::of(env, true)?;
+        if let Some(wm) = self.checkpoint.restored_watermark()? {
+            self.watermark = self.watermark.max(wm);
+        }
+        type Owned<T, S> = TriggerEntry<Vec<(T, Timestamp)>, S>;
+        for (k, entry) in crate::checkpoint::restore_keyed::<K, Owned<T, Tr::State>>(&env.restored_keyed)? {
+            match entry {
+                TriggerEntry::Pane { window, records, state } => {
+                    self.schedule_cleanup(&k, window);
+                    self.panes.insert((k, window), Pane { records, state });
+                }
+                TriggerEntry::Timer { window, event_time, at } => {
+                    let domain = if event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
+                    self.register(&k, window, vec![(domain, at)]);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every pane and live timer, by the key group of its key.
+    fn snapshot(&self) -> Result<Vec<(u32, Vec<u8>)>>
+    where
+        K: serde::Serialize,
+        T: serde::Serialize,
+    {
+        let panes = self
+            .panes
+            .iter()
+            .map(|((k, w), p)| (k, TriggerEntry::Pane { window: *w, records: &p.records, state: &p.state }));
+        let timers = self.live.iter().enumerate().flat_map(|(d, live)| {
+            live.iter().map(move |(at, k, w)| (k, TriggerEntry::Timer { window: *w, event_time: d == EVENT, at: *at }))
+        });
+        super::snapshot_by_key_group(panes.chain(timers), self.checkpoint.max_parallelism())
     }
 
     fn event_time_windows(&self) -> bool {
         self.assigner.domain() == TimeDomain::EventTime && self.assigner != WindowAssigner::Global
+    }
+
+    /// Schedules the removal of the new pane `(k, w)`: event-time windows once the watermark passes
+    /// their end and lateness, processing-time ones once the clock passes their end; global
+    /// windows never.
+    fn schedule_cleanup(&mut self, k: &K, w: TimeWindow) {
+        if self.event_time_windows() {
+            let at = w.max_timestamp().saturating_add(self.lateness);
+            self.cleanup[EVENT].entry(at).or_default().push((k.clone(), w));
+        } else if self.assigner.domain() == TimeDomain::ProcessingTime {
+            self.cleanup[PROCESSING].entry(w.max_timestamp()).or_default().push((k.clone(), w));
+        }
     }
 
     fn register(&mut self, k: &K, w: TimeWindow, timers: Vec<(TimeDomain, Timestamp)>) {
@@ -448,8 +522,8 @@ where
 
 impl<K, T, KF, WF, Tr, Ev> Output<T> for TriggerWindowOperator<K, T, KF, WF, Tr, Ev>
 where
-    K: Hash + Eq + Clone,
-    T: Clone,
+    K: Hash + Eq + Clone + serde::Serialize,
+    T: Clone + serde::Serialize,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
     Tr: Trigger<T>,
@@ -493,11 +567,8 @@ where
                 };
                 let result = self.trigger.on_element(&x, ts, &w, &mut pane.state, &mut ctx);
                 self.register(&k, w, new_timers);
-                if fresh && event_windows {
-                    let at = w.max_timestamp().saturating_add(self.lateness);
-                    self.cleanup[EVENT].entry(at).or_default().push((k.clone(), w));
-                } else if fresh && processing {
-                    self.cleanup[PROCESSING].entry(w.max_timestamp()).or_default().push((k.clone(), w));
+                if fresh {
+                    self.schedule_cleanup(&k, w);
                 }
                 self.act(&k, w, result);
             }
@@ -519,6 +590,9 @@ where
                 self.clean_up(PROCESSING, now);
                 self.out.flush()?;
             }
+            Control::Barrier(_) if self.checkpoint.enabled() => {
+                self.checkpoint.snapshot(self.snapshot()?, self.watermark)?;
+            }
             Control::Idle(_) | Control::Barrier(_) => {}
         }
         self.out.control(event)
@@ -529,5 +603,113 @@ where
         self.now = Timestamp::MAX;
         self.fire_timers(PROCESSING, Timestamp::MAX);
         self.out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::testing::{
+        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, steps, uninterrupted, watermarks,
+    };
+
+    fn make<Tr: Trigger<Event>, Ev: Evictor<Event>>(
+        trigger: Tr,
+        evictor: Ev,
+        assigner: WindowAssigner,
+        lateness: i64,
+    ) -> MakeFn {
+        Box::new(move |env, next, late| {
+            let op = TriggerWindowOperator::new(
+                |e: &Event| e.0,
+                SumCount,
+                trigger.clone(),
+                evictor.clone(),
+                assigner,
+                lateness,
+                late,
+                next,
+            )?;
+            Ok(Box::new(op.checkpointed(env)?))
+        })
+    }
+
+    const TUMBLING: WindowAssigner = WindowAssigner::Tumbling { size: 100, offset: 0, domain: TimeDomain::EventTime };
+    const SLIDING: WindowAssigner =
+        WindowAssigner::Sliding { size: 100, slide: 40, offset: 0, domain: TimeDomain::EventTime };
+
+    #[test]
+    fn panes_trigger_state_and_timers_go_on_from_a_snapshot_at_any_parallelism() -> Result<()> {
+        let cases: Vec<(&str, MakeFn, u64)> = vec![
+            ("global, count trigger", make(CountTrigger::of(3), NoEvictor, WindowAssigner::Global, 0), 1),
+            (
+                "tumbling, event-time trigger, count evictor",
+                make(EventTimeTrigger, CountEvictor::of(2), TUMBLING, 50),
+                2,
+            ),
+            ("sliding, purging count trigger", make(PurgingTrigger::of(CountTrigger::of(2)), NoEvictor, SLIDING, 0), 3),
+        ];
+        for (what, make, seed) in cases {
+            let steps = steps(seed, 250, 5, 100);
+            for (from, to) in [(1, 1), (1, 2), (2, 1), (2, 3)] {
+                for cut in [steps.len() / 3, 2 * steps.len() / 3] {
+                    let snaps = check_restore(&*make, &steps, cut, from, to)?;
+                    let entries = check_key_groups::<TriggerEntry<Vec<(Event, Timestamp)>, u64>>(&snaps)
+                        .or_else(|_| check_key_groups::<TriggerEntry<Vec<(Event, Timestamp)>, ()>>(&snaps))?;
+                    assert!(entries > 0, "{what}");
+                    assert_eq!(watermarks(&snaps)?.len(), from as usize, "{what}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn restored_timers_fire_and_restored_panes_are_cleaned_up() -> Result<()> {
+        // Key 3's window [0, 100) has a timer at 99 when the snapshot is taken; it fires after the
+        // restore. Its pane is kept for the lateness of 50: the record at 40 fires it again (with
+        // the evictor keeping the last two records), the one at 30 after watermark 160 is late.
+        let steps = vec![
+            Step::Records(vec![(3, 10, 1), (3, 20, 2), (3, 30, 4)]),
+            Step::Watermark(50),
+            Step::Watermark(120),
+            Step::Records(vec![(3, 40, 8)]),
+            Step::Watermark(160),
+            Step::Records(vec![(3, 30, 16)]),
+        ];
+        let make = make(EventTimeTrigger, CountEvictor::of(2), TUMBLING, 50);
+        let (fired, late) = uninterrupted(&*make, &steps)?;
+        assert_eq!(fired, vec![((3, 0, 100, 6, 2), Some(99)), ((3, 0, 100, 12, 2), Some(99))]);
+        assert_eq!(late, vec![((3, 30, 16), Some(30))]);
+        for cut in 1..steps.len() {
+            for (from, to) in [(1, 1), (2, 1), (1, 2)] {
+                let snaps = check_restore(&*make, &steps, cut, from, to)?;
+                if cut == 2 && from == 1 {
+                    // The pane and its timer.
+                    let entries = check_key_groups::<TriggerEntry<Vec<(Event, Timestamp)>, ()>>(&snaps)?;
+                    assert_eq!(entries, 2);
+                    // The restored pane is dropped once the watermark passes its end and lateness.
+                    let env = crate::window::testing::env(Default::default(), 0, 1, &snaps);
+                    let (next, late) = (Box::new(crate::output::NullOutput), Box::new(crate::output::NullOutput));
+                    let mut op = TriggerWindowOperator::new(
+                        |e: &Event| e.0,
+                        SumCount,
+                        EventTimeTrigger,
+                        CountEvictor::of(2),
+                        TUMBLING,
+                        50,
+                        late,
+                        next,
+                    )?
+                    .checkpointed(&env)?;
+                    assert_eq!((op.panes.len(), op.live[EVENT].len(), op.watermark), (1, 1, 50));
+                    op.control(Control::Watermark(148))?;
+                    assert_eq!((op.panes.len(), op.live[EVENT].len()), (1, 0), "fired, kept for the lateness");
+                    op.control(Control::Watermark(149))?;
+                    assert!(op.panes.is_empty());
+                }
+            }
+        }
+        Ok(())
     }
 }

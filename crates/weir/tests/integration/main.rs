@@ -14,6 +14,7 @@ mod process;
 mod providers;
 mod results;
 mod triggers;
+mod window_checkpoints;
 mod windows;
 
 use weir::{Driver, Registry};
