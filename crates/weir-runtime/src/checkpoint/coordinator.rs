@@ -163,7 +163,8 @@ impl Coordinator {
             next_id: last_id + 1,
             pending: None,
             last_end: None,
-            last_start: None,
+            // The first checkpoint comes one interval after the start, as in Flink.
+            last_start: Some(Instant::now()),
             retained: VecDeque::new(),
             final_wanted: false,
             final_requested: false,
