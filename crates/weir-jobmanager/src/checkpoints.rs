@@ -136,7 +136,7 @@ impl JobCheckpoints {
     /// the job started from.
     pub fn restore_for_run(&mut self) -> Option<RestoreFrom> {
         self.ended = 0;
-        match self.coordinator.latest().map(|c| (c.id, c.dir.clone())) {
+        match self.coordinator.latest_intact().map(|c| (c.id, c.dir.clone())) {
             Some((n, dir)) => {
                 let location = self.coordinator.storage().location().to_string();
                 self.coordinator.stats.restored = Some((n, format!("{}/{dir}", location.trim_end_matches('/'))));

@@ -186,6 +186,22 @@ impl Coordinator {
         self.retained.back()
     }
 
+    /// The latest retained checkpoint that is intact in storage (its metadata reads and every file
+    /// is there at its size); damaged ones are dropped with a warning, so that a recovery falls back
+    /// to the one before.
+    pub fn latest_intact(&mut self) -> Option<&Completed> {
+        while let Some(c) = self.retained.back() {
+            match read_completed(&self.storage, &c.dir) {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(job_id = %self.job_id, checkpoint = c.id, error = %e, "a retained checkpoint is damaged; using the one before");
+                    self.retained.pop_back();
+                }
+            }
+        }
+        self.retained.back()
+    }
+
     /// The storage.
     pub fn storage(&self) -> &CheckpointStorage {
         &self.storage
@@ -470,4 +486,50 @@ pub fn dispose(path: &str) -> Result<()> {
     let dir = path.strip_prefix("file://").unwrap_or(path);
     let _ = std::fs::remove_dir(dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(id: CheckpointId, head: u32, bytes: u64) -> TaskAck {
+        TaskAck {
+            checkpoint_id: id,
+            file: StateFile { head, subtask: 0, path: format!("{head}-0.state"), bytes, uids: vec![] },
+        }
+    }
+
+    #[test]
+    fn checkpoints_complete_on_the_last_ack_and_a_damaged_one_is_passed_over() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", "/tmp", e))?;
+        let storage = CheckpointStorage::open(&dir.path().display().to_string())?;
+        let config = CheckpointConfig { interval_ms: Some(10), retained: 2, ..Default::default() };
+        let job = JobId(5);
+        let mut c = Coordinator::new(config, job, "j".into(), vec![], 2, storage.clone(), 0);
+        let t0 = Instant::now();
+        assert_eq!(c.poll(t0, 0), None, "the first checkpoint waits one interval");
+        for id in 1..=3u64 {
+            let now = t0 + Duration::from_millis(20 * id);
+            assert_eq!(c.poll(now, 0), Some(Command::Trigger { id, last: false, drain: false }));
+            assert_eq!(c.poll(now, 0), None, "one at a time");
+            for head in 0..2 {
+                storage.put(&format!("{}/chk-{id}/{head}-0.state", job_dir(job)), vec![7; 10])?;
+            }
+            assert_eq!(c.ack(ack(id, 0, 10), 0)?, None);
+            assert_eq!(c.ack(ack(id, 1, 10), 0)?, Some(Command::Complete { id }));
+        }
+        assert_eq!(c.stats.completed, 3);
+        assert_eq!(storage.list(&job_dir(job))?, vec!["chk-2", "chk-3"], "two retained");
+        // chk-3 loses a file's tail: recovery uses chk-2, from the coordinator and from storage alike.
+        storage.put(&format!("{}/chk-3/1-0.state", job_dir(job)), vec![7; 4])?;
+        assert_eq!(latest_completed(&storage, job)?.map(|c| c.id), Some(2));
+        assert_eq!(c.latest_intact().map(|c| c.id), Some(2));
+        // A declined checkpoint fails and is counted; the next one starts after the interval.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(c.poll(later, 0), Some(Command::Trigger { id: 4, last: false, drain: false }));
+        c.decline(4, "disk full".into());
+        assert_eq!(c.stats.failed, 1);
+        assert_eq!(c.stats.history.front().and_then(|h| h.failure_message.clone()).as_deref(), Some("disk full"));
+        Ok(())
+    }
 }
