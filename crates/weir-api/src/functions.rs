@@ -3,7 +3,7 @@
 /// An incremental aggregation (Flink's `AggregateFunction`): an accumulator per key (or window)
 /// that records are added to one at a time, and a result read from it.
 pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
-    /// The accumulator.
+    /// The accumulator (serializable: checkpoints keep it).
     type Acc: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static;
     /// The result.
     type Out: crate::Data;
