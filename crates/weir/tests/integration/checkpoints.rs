@@ -87,6 +87,27 @@ fn checkpoints_complete_and_commit_the_output_of_a_local_job_exactly_once() -> R
     Ok(())
 }
 
+/// `keyed-sums` of `count` numbers and `keys` keys at `rate`, into `dir/out`, checkpointing every
+/// `interval` into `dir/cp`: submitted detached to cluster `c` at parallelism `p`, with `extra`
+/// arguments.
+fn submit_keyed_sums(
+    c: &crate::cluster::Cluster,
+    dir: &Path,
+    (count, keys, rate): (u64, u64, u64),
+    p: &str,
+    interval: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let args =
+        format!(r#"{{"count": {count}, "keys": {keys}, "rate": {rate}, "output": "{}"}}"#, dir.join("out").display());
+    let cp_dir = format!("execution.checkpointing.dir={}", dir.join("cp").display());
+    let interval = format!("execution.checkpointing.interval={interval}");
+    let mut a = vec!["run", "-t", "remote", "-d", "keyed-sums", "--args", &args, "-p", p, "-D", &interval];
+    a.extend(["-D", &cp_dir]);
+    a.extend(extra);
+    c.weir(&a)
+}
+
 /// A small xorshift generator, seeded from the clock (the seed is printed, so that a failing run
 /// can be repeated).
 struct Rng(u64);
@@ -125,23 +146,7 @@ fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()>
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let out = dir.path().join("out");
     let (count, keys) = (40_000u64, 31u64);
-    let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 8000, "output": "{}"}}"#, out.display());
-    let cp_dir = format!("execution.checkpointing.dir={}", dir.path().join("cp").display());
-    let submitted = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "keyed-sums",
-        "--args",
-        &args,
-        "-p",
-        "2",
-        "-D",
-        "execution.checkpointing.interval=300ms",
-        "-D",
-        &cp_dir,
-    ]);
+    let submitted = submit_keyed_sums(&c, dir.path(), (count, keys, 8000), "2", "300ms", &[]);
     let id = job_id(&submitted);
     assert!(!id.is_empty(), "{}", crate::cluster::text(&submitted.stderr));
     let mut rng = Rng::new();
@@ -195,27 +200,7 @@ fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state()
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let out = dir.path().join("out");
     let (count, keys) = (30_000u64, 23u64);
-    let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 6000, "output": "{}"}}"#, out.display());
-    let cp_dir = format!("execution.checkpointing.dir={}", dir.path().join("cp").display());
-    let run = |p: &str, extra: &[&str]| {
-        let mut a = vec![
-            "run",
-            "-t",
-            "remote",
-            "-d",
-            "keyed-sums",
-            "--args",
-            &args,
-            "-p",
-            p,
-            "-D",
-            "execution.checkpointing.interval=200ms",
-            "-D",
-            &cp_dir,
-        ];
-        a.extend(extra);
-        c.weir(&a)
-    };
+    let run = |p: &str, extra: &[&str]| submit_keyed_sums(&c, dir.path(), (count, keys, 6000), p, "200ms", extra);
     let first = job_id(&run("2", &[]));
     c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{first}"));
     // A savepoint while it runs, then one it stops with.
