@@ -166,6 +166,12 @@ impl Plan {
             && self.inputs(edge.target).count() == 1
     }
 
+    /// Subtasks of the sources (vertices no edge leads to), in all.
+    pub fn source_subtasks(&self) -> usize {
+        let targets: std::collections::BTreeSet<VertexId> = self.edges.iter().map(|e| e.target).collect();
+        self.vertices.iter().filter(|v| !targets.contains(&v.id)).map(|v| v.parallelism as usize).sum()
+    }
+
     /// For every vertex, the head of the chain (task) it runs in.
     pub fn chain_heads(&self) -> Vec<VertexId> {
         // Vertices are created after their inputs, so one pass in id order suffices.

@@ -73,8 +73,7 @@ impl JobCheckpoints {
             None => None,
         };
         let plan = &graph.plan;
-        let targets: std::collections::BTreeSet<u32> = plan.edges.iter().map(|e| e.target.0).collect();
-        let sources = plan.vertices.iter().filter(|v| !targets.contains(&v.id.0)).map(|v| v.parallelism as usize).sum();
+        let sources = plan.source_subtasks();
         let mut coordinator = Coordinator::new(
             cp,
             id,

@@ -390,12 +390,7 @@ pub fn submit_restored(
         checkpoints,
         events: Mutex::new(events),
         coordinator: Mutex::new(coordinator),
-        sources: plan
-            .vertices
-            .iter()
-            .filter(|v| matches!(graph.nodes[v.id.0 as usize].kind, NodeKind::Source(_)))
-            .map(|v| v.parallelism as usize)
-            .sum(),
+        sources: plan.source_subtasks(),
     });
     info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
 
@@ -469,7 +464,7 @@ fn job_master(
         Ok(true) => shared.events.lock().ok().and_then(|mut e| e.take()),
         _ => None,
     };
-    let sources = source_subtasks(&shared);
+    let sources = shared.sources;
     let mut ended_sources = 0;
     let mut remaining = task_count;
     while remaining > 0 {
@@ -587,11 +582,6 @@ fn coordinate(shared: &JobShared, event: Option<PartEvent>, sources_ended: bool)
             Command::Complete { id } => part.complete(id),
         }
     }
-}
-
-/// The number of source subtasks of the job.
-fn source_subtasks(shared: &JobShared) -> usize {
-    shared.sources
 }
 
 /// The number of tasks (chains times parallelism) of a job.

@@ -195,7 +195,7 @@ fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()>
 
 #[test]
 fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state() -> Result<()> {
-    use crate::cluster::{Cluster, job_id, text};
+    use crate::cluster::{Cluster, http, job_id, text};
     let c = Cluster::new(3, 1);
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let out = dir.path().join("out");
@@ -211,6 +211,15 @@ fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state()
     let (_, cps) = c.get(&format!("/jobs/{first}/checkpoints"));
     assert!(cps["counts"]["completed"].as_u64().unwrap_or(0) >= 1, "{cps}");
     assert!(cps["latest"]["savepoint"]["external_path"].is_string(), "{cps}");
+    // Bad requests get 4xx answers that say what is wrong.
+    let path_of = |what: &str| format!("/jobs/{first}/{what}");
+    let (code, body) = http("POST", &c.rest, &path_of("savepoints"), Some(r#"{"target-dir": "/tmp"}"#));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http("POST", &c.rest, &path_of("savepoints"), Some(r#"{"formatType": "NATIVE"}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body["errors"][0].as_str().unwrap_or_default().contains("CANONICAL"), "{body}");
+    let (code, _) = c.get(&path_of("savepoints/no-such-trigger"));
+    assert_eq!(code, 404);
     let stopped = c.weir(&["stop", &first, "-p", &sp_dir]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     let stdout = text(&stopped.stdout);
@@ -221,6 +230,8 @@ fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state()
         .to_string();
     let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{first}"));
     assert_eq!(done["state"], "FINISHED", "{done}");
+    let (code, body) = http("POST", &c.rest, &format!("/jobs/{first}/stop"), Some("{}"));
+    assert_eq!(code, 409, "a finished job cannot be stopped: {body}");
     let (partial, _) = committed(&out)?;
     assert!(!partial.is_empty() && partial.len() < count as usize, "stopped midway: {} lines", partial.len());
     // A snapshot of another job is refused, with what to do.
