@@ -80,6 +80,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Checkpoint storage (a directory or an object store) refused or failed an operation.
+    #[error("{context} {location}: {message}")]
+    Storage {
+        /// What weir was doing, e.g. "cannot write".
+        context: String,
+        /// The object or directory, as a path or URL.
+        location: String,
+        /// What the store said.
+        message: String,
+        /// User for a missing object or refused credentials, External otherwise.
+        blame: Blame,
+        /// Whether trying again may succeed (an unreachable or failing store).
+        retryable: bool,
+    },
+
     /// A subtask failed: a user function panicked or returned an error, or a source or sink failed.
     #[error("operator '{operator}' (subtask {}/{parallelism}) failed: {message}", subtask + 1)]
     Task {
@@ -142,7 +157,7 @@ impl Error {
             | Error::Cancelled(_) => Blame::User,
             Error::Io { source, .. } => io_blame(source),
             Error::Network { .. } | Error::JobFailed { .. } => Blame::External,
-            Error::Task { blame, .. } => *blame,
+            Error::Task { blame, .. } | Error::Storage { blame, .. } => *blame,
             Error::Internal(_) | Error::ChannelClosed(_) => Blame::Internal,
         }
     }
@@ -151,7 +166,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Io { source, .. } | Error::Network { source, .. } => io_retryable(source),
-            Error::Task { retryable, .. } => *retryable,
+            Error::Task { retryable, .. } | Error::Storage { retryable, .. } => *retryable,
             Error::ChannelClosed(_) => true,
             _ => false,
         }

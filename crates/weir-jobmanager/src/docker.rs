@@ -24,6 +24,12 @@ pub struct Docker {
     host: String,
 }
 
+/// This process's `AWS_*` environment variables as `KEY=value`, for the containers it starts:
+/// checkpoint storage on S3 is configured by them in every process (see `CheckpointStorage::open`).
+pub fn aws_env() -> Vec<String> {
+    std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 /// What a container runs, and where.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerSpec {

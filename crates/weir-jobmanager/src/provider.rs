@@ -190,7 +190,7 @@ impl ResourceProvider for DockerProvider {
             name: name.clone(),
             image: self.image.clone(),
             cmd,
-            env: vec!["TMPDIR=/tmp".into()],
+            env: [vec!["TMPDIR=/tmp".to_string()], crate::docker::aws_env()].concat(),
             network: self.network.clone(),
             labels: vec![("weir.cluster".into(), self.network.clone())],
             ..Default::default()

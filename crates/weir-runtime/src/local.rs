@@ -199,6 +199,13 @@ fn clone_error(e: &Error) -> Error {
         Error::InvalidJob(s) => Error::InvalidJob(s.clone()),
         Error::ChannelClosed(s) => Error::ChannelClosed(s.clone()),
         Error::Config(s) => Error::Config(s.clone()),
+        Error::Storage { context, location, message, blame, retryable } => Error::Storage {
+            context: context.clone(),
+            location: location.clone(),
+            message: message.clone(),
+            blame: *blame,
+            retryable: *retryable,
+        },
         Error::Network { context, peer, source } => Error::Network {
             context: context.clone(),
             peer: peer.clone(),

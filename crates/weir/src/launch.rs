@@ -133,7 +133,8 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
         name: name.clone(),
         image,
         cmd,
-        env: vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()],
+        env: [vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()], weir_jobmanager::docker::aws_env()]
+            .concat(),
         network: name.clone(),
         labels: vec![("weir.cluster".into(), name.clone()), ("weir.application".into(), id.to_string())],
         binds: vec![format!("{socket}:/var/run/docker.sock"), format!("{}:/weir/results", store_dir.display())],

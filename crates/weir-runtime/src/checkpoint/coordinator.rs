@@ -482,9 +482,10 @@ pub fn dispose(path: &str) -> Result<()> {
         storage.delete(&f.path)?;
     }
     storage.delete(METADATA_FILE)?;
-    // A local directory left empty goes too.
-    let dir = path.strip_prefix("file://").unwrap_or(path);
-    let _ = std::fs::remove_dir(dir);
+    // A local directory left empty goes too (an object store has no directories).
+    if storage.is_local() {
+        let _ = std::fs::remove_dir(path.strip_prefix("file://").unwrap_or(path));
+    }
     Ok(())
 }
 

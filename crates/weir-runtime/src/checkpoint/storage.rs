@@ -48,7 +48,12 @@ fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Re
 }
 
 impl CheckpointStorage {
-    /// Storage at `location`: a directory path (created if missing) or a `file://` URL.
+    /// Storage at `location`: a directory path (created if missing), a `file://` URL, or an
+    /// `s3://BUCKET/PREFIX` URL.
+    ///
+    /// S3 is configured by the standard AWS environment variables of each process (read by
+    /// `object_store`): `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and for an
+    /// S3-compatible server `AWS_ENDPOINT_URL` (with `AWS_ALLOW_HTTP=true` for plain HTTP).
     pub fn open(location: &str) -> Result<CheckpointStorage> {
         let trimmed = location.trim();
         if trimmed.is_empty() {
@@ -57,10 +62,11 @@ impl CheckpointStorage {
         let dir = match trimmed.split_once("://") {
             None => std::path::PathBuf::from(trimmed),
             Some(("file", rest)) => std::path::PathBuf::from(rest),
+            Some(("s3", rest)) => return Self::open_s3(trimmed, rest),
             Some((scheme, _)) => {
                 return Err(Error::Config(format!(
-                    "checkpoint storage '{location}': the scheme '{scheme}' is not supported; use a directory path or \
-                     a file:// URL"
+                    "checkpoint storage '{location}': the scheme '{scheme}' is not supported; use a directory path, \
+                     a file:// URL or an s3:// URL"
                 )));
             }
         };
@@ -70,6 +76,31 @@ impl CheckpointStorage {
             .map_err(|e| Error::Config(format!("cannot use {} for checkpoints: {e}", dir.display())))?
             .with_automatic_cleanup(true);
         Ok(CheckpointStorage { store: Arc::new(store), location: trimmed.to_string() })
+    }
+
+    /// Storage under `s3://BUCKET/PREFIX` (`rest` is `BUCKET/PREFIX`).
+    fn open_s3(location: &str, rest: &str) -> Result<CheckpointStorage> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(format!(
+                "checkpoint storage '{location}' names no bucket; write s3://BUCKET/PATH"
+            )));
+        }
+        let s3 = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| {
+            Error::Config(format!(
+                "cannot use {location} for checkpoints: {e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and \
+                 AWS_REGION (and AWS_ENDPOINT_URL for an S3-compatible server) in the environment of every weir process"
+            ))
+        })?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> =
+            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
+        Ok(CheckpointStorage { store, location: location.to_string() })
+    }
+
+    /// Whether this storage is a directory of the local file system.
+    pub fn is_local(&self) -> bool {
+        !self.location.contains("://") || self.location.starts_with("file://")
     }
 
     /// The location, as given.
@@ -82,13 +113,19 @@ impl CheckpointStorage {
     }
 
     fn failed(&self, what: &str, rel: &str, e: object_store::Error) -> Error {
-        Error::Task {
-            operator: "checkpoint storage".into(),
-            subtask: 0,
-            parallelism: 1,
-            message: format!("cannot {what} {}/{rel}: {e}", self.location.trim_end_matches('/')),
-            blame: Blame::External,
-            retryable: true,
+        use object_store::Error as E;
+        // A missing object or refused credentials need a person; anything else (an unreachable
+        // or failing store, a full disk) may pass.
+        let (blame, retryable) = match &e {
+            E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. } => (Blame::User, false),
+            _ => (Blame::External, true),
+        };
+        Error::Storage {
+            context: format!("checkpoint storage cannot {what}"),
+            location: format!("{}/{rel}", self.location.trim_end_matches('/')),
+            message: e.to_string(),
+            blame,
+            retryable,
         }
     }
 
@@ -186,6 +223,8 @@ mod tests {
         assert!(e.contains("cannot read") && e.contains("chk-1/0-0.state"), "{e}");
         let e = CheckpointStorage::open("ftp://x/y").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("scheme 'ftp'"), "{e}");
+        let e = CheckpointStorage::open("s3:///cp").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("names no bucket"), "{e}");
         Ok(())
     }
 }

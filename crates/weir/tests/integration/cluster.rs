@@ -14,6 +14,12 @@ pub(crate) struct Proc {
     child: Child,
 }
 
+impl From<Child> for Proc {
+    fn from(child: Child) -> Proc {
+        Proc { child }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -22,10 +28,17 @@ impl Drop for Proc {
 }
 
 /// Starts `EXE ARGS` with `TMPDIR=tmp` (so whatever it makes there goes with the test's
-/// directory), waits (bounded) for its `ready` line and returns it; the rest of its output is
-/// drained in the background.
-pub(crate) fn start_program(exe: &std::path::Path, args: &[&str], tmp: &std::path::Path) -> (Proc, String) {
-    let spawned = Command::new(exe).args(args).env("TMPDIR", tmp).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+/// directory) and `env` added to its environment, waits (bounded) for its `ready` line and returns
+/// it; the rest of its output is drained in the background.
+pub(crate) fn start_program(
+    exe: &std::path::Path,
+    args: &[&str],
+    tmp: &std::path::Path,
+    env: &[(String, String)],
+) -> (Proc, String) {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).env("TMPDIR", tmp).envs(env.iter().map(|(k, v)| (k, v)));
+    let spawned = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => panic!("cannot start weir {args:?}: {e}"),
@@ -80,6 +93,8 @@ pub(crate) struct Cluster {
     _jobmanager: Proc,
     /// The JobManager's blob store and the TaskManagers' artifact caches.
     pub(crate) blobs: tempfile::TempDir,
+    /// Environment variables of every process and command of the cluster.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -97,6 +112,22 @@ impl Cluster {
         exe: &std::path::Path,
         prefix: &[&'static str],
         extra: &[&str],
+        taskmanagers: usize,
+        slots: u32,
+    ) -> Cluster {
+        Cluster::build(exe, prefix, extra, Vec::new(), taskmanagers, slots)
+    }
+
+    /// A cluster of weir processes with `env` in their environment and in that of its commands.
+    pub(crate) fn with_env(env: Vec<(String, String)>, extra: &[&str], taskmanagers: usize, slots: u32) -> Cluster {
+        Cluster::build(std::path::Path::new(WEIR), &[], extra, env, taskmanagers, slots)
+    }
+
+    fn build(
+        exe: &std::path::Path,
+        prefix: &[&'static str],
+        extra: &[&str],
+        env: Vec<(String, String)>,
         taskmanagers: usize,
         slots: u32,
     ) -> Cluster {
@@ -118,7 +149,7 @@ impl Cluster {
         let blobs = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let store = format!("blob.storage.directory={}", blobs.path().join("jobmanager").display());
         args.extend(["-D", &store]);
-        let (jm, line) = start_program(exe, &args, blobs.path());
+        let (jm, line) = start_program(exe, &args, blobs.path(), &env);
         let rest = field(&line, "rest=http://").to_string();
         let rpc_port = field(&line, "rpc=").rsplit(':').next().unwrap_or_default().to_string();
         let mut c = Cluster {
@@ -129,6 +160,7 @@ impl Cluster {
             taskmanagers: Vec::new(),
             _jobmanager: jm,
             blobs,
+            env,
         };
         for _ in 0..taskmanagers {
             c.add_taskmanager(slots);
@@ -162,7 +194,7 @@ impl Cluster {
             &cache,
         ]);
         args.extend(extra);
-        let (tm, _) = start_program(&self.exe, &args, self.blobs.path());
+        let (tm, _) = start_program(&self.exe, &args, self.blobs.path(), &self.env);
         self.taskmanagers.push(tm);
     }
 
@@ -188,7 +220,7 @@ impl Cluster {
         let mut all = self.prefix.clone();
         all.extend(args);
         all.extend(["-m", &self.rest]);
-        match Command::new(&self.exe).args(&all).output() {
+        match Command::new(&self.exe).args(&all).envs(self.env.iter().map(|(k, v)| (k, v))).output() {
             Ok(o) => o,
             Err(e) => panic!("cannot run weir: {e}"),
         }

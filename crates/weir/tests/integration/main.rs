@@ -13,6 +13,7 @@ mod modes;
 mod process;
 mod providers;
 mod results;
+mod s3;
 mod triggers;
 mod window_checkpoints;
 mod windows;

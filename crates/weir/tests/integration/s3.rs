@@ -1,0 +1,180 @@
+//! Checkpoints and savepoints on S3: a real S3-compatible server (`s3s-fs`, installed from
+//! crates.io) on loopback, reached through the standard AWS environment variables.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::{Error, Result};
+
+use crate::checkpoints::{committed, expected_sums};
+use crate::cluster::{Cluster, Proc, job_id, text};
+
+/// The s3s-fs release the tests run (0.14 is the newest that builds with Rust 1.95).
+const S3S_FS: &str = "s3s-fs@0.14.1";
+
+/// The `s3s-fs` executable: `$WEIR_S3S_FS`, or the one `.ci/run` installs under
+/// `~/.cache/weir-tools`, installed there now (one `cargo install`, a few minutes) if missing.
+fn s3s_fs() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_S3S_FS") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weir-tools");
+    let exe = root.join("bin/s3s-fs");
+    if !exe.exists() {
+        let installed = Command::new("cargo")
+            .args(["install", S3S_FS, "--features", "binary", "--locked", "--root"])
+            .arg(&root)
+            .status();
+        assert!(
+            matches!(installed, Ok(s) if s.success()),
+            "cannot install {S3S_FS}: run `cargo install {S3S_FS} --features binary --locked --root ~/.cache/weir-tools` \
+             or set WEIR_S3S_FS to an s3s-fs executable ({installed:?})"
+        );
+    }
+    exe
+}
+
+/// An S3-compatible server on a loopback port, storing objects under `root`; stopped on drop.
+struct S3Server {
+    _proc: Proc,
+    endpoint: String,
+    root: PathBuf,
+}
+
+impl S3Server {
+    fn start(root: &Path, bucket: &str) -> S3Server {
+        std::fs::create_dir_all(root.join(bucket)).unwrap_or_else(|e| panic!("cannot create the bucket: {e}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "weir"])
+            .args(["--secret-key", "weir-secret-key"])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
+        let proc = Proc::from(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "s3s-fs did not listen on port {port} within 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        S3Server { _proc: proc, endpoint: format!("http://127.0.0.1:{port}"), root: root.to_path_buf() }
+    }
+
+    /// What every weir process needs to reach the server.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "weir"),
+            ("AWS_SECRET_ACCESS_KEY", "weir-secret-key"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The objects stored under `prefix` of `bucket` (relative paths, sorted).
+    fn objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else if let Ok(rel) = p.strip_prefix(base) {
+                    out.push(rel.display().to_string());
+                }
+            }
+        }
+        let base = self.root.join(bucket);
+        let mut out = Vec::new();
+        walk(&base.join(prefix), &base, &mut out);
+        out.sort();
+        out
+    }
+}
+
+#[test]
+fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let s3 = S3Server::start(&dir.path().join("s3"), "state");
+    let restart = ["-D", "restart-strategy.type=fixed-delay", "-D", "restart-strategy.fixed-delay.delay=50ms"];
+    // Two one-slot TaskManagers run the job at parallelism 2; one is a spare.
+    let mut c = Cluster::with_env(s3.env(), &restart, 3, 1);
+    let out = dir.path().join("out");
+    let (count, keys) = (30_000u64, 19u64);
+    let submit = |c: &Cluster, p: &str, extra: &[&str]| {
+        let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 6000, "output": "{}"}}"#, out.display());
+        let mut a = vec!["run", "-t", "remote", "-d", "keyed-sums", "--args", &args, "-p", p];
+        a.extend(["-D", "execution.checkpointing.interval=200ms", "-D", "execution.checkpointing.dir=s3://state/cp"]);
+        a.extend(extra);
+        let submitted = c.weir(&a);
+        let id = job_id(&submitted);
+        assert!(!id.is_empty(), "{}", text(&submitted.stderr));
+        id
+    };
+    let first = submit(&c, "2", &[]);
+    c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 1, &format!("/jobs/{first}/checkpoints"));
+    // Every retained checkpoint is on the server: metadata and state files.
+    let stored = s3.objects("state", &format!("cp/{first}"));
+    assert!(stored.iter().any(|o| o.ends_with("/_metadata")), "{stored:?}");
+    assert!(stored.iter().any(|o| o.ends_with(".state")), "{stored:?}");
+    // A TaskManager of the job is killed: the job restarts from the checkpoint it reads back.
+    let (_, job) = c.get(&format!("/jobs/{first}"));
+    let victim = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
+    assert!(!victim.is_empty(), "{job}");
+    c.kill_taskmanager(&victim);
+    let cps = c.wait_for(|j| j["counts"]["restored"] == 1, &format!("/jobs/{first}/checkpoints"));
+    assert!(cps["latest"]["restored"]["external_path"].as_str().unwrap_or_default().starts_with("s3://state/cp/"));
+    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{first}"));
+    // Stopped with a savepoint on S3, then resumed from it at parallelism 1 (the spare is gone).
+    let stopped = c.weir(&["stop", &first, "-p", "s3://state/savepoints"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let stdout = text(&stopped.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .ok_or_else(|| Error::internal(format!("no savepoint path in: {stdout}")))?
+        .to_string();
+    assert!(path.starts_with("s3://state/savepoints/"), "{path}");
+    let done = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{first}"));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (partial, _) = committed(&out)?;
+    assert!(partial.len() < count as usize, "stopped midway: {} lines", partial.len());
+    let second = submit(&c, "1", &["-s", &path]);
+    let start = Instant::now();
+    let done = loop {
+        let (_, j) = c.get(&format!("/jobs/{second}"));
+        if j["state"] == "FINISHED" || j["state"] == "FAILED" {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the resumed job did not end in 60 s: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (lines, _) = committed(&out)?;
+    assert_eq!(lines, expected_sums(count, keys), "the output differs from one failure-free run");
+    // Disposing of the savepoint removes its objects from the server.
+    let sp_prefix = path.trim_start_matches("s3://state/").to_string();
+    assert!(s3.objects("state", &sp_prefix).iter().any(|o| o.ends_with("_metadata")));
+    let disposed = c.weir(&["savepoint", "--dispose", &path]);
+    assert!(disposed.status.success(), "{}", text(&disposed.stderr));
+    assert_eq!(s3.objects("state", &sp_prefix), Vec::<String>::new());
+    // Wrong credentials: a clear error from the server, not a hang.
+    let mut bad = s3.env();
+    bad[1].1 = "wrong".into();
+    let refused = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["savepoint", "--dispose", "s3://state/cp"])
+        .envs(bad)
+        .output()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("s3://state/cp"), "{}", text(&refused.stderr));
+    Ok(())
+}
