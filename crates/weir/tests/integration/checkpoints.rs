@@ -268,3 +268,46 @@ fn a_job_stopped_with_a_savepoint_at_parallelism_2_goes_on_at_3_with_its_state()
     assert!(!again.status.success());
     Ok(())
 }
+
+#[test]
+fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint() -> Result<()> {
+    use crate::cluster::{Cluster, job_id};
+    let mut c = Cluster::new(2, 1);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let (count, keys) = (30_000u64, 17u64);
+    let first = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "2", "200ms", &[]));
+    assert!(!first.is_empty());
+    c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &format!("/jobs/{first}/checkpoints"));
+    c.kill_jobmanager();
+    drop(c);
+    let (partial, _) = committed(&dir.path().join("out"))?;
+    assert!(partial.len() < count as usize, "the job was killed midway: {} lines", partial.len());
+    // The retained checkpoint: the newest one with metadata (a later one may have been cut short).
+    let job_dir = dir.path().join("cp").join(&first);
+    let newest = std::fs::read_dir(&job_dir)
+        .map_err(|e| Error::io("cannot list", &job_dir, e))?
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .ok_or_else(|| Error::internal("no completed checkpoint was retained"))?;
+    let checkpoint = job_dir.join(format!("chk-{newest}")).display().to_string();
+    // A new JobManager (and TaskManagers) resume the job from it, at another parallelism.
+    let c = Cluster::new(3, 1);
+    let second = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "3", "200ms", &["-s", &checkpoint]));
+    assert!(!second.is_empty());
+    let start = std::time::Instant::now();
+    let done = loop {
+        let (_, j) = c.get(&format!("/jobs/{second}"));
+        if j["state"] == "FINISHED" || j["state"] == "FAILED" {
+            break j;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the resumed job did not end in 60 s: {j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    let (lines, names) = committed(&dir.path().join("out"))?;
+    assert_eq!(lines, expected_sums(count, keys), "the output differs from one failure-free run");
+    assert!(names.iter().all(|n| !n.ends_with(".inprogress")), "the killed run's in-progress files are gone: {names:?}");
+    Ok(())
+}

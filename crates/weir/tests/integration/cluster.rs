@@ -238,6 +238,20 @@ impl Cluster {
         let _ = proc.child.wait();
     }
 
+    /// `kill -9` of the JobManager; its TaskManagers, left without it, end by themselves (waited
+    /// for, bounded).
+    pub(crate) fn kill_jobmanager(&mut self) {
+        let _ = self._jobmanager.child.kill();
+        let _ = self._jobmanager.child.wait();
+        let start = Instant::now();
+        for tm in &mut self.taskmanagers {
+            while !matches!(tm.child.try_wait(), Ok(Some(_))) {
+                assert!(start.elapsed() < Duration::from_secs(20), "a TaskManager outlived its JobManager by 20 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// The JobManager's process id.
     pub(crate) fn jobmanager_pid(&self) -> u32 {
         self._jobmanager.child.id()
