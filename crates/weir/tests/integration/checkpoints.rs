@@ -308,6 +308,9 @@ fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint(
     assert_eq!(done["state"], "FINISHED", "{done}");
     let (lines, names) = committed(&dir.path().join("out"))?;
     assert_eq!(lines, expected_sums(count, keys), "the output differs from one failure-free run");
-    assert!(names.iter().all(|n| !n.ends_with(".inprogress")), "the killed run's in-progress files are gone: {names:?}");
+    assert!(
+        names.iter().all(|n| !n.ends_with(".inprogress")),
+        "the killed run's in-progress files are gone: {names:?}"
+    );
     Ok(())
 }
