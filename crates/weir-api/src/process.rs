@@ -416,7 +416,7 @@ impl Checkpointing {
             self.task.add(weir_runtime::checkpoint::OperatorSnapshot {
                 uid: self.uid.clone(),
                 keyed,
-                lists: Default::default(),
+                ..Default::default()
             });
         }
         Ok(())

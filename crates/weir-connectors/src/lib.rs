@@ -51,6 +51,8 @@ pub(crate) mod testing {
             accumulators: std::sync::Arc::new(Accumulators::default()),
             checkpoint: Default::default(),
             restored_keyed: Vec::new(),
+            restored_raw: Vec::new(),
+            state_backend: Default::default(),
         }
     }
 

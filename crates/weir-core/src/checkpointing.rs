@@ -186,6 +186,109 @@ impl CheckpointConfig {
     }
 }
 
+/// Where keyed state lives while a job runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateBackendKind {
+    /// On the heap, in hash maps (`hashmap`, the default).
+    #[default]
+    HashMap,
+    /// In an embedded on-disk store with a bounded cache in front (`disk`): state larger than
+    /// memory, and incremental checkpoints.
+    Disk,
+}
+
+/// `state.backend.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateBackendConfig {
+    /// `state.backend.type`: `hashmap` or `disk`.
+    pub kind: StateBackendKind,
+    /// `state.backend.incremental`: with the disk backend, checkpoints write only what changed since
+    /// the previous one (false, as in Flink).
+    pub incremental: bool,
+    /// `state.backend.disk.dir`: where the disk backend keeps its working files (the system's
+    /// temporary directory when unset); removed when the task ends.
+    pub dir: Option<String>,
+    /// `state.backend.disk.cache-entries`: keys each operator instance keeps decoded in memory.
+    pub cache_entries: usize,
+}
+
+impl Default for StateBackendConfig {
+    fn default() -> Self {
+        StateBackendConfig { kind: StateBackendKind::HashMap, incremental: false, dir: None, cache_entries: 100_000 }
+    }
+}
+
+impl StateBackendConfig {
+    /// The keys [`StateBackendConfig::set`] understands.
+    pub const KEYS: [&'static str; 4] = [
+        "state.backend.type",
+        "state.backend.incremental",
+        "state.backend.disk.dir",
+        "state.backend.disk.cache-entries",
+    ];
+
+    /// Sets `key` if it is one of these settings; `Ok(false)` for another key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let v = value.trim();
+        match key {
+            "state.backend.type" => {
+                self.kind = match v.to_ascii_lowercase().as_str() {
+                    "hashmap" | "heap" => StateBackendKind::HashMap,
+                    "disk" => StateBackendKind::Disk,
+                    "rocksdb" => {
+                        return Err(Error::Config(
+                            "state.backend.type: weir has no RocksDB backend; 'disk' is its embedded on-disk backend \
+                             (state larger than memory, incremental checkpoints)"
+                                .into(),
+                        ));
+                    }
+                    _ => return Err(Error::Config(format!("state.backend.type: '{value}' is not hashmap or disk"))),
+                }
+            }
+            "state.backend.incremental" => {
+                self.incremental = match v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(Error::Config(format!("{key}: '{value}' is not true or false"))),
+                }
+            }
+            "state.backend.disk.dir" => {
+                if v.is_empty() {
+                    return Err(Error::Config(format!("{key} is empty; give a local directory")));
+                }
+                self.dir = Some(v.to_string())
+            }
+            "state.backend.disk.cache-entries" => {
+                self.cache_entries = match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(Error::Config(format!("{key}: '{value}' is not a number of entries (1 or more)"))),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Every setting that differs from the default, as `key: value`.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let d = StateBackendConfig::default();
+        let mut out = Vec::new();
+        if self.kind == StateBackendKind::Disk {
+            out.push(("state.backend.type", "disk".to_string()));
+        }
+        if self.incremental {
+            out.push(("state.backend.incremental", "true".to_string()));
+        }
+        if let Some(dir) = &self.dir {
+            out.push(("state.backend.disk.dir", dir.clone()));
+        }
+        if self.cache_entries != d.cache_entries {
+            out.push(("state.backend.disk.cache-entries", self.cache_entries.to_string()));
+        }
+        out
+    }
+}
+
 /// One state file of a snapshot: what a task wrote for one checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateFile {
@@ -193,12 +296,23 @@ pub struct StateFile {
     pub head: u32,
     /// The subtask.
     pub subtask: u32,
-    /// Path relative to the snapshot's directory.
+    /// Path relative to the snapshot's directory (or to that of `checkpoint`).
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,
     /// The uids of the operators whose state it holds.
     pub uids: Vec<String>,
+    /// For incremental state: the earlier checkpoint whose directory holds this file, which the
+    /// snapshot builds on (`None`: the snapshot's own file).
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
+}
+
+impl StateFile {
+    /// Whether the file is the snapshot's own (not an earlier checkpoint's it builds on).
+    pub fn is_own(&self) -> bool {
+        self.checkpoint.is_none()
+    }
 }
 
 /// A task's acknowledgement: its state for a checkpoint is written.
@@ -208,6 +322,9 @@ pub struct TaskAck {
     pub checkpoint_id: u64,
     /// The file.
     pub file: StateFile,
+    /// Earlier checkpoints whose file of the same task this one builds on (incremental state),
+    /// oldest first.
+    pub references: Vec<u64>,
 }
 
 /// What the tasks of a job part tell the job's checkpoint coordinator.

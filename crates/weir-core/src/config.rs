@@ -218,7 +218,7 @@ mod tests {
 }
 
 /// The execution keys (see the runtime's `ExecutionConfig`).
-pub const EXECUTION_KEYS: [&str; 14] = [
+pub const EXECUTION_KEYS: [&str; 18] = [
     "execution.savepoint.path",
     "execution.savepoint.ignore-unclaimed-state",
     "parallelism.default",
@@ -233,6 +233,10 @@ pub const EXECUTION_KEYS: [&str; 14] = [
     "execution.checkpointing.mode",
     "execution.checkpointing.dir",
     "execution.checkpointing.savepoint-dir",
+    "state.backend.type",
+    "state.backend.incremental",
+    "state.backend.disk.dir",
+    "state.backend.disk.cache-entries",
 ];
 
 /// Every key weir knows, for messages about unknown keys.

@@ -65,7 +65,7 @@ impl JobCheckpoints {
         let savepoint_dir = cp.savepoint_dir.clone();
         let initial = match &cp.restore_path {
             Some(path) => {
-                let from = RestoreFrom { location: path.clone(), dir: String::new() };
+                let from = weir_runtime::checkpoint::task::restore_from(path);
                 let restore = Restore::open_from(&from)?;
                 weir_runtime::checkpoint::check_claims(&restore, &graph.plan, cp.allow_non_restored)?;
                 Some((from, restore.metadata.checkpoint_id, restore.describe()))

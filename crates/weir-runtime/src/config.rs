@@ -21,6 +21,8 @@ pub struct ExecutionConfig {
     pub auto_watermark_interval_ms: u64,
     /// `execution.checkpointing.*`.
     pub checkpointing: weir_core::checkpointing::CheckpointConfig,
+    /// `state.backend.*`.
+    pub state_backend: weir_core::checkpointing::StateBackendConfig,
 }
 
 impl Default for ExecutionConfig {
@@ -32,6 +34,7 @@ impl Default for ExecutionConfig {
             channel_capacity: 8,
             auto_watermark_interval_ms: 200,
             checkpointing: Default::default(),
+            state_backend: Default::default(),
         }
     }
 }
@@ -48,7 +51,7 @@ impl ExecutionConfig {
     }
 
     /// The keys [`ExecutionConfig::set`] understands.
-    pub const KEYS: [&'static str; 14] = weir_core::config::EXECUTION_KEYS;
+    pub const KEYS: [&'static str; 18] = weir_core::config::EXECUTION_KEYS;
 
     /// Every setting as `key: value`, such that [`ExecutionConfig::set`] on a default
     /// configuration gives this one back.
@@ -62,6 +65,7 @@ impl ExecutionConfig {
         ]
         .into_iter()
         .chain(self.checkpointing.entries())
+        .chain(self.state_backend.entries())
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -82,6 +86,7 @@ impl ExecutionConfig {
                 self.auto_watermark_interval_ms = num(key, ms)?
             }
             k if self.checkpointing.set(k, value)? => {}
+            k if self.state_backend.set(k, value)? => {}
             // A key of the cluster processes: not this part's business.
             k if weir_core::config::ClusterConfig::KEYS.contains(&k) => {}
             k => return Err(weir_core::config::unknown_key(k)),
@@ -138,6 +143,10 @@ mod tests {
         assert!(e.contains("unknown configuration key 'parallelism.defualt'"), "{e}");
         assert!(c.set("parallelism.default", "0").is_err());
         assert!(c.set("execution.batch-size", "many").is_err());
+        let e = c.set("state.backend.type", "rocksdb").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("'disk' is its embedded on-disk backend"), "{e}");
+        assert!(c.set("state.backend.disk.cache-entries", "0").is_err());
+        assert!(c.set("state.backend.incremental", "yes").is_err());
     }
 
     #[test]
@@ -149,6 +158,12 @@ mod tests {
             channel_capacity: 2,
             auto_watermark_interval_ms: 50,
             checkpointing: weir_core::checkpointing::CheckpointConfig { interval_ms: Some(300), ..Default::default() },
+            state_backend: weir_core::checkpointing::StateBackendConfig {
+                kind: weir_core::checkpointing::StateBackendKind::Disk,
+                incremental: true,
+                dir: Some("/var/tmp/state".into()),
+                cache_entries: 5000,
+            },
         };
         let mut back = ExecutionConfig::default();
         for (k, v) in c.entries() {

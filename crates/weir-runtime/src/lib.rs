@@ -13,6 +13,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod context;
+pub mod disk;
 pub mod exchange;
 pub mod graph;
 pub mod local;

@@ -240,7 +240,7 @@ struct ChannelSpec {
 pub fn submit(graph: StreamGraph, job_id: JobId) -> Result<JobHandle> {
     let restore = match &graph.config.checkpointing.restore_path {
         Some(path) => {
-            let restore = Restore::open(CheckpointStorage::open(path)?, "")?;
+            let restore = Restore::open_path(path)?;
             crate::checkpoint::check_claims(&restore, &graph.plan(), graph.config.checkpointing.allow_non_restored)?;
             Some(restore)
         }
@@ -647,10 +647,10 @@ fn env_for(
 ) -> Result<TaskEnv> {
     let vertex = &graph.nodes[v.0 as usize].vertex;
     let uid = vertex.state_uid();
-    let (operator_state, restored_keyed) =
+    let (operator_state, restored_keyed, restored_raw) =
         match checkpoint.restored(&uid, vertex.parallelism, vertex.max_parallelism)? {
-            Some(r) => (OperatorStateStore::restored(r.lists), r.keyed),
-            None => (OperatorStateStore::default(), Vec::new()),
+            Some(r) => (OperatorStateStore::restored(r.lists), r.keyed, r.raw),
+            None => (OperatorStateStore::default(), Vec::new(), Vec::new()),
         };
     Ok(TaskEnv {
         op: OperatorContext {
@@ -673,6 +673,8 @@ fn env_for(
         accumulators: shared.accumulators.clone(),
         checkpoint: checkpoint.clone(),
         restored_keyed,
+        restored_raw,
+        state_backend: graph.config.state_backend.clone(),
     })
 }
 

@@ -125,6 +125,8 @@ pub struct KeyedAggregate<K, A, O, KF, First, Step> {
     first: First,
     step: Step,
     state: StateMap<K, A>,
+    /// With the disk state backend: the state, there (and `state` stays empty).
+    disk: Option<Box<crate::disk::DiskKeyed<K, A>>>,
     buf: Batch<O>,
     next: Box<dyn Output<O>>,
     checkpoint: crate::checkpoint::task::TaskCheckpoint,
@@ -140,6 +142,7 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
             first,
             step,
             state: StateMap::default(),
+            disk: None,
             buf: Batch::default(),
             next,
             checkpoint: Default::default(),
@@ -152,10 +155,18 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     /// restored.
     pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
     where
-        K: Hash + Eq + serde::de::DeserializeOwned,
-        A: serde::de::DeserializeOwned,
+        K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
+        A: serde::Serialize + serde::de::DeserializeOwned,
     {
-        self.state.extend(crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?);
+        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
+            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+            let mut disk = crate::disk::DiskKeyed::open(&env.state_backend, &name, env.op.max_parallelism)?;
+            disk.restore(&env.restored_raw, &env.restored_keyed)?;
+            self.disk = Some(Box::new(disk));
+        } else {
+            self.state.extend(crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?);
+            crate::disk::apply_raw(&env.restored_raw, &mut self.state)?;
+        }
         self.checkpoint = env.checkpoint.clone();
         self.uid = env.op.uid.clone();
         self.max_parallelism = env.op.max_parallelism;
@@ -165,8 +176,8 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
 
 impl<T, K, A, O, KF, First, Step> Output<T> for KeyedAggregate<K, A, O, KF, First, Step>
 where
-    K: Hash + Eq + serde::Serialize,
-    A: serde::Serialize,
+    K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
+    A: serde::Serialize + serde::de::DeserializeOwned,
     KF: FnMut(&T) -> K,
     First: FnMut(T) -> (A, O),
     Step: FnMut(&mut A, T) -> O,
@@ -174,6 +185,14 @@ where
     #[inline]
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         self.buf.records.reserve(batch.len());
+        if let Some(disk) = &mut self.disk {
+            for x in batch.records.drain(..) {
+                let out = disk.update((self.key)(&x), x, &mut self.step, &mut self.first)?;
+                self.buf.records.push(out);
+            }
+            self.buf.take_timestamps_from(batch);
+            return if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) };
+        }
         for x in batch.records.drain(..) {
             let out = match self.state.entry((self.key)(&x)) {
                 Entry::Occupied(e) => (self.step)(e.into_mut(), x),
@@ -190,15 +209,21 @@ where
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
     }
     fn control(&mut self, event: Control) -> Result<()> {
-        if let Control::Barrier(_) = event
+        if let Control::Barrier(id) = event
             && self.checkpoint.enabled()
         {
-            let keyed = crate::checkpoint::snapshot_keyed(self.state.iter(), self.max_parallelism)?;
-            self.checkpoint.add(crate::checkpoint::OperatorSnapshot {
-                uid: self.uid.clone(),
-                keyed,
-                lists: Default::default(),
-            });
+            let snapshot = match &mut self.disk {
+                Some(disk) => {
+                    let (raw, chain) = disk.snapshot(id, self.checkpoint.completed())?;
+                    crate::checkpoint::OperatorSnapshot { uid: self.uid.clone(), raw, chain, ..Default::default() }
+                }
+                None => crate::checkpoint::OperatorSnapshot {
+                    uid: self.uid.clone(),
+                    keyed: crate::checkpoint::snapshot_keyed(self.state.iter(), self.max_parallelism)?,
+                    ..Default::default()
+                },
+            };
+            self.checkpoint.add(snapshot);
         }
         self.next.control(event)
     }

@@ -314,7 +314,7 @@ impl<T> Output<T> for Traced<T> {
         if let (Control::Barrier(_), Some((store, uid, checkpoint))) = (event, &self.lists) {
             let lists = store.snapshot()?;
             if !lists.is_empty() {
-                checkpoint.add(crate::checkpoint::OperatorSnapshot { uid: uid.clone(), keyed: Vec::new(), lists });
+                checkpoint.add(crate::checkpoint::OperatorSnapshot { uid: uid.clone(), lists, ..Default::default() });
             }
         }
         Ok(())

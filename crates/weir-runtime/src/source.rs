@@ -81,8 +81,8 @@ impl<T> SourceTask<T> {
         let lists = self.ctx.operator_state.snapshot()?;
         self.checkpoint.add(crate::checkpoint::OperatorSnapshot {
             uid: self.ctx.uid.clone(),
-            keyed: Vec::new(),
             lists,
+            ..Default::default()
         });
         self.output.control(Control::Barrier(id))?;
         self.checkpoint.barrier_passed(id);

@@ -29,7 +29,7 @@ fn record(r: &CheckpointRecord) -> Value {
         "trigger_timestamp": r.trigger_timestamp,
         "latest_ack_timestamp": r.latest_ack_timestamp,
         "state_size": r.state_size,
-        "checkpointed_size": r.state_size,
+        "checkpointed_size": r.checkpointed_size,
         "end_to_end_duration": r.end_to_end_duration,
         "num_subtasks": r.num_subtasks,
         "num_acknowledged_subtasks": r.num_acknowledged_subtasks,

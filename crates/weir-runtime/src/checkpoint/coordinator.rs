@@ -50,8 +50,11 @@ pub struct CheckpointRecord {
     pub trigger_timestamp: i64,
     /// When the last acknowledgement arrived (ms since the epoch).
     pub latest_ack_timestamp: i64,
-    /// Bytes written.
+    /// Bytes of the whole snapshot (with the earlier files incremental state builds on).
     pub state_size: u64,
+    /// Bytes this checkpoint wrote.
+    #[serde(default)]
+    pub checkpointed_size: u64,
     /// Milliseconds from trigger to completion or failure.
     pub end_to_end_duration: u64,
     /// Acknowledgements received.
@@ -87,6 +90,8 @@ struct Pending {
     started: Instant,
     timestamp_ms: i64,
     acks: BTreeMap<(u32, u32), StateFile>,
+    /// Per task: the earlier checkpoints its file builds on.
+    references: BTreeMap<(u32, u32), Vec<CheckpointId>>,
     last: bool,
     savepoint: Option<SavepointRequest>,
 }
@@ -126,6 +131,8 @@ pub struct Coordinator {
     last_end: Option<Instant>,
     last_start: Option<Instant>,
     retained: VecDeque<Completed>,
+    /// Files of checkpoints no longer retained that retained ones still build on: (directory, file).
+    lingering: Vec<(String, String)>,
     final_wanted: bool,
     final_requested: bool,
     /// The final checkpoint completed: the job's tasks are ending, no checkpoint follows.
@@ -166,6 +173,7 @@ impl Coordinator {
             // The first checkpoint comes one interval after the start, as in Flink.
             last_start: Some(Instant::now()),
             retained: VecDeque::new(),
+            lingering: Vec::new(),
             final_wanted: false,
             final_requested: false,
             final_done: false,
@@ -261,7 +269,15 @@ impl Coordinator {
         let stop = savepoint.as_ref().is_some_and(|s| s.stop);
         let drain = savepoint.as_ref().is_some_and(|s| s.stop && s.drain);
         let last = std::mem::take(&mut self.final_wanted) || stop;
-        self.pending = Some(Pending { id, started: now, timestamp_ms: now_ms, acks: BTreeMap::new(), last, savepoint });
+        self.pending = Some(Pending {
+            id,
+            started: now,
+            timestamp_ms: now_ms,
+            acks: BTreeMap::new(),
+            references: BTreeMap::new(),
+            last,
+            savepoint,
+        });
         self.last_start = Some(now);
         self.stats.triggered += 1;
         self.record(CheckpointRecord {
@@ -271,6 +287,7 @@ impl Coordinator {
             trigger_timestamp: now_ms,
             latest_ack_timestamp: now_ms,
             state_size: 0,
+            checkpointed_size: 0,
             end_to_end_duration: 0,
             num_acknowledged_subtasks: 0,
             num_subtasks: self.tasks,
@@ -302,19 +319,39 @@ impl Coordinator {
         let Some(p) = self.pending.as_mut().filter(|p| p.id == ack.checkpoint_id) else {
             return Ok(None);
         };
-        p.acks.insert((ack.file.head, ack.file.subtask), ack.file);
+        let task = (ack.file.head, ack.file.subtask);
+        p.acks.insert(task, ack.file);
+        if !ack.references.is_empty() {
+            p.references.insert(task, ack.references);
+        }
         let (n, id) = (p.acks.len() as u32, p.id);
         let size: u64 = p.acks.values().map(|f| f.bytes).sum();
         self.update(id, |h| {
             h.num_acknowledged_subtasks = n;
             h.latest_ack_timestamp = now_ms;
-            h.state_size = size;
+            h.checkpointed_size = size;
         });
         if n < self.tasks {
             return Ok(None);
         }
+        // The earlier files incremental state builds on, found among the retained checkpoints.
+        let mut linked = Vec::new();
+        for ((head, subtask), ids) in self.pending.iter().flat_map(|p| p.references.iter()) {
+            for m in ids {
+                match self.retained_file(*m, *head, *subtask) {
+                    Some(f) => linked.push(f),
+                    None => {
+                        let reason = format!("task {head}-{subtask} builds on checkpoint {m}, which is not retained");
+                        self.fail(id, reason);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         let Some(p) = self.pending.take() else { return Ok(None) };
         let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(p.id));
+        let mut files: Vec<StateFile> = p.acks.into_values().collect();
+        files.append(&mut linked);
         let metadata = SnapshotMetadata {
             format_version: super::STATE_FORMAT_VERSION,
             kind: SnapshotKind::Checkpoint,
@@ -323,7 +360,7 @@ impl Coordinator {
             checkpoint_id: p.id,
             timestamp_ms: p.timestamp_ms,
             operators: self.operators.clone(),
-            files: p.acks.into_values().collect(),
+            files,
         };
         let written = metadata.encode().and_then(|bytes| self.storage.put(&format!("{dir}/{METADATA_FILE}"), bytes));
         if let Err(e) = written {
@@ -336,8 +373,19 @@ impl Coordinator {
         self.final_done |= p.last;
         self.stats.completed += 1;
         let path = format!("{}/{dir}", self.storage.location().trim_end_matches('/'));
-        info!(job_id = %self.job_id, checkpoint = p.id, bytes = metadata.bytes(), duration_ms = duration, "checkpoint complete");
+        let written = metadata.files.iter().filter(|f| f.is_own()).map(|f| f.bytes).sum::<u64>();
+        info!(
+            job_id = %self.job_id,
+            checkpoint = p.id,
+            bytes = metadata.bytes(),
+            written,
+            duration_ms = duration,
+            "checkpoint complete"
+        );
+        let full = metadata.bytes();
         self.update(p.id, |h| {
+            h.state_size = full;
+            h.checkpointed_size = written;
             h.status = "COMPLETED".into();
             h.end_to_end_duration = duration;
             h.external_path = Some(path);
@@ -347,14 +395,52 @@ impl Coordinator {
             self.savepoints_done.push_back((p.id, saved.map(|()| request.target.clone())));
         }
         self.retained.push_back(Completed { id: p.id, dir, metadata });
+        self.remove_unretained();
+        Ok(Some(Command::Complete { id: p.id }))
+    }
+
+    /// The file of task (`head`, `subtask`) in checkpoint `m`, as a retained checkpoint lists it
+    /// (its own, or one it builds on), marked as checkpoint `m`'s.
+    fn retained_file(&self, m: CheckpointId, head: u32, subtask: u32) -> Option<StateFile> {
+        self.retained.iter().find_map(|c| {
+            c.metadata.files.iter().find_map(|f| {
+                let of = f.checkpoint.unwrap_or(c.id);
+                (of == m && f.head == head && f.subtask == subtask)
+                    .then(|| StateFile { checkpoint: Some(m), ..f.clone() })
+            })
+        })
+    }
+
+    /// Removes the checkpoints beyond `num-retained`: their metadata, and the files no retained
+    /// checkpoint builds on; those it does build on stay until none does.
+    fn remove_unretained(&mut self) {
         while self.retained.len() > self.config.retained.max(1) as usize {
-            if let Some(old) = self.retained.pop_front()
-                && let Err(e) = self.storage.remove_dir(&old.dir)
-            {
+            let Some(old) = self.retained.pop_front() else { break };
+            for f in old.metadata.files.iter().filter(|f| f.is_own()) {
+                self.lingering.push((old.dir.clone(), f.path.clone()));
+            }
+            if let Err(e) = self.storage.delete(&format!("{}/{METADATA_FILE}", old.dir)) {
                 warn!(job_id = %self.job_id, checkpoint = old.id, error = %e, "cannot remove an old checkpoint");
             }
         }
-        Ok(Some(Command::Complete { id: p.id }))
+        let parent = job_dir(self.job_id);
+        let needed: std::collections::BTreeSet<String> = self
+            .retained
+            .iter()
+            .flat_map(|c| c.metadata.files.iter().filter_map(|f| f.checkpoint.map(|m| (m, &f.path))))
+            .map(|(m, path)| format!("{parent}/{}/{path}", checkpoint_dir_name(m)))
+            .collect();
+        let storage = self.storage.clone();
+        self.lingering.retain(|(dir, path)| {
+            let full = format!("{dir}/{path}");
+            if needed.contains(&full) {
+                return true;
+            }
+            if let Err(e) = storage.delete(&full) {
+                warn!(error = %e, file = %full, "cannot remove a file of an old checkpoint");
+            }
+            false
+        });
     }
 
     /// A task could not write its state: the checkpoint fails (the job goes on; the next one
@@ -440,21 +526,26 @@ pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<Snapshot
         )));
     }
     let metadata = SnapshotMetadata::decode(&storage.get(&metadata_path)?, &what)?;
+    // The sizes of the files in each directory the snapshot uses (its own, and those of the
+    // earlier checkpoints its incremental state builds on).
+    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    listed.insert(dir.to_string(), sizes);
     for f in &metadata.files {
-        match sizes.get(&f.path) {
+        let path = super::task::locate(dir, metadata.kind, f);
+        let (in_dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if !listed.contains_key(in_dir) {
+            listed.insert(in_dir.to_string(), storage.sizes(in_dir)?);
+        }
+        match listed.get(in_dir).and_then(|s| s.get(name)) {
             Some(&n) if n == f.bytes => {}
             Some(&n) => {
                 return Err(weir_core::Error::Config(format!(
-                    "{} is {n} bytes but {what} says {}: the file was truncated or replaced",
-                    super::task::join(dir, &f.path),
+                    "{path} is {n} bytes but {what} says {}: the file was truncated or replaced",
                     f.bytes
                 )));
             }
             None => {
-                return Err(weir_core::Error::Config(format!(
-                    "{} is missing, though {what} lists it",
-                    super::task::join(dir, &f.path)
-                )));
+                return Err(weir_core::Error::Config(format!("{path} is missing, though {what} lists it")));
             }
         }
     }
@@ -466,7 +557,8 @@ pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<Snapshot
 pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMetadata, target: &str) -> Result<()> {
     let to = CheckpointStorage::open(target)?;
     for f in &metadata.files {
-        to.put(&f.path, from.get(&format!("{dir}/{}", f.path))?)?;
+        let copy = super::task::locate("", SnapshotKind::Savepoint, f);
+        to.put(&copy, from.get(&super::task::locate(dir, metadata.kind, f))?)?;
     }
     let mut saved = metadata.clone();
     saved.kind = SnapshotKind::Savepoint;
@@ -476,15 +568,24 @@ pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMet
 /// Deletes the savepoint (or retained checkpoint) at `path`: every file its metadata lists, then the
 /// metadata. A path that holds no snapshot is an error that says so, and nothing is deleted.
 pub fn dispose(path: &str) -> Result<()> {
-    let storage = CheckpointStorage::open(path)?;
-    let metadata = read_completed(&storage, "")?;
-    for f in &metadata.files {
-        storage.delete(&f.path)?;
+    let at = super::task::restore_from(path);
+    let storage = CheckpointStorage::open(&at.location)?;
+    let metadata = read_completed(&storage, &at.dir)?;
+    // A savepoint holds copies of everything it needs; a retained checkpoint's files of earlier
+    // checkpoints are theirs, and stay.
+    for f in metadata.files.iter().filter(|f| f.is_own() || metadata.kind == SnapshotKind::Savepoint) {
+        storage.delete(&super::task::locate(&at.dir, metadata.kind, f))?;
     }
-    storage.delete(METADATA_FILE)?;
+    storage.delete(&super::task::join(&at.dir, METADATA_FILE))?;
     // A local directory left empty goes too (an object store has no directories).
     if storage.is_local() {
-        let _ = std::fs::remove_dir(path.strip_prefix("file://").unwrap_or(path));
+        let local = path.strip_prefix("file://").unwrap_or(path);
+        let mut linked: Vec<_> = metadata.files.iter().filter_map(|f| f.checkpoint).collect();
+        linked.dedup();
+        for m in linked {
+            let _ = std::fs::remove_dir(std::path::Path::new(local).join(checkpoint_dir_name(m)));
+        }
+        let _ = std::fs::remove_dir(local);
     }
     Ok(())
 }
@@ -496,7 +597,15 @@ mod tests {
     fn ack(id: CheckpointId, head: u32, bytes: u64) -> TaskAck {
         TaskAck {
             checkpoint_id: id,
-            file: StateFile { head, subtask: 0, path: format!("{head}-0.state"), bytes, uids: vec![] },
+            file: StateFile {
+                head,
+                subtask: 0,
+                path: format!("{head}-0.state"),
+                bytes,
+                uids: vec![],
+                checkpoint: None,
+            },
+            references: vec![],
         }
     }
 
@@ -531,6 +640,63 @@ mod tests {
         c.decline(4, "disk full".into());
         assert_eq!(c.stats.failed, 1);
         assert_eq!(c.stats.history.front().and_then(|h| h.failure_message.clone()).as_deref(), Some("disk full"));
+        Ok(())
+    }
+
+    #[test]
+    fn incremental_checkpoints_list_and_keep_the_files_they_build_on() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", "/tmp", e))?;
+        let storage = CheckpointStorage::open(&dir.path().display().to_string())?;
+        let config = CheckpointConfig { interval_ms: Some(10), retained: 1, ..Default::default() };
+        let job = JobId(6);
+        let mut c = Coordinator::new(config, job, "j".into(), vec![], 1, storage.clone(), 0);
+        let t0 = Instant::now();
+        let jd = job_dir(job);
+        // Checkpoint 1 is full; 2 and 3 build on it (and on each other); 4 is full again.
+        let links: [&[u64]; 4] = [&[], &[1], &[1, 2], &[]];
+        for (i, refs) in links.iter().enumerate() {
+            let id = i as u64 + 1;
+            assert_eq!(
+                c.poll(t0 + Duration::from_millis(20 * id), 0),
+                Some(Command::Trigger { id, last: false, drain: false })
+            );
+            storage.put(&format!("{jd}/chk-{id}/0-0.state"), vec![1; 10 + id as usize])?;
+            let mut a = ack(id, 0, 10 + id);
+            a.references = refs.to_vec();
+            assert_eq!(c.ack(a, 0)?, Some(Command::Complete { id }));
+            if id == 3 {
+                // Only chk-3 is retained, but it lists and keeps the files of 1 and 2.
+                let m = read_completed(&storage, &format!("{jd}/chk-3"))?;
+                let linked: Vec<Option<u64>> = m.files.iter().map(|f| f.checkpoint).collect();
+                assert_eq!(linked, vec![None, Some(1), Some(2)]);
+                assert_eq!(m.bytes(), 13 + 11 + 12);
+                assert_eq!(c.stats.history.front().map(|h| (h.state_size, h.checkpointed_size)), Some((36, 13)));
+                assert_eq!(storage.list(&jd)?, vec!["chk-1", "chk-2", "chk-3"]);
+                assert!(storage.list(&format!("{jd}/chk-1"))?.iter().all(|f| f != METADATA_FILE));
+                // A savepoint of it holds copies of everything, and reads back on its own.
+                let sp = dir.path().join("sp").display().to_string();
+                copy_snapshot(&storage, &format!("{jd}/chk-3"), &m, &sp)?;
+                let restore = super::super::task::Restore::open_path(&sp)?;
+                assert_eq!(restore.metadata.files.len(), 3);
+                dispose(&sp)?;
+                assert!(!std::path::Path::new(&sp).exists());
+            }
+        }
+        // Once a full checkpoint is the only one retained, the old chain's files are gone.
+        assert_eq!(storage.list(&jd)?, vec!["chk-4"]);
+        // A chain that refers to a checkpoint no longer retained fails, with the reason.
+        assert_eq!(c.poll(t0 + Duration::from_secs(1), 0), Some(Command::Trigger { id: 5, last: false, drain: false }));
+        let mut a = ack(5, 0, 3);
+        a.references = vec![2];
+        assert_eq!(c.ack(a, 0)?, None);
+        assert!(
+            c.stats
+                .history
+                .front()
+                .and_then(|h| h.failure_message.clone())
+                .unwrap_or_default()
+                .contains("checkpoint 2")
+        );
         Ok(())
     }
 }

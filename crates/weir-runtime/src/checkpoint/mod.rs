@@ -31,7 +31,7 @@ pub type CheckpointId = u64;
 
 /// Version of the state file and metadata formats; a checkpoint or savepoint of another version
 /// is refused with an error that says so.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 /// The first bytes of every state file.
 const STATE_MAGIC: &[u8; 8] = b"WEIRSTAT";
@@ -57,13 +57,55 @@ pub struct OperatorSnapshot {
     pub keyed: Vec<(u32, Vec<u8>)>,
     /// Operator list states by name.
     pub lists: BTreeMap<String, ListSnapshot>,
+    /// Keyed state of the on-disk backend, one chunk per key group of encoded entries ([`RawEntry`]):
+    /// all of it, or (with `chain`) what changed since the previous link.
+    pub raw: Vec<(u32, Vec<u8>)>,
+    /// Incremental state: the earlier checkpoints whose snapshot of this operator instance, applied
+    /// in order (oldest first), and then `raw`, give the state; empty for a full snapshot.
+    pub chain: Vec<CheckpointId>,
 }
 
 impl OperatorSnapshot {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.keyed.is_empty() && self.lists.is_empty()
+        self.keyed.is_empty() && self.lists.is_empty() && self.raw.is_empty() && self.chain.is_empty()
     }
+}
+
+/// One entry of raw keyed state: the encoded key, and the encoded value or `None` for a removed
+/// key (a delta's tombstone).
+pub type RawEntry = (Vec<u8>, Option<Vec<u8>>);
+
+/// Encodes raw entries, already ordered by key group, into one chunk per key group.
+pub fn raw_chunks(entries: impl Iterator<Item = (u32, RawEntry)>) -> Result<Vec<(u32, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut current: Option<(u32, Vec<RawEntry>)> = None;
+    let encode = |kg: u32, chunk: &Vec<RawEntry>| {
+        bitcode::serialize(chunk)
+            .map(|b| (kg, b))
+            .map_err(|e| Error::internal(format!("cannot encode keyed state: {e}")))
+    };
+    for (kg, entry) in entries {
+        match &mut current {
+            Some((g, chunk)) if *g == kg => chunk.push(entry),
+            _ => {
+                if let Some((g, chunk)) = current.take() {
+                    out.push(encode(g, &chunk)?);
+                }
+                current = Some((kg, vec![entry]));
+            }
+        }
+    }
+    if let Some((g, chunk)) = current {
+        out.push(encode(g, &chunk)?);
+    }
+    Ok(out)
+}
+
+/// Decodes one chunk [`raw_chunks`] wrote.
+pub fn decode_raw_chunk(kg: u32, bytes: &[u8]) -> Result<Vec<RawEntry>> {
+    bitcode::deserialize(bytes)
+        .map_err(|e| Error::Config(format!("the raw keyed state of key group {kg} cannot be decoded: {e}")))
 }
 
 /// What one task (a chain, one subtask) wrote for one checkpoint.
@@ -296,7 +338,7 @@ mod tests {
             operators: vec![OperatorSnapshot {
                 uid: "1:Keyed".into(),
                 keyed: snapshot_keyed([(&"a".to_string(), &1u64), (&"b".to_string(), &2u64)].into_iter(), 128)?,
-                lists: BTreeMap::new(),
+                ..Default::default()
             }],
         };
         let bytes = state.encode()?;

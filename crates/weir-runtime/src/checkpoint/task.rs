@@ -40,6 +40,9 @@ pub struct Restore {
 pub struct RestoredOperator {
     /// Keyed state chunks of this instance's key groups.
     pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Raw keyed state chunks (the on-disk backend's) of this instance's key groups, in the order
+    /// they apply: each old subtask's full snapshot, then its increments.
+    pub raw: Vec<(u32, Vec<u8>)>,
     /// Operator list states, redistributed to this instance.
     pub lists: BTreeMap<String, ListSnapshot>,
 }
@@ -47,6 +50,42 @@ pub struct RestoredOperator {
 /// `dir/name`, or `name` at the root.
 pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
+}
+
+/// Where `f`, listed by the snapshot of kind `kind` in directory `dir`, is: its own files in `dir`;
+/// the files of an earlier checkpoint `M` it builds on in that checkpoint's directory (`chk-M`, a
+/// sibling of `dir`), or, in a savepoint (which holds copies of them), in `dir/chk-M`.
+pub fn locate(dir: &str, kind: super::SnapshotKind, f: &StateFile) -> String {
+    match f.checkpoint {
+        None => join(dir, &f.path),
+        Some(m) => {
+            let linked = format!("{}/{}", checkpoint_dir_name(m), f.path);
+            match kind {
+                super::SnapshotKind::Savepoint => join(dir, &linked),
+                super::SnapshotKind::Checkpoint => join(dir.rsplit_once('/').map(|(p, _)| p).unwrap_or(""), &linked),
+            }
+        }
+    }
+}
+
+/// What restoring from the snapshot at `path` opens: its parent, and its name there.
+pub fn restore_from(path: &str) -> super::RestoreFrom {
+    let (parent, name) = split_location(path);
+    super::RestoreFrom { location: parent.to_string(), dir: name.to_string() }
+}
+
+/// A snapshot's location split into the location of its parent and its name there, so that its
+/// siblings are reachable too; a location without a parent (a bucket) is its own root.
+fn split_location(path: &str) -> (&str, &str) {
+    let path = path.trim_end_matches('/');
+    let scheme_end = path.find("://").map(|i| i + 3);
+    match (path.rfind('/'), scheme_end) {
+        (None, _) => (".", path),
+        (Some(0), None) => ("/", &path[1..]),
+        // Within the scheme or the bucket's name: no parent to go to.
+        (Some(i), Some(end)) if i < end + 1 || !path[end..].contains('/') => (path, ""),
+        (Some(i), _) => (&path[..i], &path[i + 1..]),
+    }
 }
 
 impl Restore {
@@ -61,15 +100,37 @@ impl Restore {
         Ok(Restore { storage, dir: dir.to_string(), metadata })
     }
 
+    /// Opens the snapshot at `path` (a savepoint's or a retained checkpoint's directory or URL),
+    /// through its parent, so that the files of earlier checkpoints that incremental state builds
+    /// on (siblings of a checkpoint's directory) are reachable.
+    pub fn open_path(path: &str) -> Result<Restore> {
+        Restore::open_from(&restore_from(path))
+    }
+
     /// The path of metadata, for messages.
     pub fn describe(&self) -> String {
         format!("{}/{}", self.storage.location().trim_end_matches('/'), join(&self.dir, METADATA_FILE))
     }
 
     fn read(&self, f: &StateFile) -> Result<TaskState> {
-        let rel = join(&self.dir, &f.path);
+        let rel = locate(&self.dir, self.metadata.kind, f);
         let what = format!("{}/{rel}", self.storage.location().trim_end_matches('/'));
         TaskState::decode(&self.storage.get(&rel)?, &what)
+    }
+
+    /// The file of checkpoint `id` that `own` (a file of this snapshot) builds on.
+    fn link(&self, own: &StateFile, id: CheckpointId) -> Result<&StateFile> {
+        self.metadata
+            .files
+            .iter()
+            .find(|f| f.checkpoint == Some(id) && f.head == own.head && f.subtask == own.subtask)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{} builds on checkpoint {id} for {}, but does not list that file; the snapshot is damaged",
+                    self.describe(),
+                    own.path
+                ))
+            })
     }
 
     /// The state of subtask `subtask` of `parallelism` of operator `uid` with `max_parallelism` key
@@ -96,21 +157,31 @@ impl Restore {
             .metadata
             .files
             .iter()
-            .filter(|f| f.uids.iter().any(|u| u == uid) && (!same || f.subtask == subtask))
+            .filter(|f| f.is_own() && f.uids.iter().any(|u| u == uid) && (!same || f.subtask == subtask))
             .collect();
+        let range = weir_core::keygroup::key_group_range(max_parallelism, parallelism, subtask);
+        let mut out = RestoredOperator::default();
         let mut old: Vec<(u32, OperatorSnapshot)> = Vec::new();
         for f in files {
             let state = self.read(f)?;
-            old.extend(state.operators.into_iter().filter(|o| o.uid == uid).map(|o| (f.subtask, o)));
+            for o in state.operators.into_iter().filter(|o| o.uid == uid) {
+                // Incremental state: the links it builds on first, oldest first, then its own.
+                for id in &o.chain {
+                    let linked = self.read(self.link(f, *id)?)?;
+                    for l in linked.operators.into_iter().filter(|l| l.uid == uid) {
+                        out.raw.extend(l.raw.into_iter().filter(|(kg, _)| range.contains(kg)));
+                    }
+                }
+                old.push((f.subtask, o));
+            }
         }
         old.sort_by_key(|(s, _)| *s);
-        let range = weir_core::keygroup::key_group_range(max_parallelism, parallelism, subtask);
-        let mut out = RestoredOperator::default();
         // Per list state: its description, and the entries of each old subtask.
         type Parts = Vec<Vec<Vec<u8>>>;
         let mut lists: BTreeMap<String, (ListSnapshot, Parts)> = BTreeMap::new();
         for (_, snap) in old {
             out.keyed.extend(snap.keyed.into_iter().filter(|(kg, _)| range.contains(kg)));
+            out.raw.extend(snap.raw.into_iter().filter(|(kg, _)| range.contains(kg)));
             for (name, l) in snap.lists {
                 let e =
                     lists.entry(name).or_insert_with(|| (ListSnapshot { entries: Vec::new(), ..l.clone() }, vec![]));
@@ -134,6 +205,7 @@ struct Upload {
     head: u32,
     subtask: u32,
     uids: Vec<String>,
+    references: Vec<CheckpointId>,
     bytes: Result<Vec<u8>>,
 }
 
@@ -197,7 +269,15 @@ impl PartCheckpoints {
                     let event = match written {
                         Ok(bytes) => PartEvent::Ack(TaskAck {
                             checkpoint_id: u.checkpoint_id,
-                            file: StateFile { head: u.head, subtask: u.subtask, path: name, bytes, uids: u.uids },
+                            file: StateFile {
+                                head: u.head,
+                                subtask: u.subtask,
+                                path: name,
+                                bytes,
+                                uids: u.uids,
+                                checkpoint: None,
+                            },
+                            references: u.references,
                         }),
                         Err(e) => {
                             warn!(job_id = %job_id, checkpoint = u.checkpoint_id, error = %e, "cannot write task state");
@@ -350,12 +430,51 @@ impl TaskCheckpoint {
         t.seen.set(t.seen.get().max(id));
         let operators = std::mem::take(&mut *t.snapshots.borrow_mut());
         let uids = operators.iter().map(|o| o.uid.clone()).collect();
+        let references: std::collections::BTreeSet<CheckpointId> =
+            operators.iter().flat_map(|o| o.chain.iter().copied()).collect();
         let state = TaskState { job_id: t.part.job_id, checkpoint_id: id, head: t.head, subtask: t.subtask, operators };
         debug!(job_id = %t.part.job_id, vertex = t.head, subtask = t.subtask, checkpoint = id, "snapshot taken");
-        let upload = Upload { checkpoint_id: id, head: t.head, subtask: t.subtask, uids, bytes: state.encode() };
+        let upload = Upload {
+            checkpoint_id: id,
+            head: t.head,
+            subtask: t.subtask,
+            uids,
+            references: references.into_iter().collect(),
+            bytes: state.encode(),
+        };
         let sent = t.part.writer.lock().ok().and_then(|w| w.as_ref().map(|w| w.send(upload).is_ok()));
         if sent != Some(true) {
             let _ = t.part.events.send(PartEvent::Decline { id, reason: "the job part is closing".into() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_locations_split_into_a_reachable_parent_and_a_name() {
+        assert_eq!(split_location("/tmp/sp/savepoint-1/"), ("/tmp/sp", "savepoint-1"));
+        assert_eq!(split_location("/sp"), ("/", "sp"));
+        assert_eq!(split_location("sp"), (".", "sp"));
+        assert_eq!(split_location("file:///tmp/cp/chk-3"), ("file:///tmp/cp", "chk-3"));
+        assert_eq!(split_location("s3://bucket/a/chk-3"), ("s3://bucket/a", "chk-3"));
+        assert_eq!(split_location("s3://bucket/chk-3"), ("s3://bucket", "chk-3"));
+        assert_eq!(split_location("s3://bucket"), ("s3://bucket", ""));
+        let f = |checkpoint| StateFile {
+            head: 1,
+            subtask: 0,
+            path: "1-0.state".into(),
+            bytes: 1,
+            uids: vec![],
+            checkpoint,
+        };
+        use super::super::SnapshotKind::{Checkpoint, Savepoint};
+        assert_eq!(locate("job/chk-5", Checkpoint, &f(None)), "job/chk-5/1-0.state");
+        assert_eq!(locate("job/chk-5", Checkpoint, &f(Some(3))), "job/chk-3/1-0.state");
+        assert_eq!(locate("chk-5", Checkpoint, &f(Some(3))), "chk-3/1-0.state");
+        assert_eq!(locate("", Savepoint, &f(Some(3))), "chk-3/1-0.state");
+        assert_eq!(locate("sp-1", Savepoint, &f(Some(3))), "sp-1/chk-3/1-0.state");
     }
 }

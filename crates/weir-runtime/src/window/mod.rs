@@ -95,7 +95,7 @@ impl WindowCheckpointing {
             w.update(vec![watermark])?;
         }
         let lists = self.operator_state.snapshot()?;
-        self.task.add(OperatorSnapshot { uid: self.uid.clone(), keyed, lists });
+        self.task.add(OperatorSnapshot { uid: self.uid.clone(), keyed, lists, ..Default::default() });
         Ok(())
     }
 }
@@ -566,6 +566,8 @@ pub(crate) mod testing {
             accumulators: Default::default(),
             checkpoint: task,
             restored_keyed,
+            restored_raw: Vec::new(),
+            state_backend: Default::default(),
         }
     }
 

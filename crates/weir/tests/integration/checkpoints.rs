@@ -275,7 +275,16 @@ fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint(
     let mut c = Cluster::new(2, 1);
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let (count, keys) = (30_000u64, 17u64);
-    let first = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "2", "200ms", &[]));
+    // The sums live in the disk backend (a cache of 5 of the 17 keys), checkpointed incrementally.
+    let disk = [
+        "-D",
+        "state.backend.type=disk",
+        "-D",
+        "state.backend.incremental=true",
+        "-D",
+        "state.backend.disk.cache-entries=5",
+    ];
+    let first = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "2", "200ms", &disk));
     assert!(!first.is_empty());
     c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &format!("/jobs/{first}/checkpoints"));
     c.kill_jobmanager();
@@ -292,9 +301,16 @@ fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint(
         .max()
         .ok_or_else(|| Error::internal("no completed checkpoint was retained"))?;
     let checkpoint = job_dir.join(format!("chk-{newest}")).display().to_string();
+    let meta =
+        std::fs::read(job_dir.join(format!("chk-{newest}/_metadata"))).map_err(|e| Error::io("read", &job_dir, e))?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::internal(e.to_string()))?;
+    let linked = meta["files"].as_array().map(|f| f.iter().filter(|f| f["checkpoint"].is_u64()).count()).unwrap_or(0);
+    assert!(linked > 0, "the retained checkpoint builds on earlier ones: {meta}");
     // A new JobManager (and TaskManagers) resume the job from it, at another parallelism.
     let c = Cluster::new(3, 1);
-    let second = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "3", "200ms", &["-s", &checkpoint]));
+    let mut resume = disk.to_vec();
+    resume.extend(["-s", &checkpoint]);
+    let second = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "3", "200ms", &resume));
     assert!(!second.is_empty());
     let start = std::time::Instant::now();
     let done = loop {

@@ -113,6 +113,9 @@ fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> 
         let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": 6000, "output": "{}"}}"#, out.display());
         let mut a = vec!["run", "-t", "remote", "-d", "keyed-sums", "--args", &args, "-p", p];
         a.extend(["-D", "execution.checkpointing.interval=200ms", "-D", "execution.checkpointing.dir=s3://state/cp"]);
+        // Sums in the disk backend, checkpointed incrementally: links of earlier checkpoints on S3.
+        a.extend(["-D", "state.backend.type=disk", "-D", "state.backend.incremental=true"]);
+        a.extend(["-D", "state.backend.disk.cache-entries=5"]);
         a.extend(extra);
         let submitted = c.weir(&a);
         let id = job_id(&submitted);
@@ -132,7 +135,11 @@ fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> 
     c.kill_taskmanager(&victim);
     let cps = c.wait_for(|j| j["counts"]["restored"] == 1, &format!("/jobs/{first}/checkpoints"));
     assert!(cps["latest"]["restored"]["external_path"].as_str().unwrap_or_default().starts_with("s3://state/cp/"));
-    c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{first}"));
+    // RUNNING again, every vertex too.
+    let all_running = |j: &serde_json::Value| {
+        j["state"] == "RUNNING" && j["vertices"].as_array().is_some_and(|v| v.iter().all(|v| v["status"] == "RUNNING"))
+    };
+    c.wait_for(all_running, &format!("/jobs/{first}"));
     // Stopped with a savepoint on S3, then resumed from it at parallelism 1 (the spare is gone).
     let stopped = c.weir(&["stop", &first, "-p", "s3://state/savepoints"]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));

@@ -1,0 +1,90 @@
+//! The embedded store under the disk state backend: `fjall`, a log-structured merge tree in pure
+//! Rust, chosen by measurement (`bench/state-engines`, figures in `docs/benchmarks.md`).
+//!
+//! One store per operator instance, in a working directory of its own that is removed when the
+//! store is dropped. Writes go to the store's journal without fsync: a crash loses the working
+//! copy, and recovery rebuilds it from the latest checkpoint, so durability here would only cost.
+
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use weir_core::{Blame, Error, Result};
+
+/// Block cache of one store (the cache of decoded values in front of it is the main one).
+const BLOCK_CACHE_BYTES: u64 = 16 << 20;
+
+/// An embedded ordered key-value store in a directory of its own.
+pub struct Engine {
+    keyspace: Keyspace,
+    db: Database,
+    /// Removes the directory once the store is closed (declared last: dropped last).
+    dir: RemoveOnDrop,
+}
+
+/// A directory removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        // The working copy is worthless once its task ends: checkpoints hold the state.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn failed(what: &str, dir: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        context: format!("the disk state backend cannot {what}"),
+        location: dir.display().to_string(),
+        message: e.to_string(),
+        blame: Blame::External,
+        retryable: true,
+    }
+}
+
+impl Engine {
+    /// A new, empty store in `dir` (created; it must not exist yet).
+    pub fn open(dir: &Path) -> Result<Engine> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io("the disk state backend cannot create its directory (state.backend.disk.dir)", dir, e)
+        })?;
+        let db = Database::builder(dir).cache_size(BLOCK_CACHE_BYTES).open().map_err(|e| failed("open", dir, e))?;
+        let keyspace = db.keyspace("state", KeyspaceCreateOptions::default).map_err(|e| failed("open", dir, e))?;
+        Ok(Engine { keyspace, db, dir: RemoveOnDrop(dir.to_path_buf()) })
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.keyspace.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| failed("read", &self.dir.0, e))
+    }
+
+    /// Stores the values of `batch` (`None`: removes the key), at once.
+    pub fn write(&self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut b = self.db.batch();
+        for (k, v) in batch {
+            match v {
+                Some(v) => b.insert(&self.keyspace, k, v),
+                None => b.remove(&self.keyspace, k),
+            }
+        }
+        b.commit().map_err(|e| failed("write", &self.dir.0, e))
+    }
+
+    /// Calls `f` with every entry, in key order.
+    pub fn scan(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.keyspace.iter() {
+            let (k, v) = guard.into_inner().map_err(|e| failed("read", &self.dir.0, e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The working copy is worthless once its task ends: checkpoints hold the state.
+        let _ = std::fs::remove_dir_all(&self.dir.0);
+    }
+}
