@@ -396,28 +396,31 @@ struct KeyedProcessOperator<K, T, KF, F: KeyedProcessFunction<K, T>> {
     _t: PhantomData<fn(T)>,
 }
 
-/// What a keyed operator needs to take part in checkpoints: its task's handle, its uid and its
-/// number of key groups.
-pub(crate) struct Checkpointing {
-    pub(crate) task: weir_runtime::checkpoint::task::TaskCheckpoint,
-    pub(crate) uid: String,
-    pub(crate) max_parallelism: u32,
-}
+/// A keyed process operator's part in checkpoints: its keyed state and timers by key group, and
+/// its watermark (kept as the window operators keep theirs, so that a restored operator judges
+/// lateness and fires event-time timers from where it was).
+pub(crate) struct Checkpointing(weir_runtime::window::WindowCheckpointing);
 
 impl Checkpointing {
-    pub(crate) fn of(env: &weir_runtime::context::TaskEnv) -> Self {
-        Checkpointing { task: env.checkpoint.clone(), uid: env.op.uid.clone(), max_parallelism: env.op.max_parallelism }
+    pub(crate) fn of(env: &weir_runtime::context::TaskEnv) -> Result<Self> {
+        weir_runtime::window::WindowCheckpointing::of(env, true).map(Checkpointing)
     }
 
-    /// Hands in the snapshot of keyed `states` and `timers`.
-    pub(crate) fn snapshot<K: Key>(&self, states: &KeyedStates<K>, timers: &Timers<K>) -> Result<()> {
-        if self.task.enabled() {
-            let keyed = weir_runtime::state::snapshot_keyed_state(states, timers, self.max_parallelism)?;
-            self.task.add(weir_runtime::checkpoint::OperatorSnapshot {
-                uid: self.uid.clone(),
-                keyed,
-                ..Default::default()
-            });
+    /// The watermark to go on from: the restored one, or the start of time.
+    pub(crate) fn restored_watermark(&self) -> Result<Timestamp> {
+        Ok(self.0.restored_watermark()?.unwrap_or(Timestamp::MIN))
+    }
+
+    /// Hands in the snapshot of keyed `states` and `timers`, and `watermark`.
+    pub(crate) fn snapshot<K: Key>(
+        &self,
+        states: &KeyedStates<K>,
+        timers: &Timers<K>,
+        watermark: Timestamp,
+    ) -> Result<()> {
+        if self.0.enabled() {
+            let keyed = weir_runtime::state::snapshot_keyed_state(states, timers, self.0.max_parallelism())?;
+            self.0.snapshot(keyed, watermark)?;
         }
         Ok(())
     }
@@ -473,7 +476,7 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
             Control::Idle(_) => {}
             Control::Barrier(_) => {
                 self.flush()?;
-                self.checkpoint.snapshot(&self.rt.states, &self.rt.timers)?;
+                self.checkpoint.snapshot(&self.rt.states, &self.rt.timers, self.rt.watermark)?;
             }
         }
         for s in self.rt.sides.values_mut() {
@@ -501,14 +504,16 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
             move |env, next, sides| {
                 let (mut states, mut timers) = (KeyedStates::default(), Timers::default());
                 weir_runtime::state::restore_keyed_state(&env.restored_keyed, &mut states, &mut timers)?;
+                let checkpoint = Checkpointing::of(env)?;
+                let watermark = checkpoint.restored_watermark()?;
                 Ok(Box::new(KeyedProcessOperator {
                     key: key.clone(),
                     f: f.clone(),
-                    checkpoint: Checkpointing::of(env),
+                    checkpoint,
                     rt: KeyedRuntime {
                         states,
                         timers,
-                        watermark: Timestamp::MIN,
+                        watermark,
                         now: now_millis(),
                         buf: Batch::default(),
                         sides: sides.take_all()?,

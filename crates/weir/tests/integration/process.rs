@@ -298,3 +298,68 @@ fn a_state_name_used_with_two_types_is_a_clear_error() {
         .unwrap_or_default();
     assert!(e.contains("operator 'Confused'") && e.contains("state 'seen' is used as List state"), "{e}");
 }
+
+/// Reports the watermark each record meets.
+#[derive(Clone)]
+struct Watermarks;
+
+impl KeyedProcessFunction<u32, Event> for Watermarks {
+    type Out = (i64, i64);
+    fn process_element(&mut self, e: Event, ctx: &mut KeyedContext<'_, u32, Self::Out>) -> Result<()> {
+        let w = ctx.current_watermark();
+        ctx.collect((e.1, w));
+        Ok(())
+    }
+}
+
+fn watermarks(env: &mut StreamEnv, events: Vec<Event>) -> Result<()> {
+    env.from_collection(events)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|e: &Event, _| e.1)
+                .with_watermark_per_batch(),
+        )
+        .key_by(|e: &Event| e.0)
+        .process(Watermarks)
+        .uid("watermarks")
+        .collect("seen");
+    Ok(())
+}
+static WATERMARKS: Job<Vec<Event>> = Job::new("watermarks", watermarks);
+
+#[test]
+fn a_restored_keyed_process_function_goes_on_from_its_checkpointed_watermark() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| weir::Error::io("tempdir", "/tmp", e))?;
+    let cp = dir.path().join("cp");
+    let run = |events: Vec<Event>, restore: Option<&str>| -> Result<Vec<(i64, i64)>> {
+        let mut d = Driver::local(Registry::new().register(&WATERMARKS));
+        d.set("execution.batch-size", "1")?;
+        d.set("parallelism.default", "1")?;
+        d.set("execution.checkpointing.interval", "10ms")?;
+        d.set("execution.checkpointing.dir", &cp.display().to_string())?;
+        if let Some(path) = restore {
+            d.set("execution.savepoint.path", path)?;
+        }
+        let mut seen: Vec<(i64, i64)> = d.execute(&WATERMARKS, events)?.collected("seen")?;
+        seen.sort();
+        Ok(seen)
+    };
+    let first: Vec<Event> = (0..200).map(|i| ((i % 3) as u32, 1000 + i * 5, 1)).collect();
+    let seen = run(first, None)?;
+    let last = seen.iter().map(|s| s.0).max().unwrap_or_default();
+    // The final checkpoint of the run (the job's only directory, its newest checkpoint).
+    let job_dir = std::fs::read_dir(&cp).map_err(|e| weir::Error::io("list", &cp, e))?.flatten().next();
+    let job_dir = job_dir.map(|e| e.path()).ok_or_else(|| weir::Error::internal("no checkpoint directory"))?;
+    let newest = std::fs::read_dir(&job_dir)
+        .map_err(|e| weir::Error::io("list", &job_dir, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .ok_or_else(|| weir::Error::internal("no checkpoint"))?;
+    let path = job_dir.join(format!("chk-{newest}")).display().to_string();
+    // Older records after the restore meet the watermark the first run had reached, not the start
+    // of time (with monotonous timestamps: the last timestamp minus 1).
+    let again = run(vec![(0, 10, 1), (1, 20, 1)], Some(&path))?;
+    assert_eq!(again, vec![(10, last - 1), (20, last - 1)]);
+    Ok(())
+}
