@@ -21,6 +21,8 @@ pub mod engine;
 
 use std::hash::Hash;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,6 +39,36 @@ pub const MAX_CHAIN: usize = 10;
 /// Encoded keyed state, one chunk per key group.
 pub type KeyedChunks = Vec<(u32, Vec<u8>)>;
 
+/// A disk-backed instance's snapshot for one checkpoint.
+pub enum DiskSnapshot {
+    /// The changes since the previous snapshot, and the earlier links they build on.
+    Increment(KeyedChunks, Vec<CheckpointId>),
+    /// Everything, made when called (from another thread: it reads a consistent view).
+    Full(Box<dyn FnOnce() -> Result<KeyedChunks> + Send>),
+}
+
+/// Every entry of `view`, encoded one key group at a time as the scan goes.
+fn full_snapshot(view: &engine::EngineSnapshot) -> Result<KeyedChunks> {
+    let mut chunks = Vec::new();
+    let mut group: Option<(u32, Vec<RawEntry>)> = None;
+    view.scan(|k, v| {
+        let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
+        match &mut group {
+            Some((g, entries)) if *g == kg => entries.push((k.to_vec(), Some(v.to_vec()))),
+            _ => {
+                if let Some((g, entries)) = group.replace((kg, vec![(k.to_vec(), Some(v.to_vec()))])) {
+                    chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((g, entries)) = group {
+        chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
+    }
+    Ok(chunks)
+}
+
 /// A cached value: whether it changed since it was last written to the store.
 struct Cached<V> {
     value: V,
@@ -46,16 +78,18 @@ struct Cached<V> {
 /// Keyed values of one operator instance on local disk, with a cache in front.
 pub struct DiskKeyed<K, V> {
     cache: StateMap<K, Cached<V>>,
-    /// Keys whose changes reached the store (evicted) since the last snapshot.
-    changed: StateMap<K, ()>,
+    /// Keys whose changes reached the store (evicted) since the last snapshot: key group, store
+    /// key and the value written.
+    changed: StateMap<K, (u32, Vec<u8>, Vec<u8>)>,
     engine: Engine,
     capacity: usize,
     max_parallelism: u32,
     incremental: bool,
     /// The links of the latest snapshot's chain, itself last (empty: none taken yet).
     chain: Vec<CheckpointId>,
-    /// Bytes of the chain's full snapshot, and of its increments since.
-    base_bytes: usize,
+    /// Bytes of the chain's full snapshot (set by the writer thread that makes it), and of its
+    /// increments since.
+    base_bytes: Arc<AtomicUsize>,
     increments_bytes: usize,
 }
 
@@ -105,7 +139,7 @@ where
             max_parallelism,
             incremental: config.incremental,
             chain: Vec::new(),
-            base_bytes: 0,
+            base_bytes: Arc::new(AtomicUsize::new(0)),
             increments_bytes: 0,
         })
     }
@@ -153,8 +187,12 @@ where
             if let Some(c) = self.cache.remove(&k)
                 && c.dirty
             {
-                batch.push((store_key(&k, self.max_parallelism)?.1, Some(encode(&c.value)?)));
-                self.changed.insert(k, ());
+                let (kg, sk) = store_key(&k, self.max_parallelism)?;
+                let v = encode(&c.value)?;
+                if self.incremental {
+                    self.changed.insert(k, (kg, sk.clone(), v.clone()));
+                }
+                batch.push((sk, Some(v)));
             }
         }
         self.engine.write(batch)
@@ -173,56 +211,44 @@ where
     }
 
     /// This instance's snapshot for checkpoint `id` (`completed`: the latest completed
-    /// checkpoint): the raw chunks, and the earlier links they build on (empty for a full one).
-    pub fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId) -> Result<(KeyedChunks, Vec<CheckpointId>)> {
+    /// checkpoint). Changed cached values are written to the store first. An increment is made
+    /// now (it holds only the changes); a full snapshot is a consistent view of the store, scanned
+    /// and encoded later (on the checkpoint writer thread) while records go on.
+    pub fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId) -> Result<DiskSnapshot> {
         let mut delta = self.flush()?;
         let previous = self.chain.last().copied();
         // A chain whose increments add up to more than its full snapshot restores slower than a new
         // full snapshot would: start over then too.
+        let base_bytes = self.base_bytes.load(Ordering::Relaxed);
         let continues = self.incremental
             && previous == Some(completed)
             && self.chain.len() < MAX_CHAIN
-            && self.increments_bytes <= self.base_bytes;
+            && self.increments_bytes <= base_bytes;
         let changed = std::mem::take(&mut self.changed);
         if continues {
-            // The values evicted since the previous snapshot are in the store.
-            for k in changed.into_keys() {
-                let (kg, sk) = store_key(&k, self.max_parallelism)?;
-                if self.cache.contains_key(&k) {
-                    continue; // flushed above
+            // The values evicted since the previous snapshot, as they were written (those cached
+            // again were flushed above, newer).
+            for (k, (kg, sk, v)) in changed {
+                if !self.cache.contains_key(&k) {
+                    delta.push((kg, (sk, Some(v))));
                 }
-                let value = self.engine.get(&sk)?;
-                delta.push((kg, (sk, value)));
             }
             delta.sort_unstable_by(|a, b| a.1.0.cmp(&b.1.0));
             let links = self.chain.clone();
             self.chain.push(id);
             let chunks = raw_chunks(delta.into_iter())?;
             self.increments_bytes += chunks.iter().map(|(_, b)| b.len()).sum::<usize>();
-            return Ok((chunks, links));
+            return Ok(DiskSnapshot::Increment(chunks, links));
         }
         self.chain = vec![id];
-        // A full snapshot, encoded one key group at a time as the scan goes.
-        let mut chunks = Vec::new();
-        let mut group: Option<(u32, Vec<RawEntry>)> = None;
-        self.engine.scan(|k, v| {
-            let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
-            match &mut group {
-                Some((g, entries)) if *g == kg => entries.push((k.to_vec(), Some(v.to_vec()))),
-                _ => {
-                    if let Some((g, entries)) = group.replace((kg, vec![(k.to_vec(), Some(v.to_vec()))])) {
-                        chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        if let Some((g, entries)) = group {
-            chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
-        }
-        self.base_bytes = chunks.iter().map(|(_, b)| b.len()).sum();
         self.increments_bytes = 0;
-        Ok((chunks, Vec::new()))
+        let view = self.engine.snapshot();
+        let base = self.base_bytes.clone();
+        Ok(DiskSnapshot::Full(Box::new(move || {
+            let chunks = full_snapshot(&view)?;
+            base.store(chunks.iter().map(|(_, b)| b.len()).sum(), Ordering::Relaxed);
+            Ok(chunks)
+        })))
     }
 
     /// Loads restored state: raw chunks (in the order they apply) and typed chunks of the heap
@@ -288,6 +314,14 @@ mod tests {
         DiskKeyed::open(&config, "test", 128)
     }
 
+    /// The snapshot for checkpoint `id`, made at once: its chunks and the links it builds on.
+    fn snap(s: &mut DiskKeyed<u64, u64>, id: CheckpointId, completed: CheckpointId) -> Result<(KeyedChunks, Vec<u64>)> {
+        match s.snapshot(id, completed)? {
+            DiskSnapshot::Increment(chunks, links) => Ok((chunks, links)),
+            DiskSnapshot::Full(make) => Ok((make()?, Vec::new())),
+        }
+    }
+
     fn add(s: &mut DiskKeyed<u64, u64>, model: &mut BTreeMap<u64, u64>, k: u64, x: u64) -> Result<()> {
         let got = s.update(
             k,
@@ -320,7 +354,7 @@ mod tests {
                 rng ^= rng << 17;
                 add(&mut s, &mut model, rng % 500, id)?;
             }
-            let (raw, links) = s.snapshot(id, id - 1)?;
+            let (raw, links) = snap(&mut s, id, id - 1)?;
             assert_eq!(links, (1..id).collect::<Vec<_>>(), "checkpoint {id} builds on every earlier one");
             sizes.push(raw.iter().map(|(_, b)| b.len()).sum::<usize>());
             chunks_in_order.extend(raw);
@@ -345,27 +379,50 @@ mod tests {
         for k in 0..20 {
             add(&mut s, &mut model, k, 1)?;
         }
-        assert_eq!(s.snapshot(1, 0)?.1, Vec::<u64>::new());
+        assert_eq!(snap(&mut s, 1, 0)?.1, Vec::<u64>::new());
         add(&mut s, &mut model, 3, 1)?;
-        assert_eq!(s.snapshot(2, 1)?.1, vec![1]);
+        assert_eq!(snap(&mut s, 2, 1)?.1, vec![1]);
         // Checkpoint 2 did not complete: 3 is full again.
-        let (raw, links) = s.snapshot(3, 1)?;
+        let (raw, links) = snap(&mut s, 3, 1)?;
         assert!(links.is_empty());
         let mut heap = StateMap::default();
         apply_raw(&raw, &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         for id in 4..(3 + MAX_CHAIN as u64) {
-            assert_eq!(s.snapshot(id, id - 1)?.1.len(), (id - 3) as usize);
+            assert_eq!(snap(&mut s, id, id - 1)?.1.len(), (id - 3) as usize);
         }
         let id = 3 + MAX_CHAIN as u64;
-        assert!(s.snapshot(id, id - 1)?.1.is_empty(), "a full snapshot after {MAX_CHAIN} links");
+        assert!(snap(&mut s, id, id - 1)?.1.is_empty(), "a full snapshot after {MAX_CHAIN} links");
         // Without incremental checkpoints every snapshot is full.
         let mut full = store(dir.path(), false, 4)?;
         add(&mut full, &mut BTreeMap::new(), 1, 1)?;
-        assert!(full.snapshot(1, 0)?.1.is_empty() && full.snapshot(2, 1)?.1.is_empty());
+        assert!(snap(&mut full, 1, 0)?.1.is_empty() && snap(&mut full, 2, 1)?.1.is_empty());
         // The working directories go with their stores.
         drop((s, full));
         assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(99), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_snapshot_made_later_holds_the_state_at_its_barrier() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let mut s = store(dir.path(), false, 8)?;
+        let mut model = BTreeMap::new();
+        for k in 0..100 {
+            add(&mut s, &mut model, k, 1)?;
+        }
+        let DiskSnapshot::Full(make) = s.snapshot(1, 0)? else {
+            return Err(Error::internal("expected a full snapshot"));
+        };
+        // Records go on before the writer thread gets to it.
+        for k in 0..100 {
+            add(&mut s, &mut BTreeMap::new(), k + 1000, 1)?;
+            add(&mut s, &mut model.clone(), k, 5)?;
+        }
+        let chunks = std::thread::spawn(make).join().map_err(|_| Error::internal("snapshot thread panicked"))??;
+        let mut heap = StateMap::default();
+        apply_raw(&chunks, &mut heap)?;
+        assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         Ok(())
     }
 }

@@ -212,18 +212,26 @@ where
         if let Control::Barrier(id) = event
             && self.checkpoint.enabled()
         {
-            let snapshot = match &mut self.disk {
-                Some(disk) => {
-                    let (raw, chain) = disk.snapshot(id, self.checkpoint.completed())?;
-                    crate::checkpoint::OperatorSnapshot { uid: self.uid.clone(), raw, chain, ..Default::default() }
-                }
-                None => crate::checkpoint::OperatorSnapshot {
-                    uid: self.uid.clone(),
+            use crate::checkpoint::OperatorSnapshot;
+            use crate::disk::DiskSnapshot;
+            let uid = self.uid.clone();
+            match &mut self.disk {
+                Some(disk) => match disk.snapshot(id, self.checkpoint.completed())? {
+                    DiskSnapshot::Increment(raw, chain) => {
+                        self.checkpoint.add(OperatorSnapshot { uid, raw, chain, ..Default::default() })
+                    }
+                    // Scanned and encoded on the writer thread while records go on.
+                    DiskSnapshot::Full(make) => self.checkpoint.add_deferred(
+                        &self.uid,
+                        Box::new(move || Ok(OperatorSnapshot { uid, raw: make()?, ..Default::default() })),
+                    ),
+                },
+                None => self.checkpoint.add(OperatorSnapshot {
+                    uid,
                     keyed: crate::checkpoint::snapshot_keyed(self.state.iter(), self.max_parallelism)?,
                     ..Default::default()
-                },
-            };
-            self.checkpoint.add(snapshot);
+                }),
+            }
         }
         self.next.control(event)
     }

@@ -200,13 +200,39 @@ impl Restore {
     }
 }
 
+/// An operator snapshot made later, on the part's writer thread, from a consistent view the
+/// operator took at the barrier (an asynchronous snapshot).
+pub type DeferredSnapshot = Box<dyn FnOnce() -> Result<OperatorSnapshot> + Send>;
+
 struct Upload {
     checkpoint_id: CheckpointId,
     head: u32,
     subtask: u32,
     uids: Vec<String>,
     references: Vec<CheckpointId>,
-    bytes: Result<Vec<u8>>,
+    state: TaskState,
+    deferred: Vec<DeferredSnapshot>,
+}
+
+impl Upload {
+    /// The state file: the deferred snapshots made, then all of it encoded.
+    fn encode(mut self) -> (Upload, Result<Vec<u8>>) {
+        let mut failed = None;
+        for make in std::mem::take(&mut self.deferred) {
+            match make() {
+                Ok(s) => self.state.operators.push(s),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let bytes = match failed {
+            Some(e) => Err(e),
+            None => self.state.encode(),
+        };
+        (self, bytes)
+    }
 }
 
 /// What the tasks of one job part share about checkpoints.
@@ -260,9 +286,10 @@ impl PartCheckpoints {
             .name(format!("checkpoint-writer {job_id}"))
             .spawn(move || {
                 for u in rx {
+                    let (u, bytes) = u.encode();
                     let chk = format!("{dir}/{}", checkpoint_dir_name(u.checkpoint_id));
                     let name = format!("{}-{}.state", u.head, u.subtask);
-                    let written = u.bytes.and_then(|b| {
+                    let written = bytes.and_then(|b| {
                         let n = b.len() as u64;
                         storage.put(&format!("{chk}/{name}"), b).map(|()| n)
                     });
@@ -331,6 +358,7 @@ struct TaskInner {
     head: u32,
     subtask: u32,
     snapshots: RefCell<Vec<OperatorSnapshot>>,
+    deferred: RefCell<Vec<(String, DeferredSnapshot)>>,
     seen: std::cell::Cell<CheckpointId>,
 }
 
@@ -354,6 +382,7 @@ impl TaskCheckpoint {
             head,
             subtask,
             snapshots: RefCell::new(Vec::new()),
+            deferred: RefCell::new(Vec::new()),
             seen: std::cell::Cell::new(seen),
         })))
     }
@@ -395,6 +424,14 @@ impl TaskCheckpoint {
         }
     }
 
+    /// An operator of the task hands in a snapshot of operator `uid` to be made on the writer
+    /// thread, while the task goes on with its records.
+    pub fn add_deferred(&self, uid: &str, make: DeferredSnapshot) {
+        if let Some(t) = &self.0 {
+            t.deferred.borrow_mut().push((uid.to_string(), make));
+        }
+    }
+
     /// The restored state of operator `uid` for this subtask, if the job restored from a snapshot
     /// that has it.
     pub fn restored(&self, uid: &str, parallelism: u32, max_parallelism: u32) -> Result<Option<RestoredOperator>> {
@@ -429,7 +466,9 @@ impl TaskCheckpoint {
         let Some(t) = &self.0 else { return };
         t.seen.set(t.seen.get().max(id));
         let operators = std::mem::take(&mut *t.snapshots.borrow_mut());
-        let uids = operators.iter().map(|o| o.uid.clone()).collect();
+        let (deferred_uids, deferred): (Vec<String>, Vec<DeferredSnapshot>) =
+            std::mem::take(&mut *t.deferred.borrow_mut()).into_iter().unzip();
+        let uids = operators.iter().map(|o| o.uid.clone()).chain(deferred_uids).collect();
         let references: std::collections::BTreeSet<CheckpointId> =
             operators.iter().flat_map(|o| o.chain.iter().copied()).collect();
         let state = TaskState { job_id: t.part.job_id, checkpoint_id: id, head: t.head, subtask: t.subtask, operators };
@@ -440,7 +479,8 @@ impl TaskCheckpoint {
             subtask: t.subtask,
             uids,
             references: references.into_iter().collect(),
-            bytes: state.encode(),
+            state,
+            deferred,
         };
         let sent = t.part.writer.lock().ok().and_then(|w| w.as_ref().map(|w| w.send(upload).is_ok()));
         if sent != Some(true) {

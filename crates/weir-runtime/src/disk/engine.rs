@@ -6,8 +6,9 @@
 //! copy, and recovery rebuilds it from the latest checkpoint, so durability here would only cost.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use weir_core::{Blame, Error, Result};
 
 /// Block cache of one store (the cache of decoded values in front of it is the main one).
@@ -17,8 +18,29 @@ const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 pub struct Engine {
     keyspace: Keyspace,
     db: Database,
-    /// Removes the directory once the store is closed (declared last: dropped last).
-    dir: RemoveOnDrop,
+    /// Removes the directory once the store is closed and no snapshot reads it (declared last:
+    /// dropped last).
+    dir: Arc<RemoveOnDrop>,
+}
+
+/// A consistent view of a store at one moment, readable from another thread while the store
+/// goes on changing (for asynchronous full checkpoints).
+pub struct EngineSnapshot {
+    snapshot: fjall::Snapshot,
+    keyspace: Keyspace,
+    _db: Database,
+    dir: Arc<RemoveOnDrop>,
+}
+
+impl EngineSnapshot {
+    /// Calls `f` with every entry of the view, in key order.
+    pub fn scan(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.snapshot.iter(&self.keyspace) {
+            let (k, v) = guard.into_inner().map_err(|e| failed("read", &self.dir.0, e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
 }
 
 /// A directory removed when dropped.
@@ -49,7 +71,7 @@ impl Engine {
         })?;
         let db = Database::builder(dir).cache_size(BLOCK_CACHE_BYTES).open().map_err(|e| failed("open", dir, e))?;
         let keyspace = db.keyspace("state", KeyspaceCreateOptions::default).map_err(|e| failed("open", dir, e))?;
-        Ok(Engine { keyspace, db, dir: RemoveOnDrop(dir.to_path_buf()) })
+        Ok(Engine { keyspace, db, dir: Arc::new(RemoveOnDrop(dir.to_path_buf())) })
     }
 
     /// The value stored under `key`.
@@ -70,6 +92,16 @@ impl Engine {
             }
         }
         b.commit().map_err(|e| failed("write", &self.dir.0, e))
+    }
+
+    /// A consistent view of the store as it is now.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            snapshot: self.db.snapshot(),
+            keyspace: self.keyspace.clone(),
+            _db: self.db.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     /// Calls `f` with every entry, in key order.
