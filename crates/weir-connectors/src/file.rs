@@ -66,20 +66,28 @@ impl Source<String> for TextFiles {
         Ok(())
     }
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<String>>> {
-        let files = self.files()?;
-        let total: u64 = files.iter().map(|(_, n)| n).sum();
-        let range = split_range(total, ctx.parallelism, ctx.subtask);
-        let mut parts = Vec::new();
-        let mut offset = 0u64;
-        for (path, len) in files {
-            let (a, b) = (range.start.max(offset), range.end.min(offset + len));
-            if a < b {
-                parts.push((path, a - offset, b - offset));
+        let state = ctx.operator_state.list_state::<(PathBuf, u64, u64)>("ranges", Redistribution::EvenSplit)?;
+        // Restored: the byte ranges not read yet, each starting at a line (at another parallelism,
+        // spread over the subtasks).
+        let mut parts = if ctx.operator_state.is_restored() {
+            state.get()?
+        } else {
+            let files = self.files()?;
+            let total: u64 = files.iter().map(|(_, n)| n).sum();
+            let range = split_range(total, ctx.parallelism, ctx.subtask);
+            let mut parts = Vec::new();
+            let mut offset = 0u64;
+            for (path, len) in files {
+                let (a, b) = (range.start.max(offset), range.end.min(offset + len));
+                if a < b {
+                    parts.push((path, a - offset, b - offset));
+                }
+                offset += len;
             }
-            offset += len;
-        }
+            parts
+        };
         parts.reverse();
-        Ok(Box::new(TextReader { parts, current: None, line: Vec::new() }))
+        Ok(Box::new(TextReader { parts, current: None, line: Vec::new(), state }))
     }
 }
 
@@ -95,6 +103,8 @@ struct TextReader {
     parts: Vec<(PathBuf, u64, u64)>,
     current: Option<OpenPart>,
     line: Vec<u8>,
+    /// Its position in checkpoints: the ranges not read yet.
+    state: OperatorListState<(PathBuf, u64, u64)>,
 }
 
 impl TextReader {
@@ -161,6 +171,13 @@ impl SourceReader<String> for TextReader {
             produced += 1;
         }
         Ok(SourceStatus::Continue)
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        // The rest of the open range starts at a line (the byte before it ends one); the others
+        // are as they were split.
+        let current = self.current.as_ref().filter(|p| p.pos < p.end).map(|p| (p.path.clone(), p.pos, p.end));
+        self.state.update(current.into_iter().chain(self.parts.iter().rev().cloned()).collect())
     }
 }
 
@@ -429,6 +446,47 @@ impl<T: std::fmt::Display> Output<T> for TransactionalWriter {
 mod tests {
     use super::*;
     use crate::testing::{ctx, env, read_all};
+
+    #[test]
+    fn a_restored_reader_goes_on_at_the_next_line_at_any_parallelism() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let mut expected = Vec::new();
+        for f in 0..2 {
+            let lines: Vec<String> = (0..60).map(|l| format!("f{f} l{l} {}", "y".repeat(l % 7))).collect();
+            fs::write(dir.path().join(format!("f{f}.txt")), lines.join("\n") + "\n")
+                .map_err(|e| Error::io("write", dir.path(), e))?;
+            expected.extend(lines);
+        }
+        expected.sort();
+        let src = TextFiles::new(dir.path());
+        // Two readers each read 9 lines and snapshot mid-range.
+        let mut read = Vec::new();
+        let mut snaps = Vec::new();
+        for s in 0..2 {
+            let c = ctx(s, 2);
+            let mut r = src.create_reader(&c)?;
+            r.poll(&mut read, 9)?;
+            r.snapshot()?;
+            snaps.push(c.operator_state.snapshot()?);
+        }
+        for p in [1, 2, 3] {
+            let mut all = read.clone();
+            for s in 0..p {
+                let parts: Vec<Vec<Vec<u8>>> = snaps.iter().map(|m| m["ranges"].entries.clone()).collect();
+                let mut mine = snaps[0]["ranges"].clone();
+                mine.entries = weir_runtime::state::redistribute(&parts, p, Redistribution::EvenSplit)
+                    .into_iter()
+                    .nth(s as usize)
+                    .unwrap_or_default();
+                let mut c = ctx(s, p);
+                c.operator_state = weir_runtime::state::OperatorStateStore::restored([("ranges".into(), mine)].into());
+                all.extend(read_all(src.create_reader(&c)?));
+            }
+            all.sort();
+            assert_eq!(all, expected, "parallelism {p}: every line once");
+        }
+        Ok(())
+    }
 
     #[test]
     fn every_line_is_read_once_at_any_parallelism() -> Result<()> {
