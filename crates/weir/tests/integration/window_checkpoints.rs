@@ -274,6 +274,7 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
     let ids = checkpoints(&job_dir)?;
     assert!(ids.len() >= 4, "too few checkpoints to restore from the middle: {ids:?}");
     // Restore from checkpoints in the middle of the input, at the same parallelism and at another.
+    let mut counts_seen = false;
     for (id, parallelism) in [(ids[ids.len() / 3], 2), (ids[ids.len() / 2], 3), (ids[2 * ids.len() / 3], 1)] {
         let chk = job_dir.join(format!("chk-{id}"));
         let meta = std::fs::read(chk.join("_metadata")).map_err(|e| Error::io("cannot read", &chk, e))?;
@@ -284,9 +285,13 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
             .flatten()
             .flat_map(|f| f["uids"].as_array().into_iter().flatten().filter_map(|u| u.as_str()))
             .collect();
-        for uid in ["tumbling", "sliding", "sessions", "counts", "global", "evicting", "co-process", "interval-join"] {
+        // Count windows hold nothing at a barrier where every key's count is a multiple of the
+        // window size (keys take turns, so that happens every 49 records): they are checked over
+        // all three checkpoints below.
+        for uid in ["tumbling", "sliding", "sessions", "global", "evicting", "co-process", "interval-join"] {
             assert!(with_state.contains(&uid), "checkpoint {id} holds no state of {uid}: {with_state:?}");
         }
+        counts_seen |= with_state.contains(&"counts");
         let out = dir.path().join(format!("restored-{id}-{parallelism}"));
         let mut before = 0;
         for name in OUTPUTS {
@@ -301,5 +306,6 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
             assert_eq!(lines, want[name], "{name}, restored from checkpoint {id} at parallelism {parallelism}");
         }
     }
+    assert!(counts_seen, "no checkpoint held state of the count windows");
     Ok(())
 }
