@@ -98,14 +98,7 @@ mod tests {
         for p in [1, 2, 3] {
             let mut all = read.clone();
             for s in 0..p {
-                let parts: Vec<Vec<Vec<u8>>> = snaps.iter().map(|m| m["ranges"].entries.clone()).collect();
-                let mut mine = snaps[0]["ranges"].clone();
-                mine.entries = weir_runtime::state::redistribute(&parts, p, Redistribution::EvenSplit)
-                    .into_iter()
-                    .nth(s as usize)
-                    .unwrap_or_default();
-                let mut cx = ctx(s, p);
-                cx.operator_state = weir_runtime::state::OperatorStateStore::restored([("ranges".into(), mine)].into());
+                let cx = crate::testing::restored_ctx(&snaps, "ranges", s, p);
                 all.extend(read_all(c.create_reader(&cx)?));
             }
             all.sort();

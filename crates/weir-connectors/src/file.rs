@@ -472,14 +472,7 @@ mod tests {
         for p in [1, 2, 3] {
             let mut all = read.clone();
             for s in 0..p {
-                let parts: Vec<Vec<Vec<u8>>> = snaps.iter().map(|m| m["ranges"].entries.clone()).collect();
-                let mut mine = snaps[0]["ranges"].clone();
-                mine.entries = weir_runtime::state::redistribute(&parts, p, Redistribution::EvenSplit)
-                    .into_iter()
-                    .nth(s as usize)
-                    .unwrap_or_default();
-                let mut c = ctx(s, p);
-                c.operator_state = weir_runtime::state::OperatorStateStore::restored([("ranges".into(), mine)].into());
+                let c = crate::testing::restored_ctx(&snaps, "ranges", s, p);
                 all.extend(read_all(src.create_reader(&c)?));
             }
             all.sort();

@@ -56,6 +56,26 @@ pub(crate) mod testing {
         }
     }
 
+    /// The context of subtask `s` of `p` restoring the list state `name` from `snaps`, the operator
+    /// state snapshots of the old subtasks, redistributed (even split) as a restore does.
+    pub fn restored_ctx(
+        snaps: &[std::collections::BTreeMap<String, weir_runtime::checkpoint::ListSnapshot>],
+        name: &str,
+        s: u32,
+        p: u32,
+    ) -> OperatorContext {
+        let parts: Vec<Vec<Vec<u8>>> =
+            snaps.iter().map(|m| m.get(name).map(|l| l.entries.clone()).unwrap_or_default()).collect();
+        let mut mine = snaps.first().and_then(|m| m.get(name).cloned()).unwrap_or_default();
+        mine.entries = weir_runtime::state::redistribute(&parts, p, weir_runtime::state::Redistribution::EvenSplit)
+            .into_iter()
+            .nth(s as usize)
+            .unwrap_or_default();
+        let mut c = ctx(s, p);
+        c.operator_state = weir_runtime::state::OperatorStateStore::restored([(name.to_string(), mine)].into());
+        c
+    }
+
     /// Reads a reader to its end (bounded loop).
     pub fn read_all<T>(mut r: Box<dyn SourceReader<T>>) -> Vec<T> {
         let mut out = Vec::new();

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration_ms;
+use crate::config::{boolean, duration_ms};
 use crate::{Error, Result};
 
 /// How barriers are handled at tasks with several input channels.
@@ -130,13 +130,7 @@ impl CheckpointConfig {
             "execution.checkpointing.dir" => self.dir = Some(non_empty(key, value)?),
             "execution.checkpointing.savepoint-dir" => self.savepoint_dir = Some(non_empty(key, value)?),
             "execution.savepoint.path" => self.restore_path = Some(non_empty(key, value)?),
-            "execution.savepoint.ignore-unclaimed-state" => {
-                self.allow_non_restored = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(Error::Config(format!("{key}: '{value}' is not true or false"))),
-                }
-            }
+            "execution.savepoint.ignore-unclaimed-state" => self.allow_non_restored = boolean(key, value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -245,13 +239,7 @@ impl StateBackendConfig {
                     _ => return Err(Error::Config(format!("state.backend.type: '{value}' is not hashmap or disk"))),
                 }
             }
-            "state.backend.incremental" => {
-                self.incremental = match v {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(Error::Config(format!("{key}: '{value}' is not true or false"))),
-                }
-            }
+            "state.backend.incremental" => self.incremental = boolean(key, value)?,
             "state.backend.disk.dir" => {
                 if v.is_empty() {
                     return Err(Error::Config(format!("{key} is empty; give a local directory")));

@@ -249,6 +249,15 @@ pub fn unknown_key(key: &str) -> Error {
     Error::Config(format!("unknown configuration key '{key}'; known keys: {}", all_keys().join(", ")))
 }
 
+/// A boolean setting: `true` or `false`.
+pub fn boolean(key: &str, value: &str) -> Result<bool> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(Error::Config(format!("{key}: '{other}' is not true or false"))),
+    }
+}
+
 /// A duration in milliseconds from Flink's notation: `500`, `500ms`, `10 s`, `2min`, `1h`.
 pub fn duration_ms(key: &str, value: &str) -> Result<u64> {
     let v = value.trim();
@@ -519,13 +528,7 @@ impl ClusterConfig {
             "taskmanager.host" => self.taskmanager_host = Some(value.trim().to_string()),
             "taskmanager.bind-host" => self.taskmanager_bind_host = Some(value.trim().to_string()),
             "taskmanager.data.port" => self.data_port = num(key, value)?,
-            "cluster.evenly-spread-out-slots" => {
-                self.spread_out_slots = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    other => return Err(Error::Config(format!("{key}: '{other}' is not true or false"))),
-                }
-            }
+            "cluster.evenly-spread-out-slots" => self.spread_out_slots = boolean(key, value)?,
             "taskmanager.job-isolation" => {
                 self.job_isolation_shared = match value.trim() {
                     "process" => false,

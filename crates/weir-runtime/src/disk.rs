@@ -264,8 +264,9 @@ where
         Ok(())
     }
 
-    /// Every entry, decoded (for a restore into the heap backend and for tests).
-    pub fn entries(&mut self) -> Result<Vec<(K, V)>> {
+    /// Every entry, decoded.
+    #[cfg(test)]
+    fn entries(&mut self) -> Result<Vec<(K, V)>> {
         self.flush()?;
         let mut out = Vec::new();
         self.engine.scan(|k, v| {

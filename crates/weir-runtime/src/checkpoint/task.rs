@@ -77,7 +77,8 @@ pub fn restore_from(path: &str) -> super::RestoreFrom {
 /// A snapshot's location split into the location of its parent and its name there, so that its
 /// siblings are reachable too; a location without a parent (a bucket) is its own root.
 fn split_location(path: &str) -> (&str, &str) {
-    let path = path.trim_end_matches('/');
+    // Trailing slashes go, but not those of a bare scheme (`s3://`).
+    let path = if path.ends_with("://") { path } else { path.trim_end_matches('/') };
     let scheme_end = path.find("://").map(|i| i + 3);
     match (path.rfind('/'), scheme_end) {
         (None, _) => (".", path),
@@ -502,6 +503,7 @@ mod tests {
         assert_eq!(split_location("s3://bucket/a/chk-3"), ("s3://bucket/a", "chk-3"));
         assert_eq!(split_location("s3://bucket/chk-3"), ("s3://bucket", "chk-3"));
         assert_eq!(split_location("s3://bucket"), ("s3://bucket", ""));
+        assert_eq!(split_location("s3://"), ("s3://", ""));
         let f = |checkpoint| StateFile {
             head: 1,
             subtask: 0,

@@ -172,16 +172,7 @@ fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()>
         // A new spare for the next kill.
         c.add_taskmanager(1);
     }
-    let start = std::time::Instant::now();
-    let done = loop {
-        let (_, job) = c.get(&format!("/jobs/{id}"));
-        let state = job["state"].as_str().unwrap_or_default().to_string();
-        if state == "FINISHED" || state == "FAILED" || state == "CANCELED" {
-            break job;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "the job did not end in 2 minutes: {job}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = c.wait_end(&id, Duration::from_secs(120));
     assert_eq!(done["state"], "FINISHED", "{done}");
     assert!(kills >= 1, "the job ended before any kill");
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
@@ -312,15 +303,7 @@ fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint(
     resume.extend(["-s", &checkpoint]);
     let second = job_id(&submit_keyed_sums(&c, dir.path(), (count, keys, 6000), "3", "200ms", &resume));
     assert!(!second.is_empty());
-    let start = std::time::Instant::now();
-    let done = loop {
-        let (_, j) = c.get(&format!("/jobs/{second}"));
-        if j["state"] == "FINISHED" || j["state"] == "FAILED" {
-            break j;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the resumed job did not end in 60 s: {j}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = c.wait_end(&second, Duration::from_secs(60));
     assert_eq!(done["state"], "FINISHED", "{done}");
     let (lines, names) = committed(&dir.path().join("out"))?;
     assert_eq!(lines, expected_sums(count, keys), "the output differs from one failure-free run");

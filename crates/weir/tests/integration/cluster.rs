@@ -215,6 +215,19 @@ impl Cluster {
         }
     }
 
+    /// Polls job `id` until it reaches a terminal state (bounded by `limit`); its REST entry then.
+    pub(crate) fn wait_end(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, job) = self.get(&format!("/jobs/{id}"));
+            if matches!(job["state"].as_str(), Some("FINISHED" | "FAILED" | "CANCELED")) {
+                return job;
+            }
+            assert!(start.elapsed() < limit, "job {id} did not end in {limit:?}: {job}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs a weir command of this cluster's artifact against it.
     pub(crate) fn weir(&self, args: &[&str]) -> Output {
         let mut all = self.prefix.clone();

@@ -155,15 +155,7 @@ fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> 
     let (partial, _) = committed(&out)?;
     assert!(partial.len() < count as usize, "stopped midway: {} lines", partial.len());
     let second = submit(&c, "1", &["-s", &path]);
-    let start = Instant::now();
-    let done = loop {
-        let (_, j) = c.get(&format!("/jobs/{second}"));
-        if j["state"] == "FINISHED" || j["state"] == "FAILED" {
-            break j;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the resumed job did not end in 60 s: {j}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let done = c.wait_end(&second, Duration::from_secs(60));
     assert_eq!(done["state"], "FINISHED", "{done}");
     let (lines, _) = committed(&out)?;
     assert_eq!(lines, expected_sums(count, keys), "the output differs from one failure-free run");
