@@ -258,6 +258,14 @@ pub fn boolean(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+fn path_root(key: &str, value: &str) -> Result<String> {
+    let v = value.trim().trim_end_matches('/');
+    if !v.starts_with('/') || v.len() < 2 {
+        return Err(Error::Config(format!("{key}: '{}' is not an absolute path like /weir", value.trim())));
+    }
+    Ok(v.to_string())
+}
+
 /// A duration in milliseconds from Flink's notation: `500`, `500ms`, `10 s`, `2min`, `1h`.
 pub fn duration_ms(key: &str, value: &str) -> Result<u64> {
     let v = value.trim();
@@ -364,6 +372,87 @@ pub struct ClusterConfig {
     /// The other `restart-strategy.*` keys, checked on entry and read for the chosen type only
     /// (as Flink does), so their order does not matter.
     pub restart_options: BTreeMap<String, String>,
+    /// `high-availability.*`: standby JobManagers through a coordination service.
+    pub ha: HaSettings,
+}
+
+/// The `high-availability.*` settings, with Flink's key names where Flink has the key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HaSettings {
+    /// `high-availability.type`: `none` (the default), `etcd` or `zookeeper`.
+    pub kind: String,
+    /// `high-availability.cluster-id`: JobManagers with the same id are one cluster (one leads,
+    /// the others stand by).
+    pub cluster_id: String,
+    /// `high-availability.storageDir`: where job graphs and artifacts go (a directory or
+    /// `s3://BUCKET/PREFIX`); the coordination service keeps only pointers to them.
+    pub storage_dir: Option<String>,
+    /// `high-availability.zookeeper.quorum`: `host:port` of the ZooKeeper servers, comma-separated.
+    pub zookeeper_quorum: Option<String>,
+    /// `high-availability.zookeeper.path.root`: the znode every weir cluster lives under.
+    pub zookeeper_root: String,
+    /// `high-availability.zookeeper.client.session-timeout` in ms: a JobManager silent this long
+    /// loses its leadership (10 s; Flink's default is 60 s).
+    pub zookeeper_session_timeout_ms: u64,
+    /// `high-availability.etcd.endpoints`: `host:port` of the etcd members' client URLs,
+    /// comma-separated.
+    pub etcd_endpoints: Option<String>,
+    /// `high-availability.etcd.path.root`: the key prefix every weir cluster lives under.
+    pub etcd_root: String,
+    /// `high-availability.etcd.lease-ttl` in ms: a leader that cannot renew its lease this long
+    /// is replaced (10 s).
+    pub etcd_lease_ttl_ms: u64,
+}
+
+impl Default for HaSettings {
+    fn default() -> Self {
+        HaSettings {
+            kind: "none".into(),
+            cluster_id: "default".into(),
+            storage_dir: None,
+            zookeeper_quorum: None,
+            zookeeper_root: "/weir".into(),
+            zookeeper_session_timeout_ms: 10_000,
+            etcd_endpoints: None,
+            etcd_root: "/weir".into(),
+            etcd_lease_ttl_ms: 10_000,
+        }
+    }
+}
+
+impl HaSettings {
+    /// Whether high availability is on.
+    pub fn enabled(&self) -> bool {
+        self.kind != "none"
+    }
+
+    /// Checks that an enabled setup names everything it needs; says what is missing.
+    pub fn check(&self) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.storage_dir.is_none() {
+            return Err(Error::Config(format!(
+                "high-availability.type is {} but high-availability.storageDir is not set: give a directory (or \
+                 s3://BUCKET/PREFIX) that every JobManager of the cluster reaches",
+                self.kind
+            )));
+        }
+        let (key, value) = match self.kind.as_str() {
+            "etcd" => ("high-availability.etcd.endpoints", &self.etcd_endpoints),
+            _ => ("high-availability.zookeeper.quorum", &self.zookeeper_quorum),
+        };
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            return Err(Error::Config(format!(
+                "high-availability.type is {} but {key} is not set: give the servers as host:port, comma-separated",
+                self.kind
+            )));
+        }
+        if self.cluster_id.trim().is_empty() || self.cluster_id.contains(['\n', '\0']) {
+            return Err(Error::Config("high-availability.cluster-id must be a non-empty single-line name".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Flink's restart strategies, with Flink's keys and defaults.
@@ -455,6 +544,7 @@ impl Default for ClusterConfig {
             slot_request_timeout_ms: 300_000,
             restart_type: "none".into(),
             restart_options: BTreeMap::new(),
+            ha: HaSettings::default(),
         }
     }
 }
@@ -475,7 +565,16 @@ impl ClusterConfig {
     }
 
     /// The keys [`ClusterConfig::set`] understands.
-    pub const KEYS: [&'static str; 33] = [
+    pub const KEYS: [&'static str; 42] = [
+        "high-availability.type",
+        "high-availability.cluster-id",
+        "high-availability.storageDir",
+        "high-availability.zookeeper.quorum",
+        "high-availability.zookeeper.path.root",
+        "high-availability.zookeeper.client.session-timeout",
+        "high-availability.etcd.endpoints",
+        "high-availability.etcd.path.root",
+        "high-availability.etcd.lease-ttl",
         "restart-strategy.type",
         "restart-strategy.fixed-delay.attempts",
         "restart-strategy.fixed-delay.delay",
@@ -562,6 +661,38 @@ impl ClusterConfig {
                 self.target = v.to_string();
             }
             "job-result-store.storage-path" => self.job_result_dir = Some(value.trim().to_string()),
+            "high-availability.type" => {
+                let v = value.trim().to_ascii_lowercase();
+                self.ha.kind = match v.as_str() {
+                    "none" | "etcd" | "zookeeper" => v,
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "{key}: '{}' is not a high-availability service; use none, etcd or zookeeper",
+                            value.trim()
+                        )));
+                    }
+                }
+            }
+            "high-availability.cluster-id" => {
+                self.ha.cluster_id = value.trim().trim_matches('/').to_string();
+            }
+            "high-availability.storageDir" => self.ha.storage_dir = Some(value.trim().to_string()),
+            "high-availability.zookeeper.quorum" => self.ha.zookeeper_quorum = Some(value.trim().to_string()),
+            "high-availability.zookeeper.path.root" => self.ha.zookeeper_root = path_root(key, value)?,
+            "high-availability.zookeeper.client.session-timeout" => {
+                self.ha.zookeeper_session_timeout_ms = duration_ms(key, value)?;
+                if self.ha.zookeeper_session_timeout_ms < 1_000 {
+                    return Err(Error::Config(format!("{key} must be at least 1 s")));
+                }
+            }
+            "high-availability.etcd.endpoints" => self.ha.etcd_endpoints = Some(value.trim().to_string()),
+            "high-availability.etcd.path.root" => self.ha.etcd_root = path_root(key, value)?,
+            "high-availability.etcd.lease-ttl" => {
+                self.ha.etcd_lease_ttl_ms = duration_ms(key, value)?;
+                if self.ha.etcd_lease_ttl_ms < 2_000 {
+                    return Err(Error::Config(format!("{key} must be at least 2 s (etcd's shortest lease)")));
+                }
+            }
             "docker.host" => self.docker_host = Some(value.trim().to_string()),
             "docker.image" => self.docker_image = Some(value.trim().to_string()),
             "docker.network" => self.docker_network = Some(value.trim().to_string()),

@@ -95,6 +95,23 @@ pub enum Error {
         retryable: bool,
     },
 
+    /// The high-availability coordination service (etcd, ZooKeeper) refused or failed an operation.
+    #[error("{context} ({service}): {message}")]
+    Coordination {
+        /// What weir was doing, e.g. "cannot renew the leader lease".
+        context: String,
+        /// The service, as `etcd at ADDRESS` or `ZooKeeper at ADDRESS`.
+        service: String,
+        /// What the service said, and what to do about it.
+        message: String,
+        /// Whether trying again may succeed (an unreachable or busy service).
+        retryable: bool,
+    },
+
+    /// A command from a JobManager that no longer leads: its leadership was taken over (fencing).
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+
     /// A subtask failed: a user function panicked or returned an error, or a source or sink failed.
     #[error("operator '{operator}' (subtask {}/{parallelism}) failed: {message}", subtask + 1)]
     Task {
@@ -156,7 +173,9 @@ impl Error {
             | Error::GraphMismatch { .. }
             | Error::Cancelled(_) => Blame::User,
             Error::Io { source, .. } => io_blame(source),
-            Error::Network { .. } | Error::JobFailed { .. } => Blame::External,
+            Error::Network { .. } | Error::JobFailed { .. } | Error::Coordination { .. } | Error::NotLeader(_) => {
+                Blame::External
+            }
             Error::Task { blame, .. } | Error::Storage { blame, .. } => *blame,
             Error::Internal(_) | Error::ChannelClosed(_) => Blame::Internal,
         }
@@ -166,8 +185,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Io { source, .. } | Error::Network { source, .. } => io_retryable(source),
-            Error::Task { retryable, .. } | Error::Storage { retryable, .. } => *retryable,
-            Error::ChannelClosed(_) => true,
+            Error::Task { retryable, .. }
+            | Error::Storage { retryable, .. }
+            | Error::Coordination { retryable, .. } => *retryable,
+            Error::ChannelClosed(_) | Error::NotLeader(_) => true,
             _ => false,
         }
     }

@@ -1,0 +1,96 @@
+//! A real etcd server on loopback for tests: Debian's `etcd-server`, one member, a fresh data
+//! directory, free ports. Killed (by its pid) when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running (or stopped) etcd member.
+pub struct EtcdServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+impl EtcdServer {
+    /// Starts one and waits until it answers.
+    pub fn start() -> EtcdServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut server = EtcdServer { child: None, dir, client: free_port(), peer: free_port() };
+        server.restart();
+        server
+    }
+
+    /// `127.0.0.1:PORT` of its client URL.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.client)
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// Starts it again (same ports, same data) after [`EtcdServer::stop`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "etcd runs already");
+        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("etcd is not installed: apt-get install etcd-server (bash .ci/run does)");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).expect("etcd log file");
+        let client = format!("http://127.0.0.1:{}", self.client);
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let child = Command::new(binary)
+            .arg("--name")
+            .arg("weir-test")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .arg("--initial-cluster")
+            .arg(format!("weir-test={peer}"))
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start etcd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("{client}/v3/maintenance/status");
+        loop {
+            let ok =
+                ureq::post(&url).send_json(serde_json::json!({})).map(|r| r.status().is_success()).unwrap_or(false);
+            if ok {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("etcd exited ({status}); its output is in {}", self.log().display());
+            }
+            assert!(Instant::now() < deadline, "etcd did not answer within 30 s; see {}", self.log().display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills it (`kill -9`) and waits for it to end.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
