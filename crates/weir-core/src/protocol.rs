@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -123,6 +123,9 @@ pub enum ToTaskManager {
     Accepted {
         /// How often to send heartbeats, in ms.
         heartbeat_interval_ms: u64,
+        /// The JobManager's leader epoch with high availability (0 without): a TaskManager takes
+        /// orders only from the newest leader it knows of.
+        leader_epoch: u64,
     },
     /// Registration refused, and why.
     Rejected {

@@ -137,6 +137,16 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// Stores an artifact's bytes (from the HA storage directory), checked against `digest`.
+    pub fn store_bytes(&self, digest: &ArtifactDigest, bytes: &[u8]) -> Result<()> {
+        let mut writer = self.writer()?;
+        writer.write(bytes).map_err(|e| Error::Config(format!("artifact {}: {e}", digest.hex())))?;
+        writer
+            .finish(Some(bytes.len() as u64), Some(digest))
+            .map_err(|e| Error::Config(format!("artifact {}: {e}", digest.hex())))?;
+        Ok(())
+    }
+
     /// Deletes an uploaded artifact; `Ok(false)` if there was none.
     pub fn remove(&self, digest: &ArtifactDigest) -> Result<bool> {
         if self.is_own(digest) {

@@ -189,6 +189,25 @@ impl Cluster {
         let mut commands = Vec::new();
         match event {
             CheckpointEvent::Ack(ack) => match cp.coordinator.ack(ack, now_ms()) {
+                // With high availability a checkpoint counts (and its output is committed) once the
+                // coordination service points to it, so that a new leader never restores an older
+                // one than was committed.
+                Ok(Some(Command::Complete { id: n })) if self.ha.is_some() => {
+                    let location = cp
+                        .coordinator
+                        .latest()
+                        .map(|l| format!("{}/{}", cp.coordinator.storage().location().trim_end_matches('/'), l.dir));
+                    if let (Some(location), Some(ha)) = (location, &self.ha) {
+                        ha.record(crate::ha::Event::Checkpoint {
+                            job: id,
+                            attempt,
+                            id: n,
+                            location,
+                            retain: cp.coordinator.retained_count(),
+                            ids: cp.coordinator.ids_left(),
+                        });
+                    }
+                }
                 Ok(c) => commands.extend(c),
                 Err(e) => warn!(job_id = %id, error = %e, "cannot complete a checkpoint"),
             },
@@ -202,6 +221,21 @@ impl Cluster {
         }
         cp.collect();
         send(&s, id, commands);
+    }
+}
+
+impl Cluster {
+    /// Checkpoint `n` of job `id` is recorded in the coordination service: its run (if still the
+    /// same) commits it, and older checkpoints beyond `num-retained` may go.
+    pub fn checkpoint_recorded(&self, id: JobId, attempt: u32, n: u64) {
+        let mut s = self.lock();
+        let Some(job) = s.jobs.get_mut(&id) else { return };
+        let same_run = job.deployments == attempt + 1 && !job.status.is_terminal();
+        let Some(cp) = job.checkpoints.as_mut() else { return };
+        cp.coordinator.confirm(n);
+        if same_run {
+            send(&s, id, vec![Command::Complete { id: n }]);
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod blob;
 pub mod checkpoints;
 pub mod docker;
+pub mod ha;
 pub mod provider;
 pub mod rest;
 pub mod results;
@@ -49,6 +50,13 @@ pub struct JobManager {
 impl JobManager {
     /// Binds both endpoints and starts serving; returns once both listen.
     pub async fn start(config: ClusterConfig, options: Options) -> Result<JobManager> {
+        if options.per_job && config.ha.enabled() {
+            return Err(Error::Config(
+                "high-availability.type applies to session clusters: a per-job cluster lives and dies with its one \
+                 job's client; submit to an HA session cluster (run -t remote) instead"
+                    .into(),
+            ));
+        }
         let rpc_at = format!("{}:{}", config.rpc_address, config.rpc_port);
         let rpc = TcpListener::bind(&rpc_at).await.map_err(|e| Error::Network {
             context: "cannot listen for TaskManagers on (jobmanager.rpc.address/port; is the port in use?)".into(),
@@ -87,7 +95,28 @@ impl JobManager {
         } else {
             rpc_address.to_string()
         };
-        let cluster = Arc::new(Cluster::new(config, blobs, options, reachable));
+        let ha = match weir_ha::connect(&config.ha).await? {
+            Some(services) => {
+                let rest_host = if config.rest_address.is_empty() { "127.0.0.1" } else { &config.rest_address };
+                let me = weir_ha::LeaderInfo {
+                    id: format!(
+                        "jobmanager-{}-{}",
+                        std::process::id(),
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    ),
+                    rpc: reachable.clone(),
+                    rest: format!("{rest_host}:{}", rest_address.port()),
+                };
+                info!(service = %services.describe(), cluster = %config.ha.cluster_id, id = %me.id, "high availability on");
+                Some(Arc::new(ha::Ha::new(services, &config.ha, me)?))
+            }
+            None => None,
+        };
+        let leading = ha.is_some();
+        let cluster = Arc::new(Cluster::new(config, blobs, options, reachable, ha));
+        if leading {
+            tokio::spawn(ha::lead(cluster.clone()));
+        }
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
         tokio::spawn(checkpoints::coordinate(cluster.clone()));

@@ -68,7 +68,33 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .fallback(|uri: Uri| async move {
             error(StatusCode::NOT_FOUND, format!("no such REST path: {uri}; see /openapi.json"))
         })
+        .layer(axum::middleware::from_fn_with_state(cluster.clone(), leader_only))
         .with_state(cluster)
+}
+
+/// With high availability, only the leader answers: a standby sends a client on to the leader's
+/// REST endpoint (307, which keeps the method and body), or answers 503 while none is elected.
+async fn leader_only(State(c): Shared, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(ha) = &c.ha else { return next.run(request).await };
+    if request.uri().path() == "/weir/ha" {
+        return Json(ha.status()).into_response();
+    }
+    if ha.leading().is_some() {
+        return next.run(request).await;
+    }
+    match ha.leader().filter(|l| l.info.id != ha.me.id) {
+        Some(leader) => {
+            let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let location = format!("http://{}{path}", leader.info.rest);
+            (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response()
+        }
+        None => error(StatusCode::SERVICE_UNAVAILABLE, ha.not_leading().to_string()),
+    }
+}
+
+/// The status of a refused submission: the user's fault (400), or the cluster's for now (503).
+fn refused(e: &weir_core::Error) -> StatusCode {
+    if e.blame() == weir_core::Blame::User { StatusCode::BAD_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
 fn parse_job(id: &str) -> Result<JobId, ApiError> {
@@ -294,9 +320,9 @@ async fn submit(State(c): Shared, body: Result<Json<Submission>, JsonRejection>)
             );
         }
     };
-    match c.submit(sub.graph, sub.config) {
+    match c.submit_durably(sub.graph, sub.config).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() }))).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(refused(&e), e.to_string()),
     }
 }
 

@@ -82,8 +82,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
         write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
         return Ok(());
     };
+    let standby = cluster.ha.as_ref().filter(|ha| ha.leading().is_none());
     let reject = if cluster.is_shutting_down() {
         Some("the cluster is shutting down".to_string())
+    } else if let Some(ha) = standby {
+        Some(ha.not_leading().to_string())
     } else if slots == 0 {
         Some("a TaskManager must offer at least one slot".to_string())
     } else if cluster.lock().taskmanagers.contains_key(&taskmanager_id) {
@@ -98,8 +101,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ToTaskManager>();
     let session = SESSIONS.fetch_add(1, Ordering::SeqCst);
-    write_frame(&mut wr, &ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms })
-        .await?;
+    let leader_epoch = cluster.ha.as_ref().and_then(|ha| ha.leading()).unwrap_or(0);
+    let accepted =
+        ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms, leader_epoch };
+    write_frame(&mut wr, &accepted).await?;
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let last = matches!(m, ToTaskManager::Shutdown);

@@ -147,6 +147,8 @@ pub struct State {
     pub pending: BTreeMap<String, (u32, Instant)>,
     /// TaskManagers the provider started so far (for their ids).
     pub provided_count: u64,
+    /// High availability, where job ends and checkpoints are recorded.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 /// The shared cluster state with its configuration.
@@ -173,6 +175,8 @@ pub struct Cluster {
     pub per_job: bool,
     /// Where application outcomes are kept (`job-result-store.storage-path`).
     pub results: crate::results::JobResultStore,
+    /// High availability (`high-availability.type`), if on.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 impl Cluster {
@@ -182,13 +186,15 @@ impl Cluster {
         blobs: crate::blob::BlobStore,
         options: crate::Options,
         rpc_address: String,
+        ha: Option<Arc<crate::ha::Ha>>,
     ) -> Self {
         let spread_out_slots = config.spread_out_slots;
         Cluster {
+            ha: ha.clone(),
             results: crate::results::JobResultStore::new(config.job_result_path()),
             restart: config.restart_strategy(),
             config,
-            state: Mutex::new(State { spread_out_slots, ..State::default() }),
+            state: Mutex::new(State { spread_out_slots, ha, ..State::default() }),
             shutdown: Notify::new(),
             wake: Notify::new(),
             shutting_down: Default::default(),
@@ -588,6 +594,27 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
     if status != JobStatus::Finished {
         cancel_parts(s, id);
     }
+    release(s, id);
+    if let Some(ha) = &s.ha {
+        let error = s.jobs.get(&id).and_then(|j| j.exceptions.last()).map(|(_, e)| e.clone());
+        ha.record(crate::ha::Event::Ended { job: id, status, error });
+    }
+}
+
+/// Suspends a job (its JobManager lost its leadership): its parts are cancelled, its slots freed,
+/// and it is not recorded as ended, so that the next leader recovers it.
+pub(crate) fn suspend(s: &mut State, id: JobId, why: &str) {
+    let Some(job) = s.jobs.get_mut(&id) else { return };
+    if job.status.is_terminal() {
+        return;
+    }
+    job.status = JobStatus::Suspended;
+    job.modified_ms = now_ms();
+    if let Some(cp) = job.checkpoints.as_mut() {
+        cp.run_ended(why);
+    }
+    warn!(job_id = %id, why, "job suspended");
+    cancel_parts(s, id);
     release(s, id);
 }
 

@@ -50,6 +50,8 @@ pub struct Registered {
     /// The JobManager's address.
     pub jobmanager: String,
     heartbeat: Duration,
+    /// The JobManager's leader epoch (0 without high availability).
+    pub leader_epoch: u64,
     /// Where records from other TaskManagers arrive.
     pub data: std::sync::Arc<DataServer>,
     /// The digest of this TaskManager's executable: the artifact whose jobs it runs in-process.
@@ -68,11 +70,17 @@ pub struct Registered {
 /// Connects and registers; returns once the JobManager accepted this TaskManager.
 pub async fn register(options: &Options) -> Result<Registered> {
     let address = format!("{}:{}", options.cluster.rpc_address, options.cluster.rpc_port);
+    register_at(options, &address, CONNECT_ATTEMPTS).await
+}
+
+/// Connects to the JobManager at `address` (trying `attempts` times) and registers.
+pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Result<Registered> {
+    let address = address.to_string();
     let mut attempt = 0;
     let mut stream = loop {
         match TcpStream::connect(&address).await {
             Ok(s) => break s,
-            Err(e) if attempt + 1 < CONNECT_ATTEMPTS => {
+            Err(e) if attempt + 1 < attempts.max(1) => {
                 attempt += 1;
                 tracing::debug!(%address, error = %e, attempt, "JobManager not reachable yet");
                 tokio::time::sleep(CONNECT_PAUSE).await;
@@ -80,7 +88,7 @@ pub async fn register(options: &Options) -> Result<Registered> {
             Err(e) => {
                 return Err(Error::Network {
                     context: format!(
-                        "cannot reach the JobManager after {CONNECT_ATTEMPTS} attempts (start it first, or fix \
+                        "cannot reach the JobManager after {attempts} attempts (start it first, or fix \
                          jobmanager.rpc.address/jobmanager.rpc.port):"
                     ),
                     peer: address,
@@ -102,10 +110,7 @@ pub async fn register(options: &Options) -> Result<Registered> {
     let artifact = tokio::task::spawn_blocking(ArtifactDigest::current)
         .await
         .map_err(|e| Error::internal(format!("cannot hash this executable: {e}")))??;
-    let id = options.id.clone().unwrap_or_else(|| {
-        let host = hostname();
-        format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
-    });
+    let id = options.id.clone().unwrap_or_else(default_id);
     let register = ToJobManager::Register {
         taskmanager_id: id.clone(),
         slots: options.cluster.slots,
@@ -115,13 +120,14 @@ pub async fn register(options: &Options) -> Result<Registered> {
     };
     write_frame(&mut stream, &register).await?;
     match read_frame::<_, ToTaskManager>(&mut stream).await? {
-        Some(ToTaskManager::Accepted { heartbeat_interval_ms }) => {
+        Some(ToTaskManager::Accepted { heartbeat_interval_ms, leader_epoch }) => {
             info!(taskmanager = %id, jobmanager = %address, data = %data.address(), "registered");
             Ok(Registered {
                 stream,
                 id,
                 jobmanager: address,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
+                leader_epoch,
                 data,
                 artifact,
                 data_host: host,
@@ -141,16 +147,30 @@ pub async fn register(options: &Options) -> Result<Registered> {
     }
 }
 
+/// A TaskManager id: host, process id and a random suffix.
+pub fn default_id() -> String {
+    format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Serves a registered TaskManager until the JobManager shuts it down (`Ok`) or goes away (`Err`).
-pub async fn serve(registered: Registered, registry: Registry, execution: ExecutionConfig) -> Result<()> {
-    let Registered { stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts, shared } =
-        registered;
+/// Serves a registered TaskManager until the JobManager shuts it down (`Ok`), goes away (`Err`),
+/// or `deposed` resolves (`Err`: with high availability, a newer leader was elected; orders of
+/// the old one are not taken any more). Whatever runs here is cancelled when it returns.
+pub async fn serve(
+    registered: Registered,
+    registry: Registry,
+    execution: ExecutionConfig,
+    deposed: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let Registered {
+        stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts, shared, ..
+    } = registered;
+    let mut deposed = std::pin::pin!(deposed);
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     // Parts of jobs running here, by job and attempt.
@@ -228,6 +248,9 @@ pub async fn serve(registered: Registered, registry: Registry, execution: Execut
                 Ok(None) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: it closed the connection"))),
                 Err(e) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}"))),
             },
+            () = &mut deposed => {
+                break Err(Error::NotLeader(format!("the JobManager at {jobmanager} was replaced by a newer leader")));
+            }
             _ = ticker.tick() => {
                 // A job may have two runs here for a moment (one stopping, one starting): name it once.
                 let running: Vec<JobId> =

@@ -256,6 +256,14 @@ pub struct ApplicationArgs<'a> {
 pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<()> {
     let cluster = app.settings.cluster()?;
     app.settings.execution()?;
+    if cluster.ha.enabled() {
+        return Err(Error::Config(
+            "high-availability.type applies to session clusters (weir jobmanager) for now; an application \
+             cluster does not survive its JobManager yet: run the application's jobs on an HA session cluster \
+             (execution.target: remote), or leave high availability off"
+                .into(),
+        ));
+    }
     let provider = crate::remote::provider(&cluster, app.forwarded, app.role_prefix, false)?;
     let runtime = crate::remote::runtime()?;
     let options = weir_jobmanager::Options { provider: provider.clone(), per_job: false };

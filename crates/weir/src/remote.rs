@@ -184,17 +184,75 @@ pub fn jobmanager(
 
 /// `weir taskmanager`: registers with the JobManager and runs what it deploys.
 pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) -> Result<()> {
-    let options = weir_taskmanager::Options { id, cluster: settings.cluster()?, execution: settings.execution()? };
+    let mut options = weir_taskmanager::Options { id, cluster: settings.cluster()?, execution: settings.execution()? };
     runtime()?.block_on(async {
+        if let Some(ha) = weir_ha::connect(&options.cluster.ha).await? {
+            // One id for every registration, so the leaders see the same TaskManager.
+            options.id.get_or_insert_with(weir_taskmanager::default_id);
+            return tokio::select! {
+                r = follow_leaders(&options, ha, registry) => r,
+                _ = terminated() => Ok(()),
+            };
+        }
         let registered = weir_taskmanager::register(&options).await?;
         // On stderr: a TaskManager's stdout carries its jobs' output (print sinks), which a per-job
         // or application cluster passes on as the program's own.
         eprintln!("weir taskmanager ready: id={} jobmanager={}", registered.id, registered.jobmanager);
         tokio::select! {
-            r = weir_taskmanager::serve(registered, registry, options.execution.clone()) => r,
+            r = weir_taskmanager::serve(registered, registry, options.execution.clone(), std::future::pending()) => r,
             _ = terminated() => Ok(()),
         }
     })
+}
+
+/// A TaskManager with high availability: it registers with whichever JobManager leads, and when
+/// a newer leader is elected (or its JobManager goes away) its jobs are cancelled and it registers
+/// with the new one. It ends when a leader shuts it down.
+async fn follow_leaders(
+    options: &weir_taskmanager::Options,
+    ha: Arc<dyn weir_ha::HaServices>,
+    registry: Registry,
+) -> Result<()> {
+    let mut leader = weir_ha::follow_leader(ha.clone());
+    let mut announced = false;
+    loop {
+        let current = leader
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::internal("leader retrieval stopped"))?
+            .clone()
+            .ok_or_else(|| Error::internal("leader retrieval gave no leader"))?;
+        let registered = match weir_taskmanager::register_at(options, &current.info.rpc, 1).await {
+            Ok(r) if r.leader_epoch >= current.epoch => r,
+            Ok(r) => {
+                tracing::warn!(epoch = r.leader_epoch, newest = current.epoch, "refusing a deposed leader");
+                tokio::time::sleep(weir_ha::RETRIEVAL_INTERVAL).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(leader = %current.info.rpc, error = %e, "cannot register with the leader; retrying");
+                tokio::time::sleep(weir_ha::RETRIEVAL_INTERVAL).await;
+                continue;
+            }
+        };
+        let epoch = registered.leader_epoch;
+        if !announced {
+            eprintln!(
+                "weir taskmanager ready: id={} jobmanager={} (high availability)",
+                registered.id, registered.jobmanager
+            );
+            announced = true;
+        }
+        tracing::info!(leader = %current.info.id, epoch, service = %ha.describe(), "serving the leader");
+        let mut watch = leader.clone();
+        let deposed = async move {
+            let _ = watch.wait_for(|l| l.as_ref().is_some_and(|l| l.epoch > epoch)).await;
+        };
+        match weir_taskmanager::serve(registered, registry.clone(), options.execution.clone(), deposed).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = %e, "the leader is gone; finding the next one"),
+        }
+    }
 }
 
 /// A small REST client for one JobManager.
@@ -299,10 +357,48 @@ impl RestClient {
 pub fn rest_address(settings: &Settings, explicit: Option<&str>) -> Result<String> {
     match explicit {
         Some(m) => Ok(m.to_string()),
-        None => {
-            let c = settings.cluster()?;
-            Ok(format!("{}:{}", c.rest_address, c.rest_port))
+        None => cluster_rest_address(&settings.cluster()?),
+    }
+}
+
+/// How long a client waits for a leader to be elected.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// The REST endpoint of a cluster: with high availability, the current leader's (retrieved from
+/// the coordination service), else `rest.address:rest.port`.
+pub fn cluster_rest_address(c: &ClusterConfig) -> Result<String> {
+    if !c.ha.enabled() {
+        return Ok(format!("{}:{}", c.rest_address, c.rest_port));
+    }
+    let find = async {
+        let ha = weir_ha::connect(&c.ha).await?.ok_or_else(|| Error::internal("high availability is off"))?;
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            if let Some(leader) = ha.leader().await? {
+                return Ok(leader.info.rest);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Coordination {
+                    context: "cannot find the cluster's leader".into(),
+                    service: ha.describe(),
+                    message: format!(
+                        "no JobManager of cluster '{}' leads after {} s; start one with the same \
+                         high-availability settings",
+                        c.ha.cluster_id,
+                        LEADER_WAIT.as_secs()
+                    ),
+                    retryable: true,
+                });
+            }
+            tokio::time::sleep(weir_ha::RETRIEVAL_INTERVAL).await;
         }
+    };
+    match tokio::runtime::Handle::try_current() {
+        // Inside a runtime (a program's `execute`): on a thread of its own.
+        Ok(_) => std::thread::scope(|scope| {
+            scope.spawn(|| runtime()?.block_on(find)).join().map_err(|_| Error::internal("leader lookup panicked"))?
+        }),
+        Err(_) => runtime()?.block_on(find),
     }
 }
 

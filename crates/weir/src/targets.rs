@@ -33,7 +33,7 @@ impl Targets for WeirTargets {
             cluster.set(k, v)?;
         }
         match target {
-            "remote" => Ok(Arc::new(RestExecutor::remote(&format!("{}:{}", cluster.rest_address, cluster.rest_port)))),
+            "remote" => Ok(Arc::new(RestExecutor::remote(&crate::remote::cluster_rest_address(&cluster)?))),
             "per-job" => {
                 let forwarded = settings.iter().flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")]).collect();
                 Ok(Arc::new(RestExecutor::per_job(forwarded, self.role_prefix.clone(), false)))

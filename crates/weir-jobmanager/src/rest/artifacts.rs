@@ -260,8 +260,8 @@ pub(super) async fn run(
             format!("artifact {id} says it is {}; it cannot be run from the blob store", graph.artifact.0),
         );
     }
-    match c.submit(graph, req.config) {
+    match c.submit_durably(graph, req.config).await {
         Ok(job) => Json(json!({ "jobid": job.to_string() })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(super::refused(&e), e.to_string()),
     }
 }

@@ -127,6 +127,12 @@ pub struct Coordinator {
     tasks: u32,
     storage: CheckpointStorage,
     next_id: CheckpointId,
+    /// Ids below this may be used (with high availability, ids are reserved in blocks in the
+    /// coordination service, so that no two leaders ever use the same one); `None`: any.
+    id_limit: Option<CheckpointId>,
+    /// Checkpoints beyond `num-retained` are removed only once [`Coordinator::confirm`] says the
+    /// newer one is recorded (with high availability: in the coordination service).
+    confirm_first: bool,
     pending: Option<Pending>,
     last_end: Option<Instant>,
     last_start: Option<Instant>,
@@ -168,6 +174,8 @@ impl Coordinator {
             tasks,
             storage,
             next_id: last_id + 1,
+            id_limit: None,
+            confirm_first: false,
             pending: None,
             last_end: None,
             // The first checkpoint comes one interval after the start, as in Flink.
@@ -187,6 +195,36 @@ impl Coordinator {
     pub fn adopt(&mut self, c: Completed) {
         self.next_id = self.next_id.max(c.id + 1);
         self.retained.push_back(c);
+    }
+
+    /// Allows the ids `ids` (reserved for this coordinator) and no others: the next checkpoint
+    /// takes the larger of its next id and the range's start.
+    pub fn allow_ids(&mut self, ids: std::ops::Range<CheckpointId>) {
+        self.next_id = self.next_id.max(ids.start);
+        self.id_limit = Some(ids.end);
+    }
+
+    /// Removes checkpoints beyond `num-retained` only after [`Coordinator::confirm`], not as soon
+    /// as a newer one completes: a checkpoint counts once it is recorded elsewhere too.
+    pub fn confirm_first(&mut self) {
+        self.confirm_first = true;
+    }
+
+    /// The checkpoint `id` is recorded: older ones beyond `num-retained` may go.
+    pub fn confirm(&mut self, id: CheckpointId) {
+        if self.retained.back().is_some_and(|c| c.id == id) {
+            self.remove_unretained();
+        }
+    }
+
+    /// The next id, and how many ids are left before the limit (`None`: no limit).
+    pub fn ids_left(&self) -> (CheckpointId, Option<u64>) {
+        (self.next_id, self.id_limit.map(|l| l.saturating_sub(self.next_id)))
+    }
+
+    /// How many completed checkpoints it keeps (`execution.checkpointing.num-retained`).
+    pub fn retained_count(&self) -> usize {
+        self.config.retained.max(1) as usize
     }
 
     /// The latest completed checkpoint.
@@ -261,6 +299,10 @@ impl Coordinator {
         let interval_over = self.last_start.is_none_or(|s| now.duration_since(s) >= interval);
         let urgent = self.final_wanted || !self.savepoints_wanted.is_empty();
         if !(urgent || (pause_over && interval_over)) {
+            return None;
+        }
+        if self.id_limit.is_some_and(|l| self.next_id >= l) {
+            // Waiting for more ids to be reserved.
             return None;
         }
         let id = self.next_id;
@@ -395,7 +437,9 @@ impl Coordinator {
             self.savepoints_done.push_back((p.id, saved.map(|()| request.target.clone())));
         }
         self.retained.push_back(Completed { id: p.id, dir, metadata });
-        self.remove_unretained();
+        if !self.confirm_first {
+            self.remove_unretained();
+        }
         Ok(Some(Command::Complete { id: p.id }))
     }
 

@@ -36,6 +36,19 @@ pub(crate) fn start_program(
     tmp: &std::path::Path,
     env: &[(String, String)],
 ) -> (Proc, String) {
+    start_logged(exe, args, tmp, env, None)
+}
+
+/// As [`start_program`], with all of the process's output appended to `log`.
+pub(crate) fn start_logged(
+    exe: &std::path::Path,
+    args: &[&str],
+    tmp: &std::path::Path,
+    env: &[(String, String)],
+    log: Option<&std::path::Path>,
+) -> (Proc, String) {
+    let log = log.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).map(std::sync::Arc::new).ok());
+    let log = log.flatten();
     let mut cmd = Command::new(exe);
     cmd.args(args).env("TMPDIR", tmp).envs(env.iter().map(|(k, v)| (k, v)));
     let spawned = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
@@ -51,8 +64,12 @@ pub(crate) fn start_program(
     ];
     for stream in streams.into_iter().flatten() {
         let tx = tx.clone();
+        let log = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(mut f) = log.as_deref() {
+                    let _ = writeln!(f, "{line}");
+                }
                 if line.contains(" ready: ") {
                     let _ = tx.send(line);
                 }

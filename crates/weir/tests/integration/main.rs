@@ -8,6 +8,7 @@ mod checkpoints;
 mod cli;
 mod cluster;
 mod docker;
+mod ha;
 mod joins;
 mod lifecycle;
 mod modes;

@@ -1,0 +1,391 @@
+//! The JobManager with high availability: it campaigns for leadership through the coordination
+//! service; while it stands by, TaskManagers are refused and REST requests sent on to the leader;
+//! once elected, it recovers every job of the job graph store from its latest completed
+//! checkpoint; when its leadership is lost it suspends its jobs (they stay in the store for the
+//! next leader) and campaigns again.
+//!
+//! Writes to the stores are fenced by the leader's epoch, so a deposed leader's writes are refused.
+//! Checkpoint ids are reserved in blocks through the store's counter, so that two leaders never
+//! write the same checkpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
+use weir_ha::stores::Stores;
+use weir_ha::{HaServices, Leader, LeaderInfo};
+
+use crate::state::{Cluster, now_ms};
+
+/// Checkpoint ids reserved at a time.
+pub const ID_BLOCK: u64 = 1000;
+
+/// What the leader records in the stores, in the order it happens.
+#[derive(Debug)]
+pub enum Event {
+    /// A job reached a terminal status.
+    Ended {
+        /// The job.
+        job: JobId,
+        /// FINISHED, FAILED or CANCELED.
+        status: JobStatus,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// A checkpoint completed.
+    Checkpoint {
+        /// The job.
+        job: JobId,
+        /// The run that took it.
+        attempt: u32,
+        /// Its id.
+        id: u64,
+        /// Where it is (a path or URL of its directory).
+        location: String,
+        /// How many to keep pointers to.
+        retain: usize,
+        /// The next id, and the ids left in the reserved block.
+        ids: (u64, Option<u64>),
+    },
+}
+
+/// A job as the job graph store keeps it.
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    format: u32,
+    graph: JobGraph,
+    config: BTreeMap<String, String>,
+    submitted_ms: i64,
+}
+
+/// A job's outcome as the job result store keeps it.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub struct StoredResult {
+    /// FINISHED, FAILED or CANCELED.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it ended (ms since the epoch).
+    pub end_time: i64,
+}
+
+const STORED_JOB_FORMAT: u32 = 1;
+
+/// A JobManager's part in high availability.
+pub struct Ha {
+    /// The stores, on the coordination service.
+    pub stores: Stores,
+    /// What this JobManager publishes when it leads.
+    pub me: LeaderInfo,
+    /// Its leadership, while it leads (or until the loss is handled).
+    held: std::sync::Mutex<Option<weir_ha::Leadership>>,
+    /// When it last became leader, and when it last stopped leading (ms since the epoch, 0: never).
+    elected_ms: AtomicI64,
+    stopped_ms: AtomicI64,
+    /// The leader, as last retrieved.
+    leader: watch::Receiver<Option<Leader>>,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+}
+
+impl Ha {
+    /// High availability on `services` for a JobManager that publishes `me`.
+    pub fn new(services: Arc<dyn HaServices>, settings: &weir_core::config::HaSettings, me: LeaderInfo) -> Result<Ha> {
+        let stores = Stores::open(services.clone(), settings)?;
+        let (events, rx) = mpsc::unbounded_channel();
+        Ok(Ha {
+            stores,
+            me,
+            held: std::sync::Mutex::new(None),
+            elected_ms: AtomicI64::new(0),
+            stopped_ms: AtomicI64::new(0),
+            leader: weir_ha::follow_leader(services),
+            events,
+            events_rx: std::sync::Mutex::new(Some(rx)),
+        })
+    }
+
+    /// The epoch while this JobManager leads.
+    pub fn leading(&self) -> Option<u64> {
+        // A lost leadership stops counting at once, before the loss is handled.
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|l| !l.is_lost()).map(|l| l.epoch)
+    }
+
+    /// The leader, as last retrieved (another JobManager while this one stands by).
+    pub fn leader(&self) -> Option<Leader> {
+        self.leader.borrow().clone()
+    }
+
+    /// This JobManager's part, as `GET /weir/ha` shows it (on a standby too).
+    pub fn status(&self) -> serde_json::Value {
+        let leader =
+            self.leader().map(|l| serde_json::json!({ "id": l.info.id, "rest": l.info.rest, "epoch": l.epoch }));
+        serde_json::json!({
+            "id": self.me.id,
+            "service": self.stores.services().describe(),
+            "leading": self.leading().is_some(),
+            "epoch": self.leading().unwrap_or(0),
+            "elected-ms": self.elected_ms.load(Ordering::SeqCst),
+            "stopped-ms": self.stopped_ms.load(Ordering::SeqCst),
+            "leader": leader,
+        })
+    }
+
+    /// Records an event in the stores (in order, by the leader's recorder task).
+    pub fn record(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Why a standby cannot do what was asked, naming the leader.
+    pub fn not_leading(&self) -> Error {
+        match self.leader() {
+            Some(l) if l.info.id != self.me.id => Error::NotLeader(format!(
+                "this JobManager ({}) stands by; the leader's REST endpoint is {} (epoch {})",
+                self.me.id, l.info.rest, l.epoch
+            )),
+            _ => Error::NotLeader(format!(
+                "this JobManager ({}) stands by and no leader is elected yet; try again shortly",
+                self.me.id
+            )),
+        }
+    }
+}
+
+impl Cluster {
+    /// Accepts a job; with high availability it is first kept in the job graph store (and its
+    /// artifact in the HA storage directory), so that a new leader recovers it.
+    pub async fn submit_durably(self: &Arc<Self>, graph: JobGraph, config: BTreeMap<String, String>) -> Result<JobId> {
+        let Some(ha) = self.ha.clone() else { return self.submit(graph, config) };
+        let epoch = ha.leading().ok_or_else(|| ha.not_leading())?;
+        let id = JobId::random();
+        let key = id.to_string();
+        if let Some(path) = self.blobs.locate(&graph.artifact) {
+            ha.stores.put_blob(graph.artifact.hex(), path).await?;
+        }
+        let stored = StoredJob {
+            format: STORED_JOB_FORMAT,
+            graph: graph.clone(),
+            config: config.clone(),
+            submitted_ms: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| Error::internal(format!("cannot encode a job: {e}")))?;
+        ha.stores.put_job(epoch, &key, bytes).await?;
+        match self.submit_as(graph, config, id) {
+            Ok(id) => {
+                reserve_ids(self, &ha, epoch, id, 1).await;
+                Ok(id)
+            }
+            Err(e) => {
+                if let Err(undo) = ha.stores.remove_job(epoch, &key).await {
+                    warn!(job_id = %id, error = %undo, "cannot remove a refused job from the job graph store");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Leadership was lost: every job is suspended (cancelled here, kept in the stores), every
+    /// TaskManager let go (they find the next leader).
+    fn suspend_all(&self, why: &str) {
+        let mut s = self.lock();
+        let ids: Vec<JobId> = s.jobs.keys().copied().collect();
+        for id in ids {
+            crate::state::suspend(&mut s, id, why);
+        }
+        s.jobs.clear();
+        // Dropping their senders closes their connections once queued messages went out.
+        s.taskmanagers.clear();
+        s.pending.clear();
+    }
+}
+
+/// Reserves the next block of checkpoint ids for `job` (at least `at_least`) and hands it to its
+/// coordinator.
+async fn reserve_ids(cluster: &Cluster, ha: &Ha, epoch: u64, job: JobId, at_least: u64) {
+    {
+        let mut s = cluster.lock();
+        let Some(cp) = s.jobs.get_mut(&job).and_then(|j| j.checkpoints.as_mut()) else { return };
+        cp.coordinator.confirm_first();
+        // Until ids are reserved, no checkpoint starts.
+        let (next, left) = cp.coordinator.ids_left();
+        if left.is_none() {
+            cp.coordinator.allow_ids(next..next);
+        }
+    }
+    match ha.stores.reserve_checkpoint_ids(epoch, &job.to_string(), at_least, ID_BLOCK).await {
+        Ok(ids) => {
+            let mut s = cluster.lock();
+            if let Some(cp) = s.jobs.get_mut(&job).and_then(|j| j.checkpoints.as_mut()) {
+                cp.coordinator.allow_ids(ids);
+            }
+        }
+        Err(e) => warn!(job_id = %job, error = %e, "cannot reserve checkpoint ids; checkpoints wait"),
+    }
+}
+
+/// Campaigns, leads, and campaigns again after a loss, until shutdown.
+pub async fn lead(cluster: Arc<Cluster>) {
+    let Some(ha) = cluster.ha.clone() else { return };
+    let Some(mut events) = ha.events_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+    let services = ha.stores.services().clone();
+    loop {
+        let leadership = tokio::select! {
+            l = services.campaign(ha.me.clone()) => l,
+            _ = cluster.shutdown_requested() => return,
+        };
+        let leadership = match leadership {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot campaign for leadership; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let epoch = leadership.epoch;
+        // Events of an earlier leadership are void: its jobs were suspended.
+        while events.try_recv().is_ok() {}
+        *ha.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(leadership.clone());
+        ha.elected_ms.store(now_ms(), Ordering::SeqCst);
+        info!(epoch, id = %ha.me.id, "leading: recovering jobs");
+        let started = Instant::now();
+        match recover(&cluster, &ha, epoch).await {
+            Ok(n) => info!(epoch, jobs = n, ms = started.elapsed().as_millis() as u64, "jobs recovered"),
+            Err(e) => warn!(epoch, error = %e, "cannot recover the jobs of the job graph store"),
+        }
+        let lost = loop {
+            tokio::select! {
+                _ = leadership.lost() => break true,
+                _ = cluster.shutdown_requested() => break false,
+                Some(event) = events.recv() => {
+                    // A service that does not answer must not hold up the loss.
+                    tokio::select! {
+                        r = apply(&cluster, &ha, epoch, event) => if let Err(e) = r {
+                            warn!(epoch, error = %e, "cannot record in the HA stores");
+                        },
+                        _ = leadership.lost() => break true,
+                    }
+                }
+            }
+        };
+        *ha.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        ha.stopped_ms.store(now_ms(), Ordering::SeqCst);
+        if !lost {
+            // A cluster shut down on purpose: jobs ended (or were cancelled) and are recorded as
+            // such; a standby takes over at once.
+            while let Ok(event) = events.try_recv() {
+                let _ = apply(&cluster, &ha, epoch, event).await;
+            }
+            let _ = services.resign(&leadership).await;
+            return;
+        }
+        warn!(epoch, "leadership lost: suspending every job; they resume under the next leader");
+        cluster.suspend_all("the JobManager lost its leadership");
+    }
+}
+
+/// Records one event.
+async fn apply(cluster: &Cluster, ha: &Ha, epoch: u64, event: Event) -> Result<()> {
+    match event {
+        Event::Ended { job, status, error } => {
+            let result = StoredResult { status: status.to_string(), error, end_time: now_ms() };
+            let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
+            ha.stores.put_result(epoch, &job.to_string(), bytes).await?;
+            ha.stores.remove_job(epoch, &job.to_string()).await
+        }
+        Event::Checkpoint { job, attempt, id, location, retain, ids: (next, left) } => {
+            ha.stores.add_checkpoint(epoch, &job.to_string(), id, &location, retain).await?;
+            cluster.checkpoint_recorded(job, attempt, id);
+            if left.is_some_and(|l| l < ID_BLOCK / 2) {
+                reserve_ids(cluster, ha, epoch, job, next).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Submits every job of the job graph store that has no result yet, each restoring from its
+/// latest completed checkpoint; returns how many.
+async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
+    if let Err(e) = ha.stores.sweep().await {
+        warn!(error = %e, "cannot sweep the job graph files");
+    }
+    let mut recovered = 0;
+    for key in ha.stores.jobs().await? {
+        if ha.stores.result(&key).await?.is_some() {
+            // It ended under the previous leader, which died before cleaning up.
+            ha.stores.remove_job(epoch, &key).await?;
+            continue;
+        }
+        let id: JobId = match key.parse() {
+            Ok(id) => id,
+            Err(_) => {
+                warn!(key, "the job graph store holds a job with an unreadable id; skipped");
+                continue;
+            }
+        };
+        let Some(bytes) = ha.stores.job(&key).await? else { continue };
+        let stored: StoredJob = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let result = StoredResult {
+                    status: JobStatus::Failed.to_string(),
+                    error: Some(format!("its stored job graph cannot be read by this weir version: {e}")),
+                    end_time: now_ms(),
+                };
+                warn!(job_id = %id, error = %e, "cannot recover a job: its stored graph is unreadable");
+                let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
+                ha.stores.put_result(epoch, &key, bytes).await?;
+                continue;
+            }
+        };
+        let StoredJob { graph, mut config, .. } = stored;
+        let latest = ha.stores.latest_checkpoint(&key).await?;
+        if let Some((n, location)) = &latest {
+            info!(job_id = %id, checkpoint = n, %location, "recovering from the latest completed checkpoint");
+            config.insert("execution.savepoint.path".into(), location.clone());
+        }
+        if cluster.blobs.locate(&graph.artifact).is_none() {
+            restore_blob(cluster, ha, &graph).await?;
+        }
+        match cluster.submit_as(graph, config, id) {
+            Ok(_) => {
+                recovered += 1;
+                reserve_ids(cluster, ha, epoch, id, latest.map(|(n, _)| n + 1).unwrap_or(1)).await;
+            }
+            Err(e) => {
+                warn!(job_id = %id, error = %e, "cannot recover a job");
+                let result = StoredResult {
+                    status: JobStatus::Failed.to_string(),
+                    error: Some(e.to_string()),
+                    end_time: now_ms(),
+                };
+                let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
+                ha.stores.put_result(epoch, &key, bytes).await?;
+            }
+        }
+    }
+    Ok(recovered)
+}
+
+/// Brings a job's artifact from the HA storage directory into this JobManager's blob store.
+async fn restore_blob(cluster: &Arc<Cluster>, ha: &Ha, graph: &JobGraph) -> Result<()> {
+    let hex = graph.artifact.hex().to_string();
+    let bytes = ha.stores.blob(&hex).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "the artifact {hex} of job '{}' is neither in this JobManager's blob store nor in \
+             high-availability.storageDir",
+            graph.job_name
+        ))
+    })?;
+    let cluster = cluster.clone();
+    let digest = graph.artifact.clone();
+    tokio::task::spawn_blocking(move || cluster.blobs.store_bytes(&digest, &bytes))
+        .await
+        .map_err(|e| Error::internal(format!("artifact task failed: {e}")))?
+}

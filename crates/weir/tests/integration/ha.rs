@@ -1,0 +1,485 @@
+//! High availability on a real etcd and a real ZooKeeper: standby JobManagers take over a job with
+//! checkpoints and the exactly-once file sink when the leader is killed, when the coordination
+//! service goes away and comes back, and when the leader is cut off from the service but not from
+//! its TaskManagers; the committed output is always that of a failure-free run.
+
+#[path = "../../../weir-ha/tests/support/etcd.rs"]
+mod etcd_support;
+#[path = "../../../weir-ha/tests/support/zookeeper.rs"]
+mod zookeeper_support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir::Result;
+
+use crate::checkpoints::{committed, expected_sums};
+use crate::cluster::{Proc, field, http, job_id, start_logged, text};
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// The coordination service of a test.
+enum Service {
+    Etcd(etcd_support::EtcdServer),
+    ZooKeeper(zookeeper_support::ZkServer),
+}
+
+impl Service {
+    fn start(kind: &str) -> Service {
+        match kind {
+            "etcd" => Service::Etcd(etcd_support::EtcdServer::start()),
+            _ => Service::ZooKeeper(zookeeper_support::ZkServer::start()),
+        }
+    }
+
+    fn address(&self) -> String {
+        match self {
+            Service::Etcd(s) => s.address(),
+            Service::ZooKeeper(s) => s.address(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Service::Etcd(s) => s.stop(),
+            Service::ZooKeeper(s) => s.stop(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Service::Etcd(s) => s.restart(),
+            Service::ZooKeeper(s) => s.restart(),
+        }
+    }
+}
+
+/// A TCP relay to the service that can be cut: once cut, it swallows what passes (a partition,
+/// not a refused connection). Its threads end with their connections, or within a second of the
+/// relay being dropped.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn to(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
+        let port = listener.local_addr().expect("relay address").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (cut, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (c, s) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                        for (from, to) in [(client.try_clone(), server.try_clone()), (Ok(server), Ok(client))] {
+                            let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
+                            let (c, s) = (c.clone(), s.clone());
+                            let _ = from.set_nonblocking(false);
+                            let _ = from.set_read_timeout(Some(Duration::from_millis(500)));
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 16384];
+                                while !s.load(Ordering::SeqCst) {
+                                    match from.read(&mut buf) {
+                                        Ok(0) => break,
+                                        // Cut: swallowed.
+                                        Ok(_) if c.load(Ordering::SeqCst) => {}
+                                        Ok(n) => {
+                                            if to.write_all(&buf[..n]).is_err() {
+                                                break;
+                                            }
+                                        }
+                                        Err(e)
+                                            if matches!(
+                                                e.kind(),
+                                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                            ) => {}
+                                        Err(_) => break,
+                                    }
+                                }
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Relay { port, cut, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// JobManagers and TaskManagers of one HA cluster, as processes.
+struct HaCluster {
+    kind: &'static str,
+    service: Service,
+    dir: tempfile::TempDir,
+    jobmanagers: Vec<Option<(Proc, String)>>,
+    taskmanagers: Vec<Proc>,
+}
+
+const TTL: &str = "2s";
+
+impl Drop for HaCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the processes' logs for a look.
+            let kept = std::env::temp_dir().join(format!("weir-ha-failed-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&kept);
+            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".log") {
+                    let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+                }
+            }
+            eprintln!("the processes' logs are in {}", kept.display());
+        }
+    }
+}
+
+impl HaCluster {
+    fn new(kind: &'static str) -> HaCluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        HaCluster { kind, service: Service::start(kind), dir, jobmanagers: Vec::new(), taskmanagers: Vec::new() }
+    }
+
+    /// The settings of every process and command, reaching the service at `address`.
+    fn settings(&self, address: &str) -> Vec<String> {
+        let mut s = vec![
+            format!("high-availability.type={}", self.kind),
+            "high-availability.cluster-id=test".to_string(),
+            format!("high-availability.storageDir={}", self.dir.path().join("ha").display()),
+            "heartbeat.interval=200".to_string(),
+            "heartbeat.timeout=1500".to_string(),
+        ];
+        match self.kind {
+            "etcd" => s.extend([
+                format!("high-availability.etcd.endpoints={address}"),
+                format!("high-availability.etcd.lease-ttl={TTL}"),
+            ]),
+            _ => s.extend([
+                format!("high-availability.zookeeper.quorum={address}"),
+                format!("high-availability.zookeeper.client.session-timeout={TTL}"),
+            ]),
+        }
+        s
+    }
+
+    fn args(&self, role: &str, address: &str, extra: &[String]) -> Vec<String> {
+        let mut args = vec![role.to_string()];
+        for s in self.settings(address).iter().chain(extra) {
+            args.extend(["-D".to_string(), s.clone()]);
+        }
+        args
+    }
+
+    /// Starts a JobManager reaching the service at `address`; its index.
+    fn add_jobmanager_via(&mut self, address: &str) -> usize {
+        let n = self.jobmanagers.len();
+        let extra = vec![
+            "rest.port=0".to_string(),
+            "jobmanager.rpc.port=0".to_string(),
+            "restart-strategy.type=fixed-delay".to_string(),
+            "restart-strategy.fixed-delay.attempts=20".to_string(),
+            "restart-strategy.fixed-delay.delay=100ms".to_string(),
+            format!("blob.storage.directory={}", self.dir.path().join(format!("jm-{n}")).display()),
+        ];
+        let args = self.args("jobmanager", address, &extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self.dir.path().join(format!("jm-{n}.log"));
+        let env = [("WEIR_LOG".to_string(), "info".to_string())];
+        let (p, line) = start_logged(Path::new(WEIR), &args, self.dir.path(), &env, Some(&log));
+        let rest = field(&line, "rest=http://").to_string();
+        self.jobmanagers.push(Some((p, rest)));
+        n
+    }
+
+    fn add_jobmanager(&mut self) -> usize {
+        let address = self.service.address();
+        self.add_jobmanager_via(&address)
+    }
+
+    fn add_taskmanager(&mut self) {
+        let n = self.taskmanagers.len();
+        let extra = vec![
+            "taskmanager.numberOfTaskSlots=1".to_string(),
+            format!("blob.storage.directory={}", self.dir.path().join(format!("tm-{n}")).display()),
+        ];
+        let args = self.args("taskmanager", &self.service.address(), &extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = self.dir.path().join(format!("tm-{n}.log"));
+        let env = [("WEIR_LOG".to_string(), "info".to_string())];
+        let (p, _) = start_logged(Path::new(WEIR), &args, self.dir.path(), &env, Some(&log));
+        self.taskmanagers.push(p);
+    }
+
+    fn rest(&self, i: usize) -> &str {
+        self.jobmanagers[i].as_ref().map(|(_, r)| r.as_str()).unwrap_or_default()
+    }
+
+    fn ha_status(&self, i: usize) -> Value {
+        http("GET", self.rest(i), "/weir/ha", None).1
+    }
+
+    /// Waits (bounded) until a live JobManager leads with every TaskManager registered; its index.
+    fn leader(&self, limit: Duration) -> usize {
+        self.leader_but(None, limit)
+    }
+
+    /// As [`HaCluster::leader`], a JobManager other than `except`.
+    fn leader_but(&self, except: Option<usize>, limit: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            for (i, jm) in self.jobmanagers.iter().enumerate() {
+                if jm.is_some() && Some(i) != except && self.ha_status(i)["leading"] == true {
+                    let (_, o) = http("GET", self.rest(i), "/overview", None);
+                    if o["taskmanagers"].as_u64() == Some(self.taskmanagers.len() as u64) {
+                        return i;
+                    }
+                }
+            }
+            assert!(start.elapsed() < limit, "no JobManager led with every TaskManager within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_jobmanager(&mut self, i: usize) {
+        // Dropping a process kills it (kill -9, by its pid) and waits for it.
+        drop(self.jobmanagers[i].take());
+    }
+
+    /// A client command with the cluster's HA settings (it finds the leader itself, no `-m`).
+    fn weir(&self, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        for s in self.settings(&self.service.address()) {
+            all.extend(["-D".to_string(), s]);
+        }
+        std::process::Command::new(WEIR).args(&all).output().unwrap_or_else(|e| panic!("cannot run weir: {e}"))
+    }
+
+    /// Submits `keyed-sums` of `count` numbers over `keys` keys at `rate`, checkpointing every
+    /// 200 ms, into `out`, at parallelism 2; its job id.
+    fn submit(&self, (count, keys, rate): (u64, u64, u64), out: &Path) -> String {
+        let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": {rate}, "output": "{}"}}"#, out.display());
+        let cp = format!("execution.checkpointing.dir={}", self.dir.path().join("cp").display());
+        let submitted = self.weir(&[
+            "run",
+            "-t",
+            "remote",
+            "-d",
+            "keyed-sums",
+            "--args",
+            &args,
+            "-p",
+            "2",
+            "-D",
+            "execution.checkpointing.interval=200ms",
+            "-D",
+            &cp,
+        ]);
+        let id = job_id(&submitted);
+        assert!(!id.is_empty(), "not submitted: {}{}", text(&submitted.stdout), text(&submitted.stderr));
+        id
+    }
+
+    /// Waits (bounded) until job `id` completed `n` checkpoints under the leader `i`.
+    fn wait_checkpoints(&self, i: usize, id: &str, n: u64) {
+        let start = Instant::now();
+        loop {
+            let (_, cp) = http("GET", self.rest(i), &format!("/jobs/{id}/checkpoints"), None);
+            if cp["counts"]["completed"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "job {id} did not complete {n} checkpoints: {cp}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until job `id` ended under whichever JobManager leads; its final state.
+    fn wait_end(&self, id: &str, limit: Duration) -> Value {
+        let start = Instant::now();
+        let mut seen = Value::Null;
+        loop {
+            for (i, jm) in self.jobmanagers.iter().enumerate() {
+                if jm.is_none() || self.ha_status(i)["leading"] != true {
+                    continue;
+                }
+                let (_, job) = http("GET", self.rest(i), &format!("/jobs/{id}"), None);
+                if matches!(job["state"].as_str(), Some("FINISHED" | "FAILED" | "CANCELED")) {
+                    return job;
+                }
+                let (_, exceptions) = http("GET", self.rest(i), &format!("/jobs/{id}/exceptions"), None);
+                seen = serde_json::json!({ "leader": i, "job": job, "exceptions": exceptions });
+            }
+            assert!(start.elapsed() < limit, "job {id} did not end within {limit:?}; last seen: {seen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Checks that `out` holds exactly the output of a failure-free run.
+fn exactly_once(out: &Path, count: u64, keys: u64) -> Result<()> {
+    let (lines, _) = committed(out)?;
+    assert_eq!(lines.len(), count as usize, "committed {} lines of {count}", lines.len());
+    assert_eq!(lines, expected_sums(count, keys), "the committed output differs from a failure-free run");
+    Ok(())
+}
+
+/// The leader is killed with `kill -9` mid-job; a standby started late (after the job) takes over,
+/// the TaskManagers follow it, and the job resumes from its latest checkpoint.
+fn leader_kill(kind: &'static str) -> Result<()> {
+    let mut c = HaCluster::new(kind);
+    let first = c.add_jobmanager();
+    c.add_taskmanager();
+    c.add_taskmanager();
+    let leader = c.leader(Duration::from_secs(30));
+    assert_eq!(leader, first);
+    let out = c.dir.path().join("out");
+    let (count, keys) = (30_000u64, 17u64);
+    let id = c.submit((count, keys, 6000), &out);
+    c.wait_checkpoints(leader, &id, 2);
+    // The standby comes only now, and stands by: it sends clients on to the leader.
+    let standby = c.add_jobmanager();
+    // It learns who leads within a retrieval interval (bounded wait).
+    let start = Instant::now();
+    let status = loop {
+        let status = c.ha_status(standby);
+        if !status["leader"].is_null() || start.elapsed() > Duration::from_secs(10) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status["leading"], false, "{status}");
+    assert_eq!(status["leader"]["rest"].as_str(), Some(c.rest(leader)), "{status}");
+    let (code, _) = http("GET", c.rest(standby), "/jobs/overview", None);
+    assert_eq!(code, 307, "a standby sends REST clients on to the leader");
+    c.kill_jobmanager(leader);
+    let killed = Instant::now();
+    let next = c.leader(Duration::from_secs(30));
+    assert_eq!(next, standby);
+    eprintln!("{kind}: the standby leads with both TaskManagers {:?} after the kill", killed.elapsed());
+    let done = c.wait_end(&id, Duration::from_secs(90));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    exactly_once(&out, count, keys)?;
+    // The job ended: its result is kept, its graph is gone from the store.
+    let listed = text(&c.weir(&["list"]).stdout);
+    assert!(listed.contains(&id) && listed.contains("FINISHED"), "{listed}");
+    Ok(())
+}
+
+#[test]
+fn etcd_a_standby_takes_over_from_a_killed_leader_exactly_once() -> Result<()> {
+    leader_kill("etcd")
+}
+
+#[test]
+fn zookeeper_a_standby_takes_over_from_a_killed_leader_exactly_once() -> Result<()> {
+    leader_kill("zookeeper")
+}
+
+/// The coordination service stops mid-job and comes back: the leader suspends the job when it
+/// cannot keep its leadership, and the cluster recovers by itself once the service is back.
+fn service_restart(kind: &'static str) -> Result<()> {
+    let mut c = HaCluster::new(kind);
+    c.add_jobmanager();
+    c.add_jobmanager();
+    c.add_taskmanager();
+    c.add_taskmanager();
+    let leader = c.leader(Duration::from_secs(30));
+    let out = c.dir.path().join("out");
+    let (count, keys) = (30_000u64, 13u64);
+    let id = c.submit((count, keys, 6000), &out);
+    c.wait_checkpoints(leader, &id, 2);
+    c.service.stop();
+    // Nobody leads while the service is gone (bounded wait for the leader to notice).
+    let start = Instant::now();
+    while c.ha_status(leader)["leading"] == true {
+        assert!(start.elapsed() < Duration::from_secs(10), "the leader kept leading without the service");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, jobs) = http("GET", c.rest(leader), "/jobs/overview", None);
+    std::thread::sleep(Duration::from_secs(1));
+    c.service.restart();
+    let next = c.leader(Duration::from_secs(60));
+    eprintln!("{kind}: after the service came back, JobManager {next} leads (was {leader}); before: {jobs}");
+    let done = c.wait_end(&id, Duration::from_secs(90));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    exactly_once(&out, count, keys)
+}
+
+#[test]
+fn etcd_the_cluster_recovers_by_itself_when_etcd_comes_back() -> Result<()> {
+    service_restart("etcd")
+}
+
+#[test]
+fn zookeeper_the_cluster_recovers_by_itself_when_zookeeper_comes_back() -> Result<()> {
+    service_restart("zookeeper")
+}
+
+/// The leader is cut off from the service (a relay that swallows its traffic) but not from its
+/// TaskManagers: it stops leading before the standby starts, the standby takes the job over, and
+/// the output is exactly once.
+fn partition(kind: &'static str) -> Result<()> {
+    let mut c = HaCluster::new(kind);
+    let relay = Relay::to(c.service.address());
+    let cut_off = c.add_jobmanager_via(&format!("127.0.0.1:{}", relay.port));
+    c.add_taskmanager();
+    c.add_taskmanager();
+    assert_eq!(c.leader(Duration::from_secs(30)), cut_off);
+    let standby = c.add_jobmanager();
+    let out = c.dir.path().join("out");
+    let (count, keys) = (30_000u64, 11u64);
+    let id = c.submit((count, keys, 6000), &out);
+    c.wait_checkpoints(cut_off, &id, 2);
+    relay.cut.store(true, Ordering::SeqCst);
+    assert_eq!(c.leader_but(Some(cut_off), Duration::from_secs(30)), standby);
+    let (old, new) = (c.ha_status(cut_off), c.ha_status(standby));
+    assert_eq!(old["leading"], false, "{old}");
+    let (stopped, elected) = (old["stopped-ms"].as_i64().unwrap_or(0), new["elected-ms"].as_i64().unwrap_or(0));
+    assert!(stopped > 0 && stopped <= elected, "the old leader stopped at {stopped}, the new one began at {elected}");
+    eprintln!("{kind}: the cut-off leader stopped {} ms before the standby began", elected - stopped);
+    let done = c.wait_end(&id, Duration::from_secs(90));
+    assert_eq!(done["state"], "FINISHED", "{done}");
+    exactly_once(&out, count, keys)
+}
+
+#[test]
+fn etcd_a_leader_cut_off_from_etcd_steps_down_before_the_standby_leads() -> Result<()> {
+    partition("etcd")
+}
+
+#[test]
+fn zookeeper_a_leader_cut_off_from_zookeeper_steps_down_before_the_standby_leads() -> Result<()> {
+    partition("zookeeper")
+}
+
+#[test]
+fn bad_ha_settings_are_refused_with_what_to_do() {
+    let out = std::process::Command::new(WEIR)
+        .args(["jobmanager", "-D", "high-availability.type=etcd", "-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("high-availability.storageDir"), "{err}");
+    let out = std::process::Command::new(WEIR)
+        .args(["jobmanager", "-D", "high-availability.type=consul"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("none, etcd or zookeeper"), "{err}");
+}
