@@ -292,12 +292,7 @@ pub async fn lead(cluster: Arc<Cluster>) {
 /// Records one event.
 async fn apply(cluster: &Cluster, ha: &Ha, epoch: u64, event: Event) -> Result<()> {
     match event {
-        Event::Ended { job, status, error } => {
-            let result = StoredResult { status: status.to_string(), error, end_time: now_ms() };
-            let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
-            ha.stores.put_result(epoch, &job.to_string(), bytes).await?;
-            ha.stores.remove_job(epoch, &job.to_string()).await
-        }
+        Event::Ended { job, status, error } => record_end(ha, epoch, &job.to_string(), status, error).await,
         Event::Checkpoint { job, attempt, id, location, retain, ids: (next, left) } => {
             ha.stores.add_checkpoint(epoch, &job.to_string(), id, &location, retain).await?;
             cluster.checkpoint_recorded(job, attempt, id);
@@ -333,14 +328,9 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
         let stored: StoredJob = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(e) => {
-                let result = StoredResult {
-                    status: JobStatus::Failed.to_string(),
-                    error: Some(format!("its stored job graph cannot be read by this weir version: {e}")),
-                    end_time: now_ms(),
-                };
                 warn!(job_id = %id, error = %e, "cannot recover a job: its stored graph is unreadable");
-                let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
-                ha.stores.put_result(epoch, &key, bytes).await?;
+                let why = format!("its stored job graph cannot be read by this weir version: {e}");
+                record_end(ha, epoch, &key, JobStatus::Failed, Some(why)).await?;
                 continue;
             }
         };
@@ -350,8 +340,12 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             info!(job_id = %id, checkpoint = n, %location, "recovering from the latest completed checkpoint");
             config.insert("execution.savepoint.path".into(), location.clone());
         }
-        if cluster.blobs.locate(&graph.artifact).is_none() {
-            restore_blob(cluster, ha, &graph).await?;
+        if cluster.blobs.locate(&graph.artifact).is_none()
+            && let Err(e) = restore_blob(cluster, ha, &graph).await
+        {
+            warn!(job_id = %id, error = %e, "cannot recover a job: its artifact is gone");
+            record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string())).await?;
+            continue;
         }
         match cluster.submit_as(graph, config, id) {
             Ok(_) => {
@@ -360,17 +354,19 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             }
             Err(e) => {
                 warn!(job_id = %id, error = %e, "cannot recover a job");
-                let result = StoredResult {
-                    status: JobStatus::Failed.to_string(),
-                    error: Some(e.to_string()),
-                    end_time: now_ms(),
-                };
-                let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(e.to_string()))?;
-                ha.stores.put_result(epoch, &key, bytes).await?;
+                record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string())).await?;
             }
         }
     }
     Ok(recovered)
+}
+
+/// Records that job `key` ended (its result) and forgets its graph and checkpoint pointers.
+async fn record_end(ha: &Ha, epoch: u64, key: &str, status: JobStatus, error: Option<String>) -> Result<()> {
+    let result = StoredResult { status: status.to_string(), error, end_time: now_ms() };
+    let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(format!("cannot encode a job result: {e}")))?;
+    ha.stores.put_result(epoch, key, bytes).await?;
+    ha.stores.remove_job(epoch, key).await
 }
 
 /// Brings a job's artifact from the HA storage directory into this JobManager's blob store.
