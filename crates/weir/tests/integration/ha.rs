@@ -483,3 +483,47 @@ fn bad_ha_settings_are_refused_with_what_to_do() {
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("none, etcd or zookeeper"), "{err}");
 }
+
+/// A job graph in the store that this build cannot read (another weir version wrote it) fails that
+/// job alone, with a result that says why; the JobManager leads on.
+#[test]
+fn an_unreadable_stored_job_fails_alone_with_a_result_that_says_why() {
+    use weir_ha::HaServices;
+    let mut c = HaCluster::new("etcd");
+    let settings = weir_core::config::HaSettings {
+        kind: "etcd".into(),
+        cluster_id: "test".into(),
+        etcd_endpoints: Some(c.service.address()),
+        storage_dir: Some(c.dir.path().join("ha").display().to_string()),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let job = "0123456789abcdef0123456789abcdef";
+    let stores = runtime.block_on(async {
+        let ha: Arc<dyn HaServices> =
+            Arc::new(weir_ha::etcd::Etcd::connect(&settings).await.unwrap_or_else(|e| panic!("connect: {e}")));
+        let stores = weir_ha::stores::Stores::open(ha.clone(), &settings).unwrap_or_else(|e| panic!("stores: {e}"));
+        let me = weir_ha::LeaderInfo { id: "writer".into(), rpc: "-".into(), rest: "-".into() };
+        let l = ha.campaign(me).await.unwrap_or_else(|e| panic!("campaign: {e}"));
+        let bytes = br#"{"format": 99, "graph": "from another build"}"#.to_vec();
+        stores.put_job(l.epoch, job, bytes).await.unwrap_or_else(|e| panic!("put: {e}"));
+        ha.resign(&l).await.unwrap_or_else(|e| panic!("resign: {e}"));
+        stores
+    });
+    let jm = c.add_jobmanager();
+    c.add_taskmanager();
+    assert_eq!(c.leader(Duration::from_secs(30)), jm, "the JobManager leads despite the bad job");
+    let result = runtime.block_on(async {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = stores.result(job).await.unwrap_or_else(|e| panic!("result: {e}")) {
+                return String::from_utf8_lossy(&r).into_owned();
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no result recorded for the unreadable job");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(result.contains("FAILED") && result.contains("cannot be read by this weir version"), "{result}");
+    let left = runtime.block_on(stores.jobs()).unwrap_or_else(|e| panic!("jobs: {e}"));
+    assert!(left.is_empty(), "the unreadable job left the job graph store: {left:?}");
+}
