@@ -92,6 +92,8 @@ pub struct Ha {
     leader: watch::Receiver<Option<Leader>>,
     events: mpsc::UnboundedSender<Event>,
     events_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    /// Artifacts known to be in the storage directory, so that each is looked for there once.
+    kept_blobs: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Ha {
@@ -108,6 +110,7 @@ impl Ha {
             leader: weir_ha::follow_leader(services),
             events,
             events_rx: std::sync::Mutex::new(Some(rx)),
+            kept_blobs: Default::default(),
         })
     }
 
@@ -165,8 +168,11 @@ impl Cluster {
         let epoch = ha.leading().ok_or_else(|| ha.not_leading())?;
         let id = JobId::random();
         let key = id.to_string();
-        if let Some(path) = self.blobs.locate(&graph.artifact) {
-            ha.stores.put_blob(graph.artifact.hex(), path).await?;
+        let hex = graph.artifact.hex().to_string();
+        let kept = ha.kept_blobs.lock().unwrap_or_else(|p| p.into_inner()).contains(&hex);
+        if let Some(path) = self.blobs.locate(&graph.artifact).filter(|_| !kept) {
+            ha.stores.put_blob(&hex, path).await?;
+            ha.kept_blobs.lock().unwrap_or_else(|p| p.into_inner()).insert(hex);
         }
         let stored = StoredJob {
             format: STORED_JOB_FORMAT,
