@@ -76,4 +76,21 @@ mod tests {
         assert_eq!(all.net_runtime, Duration::from_millis(11));
         assert!(JobResult::merge(Vec::new()).is_none());
     }
+
+    #[test]
+    fn results_round_trip_through_json_with_their_collected_values() {
+        // The job result store of high availability keeps finished jobs' results as JSON.
+        let r = JobResult {
+            job_id: JobId(9),
+            job_name: "j".into(),
+            status: JobStatus::Finished,
+            net_runtime: Duration::from_millis(1234),
+            accumulators: [("sums".to_string(), [(0, vec![1, 2]), (3, vec![255])].into())].into(),
+            counts: vec![VertexCounts { name: "v".into(), records_in: 4, records_out: 5 }],
+        };
+        let text = serde_json::to_vec(&r).expect("encodes");
+        let back: JobResult = serde_json::from_slice(&text).expect("decodes");
+        assert_eq!(back.accumulators, r.accumulators);
+        assert_eq!((back.job_id, back.net_runtime, back.counts.len()), (r.job_id, r.net_runtime, 1));
+    }
 }

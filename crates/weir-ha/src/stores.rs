@@ -6,7 +6,7 @@
 //! | job graphs | `jobgraphs/{job}`: the file's name | `jobgraphs/{job}-{unique}`: the submitted job |
 //! | checkpoint ids | `checkpoints/{job}/counter`: the next id | |
 //! | completed checkpoints | `checkpoints/{job}/completed/{id:020}`: the location | (the checkpoint's own storage) |
-//! | job results | `results/{job}`: the outcome | |
+//! | job results | `results/{job}`: the outcome | `results/{job}`: a finished job's values |
 //! | artifacts | | `blobs/{digest}` |
 //!
 //! Every write is fenced by the writer's epoch. A job graph is written to storage before its
@@ -175,6 +175,20 @@ impl Stores {
     /// A job's recorded outcome.
     pub async fn result(&self, job: &str) -> Result<Option<Vec<u8>>> {
         self.ha.get(&format!("results/{job}")).await
+    }
+
+    /// Keeps what a finished job handed back (`bytes`: the caller's encoding), before its outcome
+    /// is recorded; returns the name its outcome gives for it.
+    pub async fn put_result_data(&self, job: &str, bytes: Vec<u8>) -> Result<String> {
+        let (storage, rel) = (self.storage.clone(), format!("results/{job}"));
+        blocking(move || storage.put(&rel, bytes)).await?;
+        Ok(format!("results/{job}"))
+    }
+
+    /// What [`Stores::put_result_data`] kept under `name`.
+    pub async fn result_data(&self, name: &str) -> Result<Vec<u8>> {
+        let (storage, rel) = (self.storage.clone(), name.to_string());
+        blocking(move || storage.get(&rel)).await
     }
 
     /// Every recorded outcome, by job.

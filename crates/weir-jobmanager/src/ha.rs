@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
+use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_ha::stores::Stores;
 use weir_ha::{HaServices, Leader, LeaderInfo};
@@ -36,6 +37,8 @@ pub enum Event {
         status: JobStatus,
         /// Why it failed.
         error: Option<String>,
+        /// What a finished job handed back.
+        result: Option<Box<JobResult>>,
     },
     /// A checkpoint completed.
     Checkpoint {
@@ -73,6 +76,10 @@ pub struct StoredResult {
     pub error: Option<String>,
     /// When it ended (ms since the epoch).
     pub end_time: i64,
+    /// Where a finished job's values are kept in the storage directory (what `wait` hands back to
+    /// an application's `main` when it runs again under a new leader).
+    #[serde(default)]
+    pub values: Option<String>,
 }
 
 const STORED_JOB_FORMAT: u32 = 1;
@@ -94,6 +101,8 @@ pub struct Ha {
     events_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     /// Artifacts known to be in the storage directory, so that each is looked for there once.
     kept_blobs: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The epoch whose jobs are recovered, while it leads (0: none).
+    recovered: watch::Sender<u64>,
 }
 
 impl Ha {
@@ -111,7 +120,59 @@ impl Ha {
             events,
             events_rx: std::sync::Mutex::new(Some(rx)),
             kept_blobs: Default::default(),
+            recovered: watch::Sender::new(0),
         })
+    }
+
+    /// The epoch while this JobManager leads and has recovered the jobs of the store: the jobs it
+    /// does not run then have ended (or were never submitted).
+    pub fn ready(&self) -> Option<u64> {
+        let recovered = *self.recovered.borrow();
+        self.leading().filter(|e| *e == recovered)
+    }
+
+    /// Waits until this JobManager leads with its jobs recovered; the epoch.
+    pub async fn until_ready(&self) -> u64 {
+        let mut rx = self.recovered.subscribe();
+        loop {
+            if let Some(epoch) = self.ready() {
+                return epoch;
+            }
+            // Leadership can also go without a change here: look again now and then.
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    /// How job (or application) `id` ended, as the job result store records it, with what a
+    /// finished job handed back; `None` while it has not ended.
+    pub async fn ended(&self, id: JobId) -> Result<Option<(StoredResult, Option<JobResult>)>> {
+        let Some(bytes) = self.stores.result(&id.to_string()).await? else { return Ok(None) };
+        let stored: StoredResult = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("the job result store holds an unreadable result for {id}: {e}")))?;
+        let values = match &stored.values {
+            Some(name) => {
+                let bytes = self.stores.result_data(name).await?;
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::internal(format!("the stored values of job {id} cannot be read: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Some((stored, values)))
+    }
+
+    /// Records that application `id` ended, under `epoch` (fenced: a deposed leader cannot).
+    pub async fn record_application_end(
+        &self,
+        epoch: u64,
+        id: JobId,
+        status: &str,
+        error: Option<String>,
+    ) -> Result<()> {
+        let result = StoredResult { status: status.to_string(), error, end_time: now_ms(), values: None };
+        let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(format!("cannot encode a result: {e}")))?;
+        self.stores.put_result(epoch, &id.to_string(), bytes).await
     }
 
     /// The epoch while this JobManager leads.
@@ -164,9 +225,18 @@ impl Cluster {
     /// Accepts a job; with high availability it is first kept in the job graph store (and its
     /// artifact in the HA storage directory), so that a new leader recovers it.
     pub async fn submit_durably(self: &Arc<Self>, graph: JobGraph, config: BTreeMap<String, String>) -> Result<JobId> {
-        let Some(ha) = self.ha.clone() else { return self.submit(graph, config) };
+        self.submit_durably_as(graph, config, JobId::random()).await
+    }
+
+    /// As [`Cluster::submit_durably`], with id `id`.
+    pub async fn submit_durably_as(
+        self: &Arc<Self>,
+        graph: JobGraph,
+        config: BTreeMap<String, String>,
+        id: JobId,
+    ) -> Result<JobId> {
+        let Some(ha) = self.ha.clone() else { return self.submit_as(graph, config, id) };
         let epoch = ha.leading().ok_or_else(|| ha.not_leading())?;
-        let id = JobId::random();
         let key = id.to_string();
         let hex = graph.artifact.hex().to_string();
         let kept = ha.kept_blobs.lock().unwrap_or_else(|p| p.into_inner()).contains(&hex);
@@ -261,7 +331,10 @@ pub async fn lead(cluster: Arc<Cluster>) {
         info!(epoch, id = %ha.me.id, "leading: recovering jobs");
         let started = Instant::now();
         match recover(&cluster, &ha, epoch).await {
-            Ok(n) => info!(epoch, jobs = n, ms = started.elapsed().as_millis() as u64, "jobs recovered"),
+            Ok(n) => {
+                info!(epoch, jobs = n, ms = started.elapsed().as_millis() as u64, "jobs recovered");
+                ha.recovered.send_replace(epoch);
+            }
             Err(e) => warn!(epoch, error = %e, "cannot recover the jobs of the job graph store"),
         }
         let lost = loop {
@@ -280,6 +353,7 @@ pub async fn lead(cluster: Arc<Cluster>) {
             }
         };
         *ha.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        ha.recovered.send_replace(0);
         ha.stopped_ms.store(now_ms(), Ordering::SeqCst);
         if !lost {
             // A cluster shut down on purpose: jobs ended (or were cancelled) and are recorded as
@@ -298,7 +372,9 @@ pub async fn lead(cluster: Arc<Cluster>) {
 /// Records one event.
 async fn apply(cluster: &Cluster, ha: &Ha, epoch: u64, event: Event) -> Result<()> {
     match event {
-        Event::Ended { job, status, error } => record_end(ha, epoch, &job.to_string(), status, error).await,
+        Event::Ended { job, status, error, result } => {
+            record_end(ha, epoch, &job.to_string(), status, error, result.map(|r| *r)).await
+        }
         Event::Checkpoint { job, attempt, id, location, retain, ids: (next, left) } => {
             ha.stores.add_checkpoint(epoch, &job.to_string(), id, &location, retain).await?;
             cluster.checkpoint_recorded(job, attempt, id);
@@ -336,7 +412,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             Err(e) => {
                 warn!(job_id = %id, error = %e, "cannot recover a job: its stored graph is unreadable");
                 let why = format!("its stored job graph cannot be read by this weir version: {e}");
-                record_end(ha, epoch, &key, JobStatus::Failed, Some(why)).await?;
+                record_end(ha, epoch, &key, JobStatus::Failed, Some(why), None).await?;
                 continue;
             }
         };
@@ -350,7 +426,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             && let Err(e) = restore_blob(cluster, ha, &graph).await
         {
             warn!(job_id = %id, error = %e, "cannot recover a job: its artifact is gone");
-            record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string())).await?;
+            record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string()), None).await?;
             continue;
         }
         match cluster.submit_as(graph, config, id) {
@@ -360,16 +436,32 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             }
             Err(e) => {
                 warn!(job_id = %id, error = %e, "cannot recover a job");
-                record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string())).await?;
+                record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string()), None).await?;
             }
         }
     }
     Ok(recovered)
 }
 
-/// Records that job `key` ended (its result) and forgets its graph and checkpoint pointers.
-async fn record_end(ha: &Ha, epoch: u64, key: &str, status: JobStatus, error: Option<String>) -> Result<()> {
-    let result = StoredResult { status: status.to_string(), error, end_time: now_ms() };
+/// Records that job `key` ended (its result, and what it handed back) and forgets its graph and
+/// checkpoint pointers.
+async fn record_end(
+    ha: &Ha,
+    epoch: u64,
+    key: &str,
+    status: JobStatus,
+    error: Option<String>,
+    values: Option<JobResult>,
+) -> Result<()> {
+    let values = match values {
+        Some(v) => {
+            let bytes =
+                serde_json::to_vec(&v).map_err(|e| Error::internal(format!("cannot encode a job's values: {e}")))?;
+            Some(ha.stores.put_result_data(key, bytes).await?)
+        }
+        None => None,
+    };
+    let result = StoredResult { status: status.to_string(), error, end_time: now_ms(), values };
     let bytes = serde_json::to_vec(&result).map_err(|e| Error::internal(format!("cannot encode a job result: {e}")))?;
     ha.stores.put_result(epoch, key, bytes).await?;
     ha.stores.remove_job(epoch, key).await

@@ -495,7 +495,12 @@ impl Cluster {
             let mut start = Vec::new();
             for _ in 0..missing.div_ceil(per_tm) {
                 s.provided_count += 1;
-                let id = format!("{}-taskmanager-{}", provider.kind(), s.provided_count);
+                // With high availability, TaskManagers started by an earlier leader may register
+                // here too: the ids name the JobManager that started them.
+                let id = match &s.ha {
+                    Some(ha) => format!("{}-taskmanager-{}-{}", provider.kind(), ha.me.id, s.provided_count),
+                    None => format!("{}-taskmanager-{}", provider.kind(), s.provided_count),
+                };
                 s.pending.insert(id.clone(), (per_tm, Instant::now()));
                 start.push(id);
             }
@@ -596,8 +601,10 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
     }
     release(s, id);
     if let Some(ha) = &s.ha {
-        let error = s.jobs.get(&id).and_then(|j| j.exceptions.last()).map(|(_, e)| e.clone());
-        ha.record(crate::ha::Event::Ended { job: id, status, error });
+        let job = s.jobs.get(&id);
+        let error = job.and_then(|j| j.exceptions.last()).map(|(_, e)| e.clone());
+        let result = job.and_then(|j| j.result.clone()).map(Box::new);
+        ha.record(crate::ha::Event::Ended { job: id, status, error, result });
     }
 }
 

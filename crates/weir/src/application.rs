@@ -4,6 +4,17 @@
 //! TaskManagers they need. The cluster lives as long as the application: once `main` returned and
 //! its jobs ended, or once any of its jobs was cancelled (which cancels the others), it records
 //! the outcome in the job result store and shuts down.
+//!
+//! With high availability, the application's id derives from `high-availability.cluster-id`, and
+//! every JobManager started for it campaigns; only the leader runs `main`. Its `n`th job has an id
+//! derived from the application's, and is kept in the job graph store like a session cluster's. A
+//! new leader recovers the running jobs and runs `main` again: an `execute` whose job runs again
+//! attaches to it, one whose job ended under an earlier leader gets that job's recorded result
+//! (with its values) without running it again, and the rest are submitted as before. So single-
+//! and multi-`execute` applications survive their JobManager, provided `main` submits the same
+//! jobs in the same order. A leader that loses its leadership keeps `main` waiting until it leads
+//! again; the application's end is recorded, fenced, in the job result store, so that a standby
+//! elected later shuts down instead of running `main` again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +26,7 @@ use weir_api::{Driver, Executor, SubmittedJob};
 use weir_core::result::{JobResult, VertexCounts};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_jobmanager::Cluster;
+use weir_jobmanager::ha::{Ha, StoredResult};
 use weir_jobmanager::provider::ResourceProvider;
 use weir_jobmanager::results::{ApplicationJob, ApplicationRecord, JobResultStore};
 
@@ -37,6 +49,57 @@ struct Application {
     /// Set when `main` failed and its jobs are being cancelled for that (not by a user).
     closing: AtomicBool,
     provider: Option<Arc<dyn ResourceProvider>>,
+    /// High availability, when on.
+    ha: Option<Arc<Ha>>,
+    /// The JobManager's runtime, for calls to the coordination service.
+    handle: tokio::runtime::Handle,
+    /// Jobs that ended under an earlier leader, as the job result store records them.
+    ended_earlier: Mutex<BTreeMap<JobId, Ended>>,
+}
+
+/// How a job ended under an earlier leader.
+#[derive(Clone)]
+struct Ended {
+    status: JobStatus,
+    error: Option<String>,
+    result: Option<Arc<JobResult>>,
+}
+
+/// Where a job of the application stands.
+enum Standing {
+    /// This JobManager runs it, or ran it to its end.
+    Here {
+        status: JobStatus,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// It ended under an earlier leader.
+    Earlier(Ended),
+    /// Neither: this JobManager stands by, or has not recovered it yet.
+    Away,
+}
+
+impl Standing {
+    fn status(&self) -> JobStatus {
+        match self {
+            Standing::Here { status, .. } => *status,
+            Standing::Earlier(e) => e.status,
+            Standing::Away => JobStatus::Suspended,
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        match self {
+            Standing::Here { error, .. } | Standing::Earlier(Ended { error, .. }) => error.clone(),
+            Standing::Away => None,
+        }
+    }
+}
+
+/// Reads a status the job result store recorded.
+fn recorded_status(stored: &StoredResult) -> Result<JobStatus> {
+    serde_json::from_value(serde_json::Value::String(stored.status.clone()))
+        .map_err(|_| Error::internal(format!("the job result store records an unknown status '{}'", stored.status)))
 }
 
 impl Application {
@@ -49,20 +112,61 @@ impl Application {
         self.record().jobs.iter().map(|j| j.id).collect()
     }
 
-    /// Brings the jobs' statuses in the record up to date and writes it.
-    fn save(&self) {
-        let mut record = self.record();
+    /// Where job `id` stands: in this JobManager, ended under an earlier leader, or away.
+    /// Without high availability a job is always here (or an internal error).
+    fn standing(&self, id: JobId) -> Result<Standing> {
         {
             let s = self.cluster.lock();
-            for j in &mut record.jobs {
-                if let Some(job) = s.jobs.get(&j.id) {
-                    j.status = job.status.as_str().to_string();
-                    j.error = if job.status == JobStatus::Failed {
-                        job.exceptions.last().map(|(_, e)| e.clone())
-                    } else {
-                        None
-                    };
-                }
+            if let Some(j) = s.jobs.get(&id) {
+                let error = (j.status == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
+                return Ok(Standing::Here { status: j.status, error: error.flatten() });
+            }
+        }
+        let Some(ha) = &self.ha else { return Err(Error::internal(format!("job {id} vanished"))) };
+        if let Some(e) = self.ended_earlier.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(Standing::Earlier(e.clone()));
+        }
+        // While it stands by or recovers, this JobManager cannot tell; once it leads with its jobs
+        // recovered, a job it does not run has ended, or was never submitted.
+        if ha.ready().is_none() {
+            return Ok(Standing::Away);
+        }
+        let stored = match self.handle.block_on(ha.ended(id)) {
+            Ok(s) => s,
+            Err(e) if e.is_retryable() => return Ok(Standing::Away),
+            Err(e) => return Err(e),
+        };
+        let Some((stored, result)) = stored else { return Ok(Standing::Away) };
+        let ended = Ended { status: recorded_status(&stored)?, error: stored.error, result: result.map(Arc::new) };
+        self.ended_earlier.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ended.clone());
+        Ok(Standing::Earlier(ended))
+    }
+
+    /// Whether this JobManager may write the application's record: without high availability,
+    /// or while it leads.
+    fn writes_record(&self) -> bool {
+        self.ha.as_ref().is_none_or(|ha| ha.leading().is_some())
+    }
+
+    /// How the application ended under another JobManager, if it did (the job result store
+    /// records applications by their id too).
+    fn ended_elsewhere(&self) -> Result<Option<StoredResult>> {
+        let Some(ha) = &self.ha else { return Ok(None) };
+        Ok(self.handle.block_on(ha.ended(self.id))?.map(|(stored, _)| stored))
+    }
+
+    /// Brings the jobs' statuses in the record up to date and writes it.
+    fn save(&self) {
+        if !self.writes_record() {
+            return;
+        }
+        let ids = self.job_ids();
+        let standings: Vec<Option<Standing>> = ids.iter().map(|id| self.standing(*id).ok()).collect();
+        let mut record = self.record();
+        for (j, standing) in record.jobs.iter_mut().zip(standings) {
+            if let Some(st) = standing.filter(|st| !matches!(st, Standing::Away)) {
+                j.status = st.status().as_str().to_string();
+                j.error = st.error();
             }
         }
         if let Err(e) = self.store.write(&record) {
@@ -82,30 +186,66 @@ impl Application {
     fn wait_all(&self, limit: Duration) {
         let deadline = Instant::now().checked_add(limit);
         while deadline.is_none_or(|d| Instant::now() < d) {
-            let ids = self.job_ids();
-            let s = self.cluster.lock();
-            if ids.iter().all(|id| s.jobs.get(id).is_none_or(|j| j.status.is_terminal())) {
+            let ended = |id: &JobId| self.standing(*id).map(|st| st.status().is_terminal()).unwrap_or(true);
+            if self.job_ids().iter().all(ended) {
                 return;
             }
-            drop(s);
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
+    /// Records the application's end in the job result store of high availability, as its leader
+    /// (waiting to lead again when it does not); `Some` instead when another JobManager recorded
+    /// it first.
+    fn record_end_durably(&self, status: &str, error: &Option<String>) -> Option<StoredResult> {
+        let ha = self.ha.as_ref()?;
+        loop {
+            let epoch = self.handle.block_on(ha.until_ready());
+            match self.ended_elsewhere() {
+                Ok(Some(earlier)) => return Some(earlier),
+                Ok(None) => {}
+                Err(e) => warn!(application = %self.id, error = %e, "cannot read the job result store"),
+            }
+            match self.handle.block_on(ha.record_application_end(epoch, self.id, status, error.clone())) {
+                Ok(()) => return None,
+                Err(e) if e.is_retryable() => {
+                    warn!(application = %self.id, error = %e, "cannot record the application's end yet; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    warn!(application = %self.id, error = %e, "cannot record the application's end");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Records the outcome (once) and shuts the cluster down: TaskManagers stop, files it made go.
-    fn end(&self, status: &str, error: Option<String>) -> bool {
+    /// The outcome recorded (another JobManager's, when it recorded one first), or `None` when the
+    /// application had ended already.
+    fn end(&self, status: &str, error: Option<String>) -> Option<(String, Option<String>)> {
         let _one = self.ending.lock().unwrap_or_else(|p| p.into_inner());
         if self.ended.swap(true, Ordering::SeqCst) {
-            return false;
+            return None;
         }
+        let (status, error) = match self.record_end_durably(status, &error) {
+            Some(earlier) => (earlier.status, earlier.error),
+            None => (status.to_string(), error),
+        };
         {
             let mut r = self.record();
-            r.status = status.to_string();
-            r.error = error;
+            r.status = status.clone();
+            r.error = error.clone();
             r.end_time = Some(weir_jobmanager::state::now_ms());
         }
         self.save();
         info!(application = %self.id, status, "application ended; shutting the cluster down");
+        self.shutdown();
+        Some((status, error))
+    }
+
+    /// Shuts the cluster down: TaskManagers stop, files it made go.
+    fn shutdown(&self) {
         self.cluster.request_shutdown();
         // The shutdown messages go out; a provider then waits for its TaskManagers to be gone.
         std::thread::sleep(Duration::from_millis(20));
@@ -113,20 +253,19 @@ impl Application {
             p.shutdown();
         }
         self.cluster.blobs.close();
-        true
     }
 
     /// The application's status from its jobs', once `main` returned and they ended.
     fn outcome(&self) -> (&'static str, Option<String>) {
-        let s = self.cluster.lock();
-        let ids = self.job_ids();
-        let jobs: Vec<_> = ids.iter().filter_map(|id| s.jobs.get(id)).collect();
-        if let Some(j) = jobs.iter().find(|j| j.status == JobStatus::Canceled) {
-            return ("CANCELED", Some(format!("job {} ({}) was cancelled", j.id, j.graph.job_name)));
+        let jobs: Vec<(JobId, String)> = self.record().jobs.iter().map(|j| (j.id, j.name.clone())).collect();
+        let standings: Vec<(JobId, String, Standing)> =
+            jobs.into_iter().filter_map(|(id, name)| Some((id, name, self.standing(id).ok()?))).collect();
+        if let Some((id, name, _)) = standings.iter().find(|(_, _, st)| st.status() == JobStatus::Canceled) {
+            return ("CANCELED", Some(format!("job {id} ({name}) was cancelled")));
         }
-        if let Some(j) = jobs.iter().find(|j| j.status != JobStatus::Finished) {
-            let why = j.exceptions.last().map(|(_, e)| e.clone()).unwrap_or_else(|| j.status.as_str().to_string());
-            return ("FAILED", Some(format!("job {} ({}) failed: {why}", j.id, j.graph.job_name)));
+        if let Some((id, name, st)) = standings.iter().find(|(_, _, st)| st.status() != JobStatus::Finished) {
+            let why = st.error().unwrap_or_else(|| st.status().as_str().to_string());
+            return ("FAILED", Some(format!("job {id} ({name}) failed: {why}")));
         }
         ("SUCCEEDED", None)
     }
@@ -162,10 +301,65 @@ impl Executor for EmbeddedExecutor {
         graph.artifact = weir_core::ArtifactDigest::current()?;
         let n = self.app.submitted.fetch_add(1, Ordering::SeqCst);
         let name = graph.job_name.clone();
-        let id = self.app.cluster.submit_as(graph, config, job_id(self.app.id, n))?;
-        self.app.record().jobs.push(ApplicationJob { id, name, status: "CREATED".into(), error: None });
+        let id = job_id(self.app.id, n);
+        match &self.app.ha {
+            None => {
+                self.app.cluster.submit_as(graph, config, id)?;
+            }
+            Some(ha) => self.submit_durably(ha, graph, config, id, n)?,
+        }
+        {
+            let mut record = self.app.record();
+            if !record.jobs.iter().any(|j| j.id == id) {
+                record.jobs.push(ApplicationJob { id, name, status: "CREATED".into(), error: None });
+            }
+        }
         self.app.save();
         Ok(Box::new(EmbeddedJob { id, app: self.app.clone() }))
+    }
+}
+
+impl EmbeddedExecutor {
+    /// Submits the application's `n`th job under high availability, as the leader with its jobs
+    /// recovered: a job that runs again, or ended under an earlier leader, is not submitted again.
+    fn submit_durably(
+        &self,
+        ha: &Ha,
+        graph: JobGraph,
+        config: BTreeMap<String, String>,
+        id: JobId,
+        n: u64,
+    ) -> Result<()> {
+        let app = &self.app;
+        loop {
+            app.handle.block_on(ha.until_ready());
+            if let Some(earlier) = app.ended_elsewhere()? {
+                return Err(Error::Cancelled(format!(
+                    "application {} (it ended {} under another JobManager)",
+                    app.id, earlier.status
+                )));
+            }
+            match app.standing(id)? {
+                Standing::Here { status, .. } => {
+                    info!(application = %app.id, job_id = %id, n, %status, "the job was recovered: main follows it");
+                    return Ok(());
+                }
+                Standing::Earlier(e) => {
+                    info!(application = %app.id, job_id = %id, n, status = %e.status, "the job ended under an earlier leader: not run again");
+                    return Ok(());
+                }
+                Standing::Away => {}
+            }
+            match app.handle.block_on(app.cluster.submit_durably_as(graph.clone(), config.clone(), id)) {
+                Ok(_) => return Ok(()),
+                // Leadership went (or the service is away) meanwhile: again once it leads.
+                Err(e) if e.is_retryable() && matches!(e, Error::NotLeader(_) | Error::Coordination { .. }) => {
+                    warn!(application = %app.id, job_id = %id, error = %e, "cannot submit the job yet; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -187,8 +381,7 @@ impl SubmittedJob for EmbeddedJob {
     }
 
     fn status(&self) -> Result<JobStatus> {
-        let s = self.app.cluster.lock();
-        s.jobs.get(&self.id).map(|j| j.status).ok_or_else(|| Error::internal(format!("job {} vanished", self.id)))
+        Ok(self.app.standing(self.id)?.status())
     }
 
     fn cancel(&self) -> Result<()> {
@@ -196,34 +389,40 @@ impl SubmittedJob for EmbeddedJob {
     }
 
     fn counts(&self) -> Result<Vec<VertexCounts>> {
-        let s = self.app.cluster.lock();
-        let job = s.jobs.get(&self.id).ok_or_else(|| Error::internal(format!("job {} vanished", self.id)))?;
-        Ok(job.counts())
+        match self.app.standing(self.id)? {
+            Standing::Earlier(e) => Ok(e.result.map(|r| r.counts.clone()).unwrap_or_default()),
+            Standing::Away => Ok(Vec::new()),
+            Standing::Here { .. } => {
+                let s = self.app.cluster.lock();
+                Ok(s.jobs.get(&self.id).map(|j| j.counts()).unwrap_or_default())
+            }
+        }
     }
 
     fn wait_timeout(&self, timeout: Duration) -> Result<Option<JobResult>> {
         let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_millis(1);
+        let id = self.id.to_string();
+        let finished = |result: Option<JobResult>| {
+            result.map(Some).ok_or_else(|| Error::internal(format!("job {id} finished without a result")))
+        };
         loop {
-            {
-                let s = self.app.cluster.lock();
-                let job = s.jobs.get(&self.id).ok_or_else(|| Error::internal(format!("job {} vanished", self.id)))?;
-                let id = self.id.to_string();
-                match job.status {
-                    JobStatus::Finished => {
-                        return job
-                            .result
-                            .clone()
-                            .map(Some)
-                            .ok_or_else(|| Error::internal(format!("job {id} finished without a result")));
+            let standing = self.app.standing(self.id)?;
+            match standing.status() {
+                JobStatus::Finished => match &standing {
+                    Standing::Earlier(e) => return finished(e.result.as_deref().cloned()),
+                    // Gone meanwhile (leadership lost): it is looked for again.
+                    _ => {
+                        if let Some(j) = self.app.cluster.lock().jobs.get(&self.id) {
+                            return finished(j.result.clone());
+                        }
                     }
-                    JobStatus::Canceled => return Err(Error::Cancelled(id)),
-                    JobStatus::Failed => {
-                        let message = job.exceptions.last().map(|(_, e)| e.clone()).unwrap_or_default();
-                        return Err(Error::JobFailed { job: id, message });
-                    }
-                    _ => {}
+                },
+                JobStatus::Canceled => return Err(Error::Cancelled(id)),
+                JobStatus::Failed => {
+                    return Err(Error::JobFailed { job: id, message: standing.error().unwrap_or_default() });
                 }
+                _ => {}
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(pause);
             if left.is_zero() {
@@ -257,18 +456,23 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
     let cluster = app.settings.cluster()?;
     app.settings.execution()?;
     if cluster.ha.enabled() {
-        return Err(Error::Config(
-            "high-availability.type applies to session clusters (weir jobmanager) for now; an application \
-             cluster does not survive its JobManager yet: run the application's jobs on an HA session cluster \
-             (execution.target: remote), or leave high availability off"
-                .into(),
-        ));
+        let derived = JobId::derived(&cluster.ha.cluster_id);
+        if app.id != derived {
+            return Err(Error::Config(format!(
+                "with high availability an application's id derives from high-availability.cluster-id ('{}'): \
+                 start its JobManagers with `--application {derived}`, or through run-application",
+                cluster.ha.cluster_id
+            )));
+        }
     }
     let provider = crate::remote::provider(&cluster, app.forwarded, app.role_prefix, false)?;
     let runtime = crate::remote::runtime()?;
     let options = weir_jobmanager::Options { provider: provider.clone(), per_job: false };
     let jm = runtime.block_on(weir_jobmanager::JobManager::start(cluster, options))?;
     let cluster = jm.cluster().clone();
+    // A JobManager taking over keeps what its predecessor recorded: the start, the jobs so far.
+    let earlier = if cluster.ha.is_some() { cluster.results.get(app.id).ok().flatten() } else { None };
+    let earlier = earlier.filter(|r| !r.is_terminal());
     let application = Arc::new(Application {
         id: app.id,
         store: cluster.results.clone(),
@@ -280,10 +484,13 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
             error: None,
             rest: jm.rest_address.to_string(),
             pid: std::process::id(),
-            start_time: weir_jobmanager::state::now_ms(),
+            start_time: earlier.as_ref().map(|r| r.start_time).unwrap_or_else(weir_jobmanager::state::now_ms),
             end_time: None,
-            jobs: Vec::new(),
+            jobs: earlier.map(|r| r.jobs).unwrap_or_default(),
         }),
+        ha: cluster.ha.clone(),
+        handle: runtime.handle().clone(),
+        ended_earlier: Mutex::new(BTreeMap::new()),
         cluster,
         submitted: AtomicU64::new(0),
         ended: AtomicBool::new(false),
@@ -291,8 +498,19 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
         closing: AtomicBool::new(false),
         provider,
     });
-    application.store.write(&application.record())?;
     println!("weir jobmanager ready: rest=http://{} rpc={} application={}", jm.rest_address, jm.rpc_address, app.id);
+    if let Some(ha) = &application.ha {
+        info!(application = %app.id, "standing by until this JobManager leads the cluster");
+        runtime.block_on(ha.until_ready());
+        if let Some(earlier) = application.ended_elsewhere()? {
+            info!(application = %app.id, status = %earlier.status, "the application ended under another JobManager");
+            let outcome = application.end(&earlier.status, earlier.error);
+            drop(jm);
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            return outcome.map(|(status, error)| exit(app.id, &status, error)).unwrap_or(Ok(()));
+        }
+    }
+    application.store.write(&application.record())?;
     info!(application = %app.id, rest = %jm.rest_address, "application cluster started; running main");
     watch_cancellation(application.clone());
     let mut driver = driver.with_executor(Arc::new(EmbeddedExecutor { app: application.clone() }));
@@ -329,13 +547,19 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
             ("FAILED", Some(format!("main panicked: {message}")))
         }
     };
-    application.end(status, error.clone());
+    let outcome = application.end(status, error.clone());
     drop(jm);
     runtime.shutdown_timeout(Duration::from_millis(200));
-    match (status, error) {
-        ("SUCCEEDED", _) => Ok(()),
-        ("CANCELED", e) => Err(Error::Cancelled(format!("application {}: {}", app.id, e.unwrap_or_default()))),
-        (_, e) => Err(Error::JobFailed { job: format!("application {}", app.id), message: e.unwrap_or_default() }),
+    let (status, error) = outcome.unwrap_or((status.to_string(), error));
+    exit(app.id, &status, error)
+}
+
+/// The error (for the exit code) of an application that ended with `status`.
+fn exit(id: JobId, status: &str, error: Option<String>) -> Result<()> {
+    match status {
+        "SUCCEEDED" => Ok(()),
+        "CANCELED" => Err(Error::Cancelled(format!("application {id}: {}", error.unwrap_or_default()))),
+        _ => Err(Error::JobFailed { job: format!("application {id}"), message: error.unwrap_or_default() }),
     }
 }
 
@@ -343,10 +567,23 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
 /// `main` is still busy: the process exits once the outcome is recorded.
 fn watch_cancellation(app: Arc<Application>) {
     let spawned = std::thread::Builder::new().name("application-watch".into()).spawn(move || {
+        let mut checked = app.ha.as_ref().and_then(|ha| ha.ready());
         loop {
             std::thread::sleep(Duration::from_millis(10));
             if app.ended.load(Ordering::SeqCst) || app.closing.load(Ordering::SeqCst) {
                 return;
+            }
+            // Leading again after a while away: another JobManager may have ended the application.
+            let ready = app.ha.as_ref().and_then(|ha| ha.ready());
+            if ready.is_some() && ready != checked {
+                checked = ready;
+                if let Ok(Some(earlier)) = app.ended_elsewhere() {
+                    info!(application = %app.id, status = %earlier.status, "the application ended under another JobManager");
+                    if let Some((status, _)) = app.end(&earlier.status, earlier.error) {
+                        std::process::exit(if status == "SUCCEEDED" { 0 } else { 1 });
+                    }
+                    return;
+                }
             }
             let Some(id) = app.cancelled_job() else {
                 app.save_if_changed();
@@ -354,7 +591,7 @@ fn watch_cancellation(app: Arc<Application>) {
             };
             info!(application = %app.id, job_id = %id, "a job of the application was cancelled: cancelling all of them");
             app.cancel_all();
-            if app.end("CANCELED", Some(cancelled_message(id))) {
+            if app.end("CANCELED", Some(cancelled_message(id))).is_some() {
                 std::process::exit(1);
             }
             return;
@@ -372,18 +609,16 @@ fn cancelled_message(id: JobId) -> String {
 impl Application {
     /// A job of the application that was cancelled, if any.
     fn cancelled_job(&self) -> Option<JobId> {
-        let ids = self.job_ids();
-        let s = self.cluster.lock();
-        ids.into_iter().find(|id| s.jobs.get(id).is_some_and(|j| j.status == JobStatus::Canceled))
+        let cancelled = |id: &JobId| self.standing(*id).is_ok_and(|st| st.status() == JobStatus::Canceled);
+        self.job_ids().into_iter().find(cancelled)
     }
 
     /// Writes the record when a job's status changed since it was last written.
     fn save_if_changed(&self) {
-        let changed = {
-            let record = self.record();
-            let s = self.cluster.lock();
-            record.jobs.iter().any(|j| s.jobs.get(&j.id).is_some_and(|job| job.status.as_str() != j.status))
-        };
+        let recorded: Vec<(JobId, String)> = self.record().jobs.iter().map(|j| (j.id, j.status.clone())).collect();
+        let changed = recorded.iter().any(|(id, status)| {
+            self.standing(*id).is_ok_and(|st| !matches!(st, Standing::Away) && st.status().as_str() != status)
+        });
         if changed {
             self.save();
         }

@@ -53,13 +53,28 @@ pub fn check_artifact(path: &Path) -> Result<PathBuf> {
 /// `run-application -t process`: starts the application's JobManager from `artifact` as a process of
 /// its own (in its own process group, so the client's terminal does not stop it), with `forwarded`
 /// settings, and returns once it has recorded that it runs.
+///
+/// With high availability the application's id derives from the cluster id, so that the same
+/// command run again while the application runs starts a standby JobManager for it.
 pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, forwarded: &[String]) -> Result<()> {
     let artifact = check_artifact(artifact)?;
     let store = JobResultStore::new(cluster.job_result_path());
     std::fs::create_dir_all(store.dir())
         .map_err(|e| Error::io("cannot create the job result store (job-result-store.storage-path)", store.dir(), e))?;
-    let id = JobId::random();
-    let log_path = store.log_path(id);
+    let (id, running) = if cluster.ha.enabled() {
+        let id = JobId::derived(&cluster.ha.cluster_id);
+        let record = store.get(id)?;
+        if let Some(r) = record.as_ref().filter(|r| r.is_terminal()) {
+            return Err(ended_already(cluster, r));
+        }
+        (id, record)
+    } else {
+        (JobId::random(), None)
+    };
+    let log_path = match &running {
+        None => store.log_path(id),
+        Some(_) => standby_log_path(&store, id),
+    };
     let log =
         std::fs::File::create(&log_path).map_err(|e| Error::io("cannot create the application's log", &log_path, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io("cannot create the application's log", &log_path, e))?;
@@ -79,6 +94,19 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
         .spawn()
         .map_err(|e| Error::Config(format!("cannot start the application from {}: {e}", artifact.display())))?;
     let output = || format!("its last output:\n{}", tail(&log_path));
+    if let Some(leader) = running {
+        wait_ready(&log_path, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
+        let _ = writeln!(
+            std::io::stdout(),
+            "Application {id} already runs (high-availability.cluster-id '{}', JobManager pid {}); a standby \
+             JobManager (pid {}) now stands by for it:\n  output:        {}\n  its outcome:   weir applications {id}",
+            cluster.ha.cluster_id,
+            leader.pid,
+            child.id(),
+            log_path.display()
+        );
+        return Ok(());
+    }
     let record = wait_started(&store, id, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
     // A closed pipe (`| head`) only cuts the listing short.
     let _ = writeln!(
@@ -97,6 +125,13 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
 /// TaskManagers as containers through the engine's socket. Returns once the application runs; the
 /// containers and the network go when it ends.
 pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, forwarded: &[String]) -> Result<()> {
+    if cluster.ha.enabled() {
+        return Err(Error::Config(
+            "run-application -t docker does not take high-availability.type yet (its containers would need the \
+             coordination service on their network); use -t process, or leave high availability off"
+                .into(),
+        ));
+    }
     let artifact = check_artifact(artifact)?;
     let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
     docker.ping()?;
@@ -194,6 +229,45 @@ pub(crate) fn wait_started(
             )));
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Why an application cannot start again under the same cluster id.
+fn ended_already(cluster: &ClusterConfig, record: &ApplicationRecord) -> Error {
+    Error::Config(format!(
+        "the application of high-availability.cluster-id '{}' ({}) ended already ({}); a cluster id holds one \
+         application: give a new high-availability.cluster-id to run it again (`weir applications {}` shows how it \
+         went)",
+        cluster.ha.cluster_id, record.id, record.status, record.id
+    ))
+}
+
+/// A log file for another JobManager of application `id`: `ID.standby-N.log`, the first N free.
+fn standby_log_path(store: &JobResultStore, id: JobId) -> PathBuf {
+    (1..10_000)
+        .map(|n| store.dir().join(format!("{id}.standby-{n}.log")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| store.log_path(id))
+}
+
+/// Waits (bounded) until a JobManager's log says it is ready.
+fn wait_ready(log: &Path, mut exited: impl FnMut() -> Option<String>, output: &dyn Fn() -> String) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("weir jobmanager ready:")) {
+            return Ok(());
+        }
+        if let Some(status) = exited() {
+            return Err(Error::Config(format!("the standby JobManager exited at start ({status}); {}", output())));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(Error::Config(format!(
+                "the standby JobManager did not start within {} s; {}",
+                START_TIMEOUT.as_secs(),
+                output()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -140,7 +140,8 @@ impl Drop for HaCluster {
             // Keep the processes' logs for a look.
             let kept = std::env::temp_dir().join(format!("weir-ha-failed-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&kept);
-            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let dirs = [self.dir.path().to_path_buf(), self.dir.path().join("results")];
+            for entry in dirs.iter().flat_map(std::fs::read_dir).flatten().flatten() {
                 if entry.file_name().to_string_lossy().ends_with(".log") {
                     let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
                 }
@@ -482,6 +483,24 @@ fn bad_ha_settings_are_refused_with_what_to_do() {
         .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("none, etcd or zookeeper"), "{err}");
+    let ha = ["-D", "high-availability.type=etcd", "-D", "high-availability.storageDir=/nonexistent/ha"];
+    // An application's JobManager under another id than the cluster id gives.
+    let out = std::process::Command::new(WEIR)
+        .args(["jobmanager", "--application", "00000000000000000000000000000001"])
+        .args(ha)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    let err = text(&out.stderr);
+    let derived = weir_core::JobId::derived("default").to_string();
+    assert!(out.status.code() == Some(2) && err.contains(&format!("--application {derived}")), "{err}");
+    // Docker application clusters do not take high availability (yet): refused before anything starts.
+    let out = std::process::Command::new(WEIR)
+        .args(["run-application", "-t", "docker", WEIR])
+        .args(ha)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    let err = text(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("use -t process"), "{err}");
 }
 
 /// A job graph in the store that this build cannot read (another weir version wrote it) fails that
@@ -524,6 +543,154 @@ fn an_unreadable_stored_job_fails_alone_with_a_result_that_says_why() {
         }
     });
     assert!(result.contains("FAILED") && result.contains("cannot be read by this weir version"), "{result}");
-    let left = runtime.block_on(stores.jobs()).unwrap_or_else(|e| panic!("jobs: {e}"));
-    assert!(left.is_empty(), "the unreadable job left the job graph store: {left:?}");
+    // The graph goes right after the result is recorded (bounded wait).
+    let start = Instant::now();
+    loop {
+        let left = runtime.block_on(stores.jobs()).unwrap_or_else(|e| panic!("jobs: {e}"));
+        if left.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the unreadable job stays in the job graph store: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills (by pid) every process left with `TMPDIR` in a directory, when dropped.
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in crate::modes::processes_of(&self.0) {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// A number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> u32 {
+    text.split(prefix).nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).unwrap_or(0)
+}
+
+/// A multi-`execute` application on its own HA cluster (`run-application -t process`, run twice:
+/// the second JobManager stands by): its leader is killed with `kill -9` during the second of three
+/// jobs. The standby runs `main` again: the first job, which ended, is not run again; the second
+/// resumes from its latest checkpoint; the third runs. Every output is exactly once.
+fn application_failover(kind: &'static str) -> Result<()> {
+    let c = HaCluster::new(kind);
+    let dir = c.dir.path().to_path_buf();
+    let _reaper = Reaper(dir.clone());
+    let results = dir.join("results");
+    let jobs = [(3000u64, 10u64, None), (8000, 20, Some(2000)), (2000, 5, None)];
+    let outs: Vec<_> = (0..3).map(|i| dir.join(format!("out-{i}"))).collect();
+    let mut settings = c.settings(&c.service.address());
+    settings.extend([
+        format!("job-result-store.storage-path={}", results.display()),
+        "execution.checkpointing.interval=200ms".to_string(),
+        format!("execution.checkpointing.dir={}", dir.join("cp").display()),
+        "restart-strategy.type=fixed-delay".to_string(),
+        "restart-strategy.fixed-delay.attempts=20".to_string(),
+        "restart-strategy.fixed-delay.delay=100ms".to_string(),
+    ]);
+    let run = || {
+        let mut cmd = std::process::Command::new(WEIR);
+        cmd.args(["run-application", "-t", "process", WEIR]);
+        for s in &settings {
+            cmd.args(["-D", s]);
+        }
+        cmd.arg("--");
+        for ((count, keys, rate), out) in jobs.iter().zip(&outs) {
+            let rate = rate.map(|r| format!(r#", "rate": {r}"#)).unwrap_or_default();
+            cmd.args([
+                "keyed-sums".to_string(),
+                format!(r#"{{"count": {count}, "keys": {keys}, "output": "{}"{rate}}}"#, out.display()),
+            ]);
+        }
+        cmd.env("TMPDIR", &dir).env("WEIR_LOG", "info").output().unwrap_or_else(|e| panic!("cannot run weir: {e}"))
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let said = text(&first.stdout);
+    let id = said.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let leader_pid = number_after(&said, "JobManager pid ");
+    assert!(id.len() == 32 && leader_pid > 0, "{said}");
+    // The same command again: a standby for the same application (its id derives from the cluster id).
+    let second = run();
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let said = text(&second.stdout);
+    assert!(said.contains(&format!("Application {id} already runs")) && said.contains("stands by"), "{said}");
+    let standby_pid = number_after(&said, "a standby JobManager (pid ");
+    assert!(standby_pid > 0, "{said}");
+
+    let record = |path: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    let record_path = results.join(format!("{id}.json"));
+    // The second job runs and has completed checkpoints; the first one finished.
+    let start = Instant::now();
+    let second_job = loop {
+        let r = record(&record_path);
+        if r["jobs"][1]["status"] == "RUNNING" {
+            let job = r["jobs"][1]["id"].as_str().unwrap_or_default().to_string();
+            let rest = r["rest"].as_str().unwrap_or_default().to_string();
+            let (_, cp) = http("GET", &rest, &format!("/jobs/{job}/checkpoints"), None);
+            if cp["counts"]["completed"].as_u64().unwrap_or(0) >= 2 {
+                assert_eq!(r["jobs"][0]["status"], "FINISHED", "{r}");
+                break job;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the second job never ran with checkpoints: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let killed = std::process::Command::new("kill").args(["-9", &leader_pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "cannot kill the leading JobManager {leader_pid}");
+
+    let start = Instant::now();
+    let done = loop {
+        let r = record(&record_path);
+        if r["status"].as_str().is_some_and(|s| s != "RUNNING") {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "the application did not end after the kill: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["pid"], standby_pid, "the standby ended the application: {done}");
+    let statuses: Vec<&str> =
+        done["jobs"].as_array().map(|a| a.iter().filter_map(|j| j["status"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(statuses, vec!["FINISHED"; 3], "{done}");
+    assert_eq!(done["jobs"][1]["id"], second_job.as_str(), "{done}");
+    for ((count, keys, _), out) in jobs.iter().zip(&outs) {
+        exactly_once(out, *count, *keys)?;
+    }
+    let log = std::fs::read_to_string(results.join(format!("{id}.standby-1.log"))).unwrap_or_default();
+    assert!(log.contains("the job ended under an earlier leader: not run again"), "{log}");
+    assert!(log.contains("the job was recovered: main follows it"), "{log}");
+    // main got the first job's result from the job result store, as if it had run it.
+    assert_eq!(log.matches("(keyed-sums) FINISHED").count(), 3, "{log}");
+    // Every process of the application ended (the killed leader's TaskManagers followed the standby).
+    let start = Instant::now();
+    while !crate::modes::processes_of(&dir).is_empty() {
+        let stay: Vec<String> = crate::modes::processes_of(&dir)
+            .iter()
+            .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .collect();
+        assert!(start.elapsed() < Duration::from_secs(20), "processes stay: {stay:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One application per cluster id: the same command now says it ended.
+    let again = run();
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stdout));
+    assert!(text(&again.stderr).contains("ended already (SUCCEEDED)"), "{}", text(&again.stderr));
+    Ok(())
+}
+
+#[test]
+fn etcd_a_multi_job_application_survives_the_kill_of_its_jobmanager() -> Result<()> {
+    application_failover("etcd")
+}
+
+#[test]
+fn zookeeper_a_multi_job_application_survives_the_kill_of_its_jobmanager() -> Result<()> {
+    application_failover("zookeeper")
 }
