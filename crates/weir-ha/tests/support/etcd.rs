@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub struct EtcdServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    host: std::net::Ipv4Addr,
     client: u16,
     peer: u16,
 }
@@ -20,17 +21,22 @@ fn free_port() -> u16 {
 }
 
 impl EtcdServer {
-    /// Starts one and waits until it answers.
+    /// Starts one on loopback and waits until it answers.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts one serving clients on `host` (an address of this machine) only.
+    pub fn start_on(host: std::net::Ipv4Addr) -> EtcdServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut server = EtcdServer { child: None, dir, client: free_port(), peer: free_port() };
+        let mut server = EtcdServer { child: None, dir, host, client: free_port(), peer: free_port() };
         server.restart();
         server
     }
 
-    /// `127.0.0.1:PORT` of its client URL.
+    /// `HOST:PORT` of its client URL.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
+        format!("{}:{}", self.host, self.client)
     }
 
     /// Where its output goes.
@@ -46,7 +52,7 @@ impl EtcdServer {
             .find(|p| std::path::Path::new(p).exists())
             .expect("etcd is not installed: apt-get install etcd-server (bash .ci/run does)");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).expect("etcd log file");
-        let client = format!("http://127.0.0.1:{}", self.client);
+        let client = format!("http://{}:{}", self.host, self.client);
         let peer = format!("http://127.0.0.1:{}", self.peer);
         let child = Command::new(binary)
             .arg("--name")

@@ -18,17 +18,23 @@ const SLF4J_SIMPLE: &str = "/usr/share/java/slf4j-simple.jar";
 /// How long a server may take to answer after its start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A standalone ZooKeeper server on `127.0.0.1`, killed on drop.
+/// A standalone ZooKeeper server on `127.0.0.1` (or another local address), killed on drop.
 pub struct ZkServer {
     dir: tempfile::TempDir,
+    host: std::net::Ipv4Addr,
     port: u16,
     child: Option<Child>,
     starts: u32,
 }
 
 impl ZkServer {
-    /// Starts a server on a free port and waits until it answers.
+    /// Starts a server on a free loopback port and waits until it answers.
     pub fn start() -> ZkServer {
+        ZkServer::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a server listening on `host` (an address of this machine) only.
+    pub fn start_on(host: std::net::Ipv4Addr) -> ZkServer {
         if !Path::new(JAR).exists() {
             panic!(
                 "ZooKeeper is not installed ({JAR} is missing): the ZooKeeper tests run a real server; install \
@@ -44,7 +50,7 @@ impl ZkServer {
             "tickTime=200\n\
              dataDir={}\n\
              clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
+             clientPortAddress={host}\n\
              admin.enableServer=false\n\
              4lw.commands.whitelist=ruok,srvr,stat\n\
              minSessionTimeout=1000\n\
@@ -53,14 +59,14 @@ impl ZkServer {
             data.display()
         );
         std::fs::write(dir.path().join("zoo.cfg"), config).expect("cannot write zoo.cfg");
-        let mut server = ZkServer { dir, port, child: None, starts: 0 };
+        let mut server = ZkServer { dir, host, port, child: None, starts: 0 };
         server.launch();
         server
     }
 
-    /// `127.0.0.1:PORT`, for `high-availability.zookeeper.quorum`.
+    /// `HOST:PORT`, for `high-availability.zookeeper.quorum`.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The file the server logs to.
@@ -141,7 +147,7 @@ impl ZkServer {
     /// Waits until the server serves (its `srvr` four-letter word reports a mode).
     fn wait_ready(&mut self) {
         let started = Instant::now();
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = SocketAddr::from((self.host, self.port));
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

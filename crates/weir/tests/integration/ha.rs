@@ -1,18 +1,17 @@
 //! High availability on a real etcd and a real ZooKeeper: standby JobManagers take over a job with
 //! checkpoints and the exactly-once file sink when the leader is killed, when the coordination
 //! service goes away and comes back, and when the leader is cut off from the service but not from
-//! its TaskManagers; the committed output is always that of a failure-free run.
+//! its TaskManagers (a network namespace whose link to the service goes down; root and iproute2
+//! needed); a multi-job application survives the kill of its JobManager. The committed output is
+//! always that of a failure-free run.
 
 #[path = "../../../weir-ha/tests/support/etcd.rs"]
 mod etcd_support;
 #[path = "../../../weir-ha/tests/support/zookeeper.rs"]
 mod zookeeper_support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -30,10 +29,10 @@ enum Service {
 }
 
 impl Service {
-    fn start(kind: &str) -> Service {
+    fn start(kind: &str, host: std::net::Ipv4Addr) -> Service {
         match kind {
-            "etcd" => Service::Etcd(etcd_support::EtcdServer::start()),
-            _ => Service::ZooKeeper(zookeeper_support::ZkServer::start()),
+            "etcd" => Service::Etcd(etcd_support::EtcdServer::start_on(host)),
+            _ => Service::ZooKeeper(zookeeper_support::ZkServer::start_on(host)),
         }
     }
 
@@ -59,67 +58,71 @@ impl Service {
     }
 }
 
-/// A TCP relay to the service that can be cut: once cut, it swallows what passes (a partition,
-/// not a refused connection). Its threads end with their connections, or within a second of the
-/// relay being dropped.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+/// Runs `ip ARGS` (iproute2), failing the test with what it said.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2; the partition tests need it, and root): {e}"));
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), text(&out.stderr));
 }
 
-impl Relay {
-    fn to(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
-        let port = listener.local_addr().expect("relay address").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let (cut, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (c, s) = (cut.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                        for (from, to) in [(client.try_clone(), server.try_clone()), (Ok(server), Ok(client))] {
-                            let (Ok(mut from), Ok(mut to)) = (from, to) else { continue };
-                            let (c, s) = (c.clone(), s.clone());
-                            let _ = from.set_nonblocking(false);
-                            let _ = from.set_read_timeout(Some(Duration::from_millis(500)));
-                            std::thread::spawn(move || {
-                                let mut buf = [0u8; 16384];
-                                while !s.load(Ordering::SeqCst) {
-                                    match from.read(&mut buf) {
-                                        Ok(0) => break,
-                                        // Cut: swallowed.
-                                        Ok(_) if c.load(Ordering::SeqCst) => {}
-                                        Ok(n) => {
-                                            if to.write_all(&buf[..n]).is_err() {
-                                                break;
-                                            }
-                                        }
-                                        Err(e)
-                                            if matches!(
-                                                e.kind(),
-                                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                                            ) => {}
-                                        Err(_) => break,
-                                    }
-                                }
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                            });
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Relay { port, cut, stop }
+/// A network namespace of the test's own, for a JobManager that can be cut off from the
+/// coordination service alone. Two veth links join it to this namespace: one reaches the
+/// service's address (`10.23N.1.1`, which the service listens on), the other everything else (the
+/// JobManager inside is `10.23N.2.2`; TaskManagers and clients reach it there). Cutting the first
+/// link (its outer end down) makes the packets for the service vanish: nothing is refused, the
+/// JobManager keeps its TaskManagers. Removed, with its links, when dropped.
+struct Netns {
+    name: String,
+    service_link: String,
+    net: u8,
+}
+
+impl Netns {
+    /// A namespace on the subnets `10.23{net}.1.0/24` and `10.23{net}.2.0/24` (one per test).
+    fn new(net: u8) -> Netns {
+        let tag = format!("{}{net}", std::process::id() % 100_000);
+        let ns = Netns { name: format!("weir-test-{tag}"), service_link: format!("ws{tag}"), net };
+        ip(&["netns", "add", &ns.name]);
+        for (link, subnet) in [(ns.service_link.clone(), 1), (format!("wt{tag}"), 2)] {
+            let inner = format!("{link}i");
+            ip(&["link", "add", &link, "type", "veth", "peer", "name", &inner]);
+            ip(&["link", "set", &inner, "netns", &ns.name]);
+            ip(&["addr", "add", &format!("10.23{net}.{subnet}.1/24"), "dev", &link]);
+            ip(&["link", "set", &link, "up"]);
+            ip(&["netns", "exec", &ns.name, "ip", "addr", "add", &format!("10.23{net}.{subnet}.2/24"), "dev", &inner]);
+            ip(&["netns", "exec", &ns.name, "ip", "link", "set", &inner, "up"]);
+        }
+        ip(&["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The address the service listens on (in this namespace, reached over the first link).
+    fn service_host(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 230 + self.net, 1, 1)
+    }
+
+    /// The address of the JobManager inside.
+    fn inner_host(&self) -> String {
+        format!("10.23{}.2.2", self.net)
+    }
+
+    /// Cuts the namespace off from the service.
+    fn cut(&self) {
+        ip(&["link", "set", &self.service_link, "down"]);
     }
 }
 
-impl Drop for Relay {
+impl Drop for Netns {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // Deleting one end of a link deletes both. The namespace itself may outlive its name while
+        // the kernel still holds sockets of the processes that ran there.
+        let transit = format!("wt{}", &self.service_link[2..]);
+        for link in [&self.service_link, &transit] {
+            let _ = std::process::Command::new("ip").args(["link", "delete", link]).status();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "delete", &self.name]).status();
     }
 }
 
@@ -153,8 +156,14 @@ impl Drop for HaCluster {
 
 impl HaCluster {
     fn new(kind: &'static str) -> HaCluster {
+        HaCluster::with_service_on(kind, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// A cluster whose service listens on `host`.
+    fn with_service_on(kind: &'static str, host: std::net::Ipv4Addr) -> HaCluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        HaCluster { kind, service: Service::start(kind), dir, jobmanagers: Vec::new(), taskmanagers: Vec::new() }
+        let service = Service::start(kind, host);
+        HaCluster { kind, service, dir, jobmanagers: Vec::new(), taskmanagers: Vec::new() }
     }
 
     /// The settings of every process and command, reaching the service at `address`.
@@ -187,10 +196,15 @@ impl HaCluster {
         args
     }
 
-    /// Starts a JobManager reaching the service at `address`; its index.
-    fn add_jobmanager_via(&mut self, address: &str) -> usize {
+    /// Starts a JobManager; its index.
+    fn add_jobmanager(&mut self) -> usize {
+        self.add_jobmanager_in(None)
+    }
+
+    /// Starts a JobManager, in network namespace `ns` when given; its index.
+    fn add_jobmanager_in(&mut self, ns: Option<&Netns>) -> usize {
         let n = self.jobmanagers.len();
-        let extra = vec![
+        let mut extra = vec![
             "rest.port=0".to_string(),
             "jobmanager.rpc.port=0".to_string(),
             "restart-strategy.type=fixed-delay".to_string(),
@@ -198,19 +212,26 @@ impl HaCluster {
             "restart-strategy.fixed-delay.delay=100ms".to_string(),
             format!("blob.storage.directory={}", self.dir.path().join(format!("jm-{n}")).display()),
         ];
-        let args = self.args("jobmanager", address, &extra);
+        let mut program = WEIR.to_string();
+        let mut args = Vec::new();
+        if let Some(ns) = ns {
+            let host = ns.inner_host();
+            extra.extend([
+                format!("jobmanager.rpc.address={host}"),
+                format!("rest.address={host}"),
+                format!("rest.bind-address={host}"),
+            ]);
+            program = "ip".to_string();
+            args.extend(["netns", "exec", &ns.name, WEIR].map(String::from));
+        }
+        args.extend(self.args("jobmanager", &self.service.address(), &extra));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.dir.path().join(format!("jm-{n}.log"));
         let env = [("WEIR_LOG".to_string(), "info".to_string())];
-        let (p, line) = start_logged(Path::new(WEIR), &args, self.dir.path(), &env, Some(&log));
+        let (p, line) = start_logged(Path::new(&program), &args, self.dir.path(), &env, Some(&log));
         let rest = field(&line, "rest=http://").to_string();
         self.jobmanagers.push(Some((p, rest)));
         n
-    }
-
-    fn add_jobmanager(&mut self) -> usize {
-        let address = self.service.address();
-        self.add_jobmanager_via(&address)
     }
 
     fn add_taskmanager(&mut self) {
@@ -431,13 +452,13 @@ fn zookeeper_the_cluster_recovers_by_itself_when_zookeeper_comes_back() -> Resul
     service_restart("zookeeper")
 }
 
-/// The leader is cut off from the service (a relay that swallows its traffic) but not from its
-/// TaskManagers: it stops leading before the standby starts, the standby takes the job over, and
-/// the output is exactly once.
-fn partition(kind: &'static str) -> Result<()> {
-    let mut c = HaCluster::new(kind);
-    let relay = Relay::to(c.service.address());
-    let cut_off = c.add_jobmanager_via(&format!("127.0.0.1:{}", relay.port));
+/// The leader, in a network namespace of its own, is cut off from the service (its link to the
+/// service goes down: packets vanish) but not from its TaskManagers: it stops leading before the
+/// standby starts, the standby takes the job over, and the output is exactly once.
+fn partition(kind: &'static str, net: u8) -> Result<()> {
+    let ns = Netns::new(net);
+    let mut c = HaCluster::with_service_on(kind, ns.service_host());
+    let cut_off = c.add_jobmanager_in(Some(&ns));
     c.add_taskmanager();
     c.add_taskmanager();
     assert_eq!(c.leader(Duration::from_secs(30)), cut_off);
@@ -446,7 +467,7 @@ fn partition(kind: &'static str) -> Result<()> {
     let (count, keys) = (30_000u64, 11u64);
     let id = c.submit((count, keys, 6000), &out);
     c.wait_checkpoints(cut_off, &id, 2);
-    relay.cut.store(true, Ordering::SeqCst);
+    ns.cut();
     assert_eq!(c.leader_but(Some(cut_off), Duration::from_secs(30)), standby);
     let (old, new) = (c.ha_status(cut_off), c.ha_status(standby));
     assert_eq!(old["leading"], false, "{old}");
@@ -460,12 +481,12 @@ fn partition(kind: &'static str) -> Result<()> {
 
 #[test]
 fn etcd_a_leader_cut_off_from_etcd_steps_down_before_the_standby_leads() -> Result<()> {
-    partition("etcd")
+    partition("etcd", 1)
 }
 
 #[test]
 fn zookeeper_a_leader_cut_off_from_zookeeper_steps_down_before_the_standby_leads() -> Result<()> {
-    partition("zookeeper")
+    partition("zookeeper", 2)
 }
 
 #[test]
