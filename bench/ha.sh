@@ -12,7 +12,7 @@
 # to one checkpoint interval). Submission: `weir run -t remote -d` of the same job, command to
 # JobID, against the same cluster shape with and without HA (the HA client finds the leader in
 # the service itself): the first submission (the artifact is copied to the HA storage directory
-# once) and a second one (the steady state; that job waits for slots and is cancelled at once).
+# once; that job is cancelled at once) and the second (the steady state: the job measured above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5} timeout=${2:-2s}

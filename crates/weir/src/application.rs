@@ -228,17 +228,23 @@ impl Application {
         if self.ended.swap(true, Ordering::SeqCst) {
             return None;
         }
-        let (status, error) = match self.record_end_durably(status, &error) {
-            Some(earlier) => (earlier.status, earlier.error),
-            None => (status.to_string(), error),
+        let (status, error, recorded) = match self.record_end_durably(status, &error) {
+            // The JobManager that ended it wrote the record, unless this one's store is elsewhere.
+            Some(earlier) => {
+                let written = self.store.get(self.id).ok().flatten().is_some_and(|r| r.is_terminal());
+                (earlier.status, earlier.error, written)
+            }
+            None => (status.to_string(), error, false),
         };
-        {
-            let mut r = self.record();
-            r.status = status.clone();
-            r.error = error.clone();
-            r.end_time = Some(weir_jobmanager::state::now_ms());
+        if !recorded {
+            {
+                let mut r = self.record();
+                r.status = status.clone();
+                r.error = error.clone();
+                r.end_time = Some(weir_jobmanager::state::now_ms());
+            }
+            self.save();
         }
-        self.save();
         info!(application = %self.id, status, "application ended; shutting the cluster down");
         self.shutdown();
         Some((status, error))

@@ -95,7 +95,9 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
         .map_err(|e| Error::Config(format!("cannot start the application from {}: {e}", artifact.display())))?;
     let output = || format!("its last output:\n{}", tail(&log_path));
     if let Some(leader) = running {
-        wait_ready(&log_path, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
+        let ready =
+            || Ok(std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("weir jobmanager ready:")).then_some(()));
+        wait_for("the standby JobManager", ready, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
         let _ = writeln!(
             std::io::stdout(),
             "Application {id} already runs (high-availability.cluster-id '{}', JobManager pid {}); a standby \
@@ -207,23 +209,30 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
 pub(crate) fn wait_started(
     store: &JobResultStore,
     id: JobId,
-    mut exited: impl FnMut() -> Option<String>,
+    exited: impl FnMut() -> Option<String>,
     output: &dyn Fn() -> String,
 ) -> Result<ApplicationRecord> {
+    wait_for("the application's JobManager", || store.get(id), exited, output)
+}
+
+/// Waits (bounded) until `found` gives something, unless `who` exited first.
+fn wait_for<T>(
+    who: &str,
+    mut found: impl FnMut() -> Result<Option<T>>,
+    mut exited: impl FnMut() -> Option<String>,
+    output: &dyn Fn() -> String,
+) -> Result<T> {
     let started = Instant::now();
     loop {
-        if let Some(record) = store.get(id)? {
-            return Ok(record);
+        if let Some(t) = found()? {
+            return Ok(t);
         }
         if let Some(status) = exited() {
-            return Err(Error::Config(format!(
-                "the application's JobManager exited at start ({status}); {}",
-                output()
-            )));
+            return Err(Error::Config(format!("{who} exited at start ({status}); {}", output())));
         }
         if started.elapsed() > START_TIMEOUT {
             return Err(Error::Config(format!(
-                "the application's JobManager did not start within {} s; {}",
+                "{who} did not start within {} s; {}",
                 START_TIMEOUT.as_secs(),
                 output()
             )));
@@ -248,27 +257,6 @@ fn standby_log_path(store: &JobResultStore, id: JobId) -> PathBuf {
         .map(|n| store.dir().join(format!("{id}.standby-{n}.log")))
         .find(|p| !p.exists())
         .unwrap_or_else(|| store.log_path(id))
-}
-
-/// Waits (bounded) until a JobManager's log says it is ready.
-fn wait_ready(log: &Path, mut exited: impl FnMut() -> Option<String>, output: &dyn Fn() -> String) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("weir jobmanager ready:")) {
-            return Ok(());
-        }
-        if let Some(status) = exited() {
-            return Err(Error::Config(format!("the standby JobManager exited at start ({status}); {}", output())));
-        }
-        if started.elapsed() > START_TIMEOUT {
-            return Err(Error::Config(format!(
-                "the standby JobManager did not start within {} s; {}",
-                START_TIMEOUT.as_secs(),
-                output()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The last lines of a log, for an error.
