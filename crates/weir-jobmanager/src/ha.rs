@@ -236,7 +236,17 @@ impl Cluster {
         id: JobId,
     ) -> Result<JobId> {
         let Some(ha) = self.ha.clone() else { return self.submit_as(graph, config, id) };
-        let epoch = ha.leading().ok_or_else(|| ha.not_leading())?;
+        // Not while it recovers: a recovered job and a new submission must not meet.
+        let epoch = match (ha.ready(), ha.leading()) {
+            (Some(epoch), _) => epoch,
+            (None, Some(_)) => {
+                return Err(Error::NotLeader(format!(
+                    "this JobManager ({}) leads but is still recovering its jobs; try again shortly",
+                    ha.me.id
+                )));
+            }
+            (None, None) => return Err(ha.not_leading()),
+        };
         let key = id.to_string();
         let hex = graph.artifact.hex().to_string();
         let kept = ha.kept_blobs.lock().unwrap_or_else(|p| p.into_inner()).contains(&hex);
@@ -330,12 +340,20 @@ pub async fn lead(cluster: Arc<Cluster>) {
         ha.elected_ms.store(now_ms(), Ordering::SeqCst);
         info!(epoch, id = %ha.me.id, "leading: recovering jobs");
         let started = Instant::now();
-        match recover(&cluster, &ha, epoch).await {
-            Ok(n) => {
-                info!(epoch, jobs = n, ms = started.elapsed().as_millis() as u64, "jobs recovered");
-                ha.recovered.send_replace(epoch);
+        // Until every stored job is back, nothing is submitted here: tried again while it leads.
+        let mut recovering = true;
+        while recovering && !leadership.is_lost() && !cluster.is_shutting_down() {
+            match recover(&cluster, &ha, epoch).await {
+                Ok(n) => {
+                    info!(epoch, jobs = n, ms = started.elapsed().as_millis() as u64, "jobs recovered");
+                    ha.recovered.send_replace(epoch);
+                    recovering = false;
+                }
+                Err(e) => {
+                    warn!(epoch, error = %e, "cannot recover the jobs of the job graph store; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-            Err(e) => warn!(epoch, error = %e, "cannot recover the jobs of the job graph store"),
         }
         let lost = loop {
             tokio::select! {
@@ -406,6 +424,10 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
                 continue;
             }
         };
+        if cluster.lock().jobs.contains_key(&id) {
+            // Recovered by an earlier attempt of this leadership.
+            continue;
+        }
         let Some(bytes) = ha.stores.job(&key).await? else { continue };
         let stored: StoredJob = match serde_json::from_slice(&bytes) {
             Ok(s) => s,

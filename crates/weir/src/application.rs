@@ -73,7 +73,10 @@ enum Standing {
         /// Why it failed.
         error: Option<String>,
     },
-    /// It ended under an earlier leader.
+    /// It ended here, and its end is not in the job result store yet (high availability): until it
+    /// is, a new leader would run it again, so nobody acts on the end.
+    Ending { status: JobStatus, error: Option<String> },
+    /// Its end is in the job result store (it ended here, or under an earlier leader).
     Earlier(Ended),
     /// Neither: this JobManager stands by, or has not recovered it yet.
     Away,
@@ -82,7 +85,7 @@ enum Standing {
 impl Standing {
     fn status(&self) -> JobStatus {
         match self {
-            Standing::Here { status, .. } => *status,
+            Standing::Here { status, .. } | Standing::Ending { status, .. } => *status,
             Standing::Earlier(e) => e.status,
             Standing::Away => JobStatus::Suspended,
         }
@@ -90,8 +93,19 @@ impl Standing {
 
     fn error(&self) -> Option<String> {
         match self {
-            Standing::Here { error, .. } | Standing::Earlier(Ended { error, .. }) => error.clone(),
+            Standing::Here { error, .. } | Standing::Ending { error, .. } | Standing::Earlier(Ended { error, .. }) => {
+                error.clone()
+            }
             Standing::Away => None,
+        }
+    }
+
+    /// Whether the job ended for good: its end is recorded where a new leader looks.
+    fn ended(&self) -> bool {
+        match self {
+            Standing::Here { status, .. } => status.is_terminal(),
+            Standing::Earlier(_) => true,
+            Standing::Ending { .. } | Standing::Away => false,
         }
     }
 }
@@ -115,28 +129,40 @@ impl Application {
     /// Where job `id` stands: in this JobManager, ended under an earlier leader, or away.
     /// Without high availability a job is always here (or an internal error).
     fn standing(&self, id: JobId) -> Result<Standing> {
-        {
-            let s = self.cluster.lock();
-            if let Some(j) = s.jobs.get(&id) {
-                let error = (j.status == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
-                return Ok(Standing::Here { status: j.status, error: error.flatten() });
-            }
-        }
-        let Some(ha) = &self.ha else { return Err(Error::internal(format!("job {id} vanished"))) };
         if let Some(e) = self.ended_earlier.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(Standing::Earlier(e.clone()));
         }
-        // While it stands by or recovers, this JobManager cannot tell; once it leads with its jobs
-        // recovered, a job it does not run has ended, or was never submitted.
-        if ha.ready().is_none() {
-            return Ok(Standing::Away);
+        let here = {
+            let s = self.cluster.lock();
+            s.jobs.get(&id).map(|j| {
+                let error = (j.status == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
+                (j.status, error.flatten())
+            })
+        };
+        let Some(ha) = &self.ha else {
+            return here
+                .map(|(status, error)| Standing::Here { status, error })
+                .ok_or_else(|| Error::internal(format!("job {id} vanished")));
+        };
+        match here {
+            Some((status, error)) if !status.is_terminal() => return Ok(Standing::Here { status, error }),
+            Some(_) => {}
+            // While it stands by or recovers, this JobManager cannot tell; once it leads with its
+            // jobs recovered, a job it does not run has ended, or was never submitted.
+            None if ha.ready().is_none() => return Ok(Standing::Away),
+            None => {}
         }
         let stored = match self.handle.block_on(ha.ended(id)) {
             Ok(s) => s,
-            Err(e) if e.is_retryable() => return Ok(Standing::Away),
+            Err(e) if e.is_retryable() => None,
             Err(e) => return Err(e),
         };
-        let Some((stored, result)) = stored else { return Ok(Standing::Away) };
+        let Some((stored, result)) = stored else {
+            return Ok(match here {
+                Some((status, error)) => Standing::Ending { status, error },
+                None => Standing::Away,
+            });
+        };
         let ended = Ended { status: recorded_status(&stored)?, error: stored.error, result: result.map(Arc::new) };
         self.ended_earlier.lock().unwrap_or_else(|p| p.into_inner()).insert(id, ended.clone());
         Ok(Standing::Earlier(ended))
@@ -186,7 +212,7 @@ impl Application {
     fn wait_all(&self, limit: Duration) {
         let deadline = Instant::now().checked_add(limit);
         while deadline.is_none_or(|d| Instant::now() < d) {
-            let ended = |id: &JobId| self.standing(*id).map(|st| st.status().is_terminal()).unwrap_or(true);
+            let ended = |id: &JobId| self.standing(*id).map(|st| st.ended()).unwrap_or(self.ha.is_none());
             if self.job_ids().iter().all(ended) {
                 return;
             }
@@ -231,6 +257,16 @@ impl Application {
         let (status, error, recorded) = match self.record_end_durably(status, &error) {
             // The JobManager that ended it wrote the record, unless this one's store is elsewhere.
             Some(earlier) => {
+                // Jobs this JobManager recovered belong to an application that ended: they are
+                // cancelled, so that their ends are recorded and nobody recovers them again.
+                let ids: Vec<JobId> = self.cluster.lock().jobs.keys().copied().collect();
+                for id in &ids {
+                    let _ = self.cluster.cancel(*id);
+                }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline && !ids.iter().all(|id| self.standing(*id).is_ok_and(|st| st.ended())) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let written = self.store.get(self.id).ok().flatten().is_some_and(|r| r.is_terminal());
                 (earlier.status, earlier.error, written)
             }
@@ -259,6 +295,24 @@ impl Application {
             p.shutdown();
         }
         self.cluster.blobs.close();
+    }
+
+    /// Waits until every job ended for good, then the application's status from theirs. With
+    /// high availability, every job's end is recorded and the leadership was held throughout.
+    fn settled_outcome(&self) -> (&'static str, Option<String>) {
+        let Some(ha) = self.ha.clone() else {
+            self.wait_all(Duration::MAX);
+            return self.outcome();
+        };
+        loop {
+            let epoch = self.handle.block_on(ha.until_ready());
+            self.wait_all(Duration::MAX);
+            let all_known = self.job_ids().iter().all(|id| self.standing(*id).is_ok_and(|st| st.ended()));
+            let outcome = self.outcome();
+            if all_known && ha.ready() == Some(epoch) {
+                return outcome;
+            }
+        }
     }
 
     /// The application's status from its jobs', once `main` returned and they ended.
@@ -339,14 +393,23 @@ impl EmbeddedExecutor {
         let app = &self.app;
         loop {
             app.handle.block_on(ha.until_ready());
-            if let Some(earlier) = app.ended_elsewhere()? {
-                return Err(Error::Cancelled(format!(
-                    "application {} (it ended {} under another JobManager)",
-                    app.id, earlier.status
-                )));
+            match app.ended_elsewhere() {
+                Ok(Some(earlier)) => {
+                    return Err(Error::Cancelled(format!(
+                        "application {} (it ended {} under another JobManager)",
+                        app.id, earlier.status
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) if e.is_retryable() => {
+                    warn!(application = %app.id, error = %e, "cannot read the job result store yet; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             match app.standing(id)? {
-                Standing::Here { status, .. } => {
+                Standing::Here { status, .. } | Standing::Ending { status, .. } => {
                     info!(application = %app.id, job_id = %id, n, %status, "the job was recovered: main follows it");
                     return Ok(());
                 }
@@ -358,10 +421,11 @@ impl EmbeddedExecutor {
             }
             match app.handle.block_on(app.cluster.submit_durably_as(graph.clone(), config.clone(), id)) {
                 Ok(_) => return Ok(()),
-                // Leadership went (or the service is away) meanwhile: again once it leads.
-                Err(e) if e.is_retryable() && matches!(e, Error::NotLeader(_) | Error::Coordination { .. }) => {
+                // Leadership went, or the service or storage is away for a moment: again once it
+                // leads (the job graph store is written before the job starts, so it runs once).
+                Err(e) if e.is_retryable() => {
                     warn!(application = %app.id, job_id = %id, error = %e, "cannot submit the job yet; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => return Err(e),
             }
@@ -398,7 +462,7 @@ impl SubmittedJob for EmbeddedJob {
         match self.app.standing(self.id)? {
             Standing::Earlier(e) => Ok(e.result.map(|r| r.counts.clone()).unwrap_or_default()),
             Standing::Away => Ok(Vec::new()),
-            Standing::Here { .. } => {
+            Standing::Here { .. } | Standing::Ending { .. } => {
                 let s = self.app.cluster.lock();
                 Ok(s.jobs.get(&self.id).map(|j| j.counts()).unwrap_or_default())
             }
@@ -414,7 +478,10 @@ impl SubmittedJob for EmbeddedJob {
         };
         loop {
             let standing = self.app.standing(self.id)?;
-            match standing.status() {
+            // Under high availability, not before its end is recorded (else a new leader runs it
+            // again while main goes on).
+            let status = if standing.ended() { standing.status() } else { JobStatus::Running };
+            match status {
                 JobStatus::Finished => match &standing {
                     Standing::Earlier(e) => return finished(e.result.as_deref().cloned()),
                     // Gone meanwhile (leadership lost): it is looked for again.
@@ -476,7 +543,7 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
     let options = weir_jobmanager::Options { provider: provider.clone(), per_job: false };
     let jm = runtime.block_on(weir_jobmanager::JobManager::start(cluster, options))?;
     let cluster = jm.cluster().clone();
-    // A JobManager taking over keeps what its predecessor recorded: the start, the jobs so far.
+    // A JobManager taking over keeps its predecessor's start time; main submits the jobs again.
     let earlier = if cluster.ha.is_some() { cluster.results.get(app.id).ok().flatten() } else { None };
     let earlier = earlier.filter(|r| !r.is_terminal());
     let application = Arc::new(Application {
@@ -492,7 +559,8 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
             pid: std::process::id(),
             start_time: earlier.as_ref().map(|r| r.start_time).unwrap_or_else(weir_jobmanager::state::now_ms),
             end_time: None,
-            jobs: earlier.map(|r| r.jobs).unwrap_or_default(),
+            // main submits them again, in order.
+            jobs: Vec::new(),
         }),
         ha: cluster.ha.clone(),
         handle: runtime.handle().clone(),
@@ -525,9 +593,7 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
     let (status, error) = match outcome {
         Ok(Ok(())) => {
             // Jobs started with execute_async and not waited for still belong to the application.
-            application.wait_all(Duration::MAX);
-            let (status, error) = application.outcome();
-            (status, error)
+            application.settled_outcome()
         }
         Ok(Err(e)) => {
             // A job cancelled from outside may have made main fail: that cancels the application.

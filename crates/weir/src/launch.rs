@@ -256,7 +256,7 @@ fn standby_log_path(store: &JobResultStore, id: JobId) -> PathBuf {
     (1..10_000)
         .map(|n| store.dir().join(format!("{id}.standby-{n}.log")))
         .find(|p| !p.exists())
-        .unwrap_or_else(|| store.log_path(id))
+        .unwrap_or_else(|| store.dir().join(format!("{id}.standby-{}.log", JobId::random())))
 }
 
 /// The last lines of a log, for an error.
