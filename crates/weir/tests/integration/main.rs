@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod docker;
 mod ha;
+mod ha_application;
 mod joins;
 mod lifecycle;
 mod modes;
