@@ -411,18 +411,40 @@ impl Checkpointing {
         Ok(self.0.restored_watermark()?.unwrap_or(Timestamp::MIN))
     }
 
-    /// Hands in the snapshot of keyed `states` and `timers`, and `watermark`.
+    /// Hands in the snapshot for checkpoint `id` of keyed `states` and `timers`, and `watermark`.
     pub(crate) fn snapshot<K: Key>(
         &self,
-        states: &KeyedStates<K>,
+        id: u64,
+        states: &mut KeyedStates<K>,
         timers: &Timers<K>,
         watermark: Timestamp,
     ) -> Result<()> {
         if self.0.enabled() {
             let keyed = weir_runtime::state::snapshot_keyed_state(states, timers, self.0.max_parallelism())?;
-            self.0.snapshot(keyed, watermark)?;
+            let disk = states.snapshot_disk(id, self.0.completed())?;
+            self.0.snapshot_with(keyed, watermark, disk)?;
         }
         Ok(())
+    }
+
+    /// The keyed states of the operator instance `env` describes, in the configured state backend,
+    /// and its timers, as it restored them.
+    pub(crate) fn restore_keyed<K: Key>(env: &weir_runtime::context::TaskEnv) -> Result<(KeyedStates<K>, Timers<K>)> {
+        use weir_core::checkpointing::StateBackendKind;
+        let mut states = match env.state_backend.kind {
+            StateBackendKind::Disk => {
+                let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+                KeyedStates::on_disk(weir_runtime::disk::RawStore::open(
+                    &env.state_backend,
+                    &name,
+                    env.op.max_parallelism,
+                )?)
+            }
+            _ => KeyedStates::default(),
+        };
+        let mut timers = Timers::default();
+        weir_runtime::state::restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states, &mut timers)?;
+        Ok((states, timers))
     }
 }
 
@@ -474,9 +496,9 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
                 }
             }
             Control::Idle(_) => {}
-            Control::Barrier(_) => {
+            Control::Barrier(id) => {
                 self.flush()?;
-                self.checkpoint.snapshot(&self.rt.states, &self.rt.timers, self.rt.watermark)?;
+                self.checkpoint.snapshot(id, &mut self.rt.states, &self.rt.timers, self.rt.watermark)?;
             }
         }
         for s in self.rt.sides.values_mut() {
@@ -502,8 +524,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
         let out = self.stream.operator(
             "Keyed Process",
             move |env, next, sides| {
-                let (mut states, mut timers) = (KeyedStates::default(), Timers::default());
-                weir_runtime::state::restore_keyed_state(&env.restored_keyed, &mut states, &mut timers)?;
+                let (states, timers) = Checkpointing::restore_keyed(env)?;
                 let checkpoint = Checkpointing::of(env)?;
                 let watermark = checkpoint.restored_watermark()?;
                 Ok(Box::new(KeyedProcessOperator {

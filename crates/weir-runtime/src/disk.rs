@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
+use crate::checkpoint::task::{ChunkSink, DeferredSnapshot};
 use crate::checkpoint::{CheckpointId, RawEntry, decode_raw_chunk, raw_chunks};
 use crate::operators::StateMap;
 use engine::Engine;
@@ -39,34 +40,178 @@ pub const MAX_CHAIN: usize = 10;
 /// Encoded keyed state, one chunk per key group.
 pub type KeyedChunks = Vec<(u32, Vec<u8>)>;
 
+/// One write to a [`RawStore`]: key group, store key, and the value (`None`: removed).
+pub type StoreWrite = (u32, Vec<u8>, Option<Vec<u8>>);
+
 /// A disk-backed instance's snapshot for one checkpoint.
 pub enum DiskSnapshot {
     /// The changes since the previous snapshot, and the earlier links they build on.
     Increment(KeyedChunks, Vec<CheckpointId>),
-    /// Everything, made when called (from another thread: it reads a consistent view).
-    Full(Box<dyn FnOnce() -> Result<KeyedChunks> + Send>),
+    /// Everything, made when called (from another thread: it reads a consistent view) and handed
+    /// to the sink a chunk at a time.
+    Full(DeferredSnapshot),
 }
 
-/// Every entry of `view`, encoded one key group at a time as the scan goes.
-fn full_snapshot(view: &engine::EngineSnapshot) -> Result<KeyedChunks> {
-    let mut chunks = Vec::new();
-    let mut group: Option<(u32, Vec<RawEntry>)> = None;
-    view.scan(|k, v| {
-        let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
-        match &mut group {
-            Some((g, entries)) if *g == kg => entries.push((k.to_vec(), Some(v.to_vec()))),
-            _ => {
-                if let Some((g, entries)) = group.replace((kg, vec![(k.to_vec(), Some(v.to_vec()))])) {
-                    chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
-                }
-            }
+/// Entries of one key group gathered into one chunk of a full snapshot before it goes to the
+/// sink: the bound on the memory a full snapshot takes, whatever the state's size (a key group
+/// with more becomes several chunks).
+const FULL_CHUNK_BYTES: usize = 4 << 20;
+
+/// Every entry of `view`, in key order, encoded into chunks of one key group each and handed to
+/// `sink` as the scan goes; the bytes handed over.
+fn full_snapshot(view: &engine::EngineSnapshot, sink: ChunkSink<'_>) -> Result<usize> {
+    let mut total = 0;
+    let mut group: Option<u32> = None;
+    let (mut entries, mut bytes): (Vec<RawEntry>, usize) = (Vec::new(), 0);
+    let mut emit = |kg: u32, entries: &mut Vec<RawEntry>, total: &mut usize| -> Result<()> {
+        for (g, chunk) in raw_chunks(entries.drain(..).map(|e| (kg, e)))? {
+            *total += chunk.len();
+            sink(g, chunk)?;
         }
         Ok(())
+    };
+    view.scan(|k, v| {
+        let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
+        if let Some(g) = group
+            && (g != kg || bytes >= FULL_CHUNK_BYTES)
+        {
+            emit(g, &mut entries, &mut total)?;
+            bytes = 0;
+        }
+        group = Some(kg);
+        bytes += k.len() + v.len();
+        entries.push((k.to_vec(), Some(v.to_vec())));
+        Ok(())
     })?;
-    if let Some((g, entries)) = group {
-        chunks.extend(raw_chunks(entries.into_iter().map(|e| (g, e)))?);
+    if let Some(g) = group {
+        emit(g, &mut entries, &mut total)?;
     }
-    Ok(chunks)
+    Ok(total)
+}
+
+/// The raw side of a disk-backed operator instance: its store, the entries written to it since
+/// the last snapshot, and the chain of incremental snapshots. What [`DiskKeyed`] and the keyed
+/// states of process functions ([`crate::state::KeyedStates`]) share; they keep decoded values in
+/// a cache in front of it.
+pub struct RawStore {
+    engine: Engine,
+    max_parallelism: u32,
+    incremental: bool,
+    capacity: usize,
+    /// Entries written since the last snapshot (with incremental snapshots only): store key, and
+    /// its key group and the value written (`None`: removed).
+    changed: StateMap<Vec<u8>, (u32, Option<Vec<u8>>)>,
+    /// The links of the latest snapshot's chain, itself last (empty: none taken yet).
+    chain: Vec<CheckpointId>,
+    /// Bytes of the chain's full snapshot (set by the writer thread that makes it), and of its
+    /// increments since.
+    base_bytes: Arc<AtomicUsize>,
+    increments_bytes: usize,
+}
+
+impl RawStore {
+    /// A store for one operator instance (`name` makes its working directory unique) under the
+    /// configured directory; removed when dropped.
+    pub fn open(config: &StateBackendConfig, name: &str, max_parallelism: u32) -> Result<Self> {
+        if max_parallelism > u32::from(u16::MAX) + 1 {
+            return Err(Error::Config(format!(
+                "the disk state backend supports up to 65536 key groups; pipeline.max-parallelism is {max_parallelism}"
+            )));
+        }
+        let base = config.dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("weir-state-{}-{name}", uuid::Uuid::new_v4().simple()));
+        Ok(RawStore {
+            engine: Engine::open(&dir)?,
+            max_parallelism,
+            incremental: config.incremental,
+            capacity: config.cache_entries.max(1),
+            changed: StateMap::default(),
+            chain: Vec::new(),
+            base_bytes: Arc::new(AtomicUsize::new(0)),
+            increments_bytes: 0,
+        })
+    }
+
+    /// Entries the cache in front may hold (`state.backend.disk.cache-entries`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The key group of `key`.
+    pub fn key_group<K: Hash>(&self, key: &K) -> u32 {
+        weir_core::keygroup::key_group(key, self.max_parallelism)
+    }
+
+    /// The value stored under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.get(key)
+    }
+
+    /// Stores `batch` (key group, store key, value; `None` removes), at once.
+    pub fn write(&mut self, batch: Vec<StoreWrite>) -> Result<()> {
+        if self.incremental {
+            self.engine.write(batch.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect())?;
+            for (kg, k, v) in batch {
+                self.changed.insert(k, (kg, v));
+            }
+            Ok(())
+        } else {
+            self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+    }
+
+    /// The snapshot for checkpoint `id` (`completed`: the latest completed checkpoint) of what is
+    /// in the store (the cache in front writes its changed values first). An increment is made
+    /// now (it holds only the changes); a full snapshot is a consistent view of the store, scanned
+    /// and encoded later (on the checkpoint writer thread) while records go on.
+    pub fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId) -> Result<DiskSnapshot> {
+        let previous = self.chain.last().copied();
+        // A chain whose increments add up to more than its full snapshot restores slower than a new
+        // full snapshot would: start over then too.
+        let base_bytes = self.base_bytes.load(Ordering::Relaxed);
+        let continues = self.incremental
+            && previous == Some(completed)
+            && self.chain.len() < MAX_CHAIN
+            && self.increments_bytes <= base_bytes;
+        let changed = std::mem::take(&mut self.changed);
+        if continues {
+            let mut delta: Vec<StoreWrite> = changed.into_iter().map(|(k, (kg, v))| (kg, k, v)).collect();
+            delta.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+            let links = self.chain.clone();
+            self.chain.push(id);
+            let chunks = raw_chunks(delta.into_iter().map(|(kg, k, v)| (kg, (k, v))))?;
+            self.increments_bytes += chunks.iter().map(|(_, b)| b.len()).sum::<usize>();
+            return Ok(DiskSnapshot::Increment(chunks, links));
+        }
+        self.chain = vec![id];
+        self.increments_bytes = 0;
+        let view = self.engine.snapshot();
+        let base = self.base_bytes.clone();
+        Ok(DiskSnapshot::Full(Box::new(move |sink| {
+            base.store(full_snapshot(&view, sink)?, Ordering::Relaxed);
+            Ok(())
+        })))
+    }
+
+    /// Loads restored raw chunks, in the order they apply.
+    pub fn restore(&mut self, raw: &[(u32, Vec<u8>)]) -> Result<()> {
+        for (kg, bytes) in raw {
+            self.engine.write(decode_raw_chunk(*kg, bytes)?)?;
+        }
+        Ok(())
+    }
+
+    /// Loads restored entries (store key, value; `None` removes); not changes since a snapshot:
+    /// the first snapshot after a restore is a full one.
+    pub fn restore_entries(&mut self, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.engine.write(entries)
+    }
+
+    /// Calls `f` with every entry, in key order.
+    #[cfg(test)]
+    pub(crate) fn scan(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.engine.scan(f)
+    }
 }
 
 /// A cached value: whether it changed since it was last written to the store.
@@ -78,19 +223,7 @@ struct Cached<V> {
 /// Keyed values of one operator instance on local disk, with a cache in front.
 pub struct DiskKeyed<K, V> {
     cache: StateMap<K, Cached<V>>,
-    /// Keys whose changes reached the store (evicted) since the last snapshot: key group, store
-    /// key and the value written.
-    changed: StateMap<K, (u32, Vec<u8>, Vec<u8>)>,
-    engine: Engine,
-    capacity: usize,
-    max_parallelism: u32,
-    incremental: bool,
-    /// The links of the latest snapshot's chain, itself last (empty: none taken yet).
-    chain: Vec<CheckpointId>,
-    /// Bytes of the chain's full snapshot (set by the writer thread that makes it), and of its
-    /// increments since.
-    base_bytes: Arc<AtomicUsize>,
-    increments_bytes: usize,
+    store: RawStore,
 }
 
 /// The store key of `key`: its key group, big-endian, then its encoding.
@@ -124,24 +257,7 @@ where
     /// A store for one operator instance (`name` makes its working directory unique) under the
     /// configured directory; removed when dropped.
     pub fn open(config: &StateBackendConfig, name: &str, max_parallelism: u32) -> Result<Self> {
-        if max_parallelism > u32::from(u16::MAX) + 1 {
-            return Err(Error::Config(format!(
-                "the disk state backend supports up to 65536 key groups; pipeline.max-parallelism is {max_parallelism}"
-            )));
-        }
-        let base = config.dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("weir-state-{}-{name}", uuid::Uuid::new_v4().simple()));
-        Ok(DiskKeyed {
-            cache: StateMap::default(),
-            changed: StateMap::default(),
-            engine: Engine::open(&dir)?,
-            capacity: config.cache_entries.max(1),
-            max_parallelism,
-            incremental: config.incremental,
-            chain: Vec::new(),
-            base_bytes: Arc::new(AtomicUsize::new(0)),
-            increments_bytes: 0,
-        })
+        Ok(DiskKeyed { cache: StateMap::default(), store: RawStore::open(config, name, max_parallelism)? })
     }
 
     /// Folds `input` into the value of `key` with `f`, or stores what `absent` makes of it when
@@ -158,8 +274,8 @@ where
             c.dirty = true;
             return Ok(f(&mut c.value, input));
         }
-        let (_, sk) = store_key(&key, self.max_parallelism)?;
-        let r = match self.engine.get(&sk)? {
+        let (_, sk) = store_key(&key, self.store.max_parallelism)?;
+        let r = match self.store.get(&sk)? {
             Some(bytes) => {
                 let mut value: V = decode(&bytes)?;
                 let r = f(&mut value, input);
@@ -172,7 +288,7 @@ where
                 r
             }
         };
-        if self.cache.len() > self.capacity {
+        if self.cache.len() > self.store.capacity() {
             self.evict()?;
         }
         Ok(r)
@@ -180,88 +296,49 @@ where
 
     /// Writes an eighth of the cache's entries back (those that changed) and drops them.
     fn evict(&mut self) -> Result<()> {
-        let n = (self.capacity / 8).max(1);
+        let n = (self.store.capacity() / 8).max(1);
         let victims: Vec<K> = self.cache.keys().take(n).cloned().collect();
         let mut batch = Vec::new();
         for k in victims {
             if let Some(c) = self.cache.remove(&k)
                 && c.dirty
             {
-                let (kg, sk) = store_key(&k, self.max_parallelism)?;
-                let v = encode(&c.value)?;
-                if self.incremental {
-                    self.changed.insert(k, (kg, sk.clone(), v.clone()));
-                }
-                batch.push((sk, Some(v)));
+                let (kg, sk) = store_key(&k, self.store.max_parallelism)?;
+                batch.push((kg, sk, Some(encode(&c.value)?)));
             }
         }
-        self.engine.write(batch)
+        self.store.write(batch)
     }
 
-    /// Writes every changed cached value to the store, and returns those entries.
-    fn flush(&mut self) -> Result<Vec<(u32, RawEntry)>> {
-        let mut written = Vec::new();
+    /// Writes every changed cached value to the store.
+    fn flush(&mut self) -> Result<()> {
+        let mut batch = Vec::new();
         for (k, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
             c.dirty = false;
-            let (kg, sk) = store_key(k, self.max_parallelism)?;
-            written.push((kg, (sk, Some(encode(&c.value)?))));
+            let (kg, sk) = store_key(k, self.store.max_parallelism)?;
+            batch.push((kg, sk, Some(encode(&c.value)?)));
         }
-        self.engine.write(written.iter().map(|(_, e)| e.clone()).collect())?;
-        Ok(written)
+        self.store.write(batch)
     }
 
     /// This instance's snapshot for checkpoint `id` (`completed`: the latest completed
-    /// checkpoint). Changed cached values are written to the store first. An increment is made
-    /// now (it holds only the changes); a full snapshot is a consistent view of the store, scanned
-    /// and encoded later (on the checkpoint writer thread) while records go on.
+    /// checkpoint), as [`RawStore::snapshot`] makes it; changed cached values are written to the
+    /// store first.
     pub fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId) -> Result<DiskSnapshot> {
-        let mut delta = self.flush()?;
-        let previous = self.chain.last().copied();
-        // A chain whose increments add up to more than its full snapshot restores slower than a new
-        // full snapshot would: start over then too.
-        let base_bytes = self.base_bytes.load(Ordering::Relaxed);
-        let continues = self.incremental
-            && previous == Some(completed)
-            && self.chain.len() < MAX_CHAIN
-            && self.increments_bytes <= base_bytes;
-        let changed = std::mem::take(&mut self.changed);
-        if continues {
-            // The values evicted since the previous snapshot, as they were written (those cached
-            // again were flushed above, newer).
-            for (k, (kg, sk, v)) in changed {
-                if !self.cache.contains_key(&k) {
-                    delta.push((kg, (sk, Some(v))));
-                }
-            }
-            delta.sort_unstable_by(|a, b| a.1.0.cmp(&b.1.0));
-            let links = self.chain.clone();
-            self.chain.push(id);
-            let chunks = raw_chunks(delta.into_iter())?;
-            self.increments_bytes += chunks.iter().map(|(_, b)| b.len()).sum::<usize>();
-            return Ok(DiskSnapshot::Increment(chunks, links));
-        }
-        self.chain = vec![id];
-        self.increments_bytes = 0;
-        let view = self.engine.snapshot();
-        let base = self.base_bytes.clone();
-        Ok(DiskSnapshot::Full(Box::new(move || {
-            let chunks = full_snapshot(&view)?;
-            base.store(chunks.iter().map(|(_, b)| b.len()).sum(), Ordering::Relaxed);
-            Ok(chunks)
-        })))
+        self.flush()?;
+        self.store.snapshot(id, completed)
     }
 
     /// Loads restored state: raw chunks (in the order they apply) and typed chunks of the heap
     /// backend's format (`(K, V)` entries).
     pub fn restore(&mut self, raw: &[(u32, Vec<u8>)], typed: &[(u32, Vec<u8>)]) -> Result<()> {
-        for (kg, bytes) in raw {
-            self.engine.write(decode_raw_chunk(*kg, bytes)?)?;
-        }
+        self.store.restore(raw)?;
+        let mut batch = Vec::new();
         for (k, v) in crate::checkpoint::restore_keyed::<K, V>(typed)? {
-            let sk = store_key(&k, self.max_parallelism)?.1;
-            self.engine.write(vec![(sk, Some(encode(&v)?))])?;
+            batch.push((store_key(&k, self.store.max_parallelism)?.1, Some(encode(&v)?)));
         }
-        Ok(())
+        // Not a change since a snapshot: the next snapshot is a full one.
+        self.store.engine.write(batch)
     }
 
     /// Every entry, decoded.
@@ -269,7 +346,7 @@ where
     fn entries(&mut self) -> Result<Vec<(K, V)>> {
         self.flush()?;
         let mut out = Vec::new();
-        self.engine.scan(|k, v| {
+        self.store.scan(|k, v| {
             out.push((decode::<K>(&k[2..])?, decode::<V>(v)?));
             Ok(())
         })?;
@@ -319,8 +396,18 @@ mod tests {
     fn snap(s: &mut DiskKeyed<u64, u64>, id: CheckpointId, completed: CheckpointId) -> Result<(KeyedChunks, Vec<u64>)> {
         match s.snapshot(id, completed)? {
             DiskSnapshot::Increment(chunks, links) => Ok((chunks, links)),
-            DiskSnapshot::Full(make) => Ok((make()?, Vec::new())),
+            DiskSnapshot::Full(make) => Ok((collect(make)?, Vec::new())),
         }
+    }
+
+    /// The chunks a deferred full snapshot hands over.
+    fn collect(make: DeferredSnapshot) -> Result<KeyedChunks> {
+        let mut chunks = Vec::new();
+        make(&mut |kg, bytes| {
+            chunks.push((kg, bytes));
+            Ok(())
+        })?;
+        Ok(chunks)
     }
 
     fn add(s: &mut DiskKeyed<u64, u64>, model: &mut BTreeMap<u64, u64>, k: u64, x: u64) -> Result<()> {
@@ -405,6 +492,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_snapshot_comes_in_bounded_chunks_even_within_one_key_group() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let config = StateBackendConfig {
+            kind: weir_core::checkpointing::StateBackendKind::Disk,
+            incremental: false,
+            dir: Some(dir.path().display().to_string()),
+            cache_entries: 64,
+        };
+        // One key group: every entry falls in it.
+        let mut s: DiskKeyed<u64, Vec<u8>> = DiskKeyed::open(&config, "wide", 1)?;
+        let value = |k: u64| (0..1024).map(|i| (i as u64 ^ k) as u8).collect::<Vec<u8>>();
+        for k in 0..10_000u64 {
+            s.update(k, value(k), |v, x| *v = x, |x| (x, ()))?;
+        }
+        let DiskSnapshot::Full(make) = s.snapshot(1, 0)? else {
+            return Err(Error::internal("expected a full snapshot"));
+        };
+        let chunks = collect(make)?;
+        assert!(chunks.len() >= 2, "about 10 MiB comes in several chunks, not {}", chunks.len());
+        assert!(chunks.iter().all(|(kg, c)| *kg == 0 && c.len() < FULL_CHUNK_BYTES + 4096));
+        let mut heap: StateMap<u64, Vec<u8>> = StateMap::default();
+        apply_raw(&chunks, &mut heap)?;
+        assert_eq!(heap.len(), 10_000);
+        assert!((0..10_000u64).all(|k| heap.get(&k) == Some(&value(k))));
+        Ok(())
+    }
+
+    #[test]
     fn a_full_snapshot_made_later_holds_the_state_at_its_barrier() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
         let mut s = store(dir.path(), false, 8)?;
@@ -420,7 +535,9 @@ mod tests {
             add(&mut s, &mut BTreeMap::new(), k + 1000, 1)?;
             add(&mut s, &mut model.clone(), k, 5)?;
         }
-        let chunks = std::thread::spawn(make).join().map_err(|_| Error::internal("snapshot thread panicked"))??;
+        let chunks = std::thread::spawn(move || collect(make))
+            .join()
+            .map_err(|_| Error::internal("snapshot thread panicked"))??;
         let mut heap = StateMap::default();
         apply_raw(&chunks, &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);

@@ -220,11 +220,10 @@ where
                     DiskSnapshot::Increment(raw, chain) => {
                         self.checkpoint.add(OperatorSnapshot { uid, raw, chain, ..Default::default() })
                     }
-                    // Scanned and encoded on the writer thread while records go on.
-                    DiskSnapshot::Full(make) => self.checkpoint.add_deferred(
-                        &self.uid,
-                        Box::new(move || Ok(OperatorSnapshot { uid, raw: make()?, ..Default::default() })),
-                    ),
+                    // Scanned, encoded and written on the writer thread while records go on.
+                    DiskSnapshot::Full(make) => {
+                        self.checkpoint.add_deferred(OperatorSnapshot { uid, ..Default::default() }, make)
+                    }
                 },
                 None => self.checkpoint.add(OperatorSnapshot {
                     uid,

@@ -29,9 +29,24 @@ use crate::state::Redistribution;
 /// A checkpoint's number within its job: 1, 2, ... in the order they were triggered.
 pub type CheckpointId = u64;
 
-/// Version of the state file and metadata formats; a checkpoint or savepoint of another version
-/// is refused with an error that says so.
-pub const STATE_FORMAT_VERSION: u32 = 2;
+/// Version of the state file and metadata formats; a checkpoint or savepoint of a version this weir
+/// does not read is refused with an error that says so.
+///
+/// - 2: a state file is one encoded [`TaskState`].
+/// - 3: a state file is a head (the [`TaskState`] without the streamed state) followed by frames of
+///   raw keyed state, written as they are made, so that a large snapshot of the disk backend is
+///   never held in memory whole ([`TaskState::encode_head`]).
+pub const STATE_FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this weir reads.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
+
+/// A frame's header: operator index, key group, CRC-32 of its bytes, and their length.
+const FRAME_HEADER: usize = 20;
+
+/// The operator index of the frame that ends a state file; its key group field holds the number
+/// of frames before it.
+const END_FRAME: u32 = u32::MAX;
 
 /// The first bytes of every state file.
 const STATE_MAGIC: &[u8; 8] = b"WEIRSTAT";
@@ -124,8 +139,18 @@ pub struct TaskState {
 }
 
 impl TaskState {
-    /// The file form: magic, format version, CRC-32 and length of the body, body.
+    /// The file form, whole: [`TaskState::encode_head`] and an [`end_frame`] (no frames).
     pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = self.encode_head()?;
+        out.extend_from_slice(&end_frame(0));
+        Ok(out)
+    }
+
+    /// The start of the file form: magic, format version, CRC-32 and length of the head, and the
+    /// head (this state encoded). Frames of raw keyed state ([`frame_header`]) may follow, each
+    /// added to the `raw` state of the operator it names when the file is read; an
+    /// [`end_frame`] ends the file.
+    pub fn encode_head(&self) -> Result<Vec<u8>> {
         let body = bitcode::serialize(self).map_err(|e| Error::internal(format!("cannot encode task state: {e}")))?;
         let mut out = Vec::with_capacity(body.len() + 24);
         out.extend_from_slice(STATE_MAGIC);
@@ -143,26 +168,87 @@ impl TaskState {
         if bytes.len() < 24 || &bytes[..8] != STATE_MAGIC {
             return Err(bad("is not a weir state file (it is truncated or was overwritten)".into()));
         }
-        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-        let version = word(8);
-        if version != STATE_FORMAT_VERSION {
+        let version = word_of(bytes, 8);
+        if !(OLDEST_READABLE_VERSION..=STATE_FORMAT_VERSION).contains(&version) {
             return Err(bad(format!(
-                "has state format version {version}; this weir reads version {STATE_FORMAT_VERSION}"
+                "has state format version {version}; this weir reads versions {OLDEST_READABLE_VERSION} to \
+                 {STATE_FORMAT_VERSION}"
             )));
         }
-        let crc = word(12);
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[16..24]);
-        let len = u64::from_be_bytes(len) as usize;
-        let body = &bytes[24..];
-        if body.len() != len {
-            return Err(bad(format!("is truncated: {} of {len} bytes", body.len())));
+        let crc = word_of(bytes, 12);
+        let len = usize::try_from(long(bytes, 16)).unwrap_or(usize::MAX);
+        let rest = &bytes[24..];
+        if rest.len() < len || (version == 2 && rest.len() != len) {
+            return Err(bad(format!("is truncated: {} of {len} bytes", rest.len())));
         }
+        let (body, mut frames) = rest.split_at(len);
         if crc32fast::hash(body) != crc {
             return Err(bad("is corrupted (checksum mismatch)".into()));
         }
-        bitcode::deserialize(body).map_err(|e| bad(format!("cannot be decoded: {e}")))
+        let mut state: TaskState = bitcode::deserialize(body).map_err(|e| bad(format!("cannot be decoded: {e}")))?;
+        if version == 2 {
+            return Ok(state);
+        }
+        let mut count = 0u32;
+        loop {
+            if frames.len() < FRAME_HEADER {
+                return Err(bad("is truncated: its last frame is missing".into()));
+            }
+            let (op, kg, crc) = (word_of(frames, 0), word_of(frames, 4), word_of(frames, 8));
+            let len = usize::try_from(long(frames, 12)).unwrap_or(usize::MAX);
+            frames = &frames[FRAME_HEADER..];
+            if op == END_FRAME {
+                if kg != count || len != 0 || !frames.is_empty() {
+                    return Err(bad("is corrupted (its frames do not add up)".into()));
+                }
+                return Ok(state);
+            }
+            if frames.len() < len {
+                return Err(bad(format!("is truncated: a frame of {len} bytes has {}", frames.len())));
+            }
+            let (chunk, next) = frames.split_at(len);
+            if crc32fast::hash(chunk) != crc {
+                return Err(bad("is corrupted (checksum mismatch in a frame)".into()));
+            }
+            let operator = state
+                .operators
+                .get_mut(op as usize)
+                .ok_or_else(|| bad("is corrupted (a frame names no operator)".into()))?;
+            operator.raw.push((kg, chunk.to_vec()));
+            frames = next;
+            count += 1;
+        }
     }
+}
+
+fn word_of(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn long(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
+/// The header of a frame of raw keyed state of key group `kg` for the operator at index `op` of
+/// the head's operators; the frame's bytes follow it.
+pub fn frame_header(op: u32, kg: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(FRAME_HEADER);
+    h.extend_from_slice(&op.to_be_bytes());
+    h.extend_from_slice(&kg.to_be_bytes());
+    h.extend_from_slice(&crc32fast::hash(bytes).to_be_bytes());
+    h.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    h
+}
+
+/// The frame that ends a state file of `frames` frames (a file without it is truncated).
+pub fn end_frame(frames: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(FRAME_HEADER);
+    h.extend_from_slice(&END_FRAME.to_be_bytes());
+    h.extend_from_slice(&frames.to_be_bytes());
+    h.extend_from_slice(&[0; 12]);
+    h
 }
 
 /// Whether a snapshot is a checkpoint (owned and removed by weir) or a savepoint (owned by the user).
@@ -225,10 +311,10 @@ impl SnapshotMetadata {
         }
         let v: Version = serde_json::from_slice(bytes)
             .map_err(|e| Error::Config(format!("{what} is not a weir snapshot's metadata: {e}")))?;
-        if v.format_version != STATE_FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=STATE_FORMAT_VERSION).contains(&v.format_version) {
             return Err(Error::Config(format!(
-                "{what} has state format version {}; this weir reads version {STATE_FORMAT_VERSION}: restore it with \
-                 the weir version that wrote it",
+                "{what} has state format version {}; this weir reads versions {OLDEST_READABLE_VERSION} to \
+                 {STATE_FORMAT_VERSION}: restore it with the weir version that wrote it",
                 v.format_version
             )));
         }
@@ -357,6 +443,52 @@ mod tests {
         let mut back: Vec<(String, u64)> = restore_keyed(&state.operators[0].keyed)?;
         back.sort();
         assert_eq!(back, vec![("a".to_string(), 1), ("b".to_string(), 2)]);
+        Ok(())
+    }
+
+    #[test]
+    fn streamed_frames_join_their_operator_and_damage_to_them_is_detected() -> Result<()> {
+        let shell = |uid: &str| OperatorSnapshot { uid: uid.into(), ..Default::default() };
+        let head = TaskState {
+            job_id: JobId(9),
+            checkpoint_id: 4,
+            head: 0,
+            subtask: 1,
+            operators: vec![shell("a"), shell("b")],
+        };
+        let frames: [(u32, u32, &[u8]); 3] = [(1, 7, b"seven"), (0, 2, b"two"), (1, 7, b"more")];
+        let mut file = head.encode_head()?;
+        for (op, kg, bytes) in frames {
+            file.extend_from_slice(&frame_header(op, kg, bytes));
+            file.extend_from_slice(bytes);
+        }
+        let body_end = file.len();
+        file.extend_from_slice(&end_frame(3));
+        let back = TaskState::decode(&file, "f")?;
+        assert_eq!(back.operators[0].raw, vec![(2, b"two".to_vec())]);
+        assert_eq!(back.operators[1].raw, vec![(7, b"seven".to_vec()), (7, b"more".to_vec())], "in the order written");
+        let err = |bytes: &[u8]| TaskState::decode(bytes, "f").err().map(|e| e.to_string()).unwrap_or_default();
+        // Cut anywhere in the frames, or the end frame lost: truncated.
+        for cut in [body_end, body_end - 2, file.len() - 1] {
+            assert!(err(&file[..cut]).contains("truncated"), "cut at {cut}: {}", err(&file[..cut]));
+        }
+        let mut flipped = file.clone();
+        flipped[body_end - 1] ^= 1;
+        assert!(err(&flipped).contains("checksum mismatch in a frame"), "{}", err(&flipped));
+        let mut miscounted = file[..body_end].to_vec();
+        miscounted.extend_from_slice(&end_frame(2));
+        assert!(err(&miscounted).contains("do not add up"), "{}", err(&miscounted));
+        let mut stray = head.encode_head()?;
+        stray.extend_from_slice(&frame_header(5, 0, b"x"));
+        stray.extend_from_slice(b"x");
+        stray.extend_from_slice(&end_frame(1));
+        assert!(err(&stray).contains("names no operator"), "{}", err(&stray));
+        // A file of the previous version (one body, no frames) is still read.
+        let mut v2 = file[..24].to_vec();
+        v2[8..12].copy_from_slice(&2u32.to_be_bytes());
+        let len = long(&file, 16) as usize;
+        v2.extend_from_slice(&file[24..24 + len]);
+        assert_eq!(TaskState::decode(&v2, "f")?, head);
         Ok(())
     }
 }

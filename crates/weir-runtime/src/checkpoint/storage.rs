@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use weir_core::{Blame, Error, Result};
 
 /// A place for checkpoints: a root in some object store.
@@ -137,6 +138,20 @@ impl CheckpointStorage {
             .map_err(|e| self.failed("write", rel, e))
     }
 
+    /// A writer of the file `rel` that takes its bytes a piece at a time, so that a large file
+    /// never needs to be held in memory whole. The file appears, whole, when the writer finishes.
+    pub fn writer(&self, rel: &str) -> Result<ObjectWriter> {
+        Ok(ObjectWriter {
+            storage: self.clone(),
+            rel: rel.to_string(),
+            path: self.path(rel)?,
+            upload: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            written: 0,
+        })
+    }
+
     /// Reads `rel`.
     pub fn get(&self, rel: &str) -> Result<Vec<u8>> {
         let (store, path) = (self.store.clone(), self.path(rel)?);
@@ -201,6 +216,99 @@ impl CheckpointStorage {
     }
 }
 
+/// Bytes an [`ObjectWriter`] gathers before it hands them to the store: the part size of a
+/// multipart upload (S3 needs at least 5 MiB for every part but the last).
+const PART_BYTES: usize = 8 << 20;
+
+/// Upload parts in flight at once per writer.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Writes one file a piece at a time ([`CheckpointStorage::writer`]): a file smaller than one part
+/// is written with a single request when it finishes; a larger one becomes a multipart upload
+/// (a staging file for a local directory), with at most [`PARTS_IN_FLIGHT`] parts in memory.
+/// Dropped or failed without [`ObjectWriter::finish`], the partial upload is aborted and no file
+/// appears.
+pub struct ObjectWriter {
+    storage: CheckpointStorage,
+    rel: String,
+    path: StorePath,
+    upload: Option<WriteMultipart>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+    written: u64,
+}
+
+impl ObjectWriter {
+    /// Appends `bytes` to the file.
+    pub fn write(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.written += bytes.len() as u64;
+        self.pending_bytes += bytes.len();
+        self.pending.push(Bytes::from(bytes));
+        if self.pending_bytes >= PART_BYTES { self.flush() } else { Ok(()) }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Hands what is pending to the multipart upload (started on the first call) and waits until
+    /// no more than [`PARTS_IN_FLIGHT`] parts are in flight.
+    fn flush(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let (store, path, upload) = (self.storage.store.clone(), self.path.clone(), self.upload.take());
+        let (upload, r) = block(async move {
+            let mut upload = match upload {
+                Some(u) => u,
+                None => match store.put_multipart(&path).await {
+                    Ok(u) => WriteMultipart::new_with_chunk_size(u, PART_BYTES),
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            for b in pending {
+                upload.put(b);
+            }
+            let r = upload.wait_for_capacity(PARTS_IN_FLIGHT).await;
+            (Some(upload), r)
+        })?;
+        self.upload = upload;
+        r.map_err(|e| self.storage.failed("write", &self.rel, e))
+    }
+
+    /// Completes the file; its size.
+    pub fn finish(mut self) -> Result<u64> {
+        let pending = std::mem::take(&mut self.pending);
+        let (store, path, upload) = (self.storage.store.clone(), self.path.clone(), self.upload.take());
+        let r = block(async move {
+            match upload {
+                // Small: one request, as `put` makes it.
+                None => store.put(&path, PutPayload::from_iter(pending)).await.map(|_| ()),
+                Some(mut u) => {
+                    for b in pending {
+                        u.put(b);
+                    }
+                    u.finish().await.map(|_| ())
+                }
+            }
+        })?;
+        r.map_err(|e| self.storage.failed("write", &self.rel, e))?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // Not finished: remove what was uploaded (a local staging file, an S3 multipart upload).
+        if let Some(u) = self.upload.take() {
+            let _ = block(async move { u.abort().await });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +333,42 @@ mod tests {
         assert!(e.contains("scheme 'ftp'"), "{e}");
         let e = CheckpointStorage::open("s3:///cp").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("names no bucket"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_writer_streams_large_files_and_leaves_nothing_when_dropped() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let s = CheckpointStorage::open(&dir.path().display().to_string())?;
+        // Small: written at the end in one request.
+        let mut w = s.writer("a/small")?;
+        w.write(b"ab".to_vec())?;
+        w.write(b"c".to_vec())?;
+        assert!(s.list("a")?.is_empty(), "nothing is visible before the writer finishes");
+        assert_eq!(w.finish()?, 3);
+        assert_eq!(s.get("a/small")?, b"abc");
+        // Larger than several parts: a multipart upload, whole and in order.
+        let piece: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let mut w = s.writer("a/large")?;
+        for _ in 0..7 {
+            w.write(piece.clone())?;
+        }
+        assert!(w.written() > 2 * PART_BYTES as u64);
+        assert_eq!(s.list("a")?, vec!["small"], "a multipart upload is not visible before it finishes");
+        assert_eq!(w.finish()?, 7 * piece.len() as u64);
+        assert_eq!(s.get("a/large")?, piece.repeat(7));
+        // Dropped unfinished: no file, no staging file left behind.
+        let mut w = s.writer("a/dropped")?;
+        for _ in 0..4 {
+            w.write(piece.clone())?;
+        }
+        drop(w);
+        assert_eq!(s.list("a")?, vec!["large", "small"]);
+        let on_disk: Vec<String> = std::fs::read_dir(dir.path().join("a"))
+            .map_err(|e| Error::io("list", dir.path(), e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(on_disk.len(), 2, "{on_disk:?}");
         Ok(())
     }
 }

@@ -201,9 +201,14 @@ impl Restore {
     }
 }
 
-/// An operator snapshot made later, on the part's writer thread, from a consistent view the
-/// operator took at the barrier (an asynchronous snapshot).
-pub type DeferredSnapshot = Box<dyn FnOnce() -> Result<OperatorSnapshot> + Send>;
+/// Where a deferred snapshot puts its raw keyed state: chunks of encoded entries with their key
+/// group, in the order they apply.
+pub type ChunkSink<'a> = &'a mut dyn FnMut(u32, Vec<u8>) -> Result<()>;
+
+/// An operator's raw keyed state made later, on the part's writer thread, from a consistent view
+/// the operator took at the barrier (an asynchronous snapshot); it hands its chunks to the sink as
+/// it makes them, and they are written to the state file as they come.
+pub type DeferredSnapshot = Box<dyn FnOnce(ChunkSink<'_>) -> Result<()> + Send>;
 
 struct Upload {
     checkpoint_id: CheckpointId,
@@ -212,27 +217,33 @@ struct Upload {
     uids: Vec<String>,
     references: Vec<CheckpointId>,
     state: TaskState,
-    deferred: Vec<DeferredSnapshot>,
+    deferred: Vec<(OperatorSnapshot, DeferredSnapshot)>,
 }
 
 impl Upload {
-    /// The state file: the deferred snapshots made, then all of it encoded.
-    fn encode(mut self) -> (Upload, Result<Vec<u8>>) {
-        let mut failed = None;
-        for make in std::mem::take(&mut self.deferred) {
-            match make() {
-                Ok(s) => self.state.operators.push(s),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+    /// Writes the state file to `rel`: the head (the snapshots made at the barrier, and the rest
+    /// of each operator whose raw state is deferred), then the deferred snapshots' chunks as they are made, each
+    /// as a frame of its operator. Returns the file's size. Memory holds one chunk at a time, and
+    /// the parts of the file in flight, never the whole snapshot.
+    fn write(&mut self, storage: &CheckpointStorage, rel: &str) -> Result<u64> {
+        let first = self.state.operators.len();
+        let deferred = std::mem::take(&mut self.deferred);
+        let (shells, makes): (Vec<OperatorSnapshot>, Vec<DeferredSnapshot>) = deferred.into_iter().unzip();
+        self.state.operators.extend(shells);
+        let mut file = storage.writer(rel)?;
+        file.write(self.state.encode_head()?)?;
+        let mut frames = 0u32;
+        for (i, make) in makes.into_iter().enumerate() {
+            let op = u32::try_from(first + i).map_err(|_| Error::internal("too many operators in a chain"))?;
+            make(&mut |kg, bytes| {
+                file.write(super::frame_header(op, kg, &bytes))?;
+                file.write(bytes)?;
+                frames = frames.checked_add(1).ok_or_else(|| Error::internal("too many frames in a state file"))?;
+                Ok(())
+            })?;
         }
-        let bytes = match failed {
-            Some(e) => Err(e),
-            None => self.state.encode(),
-        };
-        (self, bytes)
+        file.write(super::end_frame(frames))?;
+        file.finish()
     }
 }
 
@@ -286,14 +297,10 @@ impl PartCheckpoints {
         std::thread::Builder::new()
             .name(format!("checkpoint-writer {job_id}"))
             .spawn(move || {
-                for u in rx {
-                    let (u, bytes) = u.encode();
+                for mut u in rx {
                     let chk = format!("{dir}/{}", checkpoint_dir_name(u.checkpoint_id));
                     let name = format!("{}-{}.state", u.head, u.subtask);
-                    let written = bytes.and_then(|b| {
-                        let n = b.len() as u64;
-                        storage.put(&format!("{chk}/{name}"), b).map(|()| n)
-                    });
+                    let written = u.write(&storage, &format!("{chk}/{name}"));
                     let event = match written {
                         Ok(bytes) => PartEvent::Ack(TaskAck {
                             checkpoint_id: u.checkpoint_id,
@@ -359,7 +366,7 @@ struct TaskInner {
     head: u32,
     subtask: u32,
     snapshots: RefCell<Vec<OperatorSnapshot>>,
-    deferred: RefCell<Vec<(String, DeferredSnapshot)>>,
+    deferred: RefCell<Vec<(OperatorSnapshot, DeferredSnapshot)>>,
     seen: std::cell::Cell<CheckpointId>,
 }
 
@@ -425,11 +432,12 @@ impl TaskCheckpoint {
         }
     }
 
-    /// An operator of the task hands in a snapshot of operator `uid` to be made on the writer
-    /// thread, while the task goes on with its records.
-    pub fn add_deferred(&self, uid: &str, make: DeferredSnapshot) {
+    /// An operator of the task hands in its snapshot: `now`, what it made at the barrier (its uid
+    /// and any state but the raw keyed state), and `make`, its raw keyed state to be made on the
+    /// writer thread while the task goes on with its records.
+    pub fn add_deferred(&self, now: OperatorSnapshot, make: DeferredSnapshot) {
         if let Some(t) = &self.0 {
-            t.deferred.borrow_mut().push((uid.to_string(), make));
+            t.deferred.borrow_mut().push((now, make));
         }
     }
 
@@ -467,9 +475,8 @@ impl TaskCheckpoint {
         let Some(t) = &self.0 else { return };
         t.seen.set(t.seen.get().max(id));
         let operators = std::mem::take(&mut *t.snapshots.borrow_mut());
-        let (deferred_uids, deferred): (Vec<String>, Vec<DeferredSnapshot>) =
-            std::mem::take(&mut *t.deferred.borrow_mut()).into_iter().unzip();
-        let uids = operators.iter().map(|o| o.uid.clone()).chain(deferred_uids).collect();
+        let deferred = std::mem::take(&mut *t.deferred.borrow_mut());
+        let uids = operators.iter().chain(deferred.iter().map(|(o, _)| o)).map(|o| o.uid.clone()).collect();
         let references: std::collections::BTreeSet<CheckpointId> =
             operators.iter().flat_map(|o| o.chain.iter().copied()).collect();
         let state = TaskState { job_id: t.part.job_id, checkpoint_id: id, head: t.head, subtask: t.subtask, operators };

@@ -88,6 +88,22 @@ impl WindowCheckpointing {
     /// Hands the operator's snapshot to its task: `keyed` (its keyed state by key group, as
     /// [`snapshot_by_key_group`] writes it) and, for operators that keep one, `watermark`.
     pub fn snapshot(&self, keyed: Vec<(u32, Vec<u8>)>, watermark: Timestamp) -> Result<()> {
+        self.snapshot_with(keyed, watermark, None)
+    }
+
+    /// The latest completed checkpoint (what an incremental snapshot builds on).
+    pub fn completed(&self) -> crate::checkpoint::CheckpointId {
+        self.task.completed()
+    }
+
+    /// Like [`WindowCheckpointing::snapshot`], with the operator's keyed state in the disk backend
+    /// (`disk`): an increment goes in with the rest; a full snapshot is made on the writer thread.
+    pub fn snapshot_with(
+        &self,
+        keyed: Vec<(u32, Vec<u8>)>,
+        watermark: Timestamp,
+        disk: Option<crate::disk::DiskSnapshot>,
+    ) -> Result<()> {
         if !self.task.enabled() {
             return Ok(());
         }
@@ -95,7 +111,14 @@ impl WindowCheckpointing {
             w.update(vec![watermark])?;
         }
         let lists = self.operator_state.snapshot()?;
-        self.task.add(OperatorSnapshot { uid: self.uid.clone(), keyed, lists, ..Default::default() });
+        let now = OperatorSnapshot { uid: self.uid.clone(), keyed, lists, ..Default::default() };
+        match disk {
+            None => self.task.add(now),
+            Some(crate::disk::DiskSnapshot::Increment(raw, chain)) => {
+                self.task.add(OperatorSnapshot { raw, chain, ..now })
+            }
+            Some(crate::disk::DiskSnapshot::Full(make)) => self.task.add_deferred(now, make),
+        }
         Ok(())
     }
 }

@@ -195,10 +195,13 @@ fn windowed(env: &mut StreamEnv, a: Args) -> Result<()> {
 }
 static WINDOWED: Job<Args> = Job::new("windowed-checkpoints", windowed);
 
-/// Runs the job to its end with checkpoints every 30 ms, all of them retained; its checkpoint
-/// directory for the job, and whether it restored.
-fn run(cp: &Path, args: &Args, restore: Option<&Path>) -> Result<(PathBuf, bool)> {
+/// Runs the job to its end with checkpoints every 30 ms, all of them retained, and the further
+/// `settings`; its checkpoint directory for the job, and whether it restored.
+fn run(cp: &Path, args: &Args, restore: Option<&Path>, settings: &[(&str, &str)]) -> Result<(PathBuf, bool)> {
     let mut d = Driver::local(Registry::new().register(&WINDOWED));
+    for (k, v) in settings {
+        d.set(k, v)?;
+    }
     d.set("execution.checkpointing.interval", "30ms")?;
     d.set("execution.checkpointing.dir", &cp.display().to_string())?;
     d.set("execution.checkpointing.num-retained", "1000")?;
@@ -258,7 +261,7 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let cp = dir.path().join("cp");
     let args = Args { count: 9_000, keys: 7, rate: 6_000.0, output: dir.path().join("out"), parallelism: 2 };
-    let (job_dir, restored) = run(&cp, &args, None)?;
+    let (job_dir, restored) = run(&cp, &args, None, &[])?;
     assert!(!restored);
     let mut want = BTreeMap::new();
     for name in OUTPUTS {
@@ -299,7 +302,7 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
         }
         assert!(before > 0, "checkpoint {id} committed no output");
         let again = Args { output: out.clone(), parallelism, ..args.clone() };
-        let (_, restored) = run(&dir.path().join(format!("cp-{id}")), &again, Some(&chk))?;
+        let (_, restored) = run(&dir.path().join(format!("cp-{id}")), &again, Some(&chk), &[])?;
         assert!(restored);
         for name in OUTPUTS {
             let (lines, _) = committed(&out.join(name))?;
@@ -307,5 +310,57 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
         }
     }
     assert!(counts_seen, "no checkpoint held state of the count windows");
+    Ok(())
+}
+
+/// Keyed state of process functions in the disk backend, checkpointed incrementally, with a cache
+/// of two entries for seven keys (most state reads and writes go to the store).
+const DISK: [(&str, &str); 3] =
+    [("state.backend.type", "disk"), ("state.backend.incremental", "true"), ("state.backend.disk.cache-entries", "2")];
+
+#[test]
+fn keyed_process_state_on_disk_goes_on_from_increments_at_another_parallelism_and_on_the_heap() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let args = Args { count: 9_000, keys: 7, rate: 6_000.0, output: dir.path().join("out"), parallelism: 2 };
+    let heap = Args { output: dir.path().join("out-heap"), ..args.clone() };
+    run(&dir.path().join("cp-heap"), &heap, None, &[])?;
+    let (job_dir, _) = run(&dir.path().join("cp"), &args, None, &DISK)?;
+    let mut want = BTreeMap::new();
+    for name in ["co-process", "interval-join"] {
+        let (lines, _) = committed(&args.output.join(name))?;
+        let (on_heap, _) = committed(&heap.output.join(name))?;
+        assert!(!lines.is_empty(), "{name} wrote nothing");
+        assert_eq!(lines, on_heap, "{name}: the disk backend computes what the heap backend does");
+        want.insert(name, lines);
+    }
+    let ids = checkpoints(&job_dir)?;
+    assert!(ids.len() >= 4, "too few checkpoints to restore from the middle: {ids:?}");
+    // Disk to disk at parallelism 3, from a checkpoint that builds on earlier ones; disk to heap at 1.
+    for (id, parallelism, settings) in [(ids[ids.len() / 2], 3, &DISK[..]), (ids[2 * ids.len() / 3], 1, &[][..])] {
+        let chk = job_dir.join(format!("chk-{id}"));
+        let meta = std::fs::read(chk.join("_metadata")).map_err(|e| Error::io("cannot read", &chk, e))?;
+        let meta: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::internal(e.to_string()))?;
+        let files = meta["files"].as_array().cloned().unwrap_or_default();
+        let uids = |f: &serde_json::Value| f["uids"].as_array().cloned().unwrap_or_default();
+        assert!(
+            files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == "co-process")),
+            "checkpoint {id} builds on earlier ones for the co-process function: {meta}"
+        );
+        let out = dir.path().join(format!("restored-{id}-{parallelism}"));
+        // Every sink's output as it was (a restored sink commits its pending files), compared below
+        // for the operators on disk.
+        let mut before = 0;
+        for name in OUTPUTS {
+            before += committed_up_to(&args.output.join(name), &out.join(name), id)?;
+        }
+        assert!(before > 0, "checkpoint {id} committed no output");
+        let again = Args { output: out.clone(), parallelism, ..args.clone() };
+        let (_, restored) = run(&dir.path().join(format!("cp-{id}")), &again, Some(&chk), settings)?;
+        assert!(restored);
+        for (name, lines) in &want {
+            let (got, _) = committed(&out.join(name))?;
+            assert_eq!(&got, lines, "{name}, restored from checkpoint {id} at parallelism {parallelism}");
+        }
+    }
     Ok(())
 }
