@@ -28,6 +28,9 @@ struct Args {
     /// Collect the output (for tests) instead of discarding it.
     #[serde(default)]
     collect: bool,
+    /// Bytes of state per key (the `wide` workload).
+    #[serde(default)]
+    width: usize,
 }
 
 /// Each parallel instance emits 0 .. per_instance - 1, like the Flink job's `Sequence` source.
@@ -103,9 +106,42 @@ fn window(env: &mut StreamEnv, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// One key's state in the `wide` workload: a count and a payload of `width` bytes that every
+/// record of the key rewrites (as a per-key profile or session record would be).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Wide {
+    key: u64,
+    count: u64,
+    payload: Vec<u8>,
+}
+
+/// Not one of the shared anchors: the keyed workload with `width` bytes of state per key, to make
+/// keyed state of a given size (`bench/disk-state.sh`). Payload bytes vary with the record, so
+/// nothing compresses them away.
+fn wide(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let (k, width) = (args.keys.max(1), args.width);
+    let s = source(env, &args)?
+        .map(move |x| {
+            let mut payload = vec![0u8; width];
+            let mut r = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for chunk in payload.chunks_mut(8) {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                chunk.copy_from_slice(&r.to_le_bytes()[..chunk.len()]);
+            }
+            Wide { key: x % k, count: 1, payload }
+        })
+        .key_by(|w: &Wide| w.key)
+        .reduce(|a, b| Wide { key: a.key, count: a.count + b.count, payload: b.payload });
+    sink(s, &args);
+    Ok(())
+}
+
 static STATELESS: Job<Args> = Job::new("stateless", stateless);
 static KEYED: Job<Args> = Job::new("keyed", keyed);
 static WINDOW: Job<Args> = Job::new("window", window);
+static WIDE: Job<Args> = Job::new("wide", wide);
 
 /// The stateless workload as a plain loop.
 fn loop_stateless(n: u64) {
@@ -164,11 +200,11 @@ fn parse(args: &[String], i: usize, what: &str) -> Result<u64> {
     text.parse().map_err(|_| Error::Config(format!("{what} '{text}' is not a number; {USAGE}")))
 }
 
-const USAGE: &str =
-    "usage: anchors WORKLOAD N P [K] | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | keyed | window";
+const USAGE: &str = "usage: anchors WORKLOAD N P [K] | anchors wide N P K WIDTH | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | \
+     keyed | window";
 
 fn main() -> ExitCode {
-    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).run(|driver, args| {
+    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).job(&WIDE).run(|driver, args| {
         let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
         if workload == "loop" {
             let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
@@ -190,13 +226,20 @@ fn main() -> ExitCode {
         let n = parse(args, 1, "N")?;
         let p = parse(args, 2, "P")?;
         let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
-        let a =
-            Args { n, p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?, keys, collect: false };
+        let width = if workload == "wide" { parse(args, 4, "WIDTH")? } else { 0 };
+        let a = Args {
+            n,
+            p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?,
+            keys,
+            collect: false,
+            width: usize::try_from(width).map_err(|_| Error::Config("WIDTH is too large".into()))?,
+        };
         let t0 = Instant::now();
         let job = match workload.as_str() {
             "stateless" => &STATELESS,
             "keyed" => &KEYED,
             "window" => &WINDOW,
+            "wide" => &WIDE,
             other => {
                 return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
             }
@@ -216,14 +259,14 @@ mod tests {
     use weir::{Driver, Registry};
 
     fn driver() -> Driver {
-        Driver::local(Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW))
+        Driver::local(Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW).register(&WIDE))
     }
 
     #[test]
     fn stateless_emits_the_even_values_of_3x_plus_1() -> Result<()> {
         for p in [1u32, 4] {
             let n = 10_000;
-            let r = driver().execute(&STATELESS, Args { n, p, keys: 0, collect: true })?;
+            let r = driver().execute(&STATELESS, Args { n, p, keys: 0, collect: true, width: 0 })?;
             let mut got: Vec<u64> = r.collected("out")?;
             got.sort();
             let mut want: Vec<u64> =
@@ -238,7 +281,7 @@ mod tests {
     fn keyed_emits_a_running_count_per_key() -> Result<()> {
         for p in [1u32, 4] {
             let (n, keys) = (20_000u64, 97u64);
-            let r = driver().execute(&KEYED, Args { n, p, keys, collect: true })?;
+            let r = driver().execute(&KEYED, Args { n, p, keys, collect: true, width: 0 })?;
             let got: Vec<(u64, u64)> = r.collected("out")?;
             assert_eq!(got.len() as u64, n, "one output per input");
             // Per key, the running counts are exactly 1, 2, ..., total.
@@ -262,11 +305,31 @@ mod tests {
     }
 
     #[test]
+    fn wide_keeps_a_count_and_the_latest_payload_per_key() -> Result<()> {
+        let (n, keys, width) = (6_000u64, 13u64, 100usize);
+        let r = driver().execute(&WIDE, Args { n, p: 2, keys, collect: true, width })?;
+        let got: Vec<Wide> = r.collected("out")?;
+        assert_eq!(got.len() as u64, n, "one output per input");
+        let mut counts: HashMap<u64, Vec<u64>> = HashMap::new();
+        for w in got {
+            assert_eq!(w.payload.len(), width);
+            counts.entry(w.key).or_default().push(w.count);
+        }
+        assert_eq!(counts.len() as u64, keys);
+        for (k, mut c) in counts {
+            c.sort();
+            let total = 2 * (0..n / 2).filter(|x| x % keys == k).count() as u64;
+            assert_eq!(c, (1..=total).collect::<Vec<_>>(), "key {k}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn window_sums_every_key_per_one_second_window() -> Result<()> {
         // Timestamps are x / 1000 ms, so a 1 s window holds one million consecutive values.
         let (n, keys) = (2_500_000u64, 7u64);
         for p in [1u32, 2] {
-            let r = driver().execute(&WINDOW, Args { n, p, keys, collect: true })?;
+            let r = driver().execute(&WINDOW, Args { n, p, keys, collect: true, width: 0 })?;
             let mut got: Vec<(u64, u64)> = r.collected("out")?;
             got.sort();
             let mut want: HashMap<(u64, u64), u64> = HashMap::new();
