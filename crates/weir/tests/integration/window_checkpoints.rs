@@ -243,6 +243,29 @@ fn committed_up_to(from: &Path, to: &Path, id: u64) -> Result<usize> {
     Ok(n)
 }
 
+/// Runs the job of `args` again at `parallelism` from its checkpoint `id` at `chk`, with
+/// `settings`, after copying every sink's output as it was when that checkpoint completed (a
+/// restored sink commits its pending files) into a new directory under `dir`; that directory, and
+/// whether the job restored.
+fn restore(
+    dir: &Path,
+    args: &Args,
+    chk: &Path,
+    id: u64,
+    parallelism: u32,
+    settings: &[(&str, &str)],
+) -> Result<(PathBuf, bool)> {
+    let out = dir.join(format!("restored-{id}-{parallelism}"));
+    let mut before = 0;
+    for name in OUTPUTS {
+        before += committed_up_to(&args.output.join(name), &out.join(name), id)?;
+    }
+    assert!(before > 0, "checkpoint {id} committed no output");
+    let again = Args { output: out.clone(), parallelism, ..args.clone() };
+    let (_, restored) = run(&dir.join(format!("cp-{id}")), &again, Some(chk), settings)?;
+    Ok((out, restored))
+}
+
 /// Tumbling 100 ms windows of the events, as the job writes them: key, largest timestamp, sum.
 fn tumbling_reference(args: &Args) -> Vec<String> {
     let mut windows: BTreeMap<(u32, i64), (i64, i64)> = BTreeMap::new();
@@ -295,14 +318,7 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
             assert!(with_state.contains(&uid), "checkpoint {id} holds no state of {uid}: {with_state:?}");
         }
         counts_seen |= with_state.contains(&"counts");
-        let out = dir.path().join(format!("restored-{id}-{parallelism}"));
-        let mut before = 0;
-        for name in OUTPUTS {
-            before += committed_up_to(&args.output.join(name), &out.join(name), id)?;
-        }
-        assert!(before > 0, "checkpoint {id} committed no output");
-        let again = Args { output: out.clone(), parallelism, ..args.clone() };
-        let (_, restored) = run(&dir.path().join(format!("cp-{id}")), &again, Some(&chk), &[])?;
+        let (out, restored) = restore(dir.path(), &args, &chk, id, parallelism, &[])?;
         assert!(restored);
         for name in OUTPUTS {
             let (lines, _) = committed(&out.join(name))?;
@@ -335,27 +351,28 @@ fn keyed_process_state_on_disk_goes_on_from_increments_at_another_parallelism_an
     }
     let ids = checkpoints(&job_dir)?;
     assert!(ids.len() >= 4, "too few checkpoints to restore from the middle: {ids:?}");
-    // Disk to disk at parallelism 3, from a checkpoint that builds on earlier ones; disk to heap at 1.
-    for (id, parallelism, settings) in [(ids[ids.len() / 2], 3, &DISK[..]), (ids[2 * ids.len() / 3], 1, &[][..])] {
+    // Whether checkpoint `id` builds on earlier ones for the co-process function (a chain restarts
+    // with a full snapshot now and then).
+    let builds_on_earlier = |id: &u64| -> Result<bool> {
         let chk = job_dir.join(format!("chk-{id}"));
         let meta = std::fs::read(chk.join("_metadata")).map_err(|e| Error::io("cannot read", &chk, e))?;
         let meta: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::internal(e.to_string()))?;
         let files = meta["files"].as_array().cloned().unwrap_or_default();
         let uids = |f: &serde_json::Value| f["uids"].as_array().cloned().unwrap_or_default();
-        assert!(
-            files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == "co-process")),
-            "checkpoint {id} builds on earlier ones for the co-process function: {meta}"
-        );
-        let out = dir.path().join(format!("restored-{id}-{parallelism}"));
-        // Every sink's output as it was (a restored sink commits its pending files), compared below
-        // for the operators on disk.
-        let mut before = 0;
-        for name in OUTPUTS {
-            before += committed_up_to(&args.output.join(name), &out.join(name), id)?;
+        Ok(files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == "co-process")))
+    };
+    let mut linked = None;
+    for id in &ids[ids.len() / 3..ids.len() - 1] {
+        if builds_on_earlier(id)? {
+            linked = Some(*id);
+            break;
         }
-        assert!(before > 0, "checkpoint {id} committed no output");
-        let again = Args { output: out.clone(), parallelism, ..args.clone() };
-        let (_, restored) = run(&dir.path().join(format!("cp-{id}")), &again, Some(&chk), settings)?;
+    }
+    let linked = linked.ok_or_else(|| Error::internal(format!("no checkpoint builds on earlier ones: {ids:?}")))?;
+    // Disk to disk at parallelism 3, from a checkpoint that builds on earlier ones; disk to heap at 1.
+    for (id, parallelism, settings) in [(linked, 3, &DISK[..]), (ids[2 * ids.len() / 3], 1, &[][..])] {
+        let chk = job_dir.join(format!("chk-{id}"));
+        let (out, restored) = restore(dir.path(), &args, &chk, id, parallelism, settings)?;
         assert!(restored);
         for (name, lines) in &want {
             let (got, _) = committed(&out.join(name))?;
