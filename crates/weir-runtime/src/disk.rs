@@ -18,6 +18,7 @@
 //! previous checkpoint did not complete, and after a restore.
 
 pub mod engine;
+pub mod windows;
 
 use std::hash::Hash;
 use std::path::PathBuf;
@@ -207,6 +208,16 @@ impl RawStore {
         self.engine.write(entries)
     }
 
+    /// Calls `f` with every entry whose store key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8], f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.engine.scan_prefix(prefix, f)
+    }
+
+    /// The first store key at or after `from`, if any.
+    pub fn next_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.next_key(from)
+    }
+
     /// Calls `f` with every entry, in key order.
     #[cfg(test)]
     pub(crate) fn scan(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
@@ -214,10 +225,12 @@ impl RawStore {
     }
 }
 
-/// A cached value: whether it changed since it was last written to the store.
+/// A cached value: whether it changed since it was last written to the store, and whether the
+/// store may hold a version of it (so that removing it must write a tombstone).
 struct Cached<V> {
     value: V,
     dirty: bool,
+    stored: bool,
 }
 
 /// Keyed values of one operator instance on local disk, with a cache in front.
@@ -236,11 +249,11 @@ fn store_key<K: Hash + Serialize>(key: &K, max_parallelism: u32) -> Result<(u32,
     Ok((kg, out))
 }
 
-fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>> {
+pub(crate) fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>> {
     bitcode::serialize(v).map_err(|e| Error::internal(format!("cannot encode a state value: {e}")))
 }
 
-fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
+pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     bitcode::deserialize(bytes).map_err(|e| {
         Error::Config(format!(
             "a stored state value cannot be read as {}: {e}; restore with the program that wrote it",
@@ -279,12 +292,12 @@ where
             Some(bytes) => {
                 let mut value: V = decode(&bytes)?;
                 let r = f(&mut value, input);
-                self.cache.insert(key, Cached { value, dirty: true });
+                self.cache.insert(key, Cached { value, dirty: true, stored: true });
                 r
             }
             None => {
                 let (value, r) = absent(input);
-                self.cache.insert(key, Cached { value, dirty: true });
+                self.cache.insert(key, Cached { value, dirty: true, stored: false });
                 r
             }
         };
@@ -292,6 +305,35 @@ where
             self.evict()?;
         }
         Ok(r)
+    }
+
+    /// The value of `key`, read from the store, or made with `absent` when the key has none;
+    /// counted as changed.
+    #[inline]
+    pub fn value(&mut self, key: &K, absent: impl FnOnce() -> V) -> Result<&mut V> {
+        if !self.cache.contains_key(key) {
+            if self.cache.len() >= self.store.capacity() {
+                self.evict()?;
+            }
+            let (_, sk) = store_key(key, self.store.max_parallelism)?;
+            let cached = match self.store.get(&sk)? {
+                Some(bytes) => Cached { value: decode(&bytes)?, dirty: true, stored: true },
+                None => Cached { value: absent(), dirty: true, stored: false },
+            };
+            self.cache.insert(key.clone(), cached);
+        }
+        let c = self.cache.get_mut(key).ok_or_else(|| Error::internal("a value left the cache as it was loaded"))?;
+        c.dirty = true;
+        Ok(&mut c.value)
+    }
+
+    /// Removes the value of `key` (the store is written to only when it may hold one).
+    pub fn remove(&mut self, key: &K) -> Result<()> {
+        if self.cache.remove(key).is_some_and(|c| !c.stored) {
+            return Ok(());
+        }
+        let (kg, sk) = store_key(key, self.store.max_parallelism)?;
+        self.store.write(vec![(kg, sk, None)])
     }
 
     /// Writes an eighth of the cache's entries back (those that changed) and drops them.
@@ -315,6 +357,7 @@ where
         let mut batch = Vec::new();
         for (k, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
             c.dirty = false;
+            c.stored = true;
             let (kg, sk) = store_key(k, self.store.max_parallelism)?;
             batch.push((kg, sk, Some(encode(&c.value)?)));
         }
@@ -332,9 +375,14 @@ where
     /// Loads restored state: raw chunks (in the order they apply) and typed chunks of the heap
     /// backend's format (`(K, V)` entries).
     pub fn restore(&mut self, raw: &[(u32, Vec<u8>)], typed: &[(u32, Vec<u8>)]) -> Result<()> {
+        self.restore_entries(raw, crate::checkpoint::restore_keyed::<K, V>(typed)?)
+    }
+
+    /// Like [`DiskKeyed::restore`], with the heap backend's entries already decoded.
+    pub fn restore_entries(&mut self, raw: &[(u32, Vec<u8>)], typed: Vec<(K, V)>) -> Result<()> {
         self.store.restore(raw)?;
-        let mut batch = Vec::new();
-        for (k, v) in crate::checkpoint::restore_keyed::<K, V>(typed)? {
+        let mut batch = Vec::with_capacity(typed.len());
+        for (k, v) in typed {
             batch.push((store_key(&k, self.store.max_parallelism)?.1, Some(encode(&v)?)));
         }
         // Not a change since a snapshot: the next snapshot is a full one.

@@ -112,6 +112,23 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Calls `f` with every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.keyspace.prefix(prefix) {
+            let (k, v) = guard.into_inner().map_err(|e| failed("read", &self.dir.0, e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// The first key at or after `from`, if any.
+    pub fn next_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.keyspace.range(from..).next() {
+            Some(guard) => guard.key().map(|k| Some(k.to_vec())).map_err(|e| failed("read", &self.dir.0, e)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl Drop for Engine {

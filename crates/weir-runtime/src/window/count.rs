@@ -20,10 +20,15 @@ pub struct CountWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     wf: WF,
     size: u64,
     state: StateMap<K, (u64, WF::Acc)>,
+    /// With the disk state backend: the windows, there (and `state` stays empty).
+    disk: Option<Box<OnDisk<K, WF::Acc>>>,
     buf: Batch<WF::Out>,
     next: Box<dyn Output<WF::Out>>,
     checkpoint: WindowCheckpointing,
 }
+
+/// Count windows in the disk backend: per key, the records in the open window and their accumulator.
+type OnDisk<K, A> = crate::disk::DiskKeyed<K, (u64, A)>;
 
 /// The window count windows report: all of time.
 pub const GLOBAL_WINDOW: TimeWindow = TimeWindow { start: Timestamp::MIN, end: Timestamp::MAX };
@@ -39,6 +44,7 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
             wf,
             size,
             state: StateMap::default(),
+            disk: None,
             buf: Batch::default(),
             next,
             checkpoint: WindowCheckpointing::default(),
@@ -49,36 +55,57 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
     /// restored.
     pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
     where
-        K: Hash + Eq + serde::de::DeserializeOwned,
-        WF::Acc: serde::de::DeserializeOwned,
+        K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
         self.checkpoint = WindowCheckpointing::of(env, false)?;
-        for (k, (n, acc)) in crate::checkpoint::restore_keyed::<K, (u64, WF::Acc)>(&env.restored_keyed)? {
-            if n >= self.size {
-                return Err(Error::Config(format!(
-                    "the restored count window of a key holds {n} records, but the window fires every {} records; \
-                     restore with the program that wrote the snapshot, or give the changed window a new uid",
-                    self.size
-                )));
-            }
-            self.state.insert(k, (n, acc));
+        let typed = crate::checkpoint::restore_keyed::<K, (u64, WF::Acc)>(&env.restored_keyed)?;
+        if let Some((n, _)) = typed.iter().map(|(_, v)| v).find(|(n, _)| *n >= self.size) {
+            return Err(too_many(*n, self.size));
+        }
+        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
+            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+            let mut disk = crate::disk::DiskKeyed::open(&env.state_backend, &name, env.op.max_parallelism.max(1))?;
+            // Windows of the disk backend's snapshots are checked as they are read.
+            disk.restore_entries(&env.restored_raw, typed)?;
+            self.disk = Some(Box::new(disk));
+            return Ok(self);
+        }
+        self.state.extend(typed);
+        crate::disk::apply_raw(&env.restored_raw, &mut self.state)?;
+        if let Some((n, _)) = self.state.values().find(|(n, _)| *n >= self.size) {
+            return Err(too_many(*n, self.size));
         }
         Ok(self)
     }
 }
 
+/// The error for a restored window of `n` records where the window fires every `size`.
+fn too_many(n: u64, size: u64) -> Error {
+    Error::Config(format!(
+        "the restored count window of a key holds {n} records, but the window fires every {size} records; \
+         restore with the program that wrote the snapshot, or give the changed window a new uid"
+    ))
+}
+
 impl<K, T, KF, WF> Output<T> for CountWindowOperator<K, T, KF, WF>
 where
-    K: Hash + Eq + Clone + serde::Serialize,
+    K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
-    WF::Acc: serde::Serialize,
+    WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let has_ts = batch.timestamps.is_some();
         for (x, ts) in batch.drain() {
             let k = (self.key)(&x);
-            let entry = self.state.entry(k.clone()).or_insert_with(|| (0, self.wf.create()));
+            let entry = match &mut self.disk {
+                Some(disk) => disk.value(&k, || (0, self.wf.create()))?,
+                None => self.state.entry(k.clone()).or_insert_with(|| (0, self.wf.create())),
+            };
+            if entry.0 >= self.size {
+                return Err(too_many(entry.0, self.size));
+            }
             self.wf.add(&mut entry.1, x);
             entry.0 += 1;
             if entry.0 == self.size {
@@ -89,18 +116,32 @@ where
                     col.resize(before, Timestamp::MIN);
                     col.resize(self.buf.records.len(), ts.unwrap_or(Timestamp::MIN));
                 }
-                self.state.remove(&k);
+                match &mut self.disk {
+                    Some(disk) => disk.remove(&k)?,
+                    None => {
+                        self.state.remove(&k);
+                    }
+                }
             }
         }
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
     }
 
     fn control(&mut self, event: Control) -> Result<()> {
-        if let Control::Barrier(_) = event
+        if let Control::Barrier(id) = event
             && self.checkpoint.enabled()
         {
-            let keyed = crate::checkpoint::snapshot_keyed(self.state.iter(), self.checkpoint.max_parallelism())?;
-            self.checkpoint.snapshot(keyed, Timestamp::MIN)?;
+            match &mut self.disk {
+                Some(disk) => {
+                    let snapshot = disk.snapshot(id, self.checkpoint.completed())?;
+                    self.checkpoint.snapshot_with(Vec::new(), Timestamp::MIN, Some(snapshot))?;
+                }
+                None => {
+                    let keyed =
+                        crate::checkpoint::snapshot_keyed(self.state.iter(), self.checkpoint.max_parallelism())?;
+                    self.checkpoint.snapshot(keyed, Timestamp::MIN)?;
+                }
+            }
         }
         self.next.control(event)
     }
@@ -114,10 +155,35 @@ where
 mod tests {
     use super::*;
     use crate::context::TaskEnv;
-    use crate::window::testing::{Event, Fired, SumCount, check_key_groups, check_restore, steps, watermarks};
+    use crate::window::testing::{
+        Event, Fired, MakeFn, SumCount, check_key_groups, check_restore, on_backend, restores, steps, uninterrupted,
+        watermarks,
+    };
 
     fn make(env: &TaskEnv, next: Box<dyn Output<Fired>>, _: Box<dyn Output<Event>>) -> Result<Box<dyn Output<Event>>> {
         Ok(Box::new(CountWindowOperator::new(|e: &Event| e.0, SumCount, 4, next)?.checkpointed(env)?))
+    }
+
+    /// Like [`make`], on the disk backend for a fresh start (`fresh`) or a restore (`restored`).
+    fn on_disk(fresh: bool, restored: bool) -> MakeFn {
+        Box::new(move |env, next, late| {
+            make(&on_backend(env, if restores(env) { restored } else { fresh }), next, late)
+        })
+    }
+
+    #[test]
+    fn count_windows_on_the_disk_backend_fire_as_on_the_heap_and_restore_across_backends() -> Result<()> {
+        // 9 keys and a cache of 3: windows go to the store and come back from it.
+        let steps = steps(23, 300, 9, 0);
+        let heap = uninterrupted(&make, &steps)?;
+        assert!(heap.0.len() > 20, "windows fire: {}", heap.0.len());
+        assert_eq!(uninterrupted(&*on_disk(true, true), &steps)?, heap);
+        for (fresh, restored) in [(true, true), (true, false), (false, true)] {
+            for (from, to) in [(1, 2), (2, 1), (2, 3)] {
+                check_restore(&*on_disk(fresh, restored), &steps, steps.len() / 2, from, to)?;
+            }
+        }
+        Ok(())
     }
 
     #[test]
@@ -150,6 +216,28 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("holds 3 records") && e.contains("new uid"), "{e}");
+        // On the disk backend, from the heap's snapshot at once; from its own when the key is read.
+        let disk = on_backend(&env, true);
+        let e = CountWindowOperator::new(|e: &Event| e.0, SumCount, 2, Box::new(crate::output::NullOutput))
+            .and_then(|op| op.checkpointed(&disk))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("holds 3 records"), "{e}");
+        let cps = crate::window::testing::Checkpoints::new()?;
+        let task = cps.task(0);
+        let fresh = on_backend(&crate::window::testing::env(task.clone(), 0, 1, &[]), true);
+        let mut op = CountWindowOperator::new(|e: &Event| e.0, SumCount, 4, Box::new(crate::output::NullOutput))?
+            .checkpointed(&fresh)?;
+        op.push(&mut Batch::of(vec![(1, 0, 1), (1, 0, 1), (1, 0, 1)]))?;
+        op.control(Control::Barrier(1))?;
+        let snap = cps.taken(&task, 1)?;
+        assert!(snap.keyed.is_empty() && !snap.raw.is_empty(), "the disk backend's snapshot");
+        let env = on_backend(&crate::window::testing::env(cps.task(0), 0, 1, &[snap]), true);
+        let mut op = CountWindowOperator::new(|e: &Event| e.0, SumCount, 2, Box::new(crate::output::NullOutput))?
+            .checkpointed(&env)?;
+        let e = op.push(&mut Batch::of(vec![(1, 0, 1)])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("holds 3 records"), "{e}");
         Ok(())
     }
 }

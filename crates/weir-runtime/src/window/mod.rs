@@ -554,6 +554,9 @@ pub(crate) mod testing {
         let range = key_group_range(MAX_PARALLELISM, parallelism, subtask);
         let restored_keyed =
             old.iter().flat_map(|o| o.keyed.iter().filter(|(kg, _)| range.contains(kg)).cloned()).collect();
+        // One checkpoint per run: the disk backend's snapshots are full ones, no chains to follow.
+        let restored_raw =
+            old.iter().flat_map(|o| o.raw.iter().filter(|(kg, _)| range.contains(kg)).cloned()).collect();
         let mut lists = BTreeMap::new();
         for name in old.iter().flat_map(|o| o.lists.keys()) {
             let parts: Vec<Vec<Vec<u8>>> =
@@ -589,9 +592,29 @@ pub(crate) mod testing {
             accumulators: Default::default(),
             checkpoint: task,
             restored_keyed,
-            restored_raw: Vec::new(),
+            restored_raw,
             state_backend: Default::default(),
         }
+    }
+
+    /// `env` on the disk state backend when `disk`, with a cache of 3 entries (most reads and writes
+    /// go to the store), or on the heap.
+    pub fn on_backend(env: &TaskEnv, disk: bool) -> TaskEnv {
+        let mut env = env.clone();
+        if disk {
+            env.state_backend = weir_core::checkpointing::StateBackendConfig {
+                kind: weir_core::checkpointing::StateBackendKind::Disk,
+                incremental: false,
+                dir: None,
+                cache_entries: 3,
+            };
+        }
+        env
+    }
+
+    /// Whether `env` restores state.
+    pub fn restores(env: &TaskEnv) -> bool {
+        !env.restored_keyed.is_empty() || !env.restored_raw.is_empty()
     }
 
     /// Builds the operator under test for `env`, with its results going to the first output and

@@ -1,11 +1,12 @@
 //! Tumbling and sliding windows, in event time or processing time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
+use crate::disk::windows::DiskWindows;
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -22,6 +23,9 @@ use crate::output::{Batch, Control, Output, Timestamp};
 /// In a checkpoint it keeps every window's accumulator per key (with the window's end and whether
 /// it fired already), grouped by the key group of the key, and its watermark; a restored operator
 /// fires and judges lateness exactly as the one that wrote the snapshot would have.
+///
+/// With the disk state backend (`state.backend.type: disk`) the accumulators live in the
+/// instance's store ([`DiskWindows`]), and only the distinct window ends stay in memory.
 pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
@@ -43,6 +47,17 @@ pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     operator: String,
     out: WindowOutputs<T, WF::Out>,
     checkpoint: WindowCheckpointing,
+    /// With the disk state backend: the windows, there (and `pending` and `fired` stay empty).
+    disk: Option<Box<OnDisk<K, WF::Acc>>>,
+}
+
+/// The windows of an operator on the disk backend.
+struct OnDisk<K, A> {
+    windows: DiskWindows<K, A>,
+    /// Ends of windows that may hold state not fired yet.
+    pending: BTreeSet<Timestamp>,
+    /// Ends of windows fired and kept for late records.
+    fired: BTreeSet<Timestamp>,
 }
 
 impl<K, T, KF, WF> TimeWindowOperator<K, T, KF, WF>
@@ -83,6 +98,7 @@ where
             operator,
             out: WindowOutputs::new(next, late),
             checkpoint: WindowCheckpointing::default(),
+            disk: None,
         })
     }
 
@@ -90,15 +106,26 @@ where
     /// and watermark) it restored.
     pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
     where
-        K: serde::de::DeserializeOwned,
-        WF::Acc: serde::de::DeserializeOwned,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
         // Processing-time windows follow the wall clock: no watermark to keep.
         self.checkpoint = WindowCheckpointing::of(env, self.assigner.domain() == TimeDomain::EventTime)?;
         if let Some(wm) = self.checkpoint.restored_watermark()? {
             self.watermark = self.watermark.max(wm);
         }
-        let entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
+        let mut entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
+        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
+            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+            let max_parallelism = env.op.max_parallelism.max(1);
+            let key_groups = weir_core::keygroup::key_group_range(max_parallelism, env.op.parallelism, env.op.subtask);
+            let mut windows = DiskWindows::open(&env.state_backend, &name, max_parallelism, key_groups)?;
+            // Every restored end may hold windows not fired yet; firing skips those that did.
+            let pending = windows.restore(&env.restored_raw, entries)?;
+            self.disk = Some(Box::new(OnDisk { windows, pending, fired: BTreeSet::new() }));
+            return Ok(self);
+        }
+        entries.extend(crate::disk::windows::decode_raw::<K, WF::Acc>(&env.restored_raw)?);
         for (k, (end, fired, acc)) in entries {
             if fired {
                 self.fired.entry(end).or_default().insert(k, acc);
@@ -125,9 +152,74 @@ where
         super::snapshot_by_key_group(pending.chain(fired), self.checkpoint.max_parallelism())
     }
 
+    /// Adds records to their windows in the disk backend, as [`Output::push`] does on the heap.
+    fn push_on_disk(&mut self, batch: &mut Batch<T>, timestamps: &[Timestamp]) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let (wm, lateness) = (self.watermark, self.lateness);
+        let Self { key, wf, assigner, out, disk, .. } = self;
+        let Some(disk) = disk else { return Ok(()) };
+        let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
+        for (x, ts) in batch.records.drain(..).zip(timestamps.iter().copied()) {
+            windows.clear();
+            assigner.for_each_window(ts, |w| windows.push(w));
+            windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
+            if windows.is_empty() {
+                out.late(x, ts);
+                continue;
+            }
+            let k = key(&x);
+            let n = windows.len();
+            let mut x = Some(x);
+            for (i, &w) in windows.iter().enumerate() {
+                let Some(record) = (if i + 1 == n { x.take() } else { x.clone() }) else { break };
+                let slot = disk.windows.slot(w.end, &k, || wf.create())?;
+                wf.add(&mut slot.acc, record);
+                if w.max_timestamp() > wm && !slot.fired {
+                    disk.pending.insert(w.end);
+                } else {
+                    // The window fired already but is within its lateness: fire it again.
+                    slot.fired = true;
+                    out.emit(wf, &k, w, &slot.acc);
+                    disk.fired.insert(w.end);
+                }
+            }
+        }
+        out.flush()
+    }
+
     /// Fires every pending window whose last timestamp is at or below `time`, and forgets fired
     /// windows whose lateness has run out.
-    fn advance(&mut self, time: Timestamp) -> Result<()> {
+    fn advance(&mut self, time: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        if let Some(disk) = &mut self.disk {
+            while let Some(&end) = disk.pending.first() {
+                if end - 1 > time {
+                    break;
+                }
+                disk.pending.pop_first();
+                let keep = (end - 1).saturating_add(self.lateness) > time;
+                let window = TimeWindow { start: end - self.size, end };
+                let (wf, out) = (&mut self.wf, &mut self.out);
+                disk.windows.fire(end, keep, |k, acc| out.emit(wf, k, window, acc))?;
+                if keep {
+                    disk.fired.insert(end);
+                }
+            }
+            while let Some(&end) = disk.fired.first() {
+                if (end - 1).saturating_add(self.lateness) > time {
+                    break;
+                }
+                disk.fired.pop_first();
+                disk.windows.expire(end)?;
+            }
+            return self.out.flush();
+        }
         while let Some((end, _)) = self.pending.front() {
             let end = *end;
             if end - 1 > time {
@@ -162,16 +254,19 @@ where
 
 impl<K, T, KF, WF> Output<T> for TimeWindowOperator<K, T, KF, WF>
 where
-    K: Hash + Eq + Clone + serde::Serialize,
+    K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
     T: Clone,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
-    WF::Acc: serde::Serialize,
+    WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let event_time = self.assigner.domain() == TimeDomain::EventTime;
         let timestamps =
             if event_time { super::event_timestamps(batch, &self.operator)? } else { vec![now_millis(); batch.len()] };
+        if self.disk.is_some() {
+            return self.push_on_disk(batch, &timestamps);
+        }
         let wm = self.watermark;
         let lateness = self.lateness;
         let expected_keys = self.expected_keys;
@@ -225,9 +320,13 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
-            (Control::Barrier(_), _) if self.checkpoint.enabled() => {
-                self.checkpoint.snapshot(self.snapshot()?, self.watermark)?;
-            }
+            (Control::Barrier(id), _) if self.checkpoint.enabled() => match &mut self.disk {
+                Some(disk) => {
+                    let snapshot = disk.windows.snapshot(id, self.checkpoint.completed())?;
+                    self.checkpoint.snapshot_with(Vec::new(), self.watermark, Some(snapshot))?;
+                }
+                None => self.checkpoint.snapshot(self.snapshot()?, self.watermark)?,
+            },
             _ => {}
         }
         self.out.control(event)
@@ -243,14 +342,20 @@ where
 mod tests {
     use super::*;
     use crate::window::testing::{
-        Checkpoints, Event, Fired, MakeFn, Seen, Step, SumCount, check_key_groups, check_restore, env, steps,
-        uninterrupted, watermarks,
+        Checkpoints, Event, Fired, MakeFn, Seen, Step, SumCount, check_key_groups, check_restore, env, on_backend,
+        restores, steps, uninterrupted, watermarks,
     };
 
     fn make(assigner: WindowAssigner, lateness: i64) -> MakeFn {
+        on_disk(assigner, lateness, false, false)
+    }
+
+    /// Like [`make`], on the disk backend for a fresh start (`fresh`) or a restore (`restored`).
+    fn on_disk(assigner: WindowAssigner, lateness: i64, fresh: bool, restored: bool) -> MakeFn {
         Box::new(move |env, next, late| {
+            let env = on_backend(env, if restores(env) { restored } else { fresh });
             let op = TimeWindowOperator::new(|e: &Event| e.0, SumCount, assigner, lateness, "w".into(), late, next)?;
-            Ok(Box::new(op.checkpointed(env)?))
+            Ok(Box::new(op.checkpointed(&env)?))
         })
     }
 
@@ -271,6 +376,41 @@ mod tests {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn windows_on_the_disk_backend_fire_as_on_the_heap_and_restore_across_backends() -> Result<()> {
+        let mut late_records = 0;
+        for (seed, assigner) in [(5, TUMBLING), (13, SLIDING)] {
+            for lateness in [0, 60] {
+                let steps = steps(seed, 300, 7, 100);
+                let heap = uninterrupted(&*make(assigner, lateness), &steps)?;
+                let disk = uninterrupted(&*on_disk(assigner, lateness, true, true), &steps)?;
+                assert!(!heap.0.is_empty(), "windows fire");
+                late_records += heap.1.len();
+                assert_eq!(disk, heap, "{assigner:?}, lateness {lateness}");
+                // Disk to disk, disk to heap and heap to disk, at other parallelisms.
+                for (fresh, restored) in [(true, true), (true, false), (false, true)] {
+                    for (from, to) in [(1, 2), (2, 1), (2, 3)] {
+                        let cut = steps.len() / 2;
+                        check_restore(&*on_disk(assigner, lateness, fresh, restored), &steps, cut, from, to)?;
+                    }
+                }
+            }
+        }
+        assert!(late_records > 0, "some records came too late for their windows");
+        // A late firing of a window restored as fired, on disk.
+        let steps = vec![
+            Step::Records(vec![(1, 10, 1), (2, 20, 1), (1, 200, 1)]),
+            Step::Watermark(99),
+            Step::Records(vec![(1, 50, 5)]),
+            Step::Watermark(199),
+            Step::Records(vec![(2, 20, 7)]),
+        ];
+        for cut in 1..steps.len() {
+            check_restore(&*on_disk(TUMBLING, 60, true, true), &steps, cut, 1, 2)?;
         }
         Ok(())
     }

@@ -329,20 +329,21 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
     Ok(())
 }
 
-/// Keyed state of process functions in the disk backend, checkpointed incrementally, with a cache
-/// of two entries for seven keys (most state reads and writes go to the store).
+/// Keyed state of time and count windows and of process functions in the disk backend,
+/// checkpointed incrementally, with a cache of two entries for seven keys (most state reads and
+/// writes go to the store).
 const DISK: [(&str, &str); 3] =
     [("state.backend.type", "disk"), ("state.backend.incremental", "true"), ("state.backend.disk.cache-entries", "2")];
 
 #[test]
-fn keyed_process_state_on_disk_goes_on_from_increments_at_another_parallelism_and_on_the_heap() -> Result<()> {
+fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelism_and_on_the_heap() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
     let args = Args { count: 9_000, keys: 7, rate: 6_000.0, output: dir.path().join("out"), parallelism: 2 };
     let heap = Args { output: dir.path().join("out-heap"), ..args.clone() };
     run(&dir.path().join("cp-heap"), &heap, None, &[])?;
     let (job_dir, _) = run(&dir.path().join("cp"), &args, None, &DISK)?;
     let mut want = BTreeMap::new();
-    for name in ["co-process", "interval-join"] {
+    for name in ["tumbling", "sliding", "counts", "co-process", "interval-join"] {
         let (lines, _) = committed(&args.output.join(name))?;
         let (on_heap, _) = committed(&heap.output.join(name))?;
         assert!(!lines.is_empty(), "{name} wrote nothing");
@@ -351,19 +352,27 @@ fn keyed_process_state_on_disk_goes_on_from_increments_at_another_parallelism_an
     }
     let ids = checkpoints(&job_dir)?;
     assert!(ids.len() >= 4, "too few checkpoints to restore from the middle: {ids:?}");
-    // Whether checkpoint `id` builds on earlier ones for the co-process function (a chain restarts
-    // with a full snapshot now and then).
-    let builds_on_earlier = |id: &u64| -> Result<bool> {
+    // Whether checkpoint `id` builds on earlier ones for operator `uid` (a chain restarts with a
+    // full snapshot now and then).
+    let builds_on_earlier = |id: &u64, uid: &str| -> Result<bool> {
         let chk = job_dir.join(format!("chk-{id}"));
         let meta = std::fs::read(chk.join("_metadata")).map_err(|e| Error::io("cannot read", &chk, e))?;
         let meta: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| Error::internal(e.to_string()))?;
         let files = meta["files"].as_array().cloned().unwrap_or_default();
         let uids = |f: &serde_json::Value| f["uids"].as_array().cloned().unwrap_or_default();
-        Ok(files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == "co-process")))
+        Ok(files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == uid)))
     };
+    // The windows' state is in the store: their checkpoints are increments too.
+    for uid in ["tumbling", "sliding", "counts"] {
+        let mut incremental = false;
+        for id in &ids {
+            incremental |= builds_on_earlier(id, uid)?;
+        }
+        assert!(incremental, "no checkpoint of {uid} builds on earlier ones");
+    }
     let mut linked = None;
     for id in &ids[ids.len() / 3..ids.len() - 1] {
-        if builds_on_earlier(id)? {
+        if builds_on_earlier(id, "co-process")? {
             linked = Some(*id);
             break;
         }
