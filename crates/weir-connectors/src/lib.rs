@@ -51,7 +51,7 @@ pub(crate) mod testing {
             accumulators: std::sync::Arc::new(Accumulators::default()),
             checkpoint: Default::default(),
             restored_keyed: Vec::new(),
-            restored_raw: Vec::new(),
+            restored_raw: Default::default(),
             state_backend: Default::default(),
         }
     }

@@ -155,8 +155,9 @@ pub struct TaskEnv {
     pub checkpoint: crate::checkpoint::task::TaskCheckpoint,
     /// The instance's restored keyed state, when the job restored from a snapshot holding it.
     pub restored_keyed: Vec<(u32, Vec<u8>)>,
-    /// Its restored keyed state of the disk backend, in the order the chunks apply.
-    pub restored_raw: Vec<(u32, Vec<u8>)>,
+    /// Its restored keyed state of the disk backend, in the order the chunks apply (read from
+    /// storage a chunk at a time as the operator loads it).
+    pub restored_raw: crate::checkpoint::file::RawState,
     /// Where keyed state lives (`state.backend.*`).
     pub state_backend: weir_core::checkpointing::StateBackendConfig,
 }

@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
+use crate::checkpoint::file::RawState;
 use crate::checkpoint::task::{ChunkSink, DeferredSnapshot};
 use crate::checkpoint::{CheckpointId, RawEntry, decode_raw_chunk, raw_chunks};
 use crate::operators::StateMap;
@@ -195,11 +196,8 @@ impl RawStore {
     }
 
     /// Loads restored raw chunks, in the order they apply.
-    pub fn restore(&mut self, raw: &[(u32, Vec<u8>)]) -> Result<()> {
-        for (kg, bytes) in raw {
-            self.engine.write(decode_raw_chunk(*kg, bytes)?)?;
-        }
-        Ok(())
+    pub fn restore(&mut self, raw: &RawState) -> Result<()> {
+        raw.for_each(|kg, bytes| self.engine.write(decode_raw_chunk(kg, bytes)?))
     }
 
     /// Loads restored entries (store key, value; `None` removes); not changes since a snapshot:
@@ -374,12 +372,12 @@ where
 
     /// Loads restored state: raw chunks (in the order they apply) and typed chunks of the heap
     /// backend's format (`(K, V)` entries).
-    pub fn restore(&mut self, raw: &[(u32, Vec<u8>)], typed: &[(u32, Vec<u8>)]) -> Result<()> {
+    pub fn restore(&mut self, raw: &RawState, typed: &[(u32, Vec<u8>)]) -> Result<()> {
         self.restore_entries(raw, crate::checkpoint::restore_keyed::<K, V>(typed)?)
     }
 
     /// Like [`DiskKeyed::restore`], with the heap backend's entries already decoded.
-    pub fn restore_entries(&mut self, raw: &[(u32, Vec<u8>)], typed: Vec<(K, V)>) -> Result<()> {
+    pub fn restore_entries(&mut self, raw: &RawState, typed: Vec<(K, V)>) -> Result<()> {
         self.store.restore(raw)?;
         let mut batch = Vec::with_capacity(typed.len());
         for (k, v) in typed {
@@ -404,13 +402,13 @@ where
 
 /// Applies raw chunks (in order) to a map of decoded entries: for an operator on the heap backend
 /// restoring what the disk backend wrote.
-pub fn apply_raw<K, V>(raw: &[(u32, Vec<u8>)], into: &mut StateMap<K, V>) -> Result<()>
+pub fn apply_raw<K, V>(raw: &RawState, into: &mut StateMap<K, V>) -> Result<()>
 where
     K: Hash + Eq + DeserializeOwned,
     V: DeserializeOwned,
 {
-    for (kg, bytes) in raw {
-        for (k, v) in decode_raw_chunk(*kg, bytes)? {
+    raw.for_each(|kg, bytes| {
+        for (k, v) in decode_raw_chunk(kg, bytes)? {
             let key: K = decode(k.get(2..).unwrap_or_default())?;
             match v {
                 Some(v) => {
@@ -421,8 +419,8 @@ where
                 }
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -498,11 +496,11 @@ mod tests {
         assert!(sizes[5] * 5 < sizes[0], "an increment is much smaller than the full snapshot: {sizes:?}");
         // Restored into a new store, and into the heap backend: the same state.
         let mut back = store(dir.path(), true, 16)?;
-        back.restore(&chunks_in_order, &[])?;
+        back.restore(&chunks_in_order.clone().into(), &[])?;
         let entries: BTreeMap<u64, u64> = back.entries()?.into_iter().collect();
         assert_eq!(entries, model);
         let mut heap = StateMap::default();
-        apply_raw(&chunks_in_order, &mut heap)?;
+        apply_raw(&chunks_in_order.clone().into(), &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         Ok(())
     }
@@ -522,7 +520,7 @@ mod tests {
         let (raw, links) = snap(&mut s, 3, 1)?;
         assert!(links.is_empty());
         let mut heap = StateMap::default();
-        apply_raw(&raw, &mut heap)?;
+        apply_raw(&raw.clone().into(), &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         for id in 4..(3 + MAX_CHAIN as u64) {
             assert_eq!(snap(&mut s, id, id - 1)?.1.len(), (id - 3) as usize);
@@ -561,7 +559,7 @@ mod tests {
         assert!(chunks.len() >= 2, "about 10 MiB comes in several chunks, not {}", chunks.len());
         assert!(chunks.iter().all(|(kg, c)| *kg == 0 && c.len() < FULL_CHUNK_BYTES + 4096));
         let mut heap: StateMap<u64, Vec<u8>> = StateMap::default();
-        apply_raw(&chunks, &mut heap)?;
+        apply_raw(&chunks.clone().into(), &mut heap)?;
         assert_eq!(heap.len(), 10_000);
         assert!((0..10_000u64).all(|k| heap.get(&k) == Some(&value(k))));
         Ok(())
@@ -587,7 +585,7 @@ mod tests {
             .join()
             .map_err(|_| Error::internal("snapshot thread panicked"))??;
         let mut heap = StateMap::default();
-        apply_raw(&chunks, &mut heap)?;
+        apply_raw(&chunks.clone().into(), &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         Ok(())
     }

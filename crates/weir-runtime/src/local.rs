@@ -650,7 +650,7 @@ fn env_for(
     let (operator_state, restored_keyed, restored_raw) =
         match checkpoint.restored(&uid, vertex.parallelism, vertex.max_parallelism)? {
             Some(r) => (OperatorStateStore::restored(r.lists), r.keyed, r.raw),
-            None => (OperatorStateStore::default(), Vec::new(), Vec::new()),
+            None => (OperatorStateStore::default(), Vec::new(), Default::default()),
         };
     Ok(TaskEnv {
         op: OperatorContext {

@@ -210,7 +210,7 @@ pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize>(
 /// their state; on disk, when a key's state is first read.
 pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned>(
     chunks: &[(u32, Vec<u8>)],
-    raw: &[(u32, Vec<u8>)],
+    raw: &crate::checkpoint::file::RawState,
     states: &mut KeyedStates<K>,
     timers: &mut Timers<K>,
 ) -> Result<()> {
@@ -242,11 +242,12 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
         None => {
             // Written by the disk backend: applied in order, a later value or removal winning.
             let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-            for (kg, bytes) in raw {
-                for (sk, v) in crate::checkpoint::decode_raw_chunk(*kg, bytes)? {
+            raw.for_each(|kg, bytes| {
+                for (sk, v) in crate::checkpoint::decode_raw_chunk(kg, bytes)? {
                     latest.insert(sk, v);
                 }
-            }
+                Ok(())
+            })?;
             for (sk, v) in latest {
                 if let Some(v) = v {
                     let (name, k) = parse_state_key::<K>(&sk)?;
@@ -852,21 +853,21 @@ mod tests {
         let now = 3 * 600 + 300;
         let want = read_all(&mut heap, 40, now)?;
         let mut on_disk = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&[], &chunks, &mut on_disk, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut on_disk, &mut Timers::default())?;
         assert_eq!(read_all(&mut on_disk, 40, now)?, want);
         let mut on_heap = KeyedStates::<u32>::default();
-        restore_keyed_state(&[], &chunks, &mut on_heap, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut on_heap, &mut Timers::default())?;
         assert_eq!(read_all(&mut on_heap, 40, now)?, want);
         // And the heap's snapshot restores on disk; expired lists are not read back.
         let typed = snapshot_keyed_state(&heap, &Timers::default(), 16)?;
         let mut from_heap = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&typed, &[], &mut from_heap, &mut Timers::default())?;
+        restore_keyed_state(&typed, &Default::default(), &mut from_heap, &mut Timers::default())?;
         assert_eq!(read_all(&mut from_heap, 40, now)?, want);
         let later = read_all(&mut from_heap, 40, now + 5_000)?;
         assert!(later.iter().all(|(_, _, seen)| seen.is_empty()), "the lists expired");
         // A state read as another type than it was written as is refused with what to do.
         let mut wrong = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&[], &chunks, &mut wrong, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut wrong, &mut Timers::default())?;
         let slot = wrong.declare::<Option<String>>("count", StateKind::Value, None)?;
         let e = (0..40).find_map(|k| wrong.get_or_init(&k, slot, now, || None::<String>).err());
         assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("cannot be read as"));

@@ -15,6 +15,7 @@
 //! state by `uid`.
 
 pub mod coordinator;
+pub mod file;
 pub mod storage;
 pub mod task;
 
@@ -161,74 +162,29 @@ impl TaskState {
         Ok(out)
     }
 
-    /// Reads a state file; a file of another format version, or one that is truncated or corrupted,
-    /// is an error that names `what`.
+    /// Reads a state file whole; a file of another format version, or one that is truncated or
+    /// corrupted, is an error that names `what`. (A restore reads heads with [`file::read_head`]
+    /// and frames as operators load them.)
     pub fn decode(bytes: &[u8], what: &str) -> Result<TaskState> {
-        let bad = |why: String| Error::Config(format!("checkpoint state file {what} {why}"));
-        if bytes.len() < 24 || &bytes[..8] != STATE_MAGIC {
-            return Err(bad("is not a weir state file (it is truncated or was overwritten)".into()));
+        let mut src = file::Slice(bytes);
+        let (mut state, frames) = file::read_head(&mut src, what)?;
+        if frames.is_some() {
+            let operators = state.operators.len();
+            file::read_frames(
+                &mut src,
+                what,
+                operators,
+                |_, _| true,
+                |op, kg, chunk| {
+                    if let Some(o) = state.operators.get_mut(op as usize) {
+                        o.raw.push((kg, chunk));
+                    }
+                    Ok(())
+                },
+            )?;
         }
-        let version = word_of(bytes, 8);
-        if !(OLDEST_READABLE_VERSION..=STATE_FORMAT_VERSION).contains(&version) {
-            return Err(bad(format!(
-                "has state format version {version}; this weir reads versions {OLDEST_READABLE_VERSION} to \
-                 {STATE_FORMAT_VERSION}"
-            )));
-        }
-        let crc = word_of(bytes, 12);
-        let len = usize::try_from(long(bytes, 16)).unwrap_or(usize::MAX);
-        let rest = &bytes[24..];
-        if rest.len() < len || (version == 2 && rest.len() != len) {
-            return Err(bad(format!("is truncated: {} of {len} bytes", rest.len())));
-        }
-        let (body, mut frames) = rest.split_at(len);
-        if crc32fast::hash(body) != crc {
-            return Err(bad("is corrupted (checksum mismatch)".into()));
-        }
-        let mut state: TaskState = bitcode::deserialize(body).map_err(|e| bad(format!("cannot be decoded: {e}")))?;
-        if version == 2 {
-            return Ok(state);
-        }
-        let mut count = 0u32;
-        loop {
-            if frames.len() < FRAME_HEADER {
-                return Err(bad("is truncated: its last frame is missing".into()));
-            }
-            let (op, kg, crc) = (word_of(frames, 0), word_of(frames, 4), word_of(frames, 8));
-            let len = usize::try_from(long(frames, 12)).unwrap_or(usize::MAX);
-            frames = &frames[FRAME_HEADER..];
-            if op == END_FRAME {
-                if kg != count || len != 0 || !frames.is_empty() {
-                    return Err(bad("is corrupted (its frames do not add up)".into()));
-                }
-                return Ok(state);
-            }
-            if frames.len() < len {
-                return Err(bad(format!("is truncated: a frame of {len} bytes has {}", frames.len())));
-            }
-            let (chunk, next) = frames.split_at(len);
-            if crc32fast::hash(chunk) != crc {
-                return Err(bad("is corrupted (checksum mismatch in a frame)".into()));
-            }
-            let operator = state
-                .operators
-                .get_mut(op as usize)
-                .ok_or_else(|| bad("is corrupted (a frame names no operator)".into()))?;
-            operator.raw.push((kg, chunk.to_vec()));
-            frames = next;
-            count += 1;
-        }
+        Ok(state)
     }
-}
-
-fn word_of(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-fn long(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_be_bytes(b)
 }
 
 /// The header of a frame of raw keyed state of key group `kg` for the operator at index `op` of
@@ -486,7 +442,7 @@ mod tests {
         // A file of the previous version (one body, no frames) is still read.
         let mut v2 = file[..24].to_vec();
         v2[8..12].copy_from_slice(&2u32.to_be_bytes());
-        let len = long(&file, 16) as usize;
+        let len = u64::from_be_bytes(file[16..24].try_into().map_err(|_| Error::internal("short file"))?) as usize;
         v2.extend_from_slice(&file[24..24 + len]);
         assert_eq!(TaskState::decode(&v2, "f")?, head);
         Ok(())

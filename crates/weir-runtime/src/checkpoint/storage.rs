@@ -152,6 +152,22 @@ impl CheckpointStorage {
         })
     }
 
+    /// A reader of the file `rel` that fetches it a range at a time, so that a large file never
+    /// needs to be held in memory whole.
+    pub fn reader(&self, rel: &str) -> Result<ObjectReader> {
+        let (store, path) = (self.store.clone(), self.path(rel)?);
+        let head = block(async move { store.head(&path).await })?.map_err(|e| self.failed("read", rel, e))?;
+        Ok(ObjectReader {
+            storage: self.clone(),
+            rel: rel.to_string(),
+            path: self.path(rel)?,
+            size: head.size,
+            pos: 0,
+            buf: Bytes::new(),
+            buf_at: 0,
+        })
+    }
+
     /// Reads `rel`.
     pub fn get(&self, rel: &str) -> Result<Vec<u8>> {
         let (store, path) = (self.store.clone(), self.path(rel)?);
@@ -222,6 +238,68 @@ const PART_BYTES: usize = 8 << 20;
 
 /// Upload parts in flight at once per writer.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// Bytes a [`ObjectReader`] fetches at once (fewer when asked for less than is left).
+const READ_AHEAD: u64 = 64 << 10;
+
+/// Reads one file a range at a time ([`CheckpointStorage::reader`]): at most [`READ_AHEAD`] bytes
+/// (or one read's worth, when larger) in memory; skipped bytes are not fetched.
+pub struct ObjectReader {
+    storage: CheckpointStorage,
+    rel: String,
+    path: StorePath,
+    size: u64,
+    /// Offset of the next byte to read.
+    pos: u64,
+    /// Fetched bytes, starting at offset `buf_at`.
+    buf: Bytes,
+    buf_at: u64,
+}
+
+impl ObjectReader {
+    /// Bytes left to read.
+    pub fn remaining(&self) -> u64 {
+        self.size - self.pos
+    }
+
+    /// Moves past `n` bytes without reading them (at most to the end).
+    pub fn skip(&mut self, n: u64) {
+        self.pos = self.pos.saturating_add(n).min(self.size);
+    }
+
+    /// The next `n` bytes; fewer only at the end of the file.
+    pub fn read(&mut self, n: usize) -> Result<Vec<u8>> {
+        let n = n.min(usize::try_from(self.remaining()).unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let end = self.buf_at + self.buf.len() as u64;
+            if self.pos >= self.buf_at && self.pos < end {
+                let from = (self.pos - self.buf_at) as usize;
+                let take = (n - out.len()).min(self.buf.len() - from);
+                out.extend_from_slice(&self.buf[from..from + take]);
+                self.pos += take as u64;
+                continue;
+            }
+            let want = READ_AHEAD.max((n - out.len()) as u64);
+            let range = self.pos..self.size.min(self.pos.saturating_add(want));
+            let (store, path, r) = (self.storage.store.clone(), self.path.clone(), range.clone());
+            let bytes = block(async move { store.get_range(&path, r).await })?
+                .map_err(|e| self.storage.failed("read", &self.rel, e))?;
+            if bytes.is_empty() {
+                return Err(Error::Storage {
+                    context: "checkpoint storage returned nothing for a range of a file".into(),
+                    location: format!("{}/{}", self.storage.location.trim_end_matches('/'), self.rel),
+                    message: format!("bytes {}..{} of {}", range.start, range.end, self.size),
+                    blame: Blame::External,
+                    retryable: true,
+                });
+            }
+            self.buf = bytes;
+            self.buf_at = range.start;
+        }
+        Ok(out)
+    }
+}
 
 /// Writes one file a piece at a time ([`CheckpointStorage::writer`]): a file smaller than one part
 /// is written with a single request when it finishes; a larger one becomes a multipart upload

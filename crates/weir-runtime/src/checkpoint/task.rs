@@ -40,9 +40,10 @@ pub struct Restore {
 pub struct RestoredOperator {
     /// Keyed state chunks of this instance's key groups.
     pub keyed: Vec<(u32, Vec<u8>)>,
-    /// Raw keyed state chunks (the on-disk backend's) of this instance's key groups, in the order
-    /// they apply: each old subtask's full snapshot, then its increments.
-    pub raw: Vec<(u32, Vec<u8>)>,
+    /// Raw keyed state (the on-disk backend's) of this instance's key groups, in the order it
+    /// applies: each old subtask's full snapshot, then its increments. Frames in state files are
+    /// read when the operator loads them, not before.
+    pub raw: super::file::RawState,
     /// Operator list states, redistributed to this instance.
     pub lists: BTreeMap<String, ListSnapshot>,
 }
@@ -113,10 +114,18 @@ impl Restore {
         format!("{}/{}", self.storage.location().trim_end_matches('/'), join(&self.dir, METADATA_FILE))
     }
 
-    fn read(&self, f: &StateFile) -> Result<TaskState> {
+    /// The head of a state file, and where its frames are (none in a file of format 2).
+    fn read_head(&self, f: &StateFile) -> Result<(TaskState, Option<super::file::FramesAt>)> {
         let rel = locate(&self.dir, self.metadata.kind, f);
         let what = format!("{}/{rel}", self.storage.location().trim_end_matches('/'));
-        TaskState::decode(&self.storage.get(&rel)?, &what)
+        let (state, at) = super::file::read_head(&mut self.storage.reader(&rel)?, &what)?;
+        let frames = at.map(|at| super::file::FramesAt {
+            storage: self.storage.clone(),
+            rel,
+            at,
+            operators: state.operators.len(),
+        });
+        Ok((state, frames))
     }
 
     /// The file of checkpoint `id` that `own` (a file of this snapshot) builds on.
@@ -162,27 +171,34 @@ impl Restore {
             .collect();
         let range = weir_core::keygroup::key_group_range(max_parallelism, parallelism, subtask);
         let mut out = RestoredOperator::default();
-        let mut old: Vec<(u32, OperatorSnapshot)> = Vec::new();
+        let in_range = |raw: Vec<(u32, Vec<u8>)>| raw.into_iter().filter(|(kg, _)| range.contains(kg)).collect();
+        let mut old: Vec<OldSubtask> = Vec::new();
         for f in files {
-            let state = self.read(f)?;
-            for o in state.operators.into_iter().filter(|o| o.uid == uid) {
+            let (state, frames) = self.read_head(f)?;
+            for (i, o) in state.operators.into_iter().enumerate().filter(|(_, o)| o.uid == uid) {
                 // Incremental state: the links it builds on first, oldest first, then its own.
                 for id in &o.chain {
-                    let linked = self.read(self.link(f, *id)?)?;
-                    for l in linked.operators.into_iter().filter(|l| l.uid == uid) {
-                        out.raw.extend(l.raw.into_iter().filter(|(kg, _)| range.contains(kg)));
+                    let (linked, linked_frames) = self.read_head(self.link(f, *id)?)?;
+                    for (j, l) in linked.operators.into_iter().enumerate().filter(|(_, l)| l.uid == uid) {
+                        out.raw.push_chunks(in_range(l.raw));
+                        if let Some(file) = &linked_frames {
+                            out.raw.push_frames(file.clone(), j, range.clone())?;
+                        }
                     }
                 }
-                old.push((f.subtask, o));
+                old.push((f.subtask, i, frames.clone(), o));
             }
         }
-        old.sort_by_key(|(s, _)| *s);
+        old.sort_by_key(|(s, ..)| *s);
         // Per list state: its description, and the entries of each old subtask.
         type Parts = Vec<Vec<Vec<u8>>>;
         let mut lists: BTreeMap<String, (ListSnapshot, Parts)> = BTreeMap::new();
-        for (_, snap) in old {
+        for (_, i, frames, snap) in old {
             out.keyed.extend(snap.keyed.into_iter().filter(|(kg, _)| range.contains(kg)));
-            out.raw.extend(snap.raw.into_iter().filter(|(kg, _)| range.contains(kg)));
+            out.raw.push_chunks(in_range(snap.raw));
+            if let Some(file) = frames {
+                out.raw.push_frames(file, i, range.clone())?;
+            }
             for (name, l) in snap.lists {
                 let e =
                     lists.entry(name).or_insert_with(|| (ListSnapshot { entries: Vec::new(), ..l.clone() }, vec![]));
@@ -200,6 +216,10 @@ impl Restore {
         Ok(Some(out))
     }
 }
+
+/// An old subtask's snapshot of an operator: the subtask, the operator's index in its state file,
+/// the file's frames, and the snapshot's head.
+type OldSubtask = (u32, usize, Option<super::file::FramesAt>, OperatorSnapshot);
 
 /// Where a deferred snapshot puts its raw keyed state: chunks of encoded entries with their key
 /// group, in the order they apply.

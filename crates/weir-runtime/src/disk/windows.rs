@@ -19,6 +19,7 @@ use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
 use super::{DiskSnapshot, RawStore, StoreWrite, decode, encode};
+use crate::checkpoint::file::RawState;
 use crate::checkpoint::{CheckpointId, decode_raw_chunk};
 use crate::operators::StateMap;
 use crate::output::Timestamp;
@@ -109,7 +110,7 @@ where
     /// Loads restored state: raw chunks (in the order they apply) and entries of the heap
     /// backend's format, `(key, (end, fired, accumulator))`. Returns the ends of the windows that
     /// hold state, found with one seek per end and key group.
-    pub fn restore(&mut self, raw: &[(u32, Vec<u8>)], typed: WindowEntries<K, A>) -> Result<BTreeSet<Timestamp>> {
+    pub fn restore(&mut self, raw: &RawState, typed: WindowEntries<K, A>) -> Result<BTreeSet<Timestamp>> {
         self.store.restore(raw)?;
         let mut batch = Vec::with_capacity(typed.len());
         for (k, (end, fired, acc)) in typed {
@@ -259,16 +260,17 @@ where
 /// Raw chunks the disk backend wrote for time windows, applied in order, as entries of the heap
 /// backend's format `(key, (end, fired, accumulator))`: for a window operator on the heap backend
 /// restoring what the disk backend wrote.
-pub fn decode_raw<K: DeserializeOwned, A: DeserializeOwned>(raw: &[(u32, Vec<u8>)]) -> Result<WindowEntries<K, A>> {
+pub fn decode_raw<K: DeserializeOwned, A: DeserializeOwned>(raw: &RawState) -> Result<WindowEntries<K, A>> {
     let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for (kg, bytes) in raw {
-        for (k, v) in decode_raw_chunk(*kg, bytes)? {
+    raw.for_each(|kg, bytes| {
+        for (k, v) in decode_raw_chunk(kg, bytes)? {
             match v {
                 Some(v) => entries.insert(k, v),
                 None => entries.remove(&k),
             };
         }
-    }
+        Ok(())
+    })?;
     entries
         .into_iter()
         .map(|(k, v)| {
@@ -306,6 +308,10 @@ mod tests {
                 Ok(out)
             }
         }
+    }
+
+    fn raw(chunks: &[(u32, Vec<u8>)]) -> RawState {
+        RawState::from(chunks.to_vec())
     }
 
     /// The model: accumulators and fired flags by (end, key).
@@ -359,14 +365,14 @@ mod tests {
             applied.extend(chunks(snapshot)?);
             // The chain's links, applied in order, give the model back, on disk and on the heap.
             let mut back = open(dir.path(), false, 8)?;
-            let ends = back.restore(&applied, Vec::new())?;
+            let ends = back.restore(&raw(&applied), Vec::new())?;
             assert_eq!(ends, model.keys().map(|(e, _)| *e).collect::<BTreeSet<_>>());
-            let heap = decode_raw::<u64, u64>(&applied)?;
+            let heap = decode_raw::<u64, u64>(&raw(&applied))?;
             assert_eq!(as_model(heap.clone()), model, "after round {round}");
             // And the heap format loads into a new store.
             let mut again = open(dir.path(), false, 4)?;
-            assert_eq!(again.restore(&[], heap)?, ends);
-            assert_eq!(as_model(decode_raw(&chunks(again.snapshot(1, 0)?)?)?), model);
+            assert_eq!(again.restore(&RawState::default(), heap)?, ends);
+            assert_eq!(as_model(decode_raw(&raw(&chunks(again.snapshot(1, 0)?)?))?), model);
         }
         assert!(!fired.is_empty());
         Ok(())
@@ -382,7 +388,7 @@ mod tests {
             }
         }
         let mut back = open(dir.path(), false, 2)?;
-        let ends = back.restore(&chunks(w.snapshot(1, 0)?)?, Vec::new())?;
+        let ends = back.restore(&raw(&chunks(w.snapshot(1, 0)?)?), Vec::new())?;
         assert_eq!(ends.into_iter().collect::<Vec<_>>(), vec![i64::MIN, -5, 0, 7, i64::MAX]);
         let mut got = Vec::new();
         back.fire(-5, false, |k, acc| got.push((*k, *acc)))?;
@@ -391,11 +397,11 @@ mod tests {
         // Fired without lateness: gone; a record for it starts a new window.
         assert_eq!(back.slot(-5, &1, || 0)?.acc, 0);
         let mut again = open(dir.path(), false, 2)?;
-        let ends = again.restore(&chunks(back.snapshot(2, 1)?)?, Vec::new())?;
+        let ends = again.restore(&raw(&chunks(back.snapshot(2, 1)?)?), Vec::new())?;
         assert_eq!(ends.into_iter().collect::<Vec<_>>(), vec![i64::MIN, -5, 0, 7, i64::MAX]);
         back.expire(-5)?;
         back.expire(i64::MAX)?;
-        let restored = decode_raw::<u64, u64>(&chunks(back.snapshot(3, 2)?)?)?;
+        let restored = decode_raw::<u64, u64>(&raw(&chunks(back.snapshot(3, 2)?)?))?;
         assert_eq!(restored.len(), 9, "three keys in each of three windows: {restored:?}");
         assert!(restored.iter().all(|(_, (end, fired, acc))| [i64::MIN, 0, 7].contains(end) && !fired && *acc == 11));
         Ok(())

@@ -555,8 +555,11 @@ pub(crate) mod testing {
         let restored_keyed =
             old.iter().flat_map(|o| o.keyed.iter().filter(|(kg, _)| range.contains(kg)).cloned()).collect();
         // One checkpoint per run: the disk backend's snapshots are full ones, no chains to follow.
-        let restored_raw =
-            old.iter().flat_map(|o| o.raw.iter().filter(|(kg, _)| range.contains(kg)).cloned()).collect();
+        let restored_raw = old
+            .iter()
+            .flat_map(|o| o.raw.iter().filter(|(kg, _)| range.contains(kg)).cloned())
+            .collect::<Vec<_>>()
+            .into();
         let mut lists = BTreeMap::new();
         for name in old.iter().flat_map(|o| o.lists.keys()) {
             let parts: Vec<Vec<Vec<u8>>> =
