@@ -45,13 +45,31 @@ pub type KeyedChunks = Vec<(u32, Vec<u8>)>;
 /// One write to a [`RawStore`]: key group, store key, and the value (`None`: removed).
 pub type StoreWrite = (u32, Vec<u8>, Option<Vec<u8>>);
 
-/// A disk-backed instance's snapshot for one checkpoint.
+/// A disk-backed instance's snapshot for one checkpoint, made when called (from another thread:
+/// it reads a consistent view of the store taken at the barrier) and handed to the sink a chunk
+/// at a time.
 pub enum DiskSnapshot {
     /// The changes since the previous snapshot, and the earlier links they build on.
-    Increment(KeyedChunks, Vec<CheckpointId>),
-    /// Everything, made when called (from another thread: it reads a consistent view) and handed
-    /// to the sink a chunk at a time.
+    Increment(DeferredSnapshot, Vec<CheckpointId>),
+    /// Everything.
     Full(DeferredSnapshot),
+}
+
+impl DiskSnapshot {
+    /// Makes the snapshot at once: its chunks, and the links it builds on (none: a full one).
+    #[cfg(test)]
+    pub(crate) fn made(self) -> Result<(KeyedChunks, Vec<CheckpointId>)> {
+        let (make, links) = match self {
+            DiskSnapshot::Increment(make, links) => (make, links),
+            DiskSnapshot::Full(make) => (make, Vec::new()),
+        };
+        let mut chunks = Vec::new();
+        make(&mut |kg, bytes| {
+            chunks.push((kg, bytes));
+            Ok(())
+        })?;
+        Ok((chunks, links))
+    }
 }
 
 /// Entries of one key group gathered into one chunk of a full snapshot before it goes to the
@@ -59,36 +77,74 @@ pub enum DiskSnapshot {
 /// with more becomes several chunks).
 const FULL_CHUNK_BYTES: usize = 4 << 20;
 
-/// Every entry of `view`, in key order, encoded into chunks of one key group each and handed to
-/// `sink` as the scan goes; the bytes handed over.
-fn full_snapshot(view: &engine::EngineSnapshot, sink: ChunkSink<'_>) -> Result<usize> {
-    let mut total = 0;
-    let mut group: Option<u32> = None;
-    let (mut entries, mut bytes): (Vec<RawEntry>, usize) = (Vec::new(), 0);
-    let mut emit = |kg: u32, entries: &mut Vec<RawEntry>, total: &mut usize| -> Result<()> {
-        for (g, chunk) in raw_chunks(entries.drain(..).map(|e| (kg, e)))? {
-            *total += chunk.len();
-            sink(g, chunk)?;
-        }
-        Ok(())
-    };
-    view.scan(|k, v| {
-        let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
-        if let Some(g) = group
-            && (g != kg || bytes >= FULL_CHUNK_BYTES)
-        {
-            emit(g, &mut entries, &mut total)?;
-            bytes = 0;
-        }
-        group = Some(kg);
-        bytes += k.len() + v.len();
-        entries.push((k.to_vec(), Some(v.to_vec())));
-        Ok(())
-    })?;
-    if let Some(g) = group {
-        emit(g, &mut entries, &mut total)?;
+/// Gathers entries, in key order, into chunks of one key group and at most about
+/// [`FULL_CHUNK_BYTES`] each, handed to a sink as they fill.
+struct Chunker<'s, 'a> {
+    sink: &'s mut ChunkSink<'a>,
+    group: Option<u32>,
+    entries: Vec<RawEntry>,
+    bytes: usize,
+    /// Bytes handed over.
+    total: usize,
+}
+
+impl<'s, 'a> Chunker<'s, 'a> {
+    fn new(sink: &'s mut ChunkSink<'a>) -> Self {
+        Chunker { sink, group: None, entries: Vec::new(), bytes: 0, total: 0 }
     }
-    Ok(total)
+
+    fn push(&mut self, kg: u32, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        if let Some(g) = self.group
+            && (g != kg || self.bytes >= FULL_CHUNK_BYTES)
+        {
+            self.emit(g)?;
+        }
+        self.group = Some(kg);
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.entries.push((key, value));
+        Ok(())
+    }
+
+    fn emit(&mut self, kg: u32) -> Result<()> {
+        self.bytes = 0;
+        for (g, chunk) in raw_chunks(self.entries.drain(..).map(|e| (kg, e)))? {
+            self.total += chunk.len();
+            (self.sink)(g, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Hands over what is left; the bytes handed over in all.
+    fn finish(mut self) -> Result<usize> {
+        if let Some(g) = self.group {
+            self.emit(g)?;
+        }
+        Ok(self.total)
+    }
+}
+
+/// The key group a store key starts with.
+fn group_of(key: &[u8]) -> u32 {
+    u32::from(u16::from_be_bytes([key[0], key[1]]))
+}
+
+/// Every entry of `view`, in key order, encoded into chunks and handed to `sink` as the scan goes;
+/// the bytes handed over.
+fn full_snapshot(view: &engine::EngineSnapshot, mut sink: ChunkSink<'_>) -> Result<usize> {
+    let mut chunks = Chunker::new(&mut sink);
+    view.scan(|k, v| chunks.push(group_of(k), k.to_vec(), Some(v.to_vec())))?;
+    chunks.finish()
+}
+
+/// The entries of `view` under `keys` (sorted; a key without a value is a removal), encoded into
+/// chunks and handed to `sink`; the bytes handed over.
+fn increment(view: &engine::EngineSnapshot, keys: Vec<(u32, Vec<u8>)>, mut sink: ChunkSink<'_>) -> Result<usize> {
+    let mut chunks = Chunker::new(&mut sink);
+    for (kg, k) in keys {
+        let v = view.get(&k)?;
+        chunks.push(kg, k, v)?;
+    }
+    chunks.finish()
 }
 
 /// The raw side of a disk-backed operator instance: its store, the entries written to it since
@@ -100,15 +156,16 @@ pub struct RawStore {
     max_parallelism: u32,
     incremental: bool,
     capacity: usize,
-    /// Entries written since the last snapshot (with incremental snapshots only): store key, and
-    /// its key group and the value written (`None`: removed).
-    changed: StateMap<Vec<u8>, (u32, Option<Vec<u8>>)>,
+    /// Keys written since the last snapshot (with incremental snapshots only), with their key
+    /// group: the increment reads their values (or their absence) from the store's view at the
+    /// barrier, so only keys are kept here.
+    changed: StateMap<Vec<u8>, u32>,
     /// The links of the latest snapshot's chain, itself last (empty: none taken yet).
     chain: Vec<CheckpointId>,
-    /// Bytes of the chain's full snapshot (set by the writer thread that makes it), and of its
-    /// increments since.
+    /// Bytes of the chain's full snapshot, and of its increments since (set by the writer thread
+    /// that makes them).
     base_bytes: Arc<AtomicUsize>,
-    increments_bytes: usize,
+    increments_bytes: Arc<AtomicUsize>,
 }
 
 impl RawStore {
@@ -130,7 +187,7 @@ impl RawStore {
             changed: StateMap::default(),
             chain: Vec::new(),
             base_bytes: Arc::new(AtomicUsize::new(0)),
-            increments_bytes: 0,
+            increments_bytes: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -152,20 +209,19 @@ impl RawStore {
     /// Stores `batch` (key group, store key, value; `None` removes), at once.
     pub fn write(&mut self, batch: Vec<StoreWrite>) -> Result<()> {
         if self.incremental {
-            self.engine.write(batch.iter().map(|(_, k, v)| (k.clone(), v.clone())).collect())?;
-            for (kg, k, v) in batch {
-                self.changed.insert(k, (kg, v));
+            for (kg, k, _) in &batch {
+                self.changed.insert(k.clone(), *kg);
             }
-            Ok(())
+            self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
         } else {
             self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
         }
     }
 
     /// The snapshot for checkpoint `id` (`completed`: the latest completed checkpoint) of what is
-    /// in the store (the cache in front writes its changed values first). An increment is made
-    /// now (it holds only the changes); a full snapshot is a consistent view of the store, scanned
-    /// and encoded later (on the checkpoint writer thread) while records go on.
+    /// in the store (the cache in front writes its changed values first): a consistent view of
+    /// the store, read and encoded later (on the checkpoint writer thread) while records go on;
+    /// all of it for a full snapshot, the keys changed since the previous one for an increment.
     pub fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId) -> Result<DiskSnapshot> {
         let previous = self.chain.last().copied();
         // A chain whose increments add up to more than its full snapshot restores slower than a new
@@ -174,20 +230,25 @@ impl RawStore {
         let continues = self.incremental
             && previous == Some(completed)
             && self.chain.len() < MAX_CHAIN
-            && self.increments_bytes <= base_bytes;
+            && self.increments_bytes.load(Ordering::Relaxed) <= base_bytes;
         let changed = std::mem::take(&mut self.changed);
+        let view = self.engine.snapshot();
         if continues {
-            let mut delta: Vec<StoreWrite> = changed.into_iter().map(|(k, (kg, v))| (kg, k, v)).collect();
-            delta.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+            let mut keys: Vec<(u32, Vec<u8>)> = changed.into_iter().map(|(k, kg)| (kg, k)).collect();
+            keys.sort_unstable_by(|a, b| a.1.cmp(&b.1));
             let links = self.chain.clone();
             self.chain.push(id);
-            let chunks = raw_chunks(delta.into_iter().map(|(kg, k, v)| (kg, (k, v))))?;
-            self.increments_bytes += chunks.iter().map(|(_, b)| b.len()).sum::<usize>();
-            return Ok(DiskSnapshot::Increment(chunks, links));
+            let sum = self.increments_bytes.clone();
+            return Ok(DiskSnapshot::Increment(
+                Box::new(move |sink| {
+                    sum.fetch_add(increment(&view, keys, sink)?, Ordering::Relaxed);
+                    Ok(())
+                }),
+                links,
+            ));
         }
         self.chain = vec![id];
-        self.increments_bytes = 0;
-        let view = self.engine.snapshot();
+        self.increments_bytes.store(0, Ordering::Relaxed);
         let base = self.base_bytes.clone();
         Ok(DiskSnapshot::Full(Box::new(move |sink| {
             base.store(full_snapshot(&view, sink)?, Ordering::Relaxed);
@@ -440,10 +501,7 @@ mod tests {
 
     /// The snapshot for checkpoint `id`, made at once: its chunks and the links it builds on.
     fn snap(s: &mut DiskKeyed<u64, u64>, id: CheckpointId, completed: CheckpointId) -> Result<(KeyedChunks, Vec<u64>)> {
-        match s.snapshot(id, completed)? {
-            DiskSnapshot::Increment(chunks, links) => Ok((chunks, links)),
-            DiskSnapshot::Full(make) => Ok((collect(make)?, Vec::new())),
-        }
+        s.snapshot(id, completed)?.made()
     }
 
     /// The chunks a deferred full snapshot hands over.
@@ -586,6 +644,43 @@ mod tests {
             .map_err(|_| Error::internal("snapshot thread panicked"))??;
         let mut heap = StateMap::default();
         apply_raw(&chunks.clone().into(), &mut heap)?;
+        assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
+        Ok(())
+    }
+
+    #[test]
+    fn an_increment_made_later_holds_the_changes_up_to_its_barrier_with_removals() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let mut s = store(dir.path(), true, 8)?;
+        let mut model = BTreeMap::new();
+        for k in 0..100 {
+            add(&mut s, &mut model, k, 1)?;
+        }
+        let (base, _) = snap(&mut s, 1, 0)?;
+        for k in 0..10 {
+            add(&mut s, &mut model, k, 1)?;
+        }
+        s.remove(&50)?;
+        model.remove(&50);
+        let DiskSnapshot::Increment(make, links) = s.snapshot(2, 1)? else {
+            return Err(Error::internal("expected an increment"));
+        };
+        assert_eq!(links, vec![1]);
+        // Records go on before the writer thread gets to it: changes, a new key, a removal.
+        let mut later = model.clone();
+        for k in 0..10 {
+            add(&mut s, &mut later, k, 5)?;
+        }
+        add(&mut s, &mut later, 2000, 1)?;
+        s.remove(&60)?;
+        let delta = std::thread::spawn(move || collect(make))
+            .join()
+            .map_err(|_| Error::internal("snapshot thread panicked"))??;
+        let entries: usize =
+            delta.iter().map(|(kg, b)| decode_raw_chunk(*kg, b).map(|e| e.len())).sum::<Result<_>>()?;
+        assert_eq!(entries, 11, "the ten changed keys and the removed one");
+        let mut heap = StateMap::default();
+        apply_raw(&base.into_iter().chain(delta).collect::<Vec<_>>().into(), &mut heap)?;
         assert_eq!(heap.into_iter().collect::<BTreeMap<_, _>>(), model);
         Ok(())
     }

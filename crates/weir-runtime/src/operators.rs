@@ -217,10 +217,10 @@ where
             let uid = self.uid.clone();
             match &mut self.disk {
                 Some(disk) => match disk.snapshot(id, self.checkpoint.completed())? {
-                    DiskSnapshot::Increment(raw, chain) => {
-                        self.checkpoint.add(OperatorSnapshot { uid, raw, chain, ..Default::default() })
+                    // Read, encoded and written on the writer thread while records go on.
+                    DiskSnapshot::Increment(make, chain) => {
+                        self.checkpoint.add_deferred(OperatorSnapshot { uid, chain, ..Default::default() }, make)
                     }
-                    // Scanned, encoded and written on the writer thread while records go on.
                     DiskSnapshot::Full(make) => {
                         self.checkpoint.add_deferred(OperatorSnapshot { uid, ..Default::default() }, make)
                     }

@@ -498,7 +498,7 @@ impl TaskCheckpoint {
         let deferred = std::mem::take(&mut *t.deferred.borrow_mut());
         let uids = operators.iter().chain(deferred.iter().map(|(o, _)| o)).map(|o| o.uid.clone()).collect();
         let references: std::collections::BTreeSet<CheckpointId> =
-            operators.iter().flat_map(|o| o.chain.iter().copied()).collect();
+            operators.iter().chain(deferred.iter().map(|(o, _)| o)).flat_map(|o| o.chain.iter().copied()).collect();
         let state = TaskState { job_id: t.part.job_id, checkpoint_id: id, head: t.head, subtask: t.subtask, operators };
         debug!(job_id = %t.part.job_id, vertex = t.head, subtask = t.subtask, checkpoint = id, "snapshot taken");
         let upload = Upload {

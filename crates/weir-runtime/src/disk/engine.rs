@@ -33,6 +33,14 @@ pub struct EngineSnapshot {
 }
 
 impl EngineSnapshot {
+    /// The value stored under `key` in the view.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.snapshot
+            .get(&self.keyspace, key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| failed("read", &self.dir.0, e))
+    }
+
     /// Calls `f` with every entry of the view, in key order.
     pub fn scan(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         for guard in self.snapshot.iter(&self.keyspace) {

@@ -283,7 +283,6 @@ pub fn decode_raw<K: DeserializeOwned, A: DeserializeOwned>(raw: &RawState) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::task::DeferredSnapshot;
 
     fn open(dir: &std::path::Path, incremental: bool, cache: usize) -> Result<DiskWindows<u64, u64>> {
         let config = StateBackendConfig {
@@ -296,18 +295,7 @@ mod tests {
     }
 
     fn chunks(snapshot: DiskSnapshot) -> Result<Vec<(u32, Vec<u8>)>> {
-        match snapshot {
-            DiskSnapshot::Increment(chunks, _) => Ok(chunks),
-            DiskSnapshot::Full(make) => {
-                let make: DeferredSnapshot = make;
-                let mut out = Vec::new();
-                make(&mut |kg, bytes| {
-                    out.push((kg, bytes));
-                    Ok(())
-                })?;
-                Ok(out)
-            }
-        }
+        Ok(snapshot.made()?.0)
     }
 
     fn raw(chunks: &[(u32, Vec<u8>)]) -> RawState {

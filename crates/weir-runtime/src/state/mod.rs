@@ -603,18 +603,7 @@ mod tests {
 
     /// The chunks of a disk snapshot, made at once, and the links it builds on.
     fn disk_chunks(snapshot: Option<DiskSnapshot>) -> Result<(crate::disk::KeyedChunks, Vec<CheckpointId>)> {
-        match snapshot {
-            Some(DiskSnapshot::Increment(raw, links)) => Ok((raw, links)),
-            Some(DiskSnapshot::Full(make)) => {
-                let mut raw = Vec::new();
-                make(&mut |kg, b| {
-                    raw.push((kg, b));
-                    Ok(())
-                })?;
-                Ok((raw, Vec::new()))
-            }
-            None => Err(Error::internal("no disk snapshot")),
-        }
+        snapshot.ok_or_else(|| Error::internal("no disk snapshot"))?.made()
     }
 
     /// A key, and its values of "count" and "seen".

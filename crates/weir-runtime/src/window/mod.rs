@@ -114,8 +114,8 @@ impl WindowCheckpointing {
         let now = OperatorSnapshot { uid: self.uid.clone(), keyed, lists, ..Default::default() };
         match disk {
             None => self.task.add(now),
-            Some(crate::disk::DiskSnapshot::Increment(raw, chain)) => {
-                self.task.add(OperatorSnapshot { raw, chain, ..now })
+            Some(crate::disk::DiskSnapshot::Increment(make, chain)) => {
+                self.task.add_deferred(OperatorSnapshot { chain, ..now }, make)
             }
             Some(crate::disk::DiskSnapshot::Full(make)) => self.task.add_deferred(now, make),
         }
