@@ -276,12 +276,6 @@ impl RawStore {
     pub fn next_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
         self.engine.next_key(from)
     }
-
-    /// Calls `f` with every entry, in key order.
-    #[cfg(test)]
-    pub(crate) fn scan(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        self.engine.scan(f)
-    }
 }
 
 /// A cached value: whether it changed since it was last written to the store, and whether the
@@ -448,13 +442,19 @@ where
         self.store.engine.write(batch)
     }
 
+    /// Calls `f` with every key and its value, decoded, in store order (the cache's changes
+    /// written first).
+    pub fn for_each(&mut self, mut f: impl FnMut(K, V) -> Result<()>) -> Result<()> {
+        self.flush()?;
+        self.store.engine.scan(|k, v| f(decode::<K>(k.get(2..).unwrap_or_default())?, decode::<V>(v)?))
+    }
+
     /// Every entry, decoded.
     #[cfg(test)]
     fn entries(&mut self) -> Result<Vec<(K, V)>> {
-        self.flush()?;
         let mut out = Vec::new();
-        self.store.scan(|k, v| {
-            out.push((decode::<K>(&k[2..])?, decode::<V>(v)?));
+        self.for_each(|k, v| {
+            out.push((k, v));
             Ok(())
         })?;
         Ok(out)

@@ -11,11 +11,15 @@ use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Session<A> {
     window: TimeWindow,
     acc: A,
     fired: bool,
 }
+
+/// A key's sessions in the disk backend (one stored value per key).
+type OnDisk<K, A> = crate::disk::DiskKeyed<K, Vec<Session<A>>>;
 
 /// Keyed session windows with an incremental [`WindowFunction`] (its `merge` joins sessions).
 ///
@@ -24,6 +28,10 @@ struct Session<A> {
 ///
 /// In a checkpoint it keeps every session per key (window, whether it fired, accumulator), grouped
 /// by the key group of the key, and its watermark.
+///
+/// With the disk state backend (`state.backend.type: disk`) a key's sessions are one value in the
+/// instance's store; the index of session ends (which keys to visit when the watermark passes a
+/// time) stays in memory.
 pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
@@ -31,6 +39,8 @@ pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     domain: TimeDomain,
     lateness: i64,
     sessions: StateMap<K, Vec<Session<WF::Acc>>>,
+    /// With the disk state backend: the sessions, there (and `sessions` stays empty).
+    disk: Option<Box<OnDisk<K, WF::Acc>>>,
     /// Keys that have (or had: entries may be stale after merges) a session ending at a time.
     by_end: BTreeMap<Timestamp, Vec<K>>,
     watermark: Timestamp,
@@ -67,6 +77,7 @@ where
             domain,
             lateness: if domain == TimeDomain::EventTime { allowed_lateness_ms.max(0) } else { 0 },
             sessions: StateMap::default(),
+            disk: None,
             by_end: BTreeMap::new(),
             watermark: Timestamp::MIN,
             operator,
@@ -79,8 +90,8 @@ where
     /// and watermark) it restored.
     pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
     where
-        K: serde::de::DeserializeOwned,
-        WF::Acc: serde::de::DeserializeOwned,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
         // Processing-time sessions follow the wall clock: no watermark to keep.
         self.checkpoint = WindowCheckpointing::of(env, self.domain == TimeDomain::EventTime)?;
@@ -88,20 +99,53 @@ where
             self.watermark = self.watermark.max(wm);
         }
         let entries = crate::checkpoint::restore_keyed::<K, (TimeWindow, bool, WF::Acc)>(&env.restored_keyed)?;
+        let mut sessions: StateMap<K, Vec<Session<WF::Acc>>> = StateMap::default();
         for (k, (window, fired, acc)) in entries {
-            // As `add` and `advance` index them: by end until they fire, then by end of lateness.
-            let at = if fired { window.end.saturating_add(self.lateness) } else { window.end };
-            self.by_end.entry(at).or_default().push(k.clone());
-            self.sessions.entry(k).or_default().push(Session { window, acc, fired });
+            sessions.entry(k).or_default().push(Session { window, acc, fired });
         }
+        let lateness = self.lateness;
+        let by_end = &mut self.by_end;
+        // As `add` and `advance` index them: by end until they fire, then by end of lateness.
+        let mut index = |k: &K, ss: &[Session<WF::Acc>]| {
+            for s in ss {
+                let at = if s.fired { s.window.end.saturating_add(lateness) } else { s.window.end };
+                by_end.entry(at).or_default().push(k.clone());
+            }
+        };
+        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
+            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+            let mut disk = OnDisk::open(&env.state_backend, &name, env.op.max_parallelism.max(1))?;
+            disk.restore_entries(&env.restored_raw, sessions.into_iter().collect())?;
+            // The index is rebuilt from the store: one pass over the restored sessions.
+            if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
+                disk.for_each(|k, ss| {
+                    index(&k, &ss);
+                    Ok(())
+                })?;
+            }
+            self.disk = Some(Box::new(disk));
+            return Ok(self);
+        }
+        crate::disk::apply_raw(&env.restored_raw, &mut sessions)?;
+        for (k, ss) in &sessions {
+            index(k, ss);
+        }
+        self.sessions = sessions;
         Ok(self)
     }
 
-    fn add(&mut self, x: T, ts: Timestamp) {
+    fn add(&mut self, x: T, ts: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
+    {
         let wm = self.watermark;
         let mut window = TimeWindow { start: ts, end: ts.saturating_add(self.gap) };
         let k = (self.key)(&x);
-        let sessions = self.sessions.entry(k.clone()).or_default();
+        let sessions = match &mut self.disk {
+            Some(disk) => disk.value(&k, Vec::new)?,
+            None => self.sessions.entry(k.clone()).or_default(),
+        };
         // Merge every session the new window intersects; windows that touch intersect (Flink's
         // TimeWindow.intersects is inclusive), so records exactly `gap` apart share a session.
         let mut acc = self.wf.create();
@@ -119,10 +163,15 @@ where
         if window.max_timestamp().saturating_add(self.lateness) <= wm {
             // Late even after merging: only possible when nothing was merged.
             if sessions.is_empty() {
-                self.sessions.remove(&k);
+                match &mut self.disk {
+                    Some(disk) => disk.remove(&k)?,
+                    None => {
+                        self.sessions.remove(&k);
+                    }
+                }
             }
             self.out.late(x, ts);
-            return;
+            return Ok(());
         }
         self.wf.add(&mut acc, x);
         // A merged session counts as fired only if it is complete already (then it fires now, a late
@@ -134,10 +183,15 @@ where
         sessions.push(Session { window, acc, fired: complete });
         let at = if complete { window.end.saturating_add(self.lateness) } else { window.end };
         self.by_end.entry(at).or_default().push(k);
+        Ok(())
     }
 
     /// Fires sessions complete at `time` and forgets those whose lateness ran out.
-    fn advance(&mut self, time: Timestamp) -> Result<()> {
+    fn advance(&mut self, time: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
+    {
         while let Some(entry) = self.by_end.first_entry() {
             let at = *entry.key();
             if at - 1 > time {
@@ -145,7 +199,14 @@ where
             }
             let keys = entry.remove();
             for k in keys {
-                let Some(sessions) = self.sessions.get_mut(&k) else { continue };
+                let sessions = match &mut self.disk {
+                    // (A key whose sessions are gone reads as none.)
+                    Some(disk) => disk.value(&k, Vec::new)?,
+                    None => match self.sessions.get_mut(&k) {
+                        Some(sessions) => sessions,
+                        None => continue,
+                    },
+                };
                 let mut keep_until = Vec::new();
                 sessions.retain_mut(|s| {
                     if s.window.max_timestamp() > time {
@@ -165,7 +226,12 @@ where
                     cleanup > time
                 });
                 if sessions.is_empty() {
-                    self.sessions.remove(&k);
+                    match &mut self.disk {
+                        Some(disk) => disk.remove(&k)?,
+                        None => {
+                            self.sessions.remove(&k);
+                        }
+                    }
                 }
                 for at in keep_until {
                     self.by_end.entry(at).or_default().push(k.clone());
@@ -178,10 +244,10 @@ where
 
 impl<K, T, KF, WF> Output<T> for SessionWindowOperator<K, T, KF, WF>
 where
-    K: Hash + Eq + Clone + serde::Serialize,
+    K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
-    WF::Acc: serde::Serialize,
+    WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         let timestamps = match self.domain {
@@ -190,7 +256,7 @@ where
         };
         let records: Vec<T> = batch.records.drain(..).collect();
         for (x, ts) in records.into_iter().zip(timestamps) {
-            self.add(x, ts);
+            self.add(x, ts)?;
         }
         self.out.flush()
     }
@@ -202,6 +268,12 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
+            (Control::Barrier(id), _) if self.checkpoint.enabled() && self.disk.is_some() => {
+                if let Some(disk) = &mut self.disk {
+                    let snapshot = disk.snapshot(id, self.checkpoint.completed())?;
+                    self.checkpoint.snapshot_with(Vec::new(), self.watermark, Some(snapshot))?;
+                }
+            }
             (Control::Barrier(_), _) if self.checkpoint.enabled() => {
                 let sessions =
                     self.sessions.iter().flat_map(|(k, ss)| ss.iter().map(move |s| (k, (s.window, s.fired, &s.acc))));
@@ -223,15 +295,39 @@ where
 mod tests {
     use super::*;
     use crate::window::testing::{
-        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, steps, uninterrupted, watermarks,
+        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, on_backend, restores, steps, uninterrupted,
+        watermarks,
     };
 
     fn make(lateness: i64) -> MakeFn {
+        on_disk(lateness, false, false)
+    }
+
+    /// Like [`make`], on the disk backend for a fresh start (`fresh`) or a restore (`restored`).
+    fn on_disk(lateness: i64, fresh: bool, restored: bool) -> MakeFn {
         Box::new(move |env, next, late| {
+            let env = on_backend(env, if restores(env) { restored } else { fresh });
             let assigner = WindowAssigner::Session { gap: 30, domain: TimeDomain::EventTime };
             let op = SessionWindowOperator::new(|e: &Event| e.0, SumCount, assigner, lateness, "s".into(), late, next)?;
-            Ok(Box::new(op.checkpointed(env)?))
+            Ok(Box::new(op.checkpointed(&env)?))
         })
+    }
+
+    #[test]
+    fn sessions_on_the_disk_backend_merge_and_fire_as_on_the_heap_and_restore_across_backends() -> Result<()> {
+        for lateness in [0, 100] {
+            // 9 keys and a cache of 3: sessions go to the store and come back from it.
+            let steps = steps(7, 300, 9, 60);
+            let heap = uninterrupted(&*make(lateness), &steps)?;
+            assert!(!heap.0.is_empty(), "sessions fire");
+            assert_eq!(uninterrupted(&*on_disk(lateness, true, true), &steps)?, heap, "lateness {lateness}");
+            for (fresh, restored) in [(true, true), (true, false), (false, true)] {
+                for (from, to) in [(1, 2), (2, 1), (2, 3)] {
+                    check_restore(&*on_disk(lateness, fresh, restored), &steps, steps.len() / 2, from, to)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     #[test]
@@ -290,6 +386,7 @@ mod tests {
         for cut in 1..steps.len() {
             for (from, to) in [(1, 1), (2, 1), (1, 3)] {
                 check_restore(&*make(100), &steps, cut, from, to)?;
+                check_restore(&*on_disk(100, true, true), &steps, cut, from, to)?;
             }
         }
         Ok(())
