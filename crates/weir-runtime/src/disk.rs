@@ -290,11 +290,16 @@ struct Cached<V> {
 pub struct DiskKeyed<K, V> {
     cache: StateMap<K, Cached<V>>,
     store: RawStore,
+    /// The key group of a key (of the record key it holds).
+    group: KeyGroupOf<K>,
 }
 
-/// The store key of `key`: its key group, big-endian, then its encoding.
-fn store_key<K: Hash + Serialize>(key: &K, max_parallelism: u32) -> Result<(u32, Vec<u8>)> {
-    let kg = weir_core::keygroup::key_group(key, max_parallelism);
+/// The key group of a state key among a number of key groups: for a state key that is not the
+/// record key itself (a key and a window, say), the record key's.
+pub type KeyGroupOf<K> = fn(&K, u32) -> u32;
+
+/// The store key of `key` in key group `kg`: the key group, big-endian, then its encoding.
+fn store_key<K: Serialize>(kg: u32, key: &K) -> Result<(u32, Vec<u8>)> {
     let encoded = bitcode::serialize(key).map_err(|e| Error::internal(format!("cannot encode a state key: {e}")))?;
     let mut out = Vec::with_capacity(2 + encoded.len());
     out.extend_from_slice(&(kg as u16).to_be_bytes());
@@ -323,7 +328,22 @@ where
     /// A store for one operator instance (`name` makes its working directory unique) under the
     /// configured directory; removed when dropped.
     pub fn open(config: &StateBackendConfig, name: &str, max_parallelism: u32) -> Result<Self> {
-        Ok(DiskKeyed { cache: StateMap::default(), store: RawStore::open(config, name, max_parallelism)? })
+        Self::open_grouped(config, name, max_parallelism, weir_core::keygroup::key_group::<K>)
+    }
+
+    /// Like [`DiskKeyed::open`], for state keys whose key group `group` tells.
+    pub fn open_grouped(
+        config: &StateBackendConfig,
+        name: &str,
+        max_parallelism: u32,
+        group: KeyGroupOf<K>,
+    ) -> Result<Self> {
+        Ok(DiskKeyed { cache: StateMap::default(), store: RawStore::open(config, name, max_parallelism)?, group })
+    }
+
+    /// The store key of `key`, and its key group.
+    fn key_of(&self, key: &K) -> Result<(u32, Vec<u8>)> {
+        store_key((self.group)(key, self.store.max_parallelism), key)
     }
 
     /// Folds `input` into the value of `key` with `f`, or stores what `absent` makes of it when
@@ -340,7 +360,7 @@ where
             c.dirty = true;
             return Ok(f(&mut c.value, input));
         }
-        let (_, sk) = store_key(&key, self.store.max_parallelism)?;
+        let (_, sk) = self.key_of(&key)?;
         let r = match self.store.get(&sk)? {
             Some(bytes) => {
                 let mut value: V = decode(&bytes)?;
@@ -364,20 +384,49 @@ where
     /// counted as changed.
     #[inline]
     pub fn value(&mut self, key: &K, absent: impl FnOnce() -> V) -> Result<&mut V> {
+        Ok(self.entry(key, absent)?.0)
+    }
+
+    /// Like [`DiskKeyed::value`], and whether the value was made now.
+    pub fn entry(&mut self, key: &K, absent: impl FnOnce() -> V) -> Result<(&mut V, bool)> {
+        let mut made = false;
         if !self.cache.contains_key(key) {
-            if self.cache.len() >= self.store.capacity() {
-                self.evict()?;
-            }
-            let (_, sk) = store_key(key, self.store.max_parallelism)?;
-            let cached = match self.store.get(&sk)? {
-                Some(bytes) => Cached { value: decode(&bytes)?, dirty: true, stored: true },
-                None => Cached { value: absent(), dirty: true, stored: false },
-            };
+            let loaded = self.load(key)?;
+            made = loaded.is_none();
+            let cached = loaded.unwrap_or_else(|| Cached { value: absent(), dirty: true, stored: false });
             self.cache.insert(key.clone(), cached);
         }
         let c = self.cache.get_mut(key).ok_or_else(|| Error::internal("a value left the cache as it was loaded"))?;
         c.dirty = true;
-        Ok(&mut c.value)
+        Ok((&mut c.value, made))
+    }
+
+    /// The value of `key`, if it has one; counted as changed.
+    pub fn get_mut(&mut self, key: &K) -> Result<Option<&mut V>> {
+        if !self.cache.contains_key(key) {
+            match self.load(key)? {
+                Some(cached) => {
+                    self.cache.insert(key.clone(), cached);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.cache.get_mut(key).map(|c| {
+            c.dirty = true;
+            &mut c.value
+        }))
+    }
+
+    /// Reads `key`'s value from the store (not in the cache), making room in the cache first.
+    fn load(&mut self, key: &K) -> Result<Option<Cached<V>>> {
+        if self.cache.len() >= self.store.capacity() {
+            self.evict()?;
+        }
+        let (_, sk) = self.key_of(key)?;
+        match self.store.get(&sk)? {
+            Some(bytes) => Ok(Some(Cached { value: decode(&bytes)?, dirty: true, stored: true })),
+            None => Ok(None),
+        }
     }
 
     /// Removes the value of `key` (the store is written to only when it may hold one).
@@ -385,7 +434,7 @@ where
         if self.cache.remove(key).is_some_and(|c| !c.stored) {
             return Ok(());
         }
-        let (kg, sk) = store_key(key, self.store.max_parallelism)?;
+        let (kg, sk) = self.key_of(key)?;
         self.store.write(vec![(kg, sk, None)])
     }
 
@@ -398,7 +447,7 @@ where
             if let Some(c) = self.cache.remove(&k)
                 && c.dirty
             {
-                let (kg, sk) = store_key(&k, self.store.max_parallelism)?;
+                let (kg, sk) = self.key_of(&k)?;
                 batch.push((kg, sk, Some(encode(&c.value)?)));
             }
         }
@@ -408,10 +457,11 @@ where
     /// Writes every changed cached value to the store.
     fn flush(&mut self) -> Result<()> {
         let mut batch = Vec::new();
+        let (group, max_parallelism) = (self.group, self.store.max_parallelism);
         for (k, c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
             c.dirty = false;
             c.stored = true;
-            let (kg, sk) = store_key(k, self.store.max_parallelism)?;
+            let (kg, sk) = store_key(group(k, max_parallelism), k)?;
             batch.push((kg, sk, Some(encode(&c.value)?)));
         }
         self.store.write(batch)
@@ -436,7 +486,7 @@ where
         self.store.restore(raw)?;
         let mut batch = Vec::with_capacity(typed.len());
         for (k, v) in typed {
-            batch.push((store_key(&k, self.store.max_parallelism)?.1, Some(encode(&v)?)));
+            batch.push((self.key_of(&k)?.1, Some(encode(&v)?)));
         }
         // Not a change since a snapshot: the next snapshot is a full one.
         self.store.engine.write(batch)

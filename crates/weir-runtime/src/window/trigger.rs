@@ -296,9 +296,18 @@ pub struct NoEvictor;
 
 impl<T> Evictor<T> for NoEvictor where T: Send + Sync + 'static {}
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Pane<T, S> {
     records: Vec<(T, Timestamp)>,
     state: S,
+}
+
+/// Panes in the disk backend: one stored value per key and window, in the key group of the key.
+type OnDisk<K, T, S> = crate::disk::DiskKeyed<(K, TimeWindow), Pane<T, S>>;
+
+/// The key group of a pane: its record key's.
+fn pane_group<K: Hash>(pane: &(K, TimeWindow), max_parallelism: u32) -> u32 {
+    weir_core::keygroup::key_group(&pane.0, max_parallelism)
 }
 
 /// One keyed entry of a [`TriggerWindowOperator`]'s snapshot (`R`, `S`: the records and trigger
@@ -318,6 +327,10 @@ enum TriggerEntry<R, S> {
 /// trigger's state) and every live trigger timer, grouped by the key group of the key, and its
 /// watermark; the cleanup of panes follows from their windows and is scheduled again on restore.
 /// Processing time is the wall clock and is not kept.
+///
+/// With the disk state backend (`state.backend.type: disk`) the panes live in the instance's
+/// store, one value per key and window; timers and the cleanup schedule stay in memory (keys and
+/// windows only) and timers go into the snapshot's typed chunks.
 pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger<T>, Ev> {
     key: KF,
     wf: WF,
@@ -326,6 +339,8 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     assigner: WindowAssigner,
     lateness: i64,
     panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>>,
+    /// With the disk state backend: the panes, there (and `panes` stays empty).
+    disk: Option<Box<OnDisk<K, T, Tr::State>>>,
     timers: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
     live: [HashSet<(Timestamp, K, TimeWindow), foldhash::fast::RandomState>; 2],
     /// Window state to drop once the watermark passes `end - 1 + lateness`.
@@ -376,6 +391,7 @@ where
             assigner,
             lateness: allowed_lateness_ms.max(0),
             panes: StateMap::default(),
+            disk: None,
             timers: [BTreeMap::new(), BTreeMap::new()],
             live: [HashSet::default(), HashSet::default()],
             cleanup: [BTreeMap::new(), BTreeMap::new()],
@@ -390,8 +406,8 @@ where
     /// timers and watermark) it restored.
     pub fn checkpointed(mut self, env: &crate::context::TaskEnv) -> Result<Self>
     where
-        K: serde::de::DeserializeOwned,
-        T: serde::de::DeserializeOwned,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
     {
         // Triggers see the watermark in every domain (and global windows follow event time).
         self.checkpoint = WindowCheckpointing::of(env, true)?;
@@ -399,11 +415,11 @@ where
             self.watermark = self.watermark.max(wm);
         }
         type Owned<T, S> = TriggerEntry<Vec<(T, Timestamp)>, S>;
+        let mut panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>> = StateMap::default();
         for (k, entry) in crate::checkpoint::restore_keyed::<K, Owned<T, Tr::State>>(&env.restored_keyed)? {
             match entry {
                 TriggerEntry::Pane { window, records, state } => {
-                    self.schedule_cleanup(&k, window);
-                    self.panes.insert((k, window), Pane { records, state });
+                    panes.insert((k, window), Pane { records, state });
                 }
                 TriggerEntry::Timer { window, event_time, at } => {
                     let domain = if event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
@@ -411,10 +427,34 @@ where
                 }
             }
         }
+        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
+            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
+            let max_parallelism = env.op.max_parallelism.max(1);
+            let mut disk = OnDisk::open_grouped(&env.state_backend, &name, max_parallelism, pane_group::<K>)?;
+            disk.restore_entries(&env.restored_raw, panes.into_iter().collect())?;
+            // The cleanup schedule is rebuilt from the store: one pass over the restored panes.
+            let mut restored = Vec::new();
+            if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
+                disk.for_each(|pane, _| {
+                    restored.push(pane);
+                    Ok(())
+                })?;
+            }
+            for (k, w) in restored {
+                self.schedule_cleanup(&k, w);
+            }
+            self.disk = Some(Box::new(disk));
+            return Ok(self);
+        }
+        crate::disk::apply_raw(&env.restored_raw, &mut panes)?;
+        for (k, w) in panes.keys() {
+            self.schedule_cleanup(k, *w);
+        }
+        self.panes = panes;
         Ok(self)
     }
 
-    /// Every pane and live timer, by the key group of its key.
+    /// Every pane (those on the heap) and live timer, by the key group of its key.
     fn snapshot(&self) -> Result<Vec<(u32, Vec<u8>)>>
     where
         K: serde::Serialize,
@@ -456,8 +496,19 @@ where
     }
 
     /// Acts on a trigger's decision for `(k, w)`.
-    fn act(&mut self, k: &K, w: TimeWindow, result: TriggerResult) {
-        let Some(pane) = self.panes.get_mut(&(k.clone(), w)) else { return };
+    fn act(&mut self, k: &K, w: TimeWindow, result: TriggerResult) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        if result == TriggerResult::Continue {
+            return Ok(());
+        }
+        let pane = match &mut self.disk {
+            Some(disk) => disk.get_mut(&(k.clone(), w))?,
+            None => self.panes.get_mut(&(k.clone(), w)),
+        };
+        let Some(pane) = pane else { return Ok(()) };
         if result.fires() {
             self.evictor.evict_before(&mut pane.records, &w);
             let mut acc = self.wf.create();
@@ -471,9 +522,14 @@ where
             pane.records.clear();
             pane.state = Tr::State::default();
         }
+        Ok(())
     }
 
-    fn fire_timers(&mut self, domain: usize, time: Timestamp) {
+    fn fire_timers(&mut self, domain: usize, time: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
         while let Some(mut entry) = self.timers[domain].first_entry() {
             let at = *entry.key();
             if at > time {
@@ -487,7 +543,11 @@ where
                 continue;
             }
             let mut new_timers = Vec::new();
-            let result = match self.panes.get_mut(&(k.clone(), w)) {
+            let pane = match &mut self.disk {
+                Some(disk) => disk.get_mut(&(k.clone(), w))?,
+                None => self.panes.get_mut(&(k.clone(), w)),
+            };
+            let result = match pane {
                 None => continue,
                 Some(pane) => {
                     let mut ctx = TriggerContext {
@@ -504,26 +564,37 @@ where
                 }
             };
             self.register(&k, w, new_timers);
-            self.act(&k, w, result);
+            self.act(&k, w, result)?;
         }
+        Ok(())
     }
 
-    fn clean_up(&mut self, domain: usize, time: Timestamp) {
+    fn clean_up(&mut self, domain: usize, time: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
         while let Some(entry) = self.cleanup[domain].first_entry() {
             if *entry.key() > time {
                 break;
             }
             for (k, w) in entry.remove() {
-                self.panes.remove(&(k, w));
+                match &mut self.disk {
+                    Some(disk) => disk.remove(&(k, w))?,
+                    None => {
+                        self.panes.remove(&(k, w));
+                    }
+                }
             }
         }
+        Ok(())
     }
 }
 
 impl<K, T, KF, WF, Tr, Ev> Output<T> for TriggerWindowOperator<K, T, KF, WF, Tr, Ev>
 where
-    K: Hash + Eq + Clone + serde::Serialize,
-    T: Clone + serde::Serialize,
+    K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
+    T: Clone + serde::Serialize + serde::de::DeserializeOwned,
     KF: FnMut(&T) -> K,
     WF: WindowFunction<K, T>,
     Tr: Trigger<T>,
@@ -552,11 +623,14 @@ where
             }
             let k = (self.key)(&x);
             for &w in &windows {
-                let fresh = !self.panes.contains_key(&(k.clone(), w));
-                let pane = self
-                    .panes
-                    .entry((k.clone(), w))
-                    .or_insert_with(|| Pane { records: Vec::new(), state: Tr::State::default() });
+                let empty = || Pane { records: Vec::new(), state: Tr::State::default() };
+                let (pane, fresh) = match &mut self.disk {
+                    Some(disk) => disk.entry(&(k.clone(), w), empty)?,
+                    None => {
+                        let fresh = !self.panes.contains_key(&(k.clone(), w));
+                        (self.panes.entry((k.clone(), w)).or_insert_with(empty), fresh)
+                    }
+                };
                 pane.records.push((x.clone(), ts));
                 let mut new_timers = Vec::new();
                 let mut ctx = TriggerContext {
@@ -570,7 +644,7 @@ where
                 if fresh {
                     self.schedule_cleanup(&k, w);
                 }
-                self.act(&k, w, result);
+                self.act(&k, w, result)?;
             }
         }
         self.out.flush()
@@ -580,18 +654,26 @@ where
         match event {
             Control::Watermark(wm) => {
                 self.watermark = self.watermark.max(wm);
-                self.fire_timers(EVENT, wm);
-                self.clean_up(EVENT, wm);
+                self.fire_timers(EVENT, wm)?;
+                self.clean_up(EVENT, wm)?;
                 self.out.flush()?;
             }
             Control::Tick(now) => {
                 self.now = now;
-                self.fire_timers(PROCESSING, now);
-                self.clean_up(PROCESSING, now);
+                self.fire_timers(PROCESSING, now)?;
+                self.clean_up(PROCESSING, now)?;
                 self.out.flush()?;
             }
-            Control::Barrier(_) if self.checkpoint.enabled() => {
-                self.checkpoint.snapshot(self.snapshot()?, self.watermark)?;
+            Control::Barrier(id) if self.checkpoint.enabled() => {
+                // Timers (and the panes on the heap) go into typed chunks; panes on disk as raw state.
+                let keyed = self.snapshot()?;
+                match &mut self.disk {
+                    Some(disk) => {
+                        let panes = disk.snapshot(id, self.checkpoint.completed())?;
+                        self.checkpoint.snapshot_with(keyed, self.watermark, Some(panes))?;
+                    }
+                    None => self.checkpoint.snapshot(keyed, self.watermark)?,
+                }
             }
             Control::Idle(_) | Control::Barrier(_) => {}
         }
@@ -601,7 +683,7 @@ where
     fn finish(&mut self) -> Result<()> {
         // As the other processing-time windows do at the end of input: time runs out, timers fire.
         self.now = Timestamp::MAX;
-        self.fire_timers(PROCESSING, Timestamp::MAX);
+        self.fire_timers(PROCESSING, Timestamp::MAX)?;
         self.out.finish()
     }
 }
@@ -610,7 +692,8 @@ where
 mod tests {
     use super::*;
     use crate::window::testing::{
-        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, steps, uninterrupted, watermarks,
+        Event, MakeFn, Step, SumCount, check_key_groups, check_restore, on_backend, restores, steps, uninterrupted,
+        watermarks,
     };
 
     fn make<Tr: Trigger<Event>, Ev: Evictor<Event>>(
@@ -619,7 +702,20 @@ mod tests {
         assigner: WindowAssigner,
         lateness: i64,
     ) -> MakeFn {
+        on_disk(trigger, evictor, assigner, lateness, false, false)
+    }
+
+    /// Like [`make`], on the disk backend for a fresh start (`fresh`) or a restore (`restored`).
+    fn on_disk<Tr: Trigger<Event>, Ev: Evictor<Event>>(
+        trigger: Tr,
+        evictor: Ev,
+        assigner: WindowAssigner,
+        lateness: i64,
+        fresh: bool,
+        restored: bool,
+    ) -> MakeFn {
         Box::new(move |env, next, late| {
+            let env = &on_backend(env, if restores(env) { restored } else { fresh });
             let op = TriggerWindowOperator::new(
                 |e: &Event| e.0,
                 SumCount,
@@ -658,6 +754,33 @@ mod tests {
                         .or_else(|_| check_key_groups::<TriggerEntry<Vec<(Event, Timestamp)>, ()>>(&snaps))?;
                     assert!(entries > 0, "{what}");
                     assert_eq!(watermarks(&snaps)?.len(), from as usize, "{what}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn panes_on_the_disk_backend_fire_as_on_the_heap_and_restore_across_backends() -> Result<()> {
+        type Case = (&'static str, fn(bool, bool) -> MakeFn);
+        let cases: [Case; 3] = [
+            ("global, count trigger", |f, r| on_disk(CountTrigger::of(3), NoEvictor, WindowAssigner::Global, 0, f, r)),
+            ("tumbling, event-time trigger, count evictor", |f, r| {
+                on_disk(EventTimeTrigger, CountEvictor::of(2), TUMBLING, 50, f, r)
+            }),
+            ("sliding, purging count trigger", |f, r| {
+                on_disk(PurgingTrigger::of(CountTrigger::of(2)), NoEvictor, SLIDING, 0, f, r)
+            }),
+        ];
+        for (what, make) in cases {
+            // 9 keys and a cache of 3: panes go to the store and come back from it.
+            let steps = steps(29, 250, 9, 100);
+            let heap = uninterrupted(&*make(false, false), &steps)?;
+            assert!(!heap.0.is_empty(), "{what}: windows fire");
+            assert_eq!(uninterrupted(&*make(true, true), &steps)?, heap, "{what}");
+            for (fresh, restored) in [(true, true), (true, false), (false, true)] {
+                for (from, to) in [(1, 2), (2, 1), (2, 3)] {
+                    check_restore(&*make(fresh, restored), &steps, steps.len() / 2, from, to)?;
                 }
             }
         }

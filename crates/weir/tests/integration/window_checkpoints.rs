@@ -329,7 +329,7 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
     Ok(())
 }
 
-/// Keyed state of time, session and count windows and of process functions in the disk backend,
+/// Keyed state of every kind of window and of process functions in the disk backend,
 /// checkpointed incrementally, with a cache of two entries for seven keys (most state reads and
 /// writes go to the store).
 const DISK: [(&str, &str); 3] =
@@ -343,7 +343,7 @@ fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelis
     run(&dir.path().join("cp-heap"), &heap, None, &[])?;
     let (job_dir, _) = run(&dir.path().join("cp"), &args, None, &DISK)?;
     let mut want = BTreeMap::new();
-    for name in ["tumbling", "sliding", "sessions", "counts", "co-process", "interval-join"] {
+    for name in OUTPUTS {
         let (lines, _) = committed(&args.output.join(name))?;
         let (on_heap, _) = committed(&heap.output.join(name))?;
         assert!(!lines.is_empty(), "{name} wrote nothing");
@@ -363,7 +363,7 @@ fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelis
         Ok(files.iter().any(|f| f["checkpoint"].is_u64() && uids(f).iter().any(|u| u == uid)))
     };
     // The windows' state is in the store: their checkpoints are increments too.
-    for uid in ["tumbling", "sliding", "sessions", "counts"] {
+    for uid in ["tumbling", "sliding", "sessions", "counts", "global", "evicting"] {
         let mut incremental = false;
         for id in &ids {
             incremental |= builds_on_earlier(id, uid)?;
