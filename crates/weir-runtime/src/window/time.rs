@@ -158,35 +158,22 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let (wm, lateness) = (self.watermark, self.lateness);
-        let Self { key, wf, assigner, out, disk, .. } = self;
+        let wm = self.watermark;
+        let Self { key, wf, assigner, out, disk, lateness, .. } = self;
         let Some(disk) = disk else { return Ok(()) };
-        let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
-        for (x, ts) in batch.records.drain(..).zip(timestamps.iter().copied()) {
-            windows.clear();
-            assigner.for_each_window(ts, |w| windows.push(w));
-            windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
-            if windows.is_empty() {
-                out.late(x, ts);
-                continue;
+        assign(batch, timestamps, assigner, *lateness, wm, key, out, |k, w, record, out| {
+            let slot = disk.windows.slot(w.end, k, || wf.create())?;
+            wf.add(&mut slot.acc, record);
+            if w.max_timestamp() > wm && !slot.fired {
+                disk.pending.insert(w.end);
+            } else {
+                // The window fired already but is within its lateness: fire it again.
+                slot.fired = true;
+                out.emit(wf, k, w, &slot.acc);
+                disk.fired.insert(w.end);
             }
-            let k = key(&x);
-            let n = windows.len();
-            let mut x = Some(x);
-            for (i, &w) in windows.iter().enumerate() {
-                let Some(record) = (if i + 1 == n { x.take() } else { x.clone() }) else { break };
-                let slot = disk.windows.slot(w.end, &k, || wf.create())?;
-                wf.add(&mut slot.acc, record);
-                if w.max_timestamp() > wm && !slot.fired {
-                    disk.pending.insert(w.end);
-                } else {
-                    // The window fired already but is within its lateness: fire it again.
-                    slot.fired = true;
-                    out.emit(wf, &k, w, &slot.acc);
-                    disk.fired.insert(w.end);
-                }
-            }
-        }
+            Ok(())
+        })?;
         out.flush()
     }
 
@@ -252,6 +239,43 @@ where
     }
 }
 
+/// Assigns the records of `batch` (timestamped `timestamps`) to their windows that still take
+/// records (watermark `wm`, allowed lateness `lateness`), and calls `add` with each record's key,
+/// each of its windows and the record (moved into its last window, cloned for the others); a
+/// record with no such window goes to the late output.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn assign<K, T: Clone, O>(
+    batch: &mut Batch<T>,
+    timestamps: &[Timestamp],
+    assigner: &WindowAssigner,
+    lateness: i64,
+    wm: Timestamp,
+    key: &mut impl FnMut(&T) -> K,
+    out: &mut WindowOutputs<T, O>,
+    mut add: impl FnMut(&K, TimeWindow, T, &mut WindowOutputs<T, O>) -> Result<()>,
+) -> Result<()> {
+    let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
+    for (x, ts) in batch.records.drain(..).zip(timestamps.iter().copied()) {
+        windows.clear();
+        assigner.for_each_window(ts, |w| windows.push(w));
+        // A window whose lateness has run out takes no more records.
+        windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
+        if windows.is_empty() {
+            out.late(x, ts);
+            continue;
+        }
+        let k = key(&x);
+        let n = windows.len();
+        let mut x = Some(x);
+        for (i, &w) in windows.iter().enumerate() {
+            let Some(record) = (if i + 1 == n { x.take() } else { x.clone() }) else { break };
+            add(&k, w, record, out)?;
+        }
+    }
+    Ok(())
+}
+
 impl<K, T, KF, WF> Output<T> for TimeWindowOperator<K, T, KF, WF>
 where
     K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
@@ -268,48 +292,31 @@ where
             return self.push_on_disk(batch, &timestamps);
         }
         let wm = self.watermark;
-        let lateness = self.lateness;
         let expected_keys = self.expected_keys;
         let fired_until = self.fired_until;
-        let Self { key, wf, assigner, pending, fired, out, .. } = self;
+        let Self { key, wf, assigner, pending, fired, out, lateness, .. } = self;
         // Consecutive records usually fall into the same window: keep its map at hand.
         let mut current: usize = usize::MAX;
-        let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
-        for (x, ts) in batch.records.drain(..).zip(timestamps.iter().copied()) {
-            windows.clear();
-            assigner.for_each_window(ts, |w| windows.push(w));
-            // A window whose lateness has run out takes no more records.
-            windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
-            if windows.is_empty() {
-                out.late(x, ts);
-                continue;
-            }
-            let k = key(&x);
-            let n = windows.len();
-            let mut x = Some(x);
-            for (i, &w) in windows.iter().enumerate() {
-                // The record moves into its last window and is cloned for the others.
-                let Some(record) = (if i + 1 == n { x.take() } else { x.clone() }) else { break };
-                let fired_already =
-                    w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(&k));
-                if w.max_timestamp() > wm && !fired_already {
+        assign(batch, &timestamps, assigner, *lateness, wm, key, out, |k, w, record, out| {
+            let fired_already = w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(k));
+            if w.max_timestamp() > wm && !fired_already {
+                if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
+                    current = pending.partition_point(|(end, _)| *end < w.end);
                     if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                        current = pending.partition_point(|(end, _)| *end < w.end);
-                        if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                            let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
-                            pending.insert(current, (w.end, states));
-                        }
+                        let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
+                        pending.insert(current, (w.end, states));
                     }
-                    let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
-                    wf.add(acc, record);
-                } else {
-                    // The window fired already but is within its lateness: update and fire again.
-                    let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
-                    wf.add(acc, record);
-                    out.emit(wf, &k, w, acc);
                 }
+                let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
+                wf.add(acc, record);
+            } else {
+                // The window fired already but is within its lateness: update and fire again.
+                let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
+                wf.add(acc, record);
+                out.emit(wf, k, w, acc);
             }
-        }
+            Ok(())
+        })?;
         self.out.flush()
     }
 
