@@ -690,7 +690,7 @@ fn choose_slots(s: &State, slots: u32, spread: bool) -> Option<Vec<(String, u32)
     Some(given)
 }
 
-/// Places waiting jobs, oldest first, where their slots are free (see [`choose_slots`]), and
+/// Places waiting jobs, oldest first, where their slots are free (see `choose_slots`), and
 /// deploys every part with the addresses of the others.
 pub fn schedule(s: &mut State) {
     let spread = s.spread_out_slots;

@@ -163,8 +163,8 @@ impl TaskState {
     }
 
     /// Reads a state file whole; a file of another format version, or one that is truncated or
-    /// corrupted, is an error that names `what`. (A restore reads heads with [`file::read_head`]
-    /// and frames as operators load them.)
+    /// corrupted, is an error that names `what`. (A restore reads heads with `file::read_head`
+    /// and frames as operators load them, [`file::RawState`].)
     pub fn decode(bytes: &[u8], what: &str) -> Result<TaskState> {
         let mut src = file::Slice(bytes);
         let (mut state, frames) = file::read_head(&mut src, what)?;

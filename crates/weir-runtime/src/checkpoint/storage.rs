@@ -242,7 +242,7 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Bytes a [`ObjectReader`] fetches at once (fewer when asked for less than is left).
 const READ_AHEAD: u64 = 64 << 10;
 
-/// Reads one file a range at a time ([`CheckpointStorage::reader`]): at most [`READ_AHEAD`] bytes
+/// Reads one file a range at a time ([`CheckpointStorage::reader`]): at most `READ_AHEAD` bytes
 /// (or one read's worth, when larger) in memory; skipped bytes are not fetched.
 pub struct ObjectReader {
     storage: CheckpointStorage,
@@ -303,7 +303,7 @@ impl ObjectReader {
 
 /// Writes one file a piece at a time ([`CheckpointStorage::writer`]): a file smaller than one part
 /// is written with a single request when it finishes; a larger one becomes a multipart upload
-/// (a staging file for a local directory), with at most [`PARTS_IN_FLIGHT`] parts in memory.
+/// (a staging file for a local directory), with at most `PARTS_IN_FLIGHT` parts in memory.
 /// Dropped or failed without [`ObjectWriter::finish`], the partial upload is aborted and no file
 /// appears.
 pub struct ObjectWriter {
@@ -334,7 +334,7 @@ impl ObjectWriter {
     }
 
     /// Hands what is pending to the multipart upload (started on the first call) and waits until
-    /// no more than [`PARTS_IN_FLIGHT`] parts are in flight.
+    /// no more than `PARTS_IN_FLIGHT` parts are in flight.
     fn flush(&mut self) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;

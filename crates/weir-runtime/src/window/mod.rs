@@ -12,6 +12,7 @@
 //! the same windows and judges the same records late as the one that wrote the snapshot.
 
 pub mod count;
+pub mod policy;
 pub mod session;
 pub mod time;
 pub mod trigger;
