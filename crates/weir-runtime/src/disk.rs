@@ -360,23 +360,17 @@ where
             c.dirty = true;
             return Ok(f(&mut c.value, input));
         }
-        let (_, sk) = self.key_of(&key)?;
-        let r = match self.store.get(&sk)? {
-            Some(bytes) => {
-                let mut value: V = decode(&bytes)?;
-                let r = f(&mut value, input);
-                self.cache.insert(key, Cached { value, dirty: true, stored: true });
-                r
+        let (cached, r) = match self.load(&key)? {
+            Some(mut cached) => {
+                let r = f(&mut cached.value, input);
+                (cached, r)
             }
             None => {
                 let (value, r) = absent(input);
-                self.cache.insert(key, Cached { value, dirty: true, stored: false });
-                r
+                (Cached { value, dirty: true, stored: false }, r)
             }
         };
-        if self.cache.len() > self.store.capacity() {
-            self.evict()?;
-        }
+        self.cache.insert(key, cached);
         Ok(r)
     }
 
