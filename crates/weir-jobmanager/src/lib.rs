@@ -16,6 +16,7 @@ pub mod provider;
 pub mod rest;
 pub mod results;
 pub mod rpc;
+pub mod schedule;
 pub mod state;
 
 use std::net::SocketAddr;
