@@ -14,7 +14,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use weir::connectors::{OperatorContext, Source, SourceReader, SourceStatus};
-use weir::{App, DataStream, Error, Job, Result, StreamEnv, TumblingEventTimeWindows, WatermarkStrategy};
+use weir::{
+    App, DataStream, Error, Job, KeyedContext, KeyedProcessFunction, Result, StreamEnv, TumblingEventTimeWindows,
+    ValueStateDescriptor, WatermarkStrategy,
+};
 
 /// Arguments of every anchor job.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -138,10 +141,63 @@ fn wide(env: &mut StreamEnv, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// A key's count of records and the time of its latest one (the `timeouts` workload).
+static LATEST: ValueStateDescriptor<(u64, i64)> = ValueStateDescriptor::new("latest");
+
+/// Event time (ms) a key stays open after its latest record in the `timeouts` workload.
+const TIMEOUT_MS: i64 = 2_000;
+
+/// Counts a key's records until none came for [`TIMEOUT_MS`] of event time, then emits
+/// `(key, count)` and forgets the key: each record moves the key's timer (deletes it and registers
+/// a later one), as an inactivity timeout does.
+#[derive(Clone)]
+struct Timeout;
+
+impl KeyedProcessFunction<u64, (u64, u64)> for Timeout {
+    type Out = (u64, u64);
+    fn process_element(&mut self, _: (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+        let ts = ctx.timestamp().unwrap_or_default();
+        let (count, last) = ctx.value_state(&LATEST)?.value().unwrap_or((0, i64::MIN));
+        if last != i64::MIN {
+            ctx.delete_event_time_timer(last + TIMEOUT_MS);
+        }
+        ctx.value_state(&LATEST)?.update((count + 1, ts));
+        ctx.register_event_time_timer(ts + TIMEOUT_MS);
+        Ok(())
+    }
+    fn on_timer(&mut self, _: i64, ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+        let key = *ctx.key();
+        let mut latest = ctx.value_state(&LATEST)?;
+        let count = latest.value().map_or(0, |(c, _)| c);
+        latest.clear();
+        ctx.collect((key, count));
+        Ok(())
+    }
+}
+
+/// Not one of the shared anchors: the window workload's records (timestamps x / 1000 ms) through
+/// a keyed process function with one moving event-time timer per key, to measure timers
+/// (`bench/timers-disk.sh`). With K keys, every key is live and has one timer while K / 1000 ms is
+/// under the timeout; the final watermark fires them all.
+fn timeouts(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let k = args.keys.max(1);
+    let s = source(env, &args)?
+        .map(move |x| (x % k, x))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|t: &(u64, u64), _| (t.1 / 1000) as i64),
+        )
+        .key_by(|t: &(u64, u64)| t.0)
+        .process(Timeout);
+    sink(s, &args);
+    Ok(())
+}
+
 static STATELESS: Job<Args> = Job::new("stateless", stateless);
 static KEYED: Job<Args> = Job::new("keyed", keyed);
 static WINDOW: Job<Args> = Job::new("window", window);
 static WIDE: Job<Args> = Job::new("wide", wide);
+static TIMEOUTS: Job<Args> = Job::new("timeouts", timeouts);
 
 /// The stateless workload as a plain loop.
 fn loop_stateless(n: u64) {
@@ -201,10 +257,10 @@ fn parse(args: &[String], i: usize, what: &str) -> Result<u64> {
 }
 
 const USAGE: &str = "usage: anchors WORKLOAD N P [K] | anchors wide N P K WIDTH | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | \
-     keyed | window";
+     keyed | window (and, not for loop, timeouts)";
 
 fn main() -> ExitCode {
-    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).job(&WIDE).run(|driver, args| {
+    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).job(&WIDE).job(&TIMEOUTS).run(|driver, args| {
         let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
         if workload == "loop" {
             let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
@@ -240,6 +296,7 @@ fn main() -> ExitCode {
             "keyed" => &KEYED,
             "window" => &WINDOW,
             "wide" => &WIDE,
+            "timeouts" => &TIMEOUTS,
             other => {
                 return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
             }
@@ -259,7 +316,9 @@ mod tests {
     use weir::{Driver, Registry};
 
     fn driver() -> Driver {
-        Driver::local(Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW).register(&WIDE))
+        Driver::local(
+            Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW).register(&WIDE).register(&TIMEOUTS),
+        )
     }
 
     #[test]
@@ -320,6 +379,29 @@ mod tests {
             c.sort();
             let total = 2 * (0..n / 2).filter(|x| x % keys == k).count() as u64;
             assert_eq!(c, (1..=total).collect::<Vec<_>>(), "key {k}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn timeouts_count_each_key_until_it_goes_quiet() -> Result<()> {
+        // 7 keys recur every few records and stay open to the end: one output per key with its
+        // count. With 30,000 keys, a key's records (one per source instance) come at the same
+        // time and move its timer onto itself: one output per key too.
+        for (n, keys) in [(20_000u64, 7u64), (60_000, 30_000)] {
+            let r = driver().execute(&TIMEOUTS, Args { n, p: 2, keys, collect: true, width: 0 })?;
+            let got: Vec<(u64, u64)> = r.collected("out")?;
+            let mut want: HashMap<u64, u64> = HashMap::new();
+            for _ in 0..2 {
+                for x in 0..n / 2 {
+                    *want.entry(x % keys).or_default() += 1;
+                }
+            }
+            let mut got_map = HashMap::new();
+            for (k, c) in got {
+                assert!(got_map.insert(k, c).is_none(), "key {k} timed out twice");
+            }
+            assert_eq!(got_map, want, "n={n} keys={keys}");
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use weir_core::{Error, Result, ShipStrategy};
 use weir_runtime::exchange::now_millis;
 use weir_runtime::graph::{SideSink, TypedSideSink};
 use weir_runtime::output::{Batch, Control, Output, Timestamp};
-use weir_runtime::state::{KeyedStates, StateKind, StateTtl, Timers};
+use weir_runtime::state::{KeyedStates, StateKind, StateTtl};
 use weir_runtime::window::TimeDomain;
 
 use crate::env::key_hash;
@@ -235,7 +235,6 @@ pub struct KeyedContext<'a, K, O> {
     watermark: Timestamp,
     now: Timestamp,
     states: &'a mut KeyedStates<K>,
-    timers: &'a mut Timers<K>,
     out: &'a mut Batch<O>,
     sides: &'a mut HashMap<String, Box<dyn SideSink>>,
 }
@@ -263,19 +262,19 @@ impl<K: Key, O> KeyedContext<'_, K, O> {
     }
     /// Calls `on_timer` for this key once the watermark reaches `at` (once per key and time).
     pub fn register_event_time_timer(&mut self, at: Timestamp) {
-        self.timers.register_event(self.key, at)
+        self.states.timers().register_event(self.key, at)
     }
     /// Calls `on_timer` for this key once processing time reaches `at`.
     pub fn register_processing_time_timer(&mut self, at: Timestamp) {
-        self.timers.register_processing(self.key, at)
+        self.states.timers().register_processing(self.key, at)
     }
     /// Deletes an event-time timer of this key.
     pub fn delete_event_time_timer(&mut self, at: Timestamp) {
-        self.timers.delete_event(self.key, at)
+        self.states.timers().delete_event(self.key, at)
     }
     /// Deletes a processing-time timer of this key.
     pub fn delete_processing_time_timer(&mut self, at: Timestamp) {
-        self.timers.delete_processing(self.key, at)
+        self.states.timers().delete_processing(self.key, at)
     }
     /// Emits a record (timestamped like the current record or timer).
     pub fn collect(&mut self, record: O) {
@@ -356,8 +355,8 @@ const EXPIRE_EVERY_TICKS: u32 = 5;
 
 /// What a keyed process operator keeps for its function besides the function itself.
 struct KeyedRuntime<K, O> {
+    /// Keyed states and timers.
     states: KeyedStates<K>,
-    timers: Timers<K>,
     watermark: Timestamp,
     now: Timestamp,
     buf: Batch<O>,
@@ -379,7 +378,6 @@ impl<K: Key, O> KeyedRuntime<K, O> {
             watermark: self.watermark,
             now: self.now,
             states: &mut self.states,
-            timers: &mut self.timers,
             out: &mut self.buf,
             sides: &mut self.sides,
         }
@@ -411,16 +409,11 @@ impl Checkpointing {
         Ok(self.0.restored_watermark()?.unwrap_or(Timestamp::MIN))
     }
 
-    /// Hands in the snapshot for checkpoint `id` of keyed `states` and `timers`, and `watermark`.
-    pub(crate) fn snapshot<K: Key>(
-        &self,
-        id: u64,
-        states: &mut KeyedStates<K>,
-        timers: &Timers<K>,
-        watermark: Timestamp,
-    ) -> Result<()> {
+    /// Hands in the snapshot for checkpoint `id` of keyed `states` (with their timers) and
+    /// `watermark`.
+    pub(crate) fn snapshot<K: Key>(&self, id: u64, states: &mut KeyedStates<K>, watermark: Timestamp) -> Result<()> {
         if self.0.enabled() {
-            let keyed = weir_runtime::state::snapshot_keyed_state(states, timers, self.0.max_parallelism())?;
+            let keyed = weir_runtime::state::snapshot_keyed_state(states, self.0.max_parallelism())?;
             let disk = states.snapshot_disk(id, self.0.completed())?;
             self.0.snapshot_with(keyed, watermark, disk)?;
         }
@@ -428,8 +421,8 @@ impl Checkpointing {
     }
 
     /// The keyed states of the operator instance `env` describes, in the configured state backend,
-    /// and its timers, as it restored them.
-    pub(crate) fn restore_keyed<K: Key>(env: &weir_runtime::context::TaskEnv) -> Result<(KeyedStates<K>, Timers<K>)> {
+    /// with its timers, as it restored them.
+    pub(crate) fn restore_keyed<K: Key>(env: &weir_runtime::context::TaskEnv) -> Result<KeyedStates<K>> {
         use weir_core::checkpointing::StateBackendKind;
         let mut states = match env.state_backend.kind {
             StateBackendKind::Disk => {
@@ -442,15 +435,14 @@ impl Checkpointing {
             }
             _ => KeyedStates::default(),
         };
-        let mut timers = Timers::default();
-        weir_runtime::state::restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states, &mut timers)?;
-        Ok((states, timers))
+        weir_runtime::state::restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states)?;
+        Ok(states)
     }
 }
 
 impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> KeyedProcessOperator<K, T, KF, F> {
     fn fire(&mut self, event_time: bool, time: Timestamp) -> Result<()> {
-        while let Some((at, k)) = self.rt.timers.pop_due(event_time, time) {
+        while let Some((at, k)) = self.rt.states.pop_due_timer(event_time, time)? {
             let (ts, domain) =
                 if event_time { (Some(at), TimeDomain::EventTime) } else { (None, TimeDomain::ProcessingTime) };
             let mut ctx = self.rt.context(&k, ts, Some(domain));
@@ -478,6 +470,8 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
             let mut ctx = self.rt.context(&k, ts, None);
             self.f.process_element(x, &mut ctx)?;
         }
+        // On disk, the timers this batch registered go to the store now.
+        self.rt.states.flush_timers()?;
         self.flush()
     }
 
@@ -498,7 +492,7 @@ impl<K: Key, T, KF: FnMut(&T) -> K, F: KeyedProcessFunction<K, T>> Output<T> for
             Control::Idle(_) => {}
             Control::Barrier(id) => {
                 self.flush()?;
-                self.checkpoint.snapshot(id, &mut self.rt.states, &self.rt.timers, self.rt.watermark)?;
+                self.checkpoint.snapshot(id, &mut self.rt.states, self.rt.watermark)?;
             }
         }
         for s in self.rt.sides.values_mut() {
@@ -524,7 +518,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
         let out = self.stream.operator(
             "Keyed Process",
             move |env, next, sides| {
-                let (states, timers) = Checkpointing::restore_keyed(env)?;
+                let states = Checkpointing::restore_keyed(env)?;
                 let checkpoint = Checkpointing::of(env)?;
                 let watermark = checkpoint.restored_watermark()?;
                 Ok(Box::new(KeyedProcessOperator {
@@ -533,7 +527,6 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
                     checkpoint,
                     rt: KeyedRuntime {
                         states,
-                        timers,
                         watermark,
                         now: now_millis(),
                         buf: Batch::default(),

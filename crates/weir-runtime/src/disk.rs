@@ -18,6 +18,7 @@
 //! previous checkpoint did not complete, and after a restore.
 
 pub mod engine;
+pub mod timers;
 pub mod windows;
 
 use std::hash::Hash;

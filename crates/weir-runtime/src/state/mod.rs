@@ -8,11 +8,13 @@
 //! parallelism) is in [`operator`], re-exported here.
 
 pub mod operator;
+pub mod timers;
 
 pub use operator::{OperatorListState, OperatorStateStore, Redistribution, redistribute};
+pub use timers::Timers;
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use weir_core::{Error, Result};
@@ -104,11 +106,19 @@ pub struct KeyedStates<K> {
     /// (on the heap only: the disk backend keeps them in its store).
     restored: HashMap<String, Vec<(K, Vec<u8>, Timestamp)>>,
     disk: Option<RawStore>,
+    /// The timers of the operator instance (in `disk` with the disk backend).
+    timers: Timers<K>,
 }
 
 impl<K: Hash + Eq + Clone> Default for KeyedStates<K> {
     fn default() -> Self {
-        KeyedStates { declared: Vec::new(), per_key: StateMap::default(), restored: HashMap::new(), disk: None }
+        KeyedStates {
+            declared: Vec::new(),
+            per_key: StateMap::default(),
+            restored: HashMap::new(),
+            disk: None,
+            timers: Timers::default(),
+        }
     }
 }
 
@@ -169,11 +179,10 @@ fn parse_stored_value(bytes: &[u8]) -> Result<(Timestamp, &[u8])> {
 }
 
 /// Encodes a keyed operator's state and timers by key group, for a checkpoint. With the disk
-/// backend, only the timers: its states are in its store, and [`KeyedStates::snapshot_disk`]
-/// snapshots them.
-pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize>(
+/// backend, only states restored from the heap backend's chunks and not declared yet: the rest is
+/// in its store, and [`KeyedStates::snapshot_disk`] snapshots it.
+pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned>(
     states: &KeyedStates<K>,
-    timers: &Timers<K>,
     max_parallelism: u32,
 ) -> Result<Vec<(u32, Vec<u8>)>> {
     let mut groups: BTreeMap<u32, KeyedChunk<&K, &str>> = BTreeMap::new();
@@ -195,11 +204,9 @@ pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize>(
             chunk.states.push((k, name, bytes.clone(), *touched));
         }
     }
-    for (event, live) in [(true, &timers.live_event), (false, &timers.live_processing)] {
-        for (at, k) in live {
-            let chunk = groups.entry(group(k)).or_insert_with(|| KeyedChunk { states: vec![], timers: vec![] });
-            chunk.timers.push((k, event, *at));
-        }
+    for (event, at, k) in states.timers.on_heap() {
+        let chunk = groups.entry(group(k)).or_insert_with(|| KeyedChunk { states: vec![], timers: vec![] });
+        chunk.timers.push((k, event, at));
     }
     groups
         .into_iter()
@@ -212,14 +219,13 @@ pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize>(
 }
 
 /// Restores what [`snapshot_keyed_state`] wrote (`chunks`) and what the disk backend wrote
-/// (`raw`, in the order it applies) into empty `states` and `timers`, whichever backend wrote
-/// them and whichever `states` uses. On the heap, values are decoded when the operator declares
+/// (`raw`, in the order it applies) into empty `states` (with their timers), whichever backend
+/// wrote them and whichever `states` uses. On the heap, values are decoded when the operator declares
 /// their state; on disk, when a key's state is first read.
 pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned>(
     chunks: &[(u32, Vec<u8>)],
     raw: &crate::checkpoint::file::RawState,
     states: &mut KeyedStates<K>,
-    timers: &mut Timers<K>,
 ) -> Result<()> {
     let mut to_store = Vec::new();
     for (kg, bytes) in chunks {
@@ -238,13 +244,14 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
             }
         }
         for (k, event, at) in chunk.timers {
-            if event { timers.register_event(&k, at) } else { timers.register_processing(&k, at) }
+            if event { states.timers.register_event(&k, at) } else { states.timers.register_processing(&k, at) }
         }
     }
     match &mut states.disk {
         Some(store) => {
             store.restore(raw)?;
             store.restore_entries(to_store)?;
+            states.timers.restored(store)?;
         }
         None => {
             // Written by the disk backend: applied in order, a later value or removal winning.
@@ -256,7 +263,11 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
                 Ok(())
             })?;
             for (sk, v) in latest {
-                if let Some(v) = v {
+                // A removal (of a state, or of a timer that fired or was deleted) restores nothing.
+                let Some(v) = v else { continue };
+                if let Some((event, at, key)) = Timers::<K>::parse_stored(&sk) {
+                    states.timers.register_stored(event, at, key)?;
+                } else {
                     let (name, k) = parse_state_key::<K>(&sk)?;
                     let (touched, value) = parse_stored_value(&v)?;
                     states.restored.entry(name).or_default().push((k, value.to_vec(), touched));
@@ -270,7 +281,28 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
 impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> KeyedStates<K> {
     /// Keyed states kept in the disk backend's `store`, with a cache of decoded values in front.
     pub fn on_disk(store: RawStore) -> Self {
-        KeyedStates { disk: Some(store), ..KeyedStates::default() }
+        KeyedStates { disk: Some(store), timers: Timers::on_disk(), ..KeyedStates::default() }
+    }
+
+    /// The timers of the operator instance, to register and delete.
+    pub fn timers(&mut self) -> &mut Timers<K> {
+        &mut self.timers
+    }
+
+    /// The earliest live timer at or before `time` in one domain (event time or processing time),
+    /// removed; `None` when there is none. Timers registered while firing are seen by later calls.
+    pub fn pop_due_timer(&mut self, event_time: bool, time: Timestamp) -> Result<Option<(Timestamp, K)>> {
+        self.timers.pop_due(event_time, time, self.disk.as_mut())
+    }
+
+    /// Writes the timers registered or deleted since the last call to the disk backend's store, so
+    /// that memory holds no more of them than one batch of records registers (nothing to do on the
+    /// heap).
+    pub fn flush_timers(&mut self) -> Result<()> {
+        match &mut self.disk {
+            Some(store) => self.timers.flush(store),
+            None => Ok(()),
+        }
     }
 
     /// The slot index of state `name`, declaring it on first use; an error if it was declared
@@ -281,6 +313,11 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
         kind: StateKind,
         ttl: Option<StateTtl>,
     ) -> Result<usize> {
+        if name.starts_with('\0') {
+            return Err(Error::invalid_job(format!(
+                "state name {name:?} starts with a NUL character, which weir reserves for its own state; rename it"
+            )));
+        }
         if let Some(t) = ttl
             && t.ttl_ms < 1
         {
@@ -480,89 +517,8 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
             Self::write_back(&self.declared, store, k, cells, &mut batch)?;
         }
         store.write(batch)?;
+        self.timers.flush(store)?;
         store.snapshot(id, completed).map(Some)
-    }
-}
-
-/// Timers of a keyed operator: at most one per key, timestamp and time domain.
-pub struct Timers<K> {
-    event: BTreeMap<Timestamp, Vec<K>>,
-    processing: BTreeMap<Timestamp, Vec<K>>,
-    live_event: HashSet<(Timestamp, K), foldhash::fast::RandomState>,
-    live_processing: HashSet<(Timestamp, K), foldhash::fast::RandomState>,
-}
-
-impl<K: Hash + Eq + Clone> Default for Timers<K> {
-    fn default() -> Self {
-        Timers {
-            event: BTreeMap::new(),
-            processing: BTreeMap::new(),
-            live_event: HashSet::default(),
-            live_processing: HashSet::default(),
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> Timers<K> {
-    /// Registers an event-time timer; registering the same key and time again has no effect.
-    pub fn register_event(&mut self, key: &K, at: Timestamp) {
-        if self.live_event.insert((at, key.clone())) {
-            self.event.entry(at).or_default().push(key.clone());
-        }
-    }
-
-    /// Registers a processing-time timer.
-    pub fn register_processing(&mut self, key: &K, at: Timestamp) {
-        if self.live_processing.insert((at, key.clone())) {
-            self.processing.entry(at).or_default().push(key.clone());
-        }
-    }
-
-    /// Deletes an event-time timer.
-    pub fn delete_event(&mut self, key: &K, at: Timestamp) {
-        self.live_event.remove(&(at, key.clone()));
-    }
-
-    /// Deletes a processing-time timer.
-    pub fn delete_processing(&mut self, key: &K, at: Timestamp) {
-        self.live_processing.remove(&(at, key.clone()));
-    }
-
-    /// The earliest live timer at or before `time` in one domain, removed; `None` when there is
-    /// none. Timers registered while firing are seen by later calls.
-    pub fn pop_due(&mut self, event_time: bool, time: Timestamp) -> Option<(Timestamp, K)> {
-        let (map, live) = if event_time {
-            (&mut self.event, &mut self.live_event)
-        } else {
-            (&mut self.processing, &mut self.live_processing)
-        };
-        loop {
-            let mut entry = map.first_entry()?;
-            let at = *entry.key();
-            if at > time {
-                return None;
-            }
-            match entry.get_mut().pop() {
-                Some(k) => {
-                    if live.remove(&(at, k.clone())) {
-                        return Some((at, k));
-                    }
-                }
-                None => {
-                    entry.remove();
-                }
-            }
-        }
-    }
-
-    /// Number of live timers.
-    pub fn len(&self) -> usize {
-        self.live_event.len() + self.live_processing.len()
-    }
-
-    /// Whether there are no live timers.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -666,43 +622,24 @@ mod tests {
         let now = 3 * 600 + 300;
         let want = read_all(&mut heap, 40, now)?;
         let mut on_disk = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&[], &chunks.clone().into(), &mut on_disk, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut on_disk)?;
         assert_eq!(read_all(&mut on_disk, 40, now)?, want);
         let mut on_heap = KeyedStates::<u32>::default();
-        restore_keyed_state(&[], &chunks.clone().into(), &mut on_heap, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut on_heap)?;
         assert_eq!(read_all(&mut on_heap, 40, now)?, want);
         // And the heap's snapshot restores on disk; expired lists are not read back.
-        let typed = snapshot_keyed_state(&heap, &Timers::default(), 16)?;
+        let typed = snapshot_keyed_state(&heap, 16)?;
         let mut from_heap = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&typed, &Default::default(), &mut from_heap, &mut Timers::default())?;
+        restore_keyed_state(&typed, &Default::default(), &mut from_heap)?;
         assert_eq!(read_all(&mut from_heap, 40, now)?, want);
         let later = read_all(&mut from_heap, 40, now + 5_000)?;
         assert!(later.iter().all(|(_, _, seen)| seen.is_empty()), "the lists expired");
         // A state read as another type than it was written as is refused with what to do.
         let mut wrong = disk_states(dir.path(), 3)?;
-        restore_keyed_state(&[], &chunks.clone().into(), &mut wrong, &mut Timers::default())?;
+        restore_keyed_state(&[], &chunks.clone().into(), &mut wrong)?;
         let slot = wrong.declare::<Option<String>>("count", StateKind::Value, None)?;
         let e = (0..40).find_map(|k| wrong.get_or_init(&k, slot, now, || None::<String>).err());
         assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("cannot be read as"));
         Ok(())
-    }
-
-    #[test]
-    fn timers_fire_once_per_key_and_time_in_order_and_can_be_deleted() {
-        let mut t: Timers<&str> = Timers::default();
-        t.register_event(&"a", 20);
-        t.register_event(&"a", 20);
-        t.register_event(&"b", 10);
-        t.register_event(&"c", 30);
-        t.delete_event(&"c", 30);
-        t.register_processing(&"a", 5);
-        let mut fired = Vec::new();
-        while let Some(x) = t.pop_due(true, 25) {
-            fired.push(x);
-        }
-        assert_eq!(fired, vec![(10, "b"), (20, "a")]);
-        assert_eq!(t.pop_due(true, 100), None, "the deleted timer does not fire");
-        assert_eq!(t.pop_due(false, 5), Some((5, "a")));
-        assert!(t.is_empty());
     }
 }
