@@ -15,7 +15,8 @@
 //! snapshot of this instance, as a link of a chain that starts at a full snapshot. A restore
 //! applies the links in order. A chain restarts with a full snapshot when it reaches
 //! [`MAX_CHAIN`] links, when its increments add up to more than its full snapshot, when the
-//! previous checkpoint did not complete, and after a restore.
+//! previous checkpoint did not complete, after a restore, and when more keys changed since the
+//! previous snapshot than the set of changed keys may hold ([`CHANGED_PER_CACHED`]).
 
 pub mod engine;
 pub mod timers;
@@ -39,6 +40,15 @@ use engine::Engine;
 
 /// Links of an incremental chain (a full snapshot and its increments) before a new full snapshot.
 pub const MAX_CHAIN: usize = 10;
+
+/// Keys the set of keys changed since the last snapshot may hold, per entry the cache in front may
+/// hold (and at least [`MIN_CHANGED_BOUND`]): past it the set is dropped and the next snapshot is a
+/// full one, so memory stays bounded when most of a large state changes between two checkpoints
+/// (an increment would then be about as large as a full snapshot anyway).
+pub const CHANGED_PER_CACHED: usize = 4;
+
+/// The least bound on the set of changed keys, whatever the cache's size.
+pub const MIN_CHANGED_BOUND: usize = 1 << 16;
 
 /// Encoded keyed state, one chunk per key group.
 pub type KeyedChunks = Vec<(u32, Vec<u8>)>;
@@ -161,6 +171,9 @@ pub struct RawStore {
     /// group: the increment reads their values (or their absence) from the store's view at the
     /// barrier, so only keys are kept here.
     changed: StateMap<Vec<u8>, u32>,
+    /// Whether `changed` outgrew its bound since the last snapshot (and was dropped): the next
+    /// snapshot is a full one.
+    changed_overflowed: bool,
     /// The links of the latest snapshot's chain, itself last (empty: none taken yet).
     chain: Vec<CheckpointId>,
     /// Bytes of the chain's full snapshot, and of its increments since (set by the writer thread
@@ -186,6 +199,7 @@ impl RawStore {
             incremental: config.incremental,
             capacity: config.cache_entries.max(1),
             changed: StateMap::default(),
+            changed_overflowed: false,
             chain: Vec::new(),
             base_bytes: Arc::new(AtomicUsize::new(0)),
             increments_bytes: Arc::new(AtomicUsize::new(0)),
@@ -209,14 +223,21 @@ impl RawStore {
 
     /// Stores `batch` (key group, store key, value; `None` removes), at once.
     pub fn write(&mut self, batch: Vec<StoreWrite>) -> Result<()> {
-        if self.incremental {
+        if self.incremental && !self.changed_overflowed {
             for (kg, k, _) in &batch {
                 self.changed.insert(k.clone(), *kg);
             }
-            self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
-        } else {
-            self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
+            if self.changed.len() > self.changed_bound() {
+                self.changed = StateMap::default();
+                self.changed_overflowed = true;
+            }
         }
+        self.engine.write(batch.into_iter().map(|(_, k, v)| (k, v)).collect())
+    }
+
+    /// The most keys the set of changed keys holds before it is dropped for a full snapshot.
+    fn changed_bound(&self) -> usize {
+        self.capacity.saturating_mul(CHANGED_PER_CACHED).max(MIN_CHANGED_BOUND)
     }
 
     /// The snapshot for checkpoint `id` (`completed`: the latest completed checkpoint) of what is
@@ -229,6 +250,7 @@ impl RawStore {
         // full snapshot would: start over then too.
         let base_bytes = self.base_bytes.load(Ordering::Relaxed);
         let continues = self.incremental
+            && !std::mem::take(&mut self.changed_overflowed)
             && previous == Some(completed)
             && self.chain.len() < MAX_CHAIN
             && self.increments_bytes.load(Ordering::Relaxed) <= base_bytes;
@@ -637,6 +659,44 @@ mod tests {
         // The working directories go with their stores.
         drop((s, full));
         assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(99), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_set_of_changed_keys_past_its_bound_is_dropped_for_a_full_snapshot() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let mut s = store(dir.path(), true, 4)?;
+        let mut model = BTreeMap::new();
+        add(&mut s, &mut model, 1, 1)?;
+        assert!(snap(&mut s, 1, 0)?.1.is_empty());
+        let bound = s.store.changed_bound();
+        assert_eq!(bound, MIN_CHANGED_BOUND, "a small cache gets the least bound");
+        let batch = |from: u64, n: u64| -> Result<Vec<StoreWrite>> {
+            (from..from + n)
+                .map(|k| {
+                    let (kg, sk) = store_key(weir_core::keygroup::key_group(&k, 128), &k)?;
+                    Ok((kg, sk, Some(encode(&k)?)))
+                })
+                .collect()
+        };
+        // Up to the bound, an increment.
+        s.store.write(batch(10, bound as u64)?)?;
+        assert_eq!(s.store.changed.len(), bound);
+        assert_eq!(snap(&mut s, 2, 1)?.1, vec![1]);
+        // Past it, the set is dropped at once and the next snapshot is full, with every entry.
+        s.store.write(batch(10, bound as u64 + 1)?)?;
+        assert!(s.store.changed.is_empty() && s.store.changed_overflowed);
+        s.store.write(batch(0, 3)?)?;
+        assert!(s.store.changed.is_empty(), "nothing is gathered until the full snapshot");
+        let (chunks, links) = snap(&mut s, 3, 2)?;
+        assert!(links.is_empty(), "a full snapshot");
+        let mut heap: StateMap<u64, u64> = StateMap::default();
+        apply_raw(&chunks.into(), &mut heap)?;
+        // Keys 0, 1, 2 and the bound's worth from 10 on.
+        assert_eq!(heap.len(), bound + 4);
+        // And the chain goes on from it.
+        add(&mut s, &mut model, 1, 1)?;
+        assert_eq!(snap(&mut s, 4, 3)?.1, vec![3]);
         Ok(())
     }
 
