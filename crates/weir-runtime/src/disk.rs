@@ -134,9 +134,18 @@ impl<'s, 'a> Chunker<'s, 'a> {
     }
 }
 
-/// The key group a store key starts with.
+/// Set on the key group of store keys kept aside from a [`DiskKeyed`]'s values (the queues of
+/// [`timers::DiskTimerQueue::aside`]); key groups are below it.
+pub const ASIDE: u16 = 1 << 15;
+
+/// The key group a store key starts with (with or without [`ASIDE`]).
 fn group_of(key: &[u8]) -> u32 {
-    u32::from(u16::from_be_bytes([key[0], key[1]]))
+    u32::from(u16::from_be_bytes([key[0], key[1]]) & !ASIDE)
+}
+
+/// Whether a store key is kept aside from the values.
+pub fn is_aside(key: &[u8]) -> bool {
+    key.first().is_some_and(|b| b & 0x80 != 0)
 }
 
 /// Every entry of `view`, in key order, encoded into chunks and handed to `sink` as the scan goes;
@@ -186,9 +195,10 @@ impl RawStore {
     /// A store for one operator instance (`name` makes its working directory unique) under the
     /// configured directory; removed when dropped.
     pub fn open(config: &StateBackendConfig, name: &str, max_parallelism: u32) -> Result<Self> {
-        if max_parallelism > u32::from(u16::MAX) + 1 {
+        if max_parallelism > u32::from(ASIDE) {
             return Err(Error::Config(format!(
-                "the disk state backend supports up to 65536 key groups; pipeline.max-parallelism is {max_parallelism}"
+                "the disk state backend supports up to {ASIDE} key groups (as Flink does); pipeline.max-parallelism \
+                 is {max_parallelism}: lower it"
             )));
         }
         let base = config.dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
@@ -298,6 +308,11 @@ impl RawStore {
     /// The first store key at or after `from`, if any.
     pub fn next_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
         self.engine.next_key(from)
+    }
+
+    /// Calls `f` with every entry kept aside ([`ASIDE`]), in key order.
+    pub fn scan_aside(&self, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.engine.scan_from(&ASIDE.to_be_bytes(), f)
     }
 }
 
@@ -513,7 +528,33 @@ where
     /// written first).
     pub fn for_each(&mut self, mut f: impl FnMut(K, V) -> Result<()>) -> Result<()> {
         self.flush()?;
-        self.store.engine.scan(|k, v| f(decode::<K>(k.get(2..).unwrap_or_default())?, decode::<V>(v)?))
+        self.store
+            .engine
+            .scan_to(&ASIDE.to_be_bytes(), |k, v| f(decode::<K>(k.get(2..).unwrap_or_default())?, decode::<V>(v)?))
+    }
+
+    /// Like [`DiskKeyed::for_each`], writing to the store the entries kept aside (store key and
+    /// value) that `f` gives for each: for a restore, which indexes what it restored (they are not
+    /// changes since a snapshot: the first snapshot after a restore is a full one anyway).
+    pub fn index_aside(
+        &mut self,
+        mut f: impl FnMut(K, V, &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>,
+    ) -> Result<()> {
+        self.flush()?;
+        let engine = &self.store.engine;
+        let mut batch = Vec::new();
+        engine.scan_to(&ASIDE.to_be_bytes(), |k, v| {
+            f(decode::<K>(k.get(2..).unwrap_or_default())?, decode::<V>(v)?, &mut batch)?;
+            if batch.iter().any(|(k, _)| !is_aside(k)) {
+                return Err(Error::internal("an index entry is not kept aside"));
+            }
+            if batch.len() >= 4096 {
+                // (The scan reads a view from before these writes, and they sort after it.)
+                engine.write(std::mem::take(&mut batch))?;
+            }
+            Ok(())
+        })?;
+        engine.write(batch)
     }
 
     /// Every entry, decoded.
@@ -528,8 +569,16 @@ where
     }
 }
 
+impl<K, V> DiskKeyed<K, V> {
+    /// The store under the cache, for what is kept aside from the values (timers); values must go
+    /// through the cache.
+    pub fn store_mut(&mut self) -> &mut RawStore {
+        &mut self.store
+    }
+}
+
 /// Applies raw chunks (in order) to a map of decoded entries: for an operator on the heap backend
-/// restoring what the disk backend wrote.
+/// restoring what the disk backend wrote (entries kept aside are not values: skipped).
 pub fn apply_raw<K, V>(raw: &RawState, into: &mut StateMap<K, V>) -> Result<()>
 where
     K: Hash + Eq + DeserializeOwned,
@@ -537,6 +586,9 @@ where
 {
     raw.for_each(|kg, bytes| {
         for (k, v) in decode_raw_chunk(kg, bytes)? {
+            if is_aside(&k) {
+                continue;
+            }
             let key: K = decode(k.get(2..).unwrap_or_default())?;
             match v {
                 Some(v) => {

@@ -37,7 +37,11 @@ pub type CheckpointId = u64;
 /// - 3: a state file is a head (the [`TaskState`] without the streamed state) followed by frames of
 ///   raw keyed state, written as they are made, so that a large snapshot of the disk backend is
 ///   never held in memory whole ([`TaskState::encode_head`]).
-pub const STATE_FORMAT_VERSION: u32 = 3;
+/// - 4: the disk backend's raw state holds timers and indexes beside the values: a process
+///   function's timers under reserved state names, and the session windows' index of ends kept
+///   aside ([`crate::disk::ASIDE`]); a reader of version 3 would take them for values. Versions 2
+///   and 3 are read as before (their timers are in the typed chunks).
+pub const STATE_FORMAT_VERSION: u32 = 4;
 
 /// The oldest format version this weir reads.
 pub const OLDEST_READABLE_VERSION: u32 = 2;

@@ -130,6 +130,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Calls `f` with every entry whose key is before `end`, in key order.
+    pub fn scan_to(&self, end: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.keyspace.range(..end.to_vec()) {
+            let (k, v) = guard.into_inner().map_err(|e| failed("read", &self.dir.0, e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every entry whose key is at or after `from`, in key order.
+    pub fn scan_from(&self, from: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for guard in self.keyspace.range(from.to_vec()..) {
+            let (k, v) = guard.into_inner().map_err(|e| failed("read", &self.dir.0, e))?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// The first key at or after `from`, if any.
     pub fn next_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.keyspace.range(from..).next() {

@@ -8,6 +8,12 @@
 //! timers apart from the states in the same store. Within a key group, timers therefore sort by
 //! time, and popping the earliest is a seek.
 //!
+//! Stores whose value keys are `key group ++ encoded key` ([`super::DiskKeyed`]) have no room for a
+//! tag beside their values: their queues are kept *aside* ([`DiskTimerQueue::aside`]), under the
+//! key group with its top bit set ([`super::ASIDE`]), which no value key has (key groups are below
+//! 32768). Entries aside belong to their key group as any other (a snapshot's chunks and a restore
+//! at another parallelism go by the key group without the bit), and readers of values skip them.
+//!
 //! Memory holds, per key group that has timers, one store key at or before its earliest live timer
 //! (where the next seek starts), and an ordered set of those positions' times: a number of entries
 //! bounded by the key groups of the instance, whatever the number of timers. A popped timer moves
@@ -23,6 +29,8 @@ use crate::output::Timestamp;
 
 /// One time domain's timers in a [`RawStore`], under a tag of their own.
 pub struct DiskTimerQueue {
+    /// Set on the key group of every store key of this queue (0, or [`super::ASIDE`]).
+    mark: u16,
     /// What follows the key group in every store key of this queue.
     tag: Vec<u8>,
     /// Per key group with timers: a store key at or before its earliest live timer.
@@ -40,13 +48,19 @@ fn time_bytes(at: Timestamp) -> [u8; 8] {
 impl DiskTimerQueue {
     /// An empty queue whose store keys carry `tag` after the key group.
     pub fn new(tag: Vec<u8>) -> Self {
-        DiskTimerQueue { tag, from: HashMap::new(), heads: BTreeSet::new() }
+        DiskTimerQueue { mark: 0, tag, from: HashMap::new(), heads: BTreeSet::new() }
+    }
+
+    /// An empty queue kept aside from the store's values, its store keys carrying `tag` after the
+    /// marked key group.
+    pub fn aside(tag: Vec<u8>) -> Self {
+        DiskTimerQueue { mark: super::ASIDE, ..Self::new(tag) }
     }
 
     /// The store key prefix of this queue's timers in key group `kg`.
     fn prefix(&self, kg: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(2 + self.tag.len() + 8);
-        out.extend_from_slice(&(kg as u16).to_be_bytes());
+        out.extend_from_slice(&(kg as u16 | self.mark).to_be_bytes());
         out.extend_from_slice(&self.tag);
         out
     }
@@ -61,7 +75,7 @@ impl DiskTimerQueue {
 
     /// The time and payload of `key` if it is a store key of this queue; `None` for any other key.
     pub fn parse<'k>(&self, key: &'k [u8]) -> Option<(Timestamp, &'k [u8])> {
-        parse_key(&self.tag, key)
+        parse_key(self.mark != 0, &self.tag, key)
     }
 
     /// The time of a position in the queue (a store key of it, or one just past one).
@@ -135,6 +149,10 @@ impl DiskTimerQueue {
         while kg <= u32::from(u16::MAX) {
             let Some(key) = store.next_key(&self.prefix(kg))? else { break };
             let found = super::group_of(&key);
+            if super::is_aside(&key) != (self.mark != 0) {
+                // Past the entries of this kind (values sort before entries aside).
+                break;
+            }
             if found != kg {
                 // Nothing of this queue in the key groups before the one found.
                 kg = found;
@@ -155,8 +173,11 @@ impl DiskTimerQueue {
     }
 }
 
-/// The time and payload of `key` if it is a store key of timers tagged `tag`.
-pub fn parse_key<'k>(tag: &[u8], key: &'k [u8]) -> Option<(Timestamp, &'k [u8])> {
+/// The time and payload of `key` if it is a store key of timers tagged `tag` (kept aside or not).
+pub fn parse_key<'k>(aside: bool, tag: &[u8], key: &'k [u8]) -> Option<(Timestamp, &'k [u8])> {
+    if super::is_aside(key) != aside {
+        return None;
+    }
     let rest = key.get(2..)?.strip_prefix(tag)?;
     let (time, payload) = rest.split_first_chunk::<8>()?;
     Some(((u64::from_be_bytes(*time) ^ (1 << 63)) as Timestamp, payload))

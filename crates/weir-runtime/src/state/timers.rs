@@ -192,8 +192,9 @@ impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned> Timers<K> {
     /// If `store_key` is a timer written by the disk backend: its domain (event time?), time and
     /// encoded key.
     pub(crate) fn parse_stored(store_key: &[u8]) -> Option<(bool, Timestamp, &[u8])> {
-        (0..2)
-            .find_map(|d| crate::disk::timers::parse_key(&tag(d), store_key).map(|(at, payload)| (d == 0, at, payload)))
+        (0..2).find_map(|d| {
+            crate::disk::timers::parse_key(false, &tag(d), store_key).map(|(at, payload)| (d == 0, at, payload))
+        })
     }
 
     /// Registers a timer read from a snapshot (decoded from what the disk backend wrote).

@@ -7,6 +7,7 @@ use std::hash::Hash;
 use weir_core::{Error, Result};
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
+use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -21,6 +22,15 @@ struct Session<A> {
 /// A key's sessions in the disk backend (one stored value per key).
 type OnDisk<K, A> = crate::disk::DiskKeyed<K, Vec<Session<A>>>;
 
+/// The tag of the index of session ends kept aside in the disk backend's store.
+const ENDS: &[u8] = b"session-ends";
+
+/// Sessions in the disk backend, and the index of their ends beside them.
+struct SessionsOnDisk<K, A> {
+    sessions: OnDisk<K, A>,
+    ends: DiskTimerQueue,
+}
+
 /// Keyed session windows with an incremental [`WindowFunction`] (its `merge` joins sessions).
 ///
 /// A record at `t` opens the window `[t, t + gap)`, which merges with every session of its key it
@@ -30,8 +40,8 @@ type OnDisk<K, A> = crate::disk::DiskKeyed<K, Vec<Session<A>>>;
 /// by the key group of the key, and its watermark.
 ///
 /// With the disk state backend (`state.backend.type: disk`) a key's sessions are one value in the
-/// instance's store; the index of session ends (which keys to visit when the watermark passes a
-/// time) stays in memory.
+/// instance's store, and the index of session ends (which keys to visit when the watermark passes
+/// a time) is kept aside in the same store, a queue of (end, key) as timers are.
 pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
@@ -40,8 +50,9 @@ pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     lateness: i64,
     sessions: StateMap<K, Vec<Session<WF::Acc>>>,
     /// With the disk state backend: the sessions, there (and `sessions` stays empty).
-    disk: Option<Box<OnDisk<K, WF::Acc>>>,
-    /// Keys that have (or had: entries may be stale after merges) a session ending at a time.
+    disk: Option<Box<SessionsOnDisk<K, WF::Acc>>>,
+    /// Keys that have (or had: entries may be stale after merges) a session ending at a time (on
+    /// the heap; on disk, `disk.ends`).
     by_end: BTreeMap<Timestamp, Vec<K>>,
     watermark: Timestamp,
     operator: String,
@@ -104,31 +115,37 @@ where
             sessions.entry(k).or_default().push(Session { window, acc, fired });
         }
         let lateness = self.lateness;
-        let by_end = &mut self.by_end;
         // As `add` and `advance` index them: by end until they fire, then by end of lateness.
-        let mut index = |k: &K, ss: &[Session<WF::Acc>]| {
-            for s in ss {
-                let at = if s.fired { s.window.end.saturating_add(lateness) } else { s.window.end };
-                by_end.entry(at).or_default().push(k.clone());
-            }
-        };
+        let index_at =
+            move |s: &Session<WF::Acc>| if s.fired { s.window.end.saturating_add(lateness) } else { s.window.end };
         if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
             let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let mut disk = OnDisk::open(&env.state_backend, &name, env.op.max_parallelism.max(1))?;
+            let max_parallelism = env.op.max_parallelism.max(1);
+            let mut disk = OnDisk::open(&env.state_backend, &name, max_parallelism)?;
             disk.restore_entries(&env.restored_raw, sessions.into_iter().collect())?;
-            // The index is rebuilt from the store: one pass over the restored sessions.
+            let mut ends = DiskTimerQueue::aside(ENDS.to_vec());
+            // The index is written from the store's sessions: one pass over them, whatever wrote
+            // them (a snapshot of the disk backend holds its index too; writing it again changes
+            // nothing). Then each key group's first end is found.
             if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
-                disk.for_each(|k, ss| {
-                    index(&k, &ss);
+                disk.index_aside(|k, ss, out| {
+                    let kg = weir_core::keygroup::key_group(&k, max_parallelism);
+                    let key = crate::disk::encode(&k)?;
+                    for s in &ss {
+                        out.push((ends.key(kg, index_at(s), &key), Some(Vec::new())));
+                    }
                     Ok(())
                 })?;
+                ends.rebuild(disk.store_mut())?;
             }
-            self.disk = Some(Box::new(disk));
+            self.disk = Some(Box::new(SessionsOnDisk { sessions: disk, ends }));
             return Ok(self);
         }
         crate::disk::apply_raw(&env.restored_raw, &mut sessions)?;
         for (k, ss) in &sessions {
-            index(k, ss);
+            for s in ss {
+                self.by_end.entry(index_at(s)).or_default().push(k.clone());
+            }
         }
         self.sessions = sessions;
         Ok(self)
@@ -143,7 +160,7 @@ where
         let mut window = TimeWindow { start: ts, end: ts.saturating_add(self.gap) };
         let k = (self.key)(&x);
         let sessions = match &mut self.disk {
-            Some(disk) => disk.value(&k, Vec::new)?,
+            Some(disk) => disk.sessions.value(&k, Vec::new)?,
             None => self.sessions.entry(k.clone()).or_default(),
         };
         // Merge every session the new window intersects; windows that touch intersect (Flink's
@@ -164,7 +181,7 @@ where
             // Late even after merging: only possible when nothing was merged.
             if sessions.is_empty() {
                 match &mut self.disk {
-                    Some(disk) => disk.remove(&k)?,
+                    Some(disk) => disk.sessions.remove(&k)?,
                     None => {
                         self.sessions.remove(&k);
                     }
@@ -182,8 +199,53 @@ where
         }
         sessions.push(Session { window, acc, fired: complete });
         let at = if complete { window.end.saturating_add(self.lateness) } else { window.end };
-        self.by_end.entry(at).or_default().push(k);
-        Ok(())
+        self.index(k, at)
+    }
+
+    /// Notes that `k` has a session to visit once time passes `at - 1`.
+    fn index(&mut self, k: K, at: Timestamp) -> Result<()>
+    where
+        K: serde::Serialize,
+    {
+        match &mut self.disk {
+            Some(disk) => {
+                let store = disk.sessions.store_mut();
+                let kg = store.key_group(&k);
+                let sk = disk.ends.key(kg, at, &crate::disk::encode(&k)?);
+                store.write(vec![(kg, sk.clone(), Some(Vec::new()))])?;
+                disk.ends.noted(kg, &sk)
+            }
+            None => {
+                self.by_end.entry(at).or_default().push(k);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next key with a session indexed at or before `time + 1`, its index entry removed.
+    fn next_due(&mut self, time: Timestamp) -> Result<Option<K>>
+    where
+        K: serde::de::DeserializeOwned,
+    {
+        let until = time.saturating_add(1);
+        if let Some(disk) = &mut self.disk {
+            return match disk.ends.pop_due(disk.sessions.store_mut(), until)? {
+                Some((_, key)) => Ok(Some(crate::disk::decode(&key)?)),
+                None => Ok(None),
+            };
+        }
+        loop {
+            let Some(mut entry) = self.by_end.first_entry() else { return Ok(None) };
+            if *entry.key() > until {
+                return Ok(None);
+            }
+            match entry.get_mut().pop() {
+                Some(k) => return Ok(Some(k)),
+                None => {
+                    entry.remove();
+                }
+            }
+        }
     }
 
     /// Fires sessions complete at `time` and forgets those whose lateness ran out.
@@ -192,16 +254,11 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
-        while let Some(entry) = self.by_end.first_entry() {
-            let at = *entry.key();
-            if at - 1 > time {
-                break;
-            }
-            let keys = entry.remove();
-            for k in keys {
+        while let Some(k) = self.next_due(time)? {
+            {
                 let sessions = match &mut self.disk {
                     // (A key whose sessions are gone reads as none.)
-                    Some(disk) => disk.value(&k, Vec::new)?,
+                    Some(disk) => disk.sessions.value(&k, Vec::new)?,
                     None => match self.sessions.get_mut(&k) {
                         Some(sessions) => sessions,
                         None => continue,
@@ -227,14 +284,14 @@ where
                 });
                 if sessions.is_empty() {
                     match &mut self.disk {
-                        Some(disk) => disk.remove(&k)?,
+                        Some(disk) => disk.sessions.remove(&k)?,
                         None => {
                             self.sessions.remove(&k);
                         }
                     }
                 }
                 for at in keep_until {
-                    self.by_end.entry(at).or_default().push(k.clone());
+                    self.index(k.clone(), at)?;
                 }
             }
         }
@@ -270,7 +327,7 @@ where
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
             (Control::Barrier(id), _) if self.checkpoint.enabled() && self.disk.is_some() => {
                 if let Some(disk) = &mut self.disk {
-                    let snapshot = disk.snapshot(id, self.checkpoint.completed())?;
+                    let snapshot = disk.sessions.snapshot(id, self.checkpoint.completed())?;
                     self.checkpoint.snapshot_with(Vec::new(), self.watermark, Some(snapshot))?;
                 }
             }
@@ -364,6 +421,36 @@ mod tests {
             let entries: usize = op.by_end.values().map(Vec::len).sum();
             assert!(entries <= 2 * records, "{entries} index entries after {records} records");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn on_disk_the_index_of_session_ends_is_kept_in_the_store() -> Result<()> {
+        let env = on_backend(&crate::window::testing::env(Default::default(), 0, 1, &[]), true);
+        let (next, late) = (Box::new(crate::output::NullOutput), Box::new(crate::output::NullOutput));
+        let assigner = WindowAssigner::Session { gap: 30, domain: TimeDomain::EventTime };
+        let op = SessionWindowOperator::new(|e: &Event| e.0, SumCount, assigner, 100, "s".into(), late, next)?;
+        let mut op = op.checkpointed(&env)?;
+        let mut most_aside = 0;
+        for step in steps(5, 400, 40, 60) {
+            match step {
+                Step::Records(events) => {
+                    let ts = events.iter().map(|e| e.1).collect();
+                    op.push(&mut Batch::timestamped(events, ts))?;
+                }
+                Step::Watermark(wm) => op.control(Control::Watermark(wm))?,
+            }
+            assert!(op.by_end.is_empty(), "no index in memory");
+            let disk = op.disk.as_mut().ok_or_else(|| Error::internal("not on disk"))?;
+            assert!(disk.ends.key_groups() <= 40, "memory holds a position per key group at most");
+            let mut aside = 0;
+            disk.sessions.store_mut().scan_aside(|_, _| {
+                aside += 1;
+                Ok(())
+            })?;
+            most_aside = most_aside.max(aside);
+        }
+        assert!(most_aside >= 20, "the index is in the store: {most_aside} entries at most");
         Ok(())
     }
 
