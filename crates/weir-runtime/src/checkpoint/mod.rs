@@ -38,8 +38,9 @@ pub type CheckpointId = u64;
 ///   raw keyed state, written as they are made, so that a large snapshot of the disk backend is
 ///   never held in memory whole ([`TaskState::encode_head`]).
 /// - 4: the disk backend's raw state holds timers and indexes beside the values: a process
-///   function's timers under reserved state names, and the session windows' index of ends kept
-///   aside ([`crate::disk::ASIDE`]); a reader of version 3 would take them for values. Versions 2
+///   function's timers under reserved state names, and trigger timers, the cleanup schedule of
+///   panes and the session windows' index of ends kept aside ([`crate::disk::ASIDE`]); a reader
+///   of version 3 would take them for values. Versions 2
 ///   and 3 are read as before (their timers are in the typed chunks).
 pub const STATE_FORMAT_VERSION: u32 = 4;
 

@@ -173,6 +173,28 @@ impl DiskTimerQueue {
     }
 }
 
+/// The live timers of the queue kept aside under `tag` in restored raw state (its chunks applied
+/// in order, a later write or removal winning): time and payload each. For the heap backend
+/// restoring what the disk backend wrote.
+pub fn read_raw(raw: &crate::checkpoint::file::RawState, tag: &[u8]) -> Result<Vec<(Timestamp, Vec<u8>)>> {
+    let mut latest: HashMap<Vec<u8>, bool> = HashMap::new();
+    raw.for_each(|kg, bytes| {
+        for (k, v) in crate::checkpoint::decode_raw_chunk(kg, bytes)? {
+            if parse_key(true, tag, &k).is_some() {
+                latest.insert(k, v.is_some());
+            }
+        }
+        Ok(())
+    })?;
+    let mut out = Vec::new();
+    for (k, live) in latest {
+        if let (true, Some((at, payload))) = (live, parse_key(true, tag, &k)) {
+            out.push((at, payload.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
 /// The time and payload of `key` if it is a store key of timers tagged `tag` (kept aside or not).
 pub fn parse_key<'k>(aside: bool, tag: &[u8], key: &'k [u8]) -> Option<(Timestamp, &'k [u8])> {
     if super::is_aside(key) != aside {

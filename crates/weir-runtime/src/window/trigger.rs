@@ -13,6 +13,7 @@ use std::hash::Hash;
 use weir_core::Result;
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
+use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -30,6 +31,33 @@ struct Pane<T, S> {
 
 /// Panes in the disk backend: one stored value per key and window, in the key group of the key.
 type OnDisk<K, T, S> = crate::disk::DiskKeyed<(K, TimeWindow), Pane<T, S>>;
+
+/// The tags of the queues kept aside in the disk backend's store: trigger timers, then the cleanup
+/// schedule, each per domain (event time, processing time).
+const TIMER_TAGS: [&[u8]; 2] = [b"trigger-timers:event", b"trigger-timers:processing"];
+const CLEANUP_TAGS: [&[u8]; 2] = [b"trigger-cleanup:event", b"trigger-cleanup:processing"];
+
+/// Panes in the disk backend, with the trigger timers and the cleanup schedule beside them, per
+/// domain, as queues of `(time, (key, window))`.
+struct PanesOnDisk<K, T, S> {
+    panes: OnDisk<K, T, S>,
+    timers: [DiskTimerQueue; 2],
+    cleanup: [DiskTimerQueue; 2],
+}
+
+/// A queue entry of a pane, written to the store: the queue's store write, noted in the queue.
+fn enqueue<K: Hash + serde::Serialize>(
+    queue: &mut DiskTimerQueue,
+    store: &mut crate::disk::RawStore,
+    k: &K,
+    w: TimeWindow,
+    at: Timestamp,
+) -> Result<()> {
+    let kg = store.key_group(k);
+    let sk = queue.key(kg, at, &crate::disk::encode(&(k, w))?);
+    store.write(vec![(kg, sk.clone(), Some(Vec::new()))])?;
+    queue.noted(kg, &sk)
+}
 
 /// The key group of a pane: its record key's.
 fn pane_group<K: Hash>(pane: &(K, TimeWindow), max_parallelism: u32) -> u32 {
@@ -55,8 +83,8 @@ enum TriggerEntry<R, S> {
 /// Processing time is the wall clock and is not kept.
 ///
 /// With the disk state backend (`state.backend.type: disk`) the panes live in the instance's
-/// store, one value per key and window; timers and the cleanup schedule stay in memory (keys and
-/// windows only) and timers go into the snapshot's typed chunks.
+/// store, one value per key and window, and the trigger timers and the cleanup schedule are queues
+/// kept aside in the same store, so memory holds none of them per pane.
 pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger<T>, Ev> {
     key: KF,
     wf: WF,
@@ -65,8 +93,9 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     assigner: WindowAssigner,
     lateness: i64,
     panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>>,
-    /// With the disk state backend: the panes, there (and `panes` stays empty).
-    disk: Option<Box<OnDisk<K, T, Tr::State>>>,
+    /// With the disk state backend: the panes, timers and cleanup schedule, there (and `panes`,
+    /// `timers`, `live` and `cleanup` stay empty).
+    disk: Option<Box<PanesOnDisk<K, T, Tr::State>>>,
     timers: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
     live: [HashSet<(Timestamp, K, TimeWindow), foldhash::fast::RandomState>; 2],
     /// Window state to drop once the watermark passes `end - 1 + lateness`.
@@ -142,6 +171,7 @@ where
         }
         type Owned<T, S> = TriggerEntry<Vec<(T, Timestamp)>, S>;
         let mut panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>> = StateMap::default();
+        let mut timers = Vec::new();
         for (k, entry) in crate::checkpoint::restore_keyed::<K, Owned<T, Tr::State>>(&env.restored_keyed)? {
             match entry {
                 TriggerEntry::Pane { window, records, state } => {
@@ -149,7 +179,7 @@ where
                 }
                 TriggerEntry::Timer { window, event_time, at } => {
                     let domain = if event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
-                    self.register(&k, window, vec![(domain, at)]);
+                    timers.push((k, window, domain, at));
                 }
             }
         }
@@ -158,25 +188,44 @@ where
             let max_parallelism = env.op.max_parallelism.max(1);
             let mut disk = OnDisk::open_grouped(&env.state_backend, &name, max_parallelism, pane_group::<K>)?;
             disk.restore_entries(&env.restored_raw, panes.into_iter().collect())?;
-            // The cleanup schedule is rebuilt from the store: one pass over the restored panes.
-            let mut restored = Vec::new();
+            let queues = |tags: [&[u8]; 2]| tags.map(|t| DiskTimerQueue::aside(t.to_vec()));
+            let (mut timer_queues, mut cleanup) = (queues(TIMER_TAGS), queues(CLEANUP_TAGS));
+            // The cleanup schedule is written from the store's panes: one pass over them, whatever
+            // wrote them (a snapshot of the disk backend holds its schedule too; writing it again
+            // changes nothing). Timers of a disk snapshot came with it. Then each queue finds its
+            // key groups' first entries.
             if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
-                disk.for_each(|pane, _| {
-                    restored.push(pane);
+                let schedule = self.cleanup_schedule();
+                disk.index_aside(|(k, w), _, out| {
+                    if let Some((d, at)) = schedule(w) {
+                        let kg = weir_core::keygroup::key_group(&k, max_parallelism);
+                        out.push((cleanup[d].key(kg, at, &crate::disk::encode(&(&k, w))?), Some(Vec::new())));
+                    }
                     Ok(())
                 })?;
+                for q in timer_queues.iter_mut().chain(cleanup.iter_mut()) {
+                    q.rebuild(disk.store_mut())?;
+                }
             }
-            for (k, w) in restored {
-                self.schedule_cleanup(&k, w);
+            self.disk = Some(Box::new(PanesOnDisk { panes: disk, timers: timer_queues, cleanup }));
+        } else {
+            crate::disk::apply_raw(&env.restored_raw, &mut panes)?;
+            // Timers a disk snapshot kept aside.
+            for (d, tag) in TIMER_TAGS.iter().enumerate() {
+                for (at, payload) in crate::disk::timers::read_raw(&env.restored_raw, tag)? {
+                    let (k, w): (K, TimeWindow) = crate::disk::decode(&payload)?;
+                    let domain = if d == EVENT { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
+                    timers.push((k, w, domain, at));
+                }
             }
-            self.disk = Some(Box::new(disk));
-            return Ok(self);
+            for (k, w) in panes.keys() {
+                self.schedule_cleanup(k, *w)?;
+            }
+            self.panes = panes;
         }
-        crate::disk::apply_raw(&env.restored_raw, &mut panes)?;
-        for (k, w) in panes.keys() {
-            self.schedule_cleanup(k, *w);
+        for (k, w, domain, at) in timers {
+            self.register(&k, w, vec![(domain, at)])?;
         }
-        self.panes = panes;
         Ok(self)
     }
 
@@ -200,25 +249,81 @@ where
         self.assigner.domain() == TimeDomain::EventTime && self.assigner != WindowAssigner::Global
     }
 
-    /// Schedules the removal of the new pane `(k, w)`: event-time windows once the watermark passes
-    /// their end and lateness, processing-time ones once the clock passes their end; global
-    /// windows never.
-    fn schedule_cleanup(&mut self, k: &K, w: TimeWindow) {
-        if self.event_time_windows() {
-            let at = w.max_timestamp().saturating_add(self.lateness);
-            self.cleanup[EVENT].entry(at).or_default().push((k.clone(), w));
-        } else if self.assigner.domain() == TimeDomain::ProcessingTime {
-            self.cleanup[PROCESSING].entry(w.max_timestamp()).or_default().push((k.clone(), w));
+    /// When a pane of window `w` is removed: event-time windows once the watermark passes their
+    /// end and lateness, processing-time ones once the clock passes their end (domain and time);
+    /// global windows never.
+    fn cleanup_schedule(&self) -> impl Fn(TimeWindow) -> Option<(usize, Timestamp)> + use<K, T, KF, WF, Tr, Ev> {
+        let (event, processing, lateness) =
+            (self.event_time_windows(), self.assigner.domain() == TimeDomain::ProcessingTime, self.lateness);
+        move |w| {
+            if event {
+                Some((EVENT, w.max_timestamp().saturating_add(lateness)))
+            } else if processing {
+                Some((PROCESSING, w.max_timestamp()))
+            } else {
+                None
+            }
         }
     }
 
-    fn register(&mut self, k: &K, w: TimeWindow, timers: Vec<(TimeDomain, Timestamp)>) {
+    /// Schedules the removal of the new pane `(k, w)`.
+    fn schedule_cleanup(&mut self, k: &K, w: TimeWindow) -> Result<()>
+    where
+        K: serde::Serialize,
+    {
+        let Some((d, at)) = self.cleanup_schedule()(w) else { return Ok(()) };
+        match &mut self.disk {
+            Some(disk) => enqueue(&mut disk.cleanup[d], disk.panes.store_mut(), k, w, at),
+            None => {
+                self.cleanup[d].entry(at).or_default().push((k.clone(), w));
+                Ok(())
+            }
+        }
+    }
+
+    fn register(&mut self, k: &K, w: TimeWindow, timers: Vec<(TimeDomain, Timestamp)>) -> Result<()>
+    where
+        K: serde::Serialize,
+    {
         for (domain, at) in timers {
             let d = if domain == TimeDomain::EventTime { EVENT } else { PROCESSING };
-            if self.live[d].insert((at, k.clone(), w)) {
+            if let Some(disk) = &mut self.disk {
+                enqueue(&mut disk.timers[d], disk.panes.store_mut(), k, w, at)?;
+            } else if self.live[d].insert((at, k.clone(), w)) {
                 self.timers[d].entry(at).or_default().push((k.clone(), w));
             }
         }
+        Ok(())
+    }
+
+    /// The next live timer of `domain` at or before `time`, removed: its time, key and window.
+    fn next_timer(&mut self, domain: usize, time: Timestamp) -> Result<Option<(Timestamp, K, TimeWindow)>>
+    where
+        K: serde::de::DeserializeOwned,
+    {
+        if let Some(disk) = &mut self.disk {
+            return match disk.timers[domain].pop_due(disk.panes.store_mut(), time)? {
+                Some((at, payload)) => {
+                    let (k, w) = crate::disk::decode(&payload)?;
+                    Ok(Some((at, k, w)))
+                }
+                None => Ok(None),
+            };
+        }
+        while let Some(mut entry) = self.timers[domain].first_entry() {
+            let at = *entry.key();
+            if at > time {
+                break;
+            }
+            let Some((k, w)) = entry.get_mut().pop() else {
+                entry.remove();
+                continue;
+            };
+            if self.live[domain].remove(&(at, k.clone(), w)) {
+                return Ok(Some((at, k, w)));
+            }
+        }
+        Ok(None)
     }
 
     /// Acts on a trigger's decision for `(k, w)`.
@@ -231,7 +336,7 @@ where
             return Ok(());
         }
         let pane = match &mut self.disk {
-            Some(disk) => disk.get_mut(&(k.clone(), w))?,
+            Some(disk) => disk.panes.get_mut(&(k.clone(), w))?,
             None => self.panes.get_mut(&(k.clone(), w)),
         };
         let Some(pane) = pane else { return Ok(()) };
@@ -256,21 +361,10 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
-        while let Some(mut entry) = self.timers[domain].first_entry() {
-            let at = *entry.key();
-            if at > time {
-                break;
-            }
-            let Some((k, w)) = entry.get_mut().pop() else {
-                entry.remove();
-                continue;
-            };
-            if !self.live[domain].remove(&(at, k.clone(), w)) {
-                continue;
-            }
+        while let Some((at, k, w)) = self.next_timer(domain, time)? {
             let mut new_timers = Vec::new();
             let pane = match &mut self.disk {
-                Some(disk) => disk.get_mut(&(k.clone(), w))?,
+                Some(disk) => disk.panes.get_mut(&(k.clone(), w))?,
                 None => self.panes.get_mut(&(k.clone(), w)),
             };
             let result = match pane {
@@ -289,7 +383,7 @@ where
                     }
                 }
             };
-            self.register(&k, w, new_timers);
+            self.register(&k, w, new_timers)?;
             self.act(&k, w, result)?;
         }
         Ok(())
@@ -300,17 +394,19 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
+        if let Some(disk) = &mut self.disk {
+            while let Some((_, payload)) = disk.cleanup[domain].pop_due(disk.panes.store_mut(), time)? {
+                let pane: (K, TimeWindow) = crate::disk::decode(&payload)?;
+                disk.panes.remove(&pane)?;
+            }
+            return Ok(());
+        }
         while let Some(entry) = self.cleanup[domain].first_entry() {
             if *entry.key() > time {
                 break;
             }
-            for (k, w) in entry.remove() {
-                match &mut self.disk {
-                    Some(disk) => disk.remove(&(k, w))?,
-                    None => {
-                        self.panes.remove(&(k, w));
-                    }
-                }
+            for pane in entry.remove() {
+                self.panes.remove(&pane);
             }
         }
         Ok(())
@@ -351,7 +447,7 @@ where
             for &w in &windows {
                 let empty = || Pane { records: Vec::new(), state: Tr::State::default() };
                 let (pane, fresh) = match &mut self.disk {
-                    Some(disk) => disk.entry(&(k.clone(), w), empty)?,
+                    Some(disk) => disk.panes.entry(&(k.clone(), w), empty)?,
                     None => {
                         let fresh = !self.panes.contains_key(&(k.clone(), w));
                         (self.panes.entry((k.clone(), w)).or_insert_with(empty), fresh)
@@ -366,9 +462,9 @@ where
                     timers: &mut new_timers,
                 };
                 let result = self.trigger.on_element(&x, ts, &w, &mut pane.state, &mut ctx);
-                self.register(&k, w, new_timers);
+                self.register(&k, w, new_timers)?;
                 if fresh {
-                    self.schedule_cleanup(&k, w);
+                    self.schedule_cleanup(&k, w)?;
                 }
                 self.act(&k, w, result)?;
             }
@@ -391,11 +487,11 @@ where
                 self.out.flush()?;
             }
             Control::Barrier(id) if self.checkpoint.enabled() => {
-                // Timers (and the panes on the heap) go into typed chunks; panes on disk as raw state.
+                // On the heap, panes and timers go into typed chunks; on disk, the store holds them.
                 let keyed = self.snapshot()?;
                 match &mut self.disk {
                     Some(disk) => {
-                        let panes = disk.snapshot(id, self.checkpoint.completed())?;
+                        let panes = disk.panes.snapshot(id, self.checkpoint.completed())?;
                         self.checkpoint.snapshot_with(keyed, self.watermark, Some(panes))?;
                     }
                     None => self.checkpoint.snapshot(keyed, self.watermark)?,
@@ -559,6 +655,48 @@ mod tests {
                 }
             }
         }
+        // The same on the disk backend, where the timer and the cleanup entry live in the store.
+        let on_disk = on_disk(EventTimeTrigger, CountEvictor::of(2), TUMBLING, 50, true, true);
+        assert_eq!(uninterrupted(&*on_disk, &steps)?, (fired, late));
+        for cut in 1..steps.len() {
+            for (from, to) in [(1, 1), (2, 1), (1, 2)] {
+                check_restore(&*on_disk, &steps, cut, from, to)?;
+            }
+        }
+        let env = on_backend(&crate::window::testing::env(Default::default(), 0, 1, &[]), true);
+        let (next, late) = (Box::new(crate::output::NullOutput), Box::new(crate::output::NullOutput));
+        let mut op = TriggerWindowOperator::new(
+            |e: &Event| e.0,
+            SumCount,
+            EventTimeTrigger,
+            NoEvictor,
+            TUMBLING,
+            50,
+            late,
+            next,
+        )?
+        .checkpointed(&env)?;
+        let events: Vec<Event> = (0..40).map(|k| (k, 10, 1)).collect();
+        let ts = events.iter().map(|e| e.1).collect();
+        op.push(&mut Batch::timestamped(events, ts))?;
+        let aside = |op: &mut TriggerWindowOperator<_, _, _, _, _, _>| -> Result<usize> {
+            let mut n = 0;
+            let disk = op.disk.as_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+            disk.panes.store_mut().scan_aside(|_, _| {
+                n += 1;
+                Ok(())
+            })?;
+            Ok(n)
+        };
+        assert_eq!(aside(&mut op)?, 80, "a timer and a cleanup entry per pane, in the store");
+        assert!(op.live.iter().all(|l| l.is_empty()) && op.timers.iter().all(BTreeMap::is_empty));
+        assert!(op.cleanup.iter().all(BTreeMap::is_empty), "nothing per pane in memory");
+        op.control(Control::Watermark(99))?;
+        assert_eq!(aside(&mut op)?, 40, "the timers fired; the cleanup entries wait for the lateness");
+        op.control(Control::Watermark(149))?;
+        assert_eq!(aside(&mut op)?, 0);
+        let disk = op.disk.as_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+        assert!(disk.panes.store_mut().next_key(&[])?.is_none(), "the panes are gone too");
         Ok(())
     }
 }
