@@ -94,14 +94,17 @@ fn keyed(env: &mut StreamEnv, args: Args) -> Result<()> {
     Ok(())
 }
 
-fn window(env: &mut StreamEnv, args: Args) -> Result<()> {
+/// `(key, x)` for every x of the source, over K keys, timestamped x / 1000 ms (a thousand records
+/// per millisecond, in order).
+fn timed(env: &mut StreamEnv, args: &Args) -> Result<DataStream<(u64, u64)>> {
     let k = args.keys.max(1);
-    let s = source(env, &args)?
-        .map(move |x| (x % k, x))
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::for_monotonous_timestamps()
-                .with_timestamp_assigner(|t: &(u64, u64), _| (t.1 / 1000) as i64),
-        )
+    Ok(source(env, args)?.map(move |x| (x % k, x)).assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|t: &(u64, u64), _| (t.1 / 1000) as i64),
+    ))
+}
+
+fn window(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let s = timed(env, &args)?
         .key_by(|t: &(u64, u64)| t.0)
         .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
         .reduce(|a, b| (a.0, a.1 + b.1));
@@ -180,15 +183,7 @@ impl KeyedProcessFunction<u64, (u64, u64)> for Timeout {
 /// (`bench/timers-disk.sh`). With K keys, every key is live and has one timer while K / 1000 ms is
 /// under the timeout; the final watermark fires them all.
 fn timeouts(env: &mut StreamEnv, args: Args) -> Result<()> {
-    let k = args.keys.max(1);
-    let s = source(env, &args)?
-        .map(move |x| (x % k, x))
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::for_monotonous_timestamps()
-                .with_timestamp_assigner(|t: &(u64, u64), _| (t.1 / 1000) as i64),
-        )
-        .key_by(|t: &(u64, u64)| t.0)
-        .process(Timeout);
+    let s = timed(env, &args)?.key_by(|t: &(u64, u64)| t.0).process(Timeout);
     sink(s, &args);
     Ok(())
 }
