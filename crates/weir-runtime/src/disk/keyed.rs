@@ -229,8 +229,9 @@ where
         let engine = &self.store.engine;
         let mut batch = Vec::new();
         engine.scan_to(&ASIDE.to_be_bytes(), |k, v| {
+            let given = batch.len();
             f(decode::<K>(k.get(2..).unwrap_or_default())?, decode::<V>(v)?, &mut batch)?;
-            if batch.iter().any(|(k, _)| !is_aside(k)) {
+            if batch[given..].iter().any(|(k, _)| !is_aside(k)) {
                 return Err(Error::internal("an index entry is not kept aside"));
             }
             if batch.len() >= 4096 {
