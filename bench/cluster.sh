@@ -67,7 +67,9 @@ t0 = time.monotonic()
 os.kill(pid, signal.SIGKILL)
 while time.monotonic() - t0 < 30:
     j = json.load(urllib.request.urlopen(f"http://{rest}/jobs/{job}"))
-    if j["state"] == "RUNNING" and victim not in j["weir-taskmanagers"]:
+    # As for Flink below: every task runs again (RUNNING, past INITIALIZING), without the victim.
+    if j["state"] == "RUNNING" and victim not in j["weir-taskmanagers"] \
+            and all(v["status"] == "RUNNING" for v in j["vertices"]):
         break
     time.sleep(0.001)
 print(f"weir recovery {round((time.monotonic() - t0) * 1000)}")

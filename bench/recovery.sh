@@ -50,7 +50,9 @@ running = None
 while time.monotonic() - t0 < 60:
     if running is None:
         j = get(f"/jobs/{job}")
-        if j["state"] == "RUNNING" and victim not in j["weir-taskmanagers"]:
+        # Every task runs again: each restored its state (INITIALIZING) and went on (RUNNING).
+        if j["state"] == "RUNNING" and victim not in j["weir-taskmanagers"] \
+                and j["tasks"]["running"] == j["tasks"]["total"]:
             running = time.monotonic() - t0
     cps = get(f"/jobs/{job}/checkpoints")
     restored = cps["latest"]["restored"]

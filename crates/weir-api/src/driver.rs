@@ -286,6 +286,16 @@ impl JobClient {
         }
     }
 
+    /// For a job running in this process: its tasks still initializing (restoring their state,
+    /// opening their readers), which take no part in checkpoints yet; `None` for a job running
+    /// elsewhere (its REST API counts them per vertex, as `INITIALIZING`).
+    pub fn initializing_tasks(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Local(h) => Some(h.initializing()),
+            Inner::Submitted(_) => None,
+        }
+    }
+
     /// Blocks until the job ends.
     pub fn wait(&self) -> Result<JobExecutionResult> {
         match &self.inner {

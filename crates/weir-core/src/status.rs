@@ -7,7 +7,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
-    /// Accepted, not yet scheduled.
+    /// A job: accepted, not yet scheduled. A TaskManager's part of a job: deployed, with tasks
+    /// still restoring their state or opening their readers (Flink's task state INITIALIZING); it
+    /// reports RUNNING once every task runs.
     Initializing,
     /// Scheduled, tasks not yet running.
     Created,

@@ -6,7 +6,8 @@
 //! - the **RPC endpoint** ([`rpc`]) accepts TaskManagers (protocol version checked in a handshake),
 //!   deploys and cancels jobs on them, tracks their heartbeats, and fails the jobs of a TaskManager
 //!   whose connection drops or whose heartbeats stop;
-//! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names.
+//! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names, with each
+//!   task's state ([`tasks`]) as its TaskManager reported it.
 
 pub mod blob;
 pub mod checkpoints;
@@ -18,6 +19,7 @@ pub mod results;
 pub mod rpc;
 pub mod schedule;
 pub mod state;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -145,10 +145,13 @@ async fn jobs(State(c): Shared) -> Json<Value> {
 }
 
 fn job_summary(j: &Job) -> Value {
+    job_summary_of(j, &crate::tasks::per_vertex(j))
+}
+
+/// A job's summary, with its tasks counted from `per_vertex`.
+fn job_summary_of(j: &Job, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
     let end = j.end_ms.unwrap_or(-1);
     let duration = j.end_ms.unwrap_or_else(now_ms) - j.submitted_ms;
-    let n = j.graph.plan.chain_heads().iter().collect::<std::collections::BTreeSet<_>>().len();
-    let per_state = |st: JobStatus| if j.status == st { n } else { 0 };
     json!({
         "jid": j.id.to_string(),
         "name": j.graph.job_name,
@@ -157,15 +160,7 @@ fn job_summary(j: &Job) -> Value {
         "end-time": end,
         "duration": duration,
         "last-modification": j.modified_ms,
-        "tasks": {
-            "total": n,
-            "created": per_state(JobStatus::Created),
-            "running": per_state(JobStatus::Running),
-            "finished": per_state(JobStatus::Finished),
-            "canceling": per_state(JobStatus::Cancelling),
-            "canceled": per_state(JobStatus::Canceled),
-            "failed": per_state(JobStatus::Failed),
-        },
+        "tasks": crate::tasks::of_job(j, per_vertex).by_key(),
     })
 }
 
@@ -185,7 +180,8 @@ fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&Job) -> R) -> Result<R, Ap
 
 async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
     match with_job(&c, &id, |j| {
-        let mut v = job_summary(j);
+        let tasks = crate::tasks::per_vertex(j);
+        let mut v = job_summary_of(j, &tasks);
         let end = j.end_ms.unwrap_or(-1);
         let all = j.counts();
         let vertices: Vec<Value> = j
@@ -193,14 +189,16 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
             .plan
             .vertices
             .iter()
-            .map(|vx| {
+            .zip(&tasks)
+            .map(|(vx, states)| {
                 let counts = all.get(vx.id.0 as usize);
                 json!({
                     "id": vx.id.0.to_string(),
                     "name": vx.name,
                     "parallelism": vx.parallelism,
                     "maxParallelism": vx.max_parallelism,
-                    "status": j.status,
+                    "status": states.aggregate().as_str(),
+                    "tasks": states.by_name(),
                     "start-time": j.submitted_ms,
                     "end-time": end,
                     "metrics": {
@@ -404,7 +402,7 @@ async fn openapi() -> Json<Value> {
             "/jobs/overview": get("Job summaries"),
             "/jobs/{jobid}": {
                 "parameters": id,
-                "get": { "summary": "Job details", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job" } } },
+                "get": { "summary": "Job details: status, tasks by state (DEPLOYING, INITIALIZING, RUNNING, ...), vertices with their tasks, status and counters", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job" } } },
                 "patch": { "summary": "Cancel the job (mode=cancel)", "parameters": [{ "name": "mode", "in": "query", "schema": { "type": "string", "enum": ["cancel"] } }], "responses": { "202": { "description": "Cancellation requested" } } }
             },
             "/jobs/{jobid}/exceptions": { "parameters": id, "get": { "summary": "Job failures", "responses": { "200": { "description": "OK" } } } },

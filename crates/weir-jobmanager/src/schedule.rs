@@ -103,6 +103,7 @@ pub fn schedule(s: &mut State) {
         info!(job_id = %id, attempt, slots, taskmanagers = ?names, "job deployed");
         if let Some(j) = s.jobs.get_mut(&id) {
             j.parts = parts;
+            j.deployed_at = Some(std::time::Instant::now());
         }
         set_status(s, id, JobStatus::Running);
     }

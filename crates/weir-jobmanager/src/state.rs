@@ -98,6 +98,8 @@ pub struct Job {
     failures: Vec<i64>,
     last_delay_ms: u64,
     restart_at: Option<Instant>,
+    /// When its current run was deployed.
+    pub deployed_at: Option<Instant>,
     submitted_at: Instant,
     /// Whether a client fetched its final result (a per-job cluster waits for that).
     pub result_served: bool,
@@ -318,6 +320,7 @@ impl Cluster {
                 failures: Vec::new(),
                 last_delay_ms: 0,
                 restart_at: None,
+                deployed_at: None,
                 submitted_at: Instant::now(),
                 result_served: false,
                 cached_files,
@@ -383,23 +386,28 @@ impl Cluster {
             return;
         }
         let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm) else { return };
-        if part.status.is_terminal() {
+        // A part goes INITIALIZING, RUNNING, then to its end; never back.
+        if part.status.is_terminal() || (status == JobStatus::Initializing && part.status == JobStatus::Running) {
             return;
         }
         part.status = status;
+        if status == JobStatus::Finished {
+            part.result = result;
+        }
         match status {
+            JobStatus::Running if job.parts.iter().all(|p| p.status == JobStatus::Running) => {
+                let since_deployed_ms = job.deployed_at.map(|t| t.elapsed().as_millis() as u64);
+                info!(job_id = %id, attempt, since_deployed_ms, "every task of the job runs");
+            }
             JobStatus::Failed => {
                 let message = error.unwrap_or_else(|| "failed without a message".into());
                 self.fail(&mut s, id, message, retryable);
                 schedule(&mut s);
             }
-            JobStatus::Finished => {
-                part.result = result;
-                if job.parts.iter().all(|p| p.status == JobStatus::Finished) {
-                    let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
-                    finish(&mut s, id, JobStatus::Finished, None, merged);
-                    schedule(&mut s);
-                }
+            JobStatus::Finished if job.parts.iter().all(|p| p.status == JobStatus::Finished) => {
+                let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
+                finish(&mut s, id, JobStatus::Finished, None, merged);
+                schedule(&mut s);
             }
             // Cancelled as asked: the job is CANCELED once every part has stopped.
             JobStatus::Canceled if job.cancel_requested => {

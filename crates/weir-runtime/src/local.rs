@@ -4,6 +4,11 @@
 //! job master thread that tracks the job's status (Flink's names: CREATED, RUNNING, FAILING,
 //! FAILED, CANCELLING, CANCELED, FINISHED), cancels every task when one fails or the client cancels,
 //! and joins every thread before it reports a terminal status, so nothing is left behind.
+//!
+//! Each task *initializes* before it runs: it builds its operators, which restore their state and
+//! open their readers. [`JobHandle::initializing`] counts the tasks still doing so (Flink's task
+//! state INITIALIZING); a part of a job reports RUNNING to its JobManager only once it is 0, and
+//! checkpoints are triggered only then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -45,6 +50,8 @@ struct JobShared {
     started: Instant,
     /// Task threads that have not yet ended.
     live_tasks: AtomicUsize,
+    /// Tasks that have not yet built their operators (restored their state, opened their readers).
+    initializing: AtomicUsize,
     /// Which run of the job this is.
     attempt: u32,
     /// For a part of a job spanning processes: its connections.
@@ -69,6 +76,15 @@ impl JobShared {
             s.status = status;
         }
         self.changed.notify_all();
+    }
+
+    /// One task has built its operators, or given up trying; wakes whoever waits for the last one.
+    fn task_initialized(&self) {
+        if self.initializing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock, so that a waiter that just saw a count above 0 is already waiting.
+            let _guard = self.state.lock();
+            self.changed.notify_all();
+        }
     }
 
     fn counts(&self) -> Vec<VertexCounts> {
@@ -148,6 +164,35 @@ impl JobHandle {
     /// Task threads of this job still alive; 0 once the job is terminal.
     pub fn live_tasks(&self) -> usize {
         self.shared.live_tasks.load(Ordering::SeqCst)
+    }
+
+    /// Tasks still initializing: building their operators, which restore their state and open their
+    /// readers (Flink's task state INITIALIZING). The others run.
+    pub fn initializing(&self) -> usize {
+        self.shared.initializing.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until every task has initialized (`Ok(true)`), or until `timeout` passes or the job
+    /// reaches a terminal status first (`Ok(false)`).
+    pub fn wait_initialized(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut s = self.shared.state.lock().map_err(|_| Error::internal("job state lock poisoned"))?;
+        loop {
+            if s.status.is_terminal() {
+                return Ok(false);
+            }
+            if self.initializing() == 0 {
+                return Ok(true);
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(w) if !w.is_zero() => w,
+                    _ => return Ok(false),
+                },
+                None => Duration::from_secs(3600),
+            };
+            s = self.shared.changed.wait_timeout(s, wait).map_err(|_| Error::internal("job state lock poisoned"))?.0;
+        }
     }
 
     /// Blocks until the job reaches a terminal status; its result, or why it did not finish.
@@ -392,6 +437,7 @@ pub fn submit_restored(
         changed: Condvar::new(),
         started: Instant::now(),
         live_tasks: AtomicUsize::new(0),
+        initializing: AtomicUsize::new(tasks.len()),
         attempt,
         network,
         checkpoints,
@@ -423,6 +469,8 @@ pub fn submit_restored(
             Ok(h) => threads.push(h),
             Err(e) => {
                 shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
+                // This task and those not started will never initialize.
+                shared.initializing.fetch_sub(pending.len() + 1, Ordering::SeqCst);
                 // The tasks not started hold channel ends that started tasks may be blocked on:
                 // drop them first, so that cancellation reaches every started task.
                 drop(pending);
@@ -582,7 +630,11 @@ fn coordinate(shared: &JobShared, event: Option<PartEvent>, sources_ended: bool)
     if sources_ended {
         c.request_final();
     }
-    commands.extend(c.poll(Instant::now(), now_ms));
+    // As a JobManager does, trigger nothing while a task still restores its state: it would be
+    // counted in the checkpoint's duration, and an acknowledgement could not come before it ends.
+    if shared.initializing.load(Ordering::SeqCst) == 0 {
+        commands.extend(c.poll(Instant::now(), now_ms));
+    }
     for cmd in commands {
         match cmd {
             Command::Trigger { id, last, drain } => part.trigger(id, last, drain),
@@ -608,10 +660,13 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
         Some(part) => TaskCheckpoint::new(part.clone(), head.0, subtask),
         None => TaskCheckpoint::default(),
     };
+    let mut initializing = Initializing { shared, since: Some(Instant::now()) };
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         let mut body = build_task(graph, shared, &mut spec, &current, &checkpoint)?;
+        initializing.done();
         body.run()
     }));
+    drop(initializing);
     let blamed = current.get().unwrap_or(head);
     let vertex = &graph.nodes[blamed.0 as usize].vertex;
     let task_error = |message: String, blame: Blame, retryable: bool| Error::Task {
@@ -633,6 +688,30 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
             Err(task_error(format!("user function panicked: {msg}"), Blame::User, false))
+        }
+    }
+}
+
+/// A task that has not yet built its operators; counted in [`JobHandle::initializing`] until it
+/// has, or until it fails trying.
+struct Initializing<'a> {
+    shared: &'a JobShared,
+    since: Option<Instant>,
+}
+
+impl Initializing<'_> {
+    fn done(&mut self) {
+        if let Some(since) = self.since.take() {
+            debug!(took_ms = since.elapsed().as_millis() as u64, "task initialized; running");
+            self.shared.task_initialized();
+        }
+    }
+}
+
+impl Drop for Initializing<'_> {
+    fn drop(&mut self) {
+        if self.since.take().is_some() {
+            self.shared.task_initialized();
         }
     }
 }

@@ -215,7 +215,8 @@ pub async fn serve(
                     match started {
                         Ok(handle) => {
                             jobs.insert((job_id, attempt), Run::InProcess(handle));
-                            write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Running, error: None, result: None, retryable: false }).await?;
+                            // RUNNING follows from the part's watcher once every task has restored its state.
+                            write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Initializing, error: None, result: None, retryable: false }).await?;
                         }
                         Err(e) => {
                             warn!(job_id = %job_id, attempt, error = %e, "cannot run the deployed job");

@@ -116,7 +116,7 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
                 );
                 match started {
                     Ok(handle) => {
-                        send(FromWorker::State(state(job_id, attempt, JobStatus::Running, None)));
+                        send(FromWorker::State(state(job_id, attempt, JobStatus::Initializing, None)));
                         let report = send.clone();
                         watch(handle.clone(), job_id, attempt, move |s| report(FromWorker::State(s)))?;
                         running = Some(handle);
@@ -225,8 +225,24 @@ pub(crate) fn watch(
         .name(format!("job {job_id}"))
         .spawn(move || {
             let every = Duration::from_millis(PROGRESS_INTERVAL_MS);
+            let started = std::time::Instant::now();
+            let mut running = false;
             let ended = loop {
-                match handle.wait_timeout(every) {
+                // The part was reported INITIALIZING when it started; it is RUNNING once every
+                // task has restored its state (reported from this thread, so always before the end).
+                if !running {
+                    match handle.wait_initialized(every) {
+                        Ok(true) => {
+                            running = true;
+                            info!(job_id = %job_id, attempt, took_ms = started.elapsed().as_millis() as u64, "every task of the part runs");
+                            report(state(job_id, attempt, JobStatus::Running, None));
+                        }
+                        Ok(false) => {}
+                        Err(e) => break Err(e),
+                    }
+                }
+                let wait = if running { every } else { Duration::ZERO };
+                match handle.wait_timeout(wait) {
                     Ok(None) => report(ToJobManager::Progress { job_id, attempt, counts: handle.counts() }),
                     Ok(Some(result)) => break Ok(result),
                     Err(e) => break Err(e),

@@ -368,6 +368,13 @@ fn a_job_submitted_to_the_cluster_runs_on_a_taskmanager_and_rest_reports_it() {
     assert_eq!(job["vertices"][2]["name"], "Count");
     assert_eq!(job["vertices"][2]["parallelism"], 2);
     assert_eq!(job["vertices"][2]["metrics"]["read-records"], 272, "{job}");
+    // Every task of every vertex finished; the job counts the tasks of its two chains.
+    for v in job["vertices"].as_array().into_iter().flatten() {
+        assert_eq!(v["status"], "FINISHED", "{v}");
+        assert_eq!(v["tasks"]["FINISHED"], v["parallelism"], "{v}");
+    }
+    assert_eq!(job["tasks"]["finished"], job["tasks"]["total"], "{job}");
+    assert!(job["tasks"]["total"].as_u64().is_some_and(|n| n >= 2), "{job}");
     assert_eq!(c.get(&format!("/jobs/{id}/plan")).1["plan"]["nodes"].as_array().map(Vec::len), Some(2));
     let (_, result) = c.get(&format!("/jobs/{id}/execution-result"));
     assert_eq!(result["job-execution-result"]["application-status"], "SUCCEEDED");
@@ -713,7 +720,14 @@ fn a_running_job_spans_taskmanagers_and_restarts_across_the_survivors_after_a_ki
     let mut c = Cluster::with(&RESTART, 3, 1);
     let load = r#"{"count": 4000, "rate": 2000}"#;
     let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", load, "-p", "2"]));
+    // The job is RUNNING once deployed; its tasks are once both parts have initialized.
     let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
+    let tasks_up = |j: &serde_json::Value| j["tasks"]["running"] == j["tasks"]["total"];
+    let up = c.wait_for(tasks_up, &format!("/jobs/{id}"));
+    for v in up["vertices"].as_array().into_iter().flatten() {
+        assert_eq!((&v["status"], &v["tasks"]["RUNNING"]), (&serde_json::json!("RUNNING"), &v["parallelism"]), "{v}");
+    }
+    assert_eq!(up["tasks"]["initializing"], 0, "{up}");
     let placed: Vec<String> = job["weir-taskmanagers"]
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())

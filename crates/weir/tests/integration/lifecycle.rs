@@ -185,3 +185,76 @@ fn a_failing_source_fails_the_job_with_its_own_error() -> Result<()> {
     assert!(err.contains("Source: TextFiles") && err.contains("not UTF-8"), "{err}");
     Ok(())
 }
+
+/// A source whose readers open only once `gate` exists (as a reader that waits for its broker),
+/// then produce 100 numbers each, one every 2 ms.
+#[derive(Clone)]
+struct Gated(std::path::PathBuf);
+
+struct GatedReader {
+    next: u64,
+    end: u64,
+}
+
+impl weir::connectors::Source<u64> for Gated {
+    fn name(&self) -> String {
+        "Gated".into()
+    }
+    fn create_reader(
+        &self,
+        ctx: &weir::connectors::OperatorContext,
+    ) -> Result<Box<dyn weir::connectors::SourceReader<u64>>> {
+        let start = Instant::now();
+        while !self.0.exists() {
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(Error::Config(format!("{} did not appear within a minute", self.0.display())));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = u64::from(ctx.subtask) * 100;
+        Ok(Box::new(GatedReader { next: first, end: first + 100 }))
+    }
+}
+
+impl weir::connectors::SourceReader<u64> for GatedReader {
+    fn poll(&mut self, out: &mut Vec<u64>, _: usize) -> Result<weir::connectors::SourceStatus> {
+        if self.next == self.end {
+            return Ok(weir::connectors::SourceStatus::Finished);
+        }
+        out.push(self.next);
+        self.next += 1;
+        Ok(weir::connectors::SourceStatus::Wait(Duration::from_millis(2)))
+    }
+}
+
+fn gated(env: &mut StreamEnv, gate: String) -> Result<()> {
+    env.add_source(Gated(gate.into())).map(|x| x * 2).collect("out");
+    Ok(())
+}
+static GATED: Job<String> = Job::new("gated", gated);
+
+#[test]
+fn tasks_initialize_before_they_run_and_checkpoints_wait_for_them() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let gate = dir.path().join("gate");
+    let mut d = driver(Registry::new().register(&GATED), 2);
+    d.set("execution.checkpointing.interval", "10ms")?;
+    d.set("execution.checkpointing.dir", &dir.path().join("cp").display().to_string())?;
+    let client = d.execute_async(&GATED, gate.display().to_string())?;
+    // The job runs, its two source tasks are initializing; at 10 ms intervals, 30 checkpoints
+    // would have been due by now, and none was triggered.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(client.status().ok(), Some(JobStatus::Running));
+    assert_eq!(client.initializing_tasks(), Some(2));
+    let stats = client.checkpoint_stats().ok_or_else(|| Error::internal("no checkpoint statistics"))?;
+    assert_eq!(stats.triggered, 0, "{stats:?}");
+    std::fs::write(&gate, b"").map_err(|e| Error::io("cannot write", &gate, e))?;
+    let result = client.wait_timeout(Duration::from_secs(60))?.ok_or_else(|| Error::internal("no end in 60 s"))?;
+    assert_eq!(client.initializing_tasks(), Some(0));
+    let stats = client.checkpoint_stats().ok_or_else(|| Error::internal("no checkpoint statistics"))?;
+    assert!(stats.completed >= 1, "checkpoints are taken once every task runs: {stats:?}");
+    let mut out = result.collected::<u64>("out")?;
+    out.sort_unstable();
+    assert_eq!(out, (0..200).map(|x| x * 2).collect::<Vec<_>>());
+    Ok(())
+}
