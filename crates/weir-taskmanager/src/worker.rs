@@ -420,6 +420,14 @@ async fn run(
             context: "cannot accept a worker process on".into(), peer: args.connect.clone(), source: e,
         })?.0,
         exited = child.wait() => {
+            // SIGKILL comes from outside (an operator, the OOM killer), not from the program: the
+            // run may be retried. Any other early end says the program is not a weir worker.
+            if let Ok(status) = &exited
+                && std::os::unix::process::ExitStatusExt::signal(status) == Some(9)
+            {
+                let error = format!("the worker process (pid {pid}) of this job died before it connected back: {}", describe(*status));
+                return Ok(Some(ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(error), result: None, retryable: true }));
+            }
             let how = exited.map(|s| format!("exited ({})", describe(s))).unwrap_or_else(|e| format!("failed: {e}"));
             return Err(not_weir(how));
         }

@@ -149,9 +149,12 @@ fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, pref
         job_id(&out)
     };
     let (a, b) = (submit(), submit());
-    eventually("both jobs run in workers", || {
-        c.job_state(&a) == "RUNNING" && c.job_state(&b) == "RUNNING" && c.workers().len() == 2
-    });
+    // Every task of both jobs runs: each worker connected back and started its part.
+    let tasks_run = |id: &str| {
+        let (_, j) = c.get(&format!("/jobs/{id}"));
+        j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"]
+    };
+    eventually("both jobs run in workers", || tasks_run(&a) && tasks_run(&b) && c.workers().len() == 2);
     let victim = c.workers().into_iter().find(|(_, job)| *job == a).unwrap_or_else(|| panic!("no worker for {a}"));
     let killed = Command::new("kill").args(["-9", &victim.0.to_string()]).status().map(|s| s.success());
     assert_eq!(killed.ok(), Some(true), "kill -9 {}", victim.0);
