@@ -7,6 +7,8 @@
 #   WORKLOAD: window (one-second event-time tumbling windows, a sum per key and window) or
 #   timeouts (a keyed process function moving one event-time timer per key).
 #   Defaults: N=20000000 K=1000000 CACHE=100000 R=3
+#   BACKENDS="heap disk disk-heap-timers" adds the disk backend with process functions' timers on
+#   the heap (state.backend.disk.timer-service.factory: heap); default "heap disk".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workload=${1:?usage: bench/disk-vs-heap.sh WORKLOAD [N] [K] [CACHE] [R]}
@@ -16,12 +18,15 @@ source bench/lib.sh
 bin=$target/release/examples/anchors
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/heap" "$work/disk"
+backends=${BACKENDS:-heap disk}
+mkdir -p "$work/heap" "$work/disk" "$work/disk-heap-timers"
 : >"$work/heap/config.yaml"
 printf 'state.backend.type: disk\nstate.backend.disk.dir: %s\nstate.backend.disk.cache-entries: %s\n' \
   "$work" "$cache" >"$work/disk/config.yaml"
+cp "$work/disk/config.yaml" "$work/disk-heap-timers/config.yaml"
+echo "state.backend.disk.timer-service.factory: heap" >>"$work/disk-heap-timers/config.yaml"
 for i in $(seq "$runs"); do
-  for backend in heap disk; do
+  for backend in $backends; do
     out=$(WEIR_CONF_DIR=$work/$backend "$bin" "$workload" "$n" 1 "$k" 2>"$work/err") || {
       cat "$work/err" >&2
       exit 1
@@ -32,5 +37,9 @@ for i in $(seq "$runs"); do
     echo "$rate" >>"$work/rates-$backend"
   done
 done
-heap=$(median <"$work/rates-heap") disk=$(median <"$work/rates-disk")
-python3 -c "print(f'median records/s: heap {$heap:,.0f}, disk {$disk:,.0f}; disk/heap = {$disk / $heap:.3f}')"
+heap=$(median <"$work/rates-heap")
+for backend in $backends; do
+  [[ $backend == heap ]] && continue
+  other=$(median <"$work/rates-$backend")
+  python3 -c "print(f'median records/s: heap {$heap:,.0f}, $backend {$other:,.0f}; $backend/heap = {$other / $heap:.3f}')"
+done

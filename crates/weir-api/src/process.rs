@@ -427,11 +427,12 @@ impl Checkpointing {
         let mut states = match env.state_backend.kind {
             StateBackendKind::Disk => {
                 let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-                KeyedStates::on_disk(weir_runtime::disk::RawStore::open(
-                    &env.state_backend,
-                    &name,
-                    env.op.max_parallelism,
-                )?)
+                let store = weir_runtime::disk::RawStore::open(&env.state_backend, &name, env.op.max_parallelism)?;
+                if env.state_backend.timers_on_heap {
+                    KeyedStates::on_disk_with_heap_timers(store)
+                } else {
+                    KeyedStates::on_disk(store)
+                }
             }
             _ => KeyedStates::default(),
         };

@@ -147,6 +147,13 @@ mod tests {
         assert!(e.contains("'disk' is its embedded on-disk backend"), "{e}");
         assert!(c.set("state.backend.disk.cache-entries", "0").is_err());
         assert!(c.set("state.backend.incremental", "yes").is_err());
+        let e = c.set("state.backend.disk.timer-service.factory", "rocksdb").err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("'rocksdb' is not disk or heap"));
+        let e = c.set("state.backend.rocksdb.timer-service.factory", "HEAP").err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("takes state.backend.disk.timer-service.factory"));
+        let mut c = ExecutionConfig::default();
+        assert!(c.set("state.backend.disk.timer-service.factory", "HEAP").is_ok());
+        assert!(c.state_backend.timers_on_heap);
     }
 
     #[test]
@@ -163,6 +170,7 @@ mod tests {
                 incremental: true,
                 dir: Some("/var/tmp/state".into()),
                 cache_entries: 5000,
+                timers_on_heap: true,
             },
         };
         let mut back = ExecutionConfig::default();

@@ -302,6 +302,7 @@ mod tests {
             incremental,
             dir: Some(dir.display().to_string()),
             cache_entries: cache,
+            timers_on_heap: false,
         };
         DiskKeyed::open(&config, "test", 128)
     }
@@ -448,6 +449,7 @@ mod tests {
             incremental: false,
             dir: Some(dir.path().display().to_string()),
             cache_entries: 64,
+            timers_on_heap: false,
         };
         // One key group: every entry falls in it.
         let mut s: DiskKeyed<u64, Vec<u8>> = DiskKeyed::open(&config, "wide", 1)?;

@@ -290,6 +290,7 @@ mod tests {
             incremental,
             dir: Some(dir.display().to_string()),
             cache_entries: cache,
+            timers_on_heap: false,
         };
         DiskWindows::open(&config, "windows", 128, 0..128)
     }

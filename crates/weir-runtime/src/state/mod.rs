@@ -284,6 +284,12 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
         KeyedStates { disk: Some(store), timers: Timers::on_disk(), ..KeyedStates::default() }
     }
 
+    /// Keyed states kept in the disk backend's `store`, with their timers on the heap
+    /// (`state.backend.disk.timer-service.factory: heap`), written into each snapshot.
+    pub fn on_disk_with_heap_timers(store: RawStore) -> Self {
+        KeyedStates { disk: Some(store), ..KeyedStates::default() }
+    }
+
     /// The timers of the operator instance, to register and delete.
     pub fn timers(&mut self) -> &mut Timers<K> {
         &mut self.timers
@@ -553,6 +559,7 @@ mod tests {
             incremental: true,
             dir: Some(dir.display().to_string()),
             cache_entries: cache,
+            timers_on_heap: false,
         };
         Ok(KeyedStates::on_disk(RawStore::open(&config, "states", 16)?))
     }

@@ -173,18 +173,31 @@ impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned> Timers<K> {
         }
     }
 
-    /// After a restore wrote timers into `store`: finds each key group's earliest.
+    /// After a restore wrote timers into `store`: finds each key group's earliest. Timers kept on
+    /// the heap take those a snapshot of timers on disk put into the store, and remove them there,
+    /// so that the store never holds a timer the heap no longer has.
     pub(crate) fn restored(&mut self, store: &mut RawStore) -> Result<()> {
-        if let Some(disk) = &mut self.disk {
-            for q in &mut disk.queues {
-                q.rebuild(store)?;
+        match &mut self.disk {
+            Some(disk) => {
+                for q in &mut disk.queues {
+                    q.rebuild(store)?;
+                }
+            }
+            None => {
+                for d in 0..2 {
+                    let mut stored = DiskTimerQueue::new(tag(d));
+                    stored.rebuild(store)?;
+                    while let Some((at, payload)) = stored.pop_due(store, Timestamp::MAX)? {
+                        self.register_stored(d == 0, at, &payload)?;
+                    }
+                }
             }
         }
         self.flush(store)
     }
 
-    /// The live timers on the heap: (event time?, time, key); none with the disk backend, whose
-    /// snapshot holds its timers.
+    /// The live timers on the heap: (event time?, time, key); none with timers in the disk
+    /// backend's store, whose snapshot holds them.
     pub(crate) fn on_heap(&self) -> impl Iterator<Item = (bool, Timestamp, &K)> {
         self.heap.iter().enumerate().flat_map(|(d, h)| h.live.iter().map(move |(at, k)| (d == 0, *at, k)))
     }
@@ -241,13 +254,17 @@ mod tests {
     fn disk_states<K: Hash + Eq + Clone + Serialize + DeserializeOwned>(
         dir: &std::path::Path,
     ) -> Result<KeyedStates<K>> {
-        let config = StateBackendConfig {
+        Ok(KeyedStates::on_disk(RawStore::open(&disk_config(dir), "timers", 32)?))
+    }
+
+    fn disk_config(dir: &std::path::Path) -> StateBackendConfig {
+        StateBackendConfig {
             kind: StateBackendKind::Disk,
             incremental: true,
             dir: Some(dir.display().to_string()),
             cache_entries: 4,
-        };
-        Ok(KeyedStates::on_disk(RawStore::open(&config, "timers", 32)?))
+            timers_on_heap: false,
+        }
     }
 
     /// A model of one domain's timers: the live (time, key) pairs.
@@ -326,10 +343,29 @@ mod tests {
         assert!(fired > 1_000, "{fired} timers fired");
         let live = models[0].len() + models[1].len();
         assert!(live > 1_000, "{live} timers left for the restores");
-        // What the snapshots hold, restored on disk and on the heap, fires the same.
-        for on_disk in [true, false] {
-            let mut back = if on_disk { disk_states(dir.path())? } else { KeyedStates::default() };
+        // What the snapshots hold, restored on disk, on the heap, and on disk with timers on the
+        // heap (`timer-service.factory: heap`), fires the same.
+        for target in 0..3 {
+            let mut back = match target {
+                0 => disk_states(dir.path())?,
+                1 => KeyedStates::default(),
+                _ => KeyedStates::on_disk_with_heap_timers(RawStore::open(&disk_config(dir.path()), "heap-t", 32)?),
+            };
             restore_keyed_state(&[], &chunks.clone().into(), &mut back)?;
+            if target == 2 {
+                // The timers moved to the heap: the store keeps none, the typed chunks all.
+                let (raw, _) = back.snapshot_disk(100, 0)?.ok_or_else(|| Error::internal("no snapshot"))?.made()?;
+                let mut store_only = disk_states::<u32>(dir.path())?;
+                restore_keyed_state(&[], &raw.into(), &mut store_only)?;
+                assert_eq!(store_only.pop_due_timer(true, i64::MAX)?, None, "no timer left in the store");
+                assert_eq!(store_only.pop_due_timer(false, i64::MAX)?, None, "no timer left in the store");
+                let typed = snapshot_keyed_state(&back, 32)?;
+                let mut again = disk_states::<u32>(dir.path())?;
+                restore_keyed_state(&typed, &Default::default(), &mut again)?;
+                let mut m = models.clone();
+                fire(&mut again, &mut m, i64::MAX)?;
+                assert!(m.iter().all(BTreeSet::is_empty), "the typed chunks hold every timer");
+            }
             let mut m = models.clone();
             let mut t = time;
             while m.iter().any(|m| !m.is_empty()) {

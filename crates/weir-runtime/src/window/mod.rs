@@ -611,6 +611,7 @@ pub(crate) mod testing {
                 incremental: false,
                 dir: None,
                 cache_entries: 3,
+                timers_on_heap: false,
             };
         }
         env

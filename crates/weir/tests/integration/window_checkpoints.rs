@@ -255,14 +255,17 @@ fn restore(
     parallelism: u32,
     settings: &[(&str, &str)],
 ) -> Result<(PathBuf, bool)> {
-    let out = dir.join(format!("restored-{id}-{parallelism}"));
+    // Runs with other settings from the same checkpoint get directories of their own.
+    let variant = settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let tag = format!("{id}-{parallelism}-{:016x}", weir_core::keygroup::stable_hash(&variant));
+    let out = dir.join(format!("restored-{tag}"));
     let mut before = 0;
     for name in OUTPUTS {
         before += committed_up_to(&args.output.join(name), &out.join(name), id)?;
     }
     assert!(before > 0, "checkpoint {id} committed no output");
     let again = Args { output: out.clone(), parallelism, ..args.clone() };
-    let (_, restored) = run(&dir.join(format!("cp-{id}")), &again, Some(chk), settings)?;
+    let (_, restored) = run(&dir.join(format!("cp-{tag}")), &again, Some(chk), settings)?;
     Ok((out, restored))
 }
 
@@ -335,6 +338,14 @@ fn windows_co_process_functions_and_interval_joins_go_on_from_a_retained_checkpo
 const DISK: [(&str, &str); 3] =
     [("state.backend.type", "disk"), ("state.backend.incremental", "true"), ("state.backend.disk.cache-entries", "2")];
 
+/// The disk backend with process functions' timers on the heap.
+const DISK_HEAP_TIMERS: [(&str, &str); 4] = [
+    ("state.backend.type", "disk"),
+    ("state.backend.incremental", "true"),
+    ("state.backend.disk.cache-entries", "2"),
+    ("state.backend.disk.timer-service.factory", "heap"),
+];
+
 #[test]
 fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelism_and_on_the_heap() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
@@ -378,8 +389,10 @@ fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelis
         }
     }
     let linked = linked.ok_or_else(|| Error::internal(format!("no checkpoint builds on earlier ones: {ids:?}")))?;
-    // Disk to disk at parallelism 3, from a checkpoint that builds on earlier ones; disk to heap at 1.
-    for (id, parallelism, settings) in [(linked, 3, &DISK[..]), (ids[2 * ids.len() / 3], 1, &[][..])] {
+    // Disk to disk at parallelism 3, from a checkpoint that builds on earlier ones, with timers in
+    // the store and on the heap; disk to heap at 1.
+    let restores = [(linked, 3, &DISK[..]), (linked, 3, &DISK_HEAP_TIMERS[..]), (ids[2 * ids.len() / 3], 1, &[][..])];
+    for (id, parallelism, settings) in restores {
         let chk = job_dir.join(format!("chk-{id}"));
         let (out, restored) = restore(dir.path(), &args, &chk, id, parallelism, settings)?;
         assert!(restored);
