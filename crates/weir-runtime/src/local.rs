@@ -184,13 +184,7 @@ impl JobHandle {
             if self.initializing() == 0 {
                 return Ok(true);
             }
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(w) if !w.is_zero() => w,
-                    _ => return Ok(false),
-                },
-                None => Duration::from_secs(3600),
-            };
+            let Some(wait) = time_left(deadline) else { return Ok(false) };
             s = self.shared.changed.wait_timeout(s, wait).map_err(|_| Error::internal("job state lock poisoned"))?.0;
         }
     }
@@ -206,13 +200,7 @@ impl JobHandle {
         let deadline = Instant::now().checked_add(timeout);
         let mut s = self.shared.state.lock().map_err(|_| Error::internal("job state lock poisoned"))?;
         while !s.status.is_terminal() {
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(w) if !w.is_zero() => w,
-                    _ => return Ok(None),
-                },
-                None => Duration::from_secs(3600),
-            };
+            let Some(wait) = time_left(deadline) else { return Ok(None) };
             s = self.shared.changed.wait_timeout(s, wait).map_err(|_| Error::internal("job state lock poisoned"))?.0;
         }
         match s.status {
@@ -225,6 +213,15 @@ impl JobHandle {
                 None => Error::internal("job failed without an error"),
             }),
         }
+    }
+}
+
+/// How long to wait on the job's condition variable before `deadline` (`None`: no deadline, so an
+/// hour at a time); `None` once it has passed.
+fn time_left(deadline: Option<Instant>) -> Option<Duration> {
+    match deadline {
+        Some(d) => d.checked_duration_since(Instant::now()).filter(|w| !w.is_zero()),
+        None => Some(Duration::from_secs(3600)),
     }
 }
 
