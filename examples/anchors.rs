@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use weir::connectors::{OperatorContext, Source, SourceReader, SourceStatus};
 use weir::{
-    App, DataStream, Error, Job, KeyedContext, KeyedProcessFunction, Result, StreamEnv, TumblingEventTimeWindows,
-    ValueStateDescriptor, WatermarkStrategy,
+    App, DataStream, Error, EventTimeSessionWindows, Job, KeyedContext, KeyedProcessFunction, Result, StreamEnv,
+    TumblingEventTimeWindows, ValueStateDescriptor, WatermarkStrategy,
 };
 
 /// Arguments of every anchor job.
@@ -188,11 +188,24 @@ fn timeouts(env: &mut StreamEnv, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Not one of the shared anchors: event-time session windows with a two-second gap, a sum per key
+/// and session. A key recurring within the gap extends its session, so every record moves the
+/// session's end (`bench/disk-vs-heap.sh sessions`).
+fn sessions(env: &mut StreamEnv, args: Args) -> Result<()> {
+    let s = timed(env, &args)?
+        .key_by(|t: &(u64, u64)| t.0)
+        .window(EventTimeSessionWindows::with_gap(Duration::from_secs(2)))
+        .reduce(|a, b| (a.0, a.1 + b.1));
+    sink(s, &args);
+    Ok(())
+}
+
 static STATELESS: Job<Args> = Job::new("stateless", stateless);
 static KEYED: Job<Args> = Job::new("keyed", keyed);
 static WINDOW: Job<Args> = Job::new("window", window);
 static WIDE: Job<Args> = Job::new("wide", wide);
 static TIMEOUTS: Job<Args> = Job::new("timeouts", timeouts);
+static SESSIONS: Job<Args> = Job::new("sessions", sessions);
 
 /// The stateless workload as a plain loop.
 fn loop_stateless(n: u64) {
@@ -252,56 +265,59 @@ fn parse(args: &[String], i: usize, what: &str) -> Result<u64> {
 }
 
 const USAGE: &str = "usage: anchors WORKLOAD N P [K] | anchors wide N P K WIDTH | anchors loop WORKLOAD N [K]; WORKLOAD: stateless | \
-     keyed | window (and, not for loop, timeouts)";
+     keyed | window (and, not for loop, timeouts and sessions)";
 
 fn main() -> ExitCode {
-    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).job(&WIDE).job(&TIMEOUTS).run(|driver, args| {
-        let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
-        if workload == "loop" {
-            let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
-            let n = parse(args, 2, "N")?;
+    App::new("anchors").job(&STATELESS).job(&KEYED).job(&WINDOW).job(&WIDE).job(&TIMEOUTS).job(&SESSIONS).run(
+        |driver, args| {
+            let workload = args.first().ok_or_else(|| Error::Config(USAGE.into()))?.clone();
+            if workload == "loop" {
+                let which = args.get(1).ok_or_else(|| Error::Config(USAGE.into()))?.clone();
+                let n = parse(args, 2, "N")?;
+                let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
+                let t0 = Instant::now();
+                match which.as_str() {
+                    "stateless" => loop_stateless(n),
+                    "keyed" => loop_keyed(n, keys.max(1)),
+                    "window" => loop_window(n, keys.max(1)),
+                    other => {
+                        return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
+                    }
+                }
+                let secs = t0.elapsed().as_secs_f64();
+                println!("RESULT loop {which} n={n} p=1 keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
+                return Ok(());
+            }
+            let n = parse(args, 1, "N")?;
+            let p = parse(args, 2, "P")?;
             let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
+            let width = if workload == "wide" { parse(args, 4, "WIDTH")? } else { 0 };
+            let a = Args {
+                n,
+                p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?,
+                keys,
+                collect: false,
+                width: usize::try_from(width).map_err(|_| Error::Config("WIDTH is too large".into()))?,
+            };
             let t0 = Instant::now();
-            match which.as_str() {
-                "stateless" => loop_stateless(n),
-                "keyed" => loop_keyed(n, keys.max(1)),
-                "window" => loop_window(n, keys.max(1)),
+            let job = match workload.as_str() {
+                "stateless" => &STATELESS,
+                "keyed" => &KEYED,
+                "window" => &WINDOW,
+                "wide" => &WIDE,
+                "timeouts" => &TIMEOUTS,
+                "sessions" => &SESSIONS,
                 other => {
                     return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
                 }
-            }
+            };
+            driver.execute(job, a)?;
             let secs = t0.elapsed().as_secs_f64();
-            println!("RESULT loop {which} n={n} p=1 keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
-            return Ok(());
-        }
-        let n = parse(args, 1, "N")?;
-        let p = parse(args, 2, "P")?;
-        let keys = if args.len() > 3 { parse(args, 3, "K")? } else { 100_000 };
-        let width = if workload == "wide" { parse(args, 4, "WIDTH")? } else { 0 };
-        let a = Args {
-            n,
-            p: u32::try_from(p).map_err(|_| Error::Config("P is too large".into()))?,
-            keys,
-            collect: false,
-            width: usize::try_from(width).map_err(|_| Error::Config("WIDTH is too large".into()))?,
-        };
-        let t0 = Instant::now();
-        let job = match workload.as_str() {
-            "stateless" => &STATELESS,
-            "keyed" => &KEYED,
-            "window" => &WINDOW,
-            "wide" => &WIDE,
-            "timeouts" => &TIMEOUTS,
-            other => {
-                return Err(Error::Config(format!("unknown workload '{other}'; {USAGE}")));
-            }
-        };
-        driver.execute(job, a)?;
-        let secs = t0.elapsed().as_secs_f64();
-        println!("RESULT weir {workload} n={n} p={p} keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
-        eprintln!("peak_rss_mib={:.1}", peak_rss_mib());
-        Ok(())
-    })
+            println!("RESULT weir {workload} n={n} p={p} keys={keys} secs={secs:.3} rate={:.0}", n as f64 / secs);
+            eprintln!("peak_rss_mib={:.1}", peak_rss_mib());
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]
@@ -312,7 +328,13 @@ mod tests {
 
     fn driver() -> Driver {
         Driver::local(
-            Registry::new().register(&STATELESS).register(&KEYED).register(&WINDOW).register(&WIDE).register(&TIMEOUTS),
+            Registry::new()
+                .register(&STATELESS)
+                .register(&KEYED)
+                .register(&WINDOW)
+                .register(&WIDE)
+                .register(&TIMEOUTS)
+                .register(&SESSIONS),
         )
     }
 
@@ -398,6 +420,26 @@ mod tests {
             }
             assert_eq!(got_map, want, "n={n} keys={keys}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn sessions_sum_each_key_over_its_one_session() -> Result<()> {
+        // Timestamps are x / 1000 ms: 20,000 records span 10 ms, well within the two-second gap,
+        // so every key has one session, which the final watermark fires.
+        let (n, keys) = (20_000u64, 7u64);
+        let r = driver().execute(&SESSIONS, Args { n, p: 2, keys, collect: true, width: 0 })?;
+        let mut got: Vec<(u64, u64)> = r.collected("out")?;
+        got.sort_unstable();
+        let mut want: HashMap<u64, u64> = HashMap::new();
+        for _ in 0..2 {
+            for x in 0..n / 2 {
+                *want.entry(x % keys).or_default() += x;
+            }
+        }
+        let mut want: Vec<(u64, u64)> = want.into_iter().collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
         Ok(())
     }
 
