@@ -648,7 +648,11 @@ fn a_job_that_cannot_get_its_slots_fails_after_the_slot_request_timeout() {
 
 #[test]
 fn a_taskmanager_whose_jobmanager_does_not_answer_gives_up_with_a_clear_error() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(1);
+    // Port 1 (tcpmux): nothing listens there, and no test binds it. (A port bound and released
+    // here could be taken by another test's server before the TaskManager connects, which then
+    // answers with something that is not a JobManager.)
+    let closed = 1;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", closed)).is_err(), "something listens on port {closed}");
     let start = Instant::now();
     let out = Command::new(WEIR)
         .args(["taskmanager", "-D", &format!("jobmanager.rpc.port={closed}")])
