@@ -175,8 +175,17 @@ fn records_that_trickle_cross_without_waiting_for_a_full_frame() -> Result<()> {
     }
     assert!(crossed > 0, "no record crossed within 5 s");
     assert!(waited < Duration::from_secs(2), "the first records took {waited:?} to cross");
-    for h in &handles {
-        assert!(matches!(h.wait_timeout(Duration::from_secs(10)), Err(Error::Cancelled(_))));
+    // Part 0 is cancelled first; part 1 may see its peer's connections close before its own
+    // cancellation comes, which ends it as in the test above (a JobManager cancelling the job
+    // takes either end).
+    for (i, h) in handles.iter().enumerate() {
+        let ended = h.wait_timeout(Duration::from_secs(10));
+        let peer_gone = i == 1
+            && ended.as_ref().is_err_and(|e| {
+                let text = e.to_string();
+                text.contains("stopped") || text.contains("lost the data connection")
+            });
+        assert!(matches!(ended, Err(Error::Cancelled(_))) || peer_gone, "part {i}: {ended:?}");
         assert_eq!(h.live_tasks(), 0);
     }
     Ok(())
