@@ -5,13 +5,13 @@
 //! cluster, a per-job cluster, or the application's own JobManager in application mode). The
 //! driver code stays the same whatever the target.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::info;
+use weir_core::config::JobConfig;
 use weir_core::graph::JOB_GRAPH_FORMAT_VERSION;
 use weir_core::{ArtifactDigest, Error, JobGraph, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
@@ -26,7 +26,7 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
     fn target(&self) -> &str;
     /// Submits a job graph, built and checked by the driver, with the execution settings the
     /// program set (`config`); returns once the cluster accepted it.
-    fn submit(&self, graph: JobGraph, config: BTreeMap<String, String>) -> Result<Box<dyn SubmittedJob>>;
+    fn submit(&self, graph: JobGraph, config: JobConfig) -> Result<Box<dyn SubmittedJob>>;
 }
 
 /// A job an [`Executor`] submitted.
@@ -63,6 +63,8 @@ pub struct Driver {
     config: ExecutionConfig,
     /// Every setting made, in order (the targets take their own keys from them).
     settings: Vec<(String, String)>,
+    /// The job keys among them, typed: what every job submitted elsewhere carries.
+    job: JobConfig,
     target: String,
     targets: Option<Arc<dyn Targets>>,
     /// The executor in use, made at the first submission, with the target it was made for.
@@ -78,6 +80,7 @@ impl Driver {
             registry: Arc::new(registry),
             config: ExecutionConfig::default(),
             settings: Vec::new(),
+            job: JobConfig::default(),
             target: "local".into(),
             targets: None,
             executor: Arc::new(Mutex::new(None)),
@@ -116,8 +119,12 @@ impl Driver {
     /// Sets one configuration key (Flink's names, e.g. `parallelism.default`); unknown keys and
     /// bad values are errors.
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
-        self.config.set(key, value)?;
-        if key == "execution.target" {
+        let (def, typed) = weir_core::config::registry::parse(key, value)?;
+        self.config.apply(def, &typed)?;
+        if def.scope == weir_core::config::Scope::Job {
+            self.job.set(key, value)?;
+        }
+        if def.key == "execution.target" {
             self.target = value.trim().to_string();
         }
         self.settings.push((key.to_string(), value.to_string()));
@@ -130,9 +137,9 @@ impl Driver {
         Ok(self)
     }
 
-    /// The execution settings the program made (the cluster's own apply to the rest).
-    pub fn job_settings(&self) -> BTreeMap<String, String> {
-        self.settings.iter().filter(|(k, _)| ExecutionConfig::KEYS.contains(&k.as_str())).cloned().collect()
+    /// The job keys the program set, typed (the cluster's own defaults apply to the rest).
+    pub fn job_settings(&self) -> &JobConfig {
+        &self.job
     }
 
     /// The executor of the target, made on first use.
@@ -202,12 +209,22 @@ impl Driver {
         self.submit(graph)
     }
 
+    /// What a job takes to the cluster: the job keys the program set, and the two that shaped its
+    /// graph (parallelism and key groups) as they were when it was built. The cluster rebuilds the
+    /// job to check it, and its own defaults for those two would give another graph.
+    fn submitted_config(&self) -> Result<JobConfig> {
+        let mut c = self.job.clone();
+        c.set("parallelism.default", &self.config.parallelism.to_string())?;
+        c.set("pipeline.max-parallelism", &self.config.max_parallelism.to_string())?;
+        Ok(c)
+    }
+
     /// Submits a job graph: the cluster rebuilds the job from the registry and refuses it if the
     /// rebuilt plan is not the submitted one.
     pub fn submit(&self, graph: JobGraph) -> Result<JobClient> {
         if let Some(executor) = self.executor()? {
             info!(job = %graph.job_name, target = executor.target(), fingerprint = %graph.fingerprint, "submitting job");
-            let job = executor.submit(graph, self.job_settings())?;
+            let job = executor.submit(graph, self.submitted_config()?)?;
             return Ok(JobClient { inner: Inner::Submitted(Arc::from(job)) });
         }
         let rebuilt = self.registry.build(&graph.job_name, &graph.args, &self.config)?;

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{boolean, duration_ms};
-use crate::{Error, Result};
+use crate::Result;
+use crate::config::Value;
 
 /// How barriers are handled at tasks with several input channels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,19 +62,6 @@ impl Default for CheckpointConfig {
 }
 
 impl CheckpointConfig {
-    /// The keys [`CheckpointConfig::set`] understands.
-    pub const KEYS: [&'static str; 9] = [
-        "execution.savepoint.path",
-        "execution.savepoint.ignore-unclaimed-state",
-        "execution.checkpointing.interval",
-        "execution.checkpointing.timeout",
-        "execution.checkpointing.min-pause",
-        "execution.checkpointing.num-retained",
-        "execution.checkpointing.mode",
-        "execution.checkpointing.dir",
-        "execution.checkpointing.savepoint-dir",
-    ];
-
     /// Whether checkpoints are taken.
     pub fn enabled(&self) -> bool {
         self.interval_ms.is_some()
@@ -91,46 +78,31 @@ impl CheckpointConfig {
         }
     }
 
-    /// Sets one key; `Ok(false)` when the key is not a checkpointing key.
+    /// Sets one key from its text, through the option registry; `Ok(false)` when the key is
+    /// not a checkpointing key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let (def, value) = crate::config::registry::parse(key, value)?;
+        self.apply(def.key, &value)
+    }
+
+    /// Sets one key from its typed value (the registry checked it); `Ok(false)` when the key is
+    /// not a checkpointing key.
+    pub fn apply(&mut self, key: &str, value: &Value) -> Result<bool> {
         match key {
-            "execution.checkpointing.interval" => {
-                let ms = duration_ms(key, value)?;
-                if ms < 10 {
-                    return Err(Error::Config(format!(
-                        "{key}: '{value}' is too short; checkpoints can be at most every 10 ms"
-                    )));
-                }
-                self.interval_ms = Some(ms);
-            }
-            "execution.checkpointing.timeout" => {
-                self.timeout_ms = duration_ms(key, value)?;
-                if self.timeout_ms == 0 {
-                    return Err(Error::Config(format!("{key} must be positive")));
-                }
-            }
-            "execution.checkpointing.min-pause" => self.min_pause_ms = duration_ms(key, value)?,
-            "execution.checkpointing.num-retained" => {
-                self.retained =
-                    value.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        Error::Config(format!("{key}: '{value}' is not a whole number of at least 1"))
-                    })?;
-            }
+            "execution.checkpointing.interval" => self.interval_ms = Some(value.number(key)?),
+            "execution.checkpointing.timeout" => self.timeout_ms = value.number(key)?,
+            "execution.checkpointing.min-pause" => self.min_pause_ms = value.number(key)?,
+            "execution.checkpointing.num-retained" => self.retained = value.int(key)?,
             "execution.checkpointing.mode" => {
-                self.mode = match value.trim().to_ascii_uppercase().replace('-', "_").as_str() {
-                    "EXACTLY_ONCE" => CheckpointingMode::ExactlyOnce,
+                self.mode = match value.text(key)? {
                     "AT_LEAST_ONCE" => CheckpointingMode::AtLeastOnce,
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "{key}: '{value}' is not a mode; use EXACTLY_ONCE or AT_LEAST_ONCE"
-                        )));
-                    }
+                    _ => CheckpointingMode::ExactlyOnce,
                 }
             }
-            "execution.checkpointing.dir" => self.dir = Some(non_empty(key, value)?),
-            "execution.checkpointing.savepoint-dir" => self.savepoint_dir = Some(non_empty(key, value)?),
-            "execution.savepoint.path" => self.restore_path = Some(non_empty(key, value)?),
-            "execution.savepoint.ignore-unclaimed-state" => self.allow_non_restored = boolean(key, value)?,
+            "execution.checkpointing.dir" => self.dir = Some(value.text(key)?.to_string()),
+            "execution.checkpointing.savepoint-dir" => self.savepoint_dir = Some(value.text(key)?.to_string()),
+            "execution.savepoint.path" => self.restore_path = Some(value.text(key)?.to_string()),
+            "execution.savepoint.ignore-unclaimed-state" => self.allow_non_restored = value.flag(key)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -168,15 +140,6 @@ impl CheckpointConfig {
             out.push(("execution.savepoint.ignore-unclaimed-state", "true".into()));
         }
         out
-    }
-
-    /// The settings a job's configuration map gives (unknown keys are left to others).
-    pub fn from_map<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<CheckpointConfig> {
-        let mut c = CheckpointConfig::default();
-        for (k, v) in map {
-            c.set(k, v)?;
-        }
-        Ok(c)
     }
 }
 
@@ -225,60 +188,25 @@ impl Default for StateBackendConfig {
 }
 
 impl StateBackendConfig {
-    /// The keys [`StateBackendConfig::set`] understands.
-    pub const KEYS: [&'static str; 5] = [
-        "state.backend.type",
-        "state.backend.incremental",
-        "state.backend.disk.dir",
-        "state.backend.disk.cache-entries",
-        "state.backend.disk.timer-service.factory",
-    ];
-
-    /// Sets `key` if it is one of these settings; `Ok(false)` for another key.
+    /// Sets one key from its text, through the option registry; `Ok(false)` for another key.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
-        let v = value.trim();
+        let (def, value) = crate::config::registry::parse(key, value)?;
+        self.apply(def.key, &value)
+    }
+
+    /// Sets one key from its typed value (the registry checked it); `Ok(false)` for another key.
+    pub fn apply(&mut self, key: &str, value: &Value) -> Result<bool> {
         match key {
             "state.backend.type" => {
-                self.kind = match v.to_ascii_lowercase().as_str() {
-                    "hashmap" | "heap" => StateBackendKind::HashMap,
+                self.kind = match value.text(key)? {
                     "disk" => StateBackendKind::Disk,
-                    "rocksdb" => {
-                        return Err(Error::Config(
-                            "state.backend.type: weir has no RocksDB backend; 'disk' is its embedded on-disk backend \
-                             (state larger than memory, incremental checkpoints)"
-                                .into(),
-                        ));
-                    }
-                    _ => return Err(Error::Config(format!("state.backend.type: '{value}' is not hashmap or disk"))),
+                    _ => StateBackendKind::HashMap,
                 }
             }
-            "state.backend.incremental" => self.incremental = boolean(key, value)?,
-            "state.backend.disk.dir" => {
-                if v.is_empty() {
-                    return Err(Error::Config(format!("{key} is empty; give a local directory")));
-                }
-                self.dir = Some(v.to_string())
-            }
-            "state.backend.disk.cache-entries" => {
-                self.cache_entries = match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(Error::Config(format!("{key}: '{value}' is not a number of entries (1 or more)"))),
-                }
-            }
-            "state.backend.disk.timer-service.factory" => {
-                self.timers_on_heap = match v.to_ascii_lowercase().as_str() {
-                    "heap" => true,
-                    "disk" => false,
-                    _ => return Err(Error::Config(format!("{key}: '{value}' is not disk or heap"))),
-                }
-            }
-            "state.backend.rocksdb.timer-service.factory" => {
-                return Err(Error::Config(
-                    "state.backend.rocksdb.timer-service.factory: weir has no RocksDB backend; its disk backend \
-                     takes state.backend.disk.timer-service.factory (disk or heap)"
-                        .into(),
-                ));
-            }
+            "state.backend.incremental" => self.incremental = value.flag(key)?,
+            "state.backend.disk.dir" => self.dir = Some(value.text(key)?.to_string()),
+            "state.backend.disk.cache-entries" => self.cache_entries = value.int(key)?,
+            "state.backend.disk.timer-service.factory" => self.timers_on_heap = value.text(key)? == "heap",
             _ => return Ok(false),
         }
         Ok(true)
@@ -368,14 +296,6 @@ pub struct RestoreFrom {
     pub location: String,
     /// The snapshot's directory in it ("" for the storage's root).
     pub dir: String,
-}
-
-fn non_empty(key: &str, value: &str) -> Result<String> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(Error::Config(format!("{key} is empty; give a directory or a URL")));
-    }
-    Ok(v.to_string())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -138,8 +138,9 @@ pub enum ToTaskManager {
         job_id: JobId,
         /// The job graph.
         graph: Box<JobGraph>,
-        /// Execution settings for the job.
-        config: BTreeMap<String, String>,
+        /// The job's own settings (its program's, over the cluster's defaults for jobs), applied
+        /// over the receiving process's defaults.
+        config: crate::config::JobConfig,
         /// Which of the job's slots run here, and where the others are.
         assignment: Assignment,
         /// The job's cached files by name, in the JobManager's blob store.

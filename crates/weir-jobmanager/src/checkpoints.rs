@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
-use weir_core::checkpointing::{CheckpointConfig, CheckpointEvent, RestoreFrom};
+use weir_core::checkpointing::{CheckpointEvent, RestoreFrom};
+use weir_core::config::JobConfig;
 use weir_core::protocol::ToTaskManager;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_runtime::checkpoint::coordinator::{Command, Coordinator, SavepointRequest};
@@ -49,8 +50,8 @@ pub enum SavepointStatus {
 impl JobCheckpoints {
     /// The checkpointing `config` asks for, for `graph` under `id`; `None` without checkpoints. A
     /// savepoint to start from is checked here, so that a wrong one is refused at submission.
-    pub fn setup(graph: &JobGraph, config: &BTreeMap<String, String>, id: JobId) -> Result<Option<JobCheckpoints>> {
-        let cp = CheckpointConfig::from_map(config)?;
+    pub fn setup(graph: &JobGraph, config: &JobConfig, id: JobId) -> Result<Option<JobCheckpoints>> {
+        let cp = config.checkpointing()?;
         if !cp.enabled() {
             if cp.restore_path.is_some() {
                 return Err(Error::Config(

@@ -8,7 +8,6 @@
 //! Checkpoint ids are reserved in blocks through the store's counter, so that two leaders never
 //! write the same checkpoint.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
+use weir_core::config::JobConfig;
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_ha::stores::Stores;
@@ -62,7 +62,7 @@ pub enum Event {
 struct StoredJob {
     format: u32,
     graph: JobGraph,
-    config: BTreeMap<String, String>,
+    config: JobConfig,
     submitted_ms: i64,
 }
 
@@ -224,17 +224,12 @@ impl Ha {
 impl Cluster {
     /// Accepts a job; with high availability it is first kept in the job graph store (and its
     /// artifact in the HA storage directory), so that a new leader recovers it.
-    pub async fn submit_durably(self: &Arc<Self>, graph: JobGraph, config: BTreeMap<String, String>) -> Result<JobId> {
+    pub async fn submit_durably(self: &Arc<Self>, graph: JobGraph, config: JobConfig) -> Result<JobId> {
         self.submit_durably_as(graph, config, JobId::random()).await
     }
 
     /// As [`Cluster::submit_durably`], with id `id`.
-    pub async fn submit_durably_as(
-        self: &Arc<Self>,
-        graph: JobGraph,
-        config: BTreeMap<String, String>,
-        id: JobId,
-    ) -> Result<JobId> {
+    pub async fn submit_durably_as(self: &Arc<Self>, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
         let Some(ha) = self.ha.clone() else { return self.submit_as(graph, config, id) };
         // Not while it recovers: a recovered job and a new submission must not meet.
         let epoch = match (ha.ready(), ha.leading()) {
@@ -442,7 +437,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
         let latest = ha.stores.latest_checkpoint(&key).await?;
         if let Some((n, location)) = &latest {
             info!(job_id = %id, checkpoint = n, %location, "recovering from the latest completed checkpoint");
-            config.insert("execution.savepoint.path".into(), location.clone());
+            config.set("execution.savepoint.path", location)?;
         }
         if cluster.blobs.locate(&graph.artifact).is_none()
             && let Err(e) = restore_blob(cluster, ha, &graph).await

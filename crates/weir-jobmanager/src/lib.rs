@@ -39,6 +39,9 @@ pub struct Options {
     /// A per-job cluster: it accepts one job and shuts down once that job ended and its result
     /// was fetched.
     pub per_job: bool,
+    /// The job keys of the JobManager's own configuration: defaults for every job it runs, under
+    /// the job's own settings (as Flink's cluster configuration is for its jobs).
+    pub job_defaults: weir_core::config::JobConfig,
 }
 
 /// A running JobManager.

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use weir_core::config::JobConfig;
 use weir_core::{JobGraph, JobId, JobStatus};
 
 use crate::state::{Cluster, Job, now_ms};
@@ -47,6 +48,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/jobs/{jobid}", get(job).patch(patch_job))
         .route("/jobs/{jobid}/exceptions", get(exceptions))
         .route("/jobs/{jobid}/plan", get(plan))
+        .route("/jobs/{jobid}/config", get(job_config))
         .route("/jobs/{jobid}/execution-result", get(execution_result))
         .route("/jobs/{jobid}/checkpoints", get(checkpoints::checkpoints))
         .route("/jobs/{jobid}/savepoints", post(checkpoints::trigger_savepoint))
@@ -135,6 +137,7 @@ async fn config(State(c): Shared) -> Json<Value> {
         "flink-revision": "",
         "features": { "web-submit": false, "web-cancel": true, "web-rescale": false, "web-history": false },
         "weir-cluster": c.config,
+        "weir-job-defaults": c.job_defaults.rendered().into_iter().collect::<BTreeMap<_, _>>(),
     }))
 }
 
@@ -268,6 +271,32 @@ async fn plan(State(c): Shared, Path(id): Path<String>) -> Response {
     }
 }
 
+/// `GET /jobs/{id}/config`: Flink's job configuration shape; `weir-settings` holds the job keys
+/// the job runs with (its own over the JobManager's defaults), as `config.yaml` would write them.
+async fn job_config(State(c): Shared, Path(id): Path<String>) -> Response {
+    let restart = format!("{:?}", c.restart);
+    match with_job(&c, &id, |j| {
+        let settings: serde_json::Map<String, Value> =
+            j.config.rendered().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let parallelism = j.graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+        json!({
+            "jid": j.id.to_string(),
+            "name": j.graph.job_name,
+            "execution-config": {
+                "execution-mode": "PIPELINED",
+                "restart-strategy": restart,
+                "job-parallelism": parallelism,
+                "object-reuse-mode": false,
+                "user-config": {},
+            },
+            "weir-settings": settings,
+        })
+    }) {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
 async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response {
     if let Ok(job) = parse_job(&id) {
         c.result_served(job);
@@ -318,7 +347,11 @@ async fn submit(State(c): Shared, body: Result<Json<Submission>, JsonRejection>)
             );
         }
     };
-    match c.submit_durably(sub.graph, sub.config).await {
+    let config = match JobConfig::submitted(&sub.config) {
+        Ok(config) => config,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the job's config: {e}")),
+    };
+    match c.submit_durably(sub.graph, config).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "jobid": id.to_string() }))).into_response(),
         Err(e) => error(refused(&e), e.to_string()),
     }
@@ -407,6 +440,7 @@ async fn openapi() -> Json<Value> {
             },
             "/jobs/{jobid}/exceptions": { "parameters": id, "get": { "summary": "Job failures", "responses": { "200": { "description": "OK" } } } },
             "/jobs/{jobid}/plan": { "parameters": id, "get": { "summary": "The job's plan", "responses": { "200": { "description": "OK" } } } },
+            "/jobs/{jobid}/config": { "parameters": id, "get": { "summary": "The job's configuration (Flink's shape; weir-settings: the job keys it runs with)", "responses": { "200": { "description": "OK" }, "404": { "description": "No such job" } } } },
             "/jobs/{jobid}/execution-result": { "parameters": id, "get": { "summary": "The job's result once terminal", "responses": { "200": { "description": "OK" } } } },
             "/jobs/{jobid}/checkpoints": { "parameters": id, "get": { "summary": "Checkpoint counts, latest and history", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job, or one without checkpoints" } } } },
             "/jobs/{jobid}/savepoints": { "parameters": id, "post": { "summary": "Trigger a savepoint: {target-directory}", "responses": { "202": { "description": "Triggered: {request-id}" }, "400": { "description": "No target directory, no checkpoints, or a bad body" }, "409": { "description": "The job is not running" } } } },

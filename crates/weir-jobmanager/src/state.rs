@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
-use weir_core::config::{ClusterConfig, RestartStrategy};
+use weir_core::config::{ClusterConfig, JobConfig, RestartStrategy};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
@@ -71,7 +71,7 @@ pub struct Job {
     /// Its graph.
     pub graph: JobGraph,
     /// Execution settings.
-    pub config: BTreeMap<String, String>,
+    pub config: JobConfig,
     /// Status.
     pub status: JobStatus,
     /// Slots it needs (its highest parallelism).
@@ -177,6 +177,8 @@ pub struct Cluster {
     pub rpc_address: String,
     /// A per-job cluster: one job, then it shuts down.
     pub per_job: bool,
+    /// The job keys of the JobManager's configuration: every job's defaults.
+    pub job_defaults: JobConfig,
     /// Where application outcomes are kept (`job-result-store.storage-path`).
     pub results: crate::results::JobResultStore,
     /// High availability (`high-availability.type`), if on.
@@ -208,6 +210,7 @@ impl Cluster {
             provider: options.provider,
             rpc_address,
             per_job: options.per_job,
+            job_defaults: options.job_defaults,
         }
     }
 
@@ -240,13 +243,18 @@ impl Cluster {
     }
 
     /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots.
-    pub fn submit(&self, graph: JobGraph, config: BTreeMap<String, String>) -> Result<JobId> {
+    pub fn submit(&self, graph: JobGraph, config: JobConfig) -> Result<JobId> {
         self.submit_as(graph, config, JobId::random())
     }
 
     /// Accepts a job graph under a given id (an application's jobs have ids derived from the
     /// application's, so that they are the same wherever it runs).
-    pub fn submit_as(&self, graph: JobGraph, config: BTreeMap<String, String>, id: JobId) -> Result<JobId> {
+    pub fn submit_as(&self, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
+        let config = {
+            let mut c = self.job_defaults.clone();
+            c.overlay(&config);
+            c
+        };
         if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
             return Err(Error::GraphMismatch {
                 job: graph.job_name.clone(),

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
 use weir_core::config::ClusterConfig;
+use weir_core::config::JobConfig;
 use weir_core::graph::ArtifactDigest;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
@@ -38,8 +39,9 @@ pub struct Options {
     pub id: Option<String>,
     /// Cluster settings (JobManager address, slots, heartbeats).
     pub cluster: ClusterConfig,
-    /// Execution settings jobs start from.
-    pub execution: ExecutionConfig,
+    /// The job keys of the TaskManager's own configuration: defaults for the jobs it runs, under
+    /// each job's own settings.
+    pub job_defaults: JobConfig,
 }
 
 /// A TaskManager that registered with its JobManager.
@@ -164,7 +166,7 @@ fn hostname() -> String {
 pub async fn serve(
     registered: Registered,
     registry: Registry,
-    execution: ExecutionConfig,
+    job_defaults: JobConfig,
     deposed: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let Registered {
@@ -182,8 +184,8 @@ pub async fn serve(
                 Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore })) if !shared || graph.artifact != artifact => {
                     // In a worker process started from the job's program (this one's, or fetched).
                     let attempt = assignment.attempt;
-                    let mut settings = execution.entries();
-                    settings.extend(config);
+                    let mut settings = job_defaults.clone();
+                    settings.overlay(&config);
                     let launch = worker::Launch {
                         own: artifact.clone(),
                         cache: artifacts.clone(),
@@ -203,10 +205,12 @@ pub async fn serve(
                     jobs.insert((job_id, attempt), Run::Worker(job_id, control));
                 }
                 Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, mut cached_files, restore })) => {
+                    let mut settings = job_defaults.clone();
+                    settings.overlay(&config);
                     let attempt = assignment.attempt;
                     let placement = Placement { assignment, server: data.clone() };
                     let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut cached_files))
-                        .and_then(|()| worker::start_part(&registry, &artifact, &execution, job_id, &graph, &config, &cached_files, restore.as_ref(), placement))
+                        .and_then(|()| worker::start_part(&registry, &artifact, &ExecutionConfig::default(), job_id, &graph, &settings, &cached_files, restore.as_ref(), placement))
                         .and_then(|handle| {
                             let events = events_tx.clone();
                             worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;

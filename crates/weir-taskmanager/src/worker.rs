@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
+use weir_core::config::JobConfig;
 use weir_core::protocol::{
     Assignment, CachedFile, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io,
 };
@@ -170,15 +171,12 @@ pub(crate) fn start_part(
     base: &ExecutionConfig,
     job_id: JobId,
     graph: &JobGraph,
-    config: &BTreeMap<String, String>,
+    config: &JobConfig,
     cached_files: &BTreeMap<String, CachedFile>,
     restore: Option<&weir_core::checkpointing::RestoreFrom>,
     placement: Placement,
 ) -> Result<weir_runtime::local::JobHandle> {
-    let mut execution = base.clone();
-    for (k, v) in config {
-        execution.set(k, v)?;
-    }
+    let execution = config.resolve(base)?;
     let mut rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
     graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
     // Cached files are read from the copies the TaskManager fetched.
@@ -285,7 +283,7 @@ pub(crate) struct Launch {
     pub bind_host: String,
     pub job_id: JobId,
     pub graph: Box<JobGraph>,
-    pub config: BTreeMap<String, String>,
+    pub config: JobConfig,
     pub assignment: Assignment,
     pub cached_files: BTreeMap<String, CachedFile>,
     pub restore: Option<weir_core::checkpointing::RestoreFrom>,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use weir_api::{Driver, Executor, SubmittedJob};
+use weir_core::config::JobConfig;
 use weir_core::result::{JobResult, VertexCounts};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 use weir_jobmanager::Cluster;
@@ -354,7 +355,7 @@ impl Executor for EmbeddedExecutor {
         "application"
     }
 
-    fn submit(&self, mut graph: JobGraph, config: BTreeMap<String, String>) -> Result<Box<dyn SubmittedJob>> {
+    fn submit(&self, mut graph: JobGraph, config: JobConfig) -> Result<Box<dyn SubmittedJob>> {
         if self.app.ended.load(Ordering::SeqCst) {
             return Err(Error::Cancelled(format!("application {} (it ended; no more jobs)", self.app.id)));
         }
@@ -382,14 +383,7 @@ impl Executor for EmbeddedExecutor {
 impl EmbeddedExecutor {
     /// Submits the application's `n`th job under high availability, as the leader with its jobs
     /// recovered: a job that runs again, or ended under an earlier leader, is not submitted again.
-    fn submit_durably(
-        &self,
-        ha: &Ha,
-        graph: JobGraph,
-        config: BTreeMap<String, String>,
-        id: JobId,
-        n: u64,
-    ) -> Result<()> {
+    fn submit_durably(&self, ha: &Ha, graph: JobGraph, config: JobConfig, id: JobId, n: u64) -> Result<()> {
         let app = &self.app;
         loop {
             app.handle.block_on(ha.until_ready());
@@ -540,7 +534,11 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
     }
     let provider = crate::remote::provider(&cluster, app.forwarded, app.role_prefix, false)?;
     let runtime = crate::remote::runtime()?;
-    let options = weir_jobmanager::Options { provider: provider.clone(), per_job: false };
+    let options = weir_jobmanager::Options {
+        provider: provider.clone(),
+        per_job: false,
+        job_defaults: app.settings.job_config()?,
+    };
     let jm = runtime.block_on(weir_jobmanager::JobManager::start(cluster, options))?;
     let cluster = jm.cluster().clone();
     // A JobManager taking over keeps its predecessor's start time; main submits the jobs again.

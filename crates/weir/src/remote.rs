@@ -1,6 +1,5 @@
 //! The cluster roles of the executable and the client commands that talk to a running cluster.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use weir_api::{Driver, Registry};
-use weir_core::config::{ClusterConfig, ConfigFile, EXECUTION_KEYS};
+use weir_core::config::{ClusterConfig, ConfigFile, JobConfig};
 use weir_core::{Error, Result};
 use weir_jobmanager::provider::{DockerProvider, ProcessProvider, ResourceProvider};
 use weir_runtime::ExecutionConfig;
@@ -78,16 +77,18 @@ impl Settings {
         for (k, v, origin) in &self.entries {
             c.set(k, v).map_err(|e| from(origin, e))?;
         }
+        c.validate()?;
         Ok(c)
     }
 
-    /// The execution keys, for a job submitted to a cluster.
-    pub fn job_config(&self) -> BTreeMap<String, String> {
-        self.entries
-            .iter()
-            .filter(|(k, _, _)| EXECUTION_KEYS.contains(&k.as_str()))
-            .map(|(k, v, _)| (k.clone(), v.clone()))
-            .collect()
+    /// The job keys, typed: what a job submitted to a cluster carries, or a cluster process's
+    /// defaults for the jobs it runs.
+    pub fn job_config(&self) -> Result<JobConfig> {
+        let mut c = JobConfig::default();
+        for (k, v, origin) in &self.entries {
+            c.set(k, v).map_err(|e| from(origin, e))?;
+        }
+        Ok(c)
     }
 }
 
@@ -160,8 +161,9 @@ pub fn jobmanager(
 ) -> Result<()> {
     let cluster = settings.cluster()?;
     settings.execution()?;
+    let job_defaults = settings.job_config()?;
     let provider = provider(&cluster, forwarded, role_prefix, detached)?;
-    let options = weir_jobmanager::Options { provider: provider.clone(), per_job };
+    let options = weir_jobmanager::Options { provider: provider.clone(), per_job, job_defaults };
     let outcome = runtime()?.block_on(async {
         let jm = weir_jobmanager::JobManager::start(cluster, options).await?;
         println!("weir jobmanager ready: rest=http://{} rpc={}", jm.rest_address, jm.rpc_address);
@@ -184,7 +186,8 @@ pub fn jobmanager(
 
 /// `weir taskmanager`: registers with the JobManager and runs what it deploys.
 pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) -> Result<()> {
-    let mut options = weir_taskmanager::Options { id, cluster: settings.cluster()?, execution: settings.execution()? };
+    let mut options =
+        weir_taskmanager::Options { id, cluster: settings.cluster()?, job_defaults: settings.job_config()? };
     runtime()?.block_on(async {
         if let Some(ha) = weir_ha::connect(&options.cluster.ha).await? {
             // One id for every registration, so the leaders see the same TaskManager.
@@ -199,7 +202,7 @@ pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) 
         // or application cluster passes on as the program's own.
         eprintln!("weir taskmanager ready: id={} jobmanager={}", registered.id, registered.jobmanager);
         tokio::select! {
-            r = weir_taskmanager::serve(registered, registry, options.execution.clone(), std::future::pending()) => r,
+            r = weir_taskmanager::serve(registered, registry, options.job_defaults.clone(), std::future::pending()) => r,
             _ = terminated() => Ok(()),
         }
     })
@@ -248,7 +251,7 @@ async fn follow_leaders(
         let deposed = async move {
             let _ = watch.wait_for(|l| l.as_ref().is_some_and(|l| l.epoch > epoch)).await;
         };
-        match weir_taskmanager::serve(registered, registry.clone(), options.execution.clone(), deposed).await {
+        match weir_taskmanager::serve(registered, registry.clone(), options.job_defaults.clone(), deposed).await {
             Ok(()) => return Ok(()),
             Err(e) => tracing::warn!(error = %e, "the leader is gone; finding the next one"),
         }

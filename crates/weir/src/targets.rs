@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weir_api::{Executor, SubmittedJob, Targets};
-use weir_core::config::ClusterConfig;
+use weir_core::config::{ClusterConfig, JobConfig};
 use weir_core::result::{JobResult, VertexCounts};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
@@ -83,7 +83,7 @@ impl Executor for RestExecutor {
         }
     }
 
-    fn submit(&self, mut graph: JobGraph, config: BTreeMap<String, String>) -> Result<Box<dyn SubmittedJob>> {
+    fn submit(&self, mut graph: JobGraph, config: JobConfig) -> Result<Box<dyn SubmittedJob>> {
         // The cluster runs the job from the artifact that built it: this executable, uploaded to its
         // blob store unless the cluster has it already (a cluster started from this program does).
         graph.artifact = weir_core::graph::ArtifactDigest::current()?;
@@ -100,7 +100,10 @@ impl Executor for RestExecutor {
         let client = RestClient::new(&address);
         let exe = crate::perjob::this_program()?;
         client.ensure_artifact(&exe, &graph.artifact)?;
-        let answer = client.post("/jobs", &json!({ "graph": graph, "config": config }))?;
+        let answer = client.post(
+            "/jobs",
+            &json!({ "graph": graph, "config": config.rendered().into_iter().collect::<BTreeMap<_, _>>() }),
+        )?;
         let id: JobId = answer["jobid"]
             .as_str()
             .ok_or_else(|| Error::internal("the JobManager answered without a job id"))?

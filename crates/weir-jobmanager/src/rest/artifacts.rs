@@ -20,6 +20,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 use weir_core::blob::{BlobError, parse_digest};
+use weir_core::config::JobConfig;
 use weir_core::{ArtifactDigest, JobGraph};
 
 use super::{ApiError, Shared, error};
@@ -204,6 +205,10 @@ pub(super) async fn run(
             );
         }
     };
+    let config = match JobConfig::submitted(&req.config) {
+        Ok(config) => config,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the run request's config: {e}")),
+    };
     let Some(path) = c.blobs.locate(&digest) else {
         return error(StatusCode::NOT_FOUND, format!("artifact {id} is not in the blob store; upload it first"));
     };
@@ -212,7 +217,7 @@ pub(super) async fn run(
     if let Some(p) = req.parallelism {
         command.args(["-p", &p.to_string()]);
     }
-    for (k, v) in &req.config {
+    for (k, v) in config.rendered() {
         command.args(["-D", &format!("{k}={v}")]);
     }
     command.stdin(std::process::Stdio::null()).kill_on_drop(true);
@@ -260,7 +265,7 @@ pub(super) async fn run(
             format!("artifact {id} says it is {}; it cannot be run from the blob store", graph.artifact.0),
         );
     }
-    match c.submit_durably(graph, req.config).await {
+    match c.submit_durably(graph, config).await {
         Ok(job) => Json(json!({ "jobid": job.to_string() })).into_response(),
         Err(e) => error(super::refused(&e), e.to_string()),
     }

@@ -207,7 +207,7 @@ fn with_shared_isolation_the_clusters_own_jobs_run_in_the_taskmanager() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("'threads' is not an isolation; use process"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("'threads' is not one of process, shared"), "{}", text(&out.stderr));
 }
 
 #[test]

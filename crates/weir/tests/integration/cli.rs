@@ -37,7 +37,7 @@ fn bad_input_exits_2_with_a_message_that_says_what_to_do() {
         (&["run", "wordcount", "--args", "{\"input\": \"/nope\"}"], "pass an existing file or directory"),
         (&["run", "wordcount", "--args", "{\"inptu\": \"x\"}"], "unknown field `inptu`"),
         (&["run", "wordcount", "-D", "parallelism.defualt=2", "--args", "{}"], "unknown configuration key"),
-        (&["run", "wordcount", "-p", "0", "--args", "{}"], "parallelism.default must be at least 1"),
+        (&["run", "wordcount", "-p", "0", "--args", "{}"], "parallelism.default must be between 1 and 32768, not 0"),
     ];
     for (args, want) in cases {
         let out = weir(args);

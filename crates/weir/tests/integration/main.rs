@@ -7,6 +7,7 @@ mod checkpoint_faults;
 mod checkpoints;
 mod cli;
 mod cluster;
+mod config;
 mod docker;
 mod ha;
 mod ha_application;
