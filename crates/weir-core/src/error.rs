@@ -108,6 +108,20 @@ pub enum Error {
         retryable: bool,
     },
 
+    /// Another process or service weir works with failed, went away or answered what this version
+    /// cannot use: the JobManager a TaskManager serves, the Docker engine, a peer of the control
+    /// protocol. Nobody's configuration is wrong; the other side (or the network to it) is.
+    #[error("{context}: {message}")]
+    External {
+        /// What weir was doing, naming the other side, e.g. "lost the JobManager at 10.0.0.5:6123".
+        context: String,
+        /// What happened, and what to do about it.
+        message: String,
+        /// Whether trying again may succeed (a peer that went away may come back; one that speaks
+        /// another protocol will not).
+        retryable: bool,
+    },
+
     /// A command from a JobManager that no longer leads: its leadership was taken over (fencing).
     #[error("not the leader: {0}")]
     NotLeader(String),
@@ -173,9 +187,11 @@ impl Error {
             | Error::GraphMismatch { .. }
             | Error::Cancelled(_) => Blame::User,
             Error::Io { source, .. } => io_blame(source),
-            Error::Network { .. } | Error::JobFailed { .. } | Error::Coordination { .. } | Error::NotLeader(_) => {
-                Blame::External
-            }
+            Error::Network { .. }
+            | Error::External { .. }
+            | Error::JobFailed { .. }
+            | Error::Coordination { .. }
+            | Error::NotLeader(_) => Blame::External,
             Error::Task { blame, .. } | Error::Storage { blame, .. } => *blame,
             Error::Internal(_) | Error::ChannelClosed(_) => Blame::Internal,
         }
@@ -187,7 +203,8 @@ impl Error {
             Error::Io { source, .. } | Error::Network { source, .. } => io_retryable(source),
             Error::Task { retryable, .. }
             | Error::Storage { retryable, .. }
-            | Error::Coordination { retryable, .. } => *retryable,
+            | Error::Coordination { retryable, .. }
+            | Error::External { retryable, .. } => *retryable,
             Error::ChannelClosed(_) | Error::NotLeader(_) => true,
             _ => false,
         }
@@ -196,6 +213,11 @@ impl Error {
     /// An [`Error::Io`] with context.
     pub fn io(context: impl Into<String>, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { context: context.into(), path: path.into(), source }
+    }
+
+    /// An [`Error::External`]: `context` names the other side, `message` says what happened.
+    pub fn external(context: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        Error::External { context: context.into(), message: message.into(), retryable }
     }
 
     /// An [`Error::InvalidJob`].
@@ -255,6 +277,15 @@ mod tests {
         assert_eq!(refused.blame(), Blame::External);
         assert!(refused.is_retryable());
         assert_eq!(Error::internal("x").blame(), Blame::Internal);
+        let lost = Error::external("lost the JobManager at 10.0.0.5:6123", "it closed the connection", true);
+        assert_eq!(lost.blame(), Blame::External);
+        assert!(lost.is_retryable());
+        assert_eq!(lost.to_string(), "lost the JobManager at 10.0.0.5:6123: it closed the connection");
+        let garbled = crate::protocol::decode::<crate::protocol::ToJobManager>(b"{not json").err();
+        assert!(
+            garbled.as_ref().is_some_and(|e| e.blame() == Blame::External && !e.is_retryable()),
+            "a peer's unreadable message is the peer's fault, and final: {garbled:?}"
+        );
     }
 
     #[test]

@@ -249,17 +249,24 @@ pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>> {
 pub fn frame_length(header: [u8; 4]) -> Result<usize> {
     let n = u32::from_be_bytes(header) as usize;
     if n > MAX_FRAME_BYTES {
-        return Err(Error::Config(format!(
-            "a peer announced a frame of {n} bytes, over the {MAX_FRAME_BYTES} byte limit"
-        )));
+        return Err(Error::external(
+            "a peer of the control protocol",
+            format!("it announced a frame of {n} bytes, over the {MAX_FRAME_BYTES} byte limit"),
+            false,
+        ));
     }
     Ok(n)
 }
 
 /// Decodes a frame body.
 pub fn decode<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<M> {
-    serde_json::from_slice(body)
-        .map_err(|e| Error::Config(format!("a peer sent a message this version cannot read: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        Error::external(
+            "a peer of the control protocol",
+            format!("it sent a message this version cannot read: {e}"),
+            false,
+        )
+    })
 }
 
 /// Blocking frame I/O, for processes and threads without an async runtime (worker processes).

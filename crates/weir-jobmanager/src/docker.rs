@@ -97,7 +97,7 @@ impl Docker {
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).map_err(|e| self.unreachable(e))?;
         parse_response(&answer).ok_or_else(|| {
-            Error::internal(format!("the Docker engine at {} sent an answer that is not HTTP", self.host))
+            Error::external(format!("the Docker engine at {}", self.host), "it sent an answer that is not HTTP", false)
         })
     }
 
@@ -109,10 +109,12 @@ impl Docker {
         if status >= 400 {
             let message = value["message"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}"));
             let what = format!("the Docker engine refused {method} {path}: {message}");
+            // 400, 404 and 409 answer what weir asked for (an image not built, a name in use): the
+            // user acts. Anything else is the engine's own failure, which may pass.
             return Err(if status == 404 || status == 409 || status == 400 {
                 Error::Config(what)
             } else {
-                Error::internal(what)
+                Error::external(format!("the Docker engine at {}", self.host), what, status >= 500)
             });
         }
         Ok(value)
@@ -124,7 +126,11 @@ impl Docker {
         if status == 200 {
             Ok(())
         } else {
-            Err(Error::internal(format!("the Docker engine at {} answered its ping with HTTP {status}", self.host)))
+            Err(Error::external(
+                format!("the Docker engine at {}", self.host),
+                format!("it answered its ping with HTTP {status}"),
+                true,
+            ))
         }
     }
 
@@ -142,7 +148,11 @@ impl Docker {
         )?;
         let text = String::from_utf8_lossy(&body);
         if status >= 400 || text.contains("\"error\"") {
-            return Err(Error::internal(format!("the Docker engine could not import image {repo}:{tag}: {text}")));
+            return Err(Error::external(
+                format!("the Docker engine could not import image {repo}:{tag}"),
+                text,
+                status >= 500,
+            ));
         }
         Ok(())
     }
@@ -173,7 +183,7 @@ impl Docker {
         info["IPAM"]["Config"][0]["Gateway"]
             .as_str()
             .map(String::from)
-            .ok_or_else(|| Error::internal(format!("the Docker network {network} has no gateway address")))
+            .ok_or_else(|| Error::external(format!("the Docker network {network}"), "it has no gateway address", false))
     }
 
     /// The `weir.cluster` label of a network, if it exists.
@@ -243,10 +253,11 @@ impl Docker {
         let (status, body) = self.request("POST", &format!("/containers/{name}/stop?t={grace_s}"), None)?;
         match status {
             204 | 304 | 404 => Ok(()),
-            _ => Err(Error::internal(format!(
-                "the Docker engine cannot stop container {name}: {}",
-                String::from_utf8_lossy(&body)
-            ))),
+            _ => Err(Error::external(
+                format!("the Docker engine cannot stop container {name}"),
+                String::from_utf8_lossy(&body),
+                status >= 500,
+            )),
         }
     }
 
@@ -255,10 +266,11 @@ impl Docker {
         let (status, body) = self.request("DELETE", &format!("/containers/{name}?force=true"), None)?;
         match status {
             204 | 404 | 409 => Ok(()),
-            _ => Err(Error::internal(format!(
-                "the Docker engine cannot remove container {name}: {}",
-                String::from_utf8_lossy(&body)
-            ))),
+            _ => Err(Error::external(
+                format!("the Docker engine cannot remove container {name}"),
+                String::from_utf8_lossy(&body),
+                status >= 500,
+            )),
         }
     }
 

@@ -93,10 +93,7 @@ impl ResourceProvider for ProcessProvider {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         let child = command.spawn().map_err(|e| {
-            Error::Config(format!(
-                "the process resource provider cannot start a TaskManager from {}: {e}",
-                self.program.display()
-            ))
+            Error::io("the process resource provider cannot start a TaskManager from", &self.program, e)
         })?;
         info!(taskmanager = id, pid = child.id(), slots, "TaskManager process started");
         self.children().insert(id.to_string(), child);
@@ -195,8 +192,20 @@ impl ResourceProvider for DockerProvider {
             labels: vec![("weir.cluster".into(), self.network.clone())],
             ..Default::default()
         };
-        self.docker.run(&spec).map_err(|e| {
-            Error::Config(format!("the docker resource provider cannot start a TaskManager container: {e}"))
+        self.docker.run(&spec).map_err(|e| match e {
+            // Keep the blame of what the engine said: a missing image is the user's to build, an
+            // engine that is down is nobody's configuration.
+            Error::Config(m) => {
+                Error::Config(format!("the docker resource provider cannot start a TaskManager container: {m}"))
+            }
+            e => {
+                let retryable = e.is_retryable();
+                Error::external(
+                    "the docker resource provider cannot start a TaskManager container",
+                    e.to_string(),
+                    retryable,
+                )
+            }
         })?;
         info!(taskmanager = id, container = %name, slots, "TaskManager container started");
         self.started().push(name);

@@ -70,7 +70,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
         .await
-        .map_err(|_| weir_core::Error::Config(format!("{who} sent no handshake within 10 s")))??;
+        .map_err(|_| weir_core::Error::external(who.clone(), "it sent no handshake within 10 s", false))??;
     let (mut rd, mut wr) = stream.into_split();
     let first: Option<ToJobManager> =
         tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await.unwrap_or(Ok(None))?;

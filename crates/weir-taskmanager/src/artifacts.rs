@@ -74,7 +74,14 @@ impl ArtifactCache {
         write_frame(&mut stream, &ToJobManager::FetchArtifact { digest: digest.clone() })?;
         let size = match read_frame::<_, ToTaskManager>(&mut stream)? {
             Some(ToTaskManager::Artifact { size }) => size,
-            Some(ToTaskManager::Rejected { reason }) => return Err(Error::Config(reason)),
+            // The JobManager does not have it (deleted since), or refuses to send it.
+            Some(ToTaskManager::Rejected { reason }) => {
+                return Err(Error::external(
+                    format!("the JobManager at {jobmanager} did not send artifact {}", digest.0),
+                    reason,
+                    false,
+                ));
+            }
             other => {
                 return Err(Error::internal(format!("expected an artifact from the JobManager, got {other:?}")));
             }

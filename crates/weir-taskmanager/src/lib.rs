@@ -101,9 +101,13 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
     };
     let _ = stream.set_nodelay(true);
     let who = format!("JobManager at {address}");
-    tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
-        .await
-        .map_err(|_| Error::Config(format!("{who} sent no handshake within 10 s")))??;
+    tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who)).await.map_err(|_| {
+        Error::external(
+            who.clone(),
+            "it sent no handshake within 10 s; is that address a weir JobManager's RPC port?",
+            true,
+        )
+    })??;
     // Other TaskManagers reach this one where the JobManager's connection comes from, unless told.
     let local_ip = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into());
     let host = options.cluster.taskmanager_host.clone().unwrap_or(local_ip);
@@ -142,16 +146,26 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
             })
         }
         Some(ToTaskManager::Rejected { reason }) => {
-            Err(Error::Config(format!("the JobManager at {address} refused this TaskManager: {reason}")))
+            Err(Error::external(format!("the JobManager at {address} refused this TaskManager"), reason, true))
         }
         Some(other) => Err(Error::internal(format!("expected a registration answer, got {other:?}"))),
-        None => Err(Error::Config(format!("the JobManager at {address} closed the connection during registration"))),
+        None => Err(Error::external(
+            format!("the JobManager at {address}"),
+            "it closed the connection during registration",
+            true,
+        )),
     }
 }
 
 /// A TaskManager id: host, process id and a random suffix.
 pub fn default_id() -> String {
     format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+/// The connection to the JobManager broke: not this TaskManager's configuration, and a JobManager
+/// that comes back (or a new leader) takes it again.
+fn lost(jobmanager: &str, what: String) -> Error {
+    Error::external(format!("lost the JobManager at {jobmanager}"), what, true)
 }
 
 fn hostname() -> String {
@@ -250,8 +264,8 @@ pub async fn serve(
                     break Ok(());
                 }
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the JobManager"),
-                Ok(None) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: it closed the connection"))),
-                Err(e) => break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}"))),
+                Ok(None) => break Err(lost(&jobmanager, "it closed the connection".into())),
+                Err(e) => break Err(lost(&jobmanager, e.to_string())),
             },
             () = &mut deposed => {
                 break Err(Error::NotLeader(format!("the JobManager at {jobmanager} was replaced by a newer leader")));
@@ -261,7 +275,7 @@ pub async fn serve(
                 let running: Vec<JobId> =
                     jobs.keys().map(|(j, _)| *j).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
                 if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running }).await {
-                    break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
+                    break Err(lost(&jobmanager, e.to_string()));
                 }
             }
             Some(event) = events_rx.recv() => {
@@ -271,7 +285,7 @@ pub async fn serve(
                     jobs.remove(&(*job_id, *attempt));
                 }
                 if let Err(e) = write_frame(&mut wr, &event).await {
-                    break Err(Error::Config(format!("lost the JobManager at {jobmanager}: {e}")));
+                    break Err(lost(&jobmanager, e.to_string()));
                 }
             }
         }

@@ -297,7 +297,12 @@ pub(crate) fn fetch_cached(
 ) -> Result<()> {
     for (name, file) in files.iter_mut() {
         let path = cache.get(jobmanager, &file.digest).map_err(|e| {
-            Error::Config(format!("cannot fetch the job's cached file '{name}' from the JobManager: {e}"))
+            let retryable = e.is_retryable();
+            Error::external(
+                format!("cannot fetch the job's cached file '{name}' from the JobManager"),
+                e.to_string(),
+                retryable,
+            )
         })?;
         file.path = Some(path.display().to_string());
     }

@@ -90,9 +90,7 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
         .stdout(log)
         .stderr(log2);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| Error::Config(format!("cannot start the application from {}: {e}", artifact.display())))?;
+    let mut child = command.spawn().map_err(|e| Error::io("cannot start the application from", artifact, e))?;
     let output = || format!("its last output:\n{}", tail(&log_path));
     if let Some(leader) = running {
         let ready =
@@ -231,11 +229,11 @@ fn wait_for<T>(
             return Err(Error::Config(format!("{who} exited at start ({status}); {}", output())));
         }
         if started.elapsed() > START_TIMEOUT {
-            return Err(Error::Config(format!(
-                "{who} did not start within {} s; {}",
-                START_TIMEOUT.as_secs(),
-                output()
-            )));
+            return Err(Error::external(
+                who.to_string(),
+                format!("it did not start within {} s; {}", START_TIMEOUT.as_secs(), output()),
+                true,
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

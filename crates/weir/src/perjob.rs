@@ -115,7 +115,7 @@ impl PerJobCluster {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Config(format!("cannot start a per-job cluster from {}: {e}", program.display())))?;
+            .map_err(|e| Error::io("cannot start a per-job cluster from", program, e))?;
         let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
@@ -155,10 +155,11 @@ impl PerJobCluster {
                 }
                 Err(_) => {
                     // Dropping it stops it.
-                    return Err(Error::Config(format!(
-                        "the per-job cluster's JobManager did not start within {} s",
-                        READY_TIMEOUT.as_secs()
-                    )));
+                    return Err(Error::external(
+                        "the per-job cluster's JobManager",
+                        format!("it did not start within {} s", READY_TIMEOUT.as_secs()),
+                        true,
+                    ));
                 }
             }
         }

@@ -149,7 +149,11 @@ pub fn start(
         let deadline = Instant::now() + Duration::from_secs(10);
         while client.get("/overview")?["taskmanagers"].as_u64() != Some(u64::from(taskmanagers)) {
             if Instant::now() > deadline {
-                return Err(Error::Config("the TaskManagers did not all register within 10 s".into()));
+                return Err(Error::external(
+                    "the cluster's TaskManagers",
+                    "they did not all register within 10 s; their logs are in the cluster directory",
+                    true,
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

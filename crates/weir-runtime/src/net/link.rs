@@ -132,9 +132,11 @@ impl OutLink {
             match stream.read(&mut answer) {
                 Ok(1) => break,
                 Ok(_) => {
-                    return Err(Error::Config(format!(
-                        "the TaskManager at {peer} closed the data connection during the handshake"
-                    )));
+                    return Err(Error::external(
+                        format!("the TaskManager at {peer}"),
+                        "it closed the data connection during the handshake",
+                        true,
+                    ));
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     if self.cancel.is_cancelled() {
@@ -163,7 +165,7 @@ impl OutLink {
         }
         match answer[0] {
             2 => Ok(Opened::Redirect(text)),
-            _ => Err(Error::Config(format!("the TaskManager at {peer} refused a data connection: {text}"))),
+            _ => Err(Error::external(format!("the TaskManager at {peer} refused a data connection"), text, false)),
         }
     }
 

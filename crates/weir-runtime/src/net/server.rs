@@ -192,7 +192,7 @@ impl DataServer {
             answer.extend_from_slice(&(why.len() as u32).to_be_bytes());
             answer.extend_from_slice(why.as_bytes());
             let _ = stream.write_all(&answer);
-            Err(Error::Config(why))
+            Err(Error::external(format!("a data connection from {peer}"), why, false))
         };
         if hello[..4] != MAGIC {
             return refuse(&mut stream, "not a weir data connection".into());
@@ -263,14 +263,22 @@ impl DataServer {
             let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let channel = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_DATA_FRAME {
-                break Err(Error::Config(format!("{peer} announced a data frame of {len} bytes")));
+                break Err(Error::external(
+                    peer.to_string(),
+                    format!("it announced a data frame of {len} bytes"),
+                    false,
+                ));
             }
             body.resize(len, 0);
             if let Err(e) = reader.read_exact(&mut body) {
                 break Err(io_error("the data connection closed in the middle of a frame from", &peer, e));
             }
             let Some(decode) = decoders.get_mut(&channel) else {
-                break Err(Error::Config(format!("{peer} sent on channel {channel}, which it does not own")));
+                break Err(Error::external(
+                    peer.to_string(),
+                    format!("it sent on channel {channel}, which it does not own"),
+                    false,
+                ));
             };
             match decode(&body) {
                 Ok(true) => {

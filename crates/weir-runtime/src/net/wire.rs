@@ -47,16 +47,23 @@ pub fn encode_message<T: Serialize>(m: &Message<T>, buf: &mut Vec<u8>) -> Result
 /// Decodes a message that [`encode_message`] wrote.
 pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<Message<T>> {
     let wire: WireIn<T> = bitcode::deserialize(bytes).map_err(|e| {
-        Error::Config(format!(
-            "a peer sent records this process cannot read as {} ({e}); every TaskManager must run the same \
-             artifact",
-            std::any::type_name::<T>()
-        ))
+        Error::external(
+            "a peer TaskManager",
+            format!(
+                "it sent records this process cannot read as {} ({e}); every TaskManager must run the same artifact",
+                std::any::type_name::<T>()
+            ),
+            false,
+        )
     })?;
     Ok(match wire {
         WireIn::Records(records, timestamps) => {
             if timestamps.as_ref().is_some_and(|t| t.len() != records.len()) {
-                return Err(Error::Config("a peer sent a batch whose timestamps do not match its records".into()));
+                return Err(Error::external(
+                    "a peer TaskManager",
+                    "it sent a batch whose timestamps do not match its records",
+                    false,
+                ));
             }
             Message::Records(Batch { records, timestamps })
         }
@@ -77,9 +84,11 @@ pub fn decoder<T: DeserializeOwned + Send + 'static>(tx: Sender<Message<T>>) -> 
             Ok(()) => Ok(end),
             // The receiving task is gone (the part is stopping): nothing left to deliver to.
             Err(TrySendError::Disconnected(_)) => Ok(end),
-            Err(TrySendError::Full(_)) => {
-                Err(Error::Config("a peer sent more messages than it had credit for on a channel".into()))
-            }
+            Err(TrySendError::Full(_)) => Err(Error::external(
+                "a peer TaskManager",
+                "it sent more messages than it had credit for on a channel",
+                false,
+            )),
         }
     })
 }

@@ -772,6 +772,45 @@ fn a_taskmanager_whose_data_port_is_taken_says_so_and_exits() {
 }
 
 #[test]
+fn a_taskmanager_that_loses_its_jobmanager_says_so_and_blames_no_configuration() {
+    let c = Cluster::new(0, 1);
+    let mut tm = Command::new(WEIR)
+        .args(["taskmanager", "-D", &format!("jobmanager.rpc.port={}", c.rpc_port)])
+        .args(["-D", "heartbeat.interval=200", "-D", "heartbeat.timeout=1500"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run weir: {e}"));
+    let mut stderr = tm.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let drained = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
+    // The JobManager goes away (dropping the cluster kills it).
+    drop(c);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = tm.try_wait().unwrap_or_else(|e| panic!("wait: {e}")) {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = tm.kill();
+            let _ = tm.wait();
+            panic!("a TaskManager without its JobManager kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = drained.join().unwrap_or_default();
+    // Exit 1: nothing for the user to fix in its settings (2 would say so).
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("lost the JobManager at"), "{err}");
+    assert!(!err.contains("invalid configuration"), "{err}");
+}
+
+#[test]
 fn an_attached_remote_run_shows_progress_and_rest_shows_live_counts() {
     let c = Cluster::new(1, 1);
     let load = r#"{"count": 3000, "rate": 1000}"#;
