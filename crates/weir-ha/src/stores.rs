@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use weir_core::config::HaSettings;
 use weir_core::{Error, Result};
-use weir_runtime::checkpoint::storage::CheckpointStorage;
+use weir_storage::CheckpointStorage;
 
 use crate::HaServices;
 

@@ -16,7 +16,9 @@
 
 pub mod coordinator;
 pub mod file;
-pub mod storage;
+/// Checkpoint storage, in a crate of its own (`weir-storage`) so that the HA services use it
+/// without the runtime.
+pub use weir_storage as storage;
 pub mod task;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,7 @@
-//! Checkpoint storage: where state files and metadata go, through `object_store`, so that a local
-//! directory and an S3-compatible store are used the same way.
+//! Durable storage: where checkpoints' state files and metadata, savepoints and the bulky data of
+//! high availability go, through `object_store`, so that a local directory and an S3-compatible
+//! store are used the same way. A crate of its own so that the HA services reach storage without
+//! the runtime.
 //!
 //! The calls are blocking: they run on one small runtime of their own and the caller waits, so
 //! that task threads (which have no async runtime) and async code alike may use them.
