@@ -1,7 +1,8 @@
 //! weir-ha: high availability for the JobManager, on an existing coordination service.
 //!
-//! One trait, [`HaServices`], with an etcd implementation ([`etcd`]) and a ZooKeeper one
-//! ([`zookeeper`]), gives:
+//! One trait, [`HaServices`], with an etcd implementation ([`etcd`]), a ZooKeeper one
+//! ([`zookeeper`]) and one in a process's memory ([`memory`], for tests and one-process clusters),
+//! all held to one contract suite (`tests/support/contract.rs`), gives:
 //!
 //! - **leader election with fencing**: [`HaServices::campaign`] returns once this contender leads,
 //!   with an *epoch* that grows with every election; every write a leader makes to the service is
@@ -14,6 +15,7 @@
 //!   data in `high-availability.storageDir`.
 
 pub mod etcd;
+pub mod memory;
 pub mod stores;
 pub mod zookeeper;
 

@@ -2,6 +2,8 @@
 //! key-value space, and a leader that loses the server (stopped, or frozen as when the network
 //! drops packets).
 
+#[path = "support/contract.rs"]
+mod contract;
 #[path = "support/zookeeper.rs"]
 mod zookeeper_support;
 
@@ -10,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use weir_core::Error;
 use weir_core::config::HaSettings;
+use weir_ha::HaServices;
 use weir_ha::zookeeper::ZooKeeper;
-use weir_ha::{HaServices, LeaderInfo};
 use zookeeper_support::ZkServer;
 
 fn settings(address: &str, cluster: &str, session_timeout_ms: u64) -> HaSettings {
@@ -33,12 +35,39 @@ async fn connect(server: &ZkServer, cluster: &str, session_timeout_ms: u64) -> Z
         .unwrap_or_else(|e| panic!("cannot connect: {e}\n{}", server.log_tail()))
 }
 
-fn me(id: &str) -> LeaderInfo {
-    LeaderInfo { id: id.into(), rpc: format!("{id}:6123"), rest: format!("{id}:8081") }
+use contract::{me, within};
+
+/// A client of `server` for a cluster, as the contract suite makes them.
+fn contract_client(server: &ZkServer) -> impl contract::Connect {
+    let address = server.address();
+    move |cluster: &str| {
+        let s = settings(&address, cluster, 6_000);
+        Box::pin(async move {
+            let zk = within("connecting", Duration::from_secs(20), ZooKeeper::connect(&s)).await.expect("connect");
+            Arc::new(zk) as Arc<dyn HaServices>
+        })
+    }
 }
 
-async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| panic!("{what} took over {limit:?}"))
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_one_leader_at_a_time_and_deposed_writes_are_refused() {
+    let server = ZkServer::start();
+    contract::one_leader_at_a_time_and_deposed_writes_are_refused(contract_client(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_keys_list_by_directory_and_delete_recursively() {
+    let server = ZkServer::start();
+    contract::keys_list_by_directory_and_delete_recursively(contract_client(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_stores_keep_jobs_ids_checkpoints_and_results_across_leaders() {
+    let server = ZkServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(&server.address(), "stores", 6_000);
+    s.storage_dir = Some(dir.path().display().to_string());
+    contract::stores_keep_jobs_ids_checkpoints_and_results_across_leaders(contract_client(&server), s).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
