@@ -177,6 +177,16 @@ mod tests {
     }
 }
 
+/// This program, exactly as it runs (even if its file was replaced since): what TaskManagers,
+/// per-job clusters and worker processes are started from.
+pub fn this_program() -> Result<std::path::PathBuf> {
+    let this = std::path::PathBuf::from("/proc/self/exe");
+    if this.exists() {
+        return Ok(this);
+    }
+    std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))
+}
+
 /// A marker every weir artifact carries in its file, naming the versions it speaks, so that a
 /// client can tell a weir artifact (and one from an incompatible build) without running it. Kept in
 /// the executable by [`keep_artifact_marker`].

@@ -366,13 +366,7 @@ async fn run(
             fetch_cached(&cache, &jobmanager, &mut cached_files)?;
             if digest == own {
                 // The very image this process runs, even if its file was replaced since.
-                let this = std::path::PathBuf::from("/proc/self/exe");
-                if this.exists() {
-                    return Ok((this, cached_files));
-                }
-                return std::env::current_exe()
-                    .map(|p| (p, cached_files))
-                    .map_err(|e| Error::internal(format!("cannot locate this executable: {e}")));
+                return weir_core::graph::this_program().map(|p| (p, cached_files));
             }
             cache.get(&jobmanager, &digest).map(|p| (p, cached_files))
         })

@@ -23,14 +23,7 @@ pub struct PerJobCluster {
     pub rest: String,
 }
 
-/// This program, exactly as it runs (even if its file was replaced since).
-pub fn this_program() -> Result<std::path::PathBuf> {
-    let this = std::path::PathBuf::from("/proc/self/exe");
-    if this.exists() {
-        return Ok(this);
-    }
-    std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))
-}
+pub use weir_core::graph::this_program;
 
 /// The settings that `forwarded` arguments (`--config FILE`, `-D key=value`) make.
 fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {

@@ -127,7 +127,7 @@ pub fn provider(
 ) -> Result<Option<Arc<dyn ResourceProvider>>> {
     match cluster.provider.as_str() {
         "process" => {
-            let program = crate::perjob::this_program()?;
+            let program = weir_core::graph::this_program()?;
             let prefix = role_prefix.iter().map(|s| s.to_string()).collect();
             Ok(Some(Arc::new(ProcessProvider::new(program, prefix, forwarded.to_vec(), quiet)?)))
         }

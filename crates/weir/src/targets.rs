@@ -98,7 +98,7 @@ impl Executor for RestExecutor {
             }
         };
         let client = RestClient::new(&address);
-        let exe = crate::perjob::this_program()?;
+        let exe = weir_core::graph::this_program()?;
         client.ensure_artifact(&exe, &graph.artifact)?;
         let answer = client.post(
             "/jobs",
