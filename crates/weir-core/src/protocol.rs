@@ -133,24 +133,7 @@ pub enum ToTaskManager {
         reason: String,
     },
     /// Run this job in the given slots.
-    Deploy {
-        /// The job's id.
-        job_id: JobId,
-        /// The job graph.
-        graph: Box<JobGraph>,
-        /// The job's own settings (its program's, over the cluster's defaults for jobs), applied
-        /// over the receiving process's defaults.
-        config: crate::config::JobConfig,
-        /// Which of the job's slots run here, and where the others are.
-        assignment: Assignment,
-        /// The job's cached files by name, in the JobManager's blob store.
-        #[serde(default)]
-        cached_files: BTreeMap<String, CachedFile>,
-        /// The snapshot the part restores its state from (a restart after a failure, or a job
-        /// started from a savepoint).
-        #[serde(default)]
-        restore: Option<crate::checkpointing::RestoreFrom>,
-    },
+    Deploy(Deployment),
     /// Sources of this part: put barrier `id` into your outputs (`last`: the job's final one).
     TriggerCheckpoint {
         /// The job.
@@ -227,6 +210,29 @@ pub struct CachedFile {
     /// Where the receiving process finds it, once its TaskManager fetched it.
     #[serde(default)]
     pub path: Option<String>,
+}
+
+/// One part of a job, as the JobManager deploys it to a TaskManager (and a TaskManager passes it on
+/// to the worker process that runs it): everything the receiver needs to rebuild the job and run
+/// its share of the slots.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The job's id.
+    pub job_id: JobId,
+    /// The job graph.
+    pub graph: Box<JobGraph>,
+    /// The job's own settings (its program's, over the cluster's defaults for jobs), applied
+    /// over the receiving process's defaults.
+    pub config: crate::config::JobConfig,
+    /// Which of the job's slots run here, and where the others are.
+    pub assignment: Assignment,
+    /// The job's cached files by name, in the JobManager's blob store.
+    #[serde(default)]
+    pub cached_files: BTreeMap<String, CachedFile>,
+    /// The snapshot the part restores its state from (a restart after a failure, or a job
+    /// started from a savepoint).
+    #[serde(default)]
+    pub restore: Option<crate::checkpointing::RestoreFrom>,
 }
 
 /// Encodes a message as a frame.

@@ -2,7 +2,7 @@
 //! each part there with the addresses of the others.
 
 use tracing::info;
-use weir_core::protocol::{Assignment, ToTaskManager};
+use weir_core::protocol::{Assignment, Deployment, ToTaskManager};
 use weir_core::{JobId, JobStatus};
 
 use crate::state::{Part, State, set_status};
@@ -83,14 +83,14 @@ pub fn schedule(s: &mut State) {
                 slot_parts: slot_parts.clone(),
                 part_addresses: addresses.clone(),
             };
-            let deploy = ToTaskManager::Deploy {
+            let deploy = ToTaskManager::Deploy(Deployment {
                 job_id: id,
                 graph: Box::new(graph.clone()),
                 config: config.clone(),
                 assignment,
                 cached_files: cached_files.clone(),
                 restore: restore.clone(),
-            };
+            });
             if let Some(tm) = s.taskmanagers.get_mut(&part.taskmanager) {
                 // A TaskManager whose connection just closed is being lost; that fails this run.
                 let _ = tm.tx.send(deploy);

@@ -24,9 +24,8 @@ use weir_core::graph::ArtifactDigest;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::{Error, JobId, JobStatus, Result};
-use weir_runtime::ExecutionConfig;
 use weir_runtime::local::JobHandle;
-use weir_runtime::net::{DataServer, Placement};
+use weir_runtime::net::DataServer;
 
 /// How long to keep trying to reach the JobManager at start-up.
 const CONNECT_ATTEMPTS: u32 = 20;
@@ -195,11 +194,10 @@ pub async fn serve(
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore })) if !shared || graph.artifact != artifact => {
+                Ok(Some(ToTaskManager::Deploy(mut deployment))) if !shared || deployment.graph.artifact != artifact => {
                     // In a worker process started from the job's program (this one's, or fetched).
-                    let attempt = assignment.attempt;
-                    let mut settings = job_defaults.clone();
-                    settings.overlay(&config);
+                    let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
+                    deployment.config = job_defaults.under(&deployment.config);
                     let launch = worker::Launch {
                         own: artifact.clone(),
                         cache: artifacts.clone(),
@@ -207,24 +205,17 @@ pub async fn serve(
                         data: data.clone(),
                         data_host: data_host.clone(),
                         bind_host: bind_host.clone(),
-                        job_id,
-                        graph,
-                        config: settings,
-                        assignment,
-                        cached_files,
-                        restore,
+                        deployment,
                     };
                     let (control, control_rx) = mpsc::unbounded_channel();
                     tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
                     jobs.insert((job_id, attempt), Run::Worker(job_id, control));
                 }
-                Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, mut cached_files, restore })) => {
-                    let mut settings = job_defaults.clone();
-                    settings.overlay(&config);
-                    let attempt = assignment.attempt;
-                    let placement = Placement { assignment, server: data.clone() };
-                    let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut cached_files))
-                        .and_then(|()| worker::start_part(&registry, &artifact, &ExecutionConfig::default(), job_id, &graph, &settings, &cached_files, restore.as_ref(), placement))
+                Ok(Some(ToTaskManager::Deploy(mut deployment))) => {
+                    let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
+                    deployment.config = job_defaults.under(&deployment.config);
+                    let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut deployment.cached_files))
+                        .and_then(|()| worker::start_part(&registry, &artifact, &deployment, data.clone()))
                         .and_then(|handle| {
                             let events = events_tx.clone();
                             worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;

@@ -21,11 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weir_api::Registry;
-use weir_core::config::JobConfig;
 use weir_core::protocol::{
-    Assignment, CachedFile, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io,
+    CachedFile, Deployment, FromWorker, PROGRESS_INTERVAL_MS, ToJobManager, ToTaskManager, blocking, io,
 };
-use weir_core::{ArtifactDigest, Error, JobGraph, JobId, JobStatus, Result};
+use weir_core::{ArtifactDigest, Error, JobId, JobStatus, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::net::{DataServer, Placement};
 
@@ -96,25 +95,12 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
     let mut running: Option<weir_runtime::local::JobHandle> = None;
     loop {
         match blocking::read_frame::<_, ToTaskManager>(&mut reader) {
-            Ok(Some(ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore }))
-                if running.is_none() =>
-            {
-                let attempt = assignment.attempt;
+            Ok(Some(ToTaskManager::Deploy(deployment))) if running.is_none() => {
+                let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
                 if job_id != args.job {
                     warn!(job_id = %job_id, expected = %args.job, "a worker was sent another job than it was started for");
                 }
-                let placement = Placement { assignment, server: data.clone() };
-                let started = start_part(
-                    &registry,
-                    &args.artifact,
-                    &ExecutionConfig::default(),
-                    job_id,
-                    &graph,
-                    &config,
-                    &cached_files,
-                    restore.as_ref(),
-                    placement,
-                );
+                let started = start_part(&registry, &args.artifact, &deployment, data.clone());
                 match started {
                     Ok(handle) => {
                         send(FromWorker::State(state(job_id, attempt, JobStatus::Initializing, None)));
@@ -162,21 +148,17 @@ fn state(job_id: JobId, attempt: u32, status: JobStatus, error: Option<String>) 
     ToJobManager::JobState { job_id, attempt, status, error, result: None, retryable: false }
 }
 
-/// Rebuilds a deployed job from `registry`, checks it against the submitted graph, and starts the
-/// part `placement` names.
-#[allow(clippy::too_many_arguments)]
+/// Rebuilds a deployed job from `registry` (built by `artifact`), checks it against the submitted
+/// graph, and starts the part the deployment assigns here, its records going through `server`.
+/// The deployment's settings are complete (the TaskManager's job defaults are under them already).
 pub(crate) fn start_part(
     registry: &Registry,
     artifact: &ArtifactDigest,
-    base: &ExecutionConfig,
-    job_id: JobId,
-    graph: &JobGraph,
-    config: &JobConfig,
-    cached_files: &BTreeMap<String, CachedFile>,
-    restore: Option<&weir_core::checkpointing::RestoreFrom>,
-    placement: Placement,
+    deployment: &Deployment,
+    server: Arc<DataServer>,
 ) -> Result<weir_runtime::local::JobHandle> {
-    let execution = config.resolve(base)?;
+    let Deployment { job_id, graph, config, assignment, cached_files, restore } = deployment;
+    let execution = config.resolve(&ExecutionConfig::default())?;
     let mut rebuilt = registry.build(&graph.job_name, &graph.args, &execution)?;
     graph.check_rebuilt(Some(artifact), &rebuilt.plan())?;
     // Cached files are read from the copies the TaskManager fetched.
@@ -185,8 +167,9 @@ pub(crate) fn start_part(
             *here = path.into();
         }
     }
-    let restore = restore.map(weir_runtime::checkpoint::task::Restore::open_from).transpose()?;
-    weir_runtime::local::submit_restored(rebuilt, job_id, Some(placement), restore)
+    let restore = restore.as_ref().map(weir_runtime::checkpoint::task::Restore::open_from).transpose()?;
+    let placement = Placement { assignment: assignment.clone(), server };
+    weir_runtime::local::submit_restored(rebuilt, *job_id, Some(placement), restore)
 }
 
 /// Hands a JobManager's checkpoint command to a running part.
@@ -281,12 +264,7 @@ pub(crate) struct Launch {
     pub data: Arc<DataServer>,
     pub data_host: String,
     pub bind_host: String,
-    pub job_id: JobId,
-    pub graph: Box<JobGraph>,
-    pub config: JobConfig,
-    pub assignment: Assignment,
-    pub cached_files: BTreeMap<String, CachedFile>,
-    pub restore: Option<weir_core::checkpointing::RestoreFrom>,
+    pub deployment: Deployment,
 }
 
 /// Fetches a job's cached files into the TaskManager's cache and notes where they are.
@@ -316,7 +294,7 @@ pub(crate) async fn supervise(
     mut control: mpsc::UnboundedReceiver<ToTaskManager>,
     events: mpsc::UnboundedSender<ToJobManager>,
 ) {
-    let (job_id, attempt) = (launch.job_id, launch.assignment.attempt);
+    let (job_id, attempt) = (launch.deployment.job_id, launch.deployment.assignment.attempt);
     let data = launch.data.clone();
     let end = match run(launch, &mut control, &events).await {
         Ok(end) => end,
@@ -342,20 +320,8 @@ async fn run(
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
     events: &mpsc::UnboundedSender<ToJobManager>,
 ) -> Result<Option<ToJobManager>> {
-    let Launch {
-        own,
-        cache,
-        jobmanager,
-        data,
-        data_host,
-        bind_host,
-        job_id,
-        graph,
-        config,
-        assignment,
-        cached_files,
-        restore,
-    } = launch;
+    let Launch { own, cache, jobmanager, data, data_host, bind_host, deployment } = launch;
+    let Deployment { job_id, graph, config, assignment, cached_files, restore } = deployment;
     let attempt = assignment.attempt;
     let cancelled = Ok(Some(state(job_id, attempt, JobStatus::Canceled, None)));
     let digest = graph.artifact.clone();
@@ -449,7 +415,7 @@ async fn run(
     // 3. Records for this part go to the worker from now on; then the deployment.
     data.redirect(job_id, attempt, &worker_data);
     let (mut rd, mut wr) = stream.into_split();
-    let deploy = ToTaskManager::Deploy { job_id, graph, config, assignment, cached_files, restore };
+    let deploy = ToTaskManager::Deploy(Deployment { job_id, graph, config, assignment, cached_files, restore });
     io::write_frame(&mut wr, &deploy).await?;
     let (frames_tx, mut frames) = mpsc::unbounded_channel::<FromWorker>();
     tokio::spawn(async move {

@@ -188,6 +188,13 @@ impl JobConfig {
         self.values.extend(other.values.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
+    /// `job`'s settings over these defaults, as a new value.
+    pub fn under(&self, job: &JobConfig) -> JobConfig {
+        let mut c = self.clone();
+        c.overlay(job);
+        c
+    }
+
     /// The typed value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.values.get(key)
