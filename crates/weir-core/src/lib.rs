@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod checkpointing;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod graph;

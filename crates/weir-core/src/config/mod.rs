@@ -9,13 +9,14 @@
 //! travels with its job.
 
 mod cluster;
+mod def;
 mod execution;
 mod options;
 pub mod registry;
 
 pub use cluster::{ClusterConfig, HaSettings, RestartStrategy};
+pub use def::{OptionDef, Scope, Value};
 pub use execution::{ExecutionConfig, JobConfig};
-pub use registry::{OptionDef, Scope, Value};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! here, one arm in the typed configuration that acts on it, and `weir config reference >
 //! docs/config.md`.
 
-use super::registry::{Choice, Flink, Kind, OptionDef, Scope};
+use super::def::{Choice, Flink, Kind, OptionDef, Scope};
 use crate::keygroup::UPPER_BOUND_MAX_PARALLELISM;
 
 const DAY_MS: u64 = 86_400_000;
