@@ -10,9 +10,11 @@
 //!   task's state ([`tasks`]) as its TaskManager reported it.
 
 pub mod blob;
+pub mod checkpoint_loop;
 pub mod checkpoints;
 pub mod docker;
 pub mod ha;
+pub mod leader;
 pub mod provider;
 pub mod rest;
 pub mod results;
@@ -29,20 +31,7 @@ use tracing::info;
 use weir_core::config::ClusterConfig;
 use weir_core::{Error, Result};
 
-pub use state::Cluster;
-
-/// How a JobManager runs, beyond its settings.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Who starts TaskManagers when jobs need slots (`None`: standalone, they come by themselves).
-    pub provider: Option<Arc<dyn provider::ResourceProvider>>,
-    /// A per-job cluster: it accepts one job and shuts down once that job ended and its result
-    /// was fetched.
-    pub per_job: bool,
-    /// The job keys of the JobManager's own configuration: defaults for every job it runs, under
-    /// the job's own settings (as Flink's cluster configuration is for its jobs).
-    pub job_defaults: weir_core::config::JobConfig,
-}
+pub use state::{Cluster, Options};
 
 /// A running JobManager.
 pub struct JobManager {
@@ -121,11 +110,11 @@ impl JobManager {
         let leading = ha.is_some();
         let cluster = Arc::new(Cluster::new(config, blobs, options, reachable, ha));
         if leading {
-            tokio::spawn(ha::lead(cluster.clone()));
+            tokio::spawn(leader::lead(cluster.clone()));
         }
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
-        tokio::spawn(checkpoints::coordinate(cluster.clone()));
+        tokio::spawn(checkpoint_loop::coordinate(cluster.clone()));
         let app = rest::router(cluster.clone());
         let shutdown = cluster.clone();
         tokio::spawn(async move {

@@ -19,24 +19,12 @@ use crate::state::{Cluster, Job, now_ms};
 
 mod artifacts;
 mod checkpoints;
+mod common;
 
-type Shared = State<Arc<Cluster>>;
+use common::{Shared, error, parse_job, refused, with_job};
 
 /// The version reported as `flink-version`.
 pub const VERSION: &str = concat!("weir-", env!("CARGO_PKG_VERSION"));
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "errors": [message.into()] }))).into_response()
-}
-
-/// A REST error: a status and a message, rendered as Flink's `{"errors": [...]}`.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error(self.0, self.1)
-    }
-}
 
 /// All routes, with and without the `/v1` prefix.
 pub fn router(cluster: Arc<Cluster>) -> Router {
@@ -92,15 +80,6 @@ async fn leader_only(State(c): Shared, request: axum::extract::Request, next: ax
         }
         None => error(StatusCode::SERVICE_UNAVAILABLE, ha.not_leading().to_string()),
     }
-}
-
-/// The status of a refused submission: the user's fault (400), or the cluster's for now (503).
-fn refused(e: &weir_core::Error) -> StatusCode {
-    if e.blame() == weir_core::Blame::User { StatusCode::BAD_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE }
-}
-
-fn parse_job(id: &str) -> Result<JobId, ApiError> {
-    id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id (32 hex digits)")))
 }
 
 fn counts(cluster: &Cluster) -> (usize, u32, u32) {
@@ -170,15 +149,6 @@ fn job_summary_of(j: &Job, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
 async fn jobs_overview(State(c): Shared) -> Json<Value> {
     let s = c.lock();
     Json(json!({ "jobs": s.jobs.values().map(job_summary).collect::<Vec<_>>() }))
-}
-
-fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&Job) -> R) -> Result<R, ApiError> {
-    let id = parse_job(id)?;
-    let s = c.lock();
-    s.jobs
-        .get(&id)
-        .map(f)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))
 }
 
 async fn job(State(c): Shared, Path(id): Path<String>) -> Response {

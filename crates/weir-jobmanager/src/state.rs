@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tracing::{info, warn};
@@ -15,8 +15,19 @@ use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 pub use crate::schedule::schedule;
 
 /// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+pub use weir_core::clock::now_millis as now_ms;
+
+/// How a JobManager runs, beyond its settings.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Who starts TaskManagers when jobs need slots (`None`: standalone, they come by themselves).
+    pub provider: Option<Arc<dyn crate::provider::ResourceProvider>>,
+    /// A per-job cluster: it accepts one job and shuts down once that job ended and its result
+    /// was fetched.
+    pub per_job: bool,
+    /// The job keys of the JobManager's own configuration: defaults for every job it runs, under
+    /// the job's own settings (as Flink's cluster configuration is for its jobs).
+    pub job_defaults: weir_core::config::JobConfig,
 }
 
 /// A registered TaskManager.
@@ -190,7 +201,7 @@ impl Cluster {
     pub fn new(
         config: ClusterConfig,
         blobs: crate::blob::BlobStore,
-        options: crate::Options,
+        options: Options,
         rpc_address: String,
         ha: Option<Arc<crate::ha::Ha>>,
     ) -> Self {

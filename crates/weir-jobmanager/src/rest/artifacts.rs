@@ -23,7 +23,7 @@ use weir_core::blob::{BlobError, parse_digest};
 use weir_core::config::JobConfig;
 use weir_core::{ArtifactDigest, JobGraph};
 
-use super::{ApiError, Shared, error};
+use super::common::{ApiError, Shared, error};
 
 /// How long building a job graph from an uploaded artifact may take.
 const GRAPH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -267,6 +267,6 @@ pub(super) async fn run(
     }
     match c.submit_durably(graph, config).await {
         Ok(job) => Json(json!({ "jobid": job.to_string() })).into_response(),
-        Err(e) => error(super::refused(&e), e.to_string()),
+        Err(e) => error(super::common::refused(&e), e.to_string()),
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use weir_core::JobStatus;
 use weir_runtime::checkpoint::coordinator::CheckpointRecord;
 
-use super::{ApiError, parse_job, with_job};
+use super::common::{ApiError, parse_job, with_job};
 use crate::checkpoints::SavepointStatus;
 use crate::state::Cluster;
 

@@ -1,0 +1,50 @@
+//! What every REST handler shares: the cluster state they are given, Flink's error shape, and
+//! looking a job up by the id in its path.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use weir_core::JobId;
+
+use crate::state::{Cluster, Job};
+
+/// The state every handler is given.
+pub(super) type Shared = State<Arc<Cluster>>;
+
+/// A response with Flink's error shape: `{"errors": [message]}`.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "errors": [message.into()] }))).into_response()
+}
+
+/// A REST error: a status and a message, rendered as Flink's `{"errors": [...]}`.
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+/// The status of a refused submission: the user's fault (400), or the cluster's for now (503).
+pub(super) fn refused(e: &weir_core::Error) -> StatusCode {
+    if e.blame() == weir_core::Blame::User { StatusCode::BAD_REQUEST } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+/// The job id in a path; 400 when it is not one.
+pub(super) fn parse_job(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id (32 hex digits)")))
+}
+
+/// `f` of job `id` under the cluster's lock; 404 for a job the cluster does not know.
+pub(super) fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&Job) -> R) -> Result<R, ApiError> {
+    let id = parse_job(id)?;
+    let s = c.lock();
+    s.jobs
+        .get(&id)
+        .map(f)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))
+}
