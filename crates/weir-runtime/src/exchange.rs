@@ -486,9 +486,7 @@ impl<T> InputTask<T> {
 }
 
 /// Wall-clock milliseconds since the epoch.
-pub fn now_millis() -> Timestamp {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Timestamp).unwrap_or(0)
-}
+pub use weir_core::clock::now_millis;
 
 impl<T> TaskBody for InputTask<T> {
     fn run(&mut self) -> Result<()> {

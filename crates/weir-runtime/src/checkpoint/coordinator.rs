@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use weir_core::checkpointing::CheckpointConfig;
 use weir_core::{JobId, Result};
 
+use super::layout::read_completed;
 use super::storage::CheckpointStorage;
 use super::{
     CheckpointId, METADATA_FILE, OperatorMeta, SnapshotKind, SnapshotMetadata, StateFile, TaskAck, checkpoint_dir_name,
@@ -558,51 +559,13 @@ pub fn latest_completed(storage: &CheckpointStorage, job_id: JobId) -> Result<Op
     Ok(None)
 }
 
-/// Reads and checks the snapshot in directory `dir`: its metadata, and every file it lists at its
-/// recorded size.
-pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<SnapshotMetadata> {
-    let what = format!("{}/{}", storage.location().trim_end_matches('/'), super::task::join(dir, METADATA_FILE));
-    let sizes = storage.sizes(dir)?;
-    let metadata_path = super::task::join(dir, METADATA_FILE);
-    if !sizes.contains_key(METADATA_FILE) {
-        return Err(weir_core::Error::Config(format!(
-            "{what} does not exist: the snapshot is incomplete or the path is not a snapshot"
-        )));
-    }
-    let metadata = SnapshotMetadata::decode(&storage.get(&metadata_path)?, &what)?;
-    // The sizes of the files in each directory the snapshot uses (its own, and those of the
-    // earlier checkpoints its incremental state builds on).
-    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    listed.insert(dir.to_string(), sizes);
-    for f in &metadata.files {
-        let path = super::task::locate(dir, metadata.kind, f);
-        let (in_dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-        if !listed.contains_key(in_dir) {
-            listed.insert(in_dir.to_string(), storage.sizes(in_dir)?);
-        }
-        match listed.get(in_dir).and_then(|s| s.get(name)) {
-            Some(&n) if n == f.bytes => {}
-            Some(&n) => {
-                return Err(weir_core::Error::Config(format!(
-                    "{path} is {n} bytes but {what} says {}: the file was truncated or replaced",
-                    f.bytes
-                )));
-            }
-            None => {
-                return Err(weir_core::Error::Config(format!("{path} is missing, though {what} lists it")));
-            }
-        }
-    }
-    Ok(metadata)
-}
-
 /// Copies the snapshot in `dir` of `from` to the savepoint location `target` (a directory or URL of
 /// its own): its files, and its metadata marked as a savepoint.
 pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMetadata, target: &str) -> Result<()> {
     let to = CheckpointStorage::open(target)?;
     for f in &metadata.files {
-        let copy = super::task::locate("", SnapshotKind::Savepoint, f);
-        to.put(&copy, from.get(&super::task::locate(dir, metadata.kind, f))?)?;
+        let copy = super::layout::locate("", SnapshotKind::Savepoint, f);
+        to.put(&copy, from.get(&super::layout::locate(dir, metadata.kind, f))?)?;
     }
     let mut saved = metadata.clone();
     saved.kind = SnapshotKind::Savepoint;
@@ -612,15 +575,15 @@ pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMet
 /// Deletes the savepoint (or retained checkpoint) at `path`: every file its metadata lists, then the
 /// metadata. A path that holds no snapshot is an error that says so, and nothing is deleted.
 pub fn dispose(path: &str) -> Result<()> {
-    let at = super::task::restore_from(path);
+    let at = super::layout::restore_from(path);
     let storage = CheckpointStorage::open(&at.location)?;
     let metadata = read_completed(&storage, &at.dir)?;
     // A savepoint holds copies of everything it needs; a retained checkpoint's files of earlier
     // checkpoints are theirs, and stay.
     for f in metadata.files.iter().filter(|f| f.is_own() || metadata.kind == SnapshotKind::Savepoint) {
-        storage.delete(&super::task::locate(&at.dir, metadata.kind, f))?;
+        storage.delete(&super::layout::locate(&at.dir, metadata.kind, f))?;
     }
-    storage.delete(&super::task::join(&at.dir, METADATA_FILE))?;
+    storage.delete(&super::layout::join(&at.dir, METADATA_FILE))?;
     // A local directory left empty goes too (an object store has no directories).
     if storage.is_local() {
         let local = path.strip_prefix("file://").unwrap_or(path);

@@ -8,8 +8,8 @@ use std::ops::Range;
 
 use weir_core::{Error, Result};
 
+use super::format::{END_FRAME, FRAME_HEADER, OLDEST_READABLE_VERSION, STATE_FORMAT_VERSION, STATE_MAGIC, TaskState};
 use super::storage::{CheckpointStorage, ObjectReader};
-use super::{END_FRAME, FRAME_HEADER, OLDEST_READABLE_VERSION, STATE_FORMAT_VERSION, STATE_MAGIC, TaskState};
 
 /// Bytes of a state file before its head: magic, version, CRC-32 and length of the head.
 const PREAMBLE: usize = 24;

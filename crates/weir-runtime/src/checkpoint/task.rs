@@ -48,47 +48,7 @@ pub struct RestoredOperator {
     pub lists: BTreeMap<String, ListSnapshot>,
 }
 
-/// `dir/name`, or `name` at the root.
-pub fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") }
-}
-
-/// Where `f`, listed by the snapshot of kind `kind` in directory `dir`, is: its own files in `dir`;
-/// the files of an earlier checkpoint `M` it builds on in that checkpoint's directory (`chk-M`, a
-/// sibling of `dir`), or, in a savepoint (which holds copies of them), in `dir/chk-M`.
-pub fn locate(dir: &str, kind: super::SnapshotKind, f: &StateFile) -> String {
-    match f.checkpoint {
-        None => join(dir, &f.path),
-        Some(m) => {
-            let linked = format!("{}/{}", checkpoint_dir_name(m), f.path);
-            match kind {
-                super::SnapshotKind::Savepoint => join(dir, &linked),
-                super::SnapshotKind::Checkpoint => join(dir.rsplit_once('/').map(|(p, _)| p).unwrap_or(""), &linked),
-            }
-        }
-    }
-}
-
-/// What restoring from the snapshot at `path` opens: its parent, and its name there.
-pub fn restore_from(path: &str) -> super::RestoreFrom {
-    let (parent, name) = split_location(path);
-    super::RestoreFrom { location: parent.to_string(), dir: name.to_string() }
-}
-
-/// A snapshot's location split into the location of its parent and its name there, so that its
-/// siblings are reachable too; a location without a parent (a bucket) is its own root.
-fn split_location(path: &str) -> (&str, &str) {
-    // Trailing slashes go, but not those of a bare scheme (`s3://`).
-    let path = if path.ends_with("://") { path } else { path.trim_end_matches('/') };
-    let scheme_end = path.find("://").map(|i| i + 3);
-    match (path.rfind('/'), scheme_end) {
-        (None, _) => (".", path),
-        (Some(0), None) => ("/", &path[1..]),
-        // Within the scheme or the bucket's name: no parent to go to.
-        (Some(i), Some(end)) if i < end + 1 || !path[end..].contains('/') => (path, ""),
-        (Some(i), _) => (&path[..i], &path[i + 1..]),
-    }
-}
+pub use super::layout::{join, locate, restore_from};
 
 impl Restore {
     /// Opens the snapshot `from` names.
@@ -98,7 +58,7 @@ impl Restore {
 
     /// Opens the snapshot at `dir` of `storage`, checking its metadata and files.
     pub fn open(storage: CheckpointStorage, dir: &str) -> Result<Restore> {
-        let metadata = super::coordinator::read_completed(&storage, dir)?;
+        let metadata = super::layout::read_completed(&storage, dir)?;
         Ok(Restore { storage, dir: dir.to_string(), metadata })
     }
 
@@ -520,6 +480,7 @@ impl TaskCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::layout::split_location;
 
     #[test]
     fn snapshot_locations_split_into_a_reachable_parent_and_a_name() {

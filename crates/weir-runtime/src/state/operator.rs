@@ -7,16 +7,7 @@ use std::collections::BTreeMap;
 
 use weir_core::{Error, Result};
 
-/// How operator list state is divided when an operator restarts with another parallelism.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Redistribution {
-    /// The entries of all instances are concatenated and split evenly (Flink's `getListState`):
-    /// each entry goes to exactly one new instance.
-    #[default]
-    EvenSplit,
-    /// Every new instance gets every entry (Flink's `getUnionListState`).
-    Union,
-}
+pub use crate::checkpoint::format::Redistribution;
 
 type Encode = fn(&(dyn Any + Send)) -> Result<Vec<Vec<u8>>>;
 

@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeWindow, WindowCheckpointing, WindowFunction};
+use super::{GLOBAL_WINDOW, WindowCheckpointing, WindowFunction};
 use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
 
@@ -29,9 +29,6 @@ pub struct CountWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
 
 /// Count windows in the disk backend: per key, the records in the open window and their accumulator.
 type OnDisk<K, A> = crate::disk::DiskKeyed<K, (u64, A)>;
-
-/// The window count windows report: all of time.
-pub const GLOBAL_WINDOW: TimeWindow = TimeWindow { start: Timestamp::MIN, end: Timestamp::MAX };
 
 impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
     /// Fires every `size` records of a key.

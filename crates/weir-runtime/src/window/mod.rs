@@ -149,6 +149,9 @@ where
         .collect()
 }
 
+/// The window count windows and global windows report: all of time.
+pub const GLOBAL_WINDOW: TimeWindow = TimeWindow { start: Timestamp::MIN, end: Timestamp::MAX };
+
 /// A time window `[start, end)`; its last timestamp is `end - 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TimeWindow {
@@ -278,7 +281,7 @@ impl WindowAssigner {
                 }
             }
             WindowAssigner::Session { gap, .. } => f(TimeWindow { start: ts, end: ts + gap }),
-            WindowAssigner::Global => f(count::GLOBAL_WINDOW),
+            WindowAssigner::Global => f(GLOBAL_WINDOW),
         }
     }
 }
