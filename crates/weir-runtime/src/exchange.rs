@@ -19,20 +19,7 @@ use crate::context::CancelToken;
 use crate::output::{Batch, Control, Output, Timestamp};
 use crate::source::TaskBody;
 
-/// What travels on a channel.
-#[derive(Debug)]
-pub enum Message<T> {
-    /// A batch of records.
-    Records(Batch<T>),
-    /// The sender's event time reached this timestamp.
-    Watermark(Timestamp),
-    /// The sender became idle (`true`) or active again (`false`).
-    Idle(bool),
-    /// The sender has no more records.
-    EndOfInput,
-    /// A checkpoint barrier.
-    Barrier(crate::checkpoint::CheckpointId),
-}
+pub use crate::output::Message;
 
 /// The sending end of one channel: to a task in this process, or over the network.
 pub enum ChannelTx<T> {

@@ -326,3 +326,18 @@ impl<T> Output<T> for Traced<T> {
         r
     }
 }
+
+/// What travels on a channel.
+#[derive(Debug)]
+pub enum Message<T> {
+    /// A batch of records.
+    Records(Batch<T>),
+    /// The sender's event time reached this timestamp.
+    Watermark(Timestamp),
+    /// The sender became idle (`true`) or active again (`false`).
+    Idle(bool),
+    /// The sender has no more records.
+    EndOfInput,
+    /// A checkpoint barrier.
+    Barrier(crate::checkpoint::format::CheckpointId),
+}

@@ -12,9 +12,10 @@ use serde::Serialize;
 use weir_core::{Error, Result};
 
 use crate::context::CancelToken;
-use crate::exchange::Message;
+use crate::output::Message;
 
-use super::{CONNECT_WAIT, MAX_DATA_FRAME, REGISTRATION_WAIT, encode_message, io_error, lock};
+use super::proto::{CONNECT_WAIT, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
+use super::wire::encode_message;
 
 /// A sender's credits for one channel.
 pub struct Credits {

@@ -28,8 +28,7 @@
 //! senders) in `link`, and this module wires one part's channels to both.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
 use weir_core::{Error, JobId, Result};
 
@@ -38,24 +37,16 @@ use crate::context::CancelToken;
 pub use weir_core::protocol::Assignment;
 
 mod link;
+mod proto;
 mod server;
 mod wire;
 
 pub use link::{Credits, OutLink, RemoteTx, remote_tx};
+pub use proto::DATA_PROTOCOL_VERSION;
+use proto::MAGIC;
 use server::PartKey;
 pub use server::{CreditLink, CreditReturn, DataServer};
 pub use wire::{Decoder, decode_message, decoder, encode_message};
-
-/// Magic bytes that open a data connection (not a control connection: those start with `WEIR`).
-const MAGIC: [u8; 4] = *b"WDAT";
-/// Version of the data protocol.
-pub const DATA_PROTOCOL_VERSION: u32 = 1;
-/// The largest data frame accepted: a batch of at most 2^20 records of reasonable size.
-const MAX_DATA_FRAME: usize = 256 << 20;
-/// How long a receiver waits for the part a sender names to be deployed.
-const REGISTRATION_WAIT: Duration = Duration::from_secs(30);
-/// How long a sender keeps trying to open a connection.
-const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the parts of a job run, with this process's data server.
 #[derive(Clone)]
@@ -76,14 +67,6 @@ impl Placement {
     pub fn part_of(&self, slot: u32) -> Option<u32> {
         self.assignment.slot_parts.get(slot as usize).copied()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn io_error(context: &str, peer: &str, source: std::io::Error) -> Error {
-    Error::Network { context: context.to_string(), peer: peer.to_string(), source }
 }
 
 /// One channel of a part, with the part at each end.
@@ -199,8 +182,8 @@ impl PartNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::Message;
     use crate::output::Batch;
+    use crate::output::Message;
 
     #[test]
     fn messages_round_trip_and_bad_batches_are_refused() -> Result<()> {

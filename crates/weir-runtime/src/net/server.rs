@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use weir_core::{Error, JobId, Result};
 
-use super::{DATA_PROTOCOL_VERSION, Decoder, MAGIC, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
+use super::proto::{DATA_PROTOCOL_VERSION, MAGIC, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
+use super::wire::Decoder;
 
 /// The receiving side's way back to a sender: credits for one connection.
 #[derive(Default)]

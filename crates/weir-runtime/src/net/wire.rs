@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_core::{Error, Result};
 
-use crate::exchange::Message;
+use crate::output::Message;
 use crate::output::{Batch, Timestamp};
 
 /// Decodes one message's payload and queues it; `Ok(true)` once the channel ended.
