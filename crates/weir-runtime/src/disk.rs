@@ -38,7 +38,7 @@ use weir_core::{Error, Result};
 use crate::checkpoint::file::RawState;
 use crate::checkpoint::task::{ChunkSink, DeferredSnapshot};
 use crate::checkpoint::{CheckpointId, RawEntry, decode_raw_chunk, raw_chunks};
-use crate::operators::StateMap;
+use crate::state::map::StateMap;
 use engine::Engine;
 
 /// Links of an incremental chain (a full snapshot and its increments) before a new full snapshot.

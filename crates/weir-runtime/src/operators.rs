@@ -1,7 +1,6 @@
 //! The built-in one-input operators. Each processes a whole batch per call and pushes its output
 //! batch to the next operator.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
@@ -9,12 +8,7 @@ use weir_core::Result;
 
 use crate::output::{Batch, Control, Output};
 
-/// Fast, non-cryptographic hash builder for in-memory keyed state. Key-to-subtask assignment uses
-/// weir-core's stable hash instead; this one only indexes the local hash table.
-pub type StateHasher = foldhash::fast::RandomState;
-
-/// A hash map keyed with [`StateHasher`].
-pub type StateMap<K, V> = HashMap<K, V, StateHasher>;
+pub use crate::state::map::{StateHasher, StateMap};
 
 /// `map`: one output per input.
 pub struct Map<O, F> {

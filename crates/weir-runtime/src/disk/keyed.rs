@@ -12,7 +12,7 @@ use weir_core::{Error, Result};
 use super::{ASIDE, DiskSnapshot, RawStore, decode, encode, is_aside};
 use crate::checkpoint::file::RawState;
 use crate::checkpoint::{CheckpointId, decode_raw_chunk};
-use crate::operators::StateMap;
+use crate::state::map::StateMap;
 
 /// A cached value: whether it changed since it was last written to the store, and whether the
 /// store may hold a version of it (so that removing it must write a tombstone).

@@ -21,8 +21,8 @@ use weir_core::{Error, Result};
 use super::{DiskSnapshot, RawStore, StoreWrite, decode, encode};
 use crate::checkpoint::file::RawState;
 use crate::checkpoint::{CheckpointId, decode_raw_chunk};
-use crate::operators::StateMap;
 use crate::output::Timestamp;
+use crate::state::map::StateMap;
 
 /// Windows in the heap backend's snapshot format: `(key, (end, fired, accumulator))`.
 pub type WindowEntries<K, A> = Vec<(K, (Timestamp, bool, A))>;

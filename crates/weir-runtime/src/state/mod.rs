@@ -7,6 +7,7 @@
 //! Operator list state (per operator instance, redistributed on a restore at another
 //! parallelism) is in [`operator`], re-exported here.
 
+pub mod map;
 pub mod operator;
 pub mod timers;
 
@@ -21,8 +22,8 @@ use weir_core::{Error, Result};
 
 use crate::checkpoint::CheckpointId;
 use crate::disk::{DiskSnapshot, RawStore, StoreWrite};
-use crate::operators::StateMap;
 use crate::output::Timestamp;
+use map::StateMap;
 
 /// Time-to-live of a state entry, in processing time (Flink's `StateTtlConfig`): an entry not
 /// written (or, with `update_on_read`, not read or written) for `ttl_ms` is expired, is never

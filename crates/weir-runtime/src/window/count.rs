@@ -6,8 +6,8 @@ use std::hash::Hash;
 use weir_core::{Error, Result};
 
 use super::{GLOBAL_WINDOW, WindowCheckpointing, WindowFunction};
-use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::map::StateMap;
 
 /// Keyed count windows with an incremental [`WindowFunction`]. Results carry the timestamp of
 /// the record that completed the window when the input has timestamps. Windows still short of

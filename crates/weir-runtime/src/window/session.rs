@@ -9,8 +9,8 @@ use weir_core::{Error, Result};
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
-use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::map::StateMap;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Session<A> {

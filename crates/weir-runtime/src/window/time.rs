@@ -8,8 +8,8 @@ use weir_core::{Error, Result};
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::disk::windows::DiskWindows;
 use crate::exchange::now_millis;
-use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::map::StateMap;
 
 /// Keyed tumbling or sliding windows with an incremental [`WindowFunction`].
 ///

@@ -15,8 +15,8 @@ use weir_core::Result;
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
-use crate::operators::StateMap;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::map::StateMap;
 
 pub use super::policy::{
     CountEvictor, CountTrigger, EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, PurgingTrigger,
