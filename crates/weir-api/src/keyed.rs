@@ -5,7 +5,7 @@ use std::ops::AddAssign;
 use weir_core::ShipStrategy;
 use weir_runtime::operators::KeyedAggregate;
 
-use crate::env::key_hash;
+use crate::builder::key_hash;
 use crate::{AggregateFunction, Data, DataStream, Key};
 
 /// A stream partitioned by a key (Flink's `KeyedStream<T, K>`). Its operators keep state per key
@@ -17,6 +17,13 @@ pub struct KeyedStream<K, T, KS> {
     pub(crate) stream: DataStream<T>,
     pub(crate) key: KS,
     _k: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<T: Data> DataStream<T> {
+    /// Partitions the stream by key: records with equal keys go to the same subtask, in key groups.
+    pub fn key_by<K: Key, KS: Fn(&T) -> K + Clone + Send + Sync + 'static>(&self, key: KS) -> KeyedStream<K, T, KS> {
+        KeyedStream::new(self.clone(), key)
+    }
 }
 
 impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStream<K, T, KS> {

@@ -6,6 +6,7 @@
 //! ever serialized: wherever the job runs, the same artifact rebuilds it from its name and
 //! arguments, and the plan's fingerprint proves that the rebuilt job is the one submitted.
 
+mod builder;
 mod connect;
 mod driver;
 mod env;
@@ -30,8 +31,8 @@ pub use process::{
     AggregatingState, KeyedContext, KeyedProcessFunction, ListState, ListStateDescriptor, MapState, MapStateDescriptor,
     ReducingState, ReducingStateDescriptor, StateTtlConfig, ValueState, ValueStateDescriptor,
 };
-pub use stream::{DataStream, DataStreamSink};
-pub use time::{OutputTag, WatermarkStrategy};
+pub use stream::{DataStream, DataStreamSink, OutputTag};
+pub use time::WatermarkStrategy;
 pub use weir_runtime::cache::cached_file;
 pub use weir_runtime::window::TimeDomain;
 pub use weir_runtime::window::trigger::{

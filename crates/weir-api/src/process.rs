@@ -12,7 +12,7 @@ use weir_runtime::output::{Batch, Control, Output, Timestamp};
 use weir_runtime::state::{KeyedStates, StateKind, StateTtl};
 use weir_runtime::window::TimeDomain;
 
-use crate::env::key_hash;
+use crate::builder::key_hash;
 use crate::{AggregateFunction, Data, DataStream, Key, KeyedStream, OutputTag};
 
 /// Time-to-live of state entries (Flink's `StateTtlConfig`), in processing time.

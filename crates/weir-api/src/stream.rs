@@ -14,8 +14,8 @@ use weir_runtime::graph::{NodeKind, SideOutputs, TypedOps};
 use weir_runtime::operators::{Filter, FlatMap, Map};
 use weir_runtime::source::Sink;
 
-use crate::env::{Builder, DraftEdge, operator_factory};
-use crate::{Data, Key, KeyedStream, OutputTag};
+use crate::Data;
+use crate::builder::{Builder, DraftEdge, operator_factory};
 
 /// A stream of records of type `T` (Flink's `DataStream<T>`).
 ///
@@ -153,11 +153,6 @@ impl<T: Data> DataStream<T> {
     /// Any number of outputs per record: `f` pushes them onto the vector it is given.
     pub fn flat_map<O: Data>(&self, f: impl FnMut(T, &mut Vec<O>) + Clone + Send + Sync + 'static) -> DataStream<O> {
         self.one_input("Flat Map", move |_, next| Ok(Box::new(FlatMap::new(f.clone(), next))), None, None)
-    }
-
-    /// Partitions the stream by key: records with equal keys go to the same subtask, in key groups.
-    pub fn key_by<K: Key, KS: Fn(&T) -> K + Clone + Send + Sync + 'static>(&self, key: KS) -> KeyedStream<K, T, KS> {
-        KeyedStream::new(self.clone(), key)
     }
 
     /// This stream and `others` as one stream.
@@ -310,5 +305,34 @@ impl DataStreamSink {
     pub fn uid(self, uid: impl Into<String>) -> Self {
         self.b.borrow_mut().vertex_mut(self.id).uid = Some(uid.into());
         self
+    }
+}
+
+/// Names a side output and the type of its records (Flink's `OutputTag`).
+pub struct OutputTag<T> {
+    pub(crate) id: std::borrow::Cow<'static, str>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> OutputTag<T> {
+    /// A tag called `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        OutputTag { id: std::borrow::Cow::Owned(id.into()), _t: PhantomData }
+    }
+
+    /// A tag for a `static`.
+    pub const fn new_static(id: &'static str) -> Self {
+        OutputTag { id: std::borrow::Cow::Borrowed(id), _t: PhantomData }
+    }
+
+    /// The tag's name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<T> Clone for OutputTag<T> {
+    fn clone(&self) -> Self {
+        OutputTag { id: self.id.clone(), _t: PhantomData }
     }
 }

@@ -104,32 +104,3 @@ impl<T: Data> DataStream<T> {
         )
     }
 }
-
-/// Names a side output and the type of its records (Flink's `OutputTag`).
-pub struct OutputTag<T> {
-    pub(crate) id: std::borrow::Cow<'static, str>,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T> OutputTag<T> {
-    /// A tag called `id`.
-    pub fn new(id: impl Into<String>) -> Self {
-        OutputTag { id: std::borrow::Cow::Owned(id.into()), _t: PhantomData }
-    }
-
-    /// A tag for a `static`.
-    pub const fn new_static(id: &'static str) -> Self {
-        OutputTag { id: std::borrow::Cow::Borrowed(id), _t: PhantomData }
-    }
-
-    /// The tag's name.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl<T> Clone for OutputTag<T> {
-    fn clone(&self) -> Self {
-        OutputTag { id: self.id.clone(), _t: PhantomData }
-    }
-}

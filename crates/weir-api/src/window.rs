@@ -14,7 +14,7 @@ use weir_runtime::window::trigger::{
 };
 use weir_runtime::window::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
 
-use crate::env::key_hash;
+use crate::builder::key_hash;
 use crate::{AggregateFunction, Data, DataStream, Key, KeyedStream, OutputTag};
 
 fn ms(d: Duration) -> i64 {
