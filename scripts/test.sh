@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The tests, on a fresh machine: installs and starts what they need, then runs them all.
+#
+#   scripts/test.sh [nextest arguments...]     e.g. scripts/test.sh -E 'test(checkpoint)'
+#
+# What it sets up, each only when missing:
+#   - cargo-nextest (the test runner);
+#   - a Docker engine with docker-compose, and ldd (the container tests build images from scratch
+#     and run them on private networks they create); dockerd is started when none answers;
+#   - etcd and ZooKeeper from Debian's packages, and iproute2 (the HA tests start their own servers
+#     on loopback or in network namespaces they make; the packages' own services are not used);
+#   - s3s-fs from crates.io, an S3 server on a directory, under ~/.cache/weir-tools (the S3 tests).
+# Debian packages need root (or sudo). A cargo target directory outside the clone is used as a cache
+# when CARGO_TARGET_DIR is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { echo "== $*" >&2; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else echo "scripts/test.sh: '$*' needs root; run it as root or install sudo" >&2; exit 1
+  fi
+}
+apt_install() {
+  say "installing Debian packages: $*"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install a Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+if ! command -v docker >/dev/null || ! command -v docker-compose >/dev/null || ! command -v ldd >/dev/null; then
+  apt_install docker.io docker-compose libc-bin
+fi
+if ! docker info >/dev/null 2>&1; then
+  say "starting a Docker engine (log: /tmp/weir-dockerd.log)"
+  (as_root dockerd >/tmp/weir-dockerd.log 2>&1 &)
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "no Docker engine answers; see /tmp/weir-dockerd.log" >&2; exit 1; }
+fi
+
+if ! command -v etcd >/dev/null || [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v ip >/dev/null; then
+  apt_install etcd-server zookeeperd iproute2
+fi
+
+# 0.14.1 is the newest s3s-fs release that builds with Rust 1.95.
+if [ ! -x "$HOME/.cache/weir-tools/bin/s3s-fs" ]; then
+  say "installing s3s-fs into ~/.cache/weir-tools"
+  cargo install s3s-fs@0.14.1 --features binary --locked --root "$HOME/.cache/weir-tools"
+fi
+
+# Images of earlier builds' programs (the tests build one per program and build, once).
+docker images -q weir-artifact | xargs -r docker rmi -f >/dev/null 2>&1 || true
+
+say "cargo nextest run --workspace"
+exec cargo nextest run --workspace --locked "$@"
