@@ -1,23 +1,33 @@
-//! The cluster's checkpoint traffic: a task of its own ([`coordinate`]) triggers what is due and
-//! times out what took too long; the TaskManagers' acknowledgements come in through
-//! [`Cluster::checkpoint_event`]; with high availability a checkpoint counts once the
-//! coordination service points to it ([`Cluster::checkpoint_recorded`]).
+//! The cluster's checkpoint traffic. Every job's checkpointing runs on a thread of its own
+//! ([`crate::checkpoints::Checkpointing`]); this module feeds it and carries out what it asks:
+//! [`coordinate`] ticks the jobs whose every part runs, and sends the triggers and completions
+//! the threads answer with to the TaskManagers (or, with high availability, has a completed
+//! checkpoint recorded first); the TaskManagers' reports come in through
+//! [`Cluster::checkpoint_event`], the coordination service's records through
+//! [`Cluster::checkpoint_recorded`]. The cluster's lock is only taken to look jobs up and to send,
+//! never across storage I/O, which happens on the jobs' own threads.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tracing::warn;
+use tokio::sync::mpsc::UnboundedReceiver;
 use weir_core::checkpointing::CheckpointEvent;
 use weir_core::protocol::ToTaskManager;
 use weir_core::{JobId, JobStatus};
 use weir_runtime::checkpoint::coordinator::Command;
 
-use crate::state::{Cluster, State, now_ms};
+use crate::checkpoints::{Input, Output};
+use crate::state::{Cluster, State};
 
-/// Sends `commands` of job `id` to every part of its current run.
-fn send(s: &State, id: JobId, commands: Vec<Command>) {
+/// How often the jobs' checkpointing is ticked (checkpoint intervals are at least 10 ms).
+const TICK: Duration = Duration::from_millis(5);
+
+/// Sends `commands` to every part of run `attempt` of job `id`, if that is still its current run.
+fn send(s: &State, id: JobId, attempt: u32, commands: Vec<Command>) {
     let Some(job) = s.jobs.get(&id) else { return };
-    let attempt = job.deployments.saturating_sub(1);
+    if job.deployments != attempt + 1 || job.status.is_terminal() {
+        return;
+    }
     for cmd in commands {
         let m = match cmd {
             Command::Trigger { id: n, last, drain } => {
@@ -34,92 +44,65 @@ fn send(s: &State, id: JobId, commands: Vec<Command>) {
 }
 
 impl Cluster {
-    /// A part reported a checkpoint event.
+    /// A part of run `attempt` of job `id` reported a checkpoint event: it goes to the job's
+    /// checkpointing if that run is the current one and runs.
     pub fn checkpoint_event(&self, id: JobId, attempt: u32, event: CheckpointEvent) {
-        let mut s = self.lock();
-        let Some(job) = s.jobs.get_mut(&id) else { return };
+        let s = self.lock();
+        let Some(job) = s.jobs.get(&id) else { return };
         if job.status != JobStatus::Running || job.deployments != attempt + 1 {
             return;
         }
-        let Some(cp) = job.checkpoints.as_mut() else { return };
-        let mut commands = Vec::new();
-        match event {
-            CheckpointEvent::Ack(ack) => match cp.coordinator.ack(ack, now_ms()) {
-                // With high availability a checkpoint counts (and its output is committed) once the
-                // coordination service points to it, so that a new leader never restores an older
-                // one than was committed.
-                Ok(Some(Command::Complete { id: n })) if self.ha.is_some() => {
-                    let location = cp
-                        .coordinator
-                        .latest()
-                        .map(|l| format!("{}/{}", cp.coordinator.storage().location().trim_end_matches('/'), l.dir));
-                    if let (Some(location), Some(ha)) = (location, &self.ha) {
-                        ha.record(crate::ha::Event::Checkpoint {
-                            job: id,
-                            attempt,
-                            id: n,
-                            location,
-                            retain: cp.coordinator.retained_count(),
-                            ids: cp.coordinator.ids_left(),
-                        });
-                    }
-                }
-                Ok(c) => commands.extend(c),
-                Err(e) => warn!(job_id = %id, error = %e, "cannot complete a checkpoint"),
-            },
-            CheckpointEvent::Decline { id: n, reason } => cp.coordinator.decline(n, reason),
-            CheckpointEvent::SourceEnded => cp.source_ended(),
+        if let Some(cp) = &job.checkpoints {
+            cp.send(Input::Part { attempt, event });
         }
-        cp.collect();
-        send(&s, id, commands);
     }
-}
 
-impl Cluster {
-    /// Checkpoint `n` of job `id` is recorded in the coordination service: its run (if still the
-    /// same) commits it, and older checkpoints beyond `num-retained` may go.
+    /// Checkpoint `n` of job `id`, completed in run `attempt`, is recorded in the coordination
+    /// service: its run (if still the current one) commits it, and older checkpoints beyond
+    /// `num-retained` may go.
     pub fn checkpoint_recorded(&self, id: JobId, attempt: u32, n: u64) {
-        let mut s = self.lock();
-        let Some(job) = s.jobs.get_mut(&id) else { return };
-        let same_run = job.deployments == attempt + 1 && !job.status.is_terminal();
-        let Some(cp) = job.checkpoints.as_mut() else { return };
-        cp.coordinator.confirm(n);
-        if same_run {
-            send(&s, id, vec![Command::Complete { id: n }]);
+        let s = self.lock();
+        if let Some(cp) = s.jobs.get(&id).and_then(|j| j.checkpoints.as_ref()) {
+            cp.send(Input::Recorded { attempt, n });
+        }
+    }
+
+    /// Carries out what a job's checkpointing asked for.
+    fn checkpoint_output(&self, output: Output) {
+        match output {
+            Output::Send { job, attempt, commands } => send(&self.lock(), job, attempt, commands),
+            Output::Record { job, attempt, n, location, retain, ids } => {
+                if let Some(ha) = &self.ha {
+                    ha.record(crate::ha::Event::Checkpoint { job, attempt, id: n, location, retain, ids });
+                }
+            }
         }
     }
 }
 
-/// Triggers the checkpoints that are due, and fails those that took too long, until shutdown.
-pub async fn coordinate(cluster: Arc<Cluster>) {
+/// Ticks the checkpointing of every job whose parts all run, and carries out what the jobs'
+/// checkpointing threads answer, until shutdown.
+pub async fn coordinate(cluster: Arc<Cluster>, mut outputs: UnboundedReceiver<Output>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-            _ = cluster.shutdown_requested() => return,
-        }
-        let mut s = cluster.lock();
-        // Only runs whose every part is up take checkpoints (a part still starting would miss the
-        // trigger).
-        let due: Vec<JobId> = s
-            .jobs
-            .values()
-            .filter(|j| {
-                j.status == JobStatus::Running
-                    && j.checkpoints.is_some()
-                    && !j.parts.is_empty()
-                    && j.parts.iter().all(|p| p.status == JobStatus::Running)
-            })
-            .map(|j| j.id)
-            .collect();
-        for id in due {
-            let command = s.jobs.get_mut(&id).and_then(|j| j.checkpoints.as_mut()).and_then(|cp| {
-                let c = cp.coordinator.poll(Instant::now(), now_ms());
-                cp.collect();
-                c
-            });
-            if let Some(c) = command {
-                send(&s, id, vec![c]);
+            _ = ticker.tick() => {
+                let s = cluster.lock();
+                // Only runs whose every part is up take checkpoints (a part still starting would
+                // miss the trigger).
+                for job in s.jobs.values() {
+                    let Some(cp) = &job.checkpoints else { continue };
+                    if job.status == JobStatus::Running
+                        && !job.parts.is_empty()
+                        && job.parts.iter().all(|p| p.status == JobStatus::Running)
+                    {
+                        cp.tick(job.deployments.saturating_sub(1));
+                    }
+                }
             }
+            Some(output) = outputs.recv() => cluster.checkpoint_output(output),
+            _ = cluster.shutdown_requested() => return,
         }
     }
 }

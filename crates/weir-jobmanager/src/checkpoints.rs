@@ -1,14 +1,26 @@
 //! The JobManager's side of checkpoints, per job: one coordinator for each job that takes
 //! checkpoints, its savepoint requests, and what a restarted run restores from (the latest
-//! completed checkpoint or, before there is one, the savepoint the job was started from). The
-//! cluster feeds it in `checkpoint_loop.rs`; nothing here reaches the cluster's state.
+//! completed checkpoint or, before there is one, the savepoint the job was started from).
+//!
+//! Each job's checkpointing runs on a thread of its own ([`Checkpointing::start`]), fed by one
+//! queue of [`Input`]s and answering with [`Output`]s, because completing, failing or cleaning up
+//! a checkpoint writes to storage, and storage may stall (an S3 endpoint that stops answering): the
+//! cluster's lock is never held, nor an async thread blocked, while it does. What REST and the
+//! scheduler read of it (statistics, savepoints, what the next run restores from) is published in
+//! a [`View`] after every input. The cluster feeds it in `checkpoint_loop.rs`; nothing here
+//! reaches the cluster's state.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use weir_core::checkpointing::RestoreFrom;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::warn;
+use weir_core::checkpointing::{CheckpointEvent, RestoreFrom};
 use weir_core::config::JobConfig;
 use weir_core::{Error, JobGraph, JobId, Result};
-use weir_runtime::checkpoint::coordinator::{Coordinator, SavepointRequest};
+use weir_runtime::checkpoint::coordinator::{CheckpointStats, Command, Coordinator, SavepointRequest};
 use weir_runtime::checkpoint::storage::CheckpointStorage;
 use weir_runtime::checkpoint::task::Restore;
 
@@ -28,6 +40,8 @@ pub struct JobCheckpoints {
     in_progress: std::collections::VecDeque<String>,
     /// Where savepoints go when a request names no directory.
     savepoint_dir: Option<String>,
+    /// With high availability: completed checkpoints count once recorded in the service.
+    pub recorded_first: bool,
 }
 
 /// Where a savepoint asked for through REST stands.
@@ -87,43 +101,19 @@ impl JobCheckpoints {
             savepoints: BTreeMap::new(),
             in_progress: Default::default(),
             savepoint_dir,
+            recorded_first: false,
         }))
     }
 
-    /// Asks for a savepoint of job `id` under `target` (else `execution.checkpointing.savepoint-dir`);
-    /// `stop`: the job stops with it (`drain`: after the largest watermark). The trigger id to ask
-    /// about it with.
-    pub fn request_savepoint(&mut self, id: JobId, target: Option<String>, stop: bool, drain: bool) -> Result<String> {
-        let base = target.or_else(|| self.savepoint_dir.clone()).ok_or_else(|| {
-            Error::Config(
-                "no savepoint directory: give one (target-directory), or set execution.checkpointing.savepoint-dir"
-                    .into(),
-            )
-        })?;
-        let trigger = uuid::Uuid::new_v4().simple().to_string();
-        let job = id.to_string();
-        let target = format!("{}/savepoint-{}-{}", base.trim_end_matches('/'), &job[..6], &trigger[..12]);
-        self.coordinator.request_savepoint(SavepointRequest { target, stop, drain });
-        self.savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
-        self.in_progress.push_back(trigger.clone());
-        Ok(trigger)
-    }
-
-    /// How the savepoint with trigger id `trigger` stands.
-    pub fn savepoint(&self, trigger: &str) -> Option<&SavepointStatus> {
-        self.savepoints.get(trigger)
-    }
-
-    /// Notes the outcomes of savepoints the coordinator finished.
     /// A source subtask of the run ended; once every one has, the final checkpoint is asked for.
-    pub fn source_ended(&mut self) {
+    fn source_ended(&mut self) {
         self.ended += 1;
         if self.ended >= self.sources {
             self.coordinator.request_final();
         }
     }
 
-    pub(crate) fn collect(&mut self) {
+    fn collect(&mut self) {
         for (_, outcome) in self.coordinator.take_savepoints() {
             let Some(trigger) = self.in_progress.pop_front() else { continue };
             let status = match outcome {
@@ -134,10 +124,9 @@ impl JobCheckpoints {
         }
     }
 
-    /// What a new run of the job restores from: the latest completed checkpoint, else the savepoint
-    /// the job started from.
-    pub fn restore_for_run(&mut self) -> Option<RestoreFrom> {
-        self.ended = 0;
+    /// What a new run of the job restores from: the latest completed checkpoint that is whole,
+    /// else the savepoint the job started from. Reads storage.
+    fn restore_for_run(&mut self) -> Option<RestoreFrom> {
         match self.coordinator.latest_intact().map(|c| (c.id, c.dir.clone())) {
             Some((n, dir)) => {
                 let location = self.coordinator.storage().location().to_string();
@@ -149,7 +138,7 @@ impl JobCheckpoints {
     }
 
     /// The run ended (failure, restart, cancellation): its checkpoint in progress is abandoned.
-    pub fn run_ended(&mut self, why: &str) {
+    fn run_ended(&mut self, why: &str) {
         self.coordinator.abort(why);
         self.ended = 0;
         self.collect();
@@ -158,5 +147,304 @@ impl JobCheckpoints {
             self.savepoints.insert(trigger, SavepointStatus::Failed(format!("the job's run ended: {why}")));
         }
         self.coordinator.clear_savepoint_requests();
+    }
+}
+
+/// What a job's checkpointing is told, in the order it happens.
+#[derive(Debug)]
+pub enum Input {
+    /// A part of run `attempt` reported a checkpoint event (the caller checked the run is current).
+    Part {
+        /// The run.
+        attempt: u32,
+        /// What it reported.
+        event: CheckpointEvent,
+    },
+    /// With high availability: checkpoint `n`, completed in run `attempt`, is recorded in the
+    /// coordination service, so it counts.
+    Recorded {
+        /// The run.
+        attempt: u32,
+        /// The checkpoint.
+        n: u64,
+    },
+    /// Time passed while every part of run `attempt` runs: trigger what is due, fail what took
+    /// too long.
+    Tick {
+        /// The run.
+        attempt: u32,
+    },
+    /// The current run ended: its checkpoint in progress is abandoned, and what the next run
+    /// restores from is found.
+    RunEnded {
+        /// Why, for the abandoned checkpoint's record.
+        why: String,
+    },
+    /// A savepoint was asked for (its trigger id is in the view already, as in progress).
+    Savepoint {
+        /// The id REST answers about it with.
+        trigger: String,
+        /// Its directory.
+        target: String,
+        /// The job stops with it.
+        stop: bool,
+        /// ... after the largest watermark.
+        drain: bool,
+    },
+    /// With high availability: this JobManager leads the job anew; no checkpoint starts until
+    /// ids are reserved for it.
+    HoldIds,
+    /// With high availability: checkpoint ids reserved for this leader.
+    AllowIds(Range<u64>),
+}
+
+/// What a job's checkpointing asks of the cluster.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `commands` to every part of run `attempt` of `job`, if it is still the current run.
+    Send {
+        /// The job.
+        job: JobId,
+        /// The run.
+        attempt: u32,
+        /// Triggers and completions.
+        commands: Vec<Command>,
+    },
+    /// With high availability: record checkpoint `n` of run `attempt` in the coordination service
+    /// before it counts.
+    Record {
+        /// The job.
+        job: JobId,
+        /// The run.
+        attempt: u32,
+        /// The checkpoint.
+        n: u64,
+        /// Where it is.
+        location: String,
+        /// How many completed checkpoints are kept.
+        retain: usize,
+        /// The next id and the ids left in the reserved block.
+        ids: (u64, Option<u64>),
+    },
+}
+
+/// What the rest of the JobManager reads of a job's checkpointing, as of its last input.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// Counts and history (REST `/checkpoints`).
+    pub stats: CheckpointStats,
+    /// Savepoints asked for through REST, by trigger id.
+    pub savepoints: BTreeMap<String, SavepointStatus>,
+    /// What the next run restores from.
+    pub restore: Option<RestoreFrom>,
+}
+
+/// The handle on a job's checkpointing thread.
+pub struct Checkpointing {
+    job: JobId,
+    /// `None` once the job ended for good: the thread handles what is queued and ends.
+    tx: Mutex<Option<mpsc::Sender<Input>>>,
+    view: Arc<Mutex<View>>,
+    /// A tick is queued and not handled yet (ticks are not queued twice).
+    tick_queued: Arc<AtomicBool>,
+    /// A run's end is queued and not handled yet: no new run starts before it is, since what it
+    /// restores from is not known until then.
+    run_end_queued: Arc<AtomicBool>,
+    /// Where savepoints go when a request names no directory.
+    savepoint_dir: Option<String>,
+}
+
+impl std::fmt::Debug for Checkpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointing").field("job", &self.job).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Checkpointing {
+    /// Starts the thread of job `job`'s checkpointing `cp`, which answers through `out`. The thread
+    /// ends when the handle is dropped.
+    pub fn start(job: JobId, cp: JobCheckpoints, out: UnboundedSender<Output>) -> Result<Checkpointing> {
+        let (tx, rx) = mpsc::channel();
+        let view = Arc::new(Mutex::new(View {
+            stats: cp.coordinator.stats.clone(),
+            savepoints: BTreeMap::new(),
+            restore: cp.initial.clone(),
+        }));
+        let handle = Checkpointing {
+            job,
+            tx: Mutex::new(Some(tx)),
+            view: view.clone(),
+            tick_queued: Arc::new(AtomicBool::new(false)),
+            run_end_queued: Arc::new(AtomicBool::new(false)),
+            savepoint_dir: cp.savepoint_dir.clone(),
+        };
+        let worker = Worker {
+            job,
+            cp,
+            out,
+            view,
+            tick_queued: handle.tick_queued.clone(),
+            run_end_queued: handle.run_end_queued.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("checkpoints {job}"))
+            .spawn(move || worker.run(rx))
+            .map_err(|e| Error::internal(format!("cannot start the checkpointing thread of job {job}: {e}")))?;
+        Ok(handle)
+    }
+
+    /// Queues `input` (a thread that ended with its job drops it).
+    pub fn send(&self, input: Input) {
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else { return };
+        if matches!(input, Input::RunEnded { .. }) {
+            self.run_end_queued.store(true, Ordering::SeqCst);
+        }
+        if tx.send(input).is_err() {
+            self.run_end_queued.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Queues a tick for run `attempt`, unless one is queued already.
+    pub fn tick(&self, attempt: u32) {
+        if !self.tick_queued.swap(true, Ordering::SeqCst) {
+            self.send(Input::Tick { attempt });
+        }
+    }
+
+    /// The job ended for good: the thread handles what is queued, publishes its last view and
+    /// ends (the view stays readable).
+    pub fn close(&self) {
+        lock(&self.tx).take();
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> View {
+        lock(&self.view).clone()
+    }
+
+    /// Whether a run's end is still being handled (the next run waits for what it restores from).
+    pub fn busy(&self) -> bool {
+        self.run_end_queued.load(Ordering::SeqCst)
+    }
+
+    /// What the next run restores from.
+    pub fn restore_for_run(&self) -> Option<RestoreFrom> {
+        lock(&self.view).restore.clone()
+    }
+
+    /// How the savepoint with trigger id `trigger` stands.
+    pub fn savepoint(&self, trigger: &str) -> Option<SavepointStatus> {
+        lock(&self.view).savepoints.get(trigger).cloned()
+    }
+
+    /// Asks for a savepoint under `target` (else `execution.checkpointing.savepoint-dir`); `stop`:
+    /// the job stops with it (`drain`: after the largest watermark). The trigger id to ask about
+    /// it with.
+    pub fn request_savepoint(&self, target: Option<String>, stop: bool, drain: bool) -> Result<String> {
+        let base = target.or_else(|| self.savepoint_dir.clone()).ok_or_else(|| {
+            Error::Config(
+                "no savepoint directory: give one (target-directory), or set execution.checkpointing.savepoint-dir"
+                    .into(),
+            )
+        })?;
+        let trigger = uuid::Uuid::new_v4().simple().to_string();
+        let job = self.job.to_string();
+        let target = format!("{}/savepoint-{}-{}", base.trim_end_matches('/'), &job[..6], &trigger[..12]);
+        lock(&self.view).savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
+        self.send(Input::Savepoint { trigger: trigger.clone(), target, stop, drain });
+        Ok(trigger)
+    }
+}
+
+/// The thread that owns a job's checkpointing.
+struct Worker {
+    job: JobId,
+    cp: JobCheckpoints,
+    out: UnboundedSender<Output>,
+    view: Arc<Mutex<View>>,
+    tick_queued: Arc<AtomicBool>,
+    run_end_queued: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self, rx: mpsc::Receiver<Input>) {
+        while let Ok(input) = rx.recv() {
+            self.handle(input);
+            self.cp.collect();
+            let mut view = lock(&self.view);
+            view.stats = self.cp.coordinator.stats.clone();
+            view.savepoints.extend(self.cp.savepoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+
+    fn send(&self, attempt: u32, commands: Vec<Command>) {
+        if !commands.is_empty() {
+            let _ = self.out.send(Output::Send { job: self.job, attempt, commands });
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now_ms = weir_core::clock::now_millis();
+        match input {
+            Input::Part { attempt, event } => match event {
+                CheckpointEvent::Ack(ack) => match self.cp.coordinator.ack(ack, now_ms) {
+                    // With high availability a checkpoint counts (and its output is committed) once
+                    // the coordination service points to it, so that a new leader never restores
+                    // an older one than was committed.
+                    Ok(Some(Command::Complete { id: n })) if self.cp.recorded_first => {
+                        let coordinator = &self.cp.coordinator;
+                        if let Some(latest) = coordinator.latest() {
+                            let root = coordinator.storage().location().trim_end_matches('/');
+                            let _ = self.out.send(Output::Record {
+                                job: self.job,
+                                attempt,
+                                n,
+                                location: format!("{root}/{}", latest.dir),
+                                retain: coordinator.retained_count(),
+                                ids: coordinator.ids_left(),
+                            });
+                        }
+                    }
+                    Ok(c) => self.send(attempt, c.into_iter().collect()),
+                    Err(e) => warn!(job_id = %self.job, error = %e, "cannot complete a checkpoint"),
+                },
+                CheckpointEvent::Decline { id: n, reason } => self.cp.coordinator.decline(n, reason),
+                CheckpointEvent::SourceEnded => self.cp.source_ended(),
+            },
+            Input::Recorded { attempt, n } => {
+                self.cp.coordinator.confirm(n);
+                self.send(attempt, vec![Command::Complete { id: n }]);
+            }
+            Input::Tick { attempt } => {
+                self.tick_queued.store(false, Ordering::SeqCst);
+                let command = self.cp.coordinator.poll(std::time::Instant::now(), now_ms);
+                self.send(attempt, command.into_iter().collect());
+            }
+            Input::RunEnded { why } => {
+                self.cp.run_ended(&why);
+                self.cp.ended = 0;
+                let restore = self.cp.restore_for_run();
+                lock(&self.view).restore = restore;
+                self.run_end_queued.store(false, Ordering::SeqCst);
+            }
+            Input::Savepoint { trigger, target, stop, drain } => {
+                self.cp.coordinator.request_savepoint(SavepointRequest { target, stop, drain });
+                self.cp.savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
+                self.cp.in_progress.push_back(trigger);
+            }
+            Input::HoldIds => {
+                self.cp.coordinator.confirm_first();
+                let (next, left) = self.cp.coordinator.ids_left();
+                if left.is_none() {
+                    self.cp.coordinator.allow_ids(next..next);
+                }
+            }
+            Input::AllowIds(ids) => self.cp.coordinator.allow_ids(ids),
+        }
     }
 }

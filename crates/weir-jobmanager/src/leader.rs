@@ -13,6 +13,7 @@ use weir_core::config::JobConfig;
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
+use crate::checkpoints::Input;
 use crate::ha::{Event, Ha, ID_BLOCK, STORED_JOB_FORMAT, StoredJob, StoredResult};
 use crate::state::{Cluster, now_ms};
 
@@ -85,20 +86,16 @@ impl Cluster {
 /// coordinator.
 async fn reserve_ids(cluster: &Cluster, ha: &Ha, epoch: u64, job: JobId, at_least: u64) {
     {
-        let mut s = cluster.lock();
-        let Some(cp) = s.jobs.get_mut(&job).and_then(|j| j.checkpoints.as_mut()) else { return };
-        cp.coordinator.confirm_first();
+        let s = cluster.lock();
+        let Some(cp) = s.jobs.get(&job).and_then(|j| j.checkpoints.as_ref()) else { return };
         // Until ids are reserved, no checkpoint starts.
-        let (next, left) = cp.coordinator.ids_left();
-        if left.is_none() {
-            cp.coordinator.allow_ids(next..next);
-        }
+        cp.send(Input::HoldIds);
     }
     match ha.stores.reserve_checkpoint_ids(epoch, &job.to_string(), at_least, ID_BLOCK).await {
         Ok(ids) => {
-            let mut s = cluster.lock();
-            if let Some(cp) = s.jobs.get_mut(&job).and_then(|j| j.checkpoints.as_mut()) {
-                cp.coordinator.allow_ids(ids);
+            let s = cluster.lock();
+            if let Some(cp) = s.jobs.get(&job).and_then(|j| j.checkpoints.as_ref()) {
+                cp.send(Input::AllowIds(ids));
             }
         }
         Err(e) => warn!(job_id = %job, error = %e, "cannot reserve checkpoint ids; checkpoints wait"),

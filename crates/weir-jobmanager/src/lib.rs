@@ -114,7 +114,9 @@ impl JobManager {
         }
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         tokio::spawn(state::supervise(cluster.clone()));
-        tokio::spawn(checkpoint_loop::coordinate(cluster.clone()));
+        if let Some(outputs) = cluster.take_checkpoint_outputs() {
+            tokio::spawn(checkpoint_loop::coordinate(cluster.clone(), outputs));
+        }
         let app = rest::router(cluster.clone());
         let shutdown = cluster.clone();
         tokio::spawn(async move {

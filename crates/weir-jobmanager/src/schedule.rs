@@ -52,7 +52,14 @@ fn choose_slots(s: &State, slots: u32, spread: bool) -> Option<Vec<(String, u32)
 /// deploys every part with the addresses of the others.
 pub fn schedule(s: &mut State) {
     let spread = s.spread_out_slots;
-    let waiting: Vec<JobId> = s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.id).collect();
+    // A job whose checkpointing still handles the end of its previous run waits: what the next run
+    // restores from is known once that is done.
+    let waiting: Vec<JobId> = s
+        .jobs
+        .values()
+        .filter(|j| j.status == JobStatus::Created && !j.checkpoints.as_ref().is_some_and(|c| c.busy()))
+        .map(|j| j.id)
+        .collect();
     for id in waiting {
         let Some(slots) = s.jobs.get(&id).map(|j| j.slots) else { continue };
         let Some(given) = choose_slots(s, slots, spread) else { continue };
@@ -75,7 +82,7 @@ pub fn schedule(s: &mut State) {
         let attempt = job.deployments;
         job.deployments += 1;
         let (graph, config, cached_files) = (job.graph.clone(), job.config.clone(), job.cached_files.clone());
-        let restore = job.checkpoints.as_mut().and_then(|cp| cp.restore_for_run());
+        let restore = job.checkpoints.as_ref().and_then(|cp| cp.restore_for_run());
         for (k, part) in parts.iter().enumerate() {
             let assignment = Assignment {
                 attempt,

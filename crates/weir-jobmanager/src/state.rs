@@ -117,7 +117,7 @@ pub struct Job {
     /// Its cached files, in the blob store.
     pub cached_files: BTreeMap<String, weir_core::protocol::CachedFile>,
     /// Its checkpointing, when it takes checkpoints.
-    pub checkpoints: Option<crate::checkpoints::JobCheckpoints>,
+    pub checkpoints: Option<crate::checkpoints::Checkpointing>,
 }
 
 impl Job {
@@ -194,6 +194,10 @@ pub struct Cluster {
     pub results: crate::results::JobResultStore,
     /// High availability (`high-availability.type`), if on.
     pub ha: Option<Arc<crate::ha::Ha>>,
+    /// Where the jobs' checkpointing threads send what they ask of the cluster, and the receiving
+    /// end until the checkpoint loop takes it.
+    checkpoint_out: tokio::sync::mpsc::UnboundedSender<crate::checkpoints::Output>,
+    checkpoint_in: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::checkpoints::Output>>>,
 }
 
 impl Cluster {
@@ -206,7 +210,10 @@ impl Cluster {
         ha: Option<Arc<crate::ha::Ha>>,
     ) -> Self {
         let spread_out_slots = config.spread_out_slots;
+        let (checkpoint_out, checkpoint_in) = tokio::sync::mpsc::unbounded_channel();
         Cluster {
+            checkpoint_out,
+            checkpoint_in: Mutex::new(Some(checkpoint_in)),
             ha: ha.clone(),
             results: crate::results::JobResultStore::new(config.job_result_path()),
             restart: config.restart_strategy(),
@@ -223,6 +230,11 @@ impl Cluster {
             per_job: options.per_job,
             job_defaults: options.job_defaults,
         }
+    }
+
+    /// What the jobs' checkpointing threads ask of the cluster (once: the checkpoint loop takes it).
+    pub fn take_checkpoint_outputs(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::checkpoints::Output>> {
+        self.checkpoint_in.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The state, locked.
@@ -304,7 +316,13 @@ impl Cluster {
             })?;
             cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
         }
-        let checkpoints = crate::checkpoints::JobCheckpoints::setup(&graph, &config, id)?;
+        let checkpoints = match crate::checkpoints::JobCheckpoints::setup(&graph, &config, id)? {
+            Some(mut cp) => {
+                cp.recorded_first = self.ha.is_some();
+                Some(crate::checkpoints::Checkpointing::start(id, cp, self.checkpoint_out.clone())?)
+            }
+            None => None,
+        };
         let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
         let now = now_ms();
         let mut s = self.lock();
@@ -499,8 +517,8 @@ impl Cluster {
             job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
             self.wake.notify_one();
         }
-        if let Some(cp) = job.checkpoints.as_mut() {
-            cp.run_ended("the job failed and restarts");
+        if let Some(cp) = &job.checkpoints {
+            cp.send(crate::checkpoints::Input::RunEnded { why: "the job failed and restarts".into() });
         }
         info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
         cancel_parts(s, id);
@@ -621,8 +639,9 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
         job.exceptions.push((now, e));
     }
     job.result = result;
-    if let Some(cp) = job.checkpoints.as_mut() {
-        cp.run_ended("the job ended");
+    if let Some(cp) = &job.checkpoints {
+        cp.send(crate::checkpoints::Input::RunEnded { why: "the job ended".into() });
+        cp.close();
     }
     info!(job_id = %id, status = %status, "job reached a terminal status");
     if status != JobStatus::Finished {
@@ -646,8 +665,8 @@ pub(crate) fn suspend(s: &mut State, id: JobId, why: &str) {
     }
     job.status = JobStatus::Suspended;
     job.modified_ms = now_ms();
-    if let Some(cp) = job.checkpoints.as_mut() {
-        cp.run_ended(why);
+    if let Some(cp) = &job.checkpoints {
+        cp.send(crate::checkpoints::Input::RunEnded { why: why.to_string() });
     }
     warn!(job_id = %id, why, "job suspended");
     cancel_parts(s, id);

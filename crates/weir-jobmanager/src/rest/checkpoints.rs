@@ -42,7 +42,7 @@ fn record(r: &CheckpointRecord) -> Value {
 /// `GET /jobs/{jobid}/checkpoints`: counts, the latest completed, failed and restored checkpoint,
 /// and the history.
 pub async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
-    let stats = match with_job(&c, &id, |j| j.checkpoints.as_ref().map(|cp| cp.coordinator.stats.clone())) {
+    let stats = match with_job(&c, &id, |j| j.checkpoints.as_ref().map(|cp| cp.view().stats)) {
         Ok(Some(s)) => s,
         Ok(None) => {
             return ApiError(
@@ -100,10 +100,10 @@ pub struct StopBody {
 
 fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: bool) -> Result<String, ApiError> {
     let id = parse_job(id)?;
-    let mut s = c.lock();
+    let s = c.lock();
     let job = s
         .jobs
-        .get_mut(&id)
+        .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
     if job.status != JobStatus::Running {
         return Err(ApiError(
@@ -111,13 +111,13 @@ fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: boo
             format!("job {id} is {}; savepoints are taken of running jobs only", job.status),
         ));
     }
-    let cp = job.checkpoints.as_mut().ok_or_else(|| {
+    let cp = job.checkpoints.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
             "the job takes no checkpoints; savepoints need execution.checkpointing.interval set".into(),
         )
     })?;
-    cp.request_savepoint(id, target, stop, drain).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+    cp.request_savepoint(target, stop, drain).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 fn format_ok(format: &Option<String>) -> Result<(), ApiError> {
@@ -175,7 +175,7 @@ pub async fn stop(State(c): Shared, Path(id): Path<String>, body: Result<Json<St
 /// `GET /jobs/{jobid}/savepoints/{triggerid}`: `IN_PROGRESS`, or `COMPLETED` with the location or
 /// the failure.
 pub async fn savepoint_status(State(c): Shared, Path((id, trigger)): Path<(String, String)>) -> Response {
-    let status = with_job(&c, &id, |j| j.checkpoints.as_ref().and_then(|cp| cp.savepoint(&trigger).cloned()));
+    let status = with_job(&c, &id, |j| j.checkpoints.as_ref().and_then(|cp| cp.savepoint(&trigger)));
     match status {
         Ok(Some(SavepointStatus::InProgress)) => Json(json!({ "status": { "id": "IN_PROGRESS" } })).into_response(),
         Ok(Some(SavepointStatus::Completed(location))) => {

@@ -321,6 +321,8 @@ pub(crate) fn http(method: &str, address: &str, path: &str, body: Option<&str>) 
         Ok(s) => s,
         Err(e) => panic!("cannot connect to {address}: {e}"),
     };
+    // Bounded: a JobManager that stops answering fails the test instead of hanging it.
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

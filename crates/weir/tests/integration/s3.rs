@@ -1,8 +1,12 @@
 //! Checkpoints and savepoints on S3: a real S3-compatible server (`s3s-fs`, installed from
 //! crates.io) on loopback, reached through the standard AWS environment variables.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weir::{Error, Result};
@@ -175,5 +179,156 @@ fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> 
         .map_err(|e| Error::internal(e.to_string()))?;
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("s3://state/cp"), "{}", text(&refused.stderr));
+    Ok(())
+}
+
+/// A TCP proxy on loopback in front of `target` that can stall: while stalled it moves no byte
+/// either way (connections stay open, as with an S3 endpoint that stops answering). Its threads
+/// end when it is dropped.
+struct StallingProxy {
+    port: u16,
+    stalled: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+}
+
+impl StallingProxy {
+    fn start(target: String) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind the proxy: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("proxy address: {e}"));
+        listener.set_nonblocking(true).unwrap_or_else(|e| panic!("proxy: {e}"));
+        let (stalled, closed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (st, cl) = (stalled.clone(), closed.clone());
+        std::thread::spawn(move || {
+            while !cl.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(&target) else { continue };
+                        for (from, to) in [(&client, &server), (&server, &client)] {
+                            let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else { continue };
+                            let (st, cl) = (st.clone(), cl.clone());
+                            std::thread::spawn(move || pump(from, to, &st, &cl));
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        StallingProxy { port, stalled, closed }
+    }
+
+    fn stall(&self, on: bool) {
+        self.stalled.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes or the proxy does, moving nothing while `stalled`.
+fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, closed: &AtomicBool) {
+    let _ = from.set_nonblocking(false);
+    let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = vec![0u8; 64 << 10];
+    while !closed.load(Ordering::SeqCst) {
+        if stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// The JobManager's storage stalls for 20 s while it completes a checkpoint: it keeps answering
+/// REST at once and loses no TaskManager (their heartbeats go on), and the checkpoint completes
+/// when storage answers again. The JobManager reaches S3 through the stalling proxy, the
+/// TaskManager directly, so that it is the JobManager's own writes that hang.
+#[test]
+fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let s3 = S3Server::start(&dir.path().join("s3"), "state");
+    let proxy = StallingProxy::start(s3.endpoint.trim_start_matches("http://").to_string());
+    let mut through_proxy = s3.env();
+    for (k, v) in through_proxy.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{}", proxy.port);
+        }
+    }
+    let mut c = Cluster::with_env(through_proxy, &[], 0, 1);
+    c.env = s3.env();
+    c.add_taskmanager(1);
+    c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
+    let args = r#"{"rate": 2000}"#;
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "generate",
+        "--args",
+        args,
+        "-p",
+        "1",
+        "-D",
+        "execution.checkpointing.interval=100ms",
+        "-D",
+        "execution.checkpointing.dir=s3://state/cp",
+    ]);
+    let id = job_id(&out);
+    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let checkpoints = format!("/jobs/{id}/checkpoints");
+    c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &checkpoints);
+
+    proxy.stall(true);
+    let stalled_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while stalled_at.elapsed() < Duration::from_secs(20) {
+        for path in ["/overview", checkpoints.as_str()] {
+            let asked = Instant::now();
+            let (status, answer) = c.get(path);
+            let took = asked.elapsed();
+            slowest = slowest.max(took);
+            assert_eq!(status, 200, "{path} during the stall: {answer}");
+            assert!(took < Duration::from_secs(1), "{path} took {took:?} while storage stalled");
+            if path == "/overview" {
+                assert_eq!(answer["taskmanagers"], 1, "a TaskManager was lost while storage stalled: {answer}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = c.get(&checkpoints).1;
+    proxy.stall(false);
+
+    // Storage answers again: the checkpoint that waited on it completes, and later ones follow.
+    let before = during["counts"]["completed"].as_u64().unwrap_or(0);
+    let after = c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= before + 2, &checkpoints);
+    let waited = after["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["status"] == "COMPLETED")
+        .filter_map(|h| h["end_to_end_duration"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(waited >= 15_000, "no checkpoint waited out the stall (longest {waited} ms): {after}");
+    let (_, job) = c.get(&format!("/jobs/{id}"));
+    assert_eq!(job["state"], "RUNNING", "{job}");
+    let (_, exceptions) = c.get(&format!("/jobs/{id}/exceptions"));
+    assert_eq!(exceptions["all-exceptions"], serde_json::json!([]), "the job failed meanwhile: {exceptions}");
+    eprintln!("REST answered within {slowest:?} throughout a 20 s storage stall");
+    let cancel = c.weir(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
     Ok(())
 }
