@@ -38,6 +38,7 @@ mod cli;
 pub mod command;
 pub mod image;
 pub mod launch;
+mod minicluster;
 pub mod perjob;
 pub mod remote;
 pub mod standalone;
@@ -45,6 +46,7 @@ pub mod targets;
 
 pub use app::App;
 pub use cli::{InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args, print_info};
+pub use minicluster::MiniCluster;
 pub use weir_api::*;
 pub use weir_core::{Blame, Error, JobId, JobStatus, Result};
 

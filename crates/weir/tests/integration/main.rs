@@ -13,6 +13,7 @@ mod ha;
 mod ha_application;
 mod joins;
 mod lifecycle;
+mod minicluster;
 mod modes;
 mod process;
 mod providers;
