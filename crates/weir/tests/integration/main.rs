@@ -7,6 +7,7 @@ mod checkpoint_faults;
 mod checkpoints;
 mod cli;
 mod cluster;
+mod cluster_failures;
 mod config;
 mod docker;
 mod ha;
