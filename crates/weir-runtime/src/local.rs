@@ -154,8 +154,6 @@ pub fn submit_restored(
     let cached_files = crate::cache::check(&graph.cached_files)?;
     let graph = Arc::new(graph);
     let plan = graph.plan();
-    let heads = plan.chain_heads();
-    let capacity = graph.config.channel_capacity;
     let cancel = CancelToken::new();
     if let Some(p) = &placement {
         let slots = plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
@@ -166,9 +164,54 @@ pub fn submit_restored(
             )));
         }
     }
-    let is_local = |slot: u32| placement.as_ref().is_none_or(|p| p.is_local(slot));
-    let part_of = |slot: u32| placement.as_ref().and_then(|p| p.part_of(slot)).unwrap_or(0);
+    let mut wiring =
+        placement.clone().map(|p| PartWiring::new(p, job_id, graph.config.channel_capacity, cancel.clone()));
+    let tasks = wire_tasks(&graph, &plan, placement.as_ref(), wiring.as_mut())?;
+    let attempt = wiring.as_ref().map(|w| w.placement().assignment.attempt).unwrap_or(0);
+    let (checkpoints, events, coordinator) = start_checkpoints(&graph, &plan, job_id, wiring.is_none(), restore)?;
+    let shared = Arc::new(JobShared {
+        job_id,
+        job_name: graph.job_name.clone(),
+        names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
+        metrics: plan.vertices.iter().map(|_| Arc::new(VertexMetrics::default())).collect(),
+        accumulators: Arc::new(Accumulators::default()),
+        cancel,
+        state: Mutex::new(JobState { status: JobStatus::Created, error: None, result: None }),
+        changed: Condvar::new(),
+        started: Instant::now(),
+        live_tasks: AtomicUsize::new(0),
+        initializing: AtomicUsize::new(tasks.len()),
+        attempt,
+        network: wiring.map(PartWiring::open),
+        checkpoints,
+        events: Mutex::new(events),
+        coordinator: Mutex::new(coordinator),
+        sources: plan.source_subtasks(),
+    });
+    info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
+    let (threads, done_rx) = spawn_tasks(&graph, &shared, tasks, &cached_files)?;
+    shared.set_status(JobStatus::Running);
+    let master = shared.clone();
+    let task_count = threads.len();
+    std::thread::Builder::new()
+        .name(format!("job-master {job_id}"))
+        .spawn(move || job_master(master, done_rx, threads, task_count))
+        .map_err(|e| Error::internal(format!("cannot start the job master thread: {e}")))?;
+    Ok(JobHandle { shared })
+}
 
+/// The tasks of this part (every chain head's subtasks placed here), each with the ends of its
+/// channels: local channels between tasks here, remote ones through `wiring` to other parts.
+fn wire_tasks(
+    graph: &StreamGraph,
+    plan: &weir_core::Plan,
+    placement: Option<&Placement>,
+    mut wiring: Option<&mut PartWiring>,
+) -> Result<BTreeMap<(VertexId, u32), TaskSpec>> {
+    let heads = plan.chain_heads();
+    let capacity = graph.config.channel_capacity;
+    let is_local = |slot: u32| placement.is_none_or(|p| p.is_local(slot));
+    let part_of = |slot: u32| placement.and_then(|p| p.part_of(slot)).unwrap_or(0);
     let mut tasks: BTreeMap<(VertexId, u32), TaskSpec> = BTreeMap::new();
     for (head, v) in heads.iter().zip(&plan.vertices) {
         if *head == v.id {
@@ -180,25 +223,9 @@ pub fn submit_restored(
             }
         }
     }
-    // Every channel of every edge that is not chained, in an order all parts agree on: a channel's
-    // position is its id on the network.
-    let mut channels = Vec::new();
-    for (ei, e) in plan.edges.iter().enumerate() {
-        if plan.is_chained(e) {
-            continue;
-        }
-        let (src, dst) = (plan.vertex(e.source)?, plan.vertex(e.target)?);
-        for from in 0..src.parallelism {
-            if e.ship_strategy == weir_core::ShipStrategy::Forward {
-                channels.push(ChannelSpec { edge: ei, from, to: from });
-            } else {
-                channels.extend((0..dst.parallelism).map(|to| ChannelSpec { edge: ei, from, to }));
-            }
-        }
-    }
-    let mut wiring = placement.clone().map(|p| PartWiring::new(p, job_id, capacity, cancel.clone()));
+    let channels = channels_of(plan)?;
     let remote = |id: usize, c: &ChannelSpec| RemoteChannel { id: id as u32, from: part_of(c.from), to: part_of(c.to) };
-    if let Some(w) = wiring.as_mut() {
+    if let Some(w) = wiring.as_deref_mut() {
         for (id, c) in channels.iter().enumerate() {
             if is_local(c.from) && !is_local(c.to) {
                 w.note_outbound(remote(id, c));
@@ -208,7 +235,7 @@ pub fn submit_restored(
     for (id, c) in channels.iter().enumerate() {
         let e = &plan.edges[c.edge];
         let ops = graph.edge_ops(&graph.edges[c.edge])?;
-        let (tx, rx) = match (is_local(c.from), is_local(c.to), wiring.as_mut()) {
+        let (tx, rx) = match (is_local(c.from), is_local(c.to), wiring.as_deref_mut()) {
             (true, true, _) => {
                 let (tx, rx) = ops.channel(capacity);
                 (Some(tx), Some(rx))
@@ -235,61 +262,85 @@ pub fn submit_restored(
                 .push(rx);
         }
     }
-    let attempt = wiring.as_ref().map(|w| w.placement().assignment.attempt).unwrap_or(0);
-    let embedded = wiring.is_none();
+    Ok(tasks)
+}
+
+/// Every channel of every edge that is not chained, in an order all parts agree on: a channel's
+/// position is its id on the network.
+fn channels_of(plan: &weir_core::Plan) -> Result<Vec<ChannelSpec>> {
+    let mut channels = Vec::new();
+    for (ei, e) in plan.edges.iter().enumerate() {
+        if plan.is_chained(e) {
+            continue;
+        }
+        let (src, dst) = (plan.vertex(e.source)?, plan.vertex(e.target)?);
+        for from in 0..src.parallelism {
+            if e.ship_strategy == weir_core::ShipStrategy::Forward {
+                channels.push(ChannelSpec { edge: ei, from, to: from });
+            } else {
+                channels.extend((0..dst.parallelism).map(|to| ChannelSpec { edge: ei, from, to }));
+            }
+        }
+    }
+    Ok(channels)
+}
+
+/// What a part that takes checkpoints runs them with: its side of checkpointing, the events it
+/// sends, and (on the embedded cluster, which is its own JobManager) the coordinator.
+type PartCheckpointing =
+    (Option<Arc<PartCheckpoints>>, Option<crossbeam_channel::Receiver<PartEvent>>, Option<Coordinator>);
+
+/// Starts the part's checkpointing if the job takes checkpoints (`embedded`: with a coordinator
+/// of its own), restoring from `restore`.
+fn start_checkpoints(
+    graph: &StreamGraph,
+    plan: &weir_core::Plan,
+    job_id: JobId,
+    embedded: bool,
+    restore: Option<Restore>,
+) -> Result<PartCheckpointing> {
     let cp = &graph.config.checkpointing;
-    let (checkpoints, events, coordinator) = if cp.enabled() {
-        let storage = CheckpointStorage::open(&cp.dir())?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let restored = restore.as_ref().map(|r| r.metadata.checkpoint_id).unwrap_or(0);
-        let restored_from = restore.as_ref().map(|r| (r.metadata.checkpoint_id, r.describe()));
-        let part = PartCheckpoints::start(job_id, cp, storage.clone(), tx, restore)?;
-        let coordinator = embedded.then(|| {
-            let mut c = Coordinator::new(
-                cp.clone(),
-                job_id,
-                graph.job_name.clone(),
-                crate::checkpoint::operators_of(&plan),
-                task_count(&plan),
-                storage,
-                restored,
-            );
-            c.stats.restored = restored_from;
-            c
-        });
-        (Some(part), Some(rx), coordinator)
-    } else {
+    if !cp.enabled() {
         if restore.is_some() {
             return Err(Error::Config(
                 "the job restores from a snapshot but takes no checkpoints; set execution.checkpointing.interval"
                     .into(),
             ));
         }
-        (None, None, None)
-    };
-    let network = wiring.map(PartWiring::open);
-
-    let shared = Arc::new(JobShared {
-        job_id,
-        job_name: graph.job_name.clone(),
-        names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
-        metrics: plan.vertices.iter().map(|_| Arc::new(VertexMetrics::default())).collect(),
-        accumulators: Arc::new(Accumulators::default()),
-        cancel,
-        state: Mutex::new(JobState { status: JobStatus::Created, error: None, result: None }),
-        changed: Condvar::new(),
-        started: Instant::now(),
-        live_tasks: AtomicUsize::new(0),
-        initializing: AtomicUsize::new(tasks.len()),
-        attempt,
-        network,
-        checkpoints,
-        events: Mutex::new(events),
-        coordinator: Mutex::new(coordinator),
-        sources: plan.source_subtasks(),
+        return Ok((None, None, None));
+    }
+    let storage = CheckpointStorage::open(&cp.dir())?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let restored = restore.as_ref().map(|r| r.metadata.checkpoint_id).unwrap_or(0);
+    let restored_from = restore.as_ref().map(|r| (r.metadata.checkpoint_id, r.describe()));
+    let part = PartCheckpoints::start(job_id, cp, storage.clone(), tx, restore)?;
+    let coordinator = embedded.then(|| {
+        let mut c = Coordinator::new(
+            cp.clone(),
+            job_id,
+            graph.job_name.clone(),
+            crate::checkpoint::operators_of(plan),
+            task_count(plan),
+            storage,
+            restored,
+        );
+        c.stats.restored = restored_from;
+        c
     });
-    info!(job_id = %job_id, job = %graph.job_name, tasks = tasks.len(), "submitting job to the local cluster");
+    Ok((Some(part), Some(rx), coordinator))
+}
 
+/// The threads of a part's tasks, and where each reports its end.
+type StartedTasks = (Vec<std::thread::JoinHandle<()>>, crossbeam_channel::Receiver<Result<()>>);
+
+/// Starts a thread per task; their handles, and where each reports its end. A thread that
+/// cannot be started cancels the tasks started before it and fails the part.
+fn spawn_tasks(
+    graph: &Arc<StreamGraph>,
+    shared: &Arc<JobShared>,
+    tasks: BTreeMap<(VertexId, u32), TaskSpec>,
+    cached_files: &crate::cache::CachedFiles,
+) -> Result<StartedTasks> {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<()>>();
     let mut threads = Vec::with_capacity(tasks.len());
     let mut pending = tasks.into_values();
@@ -338,16 +389,7 @@ pub fn submit_restored(
             }
         }
     }
-    drop(done_tx);
-    shared.set_status(JobStatus::Running);
-
-    let master = shared.clone();
-    let task_count = threads.len();
-    std::thread::Builder::new()
-        .name(format!("job-master {job_id}"))
-        .spawn(move || job_master(master, done_rx, threads, task_count))
-        .map_err(|e| Error::internal(format!("cannot start the job master thread: {e}")))?;
-    Ok(JobHandle { shared })
+    Ok((threads, done_rx))
 }
 
 fn job_master(
