@@ -76,6 +76,7 @@ impl Cluster {
                     ha.record(crate::ha::Event::Checkpoint { job, attempt, id: n, location, retain, ids });
                 }
             }
+            Output::RunEndHandled { .. } => crate::state::schedule(&mut self.lock()),
         }
     }
 }

@@ -226,6 +226,12 @@ pub enum Output {
         /// The next id and the ids left in the reserved block.
         ids: (u64, Option<u64>),
     },
+    /// The end of a run is handled: what the next run restores from is known, so a job that
+    /// waits to run again may be scheduled.
+    RunEndHandled {
+        /// The job.
+        job: JobId,
+    },
 }
 
 /// What the rest of the JobManager reads of a job's checkpointing, as of its last input.
@@ -431,6 +437,7 @@ impl Worker {
                 let restore = self.cp.restore_for_run();
                 lock(&self.view).restore = restore;
                 self.run_end_queued.store(false, Ordering::SeqCst);
+                let _ = self.out.send(Output::RunEndHandled { job: self.job });
             }
             Input::Savepoint { trigger, target, stop, drain } => {
                 self.cp.coordinator.request_savepoint(SavepointRequest { target, stop, drain });
