@@ -12,7 +12,7 @@ use weir_runtime::window::trigger::{
     EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, Trigger, TriggerContext, TriggerResult,
     TriggerWindowOperator,
 };
-use weir_runtime::window::{TimeDomain, TimeWindow, WindowAssigner, WindowFunction};
+use weir_runtime::window::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowFunction};
 
 use crate::builder::key_hash;
 use crate::{AggregateFunction, Data, DataStream, Key, KeyedStream, OutputTag};
@@ -385,8 +385,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static, Tr: Trigg
                             wf.clone(),
                             trigger.clone(),
                             evictor.clone(),
-                            a,
-                            lateness,
+                            WindowBounds { assigner: a, lateness_ms: lateness },
                             late,
                             next,
                         )?

@@ -342,6 +342,61 @@ async fn run(
         _ = cancellation(control) => return cancelled,
     };
     // 2. The worker process, connecting back with its token.
+    let started = start_worker(&path, &digest, job_id, attempt, data_host, bind_host, control).await?;
+    let Started::Up { child, stream, pid, worker_data } = started else {
+        return Ok(match started {
+            Started::Killed(end) => Some(end),
+            _ => Some(state(job_id, attempt, JobStatus::Canceled, None)),
+        });
+    };
+    info!(job_id = %job_id, attempt, pid, artifact = %digest.0, data = %worker_data, "worker process started");
+    // 3. Records for this part go to the worker from now on; then the deployment.
+    data.redirect(job_id, attempt, &worker_data);
+    let (mut rd, mut wr) = stream.into_split();
+    let deploy = ToTaskManager::Deploy(Deployment { job_id, graph, config, assignment, cached_files, restore });
+    io::write_frame(&mut wr, &deploy).await?;
+    let (frames_tx, frames) = mpsc::unbounded_channel::<FromWorker>();
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {
+            if frames_tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    // 4. Forward its reports until it reports an end, or dies.
+    let mut worker = RunningWorker { job_id, attempt, pid, child, frames, wr };
+    let outcome = forward(&mut worker, control, events).await;
+    let RunningWorker { mut child, wr, .. } = worker;
+    // 5. Let it go: closing the connection ends it; a worker that hangs is killed.
+    drop(wr);
+    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        warn!(job_id = %job_id, pid, "a worker did not exit after its job ended; killing it");
+        let _ = child.kill().await;
+    }
+    Ok(outcome)
+}
+
+/// How starting a worker process went.
+enum Started {
+    /// It runs and introduced itself: its process, its connection, and where its records arrive.
+    Up { child: tokio::process::Child, stream: tokio::net::TcpStream, pid: u32, worker_data: String },
+    /// It was killed (SIGKILL, from outside) before it connected back: this end is reported.
+    Killed(ToJobManager),
+    /// The deployment was cancelled meanwhile.
+    Cancelled,
+}
+
+/// Starts the worker process of `path` for run `attempt` of `job_id` and waits (bounded) until it
+/// connects back with its token and says where its records arrive.
+async fn start_worker(
+    path: &std::path::Path,
+    digest: &ArtifactDigest,
+    job_id: JobId,
+    attempt: u32,
+    data_host: String,
+    bind_host: String,
+    control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
+) -> Result<Started> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Network {
         context: "cannot listen for a worker process on".into(),
         peer: "127.0.0.1".into(),
@@ -357,7 +412,7 @@ async fn run(
         bind_host,
     };
     let command = format!("{} --weir worker", path.display());
-    let mut child = tokio::process::Command::new(&path)
+    let mut child = tokio::process::Command::new(path)
         .args(["--weir", "worker"])
         .args(args.to_args())
         .stdin(Stdio::null())
@@ -389,7 +444,7 @@ async fn run(
                 && std::os::unix::process::ExitStatusExt::signal(status) == Some(9)
             {
                 let error = format!("the worker process (pid {pid}) of this job died before it connected back: {}", describe(*status));
-                return Ok(Some(ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(error), result: None, retryable: true }));
+                return Ok(Started::Killed(ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(error), result: None, retryable: true }));
             }
             let how = exited.map(|s| format!("exited ({})", describe(s))).unwrap_or_else(|e| format!("failed: {e}"));
             return Err(not_weir(how));
@@ -397,7 +452,7 @@ async fn run(
         _ = tokio::time::sleep(START_TIMEOUT) => {
             return Err(not_weir(format!("did not connect back within {} s", START_TIMEOUT.as_secs())));
         }
-        _ = cancellation(control) => return cancelled,
+        _ = cancellation(control) => return Ok(Started::Cancelled),
     };
     drop(listener);
     let _ = stream.set_nodelay(true);
@@ -411,24 +466,31 @@ async fn run(
         Ok(Err(e)) => return Err(not_weir(format!("broke the handshake: {e}"))),
         Err(_) => return Err(not_weir("sent no handshake within 10 s".into())),
     };
-    info!(job_id = %job_id, attempt, pid, artifact = %digest.0, data = %worker_data, "worker process started");
-    // 3. Records for this part go to the worker from now on; then the deployment.
-    data.redirect(job_id, attempt, &worker_data);
-    let (mut rd, mut wr) = stream.into_split();
-    let deploy = ToTaskManager::Deploy(Deployment { job_id, graph, config, assignment, cached_files, restore });
-    io::write_frame(&mut wr, &deploy).await?;
-    let (frames_tx, mut frames) = mpsc::unbounded_channel::<FromWorker>();
-    tokio::spawn(async move {
-        while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {
-            if frames_tx.send(m).is_err() {
-                break;
-            }
-        }
-    });
-    // 4. Forward its reports until it reports an end, or dies.
-    let outcome = loop {
+    Ok(Started::Up { child, stream, pid, worker_data })
+}
+
+/// A worker process at work, as [`forward`] tends it.
+struct RunningWorker {
+    job_id: JobId,
+    attempt: u32,
+    pid: u32,
+    child: tokio::process::Child,
+    /// Its reports, as they are read.
+    frames: mpsc::UnboundedReceiver<FromWorker>,
+    /// Orders to it.
+    wr: tokio::net::tcp::OwnedWriteHalf,
+}
+
+/// Forwards a worker's reports to the TaskManager's `events` and `control`'s orders to the
+/// worker, until it reports an end (`None`: already sent) or dies (its end, to send).
+async fn forward(
+    w: &mut RunningWorker,
+    control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
+    events: &mpsc::UnboundedSender<ToJobManager>,
+) -> Option<ToJobManager> {
+    loop {
         tokio::select! {
-            frame = frames.recv() => match frame {
+            frame = w.frames.recv() => match frame {
                 Some(FromWorker::State(s)) => {
                     let terminal = matches!(&s, ToJobManager::JobState { status, .. } if status.is_terminal());
                     let _ = events.send(s);
@@ -436,19 +498,19 @@ async fn run(
                         break None;
                     }
                 }
-                Some(FromWorker::Hello { .. }) => warn!(job_id = %job_id, "a worker introduced itself twice"),
+                Some(FromWorker::Hello { .. }) => warn!(job_id = %w.job_id, "a worker introduced itself twice"),
                 // Its connection closed without an end: it died. Its exit status says how.
                 None => {
-                    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    let status = tokio::time::timeout(Duration::from_secs(5), w.child.wait()).await;
                     let how = match status {
                         Ok(Ok(s)) => describe(s),
                         _ => "its connection closed".to_string(),
                     };
                     break Some(ToJobManager::JobState {
-                        job_id,
-                        attempt,
+                        job_id: w.job_id,
+                        attempt: w.attempt,
                         status: JobStatus::Failed,
-                        error: Some(format!("the worker process (pid {pid}) of this job died: {how}")),
+                        error: Some(format!("the worker process (pid {}) of this job died: {how}", w.pid)),
                         result: None,
                         retryable: true,
                     });
@@ -456,23 +518,16 @@ async fn run(
             },
             m = control.recv() => match m {
                 Some(m) => {
-                    if io::write_frame(&mut wr, &m).await.is_err() {
+                    if io::write_frame(&mut w.wr, &m).await.is_err() {
                         // It is going away; its end shows as the connection closing.
                         continue;
                     }
                 }
                 // The TaskManager itself is stopping: the worker is killed on drop.
-                None => break Some(state(job_id, attempt, JobStatus::Canceled, None)),
+                None => break Some(state(w.job_id, w.attempt, JobStatus::Canceled, None)),
             },
         }
-    };
-    // 5. Let it go: closing the connection ends it; a worker that hangs is killed.
-    drop(wr);
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-        warn!(job_id = %job_id, pid, "a worker did not exit after its job ended; killing it");
-        let _ = child.kill().await;
     }
-    Ok(outcome)
 }
 
 /// Resolves when `control` carries a cancellation (or closes).

@@ -273,17 +273,19 @@ enum ClusterAction {
     },
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    program: &Program<'_>,
-    job: &str,
-    args: &str,
-    target: &str,
-    jobmanager: Option<&str>,
+/// What `run` was asked: the job and its arguments, where it goes and how.
+struct RunRequest<'a> {
+    job: &'a str,
+    args: &'a str,
+    target: &'a str,
+    jobmanager: Option<&'a str>,
     detached: bool,
     parallelism: Option<u32>,
-    common: &Common,
-) -> Result<()> {
+    common: Common,
+}
+
+fn run(program: &Program<'_>, request: RunRequest<'_>) -> Result<()> {
+    let RunRequest { job, args, target, jobmanager, detached, parallelism, common } = request;
     if !ClusterConfig::TARGETS.contains(&target) {
         return Err(Error::Config(format!(
             "unknown target '{target}'; valid targets: {}",
@@ -367,24 +369,20 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             if *allow_non_restored {
                 common.define.push("execution.savepoint.ignore-unclaimed-state=true".into());
             }
-            run(program, job, args, target, jobmanager.as_deref(), *detached, *parallelism, &common)
+            let request = RunRequest {
+                job,
+                args,
+                target,
+                jobmanager: jobmanager.as_deref(),
+                detached: *detached,
+                parallelism: *parallelism,
+                common,
+            };
+            run(program, request)
         }
-        Command::Savepoint { job_id, target, dispose, jobmanager, common } => match (dispose, job_id) {
-            (Some(path), None) => {
-                weir_runtime::checkpoint::coordinator::dispose(path)?;
-                println!("Savepoint '{path}' disposed.");
-                Ok(())
-            }
-            (Some(_), Some(_)) => {
-                Err(Error::Config("--dispose takes a savepoint path and no job id; pass one or the other".into()))
-            }
-            (None, None) => Err(Error::Config("give the job's id (see `weir list`), or --dispose PATH".into())),
-            (None, Some(job)) => {
-                let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-                let address = remote::rest_address(&settings, jobmanager.as_deref())?;
-                remote::savepoint(&address, job, target.as_deref(), None)
-            }
-        },
+        Command::Savepoint { job_id, target, dispose, jobmanager, common } => {
+            savepoint(job_id.as_deref(), target.as_deref(), dispose.as_deref(), jobmanager.as_deref(), common)
+        }
         Command::Stop { job_id, savepoint_path, drain, jobmanager, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             let address = remote::rest_address(&settings, jobmanager.as_deref())?;
@@ -399,39 +397,8 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
         }
-        Command::RunApplication { target, artifact, args, common } => {
-            if !crate::launch::TARGETS.contains(&target.as_str()) {
-                return Err(Error::Config(format!(
-                    "unknown target '{target}'; valid targets of run-application: {}",
-                    crate::launch::TARGETS.join(", ")
-                )));
-            }
-            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            let cluster = settings.cluster()?;
-            settings.execution()?;
-            match target.as_str() {
-                "docker" => crate::launch::run_docker(artifact, args, &cluster, &common.forwarded()),
-                _ => crate::launch::run_process(artifact, args, &cluster, &common.forwarded()),
-            }
-        }
-        Command::Image { artifact, tag, common } => {
-            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            let docker = weir_jobmanager::docker::Docker::new(settings.cluster()?.docker_host.as_deref())?;
-            docker.ping()?;
-            let artifact = match artifact {
-                Some(a) => crate::launch::check_artifact(a)?,
-                // The file itself (ldd must look at it, not at /proc/self/exe).
-                None => std::env::current_exe()
-                    .map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?,
-            };
-            let reference = crate::image::ensure(&docker, &artifact)?;
-            if let Some(tag) = tag {
-                let (repo, t) = tag.rsplit_once(':').unwrap_or((tag.as_str(), "latest"));
-                docker.tag(&reference, repo, t)?;
-            }
-            println!("{reference}");
-            Ok(())
-        }
+        Command::RunApplication { target, artifact, args, common } => run_application(target, artifact, args, common),
+        Command::Image { artifact, tag, common } => image(artifact.as_deref(), tag.as_deref(), common),
         Command::Applications { id, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             crate::launch::show(&settings.cluster()?, id.as_deref())
@@ -479,21 +446,86 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             };
             weir_taskmanager::worker::run_worker(registry.clone(), args)
         }
-        Command::Graph { job, args, parallelism, common } => {
-            let settings = Settings::gather(common.config.as_deref(), *parallelism, &common.define)?;
-            let mut driver = program.driver();
-            settings.configure(&mut driver)?;
-            let mut graph = driver.job_graph(job, &crate::cli::parse_json_args(args)?)?;
-            graph.artifact = weir_core::ArtifactDigest::current()?;
-            let text = serde_json::to_string(&graph).map_err(|e| Error::internal(format!("cannot encode: {e}")))?;
-            println!("{text}");
-            Ok(())
-        }
+        Command::Graph { job, args, parallelism, common } => graph(program, job, args, *parallelism, common),
         Command::Taskmanager { id, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::taskmanager(&settings, id.clone(), registry.clone())
         }
     }
+}
+
+/// `savepoint JOB [DIR]`, or `savepoint --dispose PATH`.
+fn savepoint(
+    job_id: Option<&str>,
+    target: Option<&str>,
+    dispose: Option<&str>,
+    jobmanager: Option<&str>,
+    common: &Common,
+) -> Result<()> {
+    match (dispose, job_id) {
+        (Some(path), None) => {
+            weir_runtime::checkpoint::coordinator::dispose(path)?;
+            println!("Savepoint '{path}' disposed.");
+            Ok(())
+        }
+        (Some(_), Some(_)) => {
+            Err(Error::Config("--dispose takes a savepoint path and no job id; pass one or the other".into()))
+        }
+        (None, None) => Err(Error::Config("give the job's id (see `weir list`), or --dispose PATH".into())),
+        (None, Some(job)) => {
+            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+            let address = remote::rest_address(&settings, jobmanager)?;
+            remote::savepoint(&address, job, target, None)
+        }
+    }
+}
+
+/// `run-application -t TARGET ARTIFACT [ARGS...]`.
+fn run_application(target: &str, artifact: &std::path::Path, args: &[String], common: &Common) -> Result<()> {
+    if !crate::launch::TARGETS.contains(&target) {
+        return Err(Error::Config(format!(
+            "unknown target '{target}'; valid targets of run-application: {}",
+            crate::launch::TARGETS.join(", ")
+        )));
+    }
+    let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+    let cluster = settings.cluster()?;
+    settings.execution()?;
+    match target {
+        "docker" => crate::launch::run_docker(artifact, args, &cluster, &common.forwarded()),
+        _ => crate::launch::run_process(artifact, args, &cluster, &common.forwarded()),
+    }
+}
+
+/// `image [ARTIFACT] [--tag REPO:TAG]`: the artifact's image, built once.
+fn image(artifact: Option<&std::path::Path>, tag: Option<&str>, common: &Common) -> Result<()> {
+    let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+    let docker = weir_jobmanager::docker::Docker::new(settings.cluster()?.docker_host.as_deref())?;
+    docker.ping()?;
+    let artifact = match artifact {
+        Some(a) => crate::launch::check_artifact(a)?,
+        // The file itself (ldd must look at it, not at /proc/self/exe).
+        None => std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?,
+    };
+    let reference = crate::image::ensure(&docker, &artifact)?;
+    if let Some(tag) = tag {
+        let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        docker.tag(&reference, repo, t)?;
+    }
+    println!("{reference}");
+    Ok(())
+}
+
+/// `graph JOB`: the job graph a remote submission would send, as JSON.
+fn graph(program: &Program<'_>, job: &str, args: &str, parallelism: Option<u32>, common: &Common) -> Result<()> {
+    let settings = Settings::gather(common.config.as_deref(), parallelism, &common.define)?;
+    let mut driver = program.driver();
+    settings.configure(&mut driver)?;
+    let mut graph = driver.job_graph(job, &crate::cli::parse_json_args(args)?)?;
+    graph.artifact = weir_core::ArtifactDigest::current()?;
+    let text = serde_json::to_string(&graph).map_err(|e| Error::internal(format!("cannot encode: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// An artifact, as its command line sees it.

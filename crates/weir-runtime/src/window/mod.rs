@@ -177,6 +177,16 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
+/// Which windows records go to, and how long a window still takes late records after the
+/// watermark passed its end (Flink's `allowedLateness`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowBounds {
+    /// How records are assigned to windows.
+    pub assigner: WindowAssigner,
+    /// How long after its end (in event time) a window takes late records, in ms.
+    pub lateness_ms: i64,
+}
+
 /// How records are assigned to windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WindowAssigner {

@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::disk::windows::DiskWindows;
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -161,19 +161,27 @@ where
         let wm = self.watermark;
         let Self { key, wf, assigner, out, disk, lateness, .. } = self;
         let Some(disk) = disk else { return Ok(()) };
-        assign(batch, timestamps, assigner, *lateness, wm, key, out, |k, w, record, out| {
-            let slot = disk.windows.slot(w.end, k, || wf.create())?;
-            wf.add(&mut slot.acc, record);
-            if w.max_timestamp() > wm && !slot.fired {
-                disk.pending.insert(w.end);
-            } else {
-                // The window fired already but is within its lateness: fire it again.
-                slot.fired = true;
-                out.emit(wf, k, w, &slot.acc);
-                disk.fired.insert(w.end);
-            }
-            Ok(())
-        })?;
+        assign(
+            batch,
+            timestamps,
+            WindowBounds { assigner: *assigner, lateness_ms: *lateness },
+            wm,
+            key,
+            out,
+            |k, w, record, out| {
+                let slot = disk.windows.slot(w.end, k, || wf.create())?;
+                wf.add(&mut slot.acc, record);
+                if w.max_timestamp() > wm && !slot.fired {
+                    disk.pending.insert(w.end);
+                } else {
+                    // The window fired already but is within its lateness: fire it again.
+                    slot.fired = true;
+                    out.emit(wf, k, w, &slot.acc);
+                    disk.fired.insert(w.end);
+                }
+                Ok(())
+            },
+        )?;
         out.flush()
     }
 
@@ -243,13 +251,11 @@ where
 /// records (watermark `wm`, allowed lateness `lateness`), and calls `add` with each record's key,
 /// each of its windows and the record (moved into its last window, cloned for the others); a
 /// record with no such window goes to the late output.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn assign<K, T: Clone, O>(
     batch: &mut Batch<T>,
     timestamps: &[Timestamp],
-    assigner: &WindowAssigner,
-    lateness: i64,
+    bounds: WindowBounds,
     wm: Timestamp,
     key: &mut impl FnMut(&T) -> K,
     out: &mut WindowOutputs<T, O>,
@@ -258,9 +264,9 @@ fn assign<K, T: Clone, O>(
     let mut windows: Vec<TimeWindow> = Vec::with_capacity(1);
     for (x, ts) in batch.records.drain(..).zip(timestamps.iter().copied()) {
         windows.clear();
-        assigner.for_each_window(ts, |w| windows.push(w));
+        bounds.assigner.for_each_window(ts, |w| windows.push(w));
         // A window whose lateness has run out takes no more records.
-        windows.retain(|w| w.max_timestamp().saturating_add(lateness) > wm);
+        windows.retain(|w| w.max_timestamp().saturating_add(bounds.lateness_ms) > wm);
         if windows.is_empty() {
             out.late(x, ts);
             continue;
@@ -297,26 +303,35 @@ where
         let Self { key, wf, assigner, pending, fired, out, lateness, .. } = self;
         // Consecutive records usually fall into the same window: keep its map at hand.
         let mut current: usize = usize::MAX;
-        assign(batch, &timestamps, assigner, *lateness, wm, key, out, |k, w, record, out| {
-            let fired_already = w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(k));
-            if w.max_timestamp() > wm && !fired_already {
-                if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                    current = pending.partition_point(|(end, _)| *end < w.end);
+        assign(
+            batch,
+            &timestamps,
+            WindowBounds { assigner: *assigner, lateness_ms: *lateness },
+            wm,
+            key,
+            out,
+            |k, w, record, out| {
+                let fired_already =
+                    w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(k));
+                if w.max_timestamp() > wm && !fired_already {
                     if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                        let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
-                        pending.insert(current, (w.end, states));
+                        current = pending.partition_point(|(end, _)| *end < w.end);
+                        if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
+                            let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
+                            pending.insert(current, (w.end, states));
+                        }
                     }
+                    let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
+                    wf.add(acc, record);
+                } else {
+                    // The window fired already but is within its lateness: update and fire again.
+                    let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
+                    wf.add(acc, record);
+                    out.emit(wf, k, w, acc);
                 }
-                let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
-                wf.add(acc, record);
-            } else {
-                // The window fired already but is within its lateness: update and fire again.
-                let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
-                wf.add(acc, record);
-                out.emit(wf, k, w, acc);
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         self.out.flush()
     }
 

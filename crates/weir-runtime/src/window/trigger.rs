@@ -12,7 +12,7 @@ use std::hash::Hash;
 
 use weir_core::Result;
 
-use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
+use super::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowCheckpointing, WindowFunction, WindowOutputs};
 use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
@@ -120,18 +120,17 @@ where
     Tr: Trigger<T>,
     Ev: Evictor<T>,
 {
-    /// An operator; `assigner` must not be a session assigner.
-    #[allow(clippy::too_many_arguments)]
+    /// An operator; its windows must not be sessions.
     pub fn new(
         key: KF,
         wf: WF,
         trigger: Tr,
         evictor: Ev,
-        assigner: WindowAssigner,
-        allowed_lateness_ms: i64,
+        bounds: WindowBounds,
         late: Box<dyn Output<T>>,
         next: Box<dyn Output<WF::Out>>,
     ) -> Result<Self> {
+        let WindowBounds { assigner, lateness_ms: allowed_lateness_ms } = bounds;
         assigner.validate()?;
         if let WindowAssigner::Session { .. } = assigner {
             return Err(weir_core::Error::invalid_job(
@@ -543,8 +542,7 @@ mod tests {
                 SumCount,
                 trigger.clone(),
                 evictor.clone(),
-                assigner,
-                lateness,
+                WindowBounds { assigner, lateness_ms: lateness },
                 late,
                 next,
             )?;
@@ -641,8 +639,7 @@ mod tests {
                         SumCount,
                         EventTimeTrigger,
                         CountEvictor::of(2),
-                        TUMBLING,
-                        50,
+                        WindowBounds { assigner: TUMBLING, lateness_ms: 50 },
                         late,
                         next,
                     )?
@@ -670,8 +667,7 @@ mod tests {
             SumCount,
             EventTimeTrigger,
             NoEvictor,
-            TUMBLING,
-            50,
+            WindowBounds { assigner: TUMBLING, lateness_ms: 50 },
             late,
             next,
         )?
