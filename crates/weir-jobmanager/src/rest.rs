@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use weir_core::config::JobConfig;
@@ -20,38 +20,60 @@ use crate::state::{Cluster, Job, now_ms};
 mod artifacts;
 mod checkpoints;
 mod common;
+mod openapi;
 
 use common::{Shared, error, parse_job, refused, with_job};
+use openapi::Endpoint;
+use openapi::Method::{Delete, Get, Patch, Post};
 
 /// The version reported as `flink-version`.
 pub const VERSION: &str = concat!("weir-", env!("CARGO_PKG_VERSION"));
 
+const OK: &[(u16, &str)] = &[(200, "OK")];
+const JOB_OK: &[(u16, &str)] = &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job")];
+const SAVEPOINT: &[(u16, &str)] = &[
+    (202, "Triggered: {request-id}"),
+    (400, "No target directory, no checkpoints, or a bad body"),
+    (404, "Unknown job"),
+    (409, "The job is not running"),
+];
+const DIGEST: &str = "^(sha256:)?[0-9a-f]{64}$";
+
+/// Every endpoint: the router and the OpenAPI document are both made from this table (one line
+/// per endpoint, so it reads as one).
+#[rustfmt::skip]
+const ENDPOINTS: &[Endpoint] = &[
+    Endpoint { method: Get, path: "/overview", summary: "Cluster overview: TaskManagers, slots, jobs by state", responses: OK, query: &[], body: None, route: || get(overview) },
+    Endpoint { method: Get, path: "/config", summary: "Web UI configuration and the cluster's settings (weir-job-defaults: the job keys it gives its jobs)", responses: OK, query: &[], body: None, route: || get(config) },
+    Endpoint { method: Get, path: "/jobs", summary: "Jobs and their status", responses: OK, query: &[], body: None, route: || get(jobs) },
+    Endpoint { method: Post, path: "/jobs", summary: "Submit a job graph (weir extension): {graph, config}", responses: &[(202, "Accepted: {jobid}"), (400, "Not a valid job graph, or bad settings"), (503, "Not now (no leader, storage unreachable)")], query: &[], body: Some("application/json"), route: || post(submit) },
+    Endpoint { method: Get, path: "/jobs/overview", summary: "Job summaries", responses: OK, query: &[], body: None, route: || get(jobs_overview) },
+    Endpoint { method: Get, path: "/jobs/{jobid}", summary: "Job details: status, tasks by state (DEPLOYING, INITIALIZING, RUNNING, ...), vertices with their tasks, status and counters", responses: JOB_OK, query: &[], body: None, route: || get(job) },
+    Endpoint { method: Patch, path: "/jobs/{jobid}", summary: "Cancel the job (mode=cancel)", responses: &[(202, "Cancellation requested"), (400, "Not a job id, or another mode"), (404, "Unknown job")], query: &[("mode", false, "^cancel$")], body: None, route: || patch(patch_job) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/exceptions", summary: "Job failures", responses: JOB_OK, query: &[], body: None, route: || get(exceptions) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/plan", summary: "The job's plan", responses: JOB_OK, query: &[], body: None, route: || get(plan) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/config", summary: "The job's configuration (Flink's shape; weir-settings: the job keys it runs with)", responses: JOB_OK, query: &[], body: None, route: || get(job_config) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/execution-result", summary: "The job's result once terminal", responses: JOB_OK, query: &[], body: None, route: || get(execution_result) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/checkpoints", summary: "Checkpoint counts, latest and history", responses: &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job, or one without checkpoints")], query: &[], body: None, route: || get(checkpoints::checkpoints) },
+    Endpoint { method: Post, path: "/jobs/{jobid}/savepoints", summary: "Trigger a savepoint: {target-directory}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::trigger_savepoint) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/savepoints/{triggerid}", summary: "A savepoint's status: IN_PROGRESS, or COMPLETED with its location or failure-cause", responses: &[(200, "OK"), (404, "Unknown job or trigger id")], query: &[], body: None, route: || get(checkpoints::savepoint_status) },
+    Endpoint { method: Post, path: "/jobs/{jobid}/stop", summary: "Stop the job with a savepoint: {targetDirectory, drain}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::stop) },
+    Endpoint { method: Get, path: "/taskmanagers", summary: "Registered TaskManagers", responses: OK, query: &[], body: None, route: || get(taskmanagers) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}", summary: "One TaskManager", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: &[], body: None, route: || get(taskmanager) },
+    Endpoint { method: Delete, path: "/cluster", summary: "Shut the cluster down", responses: &[(202, "Shutting down")], query: &[], body: None, route: || delete(shutdown) },
+    Endpoint { method: Get, path: "/artifacts", summary: "Artifacts in the blob store (weir's counterpart of /jars)", responses: OK, query: &[], body: None, route: || get(artifacts::list) },
+    Endpoint { method: Post, path: "/artifacts/upload", summary: "Upload an executable; stored only if complete, within blob.artifact.max-size and matching ?digest", responses: &[(200, "Stored: {id, size, status}"), (400, "Truncated, digest mismatch or bad parameter"), (413, "Over blob.artifact.max-size")], query: &[("digest", false, DIGEST)], body: Some("application/octet-stream"), route: || post(artifacts::upload) },
+    Endpoint { method: Get, path: "/artifacts/{id}", summary: "One artifact", responses: &[(200, "OK"), (400, "Not a digest"), (404, "Not stored")], query: &[], body: None, route: || get(artifacts::show) },
+    Endpoint { method: Delete, path: "/artifacts/{id}", summary: "Delete an uploaded artifact", responses: &[(200, "Deleted"), (404, "Not stored"), (409, "In use by an unfinished job, or the JobManager's own")], query: &[], body: None, route: || delete(artifacts::remove) },
+    Endpoint { method: Post, path: "/artifacts/{id}/run", summary: "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", responses: &[(200, "Submitted: {jobid}"), (400, "Not a weir program, unknown job, bad arguments or settings"), (404, "Not stored")], query: &[], body: Some("application/json"), route: || post(artifacts::run) },
+    Endpoint { method: Get, path: "/applications", summary: "Applications in the job result store, running or ended (weir extension)", responses: OK, query: &[], body: None, route: || get(applications) },
+    Endpoint { method: Get, path: "/applications/{appid}", summary: "One application: status, error, jobs", responses: &[(200, "OK"), (400, "Not an id"), (404, "Not in the store")], query: &[], body: None, route: || get(application) },
+    Endpoint { method: Get, path: "/openapi.json", summary: "This document", responses: OK, query: &[], body: None, route: || get(|| async { openapi() }) },
+];
+
 /// All routes, with and without the `/v1` prefix.
 pub fn router(cluster: Arc<Cluster>) -> Router {
-    let api = Router::new()
-        .route("/overview", get(overview))
-        .route("/config", get(config))
-        .route("/jobs", get(jobs).post(submit))
-        .route("/jobs/overview", get(jobs_overview))
-        .route("/jobs/{jobid}", get(job).patch(patch_job))
-        .route("/jobs/{jobid}/exceptions", get(exceptions))
-        .route("/jobs/{jobid}/plan", get(plan))
-        .route("/jobs/{jobid}/config", get(job_config))
-        .route("/jobs/{jobid}/execution-result", get(execution_result))
-        .route("/jobs/{jobid}/checkpoints", get(checkpoints::checkpoints))
-        .route("/jobs/{jobid}/savepoints", post(checkpoints::trigger_savepoint))
-        .route("/jobs/{jobid}/savepoints/{triggerid}", get(checkpoints::savepoint_status))
-        .route("/jobs/{jobid}/stop", post(checkpoints::stop))
-        .route("/taskmanagers", get(taskmanagers))
-        .route("/taskmanagers/{tmid}", get(taskmanager))
-        .route("/cluster", delete(shutdown))
-        .route("/artifacts", get(artifacts::list))
-        .route("/artifacts/upload", post(artifacts::upload))
-        .route("/artifacts/{id}", get(artifacts::show).delete(artifacts::remove))
-        .route("/artifacts/{id}/run", post(artifacts::run))
-        .route("/applications", get(applications))
-        .route("/applications/{appid}", get(application))
-        .route("/openapi.json", get(openapi));
+    let api = openapi::routes(ENDPOINTS);
     Router::new()
         .nest("/v1", api.clone())
         .merge(api)
@@ -388,56 +410,7 @@ async fn application(State(c): Shared, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn openapi() -> Json<Value> {
-    let get = |summary: &str| json!({ "get": { "summary": summary, "responses": { "200": { "description": "OK" } } } });
-    let id = json!([{ "name": "jobid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }]);
-    let artifact = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$" } }]);
-    Json(json!({
-        "openapi": "3.0.3",
-        "info": { "title": "weir REST API", "version": VERSION, "description": "Flink's REST v1 paths and field names for what weir supports; also served under /v1." },
-        "paths": {
-            "/overview": get("Cluster overview: TaskManagers, slots, jobs by state"),
-            "/config": get("Web UI configuration and the cluster's settings"),
-            "/jobs": {
-                "get": { "summary": "Jobs and their status", "responses": { "200": { "description": "OK" } } },
-                "post": { "summary": "Submit a job graph (weir extension): {graph, config}", "responses": { "202": { "description": "Accepted: {jobid}" }, "400": { "description": "Not a valid job graph" } } }
-            },
-            "/jobs/overview": get("Job summaries"),
-            "/jobs/{jobid}": {
-                "parameters": id,
-                "get": { "summary": "Job details: status, tasks by state (DEPLOYING, INITIALIZING, RUNNING, ...), vertices with their tasks, status and counters", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job" } } },
-                "patch": { "summary": "Cancel the job (mode=cancel)", "parameters": [{ "name": "mode", "in": "query", "schema": { "type": "string", "enum": ["cancel"] } }], "responses": { "202": { "description": "Cancellation requested" } } }
-            },
-            "/jobs/{jobid}/exceptions": { "parameters": id, "get": { "summary": "Job failures", "responses": { "200": { "description": "OK" } } } },
-            "/jobs/{jobid}/plan": { "parameters": id, "get": { "summary": "The job's plan", "responses": { "200": { "description": "OK" } } } },
-            "/jobs/{jobid}/config": { "parameters": id, "get": { "summary": "The job's configuration (Flink's shape; weir-settings: the job keys it runs with)", "responses": { "200": { "description": "OK" }, "404": { "description": "No such job" } } } },
-            "/jobs/{jobid}/execution-result": { "parameters": id, "get": { "summary": "The job's result once terminal", "responses": { "200": { "description": "OK" } } } },
-            "/jobs/{jobid}/checkpoints": { "parameters": id, "get": { "summary": "Checkpoint counts, latest and history", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown job, or one without checkpoints" } } } },
-            "/jobs/{jobid}/savepoints": { "parameters": id, "post": { "summary": "Trigger a savepoint: {target-directory}", "responses": { "202": { "description": "Triggered: {request-id}" }, "400": { "description": "No target directory, no checkpoints, or a bad body" }, "409": { "description": "The job is not running" } } } },
-            "/jobs/{jobid}/savepoints/{triggerid}": { "parameters": [id[0].clone(), { "name": "triggerid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "A savepoint's status: IN_PROGRESS, or COMPLETED with its location or failure-cause", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown trigger id" } } } },
-            "/jobs/{jobid}/stop": { "parameters": id, "post": { "summary": "Stop the job with a savepoint: {targetDirectory, drain}", "responses": { "202": { "description": "Triggered: {request-id}" }, "400": { "description": "No target directory, no checkpoints, or a bad body" }, "409": { "description": "The job is not running" } } } },
-            "/taskmanagers": get("Registered TaskManagers"),
-            "/taskmanagers/{tmid}": { "parameters": [{ "name": "tmid", "in": "path", "required": true, "schema": { "type": "string" } }], "get": { "summary": "One TaskManager", "responses": { "200": { "description": "OK" }, "404": { "description": "Unknown" } } } },
-            "/cluster": { "delete": { "summary": "Shut the cluster down", "responses": { "202": { "description": "Shutting down" } } } },
-            "/artifacts": get("Artifacts in the blob store (weir's counterpart of /jars)"),
-            "/artifacts/upload": { "post": {
-                "summary": "Upload an executable (body: application/octet-stream); stored only if complete, within blob.artifact.max-size and matching ?digest",
-                "parameters": [{ "name": "digest", "in": "query", "required": false, "schema": { "type": "string", "pattern": "^(sha256:)?[0-9a-f]{64}$" } }],
-                "requestBody": { "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
-                "responses": { "200": { "description": "Stored: {id, size, status}" }, "400": { "description": "Truncated, digest mismatch or bad parameter" }, "413": { "description": "Over blob.artifact.max-size" } }
-            } },
-            "/artifacts/{id}": {
-                "parameters": artifact,
-                "get": { "summary": "One artifact", "responses": { "200": { "description": "OK" }, "404": { "description": "Not stored" } } },
-                "delete": { "summary": "Delete an uploaded artifact", "responses": { "200": { "description": "Deleted" }, "404": { "description": "Not stored" }, "409": { "description": "In use by an unfinished job, or the JobManager's own" } } }
-            },
-            "/artifacts/{id}/run": {
-                "parameters": artifact,
-                "post": { "summary": "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", "responses": { "200": { "description": "Submitted: {jobid}" }, "400": { "description": "Not a weir program, unknown job, bad arguments or settings" }, "404": { "description": "Not stored" } } }
-            },
-            "/applications": get("Applications in the job result store, running or ended (weir extension)"),
-            "/applications/{appid}": { "parameters": [{ "name": "appid", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[0-9a-f]{32}$" } }], "get": { "summary": "One application: status, error, jobs", "responses": { "200": { "description": "OK" }, "400": { "description": "Not an id" }, "404": { "description": "Not in the store" } } } },
-            "/openapi.json": get("This document"),
-        }
-    }))
+/// `GET /openapi.json`, made from the table of endpoints.
+fn openapi() -> Json<Value> {
+    Json(openapi::document(ENDPOINTS, VERSION))
 }

@@ -114,3 +114,55 @@ fn bad_settings_and_unknown_taskmanagers_are_clear_errors() {
     let e = MiniCluster::start(registry(), 0, 1).and_then(|mut c| c.stop_taskmanager("nobody")).err();
     assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("no TaskManager 'nobody'"));
 }
+
+#[test]
+fn every_path_the_openapi_document_lists_is_served_and_documented() -> weir::Result<()> {
+    let cluster = MiniCluster::start(registry(), 1, 1)?;
+    let rest = cluster.rest_address();
+    let (status, doc) = http("GET", &rest, "/openapi.json", None);
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
+    assert!(paths >= 20, "{doc}");
+    let mut asked = 0;
+    for (path, methods) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in methods.as_object().into_iter().flatten() {
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path}: {op}");
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}: {op}");
+            // Every path parameter in the path is declared, with a schema.
+            for name in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
+                let declared =
+                    op["parameters"].as_array().into_iter().flatten().any(|p| p["name"] == name && p["in"] == "path");
+                assert!(declared, "{method} {path}: parameter {name} undeclared");
+            }
+            if method != "get" {
+                continue;
+            }
+            // Served: a request to it reaches a handler (a 404 of the handler names the job, not
+            // the path).
+            let concrete = path
+                .replace("{jobid}", &"0".repeat(32))
+                .replace("{appid}", &"0".repeat(32))
+                .replace("{id}", &"a".repeat(64))
+                .replace("{triggerid}", "t")
+                .replace("{tmid}", "taskmanager-1");
+            for prefix in ["", "/v1"] {
+                let (status, body) = http("GET", &rest, &format!("{prefix}{concrete}"), None);
+                let fallback = body["errors"][0].as_str().is_some_and(|e| e.contains("no such REST path"));
+                assert!(!fallback && status != 405, "GET {prefix}{concrete}: {status} {body}");
+                let documented = op["responses"].get(status.to_string()).is_some();
+                assert!(
+                    documented,
+                    "GET {prefix}{concrete} answered {status}, which the document does not list: {body}"
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 30, "{asked} requests");
+    // A path the document does not list is the router's 404.
+    let (status, body) = http("GET", &rest, "/nope", None);
+    assert_eq!(status, 404, "{body}");
+    assert!(body["errors"][0].as_str().unwrap_or_default().contains("see /openapi.json"), "{body}");
+    Ok(())
+}
