@@ -425,11 +425,12 @@ impl<T: std::fmt::Display> Output<T> for TransactionalWriter {
             if self.cancel.is_cancelled() {
                 return Ok(());
             }
-            return Err(Error::Config(format!(
-                "checkpoint {last} did not complete within execution.checkpointing.timeout; the output written \
-                 before it stays pending in {}",
-                self.dir.display()
-            )));
+            return Err(Error::external(
+                format!("the final checkpoint ({last}) of the file sink writing to {}", self.dir.display()),
+                "it did not complete within execution.checkpointing.timeout; the output written before it stays \
+                 pending there until a run completes it",
+                true,
+            ));
         }
         self.commit(self.checkpoint.completed())?;
         // Records after the final barrier (emitted at the end of input) are written whole under a

@@ -51,8 +51,9 @@ impl BlobStore {
         std::fs::create_dir_all(&dir).map_err(|e| {
             Error::io("cannot create the blob store directory (blob.storage.directory); pick a writable one:", &dir, e)
         })?;
-        // Prove it is writable now rather than at the first upload.
-        BlobWriter::create(&dir, 0).map_err(|e| Error::Config(format!("blob.storage.directory is not usable: {e}")))?;
+        // Prove it is writable now rather than at the first upload (the error names the directory,
+        // and a full disk stays an external failure).
+        BlobWriter::create(&dir, 0)?;
         sweep_temporaries(&dir);
         info!(dir = %dir.display(), max_bytes = config.blob_max_bytes, "blob store ready");
         Ok(BlobStore { dir, made_here, max_bytes: config.blob_max_bytes, own })
@@ -129,21 +130,20 @@ impl BlobStore {
             if n == 0 {
                 break;
             }
-            writer.write(&buf[..n]).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            writer.write(&buf[..n]).map_err(blob_error(path.display().to_string()))?;
         }
         let written = writer.written();
-        let (digest, _) =
-            writer.finish(Some(written), None).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let (digest, _) = writer.finish(Some(written), None).map_err(blob_error(path.display().to_string()))?;
         Ok(digest)
     }
 
     /// Stores an artifact's bytes (from the HA storage directory), checked against `digest`.
     pub fn store_bytes(&self, digest: &ArtifactDigest, bytes: &[u8]) -> Result<()> {
         let mut writer = self.writer()?;
-        writer.write(bytes).map_err(|e| Error::Config(format!("artifact {}: {e}", digest.hex())))?;
+        writer.write(bytes).map_err(blob_error(format!("artifact {}", digest.hex())))?;
         writer
             .finish(Some(bytes.len() as u64), Some(digest))
-            .map_err(|e| Error::Config(format!("artifact {}: {e}", digest.hex())))?;
+            .map_err(blob_error(format!("artifact {}", digest.hex())))?;
         Ok(())
     }
 
@@ -174,5 +174,14 @@ impl BlobStore {
 impl Drop for BlobStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A store error about `what`: a failing directory keeps its own blame (a full disk is not the
+/// user's configuration); what the bytes are wrong about is the user's to fix.
+fn blob_error(what: String) -> impl FnOnce(weir_core::blob::BlobError) -> Error {
+    move |e| match e {
+        weir_core::blob::BlobError::Io(inner) => inner,
+        other => Error::Config(format!("{what}: {other}")),
     }
 }
