@@ -12,10 +12,8 @@
 pub mod blob;
 pub mod checkpoint_loop;
 pub mod checkpoints;
-pub mod docker;
 pub mod ha;
 pub mod leader;
-pub mod provider;
 pub mod rest;
 pub mod results;
 pub mod rpc;

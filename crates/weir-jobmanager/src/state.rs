@@ -21,7 +21,7 @@ pub use weir_core::clock::now_millis as now_ms;
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Who starts TaskManagers when jobs need slots (`None`: standalone, they come by themselves).
-    pub provider: Option<Arc<dyn crate::provider::ResourceProvider>>,
+    pub provider: Option<Arc<dyn weir_deploy::ResourceProvider>>,
     /// A per-job cluster: it accepts one job and shuts down once that job ended and its result
     /// was fetched.
     pub per_job: bool,
@@ -183,7 +183,7 @@ pub struct Cluster {
     /// Artifacts by digest.
     pub blobs: crate::blob::BlobStore,
     /// Who starts TaskManagers when jobs need slots (none: standalone).
-    pub provider: Option<Arc<dyn crate::provider::ResourceProvider>>,
+    pub provider: Option<Arc<dyn weir_deploy::ResourceProvider>>,
     /// Where TaskManagers reach this JobManager (`host:port`), for the ones the provider starts.
     pub rpc_address: String,
     /// A per-job cluster: one job, then it shuts down.
@@ -569,7 +569,7 @@ impl Cluster {
             (start, stop)
         };
         for id in start {
-            if let Err(e) = provider.start(&id, per_tm, &self.rpc_address) {
+            if let Err(e) = provider.clone().start(id.clone(), per_tm, self.rpc_address.clone()).await {
                 // Nothing will come: the waiting jobs fail now, with why.
                 let mut s = self.lock();
                 s.pending.remove(&id);
@@ -582,8 +582,7 @@ impl Cluster {
             }
         }
         for id in stop {
-            let provider = provider.clone();
-            let _ = tokio::task::spawn_blocking(move || provider.stop(&id)).await;
+            provider.clone().stop(id).await;
         }
     }
 

@@ -26,9 +26,9 @@ use weir_api::{Driver, Executor, SubmittedJob};
 use weir_core::config::JobConfig;
 use weir_core::result::{JobResult, VertexCounts};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
+use weir_deploy::ResourceProvider;
 use weir_jobmanager::Cluster;
 use weir_jobmanager::ha::{Ha, StoredResult};
-use weir_jobmanager::provider::ResourceProvider;
 use weir_jobmanager::results::{ApplicationJob, ApplicationRecord, JobResultStore};
 
 use crate::remote::Settings;

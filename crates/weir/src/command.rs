@@ -500,14 +500,14 @@ fn run_application(target: &str, artifact: &std::path::Path, args: &[String], co
 /// `image [ARTIFACT] [--tag REPO:TAG]`: the artifact's image, built once.
 fn image(artifact: Option<&std::path::Path>, tag: Option<&str>, common: &Common) -> Result<()> {
     let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-    let docker = weir_jobmanager::docker::Docker::new(settings.cluster()?.docker_host.as_deref())?;
+    let docker = weir_deploy::docker::Docker::new(settings.cluster()?.docker_host.as_deref())?;
     docker.ping()?;
     let artifact = match artifact {
         Some(a) => crate::launch::check_artifact(a)?,
         // The file itself (ldd must look at it, not at /proc/self/exe).
         None => std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?,
     };
-    let reference = crate::image::ensure(&docker, &artifact)?;
+    let reference = weir_deploy::image::ensure(&docker, &artifact)?;
     if let Some(tag) = tag {
         let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
         docker.tag(&reference, repo, t)?;

@@ -133,9 +133,9 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
         ));
     }
     let artifact = check_artifact(artifact)?;
-    let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
+    let docker = weir_deploy::docker::Docker::new(cluster.docker_host.as_deref())?;
     docker.ping()?;
-    let image = crate::image::ensure(&docker, &artifact)?;
+    let image = weir_deploy::image::ensure(&docker, &artifact)?;
     let store = JobResultStore::new(cluster.job_result_path());
     std::fs::create_dir_all(store.dir())
         .map_err(|e| Error::io("cannot create the job result store (job-result-store.storage-path)", store.dir(), e))?;
@@ -143,7 +143,7 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
     let id = JobId::random();
     let name = format!("weir-{}", &id.to_string()[..12]);
     docker.create_network(&name, &name)?;
-    let mut cmd: Vec<String> = [crate::image::PROGRAM, "--weir", "jobmanager", "--application"]
+    let mut cmd: Vec<String> = [weir_deploy::image::PROGRAM, "--weir", "jobmanager", "--application"]
         .iter()
         .map(|s| s.to_string())
         .chain([id.to_string()])
@@ -164,12 +164,11 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
     cmd.push("--".into());
     cmd.extend(args.iter().cloned());
     let socket = docker.socket().display().to_string();
-    let spec = weir_jobmanager::docker::ContainerSpec {
+    let spec = weir_deploy::docker::ContainerSpec {
         name: name.clone(),
         image,
         cmd,
-        env: [vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()], weir_jobmanager::docker::aws_env()]
-            .concat(),
+        env: [vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()], weir_deploy::docker::aws_env()].concat(),
         network: name.clone(),
         labels: vec![("weir.cluster".into(), name.clone()), ("weir.application".into(), id.to_string())],
         binds: vec![format!("{socket}:/var/run/docker.sock"), format!("{}:/weir/results", store_dir.display())],

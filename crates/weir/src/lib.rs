@@ -36,7 +36,6 @@ pub mod application;
 pub mod builtin;
 mod cli;
 pub mod command;
-pub mod image;
 pub mod launch;
 mod minicluster;
 pub mod perjob;

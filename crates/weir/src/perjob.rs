@@ -44,10 +44,10 @@ fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {
 /// network of the cluster's own (removed with it), whose gateway is where its TaskManager
 /// containers reach the JobManager running here. The settings that say so.
 fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<(Vec<String>, MadeNetwork)> {
-    let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
+    let docker = weir_deploy::docker::Docker::new(cluster.docker_host.as_deref())?;
     docker.ping()?;
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
-    let image = crate::image::ensure(&docker, &exe)?;
+    let image = weir_deploy::image::ensure(&docker, &exe)?;
     let network = format!("weir-{}", &uuid_hex()[..12]);
     let gateway = docker.create_network(&network, &network)?;
     let settings = vec![
@@ -61,7 +61,7 @@ fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<(Vec<Str
 
 /// A network made for a per-job cluster: removed again if the cluster does not start.
 struct MadeNetwork {
-    docker: weir_jobmanager::docker::Docker,
+    docker: weir_deploy::docker::Docker,
     name: String,
     keep: bool,
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use weir_api::{Driver, Registry};
 use weir_core::config::{ClusterConfig, ConfigFile, JobConfig};
 use weir_core::{Error, Result};
-use weir_jobmanager::provider::{DockerProvider, ProcessProvider, ResourceProvider};
+use weir_deploy::{DockerProvider, ProcessProvider, ResourceProvider};
 use weir_runtime::ExecutionConfig;
 
 /// Settings in the order they apply: the file (`--config`, else `$WEIR_CONF_DIR/config.yaml`),
@@ -141,8 +141,8 @@ pub fn provider(
             };
             let image = needs("docker.image", &cluster.docker_image)?;
             let network = needs("docker.network", &cluster.docker_network)?;
-            let docker = weir_jobmanager::docker::Docker::new(cluster.docker_host.as_deref())?;
-            let program = vec![crate::image::PROGRAM.to_string(), "--weir".to_string()];
+            let docker = weir_deploy::docker::Docker::new(cluster.docker_host.as_deref())?;
+            let program = vec![weir_deploy::image::PROGRAM.to_string(), "--weir".to_string()];
             Ok(Some(Arc::new(DockerProvider::new(docker, image, network, program, forwarded.to_vec())?)))
         }
         _ => Ok(None),

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::docker::Docker;
 use weir_core::{ArtifactDigest, Error, Result};
-use weir_jobmanager::docker::Docker;
 
 /// Where the artifact is in its image.
 pub const PROGRAM: &str = "/weir/app";
