@@ -38,10 +38,9 @@ mod cli;
 pub mod command;
 pub mod launch;
 mod minicluster;
-pub mod perjob;
 pub mod remote;
-pub mod standalone;
-pub mod targets;
+/// The client side: REST client, settings, the remote and per-job targets, standalone clusters.
+pub use weir_client::{perjob, standalone, targets};
 
 pub use app::App;
 pub use cli::{InfoArgs, PlanFormat, configure as cli_configure, exit_code, init_tracing, parse_json_args, print_info};

@@ -26,7 +26,7 @@ pub struct PerJobCluster {
 pub use weir_core::graph::this_program;
 
 /// The settings that `forwarded` arguments (`--config FILE`, `-D key=value`) make.
-fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {
+fn settings_of(forwarded: &[String]) -> Result<crate::settings::Settings> {
     let mut config = None;
     let mut defines = Vec::new();
     let mut args = forwarded.iter();
@@ -37,7 +37,7 @@ fn settings_of(forwarded: &[String]) -> Result<crate::remote::Settings> {
             _ => {}
         }
     }
-    crate::remote::Settings::gather(config.as_deref(), None, &defines)
+    crate::settings::Settings::gather(config.as_deref(), None, &defines)
 }
 
 /// For a per-job cluster with the docker provider: the image of this program, and a private
@@ -193,7 +193,7 @@ impl Drop for PerJobCluster {
         if let Some(mut child) = self.child.take() {
             // Asked to shut down, the JobManager stops its TaskManagers and removes its files.
             if !self.rest.is_empty() {
-                let _ = crate::remote::RestClient::new(&self.rest).delete("/cluster");
+                let _ = crate::rest::RestClient::new(&self.rest).delete("/cluster");
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use weir_core::{Error, Result};
 
-use crate::remote::RestClient;
+use crate::rest::RestClient;
 
 /// What `cluster start` wrote, so that `stop` and `status` find the processes.
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use weir_core::result::{JobResult, VertexCounts};
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
 use crate::perjob::PerJobCluster;
-use crate::remote::RestClient;
+use crate::rest::RestClient;
 
 /// The targets of the `weir` crate, for [`weir_api::Driver::with_targets`].
 #[derive(Debug)]
@@ -33,7 +33,7 @@ impl Targets for WeirTargets {
             cluster.set(k, v)?;
         }
         match target {
-            "remote" => Ok(Arc::new(RestExecutor::remote(&crate::remote::cluster_rest_address(&cluster)?))),
+            "remote" => Ok(Arc::new(RestExecutor::remote(&crate::rest::cluster_rest_address(&cluster)?))),
             "per-job" => {
                 let forwarded = settings.iter().flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")]).collect();
                 Ok(Arc::new(RestExecutor::per_job(forwarded, self.role_prefix.clone(), false)))
