@@ -22,7 +22,7 @@ use weir_core::config::ClusterConfig;
 use weir_core::config::JobConfig;
 use weir_core::graph::ArtifactDigest;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
-use weir_core::protocol::{ToJobManager, ToTaskManager};
+use weir_core::protocol::{Deployment, ToJobManager, ToTaskManager};
 use weir_core::{Error, JobId, JobStatus, Result};
 use weir_runtime::local::JobHandle;
 use weir_runtime::net::DataServer;
@@ -188,44 +188,35 @@ pub async fn serve(
     let mut deposed = std::pin::pin!(deposed);
     let (mut rd, mut wr) = stream.into_split();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
+    let node = Node {
+        registry,
+        artifact,
+        artifacts,
+        jobmanager: jobmanager.clone(),
+        data,
+        data_host,
+        bind_host,
+        job_defaults,
+        shared,
+        events: events_tx,
+    };
     // Parts of jobs running here, by job and attempt.
     let mut jobs: HashMap<(JobId, u32), Run> = HashMap::new();
     let mut ticker = tokio::time::interval(heartbeat);
     let outcome = loop {
         tokio::select! {
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
-                Ok(Some(ToTaskManager::Deploy(mut deployment))) if !shared || deployment.graph.artifact != artifact => {
-                    // In a worker process started from the job's program (this one's, or fetched).
+                Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
-                    deployment.config = job_defaults.under(&deployment.config);
-                    let launch = worker::Launch {
-                        own: artifact.clone(),
-                        cache: artifacts.clone(),
-                        jobmanager: jobmanager.clone(),
-                        data: data.clone(),
-                        data_host: data_host.clone(),
-                        bind_host: bind_host.clone(),
-                        deployment,
-                    };
-                    let (control, control_rx) = mpsc::unbounded_channel();
-                    tokio::spawn(worker::supervise(launch, control_rx, events_tx.clone()));
-                    jobs.insert((job_id, attempt), Run::Worker(job_id, control));
-                }
-                Ok(Some(ToTaskManager::Deploy(mut deployment))) => {
-                    let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
-                    deployment.config = job_defaults.under(&deployment.config);
-                    let started = tokio::task::block_in_place(|| worker::fetch_cached(&artifacts, &jobmanager, &mut deployment.cached_files))
-                        .and_then(|()| worker::start_part(&registry, &artifact, &deployment, data.clone()))
-                        .and_then(|handle| {
-                            let events = events_tx.clone();
-                            worker::watch(handle.clone(), job_id, attempt, move |m| { let _ = events.send(m); })?;
-                            Ok(handle)
-                        });
-                    match started {
-                        Ok(handle) => {
-                            jobs.insert((job_id, attempt), Run::InProcess(handle));
-                            // RUNNING follows from the part's watcher once every task has restored its state.
-                            write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Initializing, error: None, result: None, retryable: false }).await?;
+                    match node.deploy(deployment) {
+                        Ok(run) => {
+                            let in_process = matches!(run, Run::InProcess(_));
+                            jobs.insert((job_id, attempt), run);
+                            // A worker reports its own states; an in-process part is INITIALIZING
+                            // now, and RUNNING follows from its watcher once every task restored.
+                            if in_process {
+                                write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Initializing, error: None, result: None, retryable: false }).await?;
+                            }
                         }
                         Err(e) => {
                             warn!(job_id = %job_id, attempt, error = %e, "cannot run the deployed job");
@@ -292,6 +283,56 @@ pub async fn serve(
         }
     }
     outcome
+}
+
+/// What every deployment on this TaskManager needs: the program's registry and digest, the
+/// artifact cache, the data server, the job defaults, and where the parts' reports go.
+struct Node {
+    registry: Registry,
+    artifact: ArtifactDigest,
+    artifacts: std::sync::Arc<artifacts::ArtifactCache>,
+    jobmanager: String,
+    data: std::sync::Arc<DataServer>,
+    data_host: String,
+    bind_host: String,
+    job_defaults: JobConfig,
+    shared: bool,
+    events: mpsc::UnboundedSender<ToJobManager>,
+}
+
+impl Node {
+    /// Starts `deployment` here: in a worker process of the job's program, or (with shared
+    /// isolation, for this program's own jobs) in this process; its run.
+    fn deploy(&self, mut deployment: Deployment) -> Result<Run> {
+        let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
+        deployment.config = self.job_defaults.under(&deployment.config);
+        if !self.shared || deployment.graph.artifact != self.artifact {
+            let launch = worker::Launch {
+                own: self.artifact.clone(),
+                cache: self.artifacts.clone(),
+                jobmanager: self.jobmanager.clone(),
+                data: self.data.clone(),
+                data_host: self.data_host.clone(),
+                bind_host: self.bind_host.clone(),
+                deployment,
+            };
+            let (control, control_rx) = mpsc::unbounded_channel();
+            tokio::spawn(worker::supervise(launch, control_rx, self.events.clone()));
+            return Ok(Run::Worker(job_id, control));
+        }
+        let started = tokio::task::block_in_place(|| {
+            worker::fetch_cached(&self.artifacts, &self.jobmanager, &mut deployment.cached_files)
+        })
+        .and_then(|()| worker::start_part(&self.registry, &self.artifact, &deployment, self.data.clone()))
+        .and_then(|handle| {
+            let events = self.events.clone();
+            worker::watch(handle.clone(), job_id, attempt, move |m| {
+                let _ = events.send(m);
+            })?;
+            Ok(handle)
+        });
+        started.map(Run::InProcess)
+    }
 }
 
 /// A part running here.

@@ -253,42 +253,7 @@ impl DataServer {
         stream.set_read_timeout(None).map_err(|e| io_error("cannot configure", &peer, e))?;
         debug!(job_id = %job, attempt, from, to, %peer, channels = decoders.len(), "data connection open");
         let mut reader = std::io::BufReader::with_capacity(1 << 16, stream);
-        let mut body = Vec::new();
-        let outcome = loop {
-            let mut header = [0u8; 8];
-            match reader.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-                Err(e) => break Err(io_error("lost the data connection from", &peer, e)),
-            }
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let channel = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            if len > MAX_DATA_FRAME {
-                break Err(Error::external(
-                    peer.to_string(),
-                    format!("it announced a data frame of {len} bytes"),
-                    false,
-                ));
-            }
-            body.resize(len, 0);
-            if let Err(e) = reader.read_exact(&mut body) {
-                break Err(io_error("the data connection closed in the middle of a frame from", &peer, e));
-            }
-            let Some(decode) = decoders.get_mut(&channel) else {
-                break Err(Error::external(
-                    peer.to_string(),
-                    format!("it sent on channel {channel}, which it does not own"),
-                    false,
-                ));
-            };
-            match decode(&body) {
-                Ok(true) => {
-                    decoders.remove(&channel);
-                }
-                Ok(false) => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let outcome = receive(&mut reader, &mut decoders, &peer);
         // Whatever channel did not end now ends with an error at its receiver (its sender is dropped).
         if !decoders.is_empty() && outcome.is_ok() {
             debug!(job_id = %job, from, to, open = decoders.len(), "data connection closed with channels open");
@@ -298,5 +263,43 @@ impl DataServer {
         let _ = stream.shutdown(Shutdown::Both);
         *lock(&credits.stream) = None;
         outcome
+    }
+}
+
+/// Reads a sender's frames from `reader` and hands each to its channel's decoder, until the
+/// sender closes the connection (`Ok`) or breaks the protocol or the connection (`Err`). A
+/// channel whose last message arrived leaves `decoders`.
+fn receive(reader: &mut impl Read, decoders: &mut HashMap<u32, Decoder>, peer: &str) -> Result<()> {
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; 8];
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io_error("lost the data connection from", peer, e)),
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let channel = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_DATA_FRAME {
+            return Err(Error::external(peer.to_string(), format!("it announced a data frame of {len} bytes"), false));
+        }
+        body.resize(len, 0);
+        if let Err(e) = reader.read_exact(&mut body) {
+            return Err(io_error("the data connection closed in the middle of a frame from", peer, e));
+        }
+        let Some(decode) = decoders.get_mut(&channel) else {
+            return Err(Error::external(
+                peer.to_string(),
+                format!("it sent on channel {channel}, which it does not own"),
+                false,
+            ));
+        };
+        match decode(&body) {
+            Ok(true) => {
+                decoders.remove(&channel);
+            }
+            Ok(false) => {}
+            Err(e) => return Err(e),
+        }
     }
 }
