@@ -212,7 +212,7 @@ impl Driver {
     /// What a job takes to the cluster: the job keys the program set, and the two that shaped its
     /// graph (parallelism and key groups) as they were when it was built. The cluster rebuilds the
     /// job to check it, and its own defaults for those two would give another graph.
-    fn submitted_config(&self) -> Result<JobConfig> {
+    pub fn submitted_config(&self) -> Result<JobConfig> {
         let mut c = self.job.clone();
         c.set("parallelism.default", &self.config.parallelism.to_string())?;
         c.set("pipeline.max-parallelism", &self.config.max_parallelism.to_string())?;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 use weir_core::{Error, Result};
 
-use crate::{BoxFuture, ResourceProvider, blocking};
+use crate::{BoxFuture, ResourceProvider, blocking, in_background};
 
 /// The Engine API version used (Docker 20.10 and later speak it).
 const API: &str = "/v1.41";
@@ -407,13 +407,7 @@ impl ResourceProvider for DockerProvider {
     }
 
     fn stop(self: Arc<Self>, id: String) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let _ = blocking(move || {
-                self.stop_now(&id);
-                Ok(())
-            })
-            .await;
-        })
+        in_background(move || self.stop_now(&id))
     }
 
     fn shutdown(&self) {

@@ -50,3 +50,11 @@ fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static
             .map_err(|e| Error::internal(format!("a resource provider's task stopped: {e}")))?
     })
 }
+
+/// Runs blocking `work` that cannot fail on tokio's blocking threads (a stop: what goes wrong is
+/// logged where it happens).
+fn in_background(work: impl FnOnce() + Send + 'static) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let _ = tokio::task::spawn_blocking(work).await;
+    })
+}

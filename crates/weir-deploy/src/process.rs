@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use weir_core::{Error, Result};
 
-use crate::{BoxFuture, ResourceProvider, blocking};
+use crate::{BoxFuture, ResourceProvider, blocking, in_background};
 
 /// TaskManagers as child processes of the JobManager, started from its own program.
 #[derive(Debug)]
@@ -65,13 +65,7 @@ impl ResourceProvider for ProcessProvider {
     }
 
     fn stop(self: Arc<Self>, id: String) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let _ = blocking(move || {
-                self.stop_now(&id);
-                Ok(())
-            })
-            .await;
-        })
+        in_background(move || self.stop_now(&id))
     }
 
     fn shutdown(&self) {

@@ -273,11 +273,7 @@ impl Cluster {
     /// Accepts a job graph under a given id (an application's jobs have ids derived from the
     /// application's, so that they are the same wherever it runs).
     pub fn submit_as(&self, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
-        let config = {
-            let mut c = self.job_defaults.clone();
-            c.overlay(&config);
-            c
-        };
+        let config = self.job_defaults.under(&config);
         if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
             return Err(Error::GraphMismatch {
                 job: graph.job_name.clone(),

@@ -177,18 +177,18 @@ impl MiniCluster {
         let args = serde_json::to_value(args)
             .map_err(|e| Error::InvalidArguments { job: job.name().to_string(), message: e.to_string() })?;
         let mut driver = Driver::local(self.registry.clone());
-        let mut config = JobConfig::default();
         for (k, v) in settings {
+            if weir_core::config::registry::known(k)?.scope != weir_core::config::Scope::Job {
+                return Err(Error::Config(format!(
+                    "{k} is a cluster key, which a job cannot set: give it to MiniCluster::with_settings"
+                )));
+            }
             driver.set(k, v)?;
-            config.set(k, v)?;
         }
         let mut graph = driver.job_graph(job.name(), &args)?;
         // The TaskManagers rebuild it from this very program, which the JobManager's blob store holds.
         graph.artifact = weir_core::ArtifactDigest::current()?;
-        let shaped = driver.config();
-        config.set("parallelism.default", &shaped.parallelism.to_string())?;
-        config.set("pipeline.max-parallelism", &shaped.max_parallelism.to_string())?;
-        self.jobmanager.cluster().submit(graph, config)
+        self.jobmanager.cluster().submit(graph, driver.submitted_config()?)
     }
 
     /// Job `id`'s status now.

@@ -336,6 +336,23 @@ pub(crate) fn http(method: &str, address: &str, path: &str, body: Option<&str>) 
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
 
+/// Waits (at most 20 s) until `child` exits and returns how; a child still running then is killed
+/// and the test fails, saying that `what` kept running.
+pub(crate) fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("wait: {e}")) {
+            return s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

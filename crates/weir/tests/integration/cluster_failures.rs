@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::cluster::{Cluster, RESTART, bundled, final_counts, gettysburg, http, job_id, reference_counts, text};
+use super::cluster::{
+    Cluster, RESTART, bundled, final_counts, gettysburg, http, job_id, reference_counts, text, wait_exit,
+};
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -235,18 +237,7 @@ fn a_taskmanager_that_loses_its_jobmanager_says_so_and_blames_no_configuration()
     c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
     // The JobManager goes away (dropping the cluster kills it).
     drop(c);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = tm.try_wait().unwrap_or_else(|e| panic!("wait: {e}")) {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = tm.kill();
-            let _ = tm.wait();
-            panic!("a TaskManager without its JobManager kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut tm, "a TaskManager without its JobManager");
     let err = drained.join().unwrap_or_default();
     // Exit 1: nothing for the user to fix in its settings (2 would say so).
     assert_eq!(status.code(), Some(1), "{err}");

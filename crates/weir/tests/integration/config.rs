@@ -3,12 +3,12 @@
 //! its job; settings that contradict each other stop a process at start, with a clear error.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weir_core::config::Scope;
 use weir_core::config::registry;
 
-use super::cluster::{Cluster, job_id, text};
+use super::cluster::{Cluster, job_id, text, wait_exit};
 
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -109,18 +109,7 @@ fn contradicting_restart_settings_stop_a_jobmanager_at_start() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start weir: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("wait: {e}")) {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a JobManager with contradicting restart settings kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, "a JobManager with contradicting restart settings");
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);

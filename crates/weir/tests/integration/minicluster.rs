@@ -113,6 +113,11 @@ fn bad_settings_and_unknown_taskmanagers_are_clear_errors() {
     assert!(e.as_deref().unwrap_or_default().contains("did you mean 'heartbeat.timeout'"), "{e:?}");
     let e = MiniCluster::start(registry(), 0, 1).and_then(|mut c| c.stop_taskmanager("nobody")).err();
     assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("no TaskManager 'nobody'"));
+    let e = MiniCluster::start(registry(), 0, 1)
+        .and_then(|c| c.submit(&COUNTS, 7, &[("restart-strategy.type", "none")]))
+        .err()
+        .map(|e| e.to_string());
+    assert!(e.as_deref().unwrap_or_default().contains("is a cluster key"), "{e:?}");
 }
 
 #[test]
