@@ -413,9 +413,8 @@ impl Checkpointing {
     /// `watermark`.
     pub(crate) fn snapshot<K: Key>(&self, id: u64, states: &mut KeyedStates<K>, watermark: Timestamp) -> Result<()> {
         if self.0.enabled() {
-            let keyed = weir_runtime::state::snapshot_keyed_state(states, self.0.max_parallelism())?;
-            let disk = states.snapshot_disk(id, self.0.completed())?;
-            self.0.snapshot_with(keyed, watermark, disk)?;
+            let snapshot = states.snapshot(id, self.0.completed(), self.0.max_parallelism())?;
+            self.0.snapshot_state(snapshot, watermark)?;
         }
         Ok(())
     }
@@ -423,21 +422,7 @@ impl Checkpointing {
     /// The keyed states of the operator instance `env` describes, in the configured state backend,
     /// with its timers, as it restored them.
     pub(crate) fn restore_keyed<K: Key>(env: &weir_runtime::context::TaskEnv) -> Result<KeyedStates<K>> {
-        use weir_core::checkpointing::StateBackendKind;
-        let mut states = match env.state_backend.kind {
-            StateBackendKind::Disk => {
-                let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-                let store = weir_runtime::disk::RawStore::open(&env.state_backend, &name, env.op.max_parallelism)?;
-                if env.state_backend.timers_on_heap {
-                    KeyedStates::on_disk_with_heap_timers(store)
-                } else {
-                    KeyedStates::on_disk(store)
-                }
-            }
-            _ => KeyedStates::default(),
-        };
-        weir_runtime::state::restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states)?;
-        Ok(states)
+        KeyedStates::open(env)
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod engine;
 pub mod keyed;
+pub mod table;
 pub mod timers;
 pub mod windows;
 

@@ -1,12 +1,14 @@
 //! The built-in one-input operators. Each processes a whole batch per call and pushes its output
 //! batch to the next operator.
 
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 use weir_core::Result;
 
 use crate::output::{Batch, Control, Output};
+use crate::state::backend::{HeapView, KeyedTable, Restored, TableSpec};
+use crate::state::heap::HeapTable;
+use crate::state::table::Table;
 
 pub use crate::state::map::{StateHasher, StateMap};
 
@@ -118,9 +120,8 @@ pub struct KeyedAggregate<K, A, O, KF, First, Step> {
     key: KF,
     first: First,
     step: Step,
-    state: StateMap<K, A>,
-    /// With the disk state backend: the state, there (and `state` stays empty).
-    disk: Option<Box<crate::disk::DiskKeyed<K, A>>>,
+    /// The accumulators, in the job's state backend (on the heap until the task opens it).
+    state: Table<K, A>,
     buf: Batch<O>,
     next: Box<dyn Output<O>>,
     checkpoint: crate::checkpoint::task::TaskCheckpoint,
@@ -135,8 +136,7 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
             key,
             first,
             step,
-            state: StateMap::default(),
-            disk: None,
+            state: Table::Heap(HeapTable::default()),
             buf: Batch::default(),
             next,
             checkpoint: Default::default(),
@@ -152,15 +152,9 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
         K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
         A: serde::Serialize + serde::de::DeserializeOwned,
     {
-        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
-            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let mut disk = crate::disk::DiskKeyed::open(&env.state_backend, &name, env.op.max_parallelism)?;
-            disk.restore(&env.restored_raw, &env.restored_keyed)?;
-            self.disk = Some(Box::new(disk));
-        } else {
-            self.state.extend(crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?);
-            crate::disk::apply_raw(&env.restored_raw, &mut self.state)?;
-        }
+        let entries = crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?;
+        let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: &[] };
+        self.state = Table::open(env, spec, Restored { entries, timers: Vec::new() }, |_, _, _| {})?;
         self.checkpoint = env.checkpoint.clone();
         self.uid = env.op.uid.clone();
         self.max_parallelism = env.op.max_parallelism;
@@ -179,23 +173,8 @@ where
     #[inline]
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         self.buf.records.reserve(batch.len());
-        if let Some(disk) = &mut self.disk {
-            for x in batch.records.drain(..) {
-                let out = disk.update((self.key)(&x), x, &mut self.step, &mut self.first)?;
-                self.buf.records.push(out);
-            }
-            self.buf.take_timestamps_from(batch);
-            return if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) };
-        }
         for x in batch.records.drain(..) {
-            let out = match self.state.entry((self.key)(&x)) {
-                Entry::Occupied(e) => (self.step)(e.into_mut(), x),
-                Entry::Vacant(e) => {
-                    let (acc, out) = (self.first)(x);
-                    e.insert(acc);
-                    out
-                }
-            };
+            let out = self.state.update((self.key)(&x), x, &mut self.step, &mut self.first)?;
             self.buf.records.push(out);
         }
         // One output per input, in order: the outputs keep the inputs' timestamps.
@@ -207,24 +186,12 @@ where
             && self.checkpoint.enabled()
         {
             use crate::checkpoint::OperatorSnapshot;
-            use crate::disk::DiskSnapshot;
             let uid = self.uid.clone();
-            match &mut self.disk {
-                Some(disk) => match disk.snapshot(id, self.checkpoint.completed())? {
-                    // Read, encoded and written on the writer thread while records go on.
-                    DiskSnapshot::Increment(make, chain) => {
-                        self.checkpoint.add_deferred(OperatorSnapshot { uid, chain, ..Default::default() }, make)
-                    }
-                    DiskSnapshot::Full(make) => {
-                        self.checkpoint.add_deferred(OperatorSnapshot { uid, ..Default::default() }, make)
-                    }
-                },
-                None => self.checkpoint.add(OperatorSnapshot {
-                    uid,
-                    keyed: crate::checkpoint::snapshot_keyed(self.state.iter(), self.max_parallelism)?,
-                    ..Default::default()
-                }),
-            }
+            let max_parallelism = self.max_parallelism;
+            let encode =
+                |view: HeapView<'_, K, A>| crate::checkpoint::snapshot_keyed(view.values.iter(), max_parallelism);
+            let snapshot = self.state.snapshot(id, self.checkpoint.completed(), encode)?;
+            snapshot.hand_to(&self.checkpoint, OperatorSnapshot { uid, ..Default::default() });
         }
         self.next.control(event)
     }

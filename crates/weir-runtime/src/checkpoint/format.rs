@@ -266,16 +266,30 @@ where
     K: Hash + Serialize + 'a,
     V: Serialize + 'a,
 {
-    let mut groups: BTreeMap<u32, Vec<(&K, &V)>> = BTreeMap::new();
-    for (k, v) in entries {
-        groups.entry(weir_core::keygroup::key_group(k, max_parallelism)).or_default().push((k, v));
+    snapshot_keyed_entries(entries, max_parallelism)
+}
+
+/// Encodes keyed entries by the key group of their record key `K`: one chunk per key group that
+/// has entries. A key may have several entries (one per window, pane or timer); the chunks are
+/// read back with [`crate::checkpoint::restore_keyed`]`::<K, E>` (owned `E`).
+pub fn snapshot_keyed_entries<'a, K, E>(
+    entries: impl Iterator<Item = (&'a K, E)>,
+    max_parallelism: u32,
+) -> Result<Vec<(u32, Vec<u8>)>>
+where
+    K: Hash + serde::Serialize + 'a,
+    E: serde::Serialize,
+{
+    let mut groups: BTreeMap<u32, Vec<(&K, E)>> = BTreeMap::new();
+    for (k, e) in entries {
+        groups.entry(weir_core::keygroup::key_group(k, max_parallelism)).or_default().push((k, e));
     }
     groups
         .into_iter()
         .map(|(kg, entries)| {
             bitcode::serialize(&entries)
                 .map(|b| (kg, b))
-                .map_err(|e| Error::internal(format!("cannot encode keyed state: {e}")))
+                .map_err(|e| weir_core::Error::internal(format!("cannot encode keyed state: {e}")))
         })
         .collect()
 }

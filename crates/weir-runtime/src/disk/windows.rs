@@ -22,6 +22,7 @@ use super::{DiskSnapshot, RawStore, StoreWrite, decode, encode};
 use crate::checkpoint::file::RawState;
 use crate::checkpoint::{CheckpointId, decode_raw_chunk};
 use crate::output::Timestamp;
+use crate::state::backend::{StateSnapshot, WindowStore};
 use crate::state::map::StateMap;
 
 /// Windows in the heap backend's snapshot format: `(key, (end, fired, accumulator))`.
@@ -278,6 +279,82 @@ pub fn decode_raw<K: DeserializeOwned, A: DeserializeOwned>(raw: &RawState) -> R
             Ok((decode(k.get(PREFIX_LEN..).unwrap_or_default())?, (end_of(&k)?, fired, acc)))
         })
         .collect()
+}
+
+/// Time windows in the disk backend as a [`WindowStore`]: the accumulators in the store, and the
+/// distinct window ends in memory (those that may hold windows not fired yet, and those fired and
+/// kept for late records).
+pub struct DiskWindowStore<K, A> {
+    windows: DiskWindows<K, A>,
+    pending: BTreeSet<Timestamp>,
+    fired: BTreeSet<Timestamp>,
+}
+
+impl<K, A> DiskWindowStore<K, A>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    /// The windows of one operator instance that owns `key_groups`, in a store of its own (`name`
+    /// makes its directory unique), holding what was restored: `raw` (a disk snapshot) and
+    /// `typed` (the heap backend's entries).
+    pub fn open(
+        config: &StateBackendConfig,
+        name: &str,
+        max_parallelism: u32,
+        key_groups: Range<u32>,
+        raw: &RawState,
+        typed: WindowEntries<K, A>,
+    ) -> Result<Self> {
+        let mut windows = DiskWindows::open(config, name, max_parallelism, key_groups)?;
+        // Every restored end may hold windows not fired yet; firing skips those that did.
+        let pending = windows.restore(raw, typed)?;
+        Ok(DiskWindowStore { windows, pending, fired: BTreeSet::new() })
+    }
+}
+
+impl<K, A> WindowStore<K, A> for DiskWindowStore<K, A>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    #[inline]
+    fn add(&mut self, end: Timestamp, key: &K, open: bool, create: impl FnOnce() -> A) -> Result<(&mut A, bool)> {
+        let slot = self.windows.slot(end, key, create)?;
+        if open && !slot.fired {
+            self.pending.insert(end);
+            return Ok((&mut slot.acc, false));
+        }
+        slot.fired = true;
+        self.fired.insert(end);
+        Ok((&mut slot.acc, true))
+    }
+
+    fn advance(&mut self, time: Timestamp, lateness: i64, mut emit: impl FnMut(Timestamp, &K, &A)) -> Result<()> {
+        while let Some(&end) = self.pending.first() {
+            if end - 1 > time {
+                break;
+            }
+            self.pending.pop_first();
+            let keep = (end - 1).saturating_add(lateness) > time;
+            self.windows.fire(end, keep, |k, acc| emit(end, k, acc))?;
+            if keep {
+                self.fired.insert(end);
+            }
+        }
+        while let Some(&end) = self.fired.first() {
+            if (end - 1).saturating_add(lateness) > time {
+                break;
+            }
+            self.fired.pop_first();
+            self.windows.expire(end)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId, completed: CheckpointId, _: u32) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::deferred(self.windows.snapshot(id, completed)?))
+    }
 }
 
 #[cfg(test)]

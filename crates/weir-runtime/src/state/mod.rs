@@ -7,17 +7,26 @@
 //! Operator list state (per operator instance, redistributed on a restore at another
 //! parallelism) is in [`operator`], re-exported here.
 
+pub mod backend;
+#[cfg(test)]
+mod conformance;
+pub mod heap;
 pub mod map;
 pub mod operator;
+pub mod table;
 pub mod timers;
+pub mod windows;
 
+pub use backend::{KeyedTable, StateSnapshot, WindowStore};
 pub use operator::{OperatorListState, OperatorStateStore, Redistribution, redistribute};
+pub use table::{Table, Windows};
 pub use timers::Timers;
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use weir_core::checkpointing::StateBackendKind;
 use weir_core::{Error, Result};
 
 use crate::checkpoint::CheckpointId;
@@ -280,6 +289,41 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
 }
 
 impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> KeyedStates<K> {
+    /// The keyed states and timers of the operator instance `env` describes, in its job's state
+    /// backend, holding what it restored (whichever backend wrote it).
+    pub fn open(env: &crate::context::TaskEnv) -> Result<Self> {
+        let mut states = match env.state_backend.kind {
+            StateBackendKind::Disk => {
+                let store = RawStore::open(&env.state_backend, &table::instance_name(env), env.op.max_parallelism)?;
+                if env.state_backend.timers_on_heap {
+                    Self::on_disk_with_heap_timers(store)
+                } else {
+                    Self::on_disk(store)
+                }
+            }
+            StateBackendKind::HashMap => KeyedStates::default(),
+        };
+        restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states)?;
+        Ok(states)
+    }
+
+    /// The snapshot of the states and timers for checkpoint `id` (`completed`: the latest completed
+    /// checkpoint), with `max_parallelism` key groups: on the heap, all of it encoded now; on disk,
+    /// the store's snapshot, and what memory holds (timers on the heap, restored states not
+    /// declared yet) encoded now.
+    pub fn snapshot(
+        &mut self,
+        id: CheckpointId,
+        completed: CheckpointId,
+        max_parallelism: u32,
+    ) -> Result<StateSnapshot> {
+        let keyed = snapshot_keyed_state(self, max_parallelism)?;
+        let deferred = self.snapshot_disk(id, completed)?;
+        Ok(StateSnapshot { keyed, deferred })
+    }
+}
+
+impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> KeyedStates<K> {
     /// Keyed states kept in the disk backend's `store`, with a cache of decoded values in front.
     pub fn on_disk(store: RawStore) -> Self {
         KeyedStates { disk: Some(store), timers: Timers::on_disk(), ..KeyedStates::default() }
@@ -444,6 +488,14 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
     /// Removes `slot` of `key`.
     pub fn clear(&mut self, key: &K, slot: usize) {
         let on_disk = self.disk.is_some();
+        if on_disk && !self.per_key.contains_key(key) {
+            // A key out of the cache may still have the state in the store: the removal must reach
+            // it too, as a tombstone written back with the key. (The next read makes room in the
+            // cache again.)
+            let mut cells = Vec::new();
+            cells.resize_with(self.declared.len(), Cell::default);
+            self.per_key.insert(key.clone(), cells);
+        }
         if let Some(cells) = self.per_key.get_mut(key) {
             if let Some(c) = cells.get_mut(slot) {
                 // On disk the removal is written back to the store as a tombstone.

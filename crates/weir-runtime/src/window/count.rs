@@ -7,7 +7,9 @@ use weir_core::{Error, Result};
 
 use super::{GLOBAL_WINDOW, WindowCheckpointing, WindowFunction};
 use crate::output::{Batch, Control, Output, Timestamp};
-use crate::state::map::StateMap;
+use crate::state::backend::{HeapView, KeyedTable, Restored, TableSpec};
+use crate::state::heap::HeapTable;
+use crate::state::table::Table;
 
 /// Keyed count windows with an incremental [`WindowFunction`]. Results carry the timestamp of
 /// the record that completed the window when the input has timestamps. Windows still short of
@@ -19,16 +21,12 @@ pub struct CountWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
     size: u64,
-    state: StateMap<K, (u64, WF::Acc)>,
-    /// With the disk state backend: the windows, there (and `state` stays empty).
-    disk: Option<Box<OnDisk<K, WF::Acc>>>,
+    /// Per key: the records in the open window and their accumulator.
+    state: Table<K, (u64, WF::Acc)>,
     buf: Batch<WF::Out>,
     next: Box<dyn Output<WF::Out>>,
     checkpoint: WindowCheckpointing,
 }
-
-/// Count windows in the disk backend: per key, the records in the open window and their accumulator.
-type OnDisk<K, A> = crate::disk::DiskKeyed<K, (u64, A)>;
 
 impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
     /// Fires every `size` records of a key.
@@ -40,8 +38,7 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
             key,
             wf,
             size,
-            state: StateMap::default(),
-            disk: None,
+            state: Table::Heap(HeapTable::default()),
             buf: Batch::default(),
             next,
             checkpoint: WindowCheckpointing::default(),
@@ -60,19 +57,9 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
         if let Some((n, _)) = typed.iter().map(|(_, v)| v).find(|(n, _)| *n >= self.size) {
             return Err(too_many(*n, self.size));
         }
-        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
-            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let mut disk = crate::disk::DiskKeyed::open(&env.state_backend, &name, env.op.max_parallelism.max(1))?;
-            // Windows of the disk backend's snapshots are checked as they are read.
-            disk.restore_entries(&env.restored_raw, typed)?;
-            self.disk = Some(Box::new(disk));
-            return Ok(self);
-        }
-        self.state.extend(typed);
-        crate::disk::apply_raw(&env.restored_raw, &mut self.state)?;
-        if let Some((n, _)) = self.state.values().find(|(n, _)| *n >= self.size) {
-            return Err(too_many(*n, self.size));
-        }
+        let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: &[] };
+        // Windows of the disk backend's snapshots are checked as they are read.
+        self.state = Table::open(env, spec, Restored { entries: typed, timers: Vec::new() }, |_, _, _| {})?;
         Ok(self)
     }
 }
@@ -96,10 +83,7 @@ where
         let has_ts = batch.timestamps.is_some();
         for (x, ts) in batch.drain() {
             let k = (self.key)(&x);
-            let entry = match &mut self.disk {
-                Some(disk) => disk.value(&k, || (0, self.wf.create()))?,
-                None => self.state.entry(k.clone()).or_insert_with(|| (0, self.wf.create())),
-            };
+            let entry = self.state.value(&k, || (0, self.wf.create()))?;
             if entry.0 >= self.size {
                 return Err(too_many(entry.0, self.size));
             }
@@ -113,12 +97,7 @@ where
                     col.resize(before, Timestamp::MIN);
                     col.resize(self.buf.records.len(), ts.unwrap_or(Timestamp::MIN));
                 }
-                match &mut self.disk {
-                    Some(disk) => disk.remove(&k)?,
-                    None => {
-                        self.state.remove(&k);
-                    }
-                }
+                self.state.remove(&k)?;
             }
         }
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }
@@ -128,17 +107,12 @@ where
         if let Control::Barrier(id) = event
             && self.checkpoint.enabled()
         {
-            match &mut self.disk {
-                Some(disk) => {
-                    let snapshot = disk.snapshot(id, self.checkpoint.completed())?;
-                    self.checkpoint.snapshot_with(Vec::new(), Timestamp::MIN, Some(snapshot))?;
-                }
-                None => {
-                    let keyed =
-                        crate::checkpoint::snapshot_keyed(self.state.iter(), self.checkpoint.max_parallelism())?;
-                    self.checkpoint.snapshot(keyed, Timestamp::MIN)?;
-                }
-            }
+            let max_parallelism = self.checkpoint.max_parallelism();
+            let encode = |view: HeapView<'_, K, (u64, WF::Acc)>| {
+                crate::checkpoint::snapshot_keyed(view.values.iter(), max_parallelism)
+            };
+            let snapshot = self.state.snapshot(id, self.checkpoint.completed(), encode)?;
+            self.checkpoint.snapshot_state(snapshot, Timestamp::MIN)?;
         }
         self.next.control(event)
     }

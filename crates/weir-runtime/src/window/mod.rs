@@ -18,14 +18,12 @@ pub mod session;
 pub mod time;
 pub mod trigger;
 
-use std::collections::BTreeMap;
-use std::hash::Hash;
-
 use weir_core::Result;
 
 use crate::checkpoint::OperatorSnapshot;
 use crate::checkpoint::task::TaskCheckpoint;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::backend::StateSnapshot;
 use crate::state::{OperatorListState, OperatorStateStore, Redistribution};
 
 pub use assigner::{GLOBAL_WINDOW, TimeDomain, TimeWindow, WindowAssigner, WindowBounds, window_start};
@@ -90,9 +88,9 @@ impl WindowCheckpointing {
     }
 
     /// Hands the operator's snapshot to its task: `keyed` (its keyed state by key group, as
-    /// [`snapshot_by_key_group`] writes it) and, for operators that keep one, `watermark`.
+    /// [`crate::checkpoint::snapshot_keyed_entries`] writes it) and, for operators that keep one, `watermark`.
     pub fn snapshot(&self, keyed: Vec<(u32, Vec<u8>)>, watermark: Timestamp) -> Result<()> {
-        self.snapshot_with(keyed, watermark, None)
+        self.snapshot_state(StateSnapshot::keyed(keyed), watermark)
     }
 
     /// The latest completed checkpoint (what an incremental snapshot builds on).
@@ -100,14 +98,10 @@ impl WindowCheckpointing {
         self.task.completed()
     }
 
-    /// Like [`WindowCheckpointing::snapshot`], with the operator's keyed state in the disk backend
-    /// (`disk`): an increment goes in with the rest; a full snapshot is made on the writer thread.
-    pub fn snapshot_with(
-        &self,
-        keyed: Vec<(u32, Vec<u8>)>,
-        watermark: Timestamp,
-        disk: Option<crate::disk::DiskSnapshot>,
-    ) -> Result<()> {
+    /// Like [`WindowCheckpointing::snapshot`], with the operator's keyed state as its table made
+    /// it (on the disk backend: an increment goes in with the rest; a full snapshot is made on the
+    /// writer thread).
+    pub fn snapshot_state(&self, state: StateSnapshot, watermark: Timestamp) -> Result<()> {
         if !self.task.enabled() {
             return Ok(());
         }
@@ -115,41 +109,9 @@ impl WindowCheckpointing {
             w.update(vec![watermark])?;
         }
         let lists = self.operator_state.snapshot()?;
-        let now = OperatorSnapshot { uid: self.uid.clone(), keyed, lists, ..Default::default() };
-        match disk {
-            None => self.task.add(now),
-            Some(crate::disk::DiskSnapshot::Increment(make, chain)) => {
-                self.task.add_deferred(OperatorSnapshot { chain, ..now }, make)
-            }
-            Some(crate::disk::DiskSnapshot::Full(make)) => self.task.add_deferred(now, make),
-        }
+        state.hand_to(&self.task, OperatorSnapshot { uid: self.uid.clone(), lists, ..Default::default() });
         Ok(())
     }
-}
-
-/// Encodes keyed entries by the key group of their record key `K`: one chunk per key group that
-/// has entries. A key may have several entries (one per window, pane or timer); the chunks are
-/// read back with [`crate::checkpoint::restore_keyed`]`::<K, E>` (owned `E`).
-pub fn snapshot_by_key_group<'a, K, E>(
-    entries: impl Iterator<Item = (&'a K, E)>,
-    max_parallelism: u32,
-) -> Result<Vec<(u32, Vec<u8>)>>
-where
-    K: Hash + serde::Serialize + 'a,
-    E: serde::Serialize,
-{
-    let mut groups: BTreeMap<u32, Vec<(&K, E)>> = BTreeMap::new();
-    for (k, e) in entries {
-        groups.entry(weir_core::keygroup::key_group(k, max_parallelism)).or_default().push((k, e));
-    }
-    groups
-        .into_iter()
-        .map(|(kg, entries)| {
-            bitcode::serialize(&entries)
-                .map(|b| (kg, b))
-                .map_err(|e| weir_core::Error::internal(format!("cannot encode window state: {e}")))
-        })
-        .collect()
 }
 
 /// Where a window operator's results and late records go, with their buffers: shared by all

@@ -1,16 +1,17 @@
 //! Session windows: per key, records closer than the gap share a window; windows merge as
 //! records fill the gaps between them.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowCheckpointing, WindowFunction, WindowOutputs};
-use crate::disk::timers::DiskTimerQueue;
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
+use crate::state::backend::{Derived, HeapView, KeyedTable, Queue, Restored, TableSpec};
+use crate::state::heap::HeapTable;
 use crate::state::map::StateMap;
+use crate::state::table::Table;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Session<A> {
@@ -19,17 +20,10 @@ struct Session<A> {
     fired: bool,
 }
 
-/// A key's sessions in the disk backend (one stored value per key).
-type OnDisk<K, A> = crate::disk::DiskKeyed<K, Vec<Session<A>>>;
-
-/// The tag of the index of session ends kept aside in the disk backend's store.
-const ENDS: &[u8] = b"session-ends";
-
-/// Sessions in the disk backend, and the index of their ends beside them.
-struct SessionsOnDisk<K, A> {
-    sessions: OnDisk<K, A>,
-    ends: DiskTimerQueue,
-}
+/// The index of session ends: which keys to visit when time passes a point. Derived from the
+/// sessions (rebuilt from them on restore); its tag names it in the disk backend's store.
+const QUEUES: &[Queue] = &[Queue { tag: b"session-ends", derived: true }];
+const ENDS: usize = 0;
 
 /// Keyed session windows with an incremental [`WindowFunction`] (its `merge` joins sessions).
 ///
@@ -39,21 +33,18 @@ struct SessionsOnDisk<K, A> {
 /// In a checkpoint it keeps every session per key (window, whether it fired, accumulator), grouped
 /// by the key group of the key, and its watermark.
 ///
-/// With the disk state backend (`state.backend.type: disk`) a key's sessions are one value in the
-/// instance's store, and the index of session ends (which keys to visit when the watermark passes
-/// a time) is kept aside in the same store, a queue of (end, key) as timers are.
+/// A key's sessions are one value of its keyed table, in the job's state backend, and the index of
+/// session ends (which keys to visit when the watermark passes a time) is a timer queue of the same
+/// table: with the disk backend (`state.backend.type: disk`) both are in the instance's store.
 pub struct SessionWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
     gap: i64,
     domain: TimeDomain,
     lateness: i64,
-    sessions: StateMap<K, Vec<Session<WF::Acc>>>,
-    /// With the disk state backend: the sessions, there (and `sessions` stays empty).
-    disk: Option<Box<SessionsOnDisk<K, WF::Acc>>>,
-    /// Keys that have (or had: entries may be stale after merges) a session ending at a time (on
-    /// the heap; on disk, `disk.ends`).
-    by_end: BTreeMap<Timestamp, Vec<K>>,
+    /// Every key's sessions; its queue [`ENDS`] holds the keys that have (or had: entries may be
+    /// stale after merges) a session ending at a time.
+    sessions: Table<K, Vec<Session<WF::Acc>>>,
     watermark: Timestamp,
     operator: String,
     out: WindowOutputs<T, WF::Out>,
@@ -87,9 +78,7 @@ where
             gap,
             domain,
             lateness: if domain == TimeDomain::EventTime { allowed_lateness_ms.max(0) } else { 0 },
-            sessions: StateMap::default(),
-            disk: None,
-            by_end: BTreeMap::new(),
+            sessions: Table::Heap(HeapTable::with_queues(QUEUES.len())),
             watermark: Timestamp::MIN,
             operator,
             out: WindowOutputs::new(next, late),
@@ -116,38 +105,14 @@ where
         }
         let lateness = self.lateness;
         // As `add` and `advance` index them: by end until they fire, then by end of lateness.
-        let index_at =
-            move |s: &Session<WF::Acc>| if s.fired { s.window.end.saturating_add(lateness) } else { s.window.end };
-        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
-            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let max_parallelism = env.op.max_parallelism.max(1);
-            let mut disk = OnDisk::open(&env.state_backend, &name, max_parallelism)?;
-            disk.restore_entries(&env.restored_raw, sessions.into_iter().collect())?;
-            let mut ends = DiskTimerQueue::aside(ENDS.to_vec());
-            // The index is written from the store's sessions: one pass over them, whatever wrote
-            // them (a snapshot of the disk backend holds its index too; writing it again changes
-            // nothing). Then each key group's first end is found.
-            if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
-                disk.index_aside(|k, ss, out| {
-                    let kg = weir_core::keygroup::key_group(&k, max_parallelism);
-                    let key = crate::disk::encode(&k)?;
-                    for s in &ss {
-                        out.push((ends.key(kg, index_at(s), &key), Some(Vec::new())));
-                    }
-                    Ok(())
-                })?;
-                ends.rebuild(disk.store_mut())?;
-            }
-            self.disk = Some(Box::new(SessionsOnDisk { sessions: disk, ends }));
-            return Ok(self);
-        }
-        crate::disk::apply_raw(&env.restored_raw, &mut sessions)?;
-        for (k, ss) in &sessions {
+        let derive = move |_: &K, ss: &Vec<Session<WF::Acc>>, out: &mut Derived| {
             for s in ss {
-                self.by_end.entry(index_at(s)).or_default().push(k.clone());
+                out.push((ENDS, if s.fired { s.window.end.saturating_add(lateness) } else { s.window.end }));
             }
-        }
-        self.sessions = sessions;
+        };
+        let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: QUEUES };
+        let restored = Restored { entries: sessions.into_iter().collect(), timers: Vec::new() };
+        self.sessions = Table::open(env, spec, restored, derive)?;
         Ok(self)
     }
 
@@ -159,10 +124,7 @@ where
         let wm = self.watermark;
         let mut window = TimeWindow { start: ts, end: ts.saturating_add(self.gap) };
         let k = (self.key)(&x);
-        let sessions = match &mut self.disk {
-            Some(disk) => disk.sessions.value(&k, Vec::new)?,
-            None => self.sessions.entry(k.clone()).or_default(),
-        };
+        let sessions = self.sessions.value(&k, Vec::new)?;
         // Merge every session the new window intersects; windows that touch intersect (Flink's
         // TimeWindow.intersects is inclusive), so records exactly `gap` apart share a session.
         let mut acc = self.wf.create();
@@ -180,12 +142,7 @@ where
         if window.max_timestamp().saturating_add(self.lateness) <= wm {
             // Late even after merging: only possible when nothing was merged.
             if sessions.is_empty() {
-                match &mut self.disk {
-                    Some(disk) => disk.sessions.remove(&k)?,
-                    None => {
-                        self.sessions.remove(&k);
-                    }
-                }
+                self.sessions.remove(&k)?;
             }
             self.out.late(x, ts);
             return Ok(());
@@ -205,47 +162,19 @@ where
     /// Notes that `k` has a session to visit once time passes `at - 1`.
     fn index(&mut self, k: K, at: Timestamp) -> Result<()>
     where
-        K: serde::Serialize,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
-        match &mut self.disk {
-            Some(disk) => {
-                let store = disk.sessions.store_mut();
-                let kg = store.key_group(&k);
-                let sk = disk.ends.key(kg, at, &crate::disk::encode(&k)?);
-                store.write(vec![(kg, sk.clone(), Some(Vec::new()))])?;
-                disk.ends.noted(kg, &sk)
-            }
-            None => {
-                self.by_end.entry(at).or_default().push(k);
-                Ok(())
-            }
-        }
+        self.sessions.add_timer(ENDS, at, &k)
     }
 
     /// The next key with a session indexed at or before `time + 1`, its index entry removed.
     fn next_due(&mut self, time: Timestamp) -> Result<Option<K>>
     where
-        K: serde::de::DeserializeOwned,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let until = time.saturating_add(1);
-        if let Some(disk) = &mut self.disk {
-            return match disk.ends.pop_due(disk.sessions.store_mut(), until)? {
-                Some((_, key)) => Ok(Some(crate::disk::decode(&key)?)),
-                None => Ok(None),
-            };
-        }
-        loop {
-            let Some(mut entry) = self.by_end.first_entry() else { return Ok(None) };
-            if *entry.key() > until {
-                return Ok(None);
-            }
-            match entry.get_mut().pop() {
-                Some(k) => return Ok(Some(k)),
-                None => {
-                    entry.remove();
-                }
-            }
-        }
+        Ok(self.sessions.pop_timer(ENDS, time.saturating_add(1))?.map(|(_, k)| k))
     }
 
     /// Fires sessions complete at `time` and forgets those whose lateness ran out.
@@ -256,14 +185,8 @@ where
     {
         while let Some(k) = self.next_due(time)? {
             {
-                let sessions = match &mut self.disk {
-                    // (A key whose sessions are gone reads as none.)
-                    Some(disk) => disk.sessions.value(&k, Vec::new)?,
-                    None => match self.sessions.get_mut(&k) {
-                        Some(sessions) => sessions,
-                        None => continue,
-                    },
-                };
+                // (Entries of the index may be stale: a key whose sessions are gone has none.)
+                let Some(sessions) = self.sessions.get_mut(&k)? else { continue };
                 let mut keep_until = Vec::new();
                 sessions.retain_mut(|s| {
                     if s.window.max_timestamp() > time {
@@ -283,12 +206,7 @@ where
                     cleanup > time
                 });
                 if sessions.is_empty() {
-                    match &mut self.disk {
-                        Some(disk) => disk.sessions.remove(&k)?,
-                        None => {
-                            self.sessions.remove(&k);
-                        }
-                    }
+                    self.sessions.remove(&k)?;
                 }
                 for at in keep_until {
                     self.index(k.clone(), at)?;
@@ -325,17 +243,15 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
-            (Control::Barrier(id), _) if self.checkpoint.enabled() && self.disk.is_some() => {
-                if let Some(disk) = &mut self.disk {
-                    let snapshot = disk.sessions.snapshot(id, self.checkpoint.completed())?;
-                    self.checkpoint.snapshot_with(Vec::new(), self.watermark, Some(snapshot))?;
-                }
-            }
-            (Control::Barrier(_), _) if self.checkpoint.enabled() => {
-                let sessions =
-                    self.sessions.iter().flat_map(|(k, ss)| ss.iter().map(move |s| (k, (s.window, s.fired, &s.acc))));
-                let keyed = super::snapshot_by_key_group(sessions, self.checkpoint.max_parallelism())?;
-                self.checkpoint.snapshot(keyed, self.watermark)?;
+            (Control::Barrier(id), _) if self.checkpoint.enabled() => {
+                let max_parallelism = self.checkpoint.max_parallelism();
+                let encode = |view: HeapView<'_, K, Vec<Session<WF::Acc>>>| {
+                    let sessions =
+                        view.values.iter().flat_map(|(k, ss)| ss.iter().map(move |s| (k, (s.window, s.fired, &s.acc))));
+                    crate::checkpoint::snapshot_keyed_entries(sessions, max_parallelism)
+                };
+                let snapshot = self.sessions.snapshot(id, self.checkpoint.completed(), encode)?;
+                self.checkpoint.snapshot_state(snapshot, self.watermark)?;
             }
             _ => {}
         }
@@ -418,7 +334,7 @@ mod tests {
                 Step::Watermark(wm) => op.control(Control::Watermark(wm))?,
             }
             // One entry per record added, and one per session that fired.
-            let entries: usize = op.by_end.values().map(Vec::len).sum();
+            let entries = op.sessions.heap().ok_or_else(|| Error::internal("not on the heap"))?.queued(ENDS);
             assert!(entries <= 2 * records, "{entries} index entries after {records} records");
         }
         Ok(())
@@ -440,11 +356,10 @@ mod tests {
                 }
                 Step::Watermark(wm) => op.control(Control::Watermark(wm))?,
             }
-            assert!(op.by_end.is_empty(), "no index in memory");
-            let disk = op.disk.as_mut().ok_or_else(|| Error::internal("not on disk"))?;
-            assert!(disk.ends.key_groups() <= 40, "memory holds a position per key group at most");
+            let disk = op.sessions.disk_mut().ok_or_else(|| Error::internal("not on disk"))?;
+            assert!(disk.queue_key_groups(ENDS) <= 40, "memory holds a position per key group at most");
             let mut aside = 0;
-            disk.sessions.store_mut().scan_aside(|_, _| {
+            disk.store_mut().scan_aside(|_, _| {
                 aside += 1;
                 Ok(())
             })?;

@@ -1,15 +1,15 @@
 //! Tumbling and sliding windows, in event time or processing time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 
 use weir_core::{Error, Result};
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowCheckpointing, WindowFunction, WindowOutputs};
-use crate::disk::windows::DiskWindows;
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
-use crate::state::map::StateMap;
+use crate::state::backend::WindowStore;
+use crate::state::table::Windows;
+use crate::state::windows::HeapWindows;
 
 /// Keyed tumbling or sliding windows with an incremental [`WindowFunction`].
 ///
@@ -24,40 +24,21 @@ use crate::state::map::StateMap;
 /// it fired already), grouped by the key group of the key, and its watermark; a restored operator
 /// fires and judges lateness exactly as the one that wrote the snapshot would have.
 ///
-/// With the disk state backend (`state.backend.type: disk`) the accumulators live in the
-/// instance's store ([`DiskWindows`]), and only the distinct window ends stay in memory.
+/// The accumulators are a [`WindowStore`] in the job's state backend: with the disk backend
+/// (`state.backend.type: disk`) they live in the instance's store, and only the distinct window
+/// ends stay in memory.
 pub struct TimeWindowOperator<K, T, KF, WF: WindowFunction<K, T>> {
     key: KF,
     wf: WF,
     assigner: WindowAssigner,
     size: i64,
     lateness: i64,
-    /// Windows not fired yet, sorted by end (there are few at a time: a linear layout with an
-    /// index cache beats a tree on the per-record path).
-    pending: VecDeque<(Timestamp, StateMap<K, WF::Acc>)>,
-    /// Windows fired and kept for late records, by end.
-    fired: BTreeMap<Timestamp, StateMap<K, WF::Acc>>,
-    /// No window in `fired` ends after this, except windows ending at or before `watermark + 1`.
-    /// (Only a restore from subtasks that had different watermarks leaves fired windows after the
-    /// watermark: records for them must update them, not open new pending windows.)
-    fired_until: Timestamp,
+    /// Every window's accumulator per key.
+    windows: Windows<K, WF::Acc>,
     watermark: Timestamp,
-    /// Keys in the last window that fired: new windows start with room for as many.
-    expected_keys: usize,
     operator: String,
     out: WindowOutputs<T, WF::Out>,
     checkpoint: WindowCheckpointing,
-    /// With the disk state backend: the windows, there (and `pending` and `fired` stay empty).
-    disk: Option<Box<OnDisk<K, WF::Acc>>>,
-}
-
-/// The windows of an operator on the disk backend.
-struct OnDisk<K, A> {
-    windows: DiskWindows<K, A>,
-    /// Ends of windows that may hold state not fired yet.
-    pending: BTreeSet<Timestamp>,
-    /// Ends of windows fired and kept for late records.
-    fired: BTreeSet<Timestamp>,
 }
 
 impl<K, T, KF, WF> TimeWindowOperator<K, T, KF, WF>
@@ -90,15 +71,11 @@ where
             assigner,
             size,
             lateness: if assigner.domain() == TimeDomain::EventTime { allowed_lateness_ms.max(0) } else { 0 },
-            pending: VecDeque::new(),
-            fired: BTreeMap::new(),
-            fired_until: Timestamp::MIN,
+            windows: Windows::Heap(HeapWindows::default()),
             watermark: Timestamp::MIN,
-            expected_keys: 0,
             operator,
             out: WindowOutputs::new(next, late),
             checkpoint: WindowCheckpointing::default(),
-            disk: None,
         })
     }
 
@@ -114,75 +91,9 @@ where
         if let Some(wm) = self.checkpoint.restored_watermark()? {
             self.watermark = self.watermark.max(wm);
         }
-        let mut entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
-        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
-            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let max_parallelism = env.op.max_parallelism.max(1);
-            let key_groups = weir_core::keygroup::key_group_range(max_parallelism, env.op.parallelism, env.op.subtask);
-            let mut windows = DiskWindows::open(&env.state_backend, &name, max_parallelism, key_groups)?;
-            // Every restored end may hold windows not fired yet; firing skips those that did.
-            let pending = windows.restore(&env.restored_raw, entries)?;
-            self.disk = Some(Box::new(OnDisk { windows, pending, fired: BTreeSet::new() }));
-            return Ok(self);
-        }
-        entries.extend(crate::disk::windows::decode_raw::<K, WF::Acc>(&env.restored_raw)?);
-        for (k, (end, fired, acc)) in entries {
-            if fired {
-                self.fired.entry(end).or_default().insert(k, acc);
-                self.fired_until = self.fired_until.max(end);
-            } else {
-                let i = self.pending.partition_point(|(e, _)| *e < end);
-                if self.pending.get(i).is_none_or(|(e, _)| *e != end) {
-                    self.pending.insert(i, (end, StateMap::default()));
-                }
-                self.pending[i].1.insert(k, acc);
-            }
-        }
+        let entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
+        self.windows = Windows::open(env, entries)?;
         Ok(self)
-    }
-
-    /// Every window's accumulator per key, by key group: `(key, (end, fired, accumulator))`.
-    fn snapshot(&self) -> Result<Vec<(u32, Vec<u8>)>>
-    where
-        K: serde::Serialize,
-        WF::Acc: serde::Serialize,
-    {
-        let pending = self.pending.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, false, acc))));
-        let fired = self.fired.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, true, acc))));
-        super::snapshot_by_key_group(pending.chain(fired), self.checkpoint.max_parallelism())
-    }
-
-    /// Adds records to their windows in the disk backend, as [`Output::push`] does on the heap.
-    fn push_on_disk(&mut self, batch: &mut Batch<T>, timestamps: &[Timestamp]) -> Result<()>
-    where
-        K: serde::Serialize + serde::de::DeserializeOwned,
-        WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        let wm = self.watermark;
-        let Self { key, wf, assigner, out, disk, lateness, .. } = self;
-        let Some(disk) = disk else { return Ok(()) };
-        assign(
-            batch,
-            timestamps,
-            WindowBounds { assigner: *assigner, lateness_ms: *lateness },
-            wm,
-            key,
-            out,
-            |k, w, record, out| {
-                let slot = disk.windows.slot(w.end, k, || wf.create())?;
-                wf.add(&mut slot.acc, record);
-                if w.max_timestamp() > wm && !slot.fired {
-                    disk.pending.insert(w.end);
-                } else {
-                    // The window fired already but is within its lateness: fire it again.
-                    slot.fired = true;
-                    out.emit(wf, k, w, &slot.acc);
-                    disk.fired.insert(w.end);
-                }
-                Ok(())
-            },
-        )?;
-        out.flush()
     }
 
     /// Fires every pending window whose last timestamp is at or below `time`, and forgets fired
@@ -192,57 +103,8 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         WF::Acc: serde::Serialize + serde::de::DeserializeOwned,
     {
-        if let Some(disk) = &mut self.disk {
-            while let Some(&end) = disk.pending.first() {
-                if end - 1 > time {
-                    break;
-                }
-                disk.pending.pop_first();
-                let keep = (end - 1).saturating_add(self.lateness) > time;
-                let window = TimeWindow { start: end - self.size, end };
-                let (wf, out) = (&mut self.wf, &mut self.out);
-                disk.windows.fire(end, keep, |k, acc| out.emit(wf, k, window, acc))?;
-                if keep {
-                    disk.fired.insert(end);
-                }
-            }
-            while let Some(&end) = disk.fired.first() {
-                if (end - 1).saturating_add(self.lateness) > time {
-                    break;
-                }
-                disk.fired.pop_first();
-                disk.windows.expire(end)?;
-            }
-            return self.out.flush();
-        }
-        while let Some((end, _)) = self.pending.front() {
-            let end = *end;
-            if end - 1 > time {
-                break;
-            }
-            let Some((_, states)) = self.pending.pop_front() else { break };
-            self.expected_keys = states.len();
-            let window = TimeWindow { start: end - self.size, end };
-            for (k, acc) in &states {
-                self.out.emit(&mut self.wf, k, window, acc);
-            }
-            if (end - 1).saturating_add(self.lateness) > time {
-                match self.fired.entry(end) {
-                    // Restored fired windows of this end (from a subtask that was further on).
-                    std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(states),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(states);
-                    }
-                }
-                self.fired_until = self.fired_until.max(end);
-            }
-        }
-        while let Some(entry) = self.fired.first_entry() {
-            if (entry.key() - 1).saturating_add(self.lateness) > time {
-                break;
-            }
-            entry.remove();
-        }
+        let Self { windows, wf, out, size, lateness, .. } = self;
+        windows.advance(time, *lateness, |end, k, acc| out.emit(wf, k, TimeWindow { start: end - *size, end }, acc))?;
         self.out.flush()
     }
 }
@@ -294,15 +156,8 @@ where
         let event_time = self.assigner.domain() == TimeDomain::EventTime;
         let timestamps =
             if event_time { super::event_timestamps(batch, &self.operator)? } else { vec![now_millis(); batch.len()] };
-        if self.disk.is_some() {
-            return self.push_on_disk(batch, &timestamps);
-        }
         let wm = self.watermark;
-        let expected_keys = self.expected_keys;
-        let fired_until = self.fired_until;
-        let Self { key, wf, assigner, pending, fired, out, lateness, .. } = self;
-        // Consecutive records usually fall into the same window: keep its map at hand.
-        let mut current: usize = usize::MAX;
+        let Self { key, wf, assigner, windows, out, lateness, .. } = self;
         assign(
             batch,
             &timestamps,
@@ -311,22 +166,10 @@ where
             key,
             out,
             |k, w, record, out| {
-                let fired_already =
-                    w.end <= fired_until && fired.get(&w.end).is_some_and(|states| states.contains_key(k));
-                if w.max_timestamp() > wm && !fired_already {
-                    if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                        current = pending.partition_point(|(end, _)| *end < w.end);
-                        if pending.get(current).is_none_or(|(end, _)| *end != w.end) {
-                            let states = StateMap::with_capacity_and_hasher(expected_keys, Default::default());
-                            pending.insert(current, (w.end, states));
-                        }
-                    }
-                    let acc = pending[current].1.entry(k.clone()).or_insert_with(|| wf.create());
-                    wf.add(acc, record);
-                } else {
-                    // The window fired already but is within its lateness: update and fire again.
-                    let acc = fired.entry(w.end).or_default().entry(k.clone()).or_insert_with(|| wf.create());
-                    wf.add(acc, record);
+                let (acc, fire) = windows.add(w.end, k, w.max_timestamp() > wm, || wf.create())?;
+                wf.add(acc, record);
+                if fire {
+                    // The window fired already but is within its lateness: fire it again.
                     out.emit(wf, k, w, acc);
                 }
                 Ok(())
@@ -342,13 +185,11 @@ where
                 self.advance(wm)?;
             }
             (Control::Tick(now), TimeDomain::ProcessingTime) => self.advance(now)?,
-            (Control::Barrier(id), _) if self.checkpoint.enabled() => match &mut self.disk {
-                Some(disk) => {
-                    let snapshot = disk.windows.snapshot(id, self.checkpoint.completed())?;
-                    self.checkpoint.snapshot_with(Vec::new(), self.watermark, Some(snapshot))?;
-                }
-                None => self.checkpoint.snapshot(self.snapshot()?, self.watermark)?,
-            },
+            (Control::Barrier(id), _) if self.checkpoint.enabled() => {
+                let snapshot =
+                    self.windows.snapshot(id, self.checkpoint.completed(), self.checkpoint.max_parallelism())?;
+                self.checkpoint.snapshot_state(snapshot, self.watermark)?;
+            }
             _ => {}
         }
         self.out.control(event)
@@ -367,6 +208,7 @@ mod tests {
         Checkpoints, Event, Fired, MakeFn, Seen, Step, SumCount, check_key_groups, check_restore, env, on_backend,
         restores, steps, uninterrupted, watermarks,
     };
+    use std::collections::BTreeMap;
 
     fn make(assigner: WindowAssigner, lateness: i64) -> MakeFn {
         on_disk(assigner, lateness, false, false)

@@ -7,16 +7,17 @@
 //! per-window timers; [`TriggerWindowOperator`] serves windows that declare their own. The
 //! triggers and evictors themselves are in [`super::policy`], re-exported here.
 
-use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
 
 use weir_core::Result;
 
 use super::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowCheckpointing, WindowFunction, WindowOutputs};
-use crate::disk::timers::DiskTimerQueue;
+use crate::disk::KeyedChunks;
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
-use crate::state::map::StateMap;
+use crate::state::backend::{Derived, HeapView, KeyedTable, Queue, Restored, TableSpec};
+use crate::state::heap::HeapTable;
+use crate::state::table::Table;
 
 pub use super::policy::{
     CountEvictor, CountTrigger, EventTimeTrigger, Evictor, NoEvictor, ProcessingTimeTrigger, PurgingTrigger,
@@ -29,35 +30,17 @@ struct Pane<T, S> {
     state: S,
 }
 
-/// Panes in the disk backend: one stored value per key and window, in the key group of the key.
-type OnDisk<K, T, S> = crate::disk::DiskKeyed<(K, TimeWindow), Pane<T, S>>;
-
-/// The tags of the queues kept aside in the disk backend's store: trigger timers, then the cleanup
-/// schedule, each per domain (event time, processing time).
-const TIMER_TAGS: [&[u8]; 2] = [b"trigger-timers:event", b"trigger-timers:processing"];
-const CLEANUP_TAGS: [&[u8]; 2] = [b"trigger-cleanup:event", b"trigger-cleanup:processing"];
-
-/// Panes in the disk backend, with the trigger timers and the cleanup schedule beside them, per
-/// domain, as queues of `(time, (key, window))`.
-struct PanesOnDisk<K, T, S> {
-    panes: OnDisk<K, T, S>,
-    timers: [DiskTimerQueue; 2],
-    cleanup: [DiskTimerQueue; 2],
-}
-
-/// A queue entry of a pane, written to the store: the queue's store write, noted in the queue.
-fn enqueue<K: Hash + serde::Serialize>(
-    queue: &mut DiskTimerQueue,
-    store: &mut crate::disk::RawStore,
-    k: &K,
-    w: TimeWindow,
-    at: Timestamp,
-) -> Result<()> {
-    let kg = store.key_group(k);
-    let sk = queue.key(kg, at, &crate::disk::encode(&(k, w))?);
-    store.write(vec![(kg, sk.clone(), Some(Vec::new()))])?;
-    queue.noted(kg, &sk)
-}
+/// The timer queues of the panes' table: trigger timers per domain (event time, processing time),
+/// kept in snapshots; then the cleanup schedule per domain, derived from the panes' windows. Their
+/// tags name them in the disk backend's store.
+const QUEUES: &[Queue] = &[
+    Queue { tag: b"trigger-timers:event", derived: false },
+    Queue { tag: b"trigger-timers:processing", derived: false },
+    Queue { tag: b"trigger-cleanup:event", derived: true },
+    Queue { tag: b"trigger-cleanup:processing", derived: true },
+];
+/// The first of [`QUEUES`]' cleanup queues (a domain's is this plus the domain's index).
+const CLEANUP: usize = 2;
 
 /// The key group of a pane: its record key's.
 fn pane_group<K: Hash>(pane: &(K, TimeWindow), max_parallelism: u32) -> u32 {
@@ -82,9 +65,10 @@ enum TriggerEntry<R, S> {
 /// watermark; the cleanup of panes follows from their windows and is scheduled again on restore.
 /// Processing time is the wall clock and is not kept.
 ///
-/// With the disk state backend (`state.backend.type: disk`) the panes live in the instance's
-/// store, one value per key and window, and the trigger timers and the cleanup schedule are queues
-/// kept aside in the same store, so memory holds none of them per pane.
+/// The panes are a keyed table (one value per key and window) in the job's state backend, and the
+/// trigger timers and the cleanup schedule are timer queues of the same table: with the disk
+/// backend (`state.backend.type: disk`) all of them are in the instance's store, so memory holds
+/// none of them per pane.
 pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger<T>, Ev> {
     key: KF,
     wf: WF,
@@ -92,16 +76,8 @@ pub struct TriggerWindowOperator<K, T, KF, WF: WindowFunction<K, T>, Tr: Trigger
     evictor: Ev,
     assigner: WindowAssigner,
     lateness: i64,
-    panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>>,
-    /// With the disk state backend: the panes, timers and cleanup schedule, there (and `panes`,
-    /// `timers`, `live` and `cleanup` stay empty).
-    disk: Option<Box<PanesOnDisk<K, T, Tr::State>>>,
-    timers: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
-    live: [HashSet<(Timestamp, K, TimeWindow), foldhash::fast::RandomState>; 2],
-    /// Window state to drop once the watermark passes `end - 1 + lateness`.
-    /// Panes to drop once their domain's time passes `end - 1 + lateness` (processing time: no
-    /// lateness), per domain.
-    cleanup: [BTreeMap<Timestamp, Vec<(K, TimeWindow)>>; 2],
+    /// The panes by key and window, with the [`QUEUES`].
+    panes: Table<(K, TimeWindow), Pane<T, Tr::State>>,
     watermark: Timestamp,
     now: Timestamp,
     out: WindowOutputs<T, WF::Out>,
@@ -144,11 +120,7 @@ where
             evictor,
             assigner,
             lateness: allowed_lateness_ms.max(0),
-            panes: StateMap::default(),
-            disk: None,
-            timers: [BTreeMap::new(), BTreeMap::new()],
-            live: [HashSet::default(), HashSet::default()],
-            cleanup: [BTreeMap::new(), BTreeMap::new()],
+            panes: Table::Heap(HeapTable::with_queues(QUEUES.len())),
             watermark: Timestamp::MIN,
             now: now_millis(),
             out: WindowOutputs::new(next, late),
@@ -169,79 +141,43 @@ where
             self.watermark = self.watermark.max(wm);
         }
         type Owned<T, S> = TriggerEntry<Vec<(T, Timestamp)>, S>;
-        let mut panes: StateMap<(K, TimeWindow), Pane<T, Tr::State>> = StateMap::default();
-        let mut timers = Vec::new();
+        let mut restored = Restored::default();
         for (k, entry) in crate::checkpoint::restore_keyed::<K, Owned<T, Tr::State>>(&env.restored_keyed)? {
             match entry {
                 TriggerEntry::Pane { window, records, state } => {
-                    panes.insert((k, window), Pane { records, state });
+                    restored.entries.push(((k, window), Pane { records, state }))
                 }
                 TriggerEntry::Timer { window, event_time, at } => {
-                    let domain = if event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
-                    timers.push((k, window, domain, at));
+                    restored.timers.push((if event_time { EVENT } else { PROCESSING }, at, (k, window)));
                 }
             }
         }
-        if env.state_backend.kind == weir_core::checkpointing::StateBackendKind::Disk {
-            let name = format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask);
-            let max_parallelism = env.op.max_parallelism.max(1);
-            let mut disk = OnDisk::open_grouped(&env.state_backend, &name, max_parallelism, pane_group::<K>)?;
-            disk.restore_entries(&env.restored_raw, panes.into_iter().collect())?;
-            let queues = |tags: [&[u8]; 2]| tags.map(|t| DiskTimerQueue::aside(t.to_vec()));
-            let (mut timer_queues, mut cleanup) = (queues(TIMER_TAGS), queues(CLEANUP_TAGS));
-            // The cleanup schedule is written from the store's panes: one pass over them, whatever
-            // wrote them (a snapshot of the disk backend holds its schedule too; writing it again
-            // changes nothing). Timers of a disk snapshot came with it. Then each queue finds its
-            // key groups' first entries.
-            if !env.restored_raw.is_empty() || !env.restored_keyed.is_empty() {
-                let schedule = self.cleanup_schedule();
-                disk.index_aside(|(k, w), _, out| {
-                    if let Some((d, at)) = schedule(w) {
-                        let kg = weir_core::keygroup::key_group(&k, max_parallelism);
-                        out.push((cleanup[d].key(kg, at, &crate::disk::encode(&(&k, w))?), Some(Vec::new())));
-                    }
-                    Ok(())
-                })?;
-                for q in timer_queues.iter_mut().chain(cleanup.iter_mut()) {
-                    q.rebuild(disk.store_mut())?;
-                }
+        let schedule = self.cleanup_schedule();
+        let derive = move |(_, w): &(K, TimeWindow), _: &Pane<T, Tr::State>, out: &mut Derived| {
+            if let Some((d, at)) = schedule(*w) {
+                out.push((CLEANUP + d, at));
             }
-            self.disk = Some(Box::new(PanesOnDisk { panes: disk, timers: timer_queues, cleanup }));
-        } else {
-            crate::disk::apply_raw(&env.restored_raw, &mut panes)?;
-            // Timers a disk snapshot kept aside.
-            for (d, tag) in TIMER_TAGS.iter().enumerate() {
-                for (at, payload) in crate::disk::timers::read_raw(&env.restored_raw, tag)? {
-                    let (k, w): (K, TimeWindow) = crate::disk::decode(&payload)?;
-                    let domain = if d == EVENT { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
-                    timers.push((k, w, domain, at));
-                }
-            }
-            for (k, w) in panes.keys() {
-                self.schedule_cleanup(k, *w)?;
-            }
-            self.panes = panes;
-        }
-        for (k, w, domain, at) in timers {
-            self.register(&k, w, vec![(domain, at)])?;
-        }
+        };
+        self.panes = Table::open(env, TableSpec { group: pane_group::<K>, queues: QUEUES }, restored, derive)?;
         Ok(self)
     }
 
-    /// Every pane (those on the heap) and live timer, by the key group of its key.
-    fn snapshot(&self) -> Result<Vec<(u32, Vec<u8>)>>
+    /// Every pane and live timer (of the heap backend's table) by the key group of its key.
+    fn encode(view: HeapView<'_, (K, TimeWindow), Pane<T, Tr::State>>, max_parallelism: u32) -> Result<KeyedChunks>
     where
         K: serde::Serialize,
         T: serde::Serialize,
     {
-        let panes = self
-            .panes
+        let panes = view
+            .values
             .iter()
             .map(|((k, w), p)| (k, TriggerEntry::Pane { window: *w, records: &p.records, state: &p.state }));
-        let timers = self.live.iter().enumerate().flat_map(|(d, live)| {
-            live.iter().map(move |(at, k, w)| (k, TriggerEntry::Timer { window: *w, event_time: d == EVENT, at: *at }))
+        let timers = view.timers.iter().take(CLEANUP).enumerate().flat_map(|(d, timers)| {
+            timers
+                .iter()
+                .map(move |(at, (k, w))| (k, TriggerEntry::Timer { window: *w, event_time: d == EVENT, at: *at }))
         });
-        super::snapshot_by_key_group(panes.chain(timers), self.checkpoint.max_parallelism())
+        crate::checkpoint::snapshot_keyed_entries(panes.chain(timers), max_parallelism)
     }
 
     fn event_time_windows(&self) -> bool {
@@ -268,29 +204,21 @@ where
     /// Schedules the removal of the new pane `(k, w)`.
     fn schedule_cleanup(&mut self, k: &K, w: TimeWindow) -> Result<()>
     where
-        K: serde::Serialize,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
     {
         let Some((d, at)) = self.cleanup_schedule()(w) else { return Ok(()) };
-        match &mut self.disk {
-            Some(disk) => enqueue(&mut disk.cleanup[d], disk.panes.store_mut(), k, w, at),
-            None => {
-                self.cleanup[d].entry(at).or_default().push((k.clone(), w));
-                Ok(())
-            }
-        }
+        self.panes.add_timer(CLEANUP + d, at, &(k.clone(), w))
     }
 
     fn register(&mut self, k: &K, w: TimeWindow, timers: Vec<(TimeDomain, Timestamp)>) -> Result<()>
     where
-        K: serde::Serialize,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
     {
         for (domain, at) in timers {
             let d = if domain == TimeDomain::EventTime { EVENT } else { PROCESSING };
-            if let Some(disk) = &mut self.disk {
-                enqueue(&mut disk.timers[d], disk.panes.store_mut(), k, w, at)?;
-            } else if self.live[d].insert((at, k.clone(), w)) {
-                self.timers[d].entry(at).or_default().push((k.clone(), w));
-            }
+            self.panes.add_timer(d, at, &(k.clone(), w))?;
         }
         Ok(())
     }
@@ -298,31 +226,10 @@ where
     /// The next live timer of `domain` at or before `time`, removed: its time, key and window.
     fn next_timer(&mut self, domain: usize, time: Timestamp) -> Result<Option<(Timestamp, K, TimeWindow)>>
     where
-        K: serde::de::DeserializeOwned,
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        T: serde::Serialize + serde::de::DeserializeOwned,
     {
-        if let Some(disk) = &mut self.disk {
-            return match disk.timers[domain].pop_due(disk.panes.store_mut(), time)? {
-                Some((at, payload)) => {
-                    let (k, w) = crate::disk::decode(&payload)?;
-                    Ok(Some((at, k, w)))
-                }
-                None => Ok(None),
-            };
-        }
-        while let Some(mut entry) = self.timers[domain].first_entry() {
-            let at = *entry.key();
-            if at > time {
-                break;
-            }
-            let Some((k, w)) = entry.get_mut().pop() else {
-                entry.remove();
-                continue;
-            };
-            if self.live[domain].remove(&(at, k.clone(), w)) {
-                return Ok(Some((at, k, w)));
-            }
-        }
-        Ok(None)
+        Ok(self.panes.pop_timer(domain, time)?.map(|(at, (k, w))| (at, k, w)))
     }
 
     /// Acts on a trigger's decision for `(k, w)`.
@@ -334,11 +241,7 @@ where
         if result == TriggerResult::Continue {
             return Ok(());
         }
-        let pane = match &mut self.disk {
-            Some(disk) => disk.panes.get_mut(&(k.clone(), w))?,
-            None => self.panes.get_mut(&(k.clone(), w)),
-        };
-        let Some(pane) = pane else { return Ok(()) };
+        let Some(pane) = self.panes.get_mut(&(k.clone(), w))? else { return Ok(()) };
         if result.fires() {
             self.evictor.evict_before(&mut pane.records, &w);
             let mut acc = self.wf.create();
@@ -362,11 +265,7 @@ where
     {
         while let Some((at, k, w)) = self.next_timer(domain, time)? {
             let mut new_timers = Vec::new();
-            let pane = match &mut self.disk {
-                Some(disk) => disk.panes.get_mut(&(k.clone(), w))?,
-                None => self.panes.get_mut(&(k.clone(), w)),
-            };
-            let result = match pane {
+            let result = match self.panes.get_mut(&(k.clone(), w))? {
                 None => continue,
                 Some(pane) => {
                     let mut ctx = TriggerContext {
@@ -393,20 +292,8 @@ where
         K: serde::Serialize + serde::de::DeserializeOwned,
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
-        if let Some(disk) = &mut self.disk {
-            while let Some((_, payload)) = disk.cleanup[domain].pop_due(disk.panes.store_mut(), time)? {
-                let pane: (K, TimeWindow) = crate::disk::decode(&payload)?;
-                disk.panes.remove(&pane)?;
-            }
-            return Ok(());
-        }
-        while let Some(entry) = self.cleanup[domain].first_entry() {
-            if *entry.key() > time {
-                break;
-            }
-            for pane in entry.remove() {
-                self.panes.remove(&pane);
-            }
+        while let Some((_, pane)) = self.panes.pop_timer(CLEANUP + domain, time)? {
+            self.panes.remove(&pane)?;
         }
         Ok(())
     }
@@ -445,13 +332,7 @@ where
             let k = (self.key)(&x);
             for &w in &windows {
                 let empty = || Pane { records: Vec::new(), state: Tr::State::default() };
-                let (pane, fresh) = match &mut self.disk {
-                    Some(disk) => disk.panes.entry(&(k.clone(), w), empty)?,
-                    None => {
-                        let fresh = !self.panes.contains_key(&(k.clone(), w));
-                        (self.panes.entry((k.clone(), w)).or_insert_with(empty), fresh)
-                    }
-                };
+                let (pane, fresh) = self.panes.entry(&(k.clone(), w), empty)?;
                 pane.records.push((x.clone(), ts));
                 let mut new_timers = Vec::new();
                 let mut ctx = TriggerContext {
@@ -486,15 +367,10 @@ where
                 self.out.flush()?;
             }
             Control::Barrier(id) if self.checkpoint.enabled() => {
-                // On the heap, panes and timers go into typed chunks; on disk, the store holds them.
-                let keyed = self.snapshot()?;
-                match &mut self.disk {
-                    Some(disk) => {
-                        let panes = disk.panes.snapshot(id, self.checkpoint.completed())?;
-                        self.checkpoint.snapshot_with(keyed, self.watermark, Some(panes))?;
-                    }
-                    None => self.checkpoint.snapshot(keyed, self.watermark)?,
-                }
+                let max_parallelism = self.checkpoint.max_parallelism();
+                let snapshot =
+                    self.panes.snapshot(id, self.checkpoint.completed(), |view| Self::encode(view, max_parallelism))?;
+                self.checkpoint.snapshot_state(snapshot, self.watermark)?;
             }
             Control::Idle(_) | Control::Barrier(_) => {}
         }
@@ -644,11 +520,15 @@ mod tests {
                         next,
                     )?
                     .checkpointed(&env)?;
-                    assert_eq!((op.panes.len(), op.live[EVENT].len(), op.watermark), (1, 1, 50));
+                    let heap = |op: &TriggerWindowOperator<_, _, _, _, _, _>| -> Result<(usize, usize)> {
+                        let t = op.panes.heap().ok_or_else(|| weir_core::Error::internal("not on the heap"))?;
+                        Ok((t.len(), t.queued(EVENT)))
+                    };
+                    assert_eq!((heap(&op)?, op.watermark), ((1, 1), 50));
                     op.control(Control::Watermark(148))?;
-                    assert_eq!((op.panes.len(), op.live[EVENT].len()), (1, 0), "fired, kept for the lateness");
+                    assert_eq!(heap(&op)?, (1, 0), "fired, kept for the lateness");
                     op.control(Control::Watermark(149))?;
-                    assert!(op.panes.is_empty());
+                    assert_eq!(heap(&op)?.0, 0);
                 }
             }
         }
@@ -677,22 +557,27 @@ mod tests {
         op.push(&mut Batch::timestamped(events, ts))?;
         let aside = |op: &mut TriggerWindowOperator<_, _, _, _, _, _>| -> Result<usize> {
             let mut n = 0;
-            let disk = op.disk.as_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
-            disk.panes.store_mut().scan_aside(|_, _| {
+            let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+            disk.store_mut().scan_aside(|_, _| {
                 n += 1;
                 Ok(())
             })?;
             Ok(n)
         };
         assert_eq!(aside(&mut op)?, 80, "a timer and a cleanup entry per pane, in the store");
-        assert!(op.live.iter().all(|l| l.is_empty()) && op.timers.iter().all(BTreeMap::is_empty));
-        assert!(op.cleanup.iter().all(BTreeMap::is_empty), "nothing per pane in memory");
+        let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+        // 40 panes in key groups of their own, two queued entries each, all in the store: memory holds
+        // a position per queue and key group that has entries.
+        let positions: Vec<usize> = (0..QUEUES.len()).map(|q| disk.queue_key_groups(q)).collect();
+        let groups: std::collections::BTreeSet<u32> =
+            (0..40u32).map(|k| weir_core::keygroup::key_group(&k, crate::window::testing::MAX_PARALLELISM)).collect();
+        assert_eq!(positions, vec![groups.len(), 0, groups.len(), 0], "nothing per pane in memory");
         op.control(Control::Watermark(99))?;
         assert_eq!(aside(&mut op)?, 40, "the timers fired; the cleanup entries wait for the lateness");
         op.control(Control::Watermark(149))?;
         assert_eq!(aside(&mut op)?, 0);
-        let disk = op.disk.as_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
-        assert!(disk.panes.store_mut().next_key(&[])?.is_none(), "the panes are gone too");
+        let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+        assert!(disk.store_mut().next_key(&[])?.is_none(), "the panes are gone too");
         Ok(())
     }
 }
