@@ -142,9 +142,11 @@ impl PerJobCluster {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = cluster.child.take().and_then(|mut c| c.wait().ok());
                     let status = status.map(|s| s.to_string()).unwrap_or_else(|| "no status".into());
-                    return Err(Error::Config(format!(
-                        "the per-job cluster's JobManager exited at start ({status}); its error is above"
-                    )));
+                    return Err(Error::external(
+                        "the per-job cluster's JobManager",
+                        format!("it exited at start ({status}); its error is above: fix what it says and run again"),
+                        false,
+                    ));
                 }
                 Err(_) => {
                     // Dropping it stops it.

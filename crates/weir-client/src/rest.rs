@@ -203,11 +203,19 @@ pub fn savepoint(address: &str, job: &str, target: Option<&str>, stop: Option<bo
                 return Ok(());
             }
             let cause = status["operation"]["failure-cause"]["stack-trace"].as_str().unwrap_or("no cause given");
-            return Err(Error::Config(format!("the savepoint of job {id} failed: {cause}")));
+            return Err(Error::external(
+                format!("the savepoint of job {id}"),
+                format!("the JobManager reports that it failed: {cause}; fix what the cause says and trigger it again"),
+                false,
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    Err(Error::Config(format!("the savepoint of job {id} did not complete within an hour; see /jobs/{id}/checkpoints")))
+    Err(Error::external(
+        format!("the savepoint of job {id}"),
+        format!("it did not complete within an hour; see /jobs/{id}/checkpoints on the JobManager"),
+        true,
+    ))
 }
 
 /// `weir cancel`: cancels a job.

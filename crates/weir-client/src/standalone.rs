@@ -47,8 +47,17 @@ pub fn read_state(dir: &Path) -> Result<ClusterState> {
     let text = fs::read_to_string(&path).map_err(|e| {
         Error::io("no cluster was started from this directory (run `weir cluster start` first):", &path, e)
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not a weir cluster state file: {e}", path.display())))
+    // Damaged data, not a setting: `cluster start` writes the file anew.
+    serde_json::from_str(&text).map_err(|e| Error::Storage {
+        context: "cannot read the cluster state file".into(),
+        location: path.display().to_string(),
+        message: format!(
+            "it is not a weir cluster state file ({e}): it is damaged or from another weir version; stop any \
+             processes still running from this directory yourself, then remove the file"
+        ),
+        blame: weir_core::Blame::External,
+        retryable: false,
+    })
 }
 
 /// Starts a process of this executable in the background, output to `log`, in its own process
@@ -77,14 +86,26 @@ fn wait_ready(log: &Path, pid: u32, within: Duration) -> Result<String> {
         if let Some(line) = text.lines().find(|l| l.contains(" ready: ")) {
             return Ok(line.to_string());
         }
-        if !alive(pid) || start.elapsed() > within {
+        let exited = !alive(pid);
+        if exited || start.elapsed() > within {
             let tail: Vec<&str> = text.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(Error::Config(format!(
-                "a cluster process (pid {pid}) did not start; its log {} ends with:\n{}",
-                log.display(),
-                tail.join("\n")
-            )));
+            let how = if exited {
+                "it exited".to_string()
+            } else {
+                format!("it was not ready within {} s", within.as_secs())
+            };
+            // The process failed, not the command: its log says why.
+            return Err(Error::external(
+                format!("a cluster process (pid {pid})"),
+                format!(
+                    "it did not start ({how}); fix what its log {} says and start the cluster again; the log ends \
+                     with:\n{}",
+                    log.display(),
+                    tail.join("\n")
+                ),
+                !exited,
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

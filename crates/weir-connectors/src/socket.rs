@@ -24,8 +24,8 @@ impl SocketText {
     fn resolve(&self) -> Result<SocketAddr> {
         let bad = |e: std::io::Error| {
             if e.kind() == ErrorKind::InvalidInput {
-                // Not an address at all: the user's to fix.
-                Error::Config(format!(
+                // Not an address at all: the job gives its source an impossible setting.
+                Error::InvalidJob(format!(
                     "cannot resolve socket source address '{}': {e}; expected host:port, e.g. localhost:9999",
                     self.address
                 ))

@@ -105,7 +105,13 @@ impl From<BlobError> for Error {
     fn from(e: BlobError) -> Error {
         match e {
             BlobError::Io(e) => e,
-            other => Error::Config(other.to_string()),
+            // The limit is a setting (blob.artifact.max-size), which the message names.
+            too_large @ BlobError::TooLarge { .. } => Error::Config(too_large.to_string()),
+            // Bytes lost or changed on the way: the other side or the network, and a new
+            // transfer may succeed.
+            damaged @ (BlobError::Truncated { .. } | BlobError::Mismatch { .. }) => {
+                Error::external("an artifact transfer", damaged.to_string(), true)
+            }
         }
     }
 }

@@ -32,18 +32,24 @@ pub fn handshake() -> [u8; 8] {
 /// Checks a peer's handshake bytes.
 pub fn check_handshake(peer: &[u8; 8], who: &str) -> Result<()> {
     if peer[..4] != MAGIC {
-        return Err(Error::Config(format!(
-            "{who} is not a weir process (no weir handshake); check the address and port"
-        )));
+        return Err(Error::external(
+            who,
+            "it is not a weir process (no weir handshake); check the address and port it was reached at",
+            false,
+        ));
     }
     let mut v = [0u8; 4];
     v.copy_from_slice(&peer[4..]);
     let version = u32::from_be_bytes(v);
     if version != PROTOCOL_VERSION {
-        return Err(Error::Config(format!(
-            "{who} speaks protocol version {version}, this process speaks {PROTOCOL_VERSION}; run the same weir version \
-             on the JobManager and every TaskManager"
-        )));
+        return Err(Error::external(
+            who,
+            format!(
+                "it speaks protocol version {version}, this process speaks {PROTOCOL_VERSION}; run the same weir \
+                 version on the JobManager and every TaskManager"
+            ),
+            false,
+        ));
     }
     Ok(())
 }
@@ -239,7 +245,7 @@ pub struct Deployment {
 pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(message).map_err(|e| Error::internal(format!("cannot encode a message: {e}")))?;
     if body.len() > MAX_FRAME_BYTES {
-        return Err(Error::Config(format!(
+        return Err(Error::InvalidJob(format!(
             "a message of {} bytes exceeds the {} byte frame limit; pass large job arguments as files",
             body.len(),
             MAX_FRAME_BYTES

@@ -113,14 +113,18 @@ impl Docker {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status >= 400 {
             let message = value["message"].as_str().map(String::from).unwrap_or_else(|| format!("HTTP {status}"));
-            let what = format!("the Docker engine refused {method} {path}: {message}");
-            // 400, 404 and 409 answer what weir asked for (an image not built, a name in use): the
-            // user acts. Anything else is the engine's own failure, which may pass.
-            return Err(if status == 404 || status == 409 || status == 400 {
-                Error::Config(what)
-            } else {
-                Error::external(format!("the Docker engine at {}", self.host), what, status >= 500)
-            });
+            // A refusal (an image or network that is not there, a name in use) is final, and says
+            // what the engine lacks; the engine's own failure (5xx) may pass.
+            let hint = match status {
+                404 => "; check that the image and network it names exist (docker.image, docker.network)",
+                409 => "; remove what holds the name (docker ps -a, docker network ls), or run again",
+                _ => "",
+            };
+            return Err(Error::external(
+                format!("the Docker engine at {}", self.host),
+                format!("it refused {method} {path}: {message}{hint}"),
+                status >= 500,
+            ));
         }
         Ok(value)
     }
@@ -442,20 +446,14 @@ impl DockerProvider {
             labels: vec![("weir.cluster".into(), self.network.clone())],
             ..Default::default()
         };
-        self.docker.run(&spec).map_err(|e| match e {
-            // Keep the blame of what the engine said: a missing image is the user's to build, an
-            // engine that is down is nobody's configuration.
-            Error::Config(m) => {
-                Error::Config(format!("the docker resource provider cannot start a TaskManager container: {m}"))
-            }
-            e => {
-                let retryable = e.is_retryable();
-                Error::external(
-                    "the docker resource provider cannot start a TaskManager container",
-                    e.to_string(),
-                    retryable,
-                )
-            }
+        self.docker.run(&spec).map_err(|e| {
+            // The engine failed or refused: nobody's configuration; whether it may pass is kept.
+            let retryable = e.is_retryable();
+            Error::external(
+                "the docker resource provider cannot start a TaskManager container",
+                e.to_string(),
+                retryable,
+            )
         })?;
         info!(taskmanager = id, container = %name, slots, "TaskManager container started");
         self.started().push(name);

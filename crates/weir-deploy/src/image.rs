@@ -30,7 +30,11 @@ pub fn ensure(docker: &Docker, artifact: &Path) -> Result<String> {
 /// The shared libraries `program` loads, as `ldd` resolves them (none for a static program).
 fn libraries(program: &Path) -> Result<Vec<PathBuf>> {
     let out = std::process::Command::new("ldd").arg(program).output().map_err(|e| {
-        Error::Config(format!("cannot run ldd to find the libraries of {}: {e} (install libc-bin)", program.display()))
+        Error::external(
+            format!("cannot run ldd to find the libraries of {}", program.display()),
+            format!("{e}; install ldd (the libc-bin package) on this host"),
+            false,
+        )
     })?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text

@@ -150,7 +150,10 @@ impl BlobStore {
     /// Deletes an uploaded artifact; `Ok(false)` if there was none.
     pub fn remove(&self, digest: &ArtifactDigest) -> Result<bool> {
         if self.is_own(digest) {
-            return Err(Error::Config("the JobManager's own executable cannot be deleted from its blob store".into()));
+            // Callers check `is_own` first (REST answers 409).
+            return Err(Error::internal(
+                "the JobManager's own executable cannot be deleted from its blob store, yet it was asked to be",
+            ));
         }
         let path = path_in(&self.dir, digest);
         match std::fs::remove_file(&path) {
@@ -178,10 +181,19 @@ impl Drop for BlobStore {
 }
 
 /// A store error about `what`: a failing directory keeps its own blame (a full disk is not the
-/// user's configuration); what the bytes are wrong about is the user's to fix.
+/// user's configuration); bytes over blob.artifact.max-size are the setting's to change; bytes
+/// that are cut short or do not match their digest are damaged where they came from.
 fn blob_error(what: String) -> impl FnOnce(weir_core::blob::BlobError) -> Error {
+    use weir_core::blob::BlobError;
     move |e| match e {
-        weir_core::blob::BlobError::Io(inner) => inner,
-        other => Error::Config(format!("{what}: {other}")),
+        BlobError::Io(inner) => inner,
+        too_large @ BlobError::TooLarge { .. } => Error::Config(format!("{what}: {too_large}")),
+        damaged @ (BlobError::Truncated { .. } | BlobError::Mismatch { .. }) => Error::Storage {
+            context: "the blob store refuses".into(),
+            location: what,
+            message: damaged.to_string(),
+            blame: weir_core::Blame::External,
+            retryable: false,
+        },
     }
 }

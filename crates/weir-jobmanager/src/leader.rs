@@ -279,12 +279,15 @@ async fn record_end(
 /// Brings a job's artifact from the HA storage directory into this JobManager's blob store.
 async fn restore_blob(cluster: &Arc<Cluster>, ha: &Ha, graph: &JobGraph) -> Result<()> {
     let hex = graph.artifact.hex().to_string();
-    let bytes = ha.stores.blob(&hex).await?.ok_or_else(|| {
-        Error::Config(format!(
-            "the artifact {hex} of job '{}' is neither in this JobManager's blob store nor in \
-             high-availability.storageDir",
-            graph.job_name
-        ))
+    // Stored data that is gone, not a setting: the job cannot come back without it.
+    let bytes = ha.stores.blob(&hex).await?.ok_or_else(|| Error::Storage {
+        context: format!("cannot recover the artifact of job '{}' from", graph.job_name),
+        location: format!("high-availability.storageDir (blobs/{hex})"),
+        message: "it is neither there nor in this JobManager's blob store, so the job cannot be recovered; submit \
+                  it again"
+            .into(),
+        blame: weir_core::Blame::External,
+        retryable: false,
     })?;
     let cluster = cluster.clone();
     let digest = graph.artifact.clone();

@@ -97,11 +97,16 @@ impl JobResultStore {
     pub fn get(&self, id: JobId) -> Result<Option<ApplicationRecord>> {
         let path = self.path(id);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Config(format!(
-                    "{}: not an application record ({e}); remove it, or point job-result-store.storage-path elsewhere",
-                    path.display()
-                ))
+            // A damaged record, not a setting.
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Storage {
+                context: "cannot read the job result store's record".into(),
+                location: path.display().to_string(),
+                message: format!(
+                    "it is not an application record ({e}): it is damaged or from another weir version; remove it, \
+                     or point job-result-store.storage-path elsewhere"
+                ),
+                blame: weir_core::Blame::External,
+                retryable: false,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("cannot read the job result store", &path, e)),

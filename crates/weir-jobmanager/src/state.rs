@@ -294,7 +294,7 @@ impl Cluster {
             });
         }
         if self.blobs.locate(&graph.artifact).is_none() {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidJob(format!(
                 "the job's artifact {} is not in this cluster's blob store: upload it first (POST \
                  /artifacts/upload?digest={}), as `run -t remote` does by itself",
                 graph.artifact.0,
@@ -305,10 +305,16 @@ impl Cluster {
         let mut cached_files = BTreeMap::new();
         for (name, path) in &graph.plan.cached_files {
             let digest = self.blobs.store_file(std::path::Path::new(path)).map_err(|e| {
-                Error::Config(format!(
-                    "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must be \
-                     readable where the JobManager runs"
-                ))
+                // A file the job names that cannot be read here is the job's to fix; a blob store
+                // that cannot take it (a full disk) keeps its own blame.
+                if e.blame() == weir_core::Blame::User {
+                    Error::InvalidJob(format!(
+                        "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files \
+                         must be readable where the JobManager runs"
+                    ))
+                } else {
+                    e
+                }
             })?;
             cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
         }
@@ -323,7 +329,8 @@ impl Cluster {
         let now = now_ms();
         let mut s = self.lock();
         if s.jobs.contains_key(&id) {
-            return Err(Error::Config(format!("job {id} was submitted to this cluster already")));
+            // Ids are random, or derived and checked against the running jobs before submission.
+            return Err(Error::internal(format!("job {id} was submitted to this cluster already")));
         }
         if self.per_job && !s.jobs.is_empty() {
             return Err(Error::Config(

@@ -88,7 +88,8 @@ impl ArtifactCache {
         };
         if size > self.max_bytes {
             return Err(Error::Config(format!(
-                "artifact {} has {size} bytes, more than this TaskManager's blob.artifact.max-size ({} bytes)",
+                "artifact {} has {size} bytes, more than this TaskManager's blob.artifact.max-size ({} bytes); raise \
+                 the limit on the TaskManagers, or make the artifact smaller (strip it, or build it in release mode)",
                 digest.0, self.max_bytes
             )));
         }

@@ -419,15 +419,23 @@ async fn start_worker(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            Error::Config(format!(
-                "artifact {} cannot be started ({command}): {e}; upload an executable built for this TaskManager's \
-                 platform",
-                digest.0
-            ))
+            // ENOEXEC: the uploaded program is not one this host can run, which is the job's to fix.
+            // Anything else (no memory, a process limit) is this host's, with the blame of its kind.
+            const ENOEXEC: i32 = 8;
+            if e.raw_os_error() == Some(ENOEXEC) {
+                Error::InvalidJob(format!(
+                    "artifact {} cannot be started ({command}): {e}; upload an executable built for this \
+                     TaskManager's platform",
+                    digest.0
+                ))
+            } else {
+                Error::io(format!("cannot start the worker process of artifact {} from", digest.0), path, e)
+            }
         })?;
     let pid = child.id().unwrap_or(0);
+    // The uploaded program, not a setting, is wrong: the job's to fix, and final.
     let not_weir = |how: String| {
-        Error::Config(format!(
+        Error::InvalidJob(format!(
             "artifact {} is not a weir program of this version, or failed at start: `{command}` {how}; build it \
              against the weir library and run it through weir::App",
             digest.0

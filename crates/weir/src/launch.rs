@@ -225,7 +225,12 @@ fn wait_for<T>(
             return Ok(t);
         }
         if let Some(status) = exited() {
-            return Err(Error::Config(format!("{who} exited at start ({status}); {}", output())));
+            // The process failed, not the command: its own output says why.
+            return Err(Error::external(
+                who.to_string(),
+                format!("it exited at start ({status}); fix what it says and run the command again; {}", output()),
+                false,
+            ));
         }
         if started.elapsed() > START_TIMEOUT {
             return Err(Error::external(

@@ -102,9 +102,11 @@ pub(super) async fn upload(
             Err(e) => {
                 broken = Some(match announced {
                     Some(announced) => BlobError::Truncated { got: received, announced },
-                    None => BlobError::Io(weir_core::Error::Config(format!(
-                        "the upload broke off after {received} bytes ({e}); nothing was stored, upload it again"
-                    ))),
+                    None => BlobError::Io(weir_core::Error::external(
+                        "the artifact upload",
+                        format!("it broke off after {received} bytes ({e}); nothing was stored, upload it again"),
+                        true,
+                    )),
                 });
                 break;
             }

@@ -207,7 +207,11 @@ impl weir::connectors::Source<u64> for Gated {
         let start = Instant::now();
         while !self.0.exists() {
             if start.elapsed() > Duration::from_secs(60) {
-                return Err(Error::Config(format!("{} did not appear within a minute", self.0.display())));
+                return Err(Error::external(
+                    format!("the test's gate file {}", self.0.display()),
+                    "it did not appear within a minute",
+                    false,
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
