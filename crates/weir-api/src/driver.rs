@@ -358,7 +358,7 @@ impl JobExecutionResult {
     /// The records each subtask of the collect sink `name` received, by subtask index.
     pub fn collected_by_subtask<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<Vec<T>>> {
         let parts = self.0.accumulators.get(name).ok_or_else(|| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the job has no collect sink named '{name}'; it has: {}",
                 self.0.accumulators.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
@@ -369,7 +369,7 @@ impl JobExecutionResult {
     /// The records the collect sink `name` received, subtask 0's first.
     pub fn collected<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<T>> {
         let parts = self.0.accumulators.get(name).ok_or_else(|| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the job has no collect sink named '{name}'; it has: {}",
                 self.0.accumulators.keys().cloned().collect::<Vec<_>>().join(", ")
             ))

@@ -220,6 +220,19 @@ impl Error {
         Error::External { context: context.into(), message: message.into(), retryable }
     }
 
+    /// Stored data that is damaged (a checkpoint file, a state entry, a record that cannot be read
+    /// as what wrote it): an [`Error::Storage`], nobody's configuration and not retryable.
+    /// `location` names the file or store, `message` says what is wrong and what to do.
+    pub fn damaged(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Storage {
+            context: "damaged data in".into(),
+            location: location.into(),
+            message: message.into(),
+            blame: Blame::External,
+            retryable: false,
+        }
+    }
+
     /// An [`Error::InvalidJob`].
     pub fn invalid_job(message: impl Into<String>) -> Self {
         Error::InvalidJob(message.into())

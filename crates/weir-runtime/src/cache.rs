@@ -23,11 +23,11 @@ pub(crate) fn enter(files: CachedFiles) {
 /// The local path of the job's cached file `name`; call it from a task (a user function).
 pub fn cached_file(name: &str) -> Result<PathBuf> {
     FILES.with(|f| match f.borrow().as_ref() {
-        None => Err(Error::Config(format!(
+        None => Err(Error::InvalidJob(format!(
             "cached_file('{name}') was called outside a running task; call it from a function of the job"
         ))),
         Some(files) => files.get(name).cloned().ok_or_else(|| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the job registered no cached file '{name}'; it has: {}",
                 files.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
@@ -40,7 +40,7 @@ pub(crate) fn check(files: &BTreeMap<String, (String, PathBuf)>) -> Result<Cache
     let mut out = BTreeMap::new();
     for (name, (registered, here)) in files {
         std::fs::File::open(here).map_err(|e| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the cached file '{name}' ({registered}) cannot be read at {}: {e}; register a file that exists \
                  where the job is submitted",
                 here.display()

@@ -326,7 +326,7 @@ pub(crate) fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>> {
 
 pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
     bitcode::deserialize(bytes).map_err(|e| {
-        Error::Config(format!(
+        Error::InvalidJob(format!(
             "a stored state value cannot be read as {}: {e}; restore with the program that wrote it",
             std::any::type_name::<V>()
         ))

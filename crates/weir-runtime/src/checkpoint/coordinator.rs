@@ -512,8 +512,10 @@ impl Coordinator {
         let Some(p) = self.pending.take() else { return };
         self.last_end = Some(Instant::now());
         if p.savepoint.is_some() {
-            self.savepoints_done
-                .push_back((id, Err(weir_core::Error::Config(format!("the savepoint failed: {reason}")))));
+            self.savepoints_done.push_back((
+                id,
+                Err(weir_core::Error::external("the savepoint", format!("it failed: {reason}"), true)),
+            ));
         }
         if p.last && !p.savepoint.as_ref().is_some_and(|s| s.stop) {
             // The final checkpoint must happen: ask again. (A failed stop leaves the job running.)

@@ -65,7 +65,10 @@ fn long(bytes: &[u8], at: usize) -> u64 {
 
 /// The error for state file `what` that `why`.
 fn bad(what: &str, why: impl std::fmt::Display) -> Error {
-    Error::Config(format!("checkpoint state file {what} {why}"))
+    Error::damaged(
+        format!("checkpoint state file {what}"),
+        format!("it {why}; restore from another checkpoint or savepoint"),
+    )
 }
 
 /// Reads a state file's head: the state without the frames that follow, and where the frames

@@ -117,8 +117,9 @@ pub fn raw_chunks(entries: impl Iterator<Item = (u32, RawEntry)>) -> Result<Vec<
 
 /// Decodes one chunk [`raw_chunks`] wrote.
 pub fn decode_raw_chunk(kg: u32, bytes: &[u8]) -> Result<Vec<RawEntry>> {
-    bitcode::deserialize(bytes)
-        .map_err(|e| Error::Config(format!("the raw keyed state of key group {kg} cannot be decoded: {e}")))
+    bitcode::deserialize(bytes).map_err(|e| {
+        Error::damaged(format!("the raw keyed state of key group {kg}"), format!("it cannot be decoded: {e}"))
+    })
 }
 
 /// What one task (a chain, one subtask) wrote for one checkpoint.
@@ -239,7 +240,7 @@ impl SnapshotMetadata {
             format_version: u32,
         }
         let v: Version = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Config(format!("{what} is not a weir snapshot's metadata: {e}")))?;
+            .map_err(|e| Error::damaged(what, format!("it is not a weir snapshot's metadata: {e}")))?;
         if !(OLDEST_READABLE_VERSION..=STATE_FORMAT_VERSION).contains(&v.format_version) {
             return Err(Error::Config(format!(
                 "{what} has state format version {}; this weir reads versions {OLDEST_READABLE_VERSION} to \
@@ -247,7 +248,7 @@ impl SnapshotMetadata {
                 v.format_version
             )));
         }
-        serde_json::from_slice(bytes).map_err(|e| Error::Config(format!("{what} cannot be read: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| Error::damaged(what, format!("it cannot be read: {e}")))
     }
 
     /// The JSON form.
@@ -301,7 +302,7 @@ pub fn restore_keyed<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOw
     let mut out = Vec::new();
     for (kg, bytes) in chunks {
         let mut entries: Vec<(K, V)> = bitcode::deserialize(bytes).map_err(|e| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the keyed state of key group {kg} cannot be read as {} -> {}: {e}; restore with the program that \
                  wrote it, or give the changed operator a new uid",
                 std::any::type_name::<K>(),

@@ -76,13 +76,13 @@ pub fn read_completed(storage: &CheckpointStorage, dir: &str) -> Result<Snapshot
         match listed.get(in_dir).and_then(|s| s.get(name)) {
             Some(&n) if n == f.bytes => {}
             Some(&n) => {
-                return Err(weir_core::Error::Config(format!(
-                    "{path} is {n} bytes but {what} says {}: the file was truncated or replaced",
-                    f.bytes
-                )));
+                return Err(weir_core::Error::damaged(
+                    path.clone(),
+                    format!("it is {n} bytes but {what} says {}: the file was truncated or replaced", f.bytes),
+                ));
             }
             None => {
-                return Err(weir_core::Error::Config(format!("{path} is missing, though {what} lists it")));
+                return Err(weir_core::Error::damaged(path.clone(), format!("it is missing, though {what} lists it")));
             }
         }
     }

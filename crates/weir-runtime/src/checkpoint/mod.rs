@@ -62,7 +62,7 @@ pub fn check_claims(restore: &task::Restore, plan: &weir_core::Plan, allow_non_r
     if unclaimed.is_empty() || allow_non_restored {
         return Ok(());
     }
-    Err(Error::Config(format!(
+    Err(Error::InvalidJob(format!(
         "{} holds state of operators this job does not have: {} (it was taken from job '{}'); give the operators \
          these uids, or pass --allowNonRestoredState to drop that state",
         restore.describe(),

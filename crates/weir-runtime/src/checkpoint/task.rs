@@ -95,11 +95,10 @@ impl Restore {
             .iter()
             .find(|f| f.checkpoint == Some(id) && f.head == own.head && f.subtask == own.subtask)
             .ok_or_else(|| {
-                Error::Config(format!(
-                    "{} builds on checkpoint {id} for {}, but does not list that file; the snapshot is damaged",
+                Error::damaged(
                     self.describe(),
-                    own.path
-                ))
+                    format!("it builds on checkpoint {id} for {}, but does not list that file", own.path),
+                )
             })
     }
 
@@ -115,7 +114,7 @@ impl Restore {
     ) -> Result<Option<RestoredOperator>> {
         let Some(meta) = self.metadata.operators.iter().find(|o| o.uid == uid) else { return Ok(None) };
         if meta.max_parallelism != max_parallelism {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidJob(format!(
                 "operator '{uid}' had {} key groups (pipeline.max-parallelism) in {}, but has {max_parallelism} now; \
                  the number of key groups cannot change across a restore",
                 meta.max_parallelism,

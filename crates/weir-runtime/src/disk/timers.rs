@@ -206,9 +206,12 @@ pub fn parse_key<'k>(aside: bool, tag: &[u8], key: &'k [u8]) -> Option<(Timestam
 }
 
 fn damaged(key: &[u8]) -> Error {
-    Error::Config(format!(
-        "a stored timer key of {} bytes is too short to name its time; restore with the program that wrote the \
-         snapshot",
-        key.len()
-    ))
+    Error::damaged(
+        "the disk state backend's store",
+        format!(
+            "a timer key of {} bytes is too short to name its time (damaged, or written by another kind of operator \
+             under this uid); restore with the program that wrote the snapshot",
+            key.len()
+        ),
+    )
 }

@@ -63,11 +63,14 @@ fn prefix(kg: u32, end: Timestamp) -> [u8; PREFIX_LEN] {
 /// The window end a store key names.
 fn end_of(key: &[u8]) -> Result<Timestamp> {
     let bytes: [u8; 8] = key.get(2..PREFIX_LEN).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-        Error::Config(format!(
-            "a stored window key of {} bytes is too short to name its window; restore with the program that \
-             wrote the snapshot",
-            key.len()
-        ))
+        Error::damaged(
+            "the disk state backend's store",
+            format!(
+                "a window key of {} bytes is too short to name its window (damaged, or written by another kind of \
+                 operator under this uid); restore with the program that wrote the snapshot",
+                key.len()
+            ),
+        )
     })?;
     Ok((u64::from_be_bytes(bytes) ^ (1 << 63)) as Timestamp)
 }

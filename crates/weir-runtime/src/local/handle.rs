@@ -166,6 +166,30 @@ fn clone_error(e: &Error) -> Error {
             peer: peer.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
+        Error::External { context, message, retryable } => {
+            Error::External { context: context.clone(), message: message.clone(), retryable: *retryable }
+        }
+        Error::Coordination { context, service, message, retryable } => Error::Coordination {
+            context: context.clone(),
+            service: service.clone(),
+            message: message.clone(),
+            retryable: *retryable,
+        },
+        Error::InvalidArguments { job, message } => {
+            Error::InvalidArguments { job: job.clone(), message: message.clone() }
+        }
+        Error::UnknownJob { name, registered } => {
+            Error::UnknownJob { name: name.clone(), registered: registered.clone() }
+        }
+        Error::Io { context, path, source } => Error::Io {
+            context: context.clone(),
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::NotLeader(s) => Error::NotLeader(s.clone()),
+        Error::JobFailed { job, message } => Error::JobFailed { job: job.clone(), message: message.clone() },
+        Error::Internal(s) => Error::Internal(s.clone()),
+        // (`Error` is non-exhaustive: a variant added later is copied as what it says.)
         other => Error::Internal(other.to_string()),
     }
 }

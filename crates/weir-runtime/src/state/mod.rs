@@ -83,7 +83,7 @@ fn decode_value<S: serde::de::DeserializeOwned + Send + 'static>(
     bytes: &[u8],
 ) -> Result<Box<dyn Any + Send>> {
     let value: S = bitcode::deserialize(bytes).map_err(|e| {
-        Error::Config(format!(
+        Error::InvalidJob(format!(
             "the restored state '{name}' cannot be read as {}: {e}; restore with the program that wrote it, or give \
              the state a new name",
             std::any::type_name::<S>()
@@ -158,12 +158,12 @@ fn state_key<K: serde::Serialize>(kg: u32, name: &str, key: &K) -> Result<Vec<u8
 
 /// The state name and the key of a [`state_key`].
 fn parse_state_key<K: serde::de::DeserializeOwned>(sk: &[u8]) -> Result<(String, K)> {
-    let bad = || Error::Config("a stored keyed state entry is damaged (its key cannot be read)".into());
+    let bad = || Error::damaged("the disk state backend's store", "a keyed state entry's key cannot be read");
     let len = usize::from(u16::from_be_bytes([*sk.get(2).ok_or_else(bad)?, *sk.get(3).ok_or_else(bad)?]));
     let name = sk.get(4..4 + len).ok_or_else(bad)?;
     let name = String::from_utf8(name.to_vec()).map_err(|_| bad())?;
     let key = bitcode::deserialize(&sk[4 + len..]).map_err(|e| {
-        Error::Config(format!(
+        Error::InvalidJob(format!(
             "the keyed state '{name}' cannot be read with keys of type {}: {e}; restore with the program that wrote \
              it, or give the changed operator a new uid",
             std::any::type_name::<K>()
@@ -184,7 +184,7 @@ fn stored_value(touched: Timestamp, encoded: &[u8]) -> Vec<u8> {
 fn parse_stored_value(bytes: &[u8]) -> Result<(Timestamp, &[u8])> {
     let (t, v) = bytes
         .split_first_chunk::<8>()
-        .ok_or_else(|| Error::Config("a stored keyed state value is damaged (too short)".into()))?;
+        .ok_or_else(|| Error::damaged("the disk state backend's store", "a keyed state value is too short"))?;
     Ok((Timestamp::from_be_bytes(*t), v))
 }
 
@@ -240,7 +240,7 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
     let mut to_store = Vec::new();
     for (kg, bytes) in chunks {
         let chunk: KeyedChunk<K, String> = bitcode::deserialize(bytes).map_err(|e| {
-            Error::Config(format!(
+            Error::InvalidJob(format!(
                 "the keyed state of key group {kg} cannot be read with keys of type {}: {e}; restore with the \
                  program that wrote it, or give the changed operator a new uid",
                 std::any::type_name::<K>()

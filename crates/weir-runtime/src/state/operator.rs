@@ -88,7 +88,7 @@ impl OperatorStateStore {
                         .iter()
                         .map(|b| {
                             bitcode::deserialize(b).map_err(|e| {
-                                Error::Config(format!(
+                                Error::InvalidJob(format!(
                                     "the restored operator state '{name}' was written as {} and cannot be read as {}:                                      {e}",
                                     l.type_name,
                                     std::any::type_name::<S>()

@@ -66,7 +66,7 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
 
 /// The error for a restored window of `n` records where the window fires every `size`.
 fn too_many(n: u64, size: u64) -> Error {
-    Error::Config(format!(
+    Error::InvalidJob(format!(
         "the restored count window of a key holds {n} records, but the window fires every {size} records; \
          restore with the program that wrote the snapshot, or give the changed window a new uid"
     ))
