@@ -24,9 +24,20 @@ impl Cluster {
         self.submit_durably_as(graph, config, JobId::random()).await
     }
 
+    /// [`Cluster::submit_as`] on a thread of its own: a submission reads files and storage (it
+    /// hashes the job's cached files into the blob store, and reads a savepoint's metadata to
+    /// restore from), which must not hold up the threads that answer REST and heartbeats, however
+    /// slow the storage is.
+    pub async fn submit_off_loop(self: &Arc<Self>, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
+        let cluster = self.clone();
+        tokio::task::spawn_blocking(move || cluster.submit_as(graph, config, id))
+            .await
+            .map_err(|e| Error::internal(format!("a job submission did not finish: {e}")))?
+    }
+
     /// As [`Cluster::submit_durably`], with id `id`.
     pub async fn submit_durably_as(self: &Arc<Self>, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
-        let Some(ha) = self.ha.clone() else { return self.submit_as(graph, config, id) };
+        let Some(ha) = self.ha.clone() else { return self.submit_off_loop(graph, config, id).await };
         // Not while it recovers: a recovered job and a new submission must not meet.
         let epoch = match (ha.ready(), ha.leading()) {
             (Some(epoch), _) => epoch,
@@ -53,7 +64,7 @@ impl Cluster {
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| Error::internal(format!("cannot encode a job: {e}")))?;
         ha.stores.put_job(epoch, &key, bytes).await?;
-        match self.submit_as(graph, config, id) {
+        match self.submit_off_loop(graph, config, id).await {
             Ok(id) => {
                 reserve_ids(self, &ha, epoch, id, 1).await;
                 Ok(id)
@@ -238,7 +249,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string()), None).await?;
             continue;
         }
-        match cluster.submit_as(graph, config, id) {
+        match cluster.submit_off_loop(graph, config, id).await {
             Ok(_) => {
                 recovered += 1;
                 reserve_ids(cluster, ha, epoch, id, latest.map(|(n, _)| n + 1).unwrap_or(1)).await;

@@ -247,13 +247,20 @@ impl Cluster {
 
     /// Runs a weir command of this cluster's artifact against it.
     pub(crate) fn weir(&self, args: &[&str]) -> Output {
-        let mut all = self.prefix.clone();
-        all.extend(args);
-        all.extend(["-m", &self.rest]);
-        match Command::new(&self.exe).args(&all).envs(self.env.iter().map(|(k, v)| (k, v))).output() {
+        match self.weir_command(args).output() {
             Ok(o) => o,
             Err(e) => panic!("cannot run weir: {e}"),
         }
+    }
+
+    /// The command [`Cluster::weir`] runs, to start it in the background.
+    pub(crate) fn weir_command(&self, args: &[&str]) -> Command {
+        let mut all = self.prefix.clone();
+        all.extend(args);
+        all.extend(["-m", &self.rest]);
+        let mut command = Command::new(&self.exe);
+        command.args(&all).envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
     }
 
     /// `kill -9` of the TaskManager registered as `id`, found by the pid its REST entry names.

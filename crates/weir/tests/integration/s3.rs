@@ -251,10 +251,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool, closed: &A
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
-/// The JobManager's storage stalls for 20 s while it completes a checkpoint: it keeps answering
-/// REST at once and loses no TaskManager (their heartbeats go on), and the checkpoint completes
-/// when storage answers again. The JobManager reaches S3 through the stalling proxy, the
-/// TaskManager directly, so that it is the JobManager's own writes that hang.
+/// The JobManager's storage stalls for 20 s while it completes a checkpoint and while a job is
+/// submitted that restores from a checkpoint there: it keeps answering REST at once and loses no
+/// TaskManager (their heartbeats go on); the checkpoint completes, and the submission goes
+/// through, when storage answers again. The JobManager reaches S3 through the stalling proxy, the
+/// TaskManager directly, so that it is the JobManager's own reads and writes that hang.
 #[test]
 fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
@@ -289,10 +290,37 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     let id = job_id(&out);
     assert!(!id.is_empty(), "{}", text(&out.stderr));
     let checkpoints = format!("/jobs/{id}/checkpoints");
-    c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &checkpoints);
+    let latest = c.wait_for(|j| j["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &checkpoints);
+    let restore_from = latest["latest"]["completed"]["external_path"].as_str().unwrap_or_default().to_string();
+    assert!(restore_from.starts_with("s3://state/cp/"), "{latest}");
 
     proxy.stall(true);
     let stalled_at = Instant::now();
+    // A submission that restores from storage reads the snapshot's metadata there: it waits out the
+    // stall on a thread of its own, not on the ones REST and heartbeats need.
+    let submitting = c
+        .weir_command(&[
+            "run",
+            "-t",
+            "remote",
+            "-d",
+            "-s",
+            &restore_from,
+            "generate",
+            "--args",
+            args,
+            "-p",
+            "1",
+            "-D",
+            "execution.checkpointing.interval=100ms",
+            "-D",
+            "execution.checkpointing.dir=s3://state/cp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("cannot start", "weir run", e))?;
+    let mut submitting = Proc::from(submitting);
     let mut slowest = Duration::ZERO;
     while stalled_at.elapsed() < Duration::from_secs(20) {
         for path in ["/overview", checkpoints.as_str()] {
@@ -309,7 +337,30 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
         std::thread::sleep(Duration::from_millis(200));
     }
     let during = c.get(&checkpoints).1;
+    let waiting = matches!(submitting.child.try_wait(), Ok(None));
+    assert!(waiting, "the submission that restores from the stalled storage did not wait for it");
     proxy.stall(false);
+    // Storage answers again: the submission goes through (the JobManager had room for it: the
+    // TaskManager's one slot is taken, so it waits for slots, which is enough here).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match submitting.child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("the submission did not end within a minute of the stall: {other:?}"),
+        }
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = submitting.child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = submitting.child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{err}");
+    let second =
+        out.lines().find_map(|l| l.strip_prefix("Job has been submitted with JobID ")).unwrap_or_default().to_string();
+    assert!(!second.is_empty(), "{out}");
 
     // Storage answers again: the checkpoint that waited on it completes, and later ones follow.
     let before = during["counts"]["completed"].as_u64().unwrap_or(0);
@@ -328,7 +379,9 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     let (_, exceptions) = c.get(&format!("/jobs/{id}/exceptions"));
     assert_eq!(exceptions["all-exceptions"], serde_json::json!([]), "the job failed meanwhile: {exceptions}");
     eprintln!("REST answered within {slowest:?} throughout a 20 s storage stall");
-    let cancel = c.weir(&["cancel", &id]);
-    assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    for job in [&id, &second] {
+        let cancel = c.weir(&["cancel", job]);
+        assert!(cancel.status.success(), "{}", text(&cancel.stderr));
+    }
     Ok(())
 }
