@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_millis(5);
 /// Sends `commands` to every part of run `attempt` of job `id`, if that is still its current run.
 fn send(s: &State, id: JobId, attempt: u32, commands: Vec<Command>) {
     let Some(job) = s.jobs.get(&id) else { return };
-    if job.deployments != attempt + 1 || job.status.is_terminal() {
+    if job.deployments != attempt + 1 || job.status().is_terminal() {
         return;
     }
     for cmd in commands {
@@ -49,7 +49,7 @@ impl Cluster {
     pub fn checkpoint_event(&self, id: JobId, attempt: u32, event: CheckpointEvent) {
         let s = self.lock();
         let Some(job) = s.jobs.get(&id) else { return };
-        if job.status != JobStatus::Running || job.deployments != attempt + 1 {
+        if job.status() != JobStatus::Running || job.deployments != attempt + 1 {
             return;
         }
         if let Some(cp) = &job.checkpoints {
@@ -94,7 +94,7 @@ pub async fn coordinate(cluster: Arc<Cluster>, mut outputs: UnboundedReceiver<Ou
                 // miss the trigger).
                 for job in s.jobs.values() {
                     let Some(cp) = &job.checkpoints else { continue };
-                    if job.status == JobStatus::Running
+                    if job.status() == JobStatus::Running
                         && !job.parts.is_empty()
                         && job.parts.iter().all(|p| p.status == JobStatus::Running)
                     {

@@ -14,6 +14,7 @@ pub mod checkpoint_loop;
 pub mod checkpoints;
 pub mod ha;
 pub mod leader;
+pub mod lifecycle;
 pub mod rest;
 pub mod results;
 pub mod rpc;

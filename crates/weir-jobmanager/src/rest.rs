@@ -114,8 +114,8 @@ fn counts(cluster: &Cluster) -> (usize, u32, u32) {
 async fn overview(State(c): Shared) -> Json<Value> {
     let (tms, total, free) = counts(&c);
     let s = c.lock();
-    let n = |st: JobStatus| s.jobs.values().filter(|j| j.status == st).count();
-    let running = s.jobs.values().filter(|j| !j.status.is_terminal()).count();
+    let n = |st: JobStatus| s.jobs.values().filter(|j| j.status() == st).count();
+    let running = s.jobs.values().filter(|j| !j.status().is_terminal()).count();
     Json(json!({
         "taskmanagers": tms,
         "slots-total": total,
@@ -144,7 +144,7 @@ async fn config(State(c): Shared) -> Json<Value> {
 
 async fn jobs(State(c): Shared) -> Json<Value> {
     let s = c.lock();
-    let jobs: Vec<Value> = s.jobs.values().map(|j| json!({ "id": j.id.to_string(), "status": j.status })).collect();
+    let jobs: Vec<Value> = s.jobs.values().map(|j| json!({ "id": j.id.to_string(), "status": j.status() })).collect();
     Json(json!({ "jobs": jobs }))
 }
 
@@ -154,12 +154,12 @@ fn job_summary(j: &Job) -> Value {
 
 /// A job's summary, with its tasks counted from `per_vertex`.
 fn job_summary_of(j: &Job, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
-    let end = j.end_ms.unwrap_or(-1);
-    let duration = j.end_ms.unwrap_or_else(now_ms) - j.submitted_ms;
+    let end = j.end_ms().unwrap_or(-1);
+    let duration = j.end_ms().unwrap_or_else(now_ms) - j.submitted_ms;
     json!({
         "jid": j.id.to_string(),
         "name": j.graph.job_name,
-        "state": j.status,
+        "state": j.status(),
         "start-time": j.submitted_ms,
         "end-time": end,
         "duration": duration,
@@ -177,7 +177,7 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
     match with_job(&c, &id, |j| {
         let tasks = crate::tasks::per_vertex(j);
         let mut v = job_summary_of(j, &tasks);
-        let end = j.end_ms.unwrap_or(-1);
+        let end = j.end_ms().unwrap_or(-1);
         let all = j.counts();
         let vertices: Vec<Value> = j
             .graph
@@ -205,7 +205,7 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
             .collect();
         v["isStoppable"] = json!(false);
         v["now"] = json!(now_ms());
-        v["timestamps"] = json!({ "CREATED": j.submitted_ms, j.status.as_str(): j.modified_ms });
+        v["timestamps"] = json!({ "CREATED": j.submitted_ms, j.status().as_str(): j.modified_ms });
         v["vertices"] = json!(vertices);
         v["plan"] = j.graph.plan.to_json(&j.graph.job_name);
         v["weir-taskmanagers"] = json!(j.taskmanagers());
@@ -294,10 +294,10 @@ async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response 
         c.result_served(job);
     }
     match with_job(&c, &id, |j| {
-        if !j.status.is_terminal() {
+        if !j.status().is_terminal() {
             return json!({ "status": { "id": "IN_PROGRESS" } });
         }
-        let application = match j.status {
+        let application = match j.status() {
             JobStatus::Finished => "SUCCEEDED",
             JobStatus::Canceled => "CANCELED",
             _ => "FAILED",
@@ -306,7 +306,7 @@ async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response 
             "id": j.id.to_string(),
             "application-status": application,
             "accumulator-results": {},
-            "net-runtime": j.end_ms.unwrap_or_else(now_ms) - j.submitted_ms,
+            "net-runtime": j.end_ms().unwrap_or_else(now_ms) - j.submitted_ms,
         });
         if let Some((_, e)) = j.exceptions.last() {
             r["failure-cause"] = json!({ "class": "weir.JobFailure", "stack-trace": e, "serialized-throwable": null });

@@ -5,7 +5,7 @@ use tracing::info;
 use weir_core::protocol::{Assignment, Deployment, ToTaskManager};
 use weir_core::{JobId, JobStatus};
 
-use crate::state::{Part, State, set_status};
+use crate::state::{Part, State, deployed};
 
 /// Which TaskManagers give a job of `slots` slots how many: one TaskManager if one has room
 /// (records then never leave the process), else the fewest that do, the emptiest first; with
@@ -57,7 +57,7 @@ pub fn schedule(s: &mut State) {
     let waiting: Vec<JobId> = s
         .jobs
         .values()
-        .filter(|j| j.status == JobStatus::Created && !j.checkpoints.as_ref().is_some_and(|c| c.busy()))
+        .filter(|j| j.status() == JobStatus::Created && !j.checkpoints.as_ref().is_some_and(|c| c.busy()))
         .map(|j| j.id)
         .collect();
     for id in waiting {
@@ -110,8 +110,7 @@ pub fn schedule(s: &mut State) {
         info!(job_id = %id, attempt, slots, taskmanagers = ?names, "job deployed");
         if let Some(j) = s.jobs.get_mut(&id) {
             j.parts = parts;
-            j.deployed_at = Some(std::time::Instant::now());
         }
-        set_status(s, id, JobStatus::Running);
+        deployed(s, id);
     }
 }

@@ -12,6 +12,8 @@ use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
+use crate::lifecycle::{Lifecycle, Outcome};
+
 pub use crate::schedule::schedule;
 
 /// Milliseconds since the epoch.
@@ -83,8 +85,8 @@ pub struct Job {
     pub graph: JobGraph,
     /// Execution settings.
     pub config: JobConfig,
-    /// Status.
-    pub status: JobStatus,
+    /// Where it is in its lifecycle (its status, and what only that status has).
+    pub lifecycle: Lifecycle,
     /// Slots it needs (its highest parallelism).
     pub slots: u32,
     /// Its parts in the current run: one per TaskManager it runs on (none while it waits).
@@ -95,23 +97,15 @@ pub struct Job {
     pub submitted_ms: i64,
     /// When it reached its current status (ms).
     pub modified_ms: i64,
-    /// End time (ms), once terminal.
-    pub end_ms: Option<i64>,
     /// Failures: (time ms, message), oldest first.
     pub exceptions: Vec<(i64, String)>,
     /// The result, once finished.
     pub result: Option<JobResult>,
-    /// Cancellation asked for.
-    pub cancel_requested: bool,
     /// Restarts so far.
     pub restarts: u32,
     /// Times of failures that led to restarts (ms).
     failures: Vec<i64>,
     last_delay_ms: u64,
-    restart_at: Option<Instant>,
-    /// When its current run was deployed.
-    pub deployed_at: Option<Instant>,
-    submitted_at: Instant,
     /// Whether a client fetched its final result (a per-job cluster waits for that).
     pub result_served: bool,
     /// Its cached files, in the blob store.
@@ -121,6 +115,25 @@ pub struct Job {
 }
 
 impl Job {
+    /// Its status, as REST shows it.
+    pub fn status(&self) -> JobStatus {
+        self.lifecycle.status()
+    }
+
+    /// When it ended (ms), once it has.
+    pub fn end_ms(&self) -> Option<i64> {
+        self.lifecycle.end_ms()
+    }
+
+    /// Applies a lifecycle transition (one of [`Lifecycle`]'s); notes when the status changed.
+    fn transition(&mut self, step: impl FnOnce(&mut Lifecycle) -> bool) -> bool {
+        let changed = step(&mut self.lifecycle);
+        if changed {
+            self.modified_ms = now_ms();
+        }
+        changed
+    }
+
     /// Record counters per operator: the result's once finished, else what its parts reported
     /// last, added up.
     pub fn counts(&self) -> Vec<weir_core::result::VertexCounts> {
@@ -346,22 +359,17 @@ impl Cluster {
                 id,
                 graph,
                 config,
-                status: JobStatus::Created,
+                lifecycle: Lifecycle::default(),
                 slots,
                 parts: Vec::new(),
                 deployments: 0,
                 submitted_ms: now,
                 modified_ms: now,
-                end_ms: None,
                 exceptions: Vec::new(),
                 result: None,
-                cancel_requested: false,
                 restarts: 0,
                 failures: Vec::new(),
                 last_delay_ms: 0,
-                restart_at: None,
-                deployed_at: None,
-                submitted_at: Instant::now(),
                 result_served: false,
                 cached_files,
                 checkpoints,
@@ -382,19 +390,12 @@ impl Cluster {
             .jobs
             .get_mut(&id)
             .ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster; see `weir list`")))?;
-        if job.status.is_terminal() {
-            return Ok(());
-        }
-        job.cancel_requested = true;
-        if job.status == JobStatus::Restarting {
-            finish(&mut s, id, JobStatus::Canceled, None, None);
-            return Ok(());
-        }
-        if job.parts.is_empty() {
-            finish(&mut s, id, JobStatus::Canceled, None, None);
-        } else {
-            set_status(&mut s, id, JobStatus::Cancelling);
+        // Deployed: its parts are told to stop, and it is CANCELED once they have. Waiting for slots
+        // or for a restart: CANCELED at once. Anything else: nothing to cancel.
+        if job.transition(Lifecycle::cancel_deployed) {
             cancel_parts(&s, id);
+        } else {
+            finish(&mut s, id, Outcome::Canceled, None, None);
         }
         Ok(())
     }
@@ -422,7 +423,7 @@ impl Cluster {
         let mut s = self.lock();
         let Some(job) = s.jobs.get_mut(&id) else { return };
         // Reports of an earlier run, or of a job already decided, change nothing.
-        if job.status.is_terminal() || job.deployments != attempt + 1 {
+        if job.status().is_terminal() || job.deployments != attempt + 1 {
             return;
         }
         let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm) else { return };
@@ -436,7 +437,7 @@ impl Cluster {
         }
         match status {
             JobStatus::Running if job.parts.iter().all(|p| p.status == JobStatus::Running) => {
-                let since_deployed_ms = job.deployed_at.map(|t| t.elapsed().as_millis() as u64);
+                let since_deployed_ms = job.lifecycle.deployed_at().map(|t| t.elapsed().as_millis() as u64);
                 info!(job_id = %id, attempt, since_deployed_ms, "every task of the job runs");
             }
             JobStatus::Failed => {
@@ -446,14 +447,14 @@ impl Cluster {
             }
             JobStatus::Finished if job.parts.iter().all(|p| p.status == JobStatus::Finished) => {
                 let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
-                finish(&mut s, id, JobStatus::Finished, None, merged);
+                finish(&mut s, id, Outcome::Finished, None, merged);
                 schedule(&mut s);
             }
             // Cancelled as asked: the job is CANCELED once every part has stopped.
-            JobStatus::Canceled if job.cancel_requested => {
+            JobStatus::Canceled if matches!(job.lifecycle, Lifecycle::Cancelling(_)) => {
                 let all_stopped = job.parts.iter().all(|p| p.status.is_terminal());
                 if all_stopped {
-                    finish(&mut s, id, JobStatus::Canceled, None, None);
+                    finish(&mut s, id, Outcome::Canceled, None, None);
                     schedule(&mut s);
                 }
             }
@@ -482,9 +483,9 @@ impl Cluster {
         }
         for job in tm.jobs {
             let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
-            let cancelled = s.jobs.get(&job).map(|j| j.cancel_requested).unwrap_or(false);
-            if cancelled {
-                finish(&mut s, job, JobStatus::Canceled, Some(message), None);
+            let cancelling = s.jobs.get(&job).is_some_and(|j| matches!(j.lifecycle, Lifecycle::Cancelling(_)));
+            if cancelling {
+                finish(&mut s, job, Outcome::Canceled, Some(message), None);
             } else {
                 self.fail(&mut s, job, message, true);
             }
@@ -496,28 +497,23 @@ impl Cluster {
     fn fail(&self, s: &mut State, id: JobId, message: String, retryable: bool) {
         let now = now_ms();
         let Some(job) = s.jobs.get_mut(&id) else { return };
-        let delay = if retryable && !job.cancel_requested {
+        // Only a deployed job restarts (one being cancelled fails for good).
+        let delay = if retryable && matches!(job.lifecycle, Lifecycle::Deployed(_)) {
             self.restart.next_delay(now, &job.failures, job.restarts, job.last_delay_ms)
         } else {
             None
         };
         let Some(delay) = delay else {
-            finish(s, id, JobStatus::Failed, Some(message), None);
+            finish(s, id, Outcome::Failed, Some(message), None);
             return;
         };
         job.exceptions.push((now, message));
         job.failures.push(now);
         job.restarts += 1;
         job.last_delay_ms = delay;
-        job.modified_ms = now;
-        if delay == 0 {
-            // No delay: wait for slots right away (the caller schedules).
-            job.status = JobStatus::Created;
-            job.restart_at = None;
-            job.submitted_at = Instant::now();
-        } else {
-            job.status = JobStatus::Restarting;
-            job.restart_at = Some(Instant::now() + Duration::from_millis(delay));
+        // No delay: it waits for slots right away (the caller schedules); else RESTARTING until due.
+        job.transition(|l| l.restart(Duration::from_millis(delay)));
+        if delay > 0 {
             self.wake.notify_one();
         }
         if let Some(cp) = &job.checkpoints {
@@ -538,7 +534,7 @@ impl Cluster {
             let mut s = self.lock();
             // A TaskManager that did not register in time is not coming.
             s.pending.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-            let wanted: u32 = s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.slots).sum();
+            let wanted: u32 = s.jobs.values().filter(|j| j.lifecycle.waiting_since().is_some()).map(|j| j.slots).sum();
             let free: u32 = s.taskmanagers.values().map(|t| t.slots - t.used).sum();
             let coming: u32 = s.pending.values().map(|(n, _)| *n).sum();
             let missing = wanted.saturating_sub(free + coming);
@@ -577,9 +573,9 @@ impl Cluster {
                 let mut s = self.lock();
                 s.pending.remove(&id);
                 let waiting: Vec<JobId> =
-                    s.jobs.values().filter(|j| j.status == JobStatus::Created).map(|j| j.id).collect();
+                    s.jobs.values().filter(|j| j.lifecycle.waiting_since().is_some()).map(|j| j.id).collect();
                 for job in waiting {
-                    finish(&mut s, job, JobStatus::Failed, Some(format!("no TaskManager for this job: {e}")), None);
+                    finish(&mut s, job, Outcome::Failed, Some(format!("no TaskManager for this job: {e}")), None);
                 }
                 break;
             }
@@ -596,7 +592,7 @@ impl Cluster {
         match s.jobs.values().next() {
             None => self.started.elapsed() > Duration::from_secs(60),
             Some(j) => {
-                j.status.is_terminal() && (j.result_served || j.end_ms.is_some_and(|end| now_ms() - end > 60_000))
+                j.status().is_terminal() && (j.result_served || j.end_ms().is_some_and(|end| now_ms() - end > 60_000))
             }
         }
     }
@@ -604,7 +600,7 @@ impl Cluster {
     /// A client fetched the result of a job: once it is terminal, a per-job cluster may go.
     pub fn result_served(&self, id: JobId) {
         let mut s = self.lock();
-        if let Some(j) = s.jobs.get_mut(&id).filter(|j| j.status.is_terminal()) {
+        if let Some(j) = s.jobs.get_mut(&id).filter(|j| j.status().is_terminal()) {
             j.result_served = true;
             if self.per_job {
                 self.wake.notify_one();
@@ -618,25 +614,25 @@ impl Cluster {
     }
 }
 
-pub(crate) fn set_status(s: &mut State, id: JobId, status: JobStatus) {
-    if let Some(j) = s.jobs.get_mut(&id)
-        && !j.status.is_terminal()
-    {
-        j.status = status;
-        j.modified_ms = now_ms();
+/// A waiting job was deployed: it runs.
+pub(crate) fn deployed(s: &mut State, id: JobId) {
+    if let Some(j) = s.jobs.get_mut(&id) {
+        j.transition(Lifecycle::deploy);
     }
 }
 
-/// Moves a job to a terminal status and frees its slots.
-fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, result: Option<JobResult>) {
+/// Ends a job with `outcome`, if its state allows that end, and frees its slots.
+fn finish(s: &mut State, id: JobId, outcome: Outcome, error: Option<String>, result: Option<JobResult>) {
     let now = now_ms();
     let Some(job) = s.jobs.get_mut(&id) else { return };
-    if job.status.is_terminal() {
+    let from = job.status();
+    if !job.transition(|l| l.end(outcome, now)) {
+        if !from.is_terminal() {
+            warn!(job_id = %id, status = %from, outcome = ?outcome, "a job's end that its status does not allow, ignored");
+        }
         return;
     }
-    job.status = status;
-    job.modified_ms = now;
-    job.end_ms = Some(now);
+    let status = outcome.status();
     if let Some(e) = error {
         job.exceptions.push((now, e));
     }
@@ -646,7 +642,7 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
         cp.close();
     }
     info!(job_id = %id, status = %status, "job reached a terminal status");
-    if status != JobStatus::Finished {
+    if outcome != Outcome::Finished {
         cancel_parts(s, id);
     }
     release(s, id);
@@ -662,11 +658,9 @@ fn finish(s: &mut State, id: JobId, status: JobStatus, error: Option<String>, re
 /// and it is not recorded as ended, so that the next leader recovers it.
 pub(crate) fn suspend(s: &mut State, id: JobId, why: &str) {
     let Some(job) = s.jobs.get_mut(&id) else { return };
-    if job.status.is_terminal() {
+    if !job.transition(Lifecycle::suspend) {
         return;
     }
-    job.status = JobStatus::Suspended;
-    job.modified_ms = now_ms();
     if let Some(cp) = &job.checkpoints {
         cp.send(crate::checkpoints::Input::RunEnded { why: why.to_string() });
     }
@@ -709,7 +703,7 @@ pub async fn supervise(cluster: Arc<Cluster>) {
         // Sleep until the next tick, or the next restart if that comes first.
         let next_restart = {
             let s = cluster.lock();
-            s.jobs.values().filter_map(|j| j.restart_at).min()
+            s.jobs.values().filter_map(|j| j.lifecycle.restart_due_at()).min()
         };
         let nap = next_restart.map(|at| at.saturating_duration_since(Instant::now()).min(every)).unwrap_or(every);
         tokio::select! {
@@ -731,19 +725,9 @@ pub async fn supervise(cluster: Arc<Cluster>) {
         {
             let mut s = cluster.lock();
             // Restarts whose delay is over wait for slots like new jobs.
-            let due: Vec<JobId> = s
-                .jobs
-                .values()
-                .filter(|j| j.status == JobStatus::Restarting && j.restart_at.is_some_and(|at| at <= Instant::now()))
-                .map(|j| j.id)
-                .collect();
-            for id in &due {
-                if let Some(j) = s.jobs.get_mut(id) {
-                    j.status = JobStatus::Created;
-                    j.restart_at = None;
-                    j.submitted_at = Instant::now();
-                }
-            }
+            let now = Instant::now();
+            let due: Vec<JobId> =
+                s.jobs.values_mut().filter_map(|j| j.transition(|l| l.restart_due(now)).then_some(j.id)).collect();
             if !due.is_empty() {
                 schedule(&mut s);
             }
@@ -759,7 +743,7 @@ pub async fn supervise(cluster: Arc<Cluster>) {
         let starved: Vec<(JobId, u32)> = s
             .jobs
             .values()
-            .filter(|j| j.status == JobStatus::Created && j.submitted_at.elapsed() > slot_timeout)
+            .filter(|j| j.lifecycle.waiting_since().is_some_and(|since| since.elapsed() > slot_timeout))
             .map(|j| (j.id, j.slots))
             .collect();
         for (id, slots) in starved {
@@ -770,7 +754,7 @@ pub async fn supervise(cluster: Arc<Cluster>) {
                 slot_timeout.as_millis(),
                 s.taskmanagers.values().map(|t| t.slots).max().unwrap_or(0),
             );
-            finish(&mut s, id, JobStatus::Failed, Some(message), None);
+            finish(&mut s, id, Outcome::Failed, Some(message), None);
         }
     }
 }

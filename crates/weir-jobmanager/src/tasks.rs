@@ -167,14 +167,14 @@ pub fn per_vertex(job: &Job) -> Vec<TaskCounts> {
         .iter()
         .map(|v| {
             let mut counts = TaskCounts::default();
-            if job.parts.is_empty() || job.status.is_terminal() {
-                counts.add(TaskState::of_job(job.status), v.parallelism);
+            if job.parts.is_empty() || job.status().is_terminal() {
+                counts.add(TaskState::of_job(job.status()), v.parallelism);
                 return counts;
             }
             let mut placed = 0;
             for part in &job.parts {
                 let n = part.slots.iter().filter(|s| **s < v.parallelism).count() as u32;
-                counts.add(TaskState::of_part(job.status, part.status), n);
+                counts.add(TaskState::of_part(job.status(), part.status), n);
                 placed += n;
             }
             // Subtasks no part holds cannot be; counted as not placed rather than dropped.

@@ -136,8 +136,8 @@ impl Application {
         let here = {
             let s = self.cluster.lock();
             s.jobs.get(&id).map(|j| {
-                let error = (j.status == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
-                (j.status, error.flatten())
+                let error = (j.status() == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
+                (j.status(), error.flatten())
             })
         };
         let Some(ha) = &self.ha else {

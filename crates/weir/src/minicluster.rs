@@ -194,7 +194,10 @@ impl MiniCluster {
     /// Job `id`'s status now.
     pub fn status(&self, id: JobId) -> Result<JobStatus> {
         let s = self.jobmanager.cluster().lock();
-        s.jobs.get(&id).map(|j| j.status).ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster")))
+        s.jobs
+            .get(&id)
+            .map(|j| j.status())
+            .ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster")))
     }
 
     /// Waits (at most `limit`) until job `id` reached a terminal status, and returns it.

@@ -105,10 +105,10 @@ fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: boo
         .jobs
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
-    if job.status != JobStatus::Running {
+    if job.status() != JobStatus::Running {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            format!("job {id} is {}; savepoints are taken of running jobs only", job.status),
+            format!("job {id} is {}; savepoints are taken of running jobs only", job.status()),
         ));
     }
     let cp = job.checkpoints.as_ref().ok_or_else(|| {
