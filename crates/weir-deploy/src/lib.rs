@@ -5,14 +5,15 @@
 //! TaskManagers when jobs wait for slots, and told to stop the ones it started once they sat idle
 //! for `resourcemanager.taskmanager-timeout`. One module per target: [`process`] (child processes
 //! of the JobManager, from its own program) and [`docker`] (containers on the cluster's private
-//! network, through the Docker Engine API); a new target (Kubernetes) is a new module here. The
-//! images of weir artifacts, built from scratch, are [`image`].
+//! network, through the Docker Engine client in [`engine`]); a new target (Kubernetes) is a new
+//! module here. The images of weir artifacts, built from scratch, are [`image`].
 //!
 //! The trait is asynchronous, so that a target whose client is (a Kubernetes API client) fits as
 //! it is; the two targets here do their blocking work on tokio's blocking threads, never on the
 //! JobManager's async threads.
 
 pub mod docker;
+pub mod engine;
 pub mod image;
 pub mod process;
 
