@@ -272,6 +272,8 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     c.add_taskmanager(1);
     c.wait_for(|o| o["taskmanagers"] == 1, "/overview");
     let args = r#"{"rate": 2000}"#;
+    // Checkpoints are retained (not replaced by the next), so that the one the second job restores
+    // from is still there when storage answers again.
     let out = c.weir(&[
         "run",
         "-t",
@@ -284,6 +286,8 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
         "1",
         "-D",
         "execution.checkpointing.interval=100ms",
+        "-D",
+        "execution.checkpointing.num-retained=1000",
         "-D",
         "execution.checkpointing.dir=s3://state/cp",
     ]);
