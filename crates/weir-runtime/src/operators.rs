@@ -8,7 +8,7 @@ use weir_core::Result;
 use crate::output::{Batch, Control, Output};
 use crate::state::backend::{HeapView, KeyedTable, Restored, TableSpec};
 use crate::state::heap::HeapTable;
-use crate::state::table::Table;
+use crate::state::table::{Table, TableFn};
 
 pub use crate::state::map::{StateHasher, StateMap};
 
@@ -162,6 +162,33 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     }
 }
 
+/// One batch of a keyed aggregation, folded into whichever backend holds the accumulators.
+struct Fold<'a, T, O, KF, First, Step> {
+    records: &'a mut Vec<T>,
+    out: &'a mut Vec<O>,
+    key: &'a mut KF,
+    first: &'a mut First,
+    step: &'a mut Step,
+}
+
+impl<T, K, A, O, KF, First, Step> TableFn<K, A> for Fold<'_, T, O, KF, First, Step>
+where
+    KF: FnMut(&T) -> K,
+    First: FnMut(T) -> (A, O),
+    Step: FnMut(&mut A, T) -> O,
+{
+    type Out = Result<()>;
+
+    #[inline]
+    fn call<Tb: KeyedTable<K, A>>(self, table: &mut Tb) -> Result<()> {
+        for x in self.records.drain(..) {
+            let out = table.update((self.key)(&x), x, &mut *self.step, &mut *self.first)?;
+            self.out.push(out);
+        }
+        Ok(())
+    }
+}
+
 impl<T, K, A, O, KF, First, Step> Output<T> for KeyedAggregate<K, A, O, KF, First, Step>
 where
     K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned,
@@ -173,10 +200,14 @@ where
     #[inline]
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
         self.buf.records.reserve(batch.len());
-        for x in batch.records.drain(..) {
-            let out = self.state.update((self.key)(&x), x, &mut self.step, &mut self.first)?;
-            self.buf.records.push(out);
-        }
+        let fold = Fold {
+            records: &mut batch.records,
+            out: &mut self.buf.records,
+            key: &mut self.key,
+            first: &mut self.first,
+            step: &mut self.step,
+        };
+        self.state.with(fold)?;
         // One output per input, in order: the outputs keep the inputs' timestamps.
         self.buf.take_timestamps_from(batch);
         if self.buf.is_empty() { Ok(()) } else { self.next.push(&mut self.buf) }

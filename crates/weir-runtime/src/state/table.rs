@@ -82,6 +82,39 @@ impl<K, V> Table<K, V> {
     }
 }
 
+/// Work on a keyed table, whichever backend holds it: [`Table::with`] calls it with the backend's
+/// own table type, so the per-record calls inside are static and inline (no dispatch per record).
+/// For an operator's per-batch loop.
+pub trait TableFn<K, V> {
+    /// What it gives.
+    type Out;
+    /// Does the work on `table`.
+    fn call<T: KeyedTable<K, V>>(self, table: &mut T) -> Self::Out;
+}
+
+/// Work on time windows, whichever backend holds them (see [`TableFn`]).
+pub trait WindowsFn<K, A> {
+    /// What it gives.
+    type Out;
+    /// Does the work on `windows`.
+    fn call<W: WindowStore<K, A>>(self, windows: &mut W) -> Self::Out;
+}
+
+impl<K, V> Table<K, V>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// Does `work` with the backend's own table.
+    #[inline]
+    pub fn with<F: TableFn<K, V>>(&mut self, work: F) -> F::Out {
+        match self {
+            Table::Heap(t) => work.call(t),
+            Table::Disk(t) => work.call(&mut **t),
+        }
+    }
+}
+
 /// Calls the same method on whichever backend holds the table.
 macro_rules! each {
     ($self:expr, $t:ident => $call:expr) => {
@@ -177,6 +210,21 @@ where
                 Windows::Disk(Box::new(store))
             }
         })
+    }
+}
+
+impl<K, A> Windows<K, A>
+where
+    K: Hash + Eq + Clone + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    /// Does `work` with the backend's own windows.
+    #[inline]
+    pub fn with<F: WindowsFn<K, A>>(&mut self, work: F) -> F::Out {
+        match self {
+            Windows::Heap(w) => work.call(w),
+            Windows::Disk(w) => work.call(&mut **w),
+        }
     }
 }
 

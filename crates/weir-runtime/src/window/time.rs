@@ -8,7 +8,7 @@ use super::{TimeDomain, TimeWindow, WindowAssigner, WindowBounds, WindowCheckpoi
 use crate::exchange::now_millis;
 use crate::output::{Batch, Control, Output, Timestamp};
 use crate::state::backend::WindowStore;
-use crate::state::table::Windows;
+use crate::state::table::{Windows, WindowsFn};
 use crate::state::windows::HeapWindows;
 
 /// Keyed tumbling or sliding windows with an incremental [`WindowFunction`].
@@ -109,6 +109,40 @@ where
     }
 }
 
+/// One batch added to its windows, in whichever backend holds them.
+struct Accumulate<'a, T, K, KF, WF: WindowFunction<K, T>> {
+    batch: &'a mut Batch<T>,
+    timestamps: &'a [Timestamp],
+    bounds: WindowBounds,
+    wm: Timestamp,
+    key: &'a mut KF,
+    wf: &'a mut WF,
+    out: &'a mut WindowOutputs<T, WF::Out>,
+}
+
+impl<T, K, KF, WF> WindowsFn<K, WF::Acc> for Accumulate<'_, T, K, KF, WF>
+where
+    T: Clone,
+    KF: FnMut(&T) -> K,
+    WF: WindowFunction<K, T>,
+{
+    type Out = Result<()>;
+
+    #[inline]
+    fn call<W: WindowStore<K, WF::Acc>>(self, windows: &mut W) -> Result<()> {
+        let Accumulate { batch, timestamps, bounds, wm, key, wf, out } = self;
+        assign(batch, timestamps, bounds, wm, key, out, |k, w, record, out| {
+            let (acc, fire) = windows.add(w.end, k, w.max_timestamp() > wm, || wf.create())?;
+            wf.add(acc, record);
+            if fire {
+                // The window fired already but is within its lateness: fire it again.
+                out.emit(wf, k, w, acc);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Assigns the records of `batch` (timestamped `timestamps`) to their windows that still take
 /// records (watermark `wm`, allowed lateness `lateness`), and calls `add` with each record's key,
 /// each of its windows and the record (moved into its last window, cloned for the others); a
@@ -156,25 +190,9 @@ where
         let event_time = self.assigner.domain() == TimeDomain::EventTime;
         let timestamps =
             if event_time { super::event_timestamps(batch, &self.operator)? } else { vec![now_millis(); batch.len()] };
-        let wm = self.watermark;
-        let Self { key, wf, assigner, windows, out, lateness, .. } = self;
-        assign(
-            batch,
-            &timestamps,
-            WindowBounds { assigner: *assigner, lateness_ms: *lateness },
-            wm,
-            key,
-            out,
-            |k, w, record, out| {
-                let (acc, fire) = windows.add(w.end, k, w.max_timestamp() > wm, || wf.create())?;
-                wf.add(acc, record);
-                if fire {
-                    // The window fired already but is within its lateness: fire it again.
-                    out.emit(wf, k, w, acc);
-                }
-                Ok(())
-            },
-        )?;
+        let Self { key, wf, assigner, windows, out, lateness, watermark, .. } = self;
+        let bounds = WindowBounds { assigner: *assigner, lateness_ms: *lateness };
+        windows.with(Accumulate { batch, timestamps: &timestamps, bounds, wm: *watermark, key, wf, out })?;
         self.out.flush()
     }
 
