@@ -16,18 +16,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::warn;
 use weir_core::checkpointing::{CheckpointEvent, RestoreFrom};
 use weir_core::config::JobConfig;
 use weir_core::{Error, JobGraph, JobId, Result};
 use weir_runtime::checkpoint::coordinator::{CheckpointStats, Command, Coordinator, SavepointRequest};
+use weir_runtime::checkpoint::io::Coordinating;
 use weir_runtime::checkpoint::storage::CheckpointStorage;
 use weir_runtime::checkpoint::task::Restore;
 
 /// A job's checkpointing.
 pub struct JobCheckpoints {
     /// Its coordinator.
-    pub coordinator: Coordinator,
+    pub coordinator: Coordinating,
     /// Source subtasks of the job.
     sources: usize,
     /// Sources of the current run that ended.
@@ -89,12 +89,12 @@ impl JobCheckpoints {
             graph.job_name.clone(),
             weir_runtime::checkpoint::operators_of(plan),
             weir_runtime::local::task_count(plan),
-            storage,
+            storage.location().to_string(),
             initial.as_ref().map(|(_, n, _)| *n).unwrap_or(0),
         );
         coordinator.stats.restored = initial.as_ref().map(|(_, n, path)| (*n, path.clone()));
         Ok(Some(JobCheckpoints {
-            coordinator,
+            coordinator: Coordinating::new(coordinator, storage),
             sources,
             ended: 0,
             initial: initial.map(|(f, _, _)| f),
@@ -109,12 +109,12 @@ impl JobCheckpoints {
     fn source_ended(&mut self) {
         self.ended += 1;
         if self.ended >= self.sources {
-            self.coordinator.request_final();
+            self.coordinator.core.request_final();
         }
     }
 
     fn collect(&mut self) {
-        for (_, outcome) in self.coordinator.take_savepoints() {
+        for (_, outcome) in self.coordinator.core.take_savepoints() {
             let Some(trigger) = self.in_progress.pop_front() else { continue };
             let status = match outcome {
                 Ok(location) => SavepointStatus::Completed(location),
@@ -130,7 +130,7 @@ impl JobCheckpoints {
         match self.coordinator.latest_intact().map(|c| (c.id, c.dir.clone())) {
             Some((n, dir)) => {
                 let location = self.coordinator.storage().location().to_string();
-                self.coordinator.stats.restored = Some((n, format!("{}/{dir}", location.trim_end_matches('/'))));
+                self.coordinator.core.stats.restored = Some((n, format!("{}/{dir}", location.trim_end_matches('/'))));
                 Some(RestoreFrom { location, dir })
             }
             None => self.initial.clone(),
@@ -146,7 +146,7 @@ impl JobCheckpoints {
         for trigger in self.in_progress.drain(..) {
             self.savepoints.insert(trigger, SavepointStatus::Failed(format!("the job's run ended: {why}")));
         }
-        self.coordinator.clear_savepoint_requests();
+        self.coordinator.core.clear_savepoint_requests();
     }
 }
 
@@ -276,7 +276,7 @@ impl Checkpointing {
     pub fn start(job: JobId, cp: JobCheckpoints, out: UnboundedSender<Output>) -> Result<Checkpointing> {
         let (tx, rx) = mpsc::channel();
         let view = Arc::new(Mutex::new(View {
-            stats: cp.coordinator.stats.clone(),
+            stats: cp.coordinator.core.stats.clone(),
             savepoints: BTreeMap::new(),
             restore: cp.initial.clone(),
         }));
@@ -383,8 +383,26 @@ impl Worker {
             self.handle(input);
             self.cp.collect();
             let mut view = lock(&self.view);
-            view.stats = self.cp.coordinator.stats.clone();
+            view.stats = self.cp.coordinator.core.stats.clone();
             view.savepoints.extend(self.cp.savepoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+
+    /// Asks for completed checkpoint `n` to be recorded in the coordination service before it
+    /// counts.
+    fn record(&self, attempt: u32, n: u64) {
+        let coordinating = &self.cp.coordinator;
+        let core = &coordinating.core;
+        if let Some(latest) = core.latest() {
+            let root = coordinating.storage().location().trim_end_matches('/');
+            let _ = self.out.send(Output::Record {
+                job: self.job,
+                attempt,
+                n,
+                location: format!("{root}/{}", latest.dir),
+                retain: core.retained_count(),
+                ids: core.ids_left(),
+            });
         }
     }
 
@@ -398,27 +416,22 @@ impl Worker {
         let now_ms = weir_core::clock::now_millis();
         match input {
             Input::Part { attempt, event } => match event {
-                CheckpointEvent::Ack(ack) => match self.cp.coordinator.ack(ack, now_ms) {
+                CheckpointEvent::Ack(ack) => {
+                    let mut commands = self.cp.coordinator.ack(ack, now_ms);
                     // With high availability a checkpoint counts (and its output is committed) once
                     // the coordination service points to it, so that a new leader never restores
                     // an older one than was committed.
-                    Ok(Some(Command::Complete { id: n })) if self.cp.recorded_first => {
-                        let coordinator = &self.cp.coordinator;
-                        if let Some(latest) = coordinator.latest() {
-                            let root = coordinator.storage().location().trim_end_matches('/');
-                            let _ = self.out.send(Output::Record {
-                                job: self.job,
-                                attempt,
-                                n,
-                                location: format!("{root}/{}", latest.dir),
-                                retain: coordinator.retained_count(),
-                                ids: coordinator.ids_left(),
-                            });
-                        }
+                    if self.cp.recorded_first {
+                        commands.retain(|c| match c {
+                            Command::Complete { id: n } => {
+                                self.record(attempt, *n);
+                                false
+                            }
+                            Command::Trigger { .. } => true,
+                        });
                     }
-                    Ok(c) => self.send(attempt, c.into_iter().collect()),
-                    Err(e) => warn!(job_id = %self.job, error = %e, "cannot complete a checkpoint"),
-                },
+                    self.send(attempt, commands);
+                }
                 CheckpointEvent::Decline { id: n, reason } => self.cp.coordinator.decline(n, reason),
                 CheckpointEvent::SourceEnded => self.cp.source_ended(),
             },
@@ -428,8 +441,8 @@ impl Worker {
             }
             Input::Tick { attempt } => {
                 self.tick_queued.store(false, Ordering::SeqCst);
-                let command = self.cp.coordinator.poll(std::time::Instant::now(), now_ms);
-                self.send(attempt, command.into_iter().collect());
+                let commands = self.cp.coordinator.poll(std::time::Instant::now(), now_ms);
+                self.send(attempt, commands);
             }
             Input::RunEnded { why } => {
                 self.cp.run_ended(&why);
@@ -440,18 +453,19 @@ impl Worker {
                 let _ = self.out.send(Output::RunEndHandled { job: self.job });
             }
             Input::Savepoint { trigger, target, stop, drain } => {
-                self.cp.coordinator.request_savepoint(SavepointRequest { target, stop, drain });
+                self.cp.coordinator.core.request_savepoint(SavepointRequest { target, stop, drain });
                 self.cp.savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
                 self.cp.in_progress.push_back(trigger);
             }
             Input::HoldIds => {
-                self.cp.coordinator.confirm_first();
-                let (next, left) = self.cp.coordinator.ids_left();
+                let core = &mut self.cp.coordinator.core;
+                core.confirm_first();
+                let (next, left) = core.ids_left();
                 if left.is_none() {
-                    self.cp.coordinator.allow_ids(next..next);
+                    core.allow_ids(next..next);
                 }
             }
-            Input::AllowIds(ids) => self.cp.coordinator.allow_ids(ids),
+            Input::AllowIds(ids) => self.cp.coordinator.core.allow_ids(ids),
         }
     }
 }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use weir_core::{Blame, Error, JobId, JobStatus, Result, VertexId};
 
 use crate::checkpoint::coordinator::{Command, Coordinator};
+use crate::checkpoint::io::Coordinating;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::task::{PartCheckpoints, PartEvent, Restore, TaskCheckpoint};
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
@@ -65,7 +66,7 @@ struct JobShared {
     /// TaskManager forwards them to its JobManager); the embedded cluster's job master coordinates.
     events: Mutex<Option<crossbeam_channel::Receiver<PartEvent>>>,
     /// The embedded cluster's coordinator.
-    coordinator: Mutex<Option<Coordinator>>,
+    coordinator: Mutex<Option<Coordinating>>,
     /// Source subtasks of the whole job.
     sources: usize,
 }
@@ -288,7 +289,7 @@ fn channels_of(plan: &weir_core::Plan) -> Result<Vec<ChannelSpec>> {
 /// What a part that takes checkpoints runs them with: its side of checkpointing, the events it
 /// sends, and (on the embedded cluster, which is its own JobManager) the coordinator.
 type PartCheckpointing =
-    (Option<Arc<PartCheckpoints>>, Option<crossbeam_channel::Receiver<PartEvent>>, Option<Coordinator>);
+    (Option<Arc<PartCheckpoints>>, Option<crossbeam_channel::Receiver<PartEvent>>, Option<Coordinating>);
 
 /// Starts the part's checkpointing if the job takes checkpoints (`embedded`: with a coordinator
 /// of its own), restoring from `restore`.
@@ -321,11 +322,11 @@ fn start_checkpoints(
             graph.job_name.clone(),
             crate::checkpoint::operators_of(plan),
             task_count(plan),
-            storage,
+            storage.location().to_string(),
             restored,
         );
         c.stats.restored = restored_from;
-        c
+        Coordinating::new(c, storage)
     });
     Ok((Some(part), Some(rx), coordinator))
 }
@@ -504,16 +505,12 @@ fn coordinate(shared: &JobShared, event: Option<PartEvent>, sources_ended: bool)
     let now_ms = crate::exchange::now_millis();
     let mut commands = Vec::new();
     match event {
-        Some(PartEvent::Ack(ack)) => match c.ack(ack, now_ms) {
-            Ok(Some(cmd)) => commands.push(cmd),
-            Ok(None) => {}
-            Err(e) => warn!(job_id = %shared.job_id, error = %e, "checkpoint acknowledgement failed"),
-        },
+        Some(PartEvent::Ack(ack)) => commands.extend(c.ack(ack, now_ms)),
         Some(PartEvent::Decline { id, reason }) => c.decline(id, reason),
         Some(PartEvent::SourceEnded) | None => {}
     }
     if sources_ended {
-        c.request_final();
+        c.core.request_final();
     }
     // As a JobManager does, trigger nothing while a task still restores its state: it would be
     // counted in the checkpoint's duration, and an acknowledgement could not come before it ends.

@@ -464,7 +464,7 @@ fn savepoint(
 ) -> Result<()> {
     match (dispose, job_id) {
         (Some(path), None) => {
-            weir_runtime::checkpoint::coordinator::dispose(path)?;
+            weir_runtime::checkpoint::io::dispose(path)?;
             println!("Savepoint '{path}' disposed.");
             Ok(())
         }

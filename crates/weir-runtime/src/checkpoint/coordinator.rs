@@ -1,7 +1,14 @@
 //! The checkpoint coordinator of one job: when checkpoints start, which acknowledgements they wait
-//! for, completion (metadata written, older checkpoints removed), failures, and the figures REST
-//! shows. It is driven by the job's master (the embedded cluster's job master thread, or the
-//! JobManager): `poll` at least every few milliseconds, `ack` and `decline` as tasks report.
+//! for, completion, failures, which checkpoints are retained, and the figures REST shows.
+//!
+//! It is a pure core: events in (`poll` at least every few milliseconds, `ack` and `decline` as
+//! tasks report, `abort`, `confirm`, and [`Coordinator::stored`] with the outcome of storage work),
+//! outputs out ([`Output`]: commands for the job's tasks, and [`StorageWork`] for checkpoint
+//! storage: metadata to write, a savepoint to copy, files to delete). It never touches storage
+//! itself, so its decisions are tested without any, and whoever drives it decides where the I/O
+//! runs: [`super::io::Coordinating`] carries the work out on the driving thread (the embedded
+//! cluster's job master thread, or the JobManager's per-job checkpointing thread), never on a thread
+//! that REST or heartbeats wait on.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -11,8 +18,6 @@ use tracing::{info, warn};
 use weir_core::checkpointing::CheckpointConfig;
 use weir_core::{JobId, Result};
 
-use super::layout::read_completed;
-use super::storage::CheckpointStorage;
 use super::{
     CheckpointId, METADATA_FILE, OperatorMeta, SnapshotKind, SnapshotMetadata, StateFile, TaskAck, checkpoint_dir_name,
 };
@@ -35,6 +40,67 @@ pub enum Command {
     Complete {
         /// The checkpoint.
         id: CheckpointId,
+    },
+}
+
+/// What the coordinator asks of its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// A command for the job's tasks.
+    Tasks(Command),
+    /// Work in checkpoint storage.
+    Storage(StorageWork),
+}
+
+/// Work in checkpoint storage the coordinator asks for; the outcome of what says so goes back
+/// through [`Coordinator::stored`].
+#[derive(Debug)]
+pub enum StorageWork {
+    /// Write checkpoint `id`'s metadata into `dir` (then report [`Stored::Metadata`]): the
+    /// checkpoint completes once it is written.
+    WriteMetadata {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Its directory, relative to the storage root.
+        dir: String,
+        /// What to write.
+        metadata: SnapshotMetadata,
+    },
+    /// Copy completed checkpoint `id` (in `dir`, described by `metadata`) to the savepoint location
+    /// `target` (then report [`Stored::Savepoint`]).
+    CopySavepoint {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Its directory.
+        dir: String,
+        /// Its metadata.
+        metadata: SnapshotMetadata,
+        /// The savepoint's location (a directory or URL of its own).
+        target: String,
+    },
+    /// Delete these objects (metadata of checkpoints no longer retained, files none builds on);
+    /// failures are only logged.
+    Delete(Vec<String>),
+    /// Remove a failed checkpoint's directory; failures are only logged.
+    RemoveDir(String),
+}
+
+/// The outcome of storage work, fed back into the coordinator.
+#[derive(Debug)]
+pub enum Stored {
+    /// [`StorageWork::WriteMetadata`] of checkpoint `id`.
+    Metadata {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Whether it was written.
+        result: Result<()>,
+    },
+    /// [`StorageWork::CopySavepoint`] of checkpoint `id`.
+    Savepoint {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Where the savepoint is, or why it could not be written.
+        result: Result<String>,
     },
 }
 
@@ -126,7 +192,8 @@ pub struct Coordinator {
     job_name: String,
     operators: Vec<OperatorMeta>,
     tasks: u32,
-    storage: CheckpointStorage,
+    /// The storage root's location, for the paths REST shows.
+    location: String,
     next_id: CheckpointId,
     /// Ids below this may be used (with high availability, ids are reserved in blocks in the
     /// coordination service, so that no two leaders ever use the same one); `None`: any.
@@ -135,6 +202,8 @@ pub struct Coordinator {
     /// newer one is recorded (with high availability: in the coordination service).
     confirm_first: bool,
     pending: Option<Pending>,
+    /// A checkpoint every task acknowledged, whose metadata is being written, and that metadata.
+    completing: Option<(Pending, SnapshotMetadata)>,
     last_end: Option<Instant>,
     last_start: Option<Instant>,
     retained: VecDeque<Completed>,
@@ -156,15 +225,15 @@ pub fn job_dir(job_id: JobId) -> String {
 }
 
 impl Coordinator {
-    /// A coordinator for a job of `tasks` tasks, numbering checkpoints after `last_id` (the one it
-    /// restored from, or 0).
+    /// A coordinator for a job of `tasks` tasks whose checkpoints go to the storage at `location`,
+    /// numbering checkpoints after `last_id` (the one it restored from, or 0).
     pub fn new(
         config: CheckpointConfig,
         job_id: JobId,
         job_name: String,
         operators: Vec<OperatorMeta>,
         tasks: u32,
-        storage: CheckpointStorage,
+        location: String,
         last_id: CheckpointId,
     ) -> Self {
         Coordinator {
@@ -173,11 +242,12 @@ impl Coordinator {
             job_name,
             operators,
             tasks,
-            storage,
+            location,
             next_id: last_id + 1,
             id_limit: None,
             confirm_first: false,
             pending: None,
+            completing: None,
             last_end: None,
             // The first checkpoint comes one interval after the start, as in Flink.
             last_start: Some(Instant::now()),
@@ -212,10 +282,11 @@ impl Coordinator {
     }
 
     /// The checkpoint `id` is recorded: older ones beyond `num-retained` may go.
-    pub fn confirm(&mut self, id: CheckpointId) {
+    pub fn confirm(&mut self, id: CheckpointId) -> Vec<Output> {
         if self.retained.back().is_some_and(|c| c.id == id) {
-            self.remove_unretained();
+            return self.remove_unretained();
         }
+        Vec::new()
     }
 
     /// The next id, and how many ids are left before the limit (`None`: no limit).
@@ -233,25 +304,20 @@ impl Coordinator {
         self.retained.back()
     }
 
-    /// The latest retained checkpoint that is intact in storage (its metadata reads and every file
-    /// is there at its size); damaged ones are dropped with a warning, so that a recovery falls back
-    /// to the one before.
-    pub fn latest_intact(&mut self) -> Option<&Completed> {
-        while let Some(c) = self.retained.back() {
-            match read_completed(&self.storage, &c.dir) {
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(job_id = %self.job_id, checkpoint = c.id, error = %e, "a retained checkpoint is damaged; using the one before");
-                    self.retained.pop_back();
-                }
-            }
-        }
-        self.retained.back()
+    /// Forgets the latest retained checkpoint (found damaged: a recovery falls back to the one
+    /// before).
+    pub fn drop_latest(&mut self) {
+        self.retained.pop_back();
     }
 
-    /// The storage.
-    pub fn storage(&self) -> &CheckpointStorage {
-        &self.storage
+    /// The storage root's location.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The job.
+    pub fn job_id(&self) -> JobId {
+        self.job_id
     }
 
     /// Every source has ended: the next checkpoint, as soon as none is running, is the final one.
@@ -280,18 +346,25 @@ impl Coordinator {
     }
 
     /// What is due now: a timed-out checkpoint is failed, and a new one may start.
-    pub fn poll(&mut self, now: Instant, now_ms: i64) -> Option<Command> {
+    pub fn poll(&mut self, now: Instant, now_ms: i64) -> Vec<Output> {
+        let mut out = Vec::new();
         if let Some(p) = &self.pending {
             if now.duration_since(p.started) < Duration::from_millis(self.config.timeout_ms) {
-                return None;
+                return out;
             }
             let id = p.id;
-            self.fail(
+            out = self.fail(
                 id,
                 format!("not complete within {} ms (execution.checkpointing.timeout)", self.config.timeout_ms),
             );
         }
-        if self.final_done {
+        out.extend(self.trigger(now, now_ms).map(Output::Tasks));
+        out
+    }
+
+    /// Starts a checkpoint if one is due and none is running or completing.
+    fn trigger(&mut self, now: Instant, now_ms: i64) -> Option<Command> {
+        if self.final_done || self.pending.is_some() || self.completing.is_some() {
             return None;
         }
         let interval = Duration::from_millis(self.config.interval_ms?);
@@ -356,11 +429,12 @@ impl Coordinator {
         }
     }
 
-    /// A task's state is written. When it is the last one expected, the checkpoint completes: its
-    /// metadata is written, and the command to commit it returned.
-    pub fn ack(&mut self, ack: TaskAck, now_ms: i64) -> Result<Option<Command>> {
+    /// A task's state is written. When it is the last one expected, the checkpoint's metadata is to
+    /// be written ([`StorageWork::WriteMetadata`]); it completes once [`Coordinator::stored`] hears
+    /// that it was.
+    pub fn ack(&mut self, ack: TaskAck, now_ms: i64) -> Vec<Output> {
         let Some(p) = self.pending.as_mut().filter(|p| p.id == ack.checkpoint_id) else {
-            return Ok(None);
+            return Vec::new();
         };
         let task = (ack.file.head, ack.file.subtask);
         p.acks.insert(task, ack.file);
@@ -375,7 +449,7 @@ impl Coordinator {
             h.checkpointed_size = size;
         });
         if n < self.tasks {
-            return Ok(None);
+            return Vec::new();
         }
         // The earlier files incremental state builds on, found among the retained checkpoints.
         let mut linked = Vec::new();
@@ -385,15 +459,14 @@ impl Coordinator {
                     Some(f) => linked.push(f),
                     None => {
                         let reason = format!("task {head}-{subtask} builds on checkpoint {m}, which is not retained");
-                        self.fail(id, reason);
-                        return Ok(None);
+                        return self.fail(id, reason);
                     }
                 }
             }
         }
-        let Some(p) = self.pending.take() else { return Ok(None) };
-        let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(p.id));
-        let mut files: Vec<StateFile> = p.acks.into_values().collect();
+        let Some(p) = self.pending.take() else { return Vec::new() };
+        let dir = self.dir_of(p.id);
+        let mut files: Vec<StateFile> = p.acks.values().cloned().collect();
         files.append(&mut linked);
         let metadata = SnapshotMetadata {
             format_version: super::STATE_FORMAT_VERSION,
@@ -405,17 +478,42 @@ impl Coordinator {
             operators: self.operators.clone(),
             files,
         };
-        let written = metadata.encode().and_then(|bytes| self.storage.put(&format!("{dir}/{METADATA_FILE}"), bytes));
-        if let Err(e) = written {
-            self.last_end = Some(Instant::now());
-            self.fail_recorded(p.id, format!("cannot write its metadata: {e}"));
-            return Ok(None);
+        let id = p.id;
+        self.completing = Some((p, metadata.clone()));
+        vec![Output::Storage(StorageWork::WriteMetadata { id, dir, metadata })]
+    }
+
+    /// The directory of checkpoint `id`, relative to the storage root.
+    fn dir_of(&self, id: CheckpointId) -> String {
+        format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(id))
+    }
+
+    /// The outcome of storage work it asked for.
+    pub fn stored(&mut self, outcome: Stored) -> Vec<Output> {
+        match outcome {
+            Stored::Metadata { id, result } => self.metadata_stored(id, result),
+            Stored::Savepoint { id, result } => {
+                self.savepoints_done.push_back((id, result));
+                Vec::new()
+            }
         }
-        let duration = Instant::now().duration_since(p.started).as_millis() as u64;
+    }
+
+    /// Checkpoint `id`'s metadata was written (or not): it completes (or fails).
+    fn metadata_stored(&mut self, id: CheckpointId, result: Result<()>) -> Vec<Output> {
+        let Some((p, metadata)) = self.completing.take_if(|(p, _)| p.id == id) else { return Vec::new() };
         self.last_end = Some(Instant::now());
+        if let Err(e) = result {
+            let reason = format!("cannot write its metadata: {e}");
+            self.ended_unsaved(&p, &reason);
+            self.fail_recorded(p.id, reason);
+            return Vec::new();
+        }
+        let dir = self.dir_of(p.id);
+        let duration = Instant::now().duration_since(p.started).as_millis() as u64;
         self.final_done |= p.last;
         self.stats.completed += 1;
-        let path = format!("{}/{dir}", self.storage.location().trim_end_matches('/'));
+        let path = format!("{}/{dir}", self.location.trim_end_matches('/'));
         let written = metadata.files.iter().filter(|f| f.is_own()).map(|f| f.bytes).sum::<u64>();
         info!(
             job_id = %self.job_id,
@@ -433,15 +531,21 @@ impl Coordinator {
             h.end_to_end_duration = duration;
             h.external_path = Some(path);
         });
+        let mut out = Vec::new();
         if let Some(request) = &p.savepoint {
-            let saved = copy_snapshot(&self.storage, &dir, &metadata, &request.target);
-            self.savepoints_done.push_back((p.id, saved.map(|()| request.target.clone())));
+            out.push(Output::Storage(StorageWork::CopySavepoint {
+                id: p.id,
+                dir: dir.clone(),
+                metadata: metadata.clone(),
+                target: request.target.clone(),
+            }));
         }
+        out.push(Output::Tasks(Command::Complete { id: p.id }));
         self.retained.push_back(Completed { id: p.id, dir, metadata });
         if !self.confirm_first {
-            self.remove_unretained();
+            out.extend(self.remove_unretained());
         }
-        Ok(Some(Command::Complete { id: p.id }))
+        out
     }
 
     /// The file of task (`head`, `subtask`) in checkpoint `m`, as a retained checkpoint lists it
@@ -458,15 +562,14 @@ impl Coordinator {
 
     /// Removes the checkpoints beyond `num-retained`: their metadata, and the files no retained
     /// checkpoint builds on; those it does build on stay until none does.
-    fn remove_unretained(&mut self) {
+    fn remove_unretained(&mut self) -> Vec<Output> {
+        let mut gone = Vec::new();
         while self.retained.len() > self.config.retained.max(1) as usize {
             let Some(old) = self.retained.pop_front() else { break };
             for f in old.metadata.files.iter().filter(|f| f.is_own()) {
                 self.lingering.push((old.dir.clone(), f.path.clone()));
             }
-            if let Err(e) = self.storage.delete(&format!("{}/{METADATA_FILE}", old.dir)) {
-                warn!(job_id = %self.job_id, checkpoint = old.id, error = %e, "cannot remove an old checkpoint");
-            }
+            gone.push(format!("{}/{METADATA_FILE}", old.dir));
         }
         let parent = job_dir(self.job_id);
         let needed: std::collections::BTreeSet<String> = self
@@ -475,45 +578,45 @@ impl Coordinator {
             .flat_map(|c| c.metadata.files.iter().filter_map(|f| f.checkpoint.map(|m| (m, &f.path))))
             .map(|(m, path)| format!("{parent}/{}/{path}", checkpoint_dir_name(m)))
             .collect();
-        let storage = self.storage.clone();
         self.lingering.retain(|(dir, path)| {
             let full = format!("{dir}/{path}");
             if needed.contains(&full) {
                 return true;
             }
-            if let Err(e) = storage.delete(&full) {
-                warn!(error = %e, file = %full, "cannot remove a file of an old checkpoint");
-            }
+            gone.push(full);
             false
         });
+        if gone.is_empty() { Vec::new() } else { vec![Output::Storage(StorageWork::Delete(gone))] }
     }
 
     /// A task could not write its state: the checkpoint fails (the job goes on; the next one
     /// starts after the interval).
-    pub fn decline(&mut self, id: CheckpointId, reason: String) {
+    pub fn decline(&mut self, id: CheckpointId, reason: String) -> Vec<Output> {
         if self.pending.as_ref().is_some_and(|p| p.id == id) {
-            self.fail(id, reason);
+            return self.fail(id, reason);
         }
+        Vec::new()
     }
 
     /// The running checkpoint, if any, is abandoned because the job's run ended (failure or
     /// restart).
-    pub fn abort(&mut self, reason: &str) {
+    pub fn abort(&mut self, reason: &str) -> Vec<Output> {
         // A new run's sources end again and need a final checkpoint again.
         self.final_wanted = false;
         self.final_requested = false;
         self.final_done = false;
-        if let Some(id) = self.pending.as_ref().map(|p| p.id) {
-            self.fail(id, reason.to_string());
+        match self.pending.as_ref().map(|p| p.id) {
+            Some(id) => self.fail(id, reason.to_string()),
+            None => Vec::new(),
         }
     }
 
-    fn fail(&mut self, id: CheckpointId, reason: String) {
-        let Some(p) = self.pending.take() else { return };
-        self.last_end = Some(Instant::now());
+    /// What a checkpoint that ended without being saved leaves behind: its savepoint failed, and a
+    /// final checkpoint is asked for again.
+    fn ended_unsaved(&mut self, p: &Pending, reason: &str) {
         if p.savepoint.is_some() {
             self.savepoints_done.push_back((
-                id,
+                p.id,
                 Err(weir_core::Error::external("the savepoint", format!("it failed: {reason}"), true)),
             ));
         }
@@ -521,11 +624,14 @@ impl Coordinator {
             // The final checkpoint must happen: ask again. (A failed stop leaves the job running.)
             self.final_wanted = true;
         }
-        let dir = format!("{}/{}", job_dir(self.job_id), checkpoint_dir_name(id));
-        if let Err(e) = self.storage.remove_dir(&dir) {
-            warn!(job_id = %self.job_id, checkpoint = id, error = %e, "cannot remove a failed checkpoint's files");
-        }
+    }
+
+    fn fail(&mut self, id: CheckpointId, reason: String) -> Vec<Output> {
+        let Some(p) = self.pending.take() else { return Vec::new() };
+        self.last_end = Some(Instant::now());
+        self.ended_unsaved(&p, &reason);
         self.fail_recorded(id, reason);
+        vec![Output::Storage(StorageWork::RemoveDir(self.dir_of(id)))]
     }
 
     fn fail_recorded(&mut self, id: CheckpointId, reason: String) {
@@ -541,171 +647,5 @@ impl Coordinator {
     }
 }
 
-/// The latest completed checkpoint of `job_id` in `storage` whose metadata reads and whose files are
-/// all there at their recorded sizes; damaged ones are skipped with a warning (the one before is
-/// used), so that a crash while a checkpoint was written never stops a recovery.
-pub fn latest_completed(storage: &CheckpointStorage, job_id: JobId) -> Result<Option<Completed>> {
-    let mut ids: Vec<CheckpointId> = storage
-        .list(&job_dir(job_id))?
-        .iter()
-        .filter_map(|n| n.strip_prefix("chk-").and_then(|n| n.parse().ok()))
-        .collect();
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    for id in ids {
-        let dir = format!("{}/{}", job_dir(job_id), checkpoint_dir_name(id));
-        match read_completed(storage, &dir) {
-            Ok(metadata) => return Ok(Some(Completed { id, dir, metadata })),
-            Err(e) => warn!(job_id = %job_id, checkpoint = id, error = %e, "skipping a checkpoint that cannot be used"),
-        }
-    }
-    Ok(None)
-}
-
-/// Copies the snapshot in `dir` of `from` to the savepoint location `target` (a directory or URL of
-/// its own): its files, and its metadata marked as a savepoint.
-pub fn copy_snapshot(from: &CheckpointStorage, dir: &str, metadata: &SnapshotMetadata, target: &str) -> Result<()> {
-    let to = CheckpointStorage::open(target)?;
-    for f in &metadata.files {
-        let copy = super::layout::locate("", SnapshotKind::Savepoint, f);
-        to.put(&copy, from.get(&super::layout::locate(dir, metadata.kind, f))?)?;
-    }
-    let mut saved = metadata.clone();
-    saved.kind = SnapshotKind::Savepoint;
-    to.put(METADATA_FILE, saved.encode()?)
-}
-
-/// Deletes the savepoint (or retained checkpoint) at `path`: every file its metadata lists, then the
-/// metadata. A path that holds no snapshot is an error that says so, and nothing is deleted.
-pub fn dispose(path: &str) -> Result<()> {
-    let at = super::layout::restore_from(path);
-    let storage = CheckpointStorage::open(&at.location)?;
-    let metadata = read_completed(&storage, &at.dir)?;
-    // A savepoint holds copies of everything it needs; a retained checkpoint's files of earlier
-    // checkpoints are theirs, and stay.
-    for f in metadata.files.iter().filter(|f| f.is_own() || metadata.kind == SnapshotKind::Savepoint) {
-        storage.delete(&super::layout::locate(&at.dir, metadata.kind, f))?;
-    }
-    storage.delete(&super::layout::join(&at.dir, METADATA_FILE))?;
-    // A local directory left empty goes too (an object store has no directories).
-    if storage.is_local() {
-        let local = path.strip_prefix("file://").unwrap_or(path);
-        let mut linked: Vec<_> = metadata.files.iter().filter_map(|f| f.checkpoint).collect();
-        linked.dedup();
-        for m in linked {
-            let _ = std::fs::remove_dir(std::path::Path::new(local).join(checkpoint_dir_name(m)));
-        }
-        let _ = std::fs::remove_dir(local);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ack(id: CheckpointId, head: u32, bytes: u64) -> TaskAck {
-        TaskAck {
-            checkpoint_id: id,
-            file: StateFile {
-                head,
-                subtask: 0,
-                path: format!("{head}-0.state"),
-                bytes,
-                uids: vec![],
-                checkpoint: None,
-            },
-            references: vec![],
-        }
-    }
-
-    #[test]
-    fn checkpoints_complete_on_the_last_ack_and_a_damaged_one_is_passed_over() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", "/tmp", e))?;
-        let storage = CheckpointStorage::open(&dir.path().display().to_string())?;
-        let config = CheckpointConfig { interval_ms: Some(10), retained: 2, ..Default::default() };
-        let job = JobId(5);
-        let mut c = Coordinator::new(config, job, "j".into(), vec![], 2, storage.clone(), 0);
-        let t0 = Instant::now();
-        assert_eq!(c.poll(t0, 0), None, "the first checkpoint waits one interval");
-        for id in 1..=3u64 {
-            let now = t0 + Duration::from_millis(20 * id);
-            assert_eq!(c.poll(now, 0), Some(Command::Trigger { id, last: false, drain: false }));
-            assert_eq!(c.poll(now, 0), None, "one at a time");
-            for head in 0..2 {
-                storage.put(&format!("{}/chk-{id}/{head}-0.state", job_dir(job)), vec![7; 10])?;
-            }
-            assert_eq!(c.ack(ack(id, 0, 10), 0)?, None);
-            assert_eq!(c.ack(ack(id, 1, 10), 0)?, Some(Command::Complete { id }));
-        }
-        assert_eq!(c.stats.completed, 3);
-        assert_eq!(storage.list(&job_dir(job))?, vec!["chk-2", "chk-3"], "two retained");
-        // chk-3 loses a file's tail: recovery uses chk-2, from the coordinator and from storage alike.
-        storage.put(&format!("{}/chk-3/1-0.state", job_dir(job)), vec![7; 4])?;
-        assert_eq!(latest_completed(&storage, job)?.map(|c| c.id), Some(2));
-        assert_eq!(c.latest_intact().map(|c| c.id), Some(2));
-        // A declined checkpoint fails and is counted; the next one starts after the interval.
-        let later = t0 + Duration::from_secs(1);
-        assert_eq!(c.poll(later, 0), Some(Command::Trigger { id: 4, last: false, drain: false }));
-        c.decline(4, "disk full".into());
-        assert_eq!(c.stats.failed, 1);
-        assert_eq!(c.stats.history.front().and_then(|h| h.failure_message.clone()).as_deref(), Some("disk full"));
-        Ok(())
-    }
-
-    #[test]
-    fn incremental_checkpoints_list_and_keep_the_files_they_build_on() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| weir_core::Error::io("tempdir", "/tmp", e))?;
-        let storage = CheckpointStorage::open(&dir.path().display().to_string())?;
-        let config = CheckpointConfig { interval_ms: Some(10), retained: 1, ..Default::default() };
-        let job = JobId(6);
-        let mut c = Coordinator::new(config, job, "j".into(), vec![], 1, storage.clone(), 0);
-        let t0 = Instant::now();
-        let jd = job_dir(job);
-        // Checkpoint 1 is full; 2 and 3 build on it (and on each other); 4 is full again.
-        let links: [&[u64]; 4] = [&[], &[1], &[1, 2], &[]];
-        for (i, refs) in links.iter().enumerate() {
-            let id = i as u64 + 1;
-            assert_eq!(
-                c.poll(t0 + Duration::from_millis(20 * id), 0),
-                Some(Command::Trigger { id, last: false, drain: false })
-            );
-            storage.put(&format!("{jd}/chk-{id}/0-0.state"), vec![1; 10 + id as usize])?;
-            let mut a = ack(id, 0, 10 + id);
-            a.references = refs.to_vec();
-            assert_eq!(c.ack(a, 0)?, Some(Command::Complete { id }));
-            if id == 3 {
-                // Only chk-3 is retained, but it lists and keeps the files of 1 and 2.
-                let m = read_completed(&storage, &format!("{jd}/chk-3"))?;
-                let linked: Vec<Option<u64>> = m.files.iter().map(|f| f.checkpoint).collect();
-                assert_eq!(linked, vec![None, Some(1), Some(2)]);
-                assert_eq!(m.bytes(), 13 + 11 + 12);
-                assert_eq!(c.stats.history.front().map(|h| (h.state_size, h.checkpointed_size)), Some((36, 13)));
-                assert_eq!(storage.list(&jd)?, vec!["chk-1", "chk-2", "chk-3"]);
-                assert!(storage.list(&format!("{jd}/chk-1"))?.iter().all(|f| f != METADATA_FILE));
-                // A savepoint of it holds copies of everything, and reads back on its own.
-                let sp = dir.path().join("sp").display().to_string();
-                copy_snapshot(&storage, &format!("{jd}/chk-3"), &m, &sp)?;
-                let restore = super::super::task::Restore::open_path(&sp)?;
-                assert_eq!(restore.metadata.files.len(), 3);
-                dispose(&sp)?;
-                assert!(!std::path::Path::new(&sp).exists());
-            }
-        }
-        // Once a full checkpoint is the only one retained, the old chain's files are gone.
-        assert_eq!(storage.list(&jd)?, vec!["chk-4"]);
-        // A chain that refers to a checkpoint no longer retained fails, with the reason.
-        assert_eq!(c.poll(t0 + Duration::from_secs(1), 0), Some(Command::Trigger { id: 5, last: false, drain: false }));
-        let mut a = ack(5, 0, 3);
-        a.references = vec![2];
-        assert_eq!(c.ack(a, 0)?, None);
-        assert!(
-            c.stats
-                .history
-                .front()
-                .and_then(|h| h.failure_message.clone())
-                .unwrap_or_default()
-                .contains("checkpoint 2")
-        );
-        Ok(())
-    }
-}
+mod tests;

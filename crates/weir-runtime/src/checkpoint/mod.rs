@@ -2,7 +2,8 @@
 //! barrier snapshotting), and what a job restores from after a failure.
 //!
 //! - The coordinator ([`coordinator`]) decides when a checkpoint starts, collects every task's
-//!   acknowledgement and completes it by writing its metadata, which lists every file.
+//!   acknowledgement and completes it once its metadata, which lists every file, is written; it is
+//!   a pure core whose storage work [`io::Coordinating`] carries out.
 //! - Sources put a barrier into their output between two batches; tasks with several input
 //!   channels align barriers ([`crate::exchange::InputGate`]); every operator writes its state when
 //!   the barrier passes it, and the task hands its snapshot to a writer thread, so processing goes
@@ -17,6 +18,7 @@
 pub mod coordinator;
 pub mod file;
 pub mod format;
+pub mod io;
 pub mod layout;
 /// Checkpoint storage, in a crate of its own (`weir-storage`) so that the HA services use it
 /// without the runtime.

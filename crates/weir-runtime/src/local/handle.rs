@@ -71,7 +71,7 @@ impl JobHandle {
 
     /// Checkpoint counts and history, for a job the embedded cluster coordinates.
     pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
-        self.shared.coordinator.lock().ok().and_then(|c| c.as_ref().map(|c| c.stats.clone()))
+        self.shared.coordinator.lock().ok().and_then(|c| c.as_ref().map(|c| c.core.stats.clone()))
     }
 
     /// Task threads of this job still alive; 0 once the job is terminal.
