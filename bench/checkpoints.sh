@@ -31,7 +31,7 @@ print(f"RESULT keyed n={n} keys={k} no-checkpoints={p:.0f} rec/s checkpoints-1s=
       f"loss={100 * (1 - w / p):.1f}% (runs: {plain} vs {with_cp})")
 PY
 # Size and duration of full checkpoints of BIGK keys.
-WEIR_LOG=weir_runtime=info WEIR_CONF_DIR=$work/conf "$bin" keyed "$n" 1 "$bigk" 2>&1 >/dev/null \
+WEIR_LOG=weir_runtime=info,weir_checkpoint=info WEIR_CONF_DIR=$work/conf "$bin" keyed "$n" 1 "$bigk" 2>&1 >/dev/null \
   | sed 's/\x1b\[[0-9;]*m//g' | grep 'checkpoint complete' \
   | sed -n 's/.*checkpoint=\([0-9]*\) bytes=\([0-9]*\) duration_ms=\([0-9]*\).*/\1 \2 \3/p' \
   | python3 -c '

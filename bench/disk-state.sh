@@ -24,7 +24,7 @@ for incremental in false true; do
   printf 'execution.checkpointing.interval: 1s\nexecution.checkpointing.dir: %s/cp-%s\nstate.backend.type: disk\nstate.backend.incremental: %s\nstate.backend.disk.dir: %s\nstate.backend.disk.cache-entries: %s\n' \
     "$work" "$incremental" "$incremental" "$work" "$cache" >"$work/conf-$incremental/config.yaml"
   if [ "$width" -gt 0 ]; then job=(wide "$n" 1 "$k" "$width"); else job=(keyed "$n" 1 "$k"); fi
-  WEIR_LOG=weir_runtime=info WEIR_CONF_DIR=$work/conf-$incremental "$bin" "${job[@]}" 2>"$work/log-$incremental" \
+  WEIR_LOG=weir_runtime=info,weir_checkpoint=info WEIR_CONF_DIR=$work/conf-$incremental "$bin" "${job[@]}" 2>"$work/log-$incremental" \
     | sed -n 's/.*rate=/rate=/p' >"$work/rate-$incremental"
   rm -rf "$work/cp-$incremental"
 done

@@ -476,6 +476,25 @@ impl TaskCheckpoint {
     }
 }
 
+/// Checks that every operator state in `restore` has an operator of `plan` to go to (matched by
+/// uid), unless `allow_non_restored`; a snapshot of another job claims nothing and is refused.
+pub fn check_claims(restore: &Restore, plan: &weir_core::Plan, allow_non_restored: bool) -> Result<()> {
+    let uids: std::collections::BTreeSet<String> = plan.vertices.iter().map(|v| v.state_uid()).collect();
+    let stateful: std::collections::BTreeSet<&str> =
+        restore.metadata.files.iter().flat_map(|f| f.uids.iter().map(String::as_str)).collect();
+    let unclaimed: Vec<&str> = stateful.iter().copied().filter(|u| !uids.contains(*u)).collect();
+    if unclaimed.is_empty() || allow_non_restored {
+        return Ok(());
+    }
+    Err(Error::InvalidJob(format!(
+        "{} holds state of operators this job does not have: {} (it was taken from job '{}'); give the operators \
+         these uids, or pass --allowNonRestoredState to drop that state",
+        restore.describe(),
+        unclaimed.join(", "),
+        restore.metadata.job_name
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

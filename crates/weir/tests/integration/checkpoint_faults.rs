@@ -16,7 +16,7 @@ use crate::checkpoints::{committed, expected_sums};
 const SCRIPT: &str = r#"
 set -eu
 mount -t tmpfs -o size=2m tmpfs "$CP"
-WEIR_LOG=weir_runtime=info NO_COLOR=1 "$WEIR" run keyed-sums --args "$ARGS" -p 2 \
+WEIR_LOG=weir_runtime=info,weir_checkpoint=info NO_COLOR=1 "$WEIR" run keyed-sums --args "$ARGS" -p 2 \
   -D execution.checkpointing.interval=100ms -D execution.checkpointing.dir="$CP" >"$OUT/stdout" 2>"$OUT/log" &
 job=$!
 # remount waits (bounded) for a moment when no file is open for writing

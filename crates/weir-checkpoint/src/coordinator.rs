@@ -6,7 +6,7 @@
 //! outputs out ([`Output`]: commands for the job's tasks, and [`StorageWork`] for checkpoint
 //! storage: metadata to write, a savepoint to copy, files to delete). It never touches storage
 //! itself, so its decisions are tested without any, and whoever drives it decides where the I/O
-//! runs: [`super::io::Coordinating`] carries the work out on the driving thread (the embedded
+//! runs: [`crate::io::Coordinating`] carries the work out on the driving thread (the embedded
 //! cluster's job master thread, or the JobManager's per-job checkpointing thread), never on a thread
 //! that REST or heartbeats wait on.
 
@@ -638,7 +638,7 @@ impl Coordinator {
         warn!(job_id = %self.job_id, checkpoint = id, reason = %reason, "checkpoint failed");
         self.stats.failed += 1;
         let started = self.stats.history.iter().find(|h| h.id == id).map(|h| h.trigger_timestamp).unwrap_or(0);
-        let now = crate::exchange::now_millis();
+        let now = weir_core::clock::now_millis();
         self.update(id, |h| {
             h.status = "FAILED".into();
             h.end_to_end_duration = (now - started).max(0) as u64;

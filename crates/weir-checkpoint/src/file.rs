@@ -15,7 +15,7 @@ use super::storage::{CheckpointStorage, ObjectReader};
 const PREAMBLE: usize = 24;
 
 /// Where a state file is read from: in memory, or from storage a range at a time.
-pub(crate) trait Source {
+pub trait Source {
     /// Bytes left.
     fn remaining(&self) -> u64;
     /// The next `n` bytes (fewer only at the end).
@@ -25,7 +25,7 @@ pub(crate) trait Source {
 }
 
 /// A state file in memory.
-pub(crate) struct Slice<'a>(pub &'a [u8]);
+pub struct Slice<'a>(pub &'a [u8]);
 
 impl Source for Slice<'_> {
     fn remaining(&self) -> u64 {
@@ -73,7 +73,7 @@ fn bad(what: &str, why: impl std::fmt::Display) -> Error {
 
 /// Reads a state file's head: the state without the frames that follow, and where the frames
 /// start (`None`: a file of format 2, which has none).
-pub(crate) fn read_head(src: &mut impl Source, what: &str) -> Result<(TaskState, Option<u64>)> {
+pub fn read_head(src: &mut impl Source, what: &str) -> Result<(TaskState, Option<u64>)> {
     let pre = src.read(PREAMBLE)?;
     if pre.len() < PREAMBLE || &pre[..8] != STATE_MAGIC {
         return Err(bad(what, "is not a weir state file (it is truncated or was overwritten)"));
@@ -105,7 +105,7 @@ pub(crate) fn read_head(src: &mut impl Source, what: &str) -> Result<(TaskState,
 /// Reads the frames that follow a head of `operators` operators: `f(op, kg, chunk)` for each
 /// frame `want(op, kg)` accepts, in file order; the others are skipped unread. Every frame read is
 /// checked against its checksum, and the end frame against the number of frames.
-pub(crate) fn read_frames(
+pub fn read_frames(
     src: &mut impl Source,
     what: &str,
     operators: usize,
@@ -242,7 +242,7 @@ impl RawState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{OperatorSnapshot, end_frame, frame_header};
+    use crate::{OperatorSnapshot, end_frame, frame_header};
     use weir_core::JobId;
 
     /// A state file of two operators whose frames are `frames` (operator, key group, bytes), put

@@ -1,9 +1,9 @@
 //! The coordinator's tests: driven with storage ([`Coordinating`]), and the pure core alone.
 
-use super::super::io::{Coordinating, copy_snapshot, dispose, latest_completed};
-use super::super::layout::read_completed;
-use super::super::storage::CheckpointStorage;
 use super::*;
+use crate::io::{Coordinating, copy_snapshot, dispose, latest_completed};
+use crate::layout::read_completed;
+use crate::storage::CheckpointStorage;
 
 fn ack(id: CheckpointId, head: u32, bytes: u64) -> TaskAck {
     TaskAck {
@@ -83,8 +83,8 @@ fn incremental_checkpoints_list_and_keep_the_files_they_build_on() -> Result<()>
             // A savepoint of it holds copies of everything, and reads back on its own.
             let sp = dir.path().join("sp").display().to_string();
             copy_snapshot(&storage, &format!("{jd}/chk-3"), &m, &sp)?;
-            let restore = super::super::task::Restore::open_path(&sp)?;
-            assert_eq!(restore.metadata.files.len(), 3);
+            let saved = read_completed(&CheckpointStorage::open(&sp)?, "")?;
+            assert_eq!((saved.kind, saved.files.len()), (SnapshotKind::Savepoint, 3));
             dispose(&sp)?;
             assert!(!std::path::Path::new(&sp).exists());
         }

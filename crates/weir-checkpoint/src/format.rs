@@ -31,7 +31,7 @@ pub type CheckpointId = u64;
 ///   never held in memory whole ([`TaskState::encode_head`]).
 /// - 4: the disk backend's raw state holds timers and indexes beside the values: a process
 ///   function's timers under reserved state names, and trigger timers, the cleanup schedule of
-///   panes and the session windows' index of ends kept aside ([`crate::disk::ASIDE`]); a reader
+///   panes and the session windows' index of ends kept aside (`weir_runtime::disk::ASIDE`); a reader
 ///   of version 3 would take them for values. Versions 2
 ///   and 3 are read as before (their timers are in the typed chunks).
 pub const STATE_FORMAT_VERSION: u32 = 4;
@@ -272,7 +272,7 @@ where
 
 /// Encodes keyed entries by the key group of their record key `K`: one chunk per key group that
 /// has entries. A key may have several entries (one per window, pane or timer); the chunks are
-/// read back with [`crate::checkpoint::restore_keyed`]`::<K, E>` (owned `E`).
+/// read back with [`crate::restore_keyed`]`::<K, E>` (owned `E`).
 pub fn snapshot_keyed_entries<'a, K, E>(
     entries: impl Iterator<Item = (&'a K, E)>,
     max_parallelism: u32,

@@ -38,7 +38,7 @@ pub fn restore_from(path: &str) -> RestoreFrom {
 
 /// A snapshot's location split into the location of its parent and its name there, so that its
 /// siblings are reachable too; a location without a parent (a bucket) is its own root.
-pub(crate) fn split_location(path: &str) -> (&str, &str) {
+pub fn split_location(path: &str) -> (&str, &str) {
     // Trailing slashes go, but not those of a bare scheme (`s3://`).
     let path = if path.ends_with("://") { path } else { path.trim_end_matches('/') };
     let scheme_end = path.find("://").map(|i| i + 3);
