@@ -422,7 +422,7 @@ impl Checkpointing {
     /// The keyed states of the operator instance `env` describes, in the configured state backend,
     /// with its timers, as it restored them.
     pub(crate) fn restore_keyed<K: Key>(env: &weir_runtime::context::TaskEnv) -> Result<KeyedStates<K>> {
-        KeyedStates::open(env)
+        KeyedStates::open(&env.state())
     }
 }
 

@@ -334,3 +334,12 @@ pub fn checkpoint_dir_name(id: CheckpointId) -> String {
 
 /// The name of the metadata file in a snapshot's directory.
 pub const METADATA_FILE: &str = "_metadata";
+
+/// Where a deferred snapshot puts its raw keyed state: chunks of encoded entries with their key
+/// group, in the order they apply.
+pub type ChunkSink<'a> = &'a mut dyn FnMut(u32, Vec<u8>) -> Result<()>;
+
+/// An operator's raw keyed state made later, on the part's writer thread, from a consistent view
+/// the operator took at the barrier (an asynchronous snapshot); it hands its chunks to the sink as
+/// it makes them, and they are written to the state file as they come.
+pub type DeferredSnapshot = Box<dyn FnOnce(ChunkSink<'_>) -> Result<()> + Send>;

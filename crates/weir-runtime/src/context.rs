@@ -161,3 +161,18 @@ pub struct TaskEnv {
     /// Where keyed state lives (`state.backend.*`).
     pub state_backend: weir_core::checkpointing::StateBackendConfig,
 }
+
+impl TaskEnv {
+    /// What the instance's state is opened with.
+    pub fn state(&self) -> crate::state::StateEnv<'_> {
+        crate::state::StateEnv {
+            backend: &self.state_backend,
+            restored_keyed: &self.restored_keyed,
+            restored_raw: &self.restored_raw,
+            instance: format!("{}-{}-{}", self.op.job_id, self.op.vertex.0, self.op.subtask),
+            max_parallelism: self.op.max_parallelism,
+            parallelism: self.op.parallelism,
+            subtask: self.op.subtask,
+        }
+    }
+}

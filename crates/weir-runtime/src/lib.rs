@@ -13,7 +13,6 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod context;
-pub mod disk;
 pub mod exchange;
 pub mod graph;
 pub mod local;
@@ -22,9 +21,13 @@ pub mod net;
 pub mod operators;
 pub mod output;
 pub mod source;
-pub mod state;
 pub mod time;
 pub mod window;
+
+/// Keyed and operator state, in a crate of its own (`weir-state`): the state-backend traits and
+/// the heap and disk backends.
+pub use weir_state as state;
+pub use weir_state::disk;
 
 pub use config::ExecutionConfig;
 pub use context::{CancelToken, OperatorContext};

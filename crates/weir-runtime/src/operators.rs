@@ -154,7 +154,7 @@ impl<K, A, O, KF, First, Step> KeyedAggregate<K, A, O, KF, First, Step> {
     {
         let entries = crate::checkpoint::restore_keyed::<K, A>(&env.restored_keyed)?;
         let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: &[] };
-        self.state = Table::open(env, spec, Restored { entries, timers: Vec::new() }, |_, _, _| {})?;
+        self.state = Table::open(&env.state(), spec, Restored { entries, timers: Vec::new() }, |_, _, _| {})?;
         self.checkpoint = env.checkpoint.clone();
         self.uid = env.op.uid.clone();
         self.max_parallelism = env.op.max_parallelism;
@@ -222,7 +222,7 @@ where
             let encode =
                 |view: HeapView<'_, K, A>| crate::checkpoint::snapshot_keyed(view.values.iter(), max_parallelism);
             let snapshot = self.state.snapshot(id, self.checkpoint.completed(), encode)?;
-            snapshot.hand_to(&self.checkpoint, OperatorSnapshot { uid, ..Default::default() });
+            self.checkpoint.add_state(snapshot, OperatorSnapshot { uid, ..Default::default() });
         }
         self.next.control(event)
     }

@@ -180,14 +180,7 @@ impl Restore {
 /// the file's frames, and the snapshot's head.
 type OldSubtask = (u32, usize, Option<super::file::FramesAt>, OperatorSnapshot);
 
-/// Where a deferred snapshot puts its raw keyed state: chunks of encoded entries with their key
-/// group, in the order they apply.
-pub type ChunkSink<'a> = &'a mut dyn FnMut(u32, Vec<u8>) -> Result<()>;
-
-/// An operator's raw keyed state made later, on the part's writer thread, from a consistent view
-/// the operator took at the barrier (an asynchronous snapshot); it hands its chunks to the sink as
-/// it makes them, and they are written to the state file as they come.
-pub type DeferredSnapshot = Box<dyn FnOnce(ChunkSink<'_>) -> Result<()> + Send>;
+pub use weir_checkpoint::{ChunkSink, DeferredSnapshot};
 
 struct Upload {
     checkpoint_id: CheckpointId,
@@ -408,6 +401,19 @@ impl TaskCheckpoint {
             && !snapshot.is_empty()
         {
             t.snapshots.borrow_mut().push(snapshot);
+        }
+    }
+
+    /// An operator of the task hands in its state's snapshot with `now`, the rest of its snapshot
+    /// (its uid and any state but its keyed state): keyed chunks go in with it, a deferred snapshot
+    /// is made on the writer thread while the task goes on with its records.
+    pub fn add_state(&self, state: crate::state::StateSnapshot, now: OperatorSnapshot) {
+        use crate::disk::DiskSnapshot;
+        let now = OperatorSnapshot { keyed: state.keyed, ..now };
+        match state.deferred {
+            None => self.add(now),
+            Some(DiskSnapshot::Increment(make, chain)) => self.add_deferred(OperatorSnapshot { chain, ..now }, make),
+            Some(DiskSnapshot::Full(make)) => self.add_deferred(now, make),
         }
     }
 

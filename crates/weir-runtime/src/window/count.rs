@@ -59,7 +59,7 @@ impl<K, T, KF, WF: WindowFunction<K, T>> CountWindowOperator<K, T, KF, WF> {
         }
         let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: &[] };
         // Windows of the disk backend's snapshots are checked as they are read.
-        self.state = Table::open(env, spec, Restored { entries: typed, timers: Vec::new() }, |_, _, _| {})?;
+        self.state = Table::open(&env.state(), spec, Restored { entries: typed, timers: Vec::new() }, |_, _, _| {})?;
         Ok(self)
     }
 }

@@ -109,7 +109,7 @@ impl WindowCheckpointing {
             w.update(vec![watermark])?;
         }
         let lists = self.operator_state.snapshot()?;
-        state.hand_to(&self.task, OperatorSnapshot { uid: self.uid.clone(), lists, ..Default::default() });
+        self.task.add_state(state, OperatorSnapshot { uid: self.uid.clone(), lists, ..Default::default() });
         Ok(())
     }
 }

@@ -112,7 +112,7 @@ where
         };
         let spec = TableSpec { group: weir_core::keygroup::key_group::<K>, queues: QUEUES };
         let restored = Restored { entries: sessions.into_iter().collect(), timers: Vec::new() };
-        self.sessions = Table::open(env, spec, restored, derive)?;
+        self.sessions = Table::open(&env.state(), spec, restored, derive)?;
         Ok(self)
     }
 
@@ -356,10 +356,10 @@ mod tests {
                 }
                 Step::Watermark(wm) => op.control(Control::Watermark(wm))?,
             }
-            let disk = op.sessions.disk_mut().ok_or_else(|| Error::internal("not on disk"))?;
+            let disk = op.sessions.disk().ok_or_else(|| Error::internal("not on disk"))?;
             assert!(disk.queue_key_groups(ENDS) <= 40, "memory holds a position per key group at most");
             let mut aside = 0;
-            disk.store_mut().scan_aside(|_, _| {
+            disk.store().scan_aside(|_, _| {
                 aside += 1;
                 Ok(())
             })?;

@@ -92,7 +92,7 @@ where
             self.watermark = self.watermark.max(wm);
         }
         let entries = crate::checkpoint::restore_keyed::<K, (Timestamp, bool, WF::Acc)>(&env.restored_keyed)?;
-        self.windows = Windows::open(env, entries)?;
+        self.windows = Windows::open(&env.state(), entries)?;
         Ok(self)
     }
 

@@ -158,7 +158,7 @@ where
                 out.push((CLEANUP + d, at));
             }
         };
-        self.panes = Table::open(env, TableSpec { group: pane_group::<K>, queues: QUEUES }, restored, derive)?;
+        self.panes = Table::open(&env.state(), TableSpec { group: pane_group::<K>, queues: QUEUES }, restored, derive)?;
         Ok(self)
     }
 
@@ -557,15 +557,15 @@ mod tests {
         op.push(&mut Batch::timestamped(events, ts))?;
         let aside = |op: &mut TriggerWindowOperator<_, _, _, _, _, _>| -> Result<usize> {
             let mut n = 0;
-            let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
-            disk.store_mut().scan_aside(|_, _| {
+            let disk = op.panes.disk().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+            disk.store().scan_aside(|_, _| {
                 n += 1;
                 Ok(())
             })?;
             Ok(n)
         };
         assert_eq!(aside(&mut op)?, 80, "a timer and a cleanup entry per pane, in the store");
-        let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+        let disk = op.panes.disk().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
         // 40 panes in key groups of their own, two queued entries each, all in the store: memory holds
         // a position per queue and key group that has entries.
         let positions: Vec<usize> = (0..QUEUES.len()).map(|q| disk.queue_key_groups(q)).collect();
@@ -576,8 +576,8 @@ mod tests {
         assert_eq!(aside(&mut op)?, 40, "the timers fired; the cleanup entries wait for the lateness");
         op.control(Control::Watermark(149))?;
         assert_eq!(aside(&mut op)?, 0);
-        let disk = op.panes.disk_mut().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
-        assert!(disk.store_mut().next_key(&[])?.is_none(), "the panes are gone too");
+        let disk = op.panes.disk().ok_or_else(|| weir_core::Error::internal("not on disk"))?;
+        assert!(disk.store().next_key(&[])?.is_none(), "the panes are gone too");
         Ok(())
     }
 }

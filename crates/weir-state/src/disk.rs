@@ -36,11 +36,11 @@ use serde::de::DeserializeOwned;
 use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
-use crate::checkpoint::file::RawState;
-use crate::checkpoint::task::{ChunkSink, DeferredSnapshot};
-use crate::checkpoint::{CheckpointId, RawEntry, decode_raw_chunk, raw_chunks};
-use crate::state::map::StateMap;
+use crate::map::StateMap;
 use engine::Engine;
+use weir_checkpoint::file::RawState;
+use weir_checkpoint::{CheckpointId, RawEntry, decode_raw_chunk, raw_chunks};
+use weir_checkpoint::{ChunkSink, DeferredSnapshot};
 
 /// Links of an incremental chain (a full snapshot and its increments) before a new full snapshot.
 pub const MAX_CHAIN: usize = 10;
@@ -173,7 +173,7 @@ fn increment(view: &engine::EngineSnapshot, keys: Vec<(u32, Vec<u8>)>, mut sink:
 
 /// The raw side of a disk-backed operator instance: its store, the entries written to it since
 /// the last snapshot, and the chain of incremental snapshots. What [`DiskKeyed`] and the keyed
-/// states of process functions ([`crate::state::KeyedStates`]) share; they keep decoded values in
+/// states of process functions ([`crate::KeyedStates`]) share; they keep decoded values in
 /// a cache in front of it.
 pub struct RawStore {
     engine: Engine,

@@ -10,9 +10,9 @@ use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
 use super::{ASIDE, DiskSnapshot, RawStore, decode, encode, is_aside};
-use crate::checkpoint::file::RawState;
-use crate::checkpoint::{CheckpointId, decode_raw_chunk};
-use crate::state::map::StateMap;
+use crate::map::StateMap;
+use weir_checkpoint::file::RawState;
+use weir_checkpoint::{CheckpointId, decode_raw_chunk};
 
 /// A cached value: whether it changed since it was last written to the store, and whether the
 /// store may hold a version of it (so that removing it must write a tombstone).
@@ -195,7 +195,7 @@ where
     /// Loads restored state: raw chunks (in the order they apply) and typed chunks of the heap
     /// backend's format (`(K, V)` entries).
     pub fn restore(&mut self, raw: &RawState, typed: &[(u32, Vec<u8>)]) -> Result<()> {
-        self.restore_entries(raw, crate::checkpoint::restore_keyed::<K, V>(typed)?)
+        self.restore_entries(raw, weir_checkpoint::restore_keyed::<K, V>(typed)?)
     }
 
     /// Like [`DiskKeyed::restore`], with the heap backend's entries already decoded.
@@ -256,6 +256,11 @@ where
 }
 
 impl<K, V> DiskKeyed<K, V> {
+    /// The store under the cache, for looking at what it keeps.
+    pub fn store(&self) -> &RawStore {
+        &self.store
+    }
+
     /// The store under the cache, for what is kept aside from the values (timers); values must go
     /// through the cache.
     pub fn store_mut(&mut self) -> &mut RawStore {
@@ -293,8 +298,8 @@ where
 mod tests {
     use super::super::{FULL_CHUNK_BYTES, KeyedChunks, MAX_CHAIN, MIN_CHANGED_BOUND, StoreWrite};
     use super::*;
-    use crate::checkpoint::task::DeferredSnapshot;
     use std::collections::BTreeMap;
+    use weir_checkpoint::DeferredSnapshot;
 
     fn store(dir: &std::path::Path, incremental: bool, cache: usize) -> Result<DiskKeyed<u64, u64>> {
         let config = StateBackendConfig {

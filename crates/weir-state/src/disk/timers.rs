@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use weir_core::{Error, Result};
 
 use super::RawStore;
-use crate::output::Timestamp;
+use crate::time::Timestamp;
 
 /// One time domain's timers in a [`RawStore`], under a tag of their own.
 pub struct DiskTimerQueue {
@@ -166,9 +166,8 @@ impl DiskTimerQueue {
         Ok(())
     }
 
-    /// Key groups that may hold timers of this queue.
-    #[cfg(test)]
-    pub(crate) fn key_groups(&self) -> usize {
+    /// Key groups that may hold timers of this queue (what memory holds of it).
+    pub fn key_groups(&self) -> usize {
         self.from.len()
     }
 }
@@ -176,10 +175,10 @@ impl DiskTimerQueue {
 /// The live timers of the queue kept aside under `tag` in restored raw state (its chunks applied
 /// in order, a later write or removal winning): time and payload each. For the heap backend
 /// restoring what the disk backend wrote.
-pub fn read_raw(raw: &crate::checkpoint::file::RawState, tag: &[u8]) -> Result<Vec<(Timestamp, Vec<u8>)>> {
+pub fn read_raw(raw: &weir_checkpoint::file::RawState, tag: &[u8]) -> Result<Vec<(Timestamp, Vec<u8>)>> {
     let mut latest: HashMap<Vec<u8>, bool> = HashMap::new();
     raw.for_each(|kg, bytes| {
-        for (k, v) in crate::checkpoint::decode_raw_chunk(kg, bytes)? {
+        for (k, v) in weir_checkpoint::decode_raw_chunk(kg, bytes)? {
             if parse_key(true, tag, &k).is_some() {
                 latest.insert(k, v.is_some());
             }

@@ -11,10 +11,10 @@ use weir_core::{Error, Result};
 
 use super::timers::DiskTimerQueue;
 use super::{DiskKeyed, KeyedChunks, decode, encode};
-use crate::checkpoint::CheckpointId;
-use crate::checkpoint::file::RawState;
-use crate::output::Timestamp;
-use crate::state::backend::{Derived, HeapView, KeyedTable, Restored, StateSnapshot, TableSpec};
+use crate::backend::{Derived, HeapView, KeyedTable, Restored, StateSnapshot, TableSpec};
+use crate::time::Timestamp;
+use weir_checkpoint::CheckpointId;
+use weir_checkpoint::file::RawState;
 
 /// Keyed values and their timer queues in the disk backend.
 pub struct DiskTable<K, V> {
@@ -141,15 +141,13 @@ where
 }
 
 impl<K, V> DiskTable<K, V> {
-    /// The store under the table, for tests that look at what it keeps.
-    #[cfg(test)]
-    pub(crate) fn store_mut(&mut self) -> &mut super::RawStore {
-        self.values.store_mut()
+    /// The store under the table, for looking at what it keeps (tests, diagnostics).
+    pub fn store(&self) -> &super::RawStore {
+        self.values.store()
     }
 
-    /// Key groups that may hold timers of `queue`.
-    #[cfg(test)]
-    pub(crate) fn queue_key_groups(&self, queue: usize) -> usize {
+    /// Key groups that may hold timers of `queue`: what memory holds of the queue.
+    pub fn queue_key_groups(&self, queue: usize) -> usize {
         self.queues.get(queue).map_or(0, DiskTimerQueue::key_groups)
     }
 }

@@ -10,16 +10,21 @@
 pub mod backend;
 #[cfg(test)]
 mod conformance;
+pub mod disk;
+pub mod env;
 pub mod heap;
 pub mod map;
 pub mod operator;
 pub mod table;
+pub mod time;
 pub mod timers;
 pub mod windows;
 
 pub use backend::{KeyedTable, StateSnapshot, WindowStore};
+pub use env::StateEnv;
 pub use operator::{OperatorListState, OperatorStateStore, Redistribution, redistribute};
 pub use table::{Table, Windows};
+pub use time::Timestamp;
 pub use timers::Timers;
 
 use std::any::{Any, TypeId};
@@ -29,10 +34,9 @@ use std::hash::Hash;
 use weir_core::checkpointing::StateBackendKind;
 use weir_core::{Error, Result};
 
-use crate::checkpoint::CheckpointId;
 use crate::disk::{DiskSnapshot, RawStore, StoreWrite};
-use crate::output::Timestamp;
 use map::StateMap;
+use weir_checkpoint::CheckpointId;
 
 /// Time-to-live of a state entry, in processing time (Flink's `StateTtlConfig`): an entry not
 /// written (or, with `update_on_read`, not read or written) for `ttl_ms` is expired, is never
@@ -234,7 +238,7 @@ pub fn snapshot_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de:
 /// their state; on disk, when a key's state is first read.
 pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned>(
     chunks: &[(u32, Vec<u8>)],
-    raw: &crate::checkpoint::file::RawState,
+    raw: &weir_checkpoint::file::RawState,
     states: &mut KeyedStates<K>,
 ) -> Result<()> {
     let mut to_store = Vec::new();
@@ -267,7 +271,7 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
             // Written by the disk backend: applied in order, a later value or removal winning.
             let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
             raw.for_each(|kg, bytes| {
-                for (sk, v) in crate::checkpoint::decode_raw_chunk(kg, bytes)? {
+                for (sk, v) in weir_checkpoint::decode_raw_chunk(kg, bytes)? {
                     latest.insert(sk, v);
                 }
                 Ok(())
@@ -291,19 +295,15 @@ pub fn restore_keyed_state<K: Hash + Eq + Clone + serde::Serialize + serde::de::
 impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> KeyedStates<K> {
     /// The keyed states and timers of the operator instance `env` describes, in its job's state
     /// backend, holding what it restored (whichever backend wrote it).
-    pub fn open(env: &crate::context::TaskEnv) -> Result<Self> {
-        let mut states = match env.state_backend.kind {
+    pub fn open(env: &StateEnv<'_>) -> Result<Self> {
+        let mut states = match env.backend.kind {
             StateBackendKind::Disk => {
-                let store = RawStore::open(&env.state_backend, &table::instance_name(env), env.op.max_parallelism)?;
-                if env.state_backend.timers_on_heap {
-                    Self::on_disk_with_heap_timers(store)
-                } else {
-                    Self::on_disk(store)
-                }
+                let store = RawStore::open(env.backend, &env.instance, env.max_parallelism)?;
+                if env.backend.timers_on_heap { Self::on_disk_with_heap_timers(store) } else { Self::on_disk(store) }
             }
             StateBackendKind::HashMap => KeyedStates::default(),
         };
-        restore_keyed_state(&env.restored_keyed, &env.restored_raw, &mut states)?;
+        restore_keyed_state(env.restored_keyed, env.restored_raw, &mut states)?;
         Ok(states)
     }
 

@@ -15,12 +15,12 @@ use weir_core::checkpointing::StateBackendKind;
 use super::backend::{Derived, HeapView, KeyedTable, Restored, StateSnapshot, TableSpec, WindowStore};
 use super::heap::HeapTable;
 use super::windows::HeapWindows;
-use crate::checkpoint::CheckpointId;
-use crate::context::TaskEnv;
 use crate::disk::KeyedChunks;
 use crate::disk::table::DiskTable;
 use crate::disk::windows::{DiskWindowStore, WindowEntries};
-use crate::output::Timestamp;
+use crate::env::StateEnv;
+use crate::time::Timestamp;
+use weir_checkpoint::CheckpointId;
 
 /// A keyed table in the backend the job configured.
 pub enum Table<K, V> {
@@ -28,11 +28,6 @@ pub enum Table<K, V> {
     Heap(HeapTable<K, V>),
     /// `state.backend.type: disk`.
     Disk(Box<DiskTable<K, V>>),
-}
-
-/// The name of an operator instance's store: unique per job, vertex and subtask.
-pub fn instance_name(env: &TaskEnv) -> String {
-    format!("{}-{}-{}", env.op.job_id, env.op.vertex.0, env.op.subtask)
 }
 
 impl<K, V> Table<K, V>
@@ -45,28 +40,27 @@ where
     /// and the disk backend's raw state in `env`; `derive` gives each value's timers in the
     /// derived queues of `spec`.
     pub fn open(
-        env: &TaskEnv,
+        env: &StateEnv<'_>,
         spec: TableSpec<K>,
         restored: Restored<K, V>,
         derive: impl FnMut(&K, &V, &mut Derived),
     ) -> Result<Self> {
-        let raw = &env.restored_raw;
-        Ok(match env.state_backend.kind {
+        let raw = env.restored_raw;
+        Ok(match env.backend.kind {
             StateBackendKind::HashMap => Table::Heap(HeapTable::open(spec, restored, raw, derive)?),
             StateBackendKind::Disk => {
-                let max_parallelism = env.op.max_parallelism.max(1);
-                let name = instance_name(env);
-                let table = DiskTable::open(&env.state_backend, &name, max_parallelism, spec, restored, raw, derive)?;
+                let max_parallelism = env.max_parallelism.max(1);
+                let table = DiskTable::open(env.backend, &env.instance, max_parallelism, spec, restored, raw, derive)?;
                 Table::Disk(Box::new(table))
             }
         })
     }
 }
 
-#[cfg(test)]
+/// For looking at what a backend keeps (tests, diagnostics): operators never branch on these.
 impl<K, V> Table<K, V> {
     /// The heap backend's table, if it holds this one.
-    pub(crate) fn heap(&self) -> Option<&HeapTable<K, V>> {
+    pub fn heap(&self) -> Option<&HeapTable<K, V>> {
         match self {
             Table::Heap(t) => Some(t),
             Table::Disk(_) => None,
@@ -74,7 +68,7 @@ impl<K, V> Table<K, V> {
     }
 
     /// The disk backend's table, if it holds this one.
-    pub(crate) fn disk_mut(&mut self) -> Option<&mut DiskTable<K, V>> {
+    pub fn disk(&self) -> Option<&DiskTable<K, V>> {
         match self {
             Table::Heap(_) => None,
             Table::Disk(t) => Some(t),
@@ -193,20 +187,17 @@ where
 {
     /// The windows of the operator instance `env` describes, in its job's backend, holding what it
     /// restored: `typed` (the heap backend's entries) and the disk backend's raw state in `env`.
-    pub fn open(env: &TaskEnv, mut typed: WindowEntries<K, A>) -> Result<Self> {
-        let max_parallelism = env.op.max_parallelism.max(1);
-        Ok(match env.state_backend.kind {
+    pub fn open(env: &StateEnv<'_>, mut typed: WindowEntries<K, A>) -> Result<Self> {
+        let max_parallelism = env.max_parallelism.max(1);
+        Ok(match env.backend.kind {
             StateBackendKind::HashMap => {
-                typed.extend(crate::disk::windows::decode_raw::<K, A>(&env.restored_raw)?);
+                typed.extend(crate::disk::windows::decode_raw::<K, A>(env.restored_raw)?);
                 Windows::Heap(HeapWindows::restored(typed))
             }
             StateBackendKind::Disk => {
-                let key_groups =
-                    weir_core::keygroup::key_group_range(max_parallelism, env.op.parallelism, env.op.subtask);
-                let name = instance_name(env);
-                let config = &env.state_backend;
-                let store =
-                    DiskWindowStore::open(config, &name, max_parallelism, key_groups, &env.restored_raw, typed)?;
+                let key_groups = weir_core::keygroup::key_group_range(max_parallelism, env.parallelism, env.subtask);
+                let (config, raw) = (env.backend, env.restored_raw);
+                let store = DiskWindowStore::open(config, &env.instance, max_parallelism, key_groups, raw, typed)?;
                 Windows::Disk(Box::new(store))
             }
         })

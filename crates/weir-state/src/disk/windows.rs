@@ -19,11 +19,11 @@ use weir_core::checkpointing::StateBackendConfig;
 use weir_core::{Error, Result};
 
 use super::{DiskSnapshot, RawStore, StoreWrite, decode, encode};
-use crate::checkpoint::file::RawState;
-use crate::checkpoint::{CheckpointId, decode_raw_chunk};
-use crate::output::Timestamp;
-use crate::state::backend::{StateSnapshot, WindowStore};
-use crate::state::map::StateMap;
+use crate::backend::{StateSnapshot, WindowStore};
+use crate::map::StateMap;
+use crate::time::Timestamp;
+use weir_checkpoint::file::RawState;
+use weir_checkpoint::{CheckpointId, decode_raw_chunk};
 
 /// Windows in the heap backend's snapshot format: `(key, (end, fired, accumulator))`.
 pub type WindowEntries<K, A> = Vec<(K, (Timestamp, bool, A))>;

@@ -16,11 +16,10 @@
 
 use weir_core::Result;
 
-use crate::checkpoint::task::TaskCheckpoint;
-use crate::checkpoint::{CheckpointId, OperatorSnapshot};
 use crate::disk::{DiskSnapshot, KeyedChunks};
-use crate::output::Timestamp;
-use crate::state::map::StateMap;
+use crate::map::StateMap;
+use crate::time::Timestamp;
+use weir_checkpoint::CheckpointId;
 
 /// A timer queue of a table, as its operator declares it.
 #[derive(Clone, Copy, Debug)]
@@ -62,18 +61,6 @@ impl StateSnapshot {
     /// A store's snapshot, made later.
     pub fn deferred(deferred: DiskSnapshot) -> Self {
         StateSnapshot { keyed: Vec::new(), deferred: Some(deferred) }
-    }
-
-    /// Hands the snapshot to the operator's task with `now`, the rest of the operator's snapshot
-    /// (its uid and any state but its keyed state): keyed chunks go in with it, a deferred snapshot
-    /// is made on the writer thread while the task goes on with its records.
-    pub fn hand_to(self, task: &TaskCheckpoint, now: OperatorSnapshot) {
-        let now = OperatorSnapshot { keyed: self.keyed, ..now };
-        match self.deferred {
-            None => task.add(now),
-            Some(DiskSnapshot::Increment(make, chain)) => task.add_deferred(OperatorSnapshot { chain, ..now }, make),
-            Some(DiskSnapshot::Full(make)) => task.add_deferred(now, make),
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use weir_core::{Error, Result};
 
-pub use crate::checkpoint::format::Redistribution;
+pub use weir_checkpoint::format::Redistribution;
 
 type Encode = fn(&(dyn Any + Send)) -> Result<Vec<Vec<u8>>>;
 
@@ -23,7 +23,7 @@ struct OperatorEntry {
 struct OperatorStates {
     declared: BTreeMap<String, OperatorEntry>,
     /// Restored states not declared (yet) by this instance, kept as they were.
-    restored: BTreeMap<String, crate::checkpoint::ListSnapshot>,
+    restored: BTreeMap<String, weir_checkpoint::ListSnapshot>,
     was_restored: bool,
 }
 
@@ -51,7 +51,7 @@ impl std::fmt::Debug for OperatorStateStore {
 
 impl OperatorStateStore {
     /// A store holding restored states, which [`OperatorStateStore::list_state`] hands out.
-    pub fn restored(lists: BTreeMap<String, crate::checkpoint::ListSnapshot>) -> Self {
+    pub fn restored(lists: BTreeMap<String, weir_checkpoint::ListSnapshot>) -> Self {
         let states = OperatorStates { declared: BTreeMap::new(), restored: lists, was_restored: true };
         OperatorStateStore { states: std::sync::Arc::new(std::sync::Mutex::new(states)) }
     }
@@ -118,14 +118,14 @@ impl OperatorStateStore {
     }
 
     /// Every state, encoded for a checkpoint (restored ones not declared since included).
-    pub fn snapshot(&self) -> Result<BTreeMap<String, crate::checkpoint::ListSnapshot>> {
+    pub fn snapshot(&self) -> Result<BTreeMap<String, weir_checkpoint::ListSnapshot>> {
         let states = self.states.lock().map_err(|_| Error::internal("operator state lock poisoned"))?;
         let mut out = states.restored.clone();
         for (name, e) in &states.declared {
             let entries = (e.encode)(e.values.as_ref())?;
             out.insert(
                 name.clone(),
-                crate::checkpoint::ListSnapshot { mode: e.mode, type_name: e.type_name.to_string(), entries },
+                weir_checkpoint::ListSnapshot { mode: e.mode, type_name: e.type_name.to_string(), entries },
             );
         }
         Ok(out)

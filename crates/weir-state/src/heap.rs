@@ -9,11 +9,11 @@ use serde::de::DeserializeOwned;
 use weir_core::{Error, Result};
 
 use super::backend::{Derived, HeapView, KeyedTable, Restored, StateSnapshot, TableSpec};
-use crate::checkpoint::CheckpointId;
-use crate::checkpoint::file::RawState;
 use crate::disk::KeyedChunks;
-use crate::output::Timestamp;
-use crate::state::map::{StateHasher, StateMap};
+use crate::map::{StateHasher, StateMap};
+use crate::time::Timestamp;
+use weir_checkpoint::CheckpointId;
+use weir_checkpoint::file::RawState;
 
 /// One timer queue on the heap: keys by time, and the set of those queued (so a timer is queued
 /// once).
@@ -88,14 +88,17 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, V: DeserializeOwned> HeapTable<K, 
 
 impl<K: Hash + Eq + Clone, V> HeapTable<K, V> {
     /// Keys with a value.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.values.len()
     }
 
+    /// Whether no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
     /// Entries in `queue`'s memory (live timers, and those left behind by removals).
-    #[cfg(test)]
-    pub(crate) fn queued(&self, queue: usize) -> usize {
+    pub fn queued(&self, queue: usize) -> usize {
         self.queues.get(queue).map_or(0, |q| q.by_time.values().map(Vec::len).sum::<usize>().max(q.live.len()))
     }
 

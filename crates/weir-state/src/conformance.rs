@@ -9,11 +9,11 @@ use weir_core::{Error, Result};
 
 use super::backend::{HeapView, KeyedTable, Queue, Restored, StateSnapshot, TableSpec, WindowStore};
 use super::table::{Table, Windows};
-use crate::checkpoint::file::RawState;
-use crate::context::TaskEnv;
 use crate::disk::KeyedChunks;
-use crate::output::Timestamp;
-use crate::window::testing::{MAX_PARALLELISM, env, on_backend};
+use crate::env::StateEnv;
+use crate::time::Timestamp;
+use weir_checkpoint::file::RawState;
+use weir_core::checkpointing::{StateBackendConfig, StateBackendKind};
 
 /// The backends under test, by name: whether each is the disk backend (with a cache of 3 entries,
 /// so that most operations go to its store).
@@ -49,23 +49,55 @@ fn encode(view: HeapView<'_, u32, Value>) -> Result<KeyedChunks> {
         .take(1)
         .enumerate()
         .flat_map(|(q, ts)| ts.iter().map(move |(at, k)| (*k, Entry::Timer(q, *at))));
-    crate::checkpoint::snapshot_keyed_entries(values.chain(timers), MAX_PARALLELISM)
+    weir_checkpoint::snapshot_keyed_entries(values.chain(timers), MAX_PARALLELISM)
 }
 
-/// The environment of a fresh instance on a backend, restoring `snapshot` (if any).
-fn env_on(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> TaskEnv {
-    let mut e = on_backend(&env(Default::default(), 0, 1, &[]), disk);
-    if let Some((keyed, raw)) = snapshot {
-        e.restored_keyed = keyed.clone();
-        e.restored_raw = RawState::from(raw.clone());
+/// Key groups of the instances under test.
+const MAX_PARALLELISM: u32 = 128;
+
+/// What a fresh instance on a backend starts from: its backend (the disk backend with a cache of 3
+/// entries) and what it restores (`snapshot`, if any).
+struct Start {
+    backend: StateBackendConfig,
+    keyed: KeyedChunks,
+    raw: RawState,
+}
+
+impl Start {
+    fn env(&self) -> StateEnv<'_> {
+        StateEnv {
+            backend: &self.backend,
+            restored_keyed: &self.keyed,
+            restored_raw: &self.raw,
+            instance: "conformance".into(),
+            max_parallelism: MAX_PARALLELISM,
+            parallelism: 1,
+            subtask: 0,
+        }
     }
-    e
+}
+
+fn env_on(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> Start {
+    let backend = if disk {
+        StateBackendConfig {
+            kind: StateBackendKind::Disk,
+            incremental: false,
+            dir: None,
+            cache_entries: 3,
+            timers_on_heap: false,
+        }
+    } else {
+        StateBackendConfig::default()
+    };
+    let (keyed, raw) = snapshot.cloned().unwrap_or_default();
+    Start { backend, keyed, raw: RawState::from(raw) }
 }
 
 fn open(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> Result<Table<u32, Value>> {
-    let e = env_on(disk, snapshot);
+    let start = env_on(disk, snapshot);
+    let e = start.env();
     let mut restored = Restored::default();
-    for (k, entry) in crate::checkpoint::restore_keyed::<u32, Entry<Value>>(&e.restored_keyed)? {
+    for (k, entry) in weir_checkpoint::restore_keyed::<u32, Entry<Value>>(e.restored_keyed)? {
         match entry {
             Entry::Value(v) => restored.entries.push((k, v)),
             Entry::Timer(q, at) => restored.timers.push((q, at, k)),
@@ -241,9 +273,9 @@ struct WindowModel {
 }
 
 fn open_windows(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> Result<Windows<u32, u64>> {
-    let e = env_on(disk, snapshot);
-    let typed = crate::checkpoint::restore_keyed::<u32, (Timestamp, bool, u64)>(&e.restored_keyed)?;
-    Windows::open(&e, typed)
+    let start = env_on(disk, snapshot);
+    let typed = weir_checkpoint::restore_keyed::<u32, (Timestamp, bool, u64)>(&start.keyed)?;
+    Windows::open(&start.env(), typed)
 }
 
 /// Fires what `advance(time)` fires on `windows`, sorted by (end, key).
@@ -320,7 +352,7 @@ type KeyStates = (Option<u64>, Vec<u32>, BTreeMap<u32, u32>);
 
 /// The keyed states of a fresh process-function instance on a backend, restoring `snapshot`.
 fn open_states(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> Result<super::KeyedStates<u32>> {
-    super::KeyedStates::open(&env_on(disk, snapshot))
+    super::KeyedStates::open(&env_on(disk, snapshot).env())
 }
 
 /// Every key's states, read through the states' API (declaring them first, as an operator does).

@@ -9,9 +9,9 @@ use serde::Serialize;
 use weir_core::Result;
 
 use super::backend::{StateSnapshot, WindowStore};
-use crate::checkpoint::CheckpointId;
-use crate::output::Timestamp;
-use crate::state::map::StateMap;
+use crate::map::StateMap;
+use crate::time::Timestamp;
+use weir_checkpoint::CheckpointId;
 
 /// Time windows on the heap.
 pub struct HeapWindows<K, A> {
@@ -116,6 +116,6 @@ impl<K: Hash + Eq + Clone + Serialize, A: Serialize> WindowStore<K, A> for HeapW
     fn snapshot(&mut self, _: CheckpointId, _: CheckpointId, max_parallelism: u32) -> Result<StateSnapshot> {
         let pending = self.pending.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, false, acc))));
         let fired = self.fired.iter().flat_map(|(end, m)| m.iter().map(move |(k, acc)| (k, (*end, true, acc))));
-        Ok(StateSnapshot::keyed(crate::checkpoint::snapshot_keyed_entries(pending.chain(fired), max_parallelism)?))
+        Ok(StateSnapshot::keyed(weir_checkpoint::snapshot_keyed_entries(pending.chain(fired), max_parallelism)?))
     }
 }

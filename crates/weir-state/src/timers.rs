@@ -15,7 +15,7 @@ use weir_core::Result;
 
 use crate::disk::timers::DiskTimerQueue;
 use crate::disk::{RawStore, decode, encode};
-use crate::output::Timestamp;
+use crate::time::Timestamp;
 
 /// The reserved state names timers are stored under on disk, event time first. User state names
 /// cannot start with a NUL byte ([`super::KeyedStates::declare`] refuses them).
