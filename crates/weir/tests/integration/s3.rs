@@ -302,29 +302,7 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     let stalled_at = Instant::now();
     // A submission that restores from storage reads the snapshot's metadata there: it waits out the
     // stall on a thread of its own, not on the ones REST and heartbeats need.
-    let submitting = c
-        .weir_command(&[
-            "run",
-            "-t",
-            "remote",
-            "-d",
-            "-s",
-            &restore_from,
-            "generate",
-            "--args",
-            args,
-            "-p",
-            "1",
-            "-D",
-            "execution.checkpointing.interval=100ms",
-            "-D",
-            "execution.checkpointing.dir=s3://state/cp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("cannot start", "weir run", e))?;
-    let mut submitting = Proc::from(submitting);
+    let mut submitting = submit_restoring(&c, &restore_from, args)?;
     let mut slowest = Duration::ZERO;
     while stalled_at.elapsed() < Duration::from_secs(20) {
         for path in ["/overview", checkpoints.as_str()] {
@@ -346,25 +324,7 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     proxy.stall(false);
     // Storage answers again: the submission goes through (the JobManager had room for it: the
     // TaskManager's one slot is taken, so it waits for slots, which is enough here).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        match submitting.child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            other => panic!("the submission did not end within a minute of the stall: {other:?}"),
-        }
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = submitting.child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = submitting.child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    assert!(status.success(), "{err}");
-    let second =
-        out.lines().find_map(|l| l.strip_prefix("Job has been submitted with JobID ")).unwrap_or_default().to_string();
-    assert!(!second.is_empty(), "{out}");
+    let second = submitted_job(&mut submitting);
 
     // Storage answers again: the checkpoint that waited on it completes, and later ones follow.
     let before = during["counts"]["completed"].as_u64().unwrap_or(0);
@@ -388,4 +348,55 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
         assert!(cancel.status.success(), "{}", text(&cancel.stderr));
     }
     Ok(())
+}
+
+/// Starts `weir run -t remote -d -s FROM generate` against `c` in the background: a submission that
+/// reads the snapshot's metadata from the JobManager's checkpoint storage.
+fn submit_restoring(c: &Cluster, from: &str, args: &str) -> Result<Proc> {
+    let child = c
+        .weir_command(&[
+            "run",
+            "-t",
+            "remote",
+            "-d",
+            "-s",
+            from,
+            "generate",
+            "--args",
+            args,
+            "-p",
+            "1",
+            "-D",
+            "execution.checkpointing.interval=100ms",
+            "-D",
+            "execution.checkpointing.dir=s3://state/cp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("cannot start", "weir run", e))?;
+    Ok(Proc::from(child))
+}
+
+/// Waits (a minute at most) for a submission started by [`submit_restoring`] to succeed; its job id.
+fn submitted_job(submitting: &mut Proc) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match submitting.child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("the submission did not end within a minute of the stall: {other:?}"),
+        }
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = submitting.child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = submitting.child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{err}");
+    let id = out.lines().find_map(|l| l.strip_prefix("Job has been submitted with JobID ")).unwrap_or_default();
+    assert!(!id.is_empty(), "{out}");
+    id.to_string()
 }
