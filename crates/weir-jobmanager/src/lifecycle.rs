@@ -32,7 +32,8 @@
 //!   Waiting ─────────▶ Deployed ─────────▶ Ended(Finished)
 //!    ▲  │ cancel/fail    │ │ fail (no restart left) ─▶ Ended(Failed)
 //!    │  └─▶ Ended        │ └ cancel ─▶ Cancelling ── stopped ─▶ Ended(Canceled)
-//!    │ due               │ restart (delay > 0)          └ fail ─▶ Ended(Failed)
+//!    │ due               │ restart (delay > 0)          ├ fail ─▶ Ended(Failed)
+//!    │                   │                              └ finish (first) ─▶ Ended(Finished)
 //!    └──── Restarting ◀──┘ (delay 0: straight to Waiting)
 //!              └ cancel ─▶ Ended(Canceled)
 //!   every state but Ended ── suspend ─▶ Suspended (leadership lost; another JobManager resumes)
@@ -162,6 +163,11 @@ impl Deployed {
 }
 
 impl Cancelling {
+    /// Every part finished before the cancellation reached it.
+    pub fn finish(self, now_ms: i64) -> Ended {
+        Ended { outcome: Outcome::Finished, end_ms: now_ms }
+    }
+
     /// Every part stopped (or its TaskManager was lost): cancelled as asked.
     pub fn stopped(self, now_ms: i64) -> Ended {
         Ended { outcome: Outcome::Canceled, end_ms: now_ms }
@@ -257,6 +263,7 @@ impl Lifecycle {
             (Lifecycle::Deployed(d), Outcome::Finished) => (Lifecycle::Ended(d.finish(now_ms)), true),
             (Lifecycle::Deployed(d), Outcome::Failed) => (Lifecycle::Ended(d.fail(now_ms)), true),
             (Lifecycle::Cancelling(c), Outcome::Canceled) => (Lifecycle::Ended(c.stopped(now_ms)), true),
+            (Lifecycle::Cancelling(c), Outcome::Finished) => (Lifecycle::Ended(c.finish(now_ms)), true),
             (Lifecycle::Cancelling(c), Outcome::Failed) => (Lifecycle::Ended(c.fail(now_ms)), true),
             (Lifecycle::Restarting(r), Outcome::Canceled) => (Lifecycle::Ended(r.cancel(now_ms)), true),
             (other, _) => (other, false),
@@ -366,7 +373,7 @@ mod tests {
         // Cancelled while deployed: CANCELLING, then CANCELED once the parts stopped.
         assert!(job.deploy() && job.cancel_deployed());
         assert_eq!(job.status(), JobStatus::Cancelling);
-        assert!(!job.end(Outcome::Finished, 2), "a job being cancelled does not finish");
+        assert!(!job.cancel_deployed(), "a second cancel changes nothing");
         assert!(job.end(Outcome::Canceled, 3));
         assert_eq!((job.status(), job.end_ms()), (JobStatus::Canceled, Some(3)));
         // Nothing leaves the end.
@@ -377,6 +384,10 @@ mod tests {
         let mut finished = Lifecycle::default();
         assert!(finished.deploy() && finished.end(Outcome::Finished, 5));
         assert_eq!(finished.status(), JobStatus::Finished);
+        // Every part finished before a cancellation reached it: FINISHED, as in Flink.
+        let mut raced = Lifecycle::default();
+        assert!(raced.deploy() && raced.cancel_deployed() && raced.end(Outcome::Finished, 6));
+        assert_eq!(raced.status(), JobStatus::Finished);
         let mut suspended = Lifecycle::default();
         assert!(suspended.suspend() && suspended.is_over());
         assert_eq!(suspended.status(), JobStatus::Suspended);

@@ -391,11 +391,15 @@ impl Cluster {
             .get_mut(&id)
             .ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster; see `weir list`")))?;
         // Deployed: its parts are told to stop, and it is CANCELED once they have. Waiting for slots
-        // or for a restart: CANCELED at once. Anything else: nothing to cancel.
-        if job.transition(Lifecycle::cancel_deployed) {
-            cancel_parts(&s, id);
-        } else {
-            finish(&mut s, id, Outcome::Canceled, None, None);
+        // or for a restart: CANCELED at once. Being cancelled already, or over: nothing to do (a
+        // second cancel must not free slots its parts still hold).
+        match job.lifecycle {
+            Lifecycle::Deployed(_) => {
+                job.transition(Lifecycle::cancel_deployed);
+                cancel_parts(&s, id);
+            }
+            Lifecycle::Waiting(_) | Lifecycle::Restarting(_) => finish(&mut s, id, Outcome::Canceled, None, None),
+            Lifecycle::Cancelling(_) | Lifecycle::Suspended(_) | Lifecycle::Ended(_) => {}
         }
         Ok(())
     }
@@ -446,12 +450,14 @@ impl Cluster {
                 schedule(&mut s);
             }
             JobStatus::Finished if job.parts.iter().all(|p| p.status == JobStatus::Finished) => {
+                // (Also while being cancelled: every part finished before the cancel reached it.)
                 let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
                 finish(&mut s, id, Outcome::Finished, None, merged);
                 schedule(&mut s);
             }
-            // Cancelled as asked: the job is CANCELED once every part has stopped.
-            JobStatus::Canceled if matches!(job.lifecycle, Lifecycle::Cancelling(_)) => {
+            // Cancelled as asked: the job is CANCELED once every part has stopped, however each
+            // stopped (some may have finished first).
+            JobStatus::Canceled | JobStatus::Finished if matches!(job.lifecycle, Lifecycle::Cancelling(_)) => {
                 let all_stopped = job.parts.iter().all(|p| p.status.is_terminal());
                 if all_stopped {
                     finish(&mut s, id, Outcome::Canceled, None, None);
