@@ -507,7 +507,8 @@ impl Coordinator {
             let reason = format!("cannot write its metadata: {e}");
             self.ended_unsaved(&p, &reason);
             self.fail_recorded(p.id, reason);
-            return Vec::new();
+            // Its tasks' files are of no use without the metadata.
+            return vec![Output::Storage(StorageWork::RemoveDir(self.dir_of(p.id)))];
         }
         let dir = self.dir_of(p.id);
         let duration = Instant::now().duration_since(p.started).as_millis() as u64;
@@ -605,6 +606,9 @@ impl Coordinator {
         self.final_wanted = false;
         self.final_requested = false;
         self.final_done = false;
+        // (A checkpoint whose metadata is being written completes or fails when its outcome comes
+        // back, as its driver always feeds it back before the next event: its tasks' files are
+        // written whatever happens to the run.)
         match self.pending.as_ref().map(|p| p.id) {
             Some(id) => self.fail(id, reason.to_string()),
             None => Vec::new(),

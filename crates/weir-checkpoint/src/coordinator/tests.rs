@@ -157,7 +157,7 @@ fn the_core_asks_for_storage_work_and_completes_only_on_its_outcome() {
     c.poll(t0 + Duration::from_secs(3), 0);
     c.ack(ack(3, 0, 5), 0);
     let failed = c.stored(Stored::Metadata { id: 3, result: Err(weir_core::Error::internal("full")) });
-    assert!(failed.is_empty());
+    assert_eq!(shapes(&failed), vec![format!("remove {jd}/chk-3")], "its files go");
     assert_eq!((c.stats.completed, c.stats.failed), (2, 1));
     let outcome = c.take_savepoints();
     assert!(matches!(outcome.as_slice(), [(3, Err(_))]), "{outcome:?}");
