@@ -416,7 +416,7 @@ fn keyed_states_of_every_backend_behave_as_the_model_and_restore_into_every_back
                         m.2.insert(i % 5, i);
                     }
                     3 => {
-                        s.clear(&k, value);
+                        s.clear(&k, value)?;
                         m.0 = None;
                     }
                     4 => {

@@ -485,13 +485,16 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
         }
     }
 
-    /// Removes `slot` of `key`.
-    pub fn clear(&mut self, key: &K, slot: usize) {
+    /// Removes `slot` of `key`; on disk, the removal may write evicted keys back to the store
+    /// (which can fail).
+    pub fn clear(&mut self, key: &K, slot: usize) -> Result<()> {
         let on_disk = self.disk.is_some();
         if on_disk && !self.per_key.contains_key(key) {
             // A key out of the cache may still have the state in the store: the removal must reach
-            // it too, as a tombstone written back with the key. (The next read makes room in the
-            // cache again.)
+            // it too, as a tombstone written back with the key, in a cache kept to its bound.
+            if self.disk.as_ref().is_some_and(|store| self.per_key.len() >= store.capacity()) {
+                self.evict()?;
+            }
             let mut cells = Vec::new();
             cells.resize_with(self.declared.len(), Cell::default);
             self.per_key.insert(key.clone(), cells);
@@ -505,6 +508,7 @@ impl<K: Hash + Eq + Clone + serde::Serialize + serde::de::DeserializeOwned> Keye
                 self.per_key.remove(key);
             }
         }
+        Ok(())
     }
 
     /// Removes every expired entry in memory (run from time to time; reads never see expired
@@ -660,7 +664,7 @@ mod tests {
                     *s.get_or_init(&k, count, now, || None::<u64>)?.get_or_insert(0) += 1;
                     s.get_or_init(&k, seen, now, Vec::<u32>::new)?.push(i);
                     if i % 7 == 0 {
-                        s.clear(&k, count);
+                        s.clear(&k, count)?;
                     }
                 }
             }
