@@ -44,9 +44,27 @@ impl EtcdServer {
         self.dir.path().join("etcd.log")
     }
 
-    /// Starts it again (same ports, same data) after [`EtcdServer::stop`].
+    /// Starts it again (same ports, same data) after [`EtcdServer::stop`]. Its ports were free when
+    /// it first started, but while it was down another process's outgoing connection may have
+    /// taken one as its local port for a moment: then it tries again (bounded), as an operator would.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "etcd runs already");
+        for attempt in 1..=10 {
+            match self.launch() {
+                Ok(()) => return,
+                // (Most likely a port taken meanwhile, "address already in use"; whatever it was,
+                // the last attempt's output is shown.)
+                Err(log) if attempt < 10 => {
+                    eprintln!("etcd exited at start (attempt {attempt}), trying again:\n{log}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(log) => panic!("etcd exited (attempt {attempt}); the end of its output:\n{log}"),
+            }
+        }
+    }
+
+    /// Starts etcd and waits until it answers; the end of its output if it exits first.
+    fn launch(&mut self) -> Result<(), String> {
         let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -76,10 +94,13 @@ impl EtcdServer {
             let ok =
                 ureq::post(&url).send_json(serde_json::json!({})).map(|r| r.status().is_success()).unwrap_or(false);
             if ok {
-                return;
+                return Ok(());
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("etcd exited ({status}); its output is in {}", self.log().display());
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(8).collect();
+                return Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
             }
             assert!(Instant::now() < deadline, "etcd did not answer within 30 s; see {}", self.log().display());
             std::thread::sleep(Duration::from_millis(50));
