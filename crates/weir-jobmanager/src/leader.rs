@@ -64,18 +64,25 @@ impl Cluster {
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| Error::internal(format!("cannot encode a job: {e}")))?;
         ha.stores.put_job(epoch, &key, bytes).await?;
-        match self.submit_off_loop(graph, config, id).await {
-            Ok(id) => {
-                reserve_ids(self, &ha, epoch, id, 1).await;
-                Ok(id)
-            }
-            Err(e) => {
-                if let Err(undo) = ha.stores.remove_job(epoch, &key).await {
-                    warn!(job_id = %id, error = %undo, "cannot remove a refused job from the job graph store");
+        // From here the submission runs to its end in a task of its own, even if the request that
+        // asked for it goes away (a client that timed out): a job in the store is either running
+        // with its ids reserved, or removed again.
+        let cluster = self.clone();
+        let finish = tokio::spawn(async move {
+            match cluster.submit_off_loop(graph, config, id).await {
+                Ok(id) => {
+                    reserve_ids(&cluster, &ha, epoch, id, 1).await;
+                    Ok(id)
                 }
-                Err(e)
+                Err(e) => {
+                    if let Err(undo) = ha.stores.remove_job(epoch, &key).await {
+                        warn!(job_id = %id, error = %undo, "cannot remove a refused job from the job graph store");
+                    }
+                    Err(e)
+                }
             }
-        }
+        });
+        finish.await.map_err(|e| Error::internal(format!("a durable job submission did not finish: {e}")))?
     }
 
     /// Leadership was lost: every job is suspended (cancelled here, kept in the stores), every
