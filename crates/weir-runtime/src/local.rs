@@ -437,15 +437,7 @@ fn job_master(
         remaining -= 1;
         let Err(e) = r else { continue };
         let first = root.is_none();
-        // A closed channel is a consequence of another task stopping, never the cause.
-        let better = match (&root, &e) {
-            (None, _) => true,
-            (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), Error::ChannelClosed(_) | Error::Cancelled(_)) => {
-                false
-            }
-            (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), _) => true,
-            _ => false,
-        };
+        let better = explains_better(root.as_ref(), &e);
         if matches!(e, Error::Cancelled(_)) && shared.cancel.is_cancelled() {
             continue;
         }
@@ -461,6 +453,24 @@ fn job_master(
             shared.cancel.cancel();
         }
     }
+    conclude(&shared, threads, root);
+}
+
+/// Whether task failure `e` explains the job's failure better than `root`, the failure kept so
+/// far: a closed channel or a cancellation is a consequence of another task stopping, never the
+/// cause.
+fn explains_better(root: Option<&Error>, e: &Error) -> bool {
+    match (root, e) {
+        (None, _) => true,
+        (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), Error::ChannelClosed(_) | Error::Cancelled(_)) => false,
+        (Some(Error::ChannelClosed(_) | Error::Cancelled(_)), _) => true,
+        _ => false,
+    }
+}
+
+/// Once every task ended: joins their threads, closes what the job opened, and records its end
+/// (with `root`, the failure that explains it, if any).
+fn conclude(shared: &JobShared, threads: Vec<std::thread::JoinHandle<()>>, root: Option<Error>) {
     for h in threads {
         let _ = h.join();
     }

@@ -208,21 +208,21 @@ pub async fn serve(
             message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
                 Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
-                    match node.deploy(deployment) {
+                    let first = match node.deploy(deployment) {
                         Ok(run) => {
                             let in_process = matches!(run, Run::InProcess(_));
                             jobs.insert((job_id, attempt), run);
                             // A worker reports its own states; an in-process part is INITIALIZING
                             // now, and RUNNING follows from its watcher once every task restored.
-                            if in_process {
-                                write_frame(&mut wr, &ToJobManager::JobState { job_id, attempt, status: JobStatus::Initializing, error: None, result: None, retryable: false }).await?;
-                            }
+                            in_process.then_some(Ok(JobStatus::Initializing))
                         }
                         Err(e) => {
                             warn!(job_id = %job_id, attempt, error = %e, "cannot run the deployed job");
-                            let state = ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(e.to_string()), result: None, retryable: e.is_retryable() };
-                            write_frame(&mut wr, &state).await?;
+                            Some(Err(e))
                         }
+                    };
+                    if let Some(first) = first {
+                        write_frame(&mut wr, &first_report(job_id, attempt, first)).await?;
                     }
                 }
                 Ok(Some(ToTaskManager::Cancel { job_id })) => {
@@ -233,13 +233,7 @@ pub async fn serve(
                     }
                 }
                 Ok(Some(m @ (ToTaskManager::TriggerCheckpoint { .. } | ToTaskManager::CheckpointComplete { .. }))) => {
-                    let (ToTaskManager::TriggerCheckpoint { job_id, attempt, .. } | ToTaskManager::CheckpointComplete { job_id, attempt, .. }) = &m else { continue };
-                    match jobs.get(&(*job_id, *attempt)) {
-                        Some(Run::InProcess(h)) => worker::checkpoint_command(h, &m),
-                        Some(Run::Worker(_, control)) => { let _ = control.send(m); }
-                        // The run ended meanwhile: nothing to checkpoint.
-                        None => {}
-                    }
+                    forward_checkpoint(&jobs, m);
                 }
                 Ok(Some(ToTaskManager::Shutdown)) => {
                     info!(taskmanager = %id, "shut down by the JobManager");
@@ -272,8 +266,44 @@ pub async fn serve(
             }
         }
     };
-    // Nothing keeps running without a JobManager. Workers are cancelled too; any still running
-    // when this process ends are killed.
+    stop_runs(&jobs);
+    outcome
+}
+
+/// The first report of a deployed part: INITIALIZING, or FAILED with why it could not run.
+fn first_report(job_id: JobId, attempt: u32, first: Result<JobStatus>) -> ToJobManager {
+    match first {
+        Ok(status) => ToJobManager::JobState { job_id, attempt, status, error: None, result: None, retryable: false },
+        Err(e) => ToJobManager::JobState {
+            job_id,
+            attempt,
+            status: JobStatus::Failed,
+            error: Some(e.to_string()),
+            result: None,
+            retryable: e.is_retryable(),
+        },
+    }
+}
+
+/// Hands a checkpoint command to the run it is for (none: the run ended, nothing to checkpoint).
+fn forward_checkpoint(jobs: &HashMap<(JobId, u32), Run>, m: ToTaskManager) {
+    let (ToTaskManager::TriggerCheckpoint { job_id, attempt, .. }
+    | ToTaskManager::CheckpointComplete { job_id, attempt, .. }) = &m
+    else {
+        return;
+    };
+    match jobs.get(&(*job_id, *attempt)) {
+        Some(Run::InProcess(h)) => worker::checkpoint_command(h, &m),
+        Some(Run::Worker(_, control)) => {
+            let _ = control.send(m);
+        }
+        None => {}
+    }
+}
+
+/// Nothing keeps running without a JobManager: every run is cancelled (workers too; any still
+/// running when this process ends are killed), and in-process ones are waited for.
+fn stop_runs(jobs: &HashMap<(JobId, u32), Run>) {
     for h in jobs.values() {
         h.cancel();
     }
@@ -282,7 +312,6 @@ pub async fn serve(
             let _ = tokio::task::block_in_place(|| h.wait_timeout(Duration::from_secs(30)));
         }
     }
-    outcome
 }
 
 /// What every deployment on this TaskManager needs: the program's registry and digest, the

@@ -588,7 +588,18 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
     let mut driver = driver.with_executor(Arc::new(EmbeddedExecutor { app: application.clone() }));
     app.settings.configure(&mut driver)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main(&mut driver, &app.args)));
-    let (status, error) = match outcome {
+    let (status, error) = main_outcome(&application, outcome);
+    let outcome = application.end(status, error.clone());
+    drop(jm);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let (status, error) = outcome.unwrap_or((status.to_string(), error));
+    exit(app.id, &status, error)
+}
+
+/// The application's status and error from how `main` returned: what it started settles;
+/// an error or a panic cancels the rest (CANCELED when a job cancelled from outside made it fail).
+fn main_outcome(application: &Application, outcome: std::thread::Result<Result<()>>) -> (&'static str, Option<String>) {
+    match outcome {
         Ok(Ok(())) => {
             // Jobs started with execute_async and not waited for still belong to the application.
             application.settled_outcome()
@@ -616,12 +627,7 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
                 .unwrap_or_else(|| "a panic".into());
             ("FAILED", Some(format!("main panicked: {message}")))
         }
-    };
-    let outcome = application.end(status, error.clone());
-    drop(jm);
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    let (status, error) = outcome.unwrap_or((status.to_string(), error));
-    exit(app.id, &status, error)
+    }
 }
 
 /// The error (for the exit code) of an application that ended with `status`.

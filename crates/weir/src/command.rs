@@ -404,37 +404,13 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             crate::launch::show(&settings.cluster()?, id.as_deref())
         }
         Command::Jobmanager { application: Some(id), args, common, .. } => {
-            let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            let main = program
-                .main
-                .take()
-                .ok_or_else(|| Error::Config(format!("{} has no main to run as an application", program.name)))?;
-            let app = crate::application::ApplicationArgs {
-                id: id.parse()?,
-                program: program.name.to_string(),
-                args: args.clone(),
-                settings: &settings,
-                forwarded: &common.forwarded(),
-                role_prefix: program.role_prefix,
-            };
-            crate::application::run(app, program.driver(), main)
+            application_master(program, id, args, common)
         }
         Command::Jobmanager { per_job, detached, common, .. } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::jobmanager(&settings, &common.forwarded(), *per_job, *detached, program.role_prefix)
         }
-        Command::Cluster { action } => match action {
-            ClusterAction::Start { taskmanagers, slots, dir, common } => {
-                // Check the settings here, where errors are clearest, then hand them on.
-                Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
-                let args = common.forwarded();
-                let state = crate::standalone::start(dir, *taskmanagers, *slots, &args, program.role_prefix)?;
-                println!("{}", state.rest);
-                Ok(())
-            }
-            ClusterAction::Stop { dir } => crate::standalone::stop(dir),
-            ClusterAction::Status { dir } => crate::standalone::status(dir),
-        },
+        Command::Cluster { action } => cluster(program, action),
         Command::Worker { job, connect, token, artifact, data_host, bind_host } => {
             let args = weir_taskmanager::worker::WorkerArgs {
                 job: job.parse()?,
@@ -451,6 +427,41 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
             remote::taskmanager(&settings, id.clone(), registry.clone())
         }
+    }
+}
+
+/// `jobmanager --application ID`: the JobManager of an application cluster, which runs the
+/// program's `main`.
+fn application_master(program: &Program<'_>, id: &str, args: &[String], common: &Common) -> Result<()> {
+    let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
+    let main = program
+        .main
+        .take()
+        .ok_or_else(|| Error::Config(format!("{} has no main to run as an application", program.name)))?;
+    let app = crate::application::ApplicationArgs {
+        id: id.parse()?,
+        program: program.name.to_string(),
+        args: args.to_vec(),
+        settings: &settings,
+        forwarded: &common.forwarded(),
+        role_prefix: program.role_prefix,
+    };
+    crate::application::run(app, program.driver(), main)
+}
+
+/// `cluster start|stop|status`: a standalone cluster of local processes.
+fn cluster(program: &Program<'_>, action: &ClusterAction) -> Result<()> {
+    match action {
+        ClusterAction::Start { taskmanagers, slots, dir, common } => {
+            // Check the settings here, where errors are clearest, then hand them on.
+            Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
+            let args = common.forwarded();
+            let state = crate::standalone::start(dir, *taskmanagers, *slots, &args, program.role_prefix)?;
+            println!("{}", state.rest);
+            Ok(())
+        }
+        ClusterAction::Stop { dir } => crate::standalone::stop(dir),
+        ClusterAction::Status { dir } => crate::standalone::status(dir),
     }
 }
 
