@@ -91,7 +91,7 @@ impl Cluster {
         let mut s = self.lock();
         let ids: Vec<JobId> = s.jobs.keys().copied().collect();
         for id in ids {
-            crate::state::suspend(&mut s, id, why);
+            self.on_job(&mut s, id, crate::jobmaster::JobEvent::Suspend { why: why.to_string() });
         }
         s.jobs.clear();
         // Dropping their senders closes their connections once queued messages went out.

@@ -13,6 +13,7 @@ pub mod blob;
 pub mod checkpoint_loop;
 pub mod checkpoints;
 pub mod ha;
+pub mod jobmaster;
 pub mod leader;
 pub mod lifecycle;
 pub mod rest;
@@ -20,6 +21,7 @@ pub mod results;
 pub mod rpc;
 pub mod schedule;
 pub mod state;
+pub mod supervise;
 pub mod tasks;
 
 use std::net::SocketAddr;
@@ -112,7 +114,7 @@ impl JobManager {
             tokio::spawn(leader::lead(cluster.clone()));
         }
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
-        tokio::spawn(state::supervise(cluster.clone()));
+        tokio::spawn(supervise::supervise(cluster.clone()));
         if let Some(outputs) = cluster.take_checkpoint_outputs() {
             tokio::spawn(checkpoint_loop::coordinate(cluster.clone(), outputs));
         }

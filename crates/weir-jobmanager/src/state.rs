@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
-use tracing::{info, warn};
+use tracing::info;
 use weir_core::config::{ClusterConfig, JobConfig, RestartStrategy};
-use weir_core::protocol::{ToJobManager, ToTaskManager};
+use weir_core::protocol::ToTaskManager;
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
-use crate::lifecycle::{Lifecycle, Outcome};
+use crate::lifecycle::Lifecycle;
 
 pub use crate::schedule::schedule;
 
@@ -104,8 +104,8 @@ pub struct Job {
     /// Restarts so far.
     pub restarts: u32,
     /// Times of failures that led to restarts (ms).
-    failures: Vec<i64>,
-    last_delay_ms: u64,
+    pub(crate) failures: Vec<i64>,
+    pub(crate) last_delay_ms: u64,
     /// Whether a client fetched its final result (a per-job cluster waits for that).
     pub result_served: bool,
     /// Its cached files, in the blob store.
@@ -126,7 +126,7 @@ impl Job {
     }
 
     /// Applies a lifecycle transition (one of [`Lifecycle`]'s); notes when the status changed.
-    fn transition(&mut self, step: impl FnOnce(&mut Lifecycle) -> bool) -> bool {
+    pub(crate) fn transition(&mut self, step: impl FnOnce(&mut Lifecycle) -> bool) -> bool {
         let changed = step(&mut self.lifecycle);
         if changed {
             self.modified_ms = now_ms();
@@ -188,11 +188,11 @@ pub struct Cluster {
     state: Mutex<State>,
     shutdown: Notify,
     /// Wakes the supervisor when a restart is due earlier than its next tick.
-    wake: Notify,
+    pub(crate) wake: Notify,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Start time (ms).
     pub started_ms: i64,
-    started: Instant,
+    pub(crate) started: Instant,
     /// Artifacts by digest.
     pub blobs: crate::blob::BlobStore,
     /// Who starts TaskManagers when jobs need slots (none: standalone).
@@ -383,217 +383,9 @@ impl Cluster {
         Ok(id)
     }
 
-    /// Cancels a job: waiting jobs at once, running ones through their TaskManager.
-    pub fn cancel(&self, id: JobId) -> Result<()> {
-        let mut s = self.lock();
-        let job = s
-            .jobs
-            .get_mut(&id)
-            .ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster; see `weir list`")))?;
-        // Deployed: its parts are told to stop, and it is CANCELED once they have. Waiting for slots
-        // or for a restart: CANCELED at once. Being cancelled already, or over: nothing to do (a
-        // second cancel must not free slots its parts still hold).
-        match job.lifecycle {
-            Lifecycle::Deployed(_) => {
-                job.transition(Lifecycle::cancel_deployed);
-                cancel_parts(&s, id);
-            }
-            Lifecycle::Waiting(_) | Lifecycle::Restarting(_) => finish(&mut s, id, Outcome::Canceled, None, None),
-            Lifecycle::Cancelling(_) | Lifecycle::Suspended(_) | Lifecycle::Ended(_) => {}
-        }
-        Ok(())
-    }
-
-    /// A TaskManager reported on its part of a job. The job finishes when every part has; one
-    /// failing part fails the whole run (the others are cancelled) and the restart strategy
-    /// decides what comes next.
-    /// Progress reports update the part's counters.
-    pub fn part_report(&self, tm: &str, report: ToJobManager) {
-        let (id, attempt, status, error, result, retryable) = match report {
-            ToJobManager::JobState { job_id, attempt, status, error, result, retryable } => {
-                (job_id, attempt, status, error, result, retryable)
-            }
-            ToJobManager::Progress { job_id, attempt, counts } => {
-                let mut s = self.lock();
-                if let Some(job) = s.jobs.get_mut(&job_id).filter(|j| j.deployments == attempt + 1)
-                    && let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm)
-                {
-                    part.progress = counts;
-                }
-                return;
-            }
-            _ => return,
-        };
-        let mut s = self.lock();
-        let Some(job) = s.jobs.get_mut(&id) else { return };
-        // Reports of an earlier run, or of a job already decided, change nothing.
-        if job.status().is_terminal() || job.deployments != attempt + 1 {
-            return;
-        }
-        let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm) else { return };
-        // A part goes INITIALIZING, RUNNING, then to its end; never back.
-        if part.status.is_terminal() || (status == JobStatus::Initializing && part.status == JobStatus::Running) {
-            return;
-        }
-        part.status = status;
-        if status == JobStatus::Finished {
-            part.result = result;
-        }
-        match status {
-            JobStatus::Running if job.parts.iter().all(|p| p.status == JobStatus::Running) => {
-                let since_deployed_ms = job.lifecycle.deployed_at().map(|t| t.elapsed().as_millis() as u64);
-                info!(job_id = %id, attempt, since_deployed_ms, "every task of the job runs");
-            }
-            JobStatus::Failed => {
-                let message = error.unwrap_or_else(|| "failed without a message".into());
-                self.fail(&mut s, id, message, retryable);
-                schedule(&mut s);
-            }
-            JobStatus::Finished if job.parts.iter().all(|p| p.status == JobStatus::Finished) => {
-                // (Also while being cancelled: every part finished before the cancel reached it.)
-                let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
-                finish(&mut s, id, Outcome::Finished, None, merged);
-                schedule(&mut s);
-            }
-            // Cancelled as asked: the job is CANCELED once every part has stopped, however each
-            // stopped (some may have finished first).
-            JobStatus::Canceled | JobStatus::Finished if matches!(job.lifecycle, Lifecycle::Cancelling(_)) => {
-                let all_stopped = job.parts.iter().all(|p| p.status.is_terminal());
-                if all_stopped {
-                    finish(&mut s, id, Outcome::Canceled, None, None);
-                    schedule(&mut s);
-                }
-            }
-            JobStatus::Canceled => {
-                let message = format!("its part on TaskManager {tm} was cancelled there");
-                self.fail(&mut s, id, message, true);
-                schedule(&mut s);
-            }
-            _ => {}
-        }
-    }
-
-    /// A TaskManager is gone: its jobs fail and its slots disappear. With `session`, only if that
-    /// registration is still the current one.
-    pub fn lose_taskmanager(&self, id: &str, session: Option<u64>, why: &str) {
-        let mut s = self.lock();
-        match s.taskmanagers.get(id) {
-            Some(t) if session.is_none_or(|x| x == t.session) => {}
-            _ => return,
-        }
-        let Some(tm) = s.taskmanagers.remove(id) else { return };
-        if self.is_shutting_down() {
-            info!(taskmanager = id, reason = why, "TaskManager stopped with the cluster");
-        } else {
-            warn!(taskmanager = id, host = %tm.host, reason = why, "TaskManager lost");
-        }
-        for job in tm.jobs {
-            let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
-            let cancelling = s.jobs.get(&job).is_some_and(|j| matches!(j.lifecycle, Lifecycle::Cancelling(_)));
-            if cancelling {
-                finish(&mut s, job, Outcome::Canceled, Some(message), None);
-            } else {
-                self.fail(&mut s, job, message, true);
-            }
-        }
-        schedule(&mut s);
-    }
-
-    /// A job failed: restart it after the strategy's delay, or let it fail for good.
-    fn fail(&self, s: &mut State, id: JobId, message: String, retryable: bool) {
-        let now = now_ms();
-        let Some(job) = s.jobs.get_mut(&id) else { return };
-        // Only a deployed job restarts (one being cancelled fails for good).
-        let delay = if retryable && matches!(job.lifecycle, Lifecycle::Deployed(_)) {
-            self.restart.next_delay(now, &job.failures, job.restarts, job.last_delay_ms)
-        } else {
-            None
-        };
-        let Some(delay) = delay else {
-            finish(s, id, Outcome::Failed, Some(message), None);
-            return;
-        };
-        job.exceptions.push((now, message));
-        job.failures.push(now);
-        job.restarts += 1;
-        job.last_delay_ms = delay;
-        // No delay: it waits for slots right away (the caller schedules); else RESTARTING until due.
-        job.transition(|l| l.restart(Duration::from_millis(delay)));
-        if delay > 0 {
-            self.wake.notify_one();
-        }
-        if let Some(cp) = &job.checkpoints {
-            cp.send(crate::checkpoints::Input::RunEnded { why: "the job failed and restarts".into() });
-        }
-        info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
-        cancel_parts(s, id);
-        release(s, id);
-    }
-
-    /// Asks the resource provider for the TaskManagers waiting jobs lack, and stops the ones it
-    /// started that sat idle for `resourcemanager.taskmanager-timeout`.
-    async fn provide(&self) {
-        let Some(provider) = self.provider.clone() else { return };
-        let per_tm = self.config.slots.max(1);
-        let idle_timeout = Duration::from_millis(self.config.taskmanager_timeout_ms);
-        let (start, stop) = {
-            let mut s = self.lock();
-            // A TaskManager that did not register in time is not coming.
-            s.pending.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-            let wanted: u32 = s.jobs.values().filter(|j| j.lifecycle.waiting_since().is_some()).map(|j| j.slots).sum();
-            let free: u32 = s.taskmanagers.values().map(|t| t.slots - t.used).sum();
-            let coming: u32 = s.pending.values().map(|(n, _)| *n).sum();
-            let missing = wanted.saturating_sub(free + coming);
-            let mut start = Vec::new();
-            for _ in 0..missing.div_ceil(per_tm) {
-                s.provided_count += 1;
-                // With high availability, TaskManagers started by an earlier leader may register
-                // here too: the ids name the JobManager that started them.
-                let id = match &s.ha {
-                    Some(ha) => format!("{}-taskmanager-{}-{}", provider.kind(), ha.me.id, s.provided_count),
-                    None => format!("{}-taskmanager-{}", provider.kind(), s.provided_count),
-                };
-                s.pending.insert(id.clone(), (per_tm, Instant::now()));
-                start.push(id);
-            }
-            let stop: Vec<String> = if wanted > 0 {
-                Vec::new()
-            } else {
-                s.taskmanagers
-                    .values()
-                    .filter(|t| t.provided && t.idle_since.is_some_and(|i| i.elapsed() >= idle_timeout))
-                    .map(|t| t.id.clone())
-                    .collect()
-            };
-            for id in &stop {
-                if let Some(t) = s.taskmanagers.remove(id) {
-                    info!(taskmanager = %id, "stopping an idle TaskManager (resourcemanager.taskmanager-timeout)");
-                    let _ = t.tx.send(ToTaskManager::Shutdown);
-                }
-            }
-            (start, stop)
-        };
-        for id in start {
-            if let Err(e) = provider.clone().start(id.clone(), per_tm, self.rpc_address.clone()).await {
-                // Nothing will come: the waiting jobs fail now, with why.
-                let mut s = self.lock();
-                s.pending.remove(&id);
-                let waiting: Vec<JobId> =
-                    s.jobs.values().filter(|j| j.lifecycle.waiting_since().is_some()).map(|j| j.id).collect();
-                for job in waiting {
-                    finish(&mut s, job, Outcome::Failed, Some(format!("no TaskManager for this job: {e}")), None);
-                }
-                break;
-            }
-        }
-        for id in stop {
-            provider.clone().stop(id).await;
-        }
-    }
-
     /// For a per-job cluster: whether it is time to go (its job ended and its result was fetched,
     /// or a minute passed without that; or no job came within a minute).
-    fn per_job_done(&self) -> bool {
+    pub(crate) fn per_job_done(&self) -> bool {
         let s = self.lock();
         match s.jobs.values().next() {
             None => self.started.elapsed() > Duration::from_secs(60),
@@ -624,143 +416,5 @@ impl Cluster {
 pub(crate) fn deployed(s: &mut State, id: JobId) {
     if let Some(j) = s.jobs.get_mut(&id) {
         j.transition(Lifecycle::deploy);
-    }
-}
-
-/// Ends a job with `outcome`, if its state allows that end, and frees its slots.
-fn finish(s: &mut State, id: JobId, outcome: Outcome, error: Option<String>, result: Option<JobResult>) {
-    let now = now_ms();
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    let from = job.status();
-    if !job.transition(|l| l.end(outcome, now)) {
-        if !from.is_terminal() {
-            warn!(job_id = %id, status = %from, outcome = ?outcome, "a job's end that its status does not allow, ignored");
-        }
-        return;
-    }
-    let status = outcome.status();
-    if let Some(e) = error {
-        job.exceptions.push((now, e));
-    }
-    job.result = result;
-    if let Some(cp) = &job.checkpoints {
-        cp.send(crate::checkpoints::Input::RunEnded { why: "the job ended".into() });
-        cp.close();
-    }
-    info!(job_id = %id, status = %status, "job reached a terminal status");
-    if outcome != Outcome::Finished {
-        cancel_parts(s, id);
-    }
-    release(s, id);
-    if let Some(ha) = &s.ha {
-        let job = s.jobs.get(&id);
-        let error = job.and_then(|j| j.exceptions.last()).map(|(_, e)| e.clone());
-        let result = job.and_then(|j| j.result.clone()).map(Box::new);
-        ha.record(crate::ha::Event::Ended { job: id, status, error, result });
-    }
-}
-
-/// Suspends a job (its JobManager lost its leadership): its parts are cancelled, its slots freed,
-/// and it is not recorded as ended, so that the next leader recovers it.
-pub(crate) fn suspend(s: &mut State, id: JobId, why: &str) {
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    if !job.transition(Lifecycle::suspend) {
-        return;
-    }
-    if let Some(cp) = &job.checkpoints {
-        cp.send(crate::checkpoints::Input::RunEnded { why: why.to_string() });
-    }
-    warn!(job_id = %id, why, "job suspended");
-    cancel_parts(s, id);
-    release(s, id);
-}
-
-/// Asks every part of a job that has not ended to stop.
-fn cancel_parts(s: &State, id: JobId) {
-    let Some(job) = s.jobs.get(&id) else { return };
-    for part in job.parts.iter().filter(|p| !p.status.is_terminal()) {
-        if let Some(t) = s.taskmanagers.get(&part.taskmanager) {
-            let _ = t.tx.send(ToTaskManager::Cancel { job_id: id });
-        }
-    }
-}
-
-/// Frees a job's slots.
-fn release(s: &mut State, id: JobId) {
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    for part in std::mem::take(&mut job.parts) {
-        if let Some(t) = s.taskmanagers.get_mut(&part.taskmanager) {
-            t.used = t.used.saturating_sub(part.slots.len() as u32);
-            t.jobs.remove(&id);
-            if t.used == 0 {
-                t.idle_since = Some(Instant::now());
-            }
-        }
-    }
-}
-
-/// Runs until shutdown: loses TaskManagers whose heartbeats stopped, and fails jobs that waited
-/// too long for slots.
-pub async fn supervise(cluster: Arc<Cluster>) {
-    let every = Duration::from_millis((cluster.config.heartbeat_interval_ms / 2).clamp(10, 1000));
-    let timeout = Duration::from_millis(cluster.config.heartbeat_timeout_ms);
-    let slot_timeout = Duration::from_millis(cluster.config.slot_request_timeout_ms);
-    loop {
-        // Sleep until the next tick, or the next restart if that comes first.
-        let next_restart = {
-            let s = cluster.lock();
-            s.jobs.values().filter_map(|j| j.lifecycle.restart_due_at()).min()
-        };
-        let nap = next_restart.map(|at| at.saturating_duration_since(Instant::now()).min(every)).unwrap_or(every);
-        tokio::select! {
-            _ = tokio::time::sleep(nap) => {}
-            _ = cluster.wake.notified() => {}
-            _ = cluster.shutdown_requested() => return,
-        }
-        let silent: Vec<String> = {
-            let s = cluster.lock();
-            s.taskmanagers.values().filter(|t| t.last_heartbeat.elapsed() > timeout).map(|t| t.id.clone()).collect()
-        };
-        for id in silent {
-            cluster.lose_taskmanager(
-                &id,
-                None,
-                &format!("no heartbeat for {} ms (heartbeat.timeout)", timeout.as_millis()),
-            );
-        }
-        {
-            let mut s = cluster.lock();
-            // Restarts whose delay is over wait for slots like new jobs.
-            let now = Instant::now();
-            let due: Vec<JobId> =
-                s.jobs.values_mut().filter_map(|j| j.transition(|l| l.restart_due(now)).then_some(j.id)).collect();
-            if !due.is_empty() {
-                schedule(&mut s);
-            }
-        }
-        cluster.provide().await;
-        if cluster.per_job && cluster.per_job_done() {
-            info!("the per-job cluster's job ended and its result was fetched (or nobody came for it): shutting down");
-            cluster.request_shutdown();
-            return;
-        }
-        let mut s = cluster.lock();
-        let offered: u32 = s.taskmanagers.values().map(|t| t.slots).sum();
-        let starved: Vec<(JobId, u32)> = s
-            .jobs
-            .values()
-            .filter(|j| j.lifecycle.waiting_since().is_some_and(|since| since.elapsed() > slot_timeout))
-            .map(|j| (j.id, j.slots))
-            .collect();
-        for (id, slots) in starved {
-            let message = format!(
-                "could not get {slots} slots within {} ms (slot.request.timeout); the largest TaskManager offers \
-                 {} of {offered} slots in all: add TaskManagers or slots (taskmanager.numberOfTaskSlots), or lower \
-                 the job's parallelism",
-                slot_timeout.as_millis(),
-                s.taskmanagers.values().map(|t| t.slots).max().unwrap_or(0),
-            );
-            finish(&mut s, id, Outcome::Failed, Some(message), None);
-        }
     }
 }
