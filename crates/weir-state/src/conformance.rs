@@ -13,7 +13,7 @@ use crate::disk::KeyedChunks;
 use crate::env::StateEnv;
 use crate::time::Timestamp;
 use weir_checkpoint::file::RawState;
-use weir_core::checkpointing::{StateBackendConfig, StateBackendKind};
+use weir_core::checkpointing::StateBackendConfig;
 
 /// The backends under test, by name: whether each is the disk backend (with a cache of 3 entries,
 /// so that most operations go to its store).
@@ -78,17 +78,7 @@ impl Start {
 }
 
 fn env_on(disk: bool, snapshot: Option<&(KeyedChunks, KeyedChunks)>) -> Start {
-    let backend = if disk {
-        StateBackendConfig {
-            kind: StateBackendKind::Disk,
-            incremental: false,
-            dir: None,
-            cache_entries: 3,
-            timers_on_heap: false,
-        }
-    } else {
-        StateBackendConfig::default()
-    };
+    let backend = if disk { crate::disk::test_config(None, false, 3) } else { StateBackendConfig::default() };
     let (keyed, raw) = snapshot.cloned().unwrap_or_default();
     Start { backend, keyed, raw: RawState::from(raw) }
 }

@@ -320,6 +320,19 @@ impl RawStore {
     }
 }
 
+/// The disk backend's settings for tests: working files under `dir` (the temporary directory when
+/// `None`), full or `incremental` snapshots, a cache of `cache` entries, timers in the store.
+#[cfg(test)]
+pub(crate) fn test_config(dir: Option<&std::path::Path>, incremental: bool, cache: usize) -> StateBackendConfig {
+    StateBackendConfig {
+        kind: weir_core::checkpointing::StateBackendKind::Disk,
+        incremental,
+        dir: dir.map(|d| d.display().to_string()),
+        cache_entries: cache,
+        timers_on_heap: false,
+    }
+}
+
 pub(crate) fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>> {
     bitcode::serialize(v).map_err(|e| Error::internal(format!("cannot encode a state value: {e}")))
 }

@@ -611,14 +611,7 @@ mod tests {
     }
 
     fn disk_states(dir: &std::path::Path, cache: usize) -> Result<KeyedStates<u32>> {
-        let config = weir_core::checkpointing::StateBackendConfig {
-            kind: weir_core::checkpointing::StateBackendKind::Disk,
-            incremental: true,
-            dir: Some(dir.display().to_string()),
-            cache_entries: cache,
-            timers_on_heap: false,
-        };
-        Ok(KeyedStates::on_disk(RawStore::open(&config, "states", 16)?))
+        Ok(KeyedStates::on_disk(RawStore::open(&crate::disk::test_config(Some(dir), true, cache), "states", 16)?))
     }
 
     /// The chunks of a disk snapshot, made at once, and the links it builds on.

@@ -223,7 +223,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use weir_core::Error;
-    use weir_core::checkpointing::{StateBackendConfig, StateBackendKind};
+    use weir_core::checkpointing::StateBackendConfig;
 
     use super::super::{KeyedStates, restore_keyed_state, snapshot_keyed_state};
     use super::*;
@@ -258,13 +258,7 @@ mod tests {
     }
 
     fn disk_config(dir: &std::path::Path) -> StateBackendConfig {
-        StateBackendConfig {
-            kind: StateBackendKind::Disk,
-            incremental: true,
-            dir: Some(dir.display().to_string()),
-            cache_entries: 4,
-            timers_on_heap: false,
-        }
+        crate::disk::test_config(Some(dir), true, 4)
     }
 
     /// A model of one domain's timers: the live (time, key) pairs.

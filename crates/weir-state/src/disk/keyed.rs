@@ -302,14 +302,7 @@ mod tests {
     use weir_checkpoint::DeferredSnapshot;
 
     fn store(dir: &std::path::Path, incremental: bool, cache: usize) -> Result<DiskKeyed<u64, u64>> {
-        let config = StateBackendConfig {
-            kind: weir_core::checkpointing::StateBackendKind::Disk,
-            incremental,
-            dir: Some(dir.display().to_string()),
-            cache_entries: cache,
-            timers_on_heap: false,
-        };
-        DiskKeyed::open(&config, "test", 128)
+        DiskKeyed::open(&super::super::test_config(Some(dir), incremental, cache), "test", 128)
     }
 
     /// The snapshot for checkpoint `id`, made at once: its chunks and the links it builds on.
@@ -449,13 +442,7 @@ mod tests {
     #[test]
     fn a_full_snapshot_comes_in_bounded_chunks_even_within_one_key_group() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
-        let config = StateBackendConfig {
-            kind: weir_core::checkpointing::StateBackendKind::Disk,
-            incremental: false,
-            dir: Some(dir.path().display().to_string()),
-            cache_entries: 64,
-            timers_on_heap: false,
-        };
+        let config = super::super::test_config(Some(dir.path()), false, 64);
         // One key group: every entry falls in it.
         let mut s: DiskKeyed<u64, Vec<u8>> = DiskKeyed::open(&config, "wide", 1)?;
         let value = |k: u64| (0..1024).map(|i| (i as u64 ^ k) as u8).collect::<Vec<u8>>();

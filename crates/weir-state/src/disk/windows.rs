@@ -365,14 +365,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &std::path::Path, incremental: bool, cache: usize) -> Result<DiskWindows<u64, u64>> {
-        let config = StateBackendConfig {
-            kind: weir_core::checkpointing::StateBackendKind::Disk,
-            incremental,
-            dir: Some(dir.display().to_string()),
-            cache_entries: cache,
-            timers_on_heap: false,
-        };
-        DiskWindows::open(&config, "windows", 128, 0..128)
+        DiskWindows::open(&super::super::test_config(Some(dir), incremental, cache), "windows", 128, 0..128)
     }
 
     fn chunks(snapshot: DiskSnapshot) -> Result<Vec<(u32, Vec<u8>)>> {

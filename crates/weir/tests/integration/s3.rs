@@ -274,23 +274,7 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     let args = r#"{"rate": 2000}"#;
     // Checkpoints are retained (not replaced by the next), so that the one the second job restores
     // from is still there when storage answers again.
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "generate",
-        "--args",
-        args,
-        "-p",
-        "1",
-        "-D",
-        "execution.checkpointing.interval=100ms",
-        "-D",
-        "execution.checkpointing.num-retained=1000",
-        "-D",
-        "execution.checkpointing.dir=s3://state/cp",
-    ]);
+    let out = c.weir(&generate_on_s3(args, &["-D", "execution.checkpointing.num-retained=1000"]));
     let id = job_id(&out);
     assert!(!id.is_empty(), "{}", text(&out.stderr));
     let checkpoints = format!("/jobs/{id}/checkpoints");
@@ -350,27 +334,21 @@ fn a_jobmanager_whose_storage_stalls_still_answers_and_keeps_its_taskmanagers() 
     Ok(())
 }
 
+/// `run -t remote -d` of the `generate` job with `args` at parallelism 1, checkpointing every
+/// 100 ms to `s3://state/cp`, with `extra` options.
+fn generate_on_s3<'a>(args: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["run", "-t", "remote", "-d"];
+    all.extend_from_slice(extra);
+    all.extend(["generate", "--args", args, "-p", "1"]);
+    all.extend(["-D", "execution.checkpointing.interval=100ms", "-D", "execution.checkpointing.dir=s3://state/cp"]);
+    all
+}
+
 /// Starts `weir run -t remote -d -s FROM generate` against `c` in the background: a submission that
 /// reads the snapshot's metadata from the JobManager's checkpoint storage.
 fn submit_restoring(c: &Cluster, from: &str, args: &str) -> Result<Proc> {
     let child = c
-        .weir_command(&[
-            "run",
-            "-t",
-            "remote",
-            "-d",
-            "-s",
-            from,
-            "generate",
-            "--args",
-            args,
-            "-p",
-            "1",
-            "-D",
-            "execution.checkpointing.interval=100ms",
-            "-D",
-            "execution.checkpointing.dir=s3://state/cp",
-        ])
+        .weir_command(&generate_on_s3(args, &["-s", from]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
