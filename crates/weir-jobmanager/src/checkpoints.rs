@@ -5,9 +5,9 @@
 //! Each job's checkpointing runs on a thread of its own ([`Checkpointing::start`]), fed by one
 //! queue of [`Input`]s and answering with [`Output`]s, because completing, failing or cleaning up
 //! a checkpoint writes to storage, and storage may stall (an S3 endpoint that stops answering): the
-//! cluster's lock is never held, nor an async thread blocked, while it does. What REST and the
+//! JobMaster's loop never waits, nor an async thread blocks, while it does. What REST and the
 //! scheduler read of it (statistics, savepoints, what the next run restores from) is published in
-//! a [`View`] after every input. The cluster feeds it in `checkpoint_loop.rs`; nothing here
+//! a [`View`] after every input. The job's JobMaster feeds it (`jobmaster.rs`); nothing here
 //! reaches the cluster's state.
 
 use std::collections::BTreeMap;
@@ -15,7 +15,6 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use tokio::sync::mpsc::UnboundedSender;
 use weir_core::checkpointing::{CheckpointEvent, RestoreFrom};
 use weir_core::config::JobConfig;
 use weir_core::{Error, JobGraph, JobId, Result};
@@ -203,8 +202,6 @@ pub enum Input {
 pub enum Output {
     /// Send `commands` to every part of run `attempt` of `job`, if it is still the current run.
     Send {
-        /// The job.
-        job: JobId,
         /// The run.
         attempt: u32,
         /// Triggers and completions.
@@ -213,8 +210,6 @@ pub enum Output {
     /// With high availability: record checkpoint `n` of run `attempt` in the coordination service
     /// before it counts.
     Record {
-        /// The job.
-        job: JobId,
         /// The run.
         attempt: u32,
         /// The checkpoint.
@@ -228,10 +223,7 @@ pub enum Output {
     },
     /// The end of a run is handled: what the next run restores from is known, so a job that
     /// waits to run again may be scheduled.
-    RunEndHandled {
-        /// The job.
-        job: JobId,
-    },
+    RunEndHandled,
 }
 
 /// What the rest of the JobManager reads of a job's checkpointing, as of its last input.
@@ -271,9 +263,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Checkpointing {
-    /// Starts the thread of job `job`'s checkpointing `cp`, which answers through `out`. The thread
-    /// ends when the handle is dropped.
-    pub fn start(job: JobId, cp: JobCheckpoints, out: UnboundedSender<Output>) -> Result<Checkpointing> {
+    /// Starts the thread of job `job`'s checkpointing `cp`, which answers through `out` (to the
+    /// job's JobMaster). The thread ends when the job ends ([`Checkpointing::close`]) or the handle
+    /// is dropped.
+    pub fn start(job: JobId, cp: JobCheckpoints, out: Answer) -> Result<Checkpointing> {
         let (tx, rx) = mpsc::channel();
         let view = Arc::new(Mutex::new(View {
             stats: cp.coordinator.core.stats.clone(),
@@ -289,7 +282,6 @@ impl Checkpointing {
             savepoint_dir: cp.savepoint_dir.clone(),
         };
         let worker = Worker {
-            job,
             cp,
             out,
             view,
@@ -367,11 +359,13 @@ impl Checkpointing {
     }
 }
 
+/// Where a job's checkpointing thread sends its [`Output`]s.
+pub type Answer = Box<dyn Fn(Output) + Send>;
+
 /// The thread that owns a job's checkpointing.
 struct Worker {
-    job: JobId,
     cp: JobCheckpoints,
-    out: UnboundedSender<Output>,
+    out: Answer,
     view: Arc<Mutex<View>>,
     tick_queued: Arc<AtomicBool>,
     run_end_queued: Arc<AtomicBool>,
@@ -395,8 +389,7 @@ impl Worker {
         let core = &coordinating.core;
         if let Some(latest) = core.latest() {
             let root = coordinating.storage().location().trim_end_matches('/');
-            let _ = self.out.send(Output::Record {
-                job: self.job,
+            (self.out)(Output::Record {
                 attempt,
                 n,
                 location: format!("{root}/{}", latest.dir),
@@ -408,7 +401,7 @@ impl Worker {
 
     fn send(&self, attempt: u32, commands: Vec<Command>) {
         if !commands.is_empty() {
-            let _ = self.out.send(Output::Send { job: self.job, attempt, commands });
+            (self.out)(Output::Send { attempt, commands });
         }
     }
 
@@ -450,7 +443,7 @@ impl Worker {
                 let restore = self.cp.restore_for_run();
                 lock(&self.view).restore = restore;
                 self.run_end_queued.store(false, Ordering::SeqCst);
-                let _ = self.out.send(Output::RunEndHandled { job: self.job });
+                (self.out)(Output::RunEndHandled);
             }
             Input::Savepoint { trigger, target, stop, drain } => {
                 self.cp.coordinator.core.request_savepoint(SavepointRequest { target, stop, drain });

@@ -1,26 +1,37 @@
-//! The JobMaster's side of the JobManager: every change to a job's course (deployed, reported on,
-//! cancelled, failed and restarted, finished, suspended) is one [`JobEvent`], handled by
-//! [`Cluster::on_job`] on the cluster state under its lock. The job's status moves only through its
-//! typed [`Lifecycle`]; slots are released and parts cancelled here, in one place.
+//! The JobMaster: one loop per job, owning the job (its [`Job`] record, the links to the
+//! TaskManagers of its current run) and fed by one inbox of [`JobEvent`]s. Every change to the
+//! job's course (deployed, reported on, cancelled, failed and restarted, finished, suspended)
+//! happens here, and the job's status moves only through its typed [`Lifecycle`]. After every
+//! event it publishes a [`JobView`] that REST and the clients read without waiting for it.
 //!
-//! The events come from REST (cancel), the TaskManagers' reports (`rpc.rs`), the loss of a
-//! TaskManager, the supervisor (restarts that are due, jobs that waited too long for slots, a
-//! resource provider that cannot start TaskManagers) and the loss of leadership (`leader.rs`).
-//! Storage and network I/O never happen here: checkpointing has a thread per job
-//! (`checkpoints.rs`), and messages to TaskManagers are queued to their connections.
+//! The events come from REST (cancel), the TaskManagers' reports (`rpc.rs`), the ResourceManager
+//! (slots granted, none to be had, a TaskManager lost), the job's checkpointing thread and the
+//! Dispatcher (suspension). Two timers are its own: a restart that is due, and the checkpoint
+//! tick. Storage and network I/O never happen here: checkpointing has a thread per job
+//! (`checkpoints.rs`), HA writes go to the leader's recorder (`leader.rs`), and messages to
+//! TaskManagers are queued to their connections.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-use weir_core::protocol::{ToJobManager, ToTaskManager};
+use weir_core::checkpointing::CheckpointEvent;
+use weir_core::protocol::{Assignment, Deployment, ToTaskManager};
 use weir_core::result::JobResult;
-use weir_core::{Error, JobId, JobStatus, Result};
+use weir_core::{JobId, JobStatus};
+use weir_runtime::checkpoint::coordinator::Command;
 
+use crate::checkpoints::{Input, Output};
 use crate::lifecycle::{Lifecycle, Outcome};
-use crate::schedule::schedule;
-use crate::state::{Cluster, State, now_ms};
+use crate::resources::{Grant, ResourceEvent};
+use crate::state::{Cluster, Job, JobView, Part, now_ms};
 
-/// Something that changes a job's course.
+/// How often a running job's checkpointing is ticked (checkpoint intervals are at least 10 ms).
+const CHECKPOINT_TICK: Duration = Duration::from_millis(5);
+
+/// What a JobMaster is told.
 #[derive(Debug)]
 pub enum JobEvent {
     /// Cancellation asked for (REST, the CLI): a deployed job's parts are told to stop, a waiting or
@@ -41,13 +52,36 @@ pub enum JobEvent {
         /// Whether running it again may succeed.
         retryable: bool,
     },
+    /// A TaskManager reported its part's counters.
+    Progress {
+        /// The TaskManager.
+        taskmanager: String,
+        /// The run.
+        attempt: u32,
+        /// Records in and out per operator.
+        counts: Vec<weir_core::result::VertexCounts>,
+    },
+    /// A part of run `attempt` reported a checkpoint event.
+    Checkpoint {
+        /// The run.
+        attempt: u32,
+        /// What it reported.
+        event: CheckpointEvent,
+    },
+    /// What the job's checkpointing thread asks for.
+    Checkpointing(Output),
+    /// The ResourceManager gave the job the slots it asked for, part by part.
+    SlotsGranted {
+        /// Which TaskManagers, how many slots each.
+        grants: Vec<Grant>,
+    },
     /// A TaskManager that runs a part of the job was lost.
     TaskManagerLost {
+        /// Which one.
+        taskmanager: String,
         /// What happened, for the job's exceptions.
         message: String,
     },
-    /// The restart strategy's delay is over: the job waits for slots again.
-    RestartDue,
     /// No slots will come: `slot.request.timeout` passed, or the resource provider cannot start
     /// TaskManagers. The job fails.
     NoSlots {
@@ -55,91 +89,217 @@ pub enum JobEvent {
         message: String,
     },
     /// This JobManager lost its leadership: the job is suspended here (and resumed by the next
-    /// leader), not ended.
+    /// leader), not ended; the JobMaster stops.
     Suspend {
         /// Why.
         why: String,
     },
+    /// A client fetched the job's final result (a per-job cluster waits for that).
+    ResultServed,
 }
 
-impl Cluster {
-    /// Applies `event` to job `id` (a job this cluster does not know: nothing happens).
-    pub fn on_job(&self, s: &mut State, id: JobId, event: JobEvent) {
-        let Some(job) = s.jobs.get_mut(&id) else { return };
+/// Tells each JobMaster apart from an earlier one of the same job (after a leadership change), so
+/// that the ResourceManager never frees a newer one's slots for an older one.
+static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One job's master.
+pub(crate) struct JobMaster {
+    cluster: Arc<Cluster>,
+    job: Job,
+    holder: u64,
+    /// Its own inbox, for the ResourceManager to answer a slot request through.
+    me: mpsc::UnboundedSender<JobEvent>,
+    published: watch::Sender<Arc<JobView>>,
+    /// The TaskManagers of the current run.
+    links: BTreeMap<String, mpsc::UnboundedSender<ToTaskManager>>,
+    /// Slots are asked for and not granted (nor refused) yet.
+    requested: bool,
+}
+
+impl JobMaster {
+    /// The master of `job`.
+    pub(crate) fn new(
+        cluster: Arc<Cluster>,
+        job: Job,
+        me: mpsc::UnboundedSender<JobEvent>,
+        published: watch::Sender<Arc<JobView>>,
+    ) -> JobMaster {
+        let holder = HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        JobMaster { cluster, job, holder, me, published, links: BTreeMap::new(), requested: false }
+    }
+
+    /// Runs until the job is suspended or the cluster shuts down (an ended job's master stays, to
+    /// hear that its result was fetched).
+    pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<JobEvent>) {
+        let mut ticker = tokio::time::interval(CHECKPOINT_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checkpoints = self.job.checkpoints.is_some();
+        self.request_slots();
+        loop {
+            let restart_at = self.job.lifecycle.restart_due_at();
+            tokio::select! {
+                event = inbox.recv() => {
+                    let Some(event) = event else { return };
+                    let suspended = matches!(event, JobEvent::Suspend { .. });
+                    self.on_event(event);
+                    if suspended {
+                        return;
+                    }
+                }
+                _ = sleep_until(restart_at), if restart_at.is_some() => {
+                    self.job.transition(|l| l.restart_due(Instant::now()));
+                }
+                _ = ticker.tick(), if checkpoints => {
+                    self.tick_checkpoints();
+                    // Nothing to publish: a tick changes only what the checkpointing thread shows.
+                    continue;
+                }
+                _ = self.cluster.shutdown_requested() => return,
+            }
+            self.request_slots();
+            self.published.send_replace(Arc::new(self.job.view()));
+        }
+    }
+
+    /// Applies `event`.
+    fn on_event(&mut self, event: JobEvent) {
         match event {
             JobEvent::Cancel => {
                 // Deployed: its parts are told to stop, and it is CANCELED once they have. Waiting
                 // for slots or a restart: CANCELED at once. Being cancelled already, or over:
                 // nothing to do (a second cancel must not free slots its parts still hold).
-                match job.lifecycle {
+                match self.job.lifecycle {
                     Lifecycle::Deployed(_) => {
-                        job.transition(Lifecycle::cancel_deployed);
-                        cancel_parts(s, id);
+                        self.job.transition(Lifecycle::cancel_deployed);
+                        self.cancel_parts();
                     }
-                    Lifecycle::Waiting(_) | Lifecycle::Restarting(_) => finish(s, id, Outcome::Canceled, None, None),
+                    Lifecycle::Waiting(_) | Lifecycle::Restarting(_) => self.finish(Outcome::Canceled, None, None),
                     Lifecycle::Cancelling(_) | Lifecycle::Suspended(_) | Lifecycle::Ended(_) => {}
                 }
             }
             JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable } => {
-                self.part_reported(s, id, &taskmanager, attempt, (status, error, result, retryable));
+                self.part_reported(&taskmanager, attempt, (status, error, result, retryable));
             }
-            JobEvent::TaskManagerLost { message } => {
-                if matches!(job.lifecycle, Lifecycle::Cancelling(_)) {
-                    finish(s, id, Outcome::Canceled, Some(message), None);
-                } else {
-                    self.fail(s, id, message, true);
-                }
-            }
-            JobEvent::RestartDue => {
-                job.transition(|l| l.restart_due(Instant::now()));
-            }
-            JobEvent::NoSlots { message } => finish(s, id, Outcome::Failed, Some(message), None),
-            JobEvent::Suspend { why } => suspend(s, id, &why),
-        }
-    }
-
-    /// Cancels a job: waiting jobs at once, running ones through their TaskManagers.
-    pub fn cancel(&self, id: JobId) -> Result<()> {
-        let mut s = self.lock();
-        if !s.jobs.contains_key(&id) {
-            return Err(Error::Config(format!("job {id} is not known to this cluster; see `weir list`")));
-        }
-        self.on_job(&mut s, id, JobEvent::Cancel);
-        Ok(())
-    }
-
-    /// A TaskManager reported on its part of a job: a status (a [`JobEvent::PartReport`]), or
-    /// progress, which updates the part's counters.
-    pub fn part_report(&self, tm: &str, report: ToJobManager) {
-        let mut s = self.lock();
-        match report {
-            ToJobManager::JobState { job_id, attempt, status, error, result, retryable } => {
-                let event =
-                    JobEvent::PartReport { taskmanager: tm.to_string(), attempt, status, error, result, retryable };
-                self.on_job(&mut s, job_id, event);
-            }
-            ToJobManager::Progress { job_id, attempt, counts } => {
-                if let Some(job) = s.jobs.get_mut(&job_id).filter(|j| j.deployments == attempt + 1)
-                    && let Some(part) = job.parts.iter_mut().find(|p| p.taskmanager == tm)
+            JobEvent::Progress { taskmanager, attempt, counts } => {
+                if self.job.deployments == attempt + 1
+                    && let Some(part) = self.job.parts.iter_mut().find(|p| p.taskmanager == taskmanager)
                 {
                     part.progress = counts;
                 }
             }
-            _ => {}
+            JobEvent::Checkpoint { attempt, event } => {
+                if self.job.status() == JobStatus::Running
+                    && self.job.deployments == attempt + 1
+                    && let Some(cp) = &self.job.checkpoints
+                {
+                    cp.send(Input::Part { attempt, event });
+                }
+            }
+            JobEvent::Checkpointing(output) => self.checkpointing(output),
+            JobEvent::SlotsGranted { grants } => self.deploy(grants),
+            JobEvent::TaskManagerLost { taskmanager, message } => {
+                // The ResourceManager may tell of a TaskManager of a run that ended meanwhile.
+                if !self.job.parts.iter().any(|p| p.taskmanager == taskmanager) {
+                    return;
+                }
+                if matches!(self.job.lifecycle, Lifecycle::Cancelling(_)) {
+                    self.finish(Outcome::Canceled, Some(message), None);
+                } else {
+                    self.fail(message, true);
+                }
+            }
+            JobEvent::NoSlots { message } => {
+                self.requested = false;
+                if self.job.lifecycle.waiting_since().is_some() {
+                    self.finish(Outcome::Failed, Some(message), None);
+                }
+            }
+            JobEvent::Suspend { why } => self.suspend(&why),
+            JobEvent::ResultServed => {
+                if self.job.status().is_terminal() {
+                    self.job.result_served = true;
+                }
+            }
         }
+    }
+
+    /// Asks the ResourceManager for slots when the job waits for them and knows what it restores
+    /// from (its checkpointing may still be handling the end of the previous run).
+    fn request_slots(&mut self) {
+        let waiting = self.job.lifecycle.waiting_since().is_some();
+        let busy = self.job.checkpoints.as_ref().is_some_and(|c| c.busy());
+        if waiting && !busy && !self.requested {
+            self.requested = true;
+            let _ = self.cluster.resources.send(ResourceEvent::RequestSlots {
+                job: self.job.id,
+                holder: self.holder,
+                slots: self.job.slots,
+                master: self.me.clone(),
+            });
+        }
+    }
+
+    /// Slots were granted: every part is deployed with the addresses of the others.
+    fn deploy(&mut self, grants: Vec<Grant>) {
+        self.requested = false;
+        let id = self.job.id;
+        if self.job.lifecycle.waiting_since().is_none() {
+            // Cancelled (or suspended) while the grant was on its way.
+            self.release();
+            return;
+        }
+        let mut parts = Vec::with_capacity(grants.len());
+        let mut addresses = Vec::with_capacity(grants.len());
+        let mut slot_parts = Vec::with_capacity(self.job.slots as usize);
+        for (k, grant) in grants.iter().enumerate() {
+            let first = slot_parts.len() as u32;
+            slot_parts.extend(std::iter::repeat_n(k as u32, grant.slots as usize));
+            addresses.push(grant.data_address.clone());
+            parts.push(Part {
+                taskmanager: grant.taskmanager.clone(),
+                slots: (first..first + grant.slots).collect(),
+                status: JobStatus::Created,
+                result: None,
+                progress: Vec::new(),
+            });
+        }
+        let attempt = self.job.deployments;
+        self.job.deployments += 1;
+        let restore = self.job.checkpoints.as_ref().and_then(|cp| cp.restore_for_run());
+        for (k, grant) in grants.into_iter().enumerate() {
+            let assignment = Assignment {
+                attempt,
+                part: k as u32,
+                slot_parts: slot_parts.clone(),
+                part_addresses: addresses.clone(),
+            };
+            let deploy = ToTaskManager::Deploy(Deployment {
+                job_id: id,
+                graph: Box::new((*self.job.graph).clone()),
+                config: (*self.job.config).clone(),
+                assignment,
+                cached_files: (*self.job.cached_files).clone(),
+                restore: restore.clone(),
+            });
+            // A TaskManager whose connection just closed is being lost; that fails this run.
+            let _ = grant.tx.send(deploy);
+            self.links.insert(grant.taskmanager, grant.tx);
+        }
+        let names: Vec<&str> = parts.iter().map(|p| p.taskmanager.as_str()).collect();
+        info!(job_id = %id, attempt, slots = self.job.slots, taskmanagers = ?names, "job deployed");
+        self.job.parts = parts;
+        self.job.transition(Lifecycle::deploy);
     }
 
     /// A part's status: the job finishes when every part has; one failing part fails the whole run
     /// (the others are cancelled) and the restart strategy decides what comes next.
     fn part_reported(
-        &self,
-        s: &mut State,
-        id: JobId,
+        &mut self,
         tm: &str,
         attempt: u32,
         (status, error, result, retryable): (JobStatus, Option<String>, Option<JobResult>, bool),
     ) {
-        let Some(job) = s.jobs.get_mut(&id) else { return };
+        let job = &mut self.job;
         // Reports of an earlier run, or of a job already decided, change nothing.
         if job.status().is_terminal() || job.deployments != attempt + 1 {
             return;
@@ -156,158 +316,301 @@ impl Cluster {
         match status {
             JobStatus::Running if job.parts.iter().all(|p| p.status == JobStatus::Running) => {
                 let since_deployed_ms = job.lifecycle.deployed_at().map(|t| t.elapsed().as_millis() as u64);
-                info!(job_id = %id, attempt, since_deployed_ms, "every task of the job runs");
+                info!(job_id = %job.id, attempt, since_deployed_ms, "every task of the job runs");
             }
             JobStatus::Failed => {
                 let message = error.unwrap_or_else(|| "failed without a message".into());
-                self.fail(s, id, message, retryable);
-                schedule(s);
+                self.fail(message, retryable);
             }
             JobStatus::Finished if job.parts.iter().all(|p| p.status == JobStatus::Finished) => {
                 // (Also while being cancelled: every part finished before the cancel reached it.)
                 let merged = JobResult::merge(job.parts.iter_mut().filter_map(|p| p.result.take()).collect());
-                finish(s, id, Outcome::Finished, None, merged);
-                schedule(s);
+                self.finish(Outcome::Finished, None, merged);
             }
             // Cancelled as asked: the job is CANCELED once every part has stopped, however each
             // stopped (some may have finished first).
             JobStatus::Canceled | JobStatus::Finished if matches!(job.lifecycle, Lifecycle::Cancelling(_)) => {
+                // (Not a guard of the arm: a part cancelled while others run is no failure here.)
                 let all_stopped = job.parts.iter().all(|p| p.status.is_terminal());
                 if all_stopped {
-                    finish(s, id, Outcome::Canceled, None, None);
-                    schedule(s);
+                    self.finish(Outcome::Canceled, None, None);
                 }
             }
             JobStatus::Canceled => {
                 let message = format!("its part on TaskManager {tm} was cancelled there");
-                self.fail(s, id, message, true);
-                schedule(s);
+                self.fail(message, true);
             }
             _ => {}
         }
     }
 
-    /// A TaskManager is gone: its jobs fail (or end, when they were being cancelled) and its slots
-    /// disappear. With `session`, only if that registration is still the current one.
-    pub fn lose_taskmanager(&self, id: &str, session: Option<u64>, why: &str) {
-        let mut s = self.lock();
-        match s.taskmanagers.get(id) {
-            Some(t) if session.is_none_or(|x| x == t.session) => {}
-            _ => return,
-        }
-        let Some(tm) = s.taskmanagers.remove(id) else { return };
-        if self.is_shutting_down() {
-            info!(taskmanager = id, reason = why, "TaskManager stopped with the cluster");
-        } else {
-            warn!(taskmanager = id, host = %tm.host, reason = why, "TaskManager lost");
-        }
-        for job in tm.jobs {
-            let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
-            self.on_job(&mut s, job, JobEvent::TaskManagerLost { message });
-        }
-        schedule(&mut s);
-    }
-
-    /// A job failed: restart it after the strategy's delay, or let it fail for good.
-    fn fail(&self, s: &mut State, id: JobId, message: String, retryable: bool) {
+    /// The job failed: restart it after the strategy's delay, or let it fail for good.
+    fn fail(&mut self, message: String, retryable: bool) {
         let now = now_ms();
-        let Some(job) = s.jobs.get_mut(&id) else { return };
+        let job = &mut self.job;
         // Only a deployed job restarts (one being cancelled fails for good).
         let delay = if retryable && matches!(job.lifecycle, Lifecycle::Deployed(_)) {
-            self.restart.next_delay(now, &job.failures, job.restarts, job.last_delay_ms)
+            self.cluster.restart.next_delay(now, &job.failures, job.restarts, job.last_delay_ms)
         } else {
             None
         };
         let Some(delay) = delay else {
-            finish(s, id, Outcome::Failed, Some(message), None);
+            self.finish(Outcome::Failed, Some(message), None);
             return;
         };
         job.exceptions.push((now, message));
         job.failures.push(now);
         job.restarts += 1;
         job.last_delay_ms = delay;
-        // No delay: it waits for slots right away (the caller schedules); else RESTARTING until due.
+        // No delay: it waits for slots right away; else RESTARTING until due.
         job.transition(|l| l.restart(Duration::from_millis(delay)));
-        if delay > 0 {
-            self.wake.notify_one();
-        }
         if let Some(cp) = &job.checkpoints {
-            cp.send(crate::checkpoints::Input::RunEnded { why: "the job failed and restarts".into() });
+            cp.send(Input::RunEnded { why: "the job failed and restarts".into() });
         }
-        info!(job_id = %id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
-        cancel_parts(s, id);
-        release(s, id);
+        info!(job_id = %job.id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
+        self.cancel_parts();
+        self.release();
     }
-}
 
-/// Ends a job with `outcome`, if its state allows that end, and frees its slots.
-pub(crate) fn finish(s: &mut State, id: JobId, outcome: Outcome, error: Option<String>, result: Option<JobResult>) {
-    let now = now_ms();
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    let from = job.status();
-    if !job.transition(|l| l.end(outcome, now)) {
-        if !from.is_terminal() {
-            warn!(job_id = %id, status = %from, outcome = ?outcome, "a job's end that its status does not allow, ignored");
+    /// Ends the job with `outcome`, if its state allows that end, and frees its slots.
+    fn finish(&mut self, outcome: Outcome, error: Option<String>, result: Option<JobResult>) {
+        let now = now_ms();
+        let job = &mut self.job;
+        let from = job.status();
+        if !job.transition(|l| l.end(outcome, now)) {
+            if !from.is_terminal() {
+                warn!(job_id = %job.id, status = %from, outcome = ?outcome, "a job's end that its status does not allow, ignored");
+            }
+            return;
         }
-        return;
-    }
-    let status = outcome.status();
-    if let Some(e) = error {
-        job.exceptions.push((now, e));
-    }
-    job.result = result;
-    if let Some(cp) = &job.checkpoints {
-        cp.send(crate::checkpoints::Input::RunEnded { why: "the job ended".into() });
-        cp.close();
-    }
-    info!(job_id = %id, status = %status, "job reached a terminal status");
-    if outcome != Outcome::Finished {
-        cancel_parts(s, id);
-    }
-    release(s, id);
-    if let Some(ha) = &s.ha {
-        let job = s.jobs.get(&id);
-        let error = job.and_then(|j| j.exceptions.last()).map(|(_, e)| e.clone());
-        let result = job.and_then(|j| j.result.clone()).map(Box::new);
-        ha.record(crate::ha::Event::Ended { job: id, status, error, result });
-    }
-}
-
-/// Suspends a job (its JobManager lost its leadership): its parts are cancelled, its slots freed,
-/// and it is not recorded as ended, so that the next leader recovers it.
-pub(crate) fn suspend(s: &mut State, id: JobId, why: &str) {
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    if !job.transition(Lifecycle::suspend) {
-        return;
-    }
-    if let Some(cp) = &job.checkpoints {
-        cp.send(crate::checkpoints::Input::RunEnded { why: why.to_string() });
-    }
-    warn!(job_id = %id, why, "job suspended");
-    cancel_parts(s, id);
-    release(s, id);
-}
-
-/// Asks every part of a job that has not ended to stop.
-fn cancel_parts(s: &State, id: JobId) {
-    let Some(job) = s.jobs.get(&id) else { return };
-    for part in job.parts.iter().filter(|p| !p.status.is_terminal()) {
-        if let Some(t) = s.taskmanagers.get(&part.taskmanager) {
-            let _ = t.tx.send(ToTaskManager::Cancel { job_id: id });
+        let status = outcome.status();
+        if let Some(e) = error {
+            job.exceptions.push((now, e));
         }
+        job.result = result.map(Arc::new);
+        if let Some(cp) = &job.checkpoints {
+            cp.send(Input::RunEnded { why: "the job ended".into() });
+            cp.close();
+        }
+        info!(job_id = %job.id, status = %status, "job reached a terminal status");
+        if let Some(ha) = &self.cluster.ha {
+            let error = job.exceptions.last().map(|(_, e)| e.clone());
+            let result = job.result.as_deref().cloned().map(Box::new);
+            ha.record(crate::ha::Event::Ended { job: job.id, status, error, result });
+        }
+        if outcome != Outcome::Finished {
+            self.cancel_parts();
+        }
+        self.release();
     }
-}
 
-/// Frees a job's slots.
-fn release(s: &mut State, id: JobId) {
-    let Some(job) = s.jobs.get_mut(&id) else { return };
-    for part in std::mem::take(&mut job.parts) {
-        if let Some(t) = s.taskmanagers.get_mut(&part.taskmanager) {
-            t.used = t.used.saturating_sub(part.slots.len() as u32);
-            t.jobs.remove(&id);
-            if t.used == 0 {
-                t.idle_since = Some(Instant::now());
+    /// Suspends the job (its JobManager lost its leadership): its parts are cancelled, its slots
+    /// freed, and it is not recorded as ended, so that the next leader recovers it.
+    fn suspend(&mut self, why: &str) {
+        if !self.job.transition(Lifecycle::suspend) {
+            return;
+        }
+        if let Some(cp) = &self.job.checkpoints {
+            cp.send(Input::RunEnded { why: why.to_string() });
+        }
+        warn!(job_id = %self.job.id, why, "job suspended");
+        self.cancel_parts();
+        self.release();
+    }
+
+    /// Asks every part of the job that has not ended to stop.
+    fn cancel_parts(&self) {
+        let id = self.job.id;
+        for part in self.job.parts.iter().filter(|p| !p.status.is_terminal()) {
+            if let Some(tx) = self.links.get(&part.taskmanager) {
+                let _ = tx.send(ToTaskManager::Cancel { job_id: id });
             }
         }
+    }
+
+    /// Frees the job's slots (and forgets a slot request not answered yet).
+    fn release(&mut self) {
+        self.job.parts.clear();
+        self.links.clear();
+        self.requested = false;
+        let _ = self.cluster.resources.send(ResourceEvent::Release { job: self.job.id, holder: self.holder });
+    }
+
+    /// Ticks the checkpointing of the current run once every part of it runs (a part still
+    /// starting would miss the trigger).
+    fn tick_checkpoints(&self) {
+        let job = &self.job;
+        let Some(cp) = &job.checkpoints else { return };
+        if job.status() == JobStatus::Running
+            && !job.parts.is_empty()
+            && job.parts.iter().all(|p| p.status == JobStatus::Running)
+        {
+            cp.tick(job.deployments.saturating_sub(1));
+        }
+    }
+
+    /// Carries out what the job's checkpointing asked for.
+    fn checkpointing(&mut self, output: Output) {
+        match output {
+            Output::Send { attempt, commands } => {
+                if self.job.deployments != attempt + 1 || self.job.status().is_terminal() {
+                    return;
+                }
+                let id = self.job.id;
+                for cmd in commands {
+                    let m = match cmd {
+                        Command::Trigger { id: n, last, drain } => {
+                            ToTaskManager::TriggerCheckpoint { job_id: id, attempt, id: n, last, drain }
+                        }
+                        Command::Complete { id: n } => ToTaskManager::CheckpointComplete { job_id: id, attempt, id: n },
+                    };
+                    for part in &self.job.parts {
+                        if let Some(tx) = self.links.get(&part.taskmanager) {
+                            let _ = tx.send(m.clone());
+                        }
+                    }
+                }
+            }
+            Output::Record { attempt, n, location, retain, ids } => {
+                if let Some(ha) = &self.cluster.ha {
+                    let job = self.job.id;
+                    ha.record(crate::ha::Event::Checkpoint { job, attempt, id: n, location, retain, ids });
+                }
+            }
+            // What the next run restores from is known: a job waiting to run again asks for slots
+            // (after this event).
+            Output::RunEndHandled => {}
+        }
+    }
+}
+
+/// Sleeps until `at` (never, without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Cluster {
+    /// Checkpoint `n` of job `id`, completed in run `attempt`, is recorded in the coordination
+    /// service: its run (if still the current one) commits it, and older checkpoints beyond
+    /// `num-retained` may go.
+    pub fn checkpoint_recorded(&self, id: JobId, attempt: u32, n: u64) {
+        if let Some(cp) = self.job(id).and_then(|j| j.checkpoints.clone()) {
+            cp.send(Input::Recorded { attempt, n });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_core::config::{ClusterConfig, JobConfig};
+    use weir_core::{ArtifactDigest, JobGraph};
+
+    use super::*;
+    use crate::state::fixture;
+
+    /// A job of one slot that takes no checkpoints, waiting for its first run.
+    fn job() -> Job {
+        let plan = weir_core::plan::Plan::default();
+        let graph = JobGraph {
+            format_version: weir_core::graph::JOB_GRAPH_FORMAT_VERSION,
+            artifact: ArtifactDigest("sha256:0".into()),
+            job_name: "test".into(),
+            args: serde_json::Value::Null,
+            fingerprint: plan.fingerprint(),
+            plan,
+        };
+        Job {
+            id: JobId::random(),
+            graph: Arc::new(graph),
+            config: Arc::new(JobConfig::default()),
+            lifecycle: Lifecycle::default(),
+            slots: 1,
+            parts: Vec::new(),
+            deployments: 0,
+            submitted_ms: 0,
+            modified_ms: 0,
+            exceptions: Vec::new(),
+            result: None,
+            restarts: 0,
+            failures: Vec::new(),
+            last_delay_ms: 0,
+            result_served: false,
+            cached_files: Default::default(),
+            checkpoints: None,
+        }
+    }
+
+    /// A master of `job()`, and what it sent the ResourceManager.
+    fn master(dir: &std::path::Path) -> (JobMaster, mpsc::UnboundedReceiver<ResourceEvent>) {
+        let (cluster, loops) = fixture::cluster(ClusterConfig::default(), dir);
+        let job = job();
+        let (me, _inbox) = mpsc::unbounded_channel();
+        let (published, _) = watch::channel(Arc::new(job.view()));
+        (JobMaster::new(cluster, job, me, published), loops.resources)
+    }
+
+    fn grant(tm: &str) -> (Grant, mpsc::UnboundedReceiver<ToTaskManager>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Grant { taskmanager: tm.into(), slots: 1, tx, data_address: format!("{tm}:1") }, rx)
+    }
+
+    fn sent(rm: &mut mpsc::UnboundedReceiver<ResourceEvent>) -> Vec<&'static str> {
+        std::iter::from_fn(|| rm.try_recv().ok())
+            .map(|e| match e {
+                ResourceEvent::RequestSlots { .. } => "request",
+                ResourceEvent::Release { .. } => "release",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slots_granted_after_a_cancel_are_handed_back_and_nothing_is_deployed() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (mut jm, mut rm) = master(dir.path());
+        jm.request_slots();
+        jm.request_slots();
+        assert_eq!(sent(&mut rm), vec!["request"], "one request at a time");
+        jm.on_event(JobEvent::Cancel);
+        assert_eq!(jm.job.status(), JobStatus::Canceled);
+        let (g, mut tm) = grant("a");
+        jm.on_event(JobEvent::SlotsGranted { grants: vec![g] });
+        assert_eq!(sent(&mut rm), vec!["release", "release"]);
+        assert!(tm.try_recv().is_err(), "nothing was deployed");
+        assert_eq!(jm.job.deployments, 0);
+    }
+
+    #[test]
+    fn a_run_is_deployed_followed_and_finished_and_reports_of_other_runs_change_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (mut jm, mut rm) = master(dir.path());
+        jm.request_slots();
+        let (g, mut tm) = grant("a");
+        jm.on_event(JobEvent::SlotsGranted { grants: vec![g] });
+        assert!(matches!(tm.try_recv(), Ok(ToTaskManager::Deploy(d)) if d.assignment.attempt == 0));
+        assert_eq!(jm.job.status(), JobStatus::Running);
+        // A TaskManager lost that runs none of this run's parts.
+        jm.on_event(JobEvent::TaskManagerLost { taskmanager: "b".into(), message: "gone".into() });
+        // A report of another run.
+        let report = |attempt, status| JobEvent::PartReport {
+            taskmanager: "a".into(),
+            attempt,
+            status,
+            error: Some("boom".into()),
+            result: None,
+            retryable: false,
+        };
+        jm.on_event(report(3, JobStatus::Failed));
+        assert_eq!(jm.job.status(), JobStatus::Running);
+        assert!(jm.job.exceptions.is_empty());
+        jm.on_event(report(0, JobStatus::Running));
+        jm.on_event(report(0, JobStatus::Failed));
+        assert_eq!(jm.job.status(), JobStatus::Failed, "not retryable: no restart");
+        assert_eq!(jm.job.exceptions.last().map(|(_, e)| e.as_str()), Some("boom"));
+        assert_eq!(sent(&mut rm), vec!["request", "release"]);
+        assert!(jm.job.parts.is_empty() && jm.links.is_empty(), "the TaskManager's connection is let go");
     }
 }

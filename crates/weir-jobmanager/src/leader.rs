@@ -86,36 +86,24 @@ impl Cluster {
     }
 
     /// Leadership was lost: every job is suspended (cancelled here, kept in the stores), every
-    /// TaskManager let go (they find the next leader).
-    fn suspend_all(&self, why: &str) {
-        let mut s = self.lock();
-        let ids: Vec<JobId> = s.jobs.keys().copied().collect();
-        for id in ids {
-            self.on_job(&mut s, id, crate::jobmaster::JobEvent::Suspend { why: why.to_string() });
+    /// TaskManager let go (they find the next leader). Returns once the Dispatcher forgot the jobs.
+    async fn suspend_all(&self, why: &str) {
+        let (done, suspended) = tokio::sync::oneshot::channel();
+        let event = crate::dispatcher::DispatcherEvent::SuspendAll { why: why.to_string(), done };
+        if self.dispatcher.send(event).is_ok() {
+            let _ = suspended.await;
         }
-        s.jobs.clear();
-        // Dropping their senders closes their connections once queued messages went out.
-        s.taskmanagers.clear();
-        s.pending.clear();
     }
 }
 
 /// Reserves the next block of checkpoint ids for `job` (at least `at_least`) and hands it to its
 /// coordinator.
 async fn reserve_ids(cluster: &Cluster, ha: &Ha, epoch: u64, job: JobId, at_least: u64) {
-    {
-        let s = cluster.lock();
-        let Some(cp) = s.jobs.get(&job).and_then(|j| j.checkpoints.as_ref()) else { return };
-        // Until ids are reserved, no checkpoint starts.
-        cp.send(Input::HoldIds);
-    }
+    let Some(cp) = cluster.job(job).and_then(|j| j.checkpoints.clone()) else { return };
+    // Until ids are reserved, no checkpoint starts.
+    cp.send(Input::HoldIds);
     match ha.stores.reserve_checkpoint_ids(epoch, &job.to_string(), at_least, ID_BLOCK).await {
-        Ok(ids) => {
-            let s = cluster.lock();
-            if let Some(cp) = s.jobs.get(&job).and_then(|j| j.checkpoints.as_ref()) {
-                cp.send(Input::AllowIds(ids));
-            }
-        }
+        Ok(ids) => cp.send(Input::AllowIds(ids)),
         Err(e) => warn!(job_id = %job, error = %e, "cannot reserve checkpoint ids; checkpoints wait"),
     }
 }
@@ -188,7 +176,7 @@ pub async fn lead(cluster: Arc<Cluster>) {
             return;
         }
         warn!(epoch, "leadership lost: suspending every job; they resume under the next leader");
-        cluster.suspend_all("the JobManager lost its leadership");
+        cluster.suspend_all("the JobManager lost its leadership").await;
     }
 }
 
@@ -229,7 +217,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
                 continue;
             }
         };
-        if cluster.lock().jobs.contains_key(&id) {
+        if cluster.job(id).is_some() {
             // Recovered by an earlier attempt of this leadership.
             continue;
         }

@@ -1,27 +1,34 @@
-//! weir-jobmanager: the JobManager process.
+//! weir-jobmanager: the JobManager process, as Flink's: loops that each own their state and are
+//! fed by one event enum, with no lock shared between them.
 //!
-//! - the **resource manager** ([`state`]) knows every TaskManager and its slots, and places each
-//!   job on a TaskManager with as many free slots as the job's highest parallelism (slot sharing);
-//!   a job that cannot get slots waits, and fails after `slot.request.timeout`;
-//! - the **RPC endpoint** ([`rpc`]) accepts TaskManagers (protocol version checked in a handshake),
-//!   deploys and cancels jobs on them, tracks their heartbeats, and fails the jobs of a TaskManager
-//!   whose connection drops or whose heartbeats stop;
-//! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names, with each
-//!   task's state ([`tasks`]) as its TaskManager reported it.
+//! - the **Dispatcher** ([`dispatcher`]) owns the set of jobs: it starts a JobMaster for each
+//!   submission, suspends them all when the leadership is lost, and ends a per-job cluster;
+//! - the **ResourceManager** ([`resources`]) owns the TaskManagers and their slots: it registers
+//!   them, tracks their heartbeats, answers the JobMasters' slot requests (slot sharing: a job
+//!   needs as many slots as its highest parallelism), and starts and stops TaskManagers through
+//!   a resource provider;
+//! - a **JobMaster** per job ([`jobmaster`]) owns the job: it deploys its runs, follows its parts'
+//!   reports, restarts it by its restart strategy, and drives its checkpointing (a thread per job,
+//!   [`checkpoints`], since that writes to storage);
+//! - the **RPC endpoint** ([`rpc`]) accepts TaskManagers (protocol version checked in a handshake)
+//!   and routes what they report to the ResourceManager and the JobMasters;
+//! - the **REST endpoint** ([`rest`]) serves Flink's REST v1 paths and JSON field names from what
+//!   the loops published, with each task's state ([`tasks`]) as its TaskManager reported it;
+//! - with high availability, the **leader** ([`leader`]) campaigns, recovers jobs and records
+//!   their ends and checkpoints in the coordination service.
 
 pub mod blob;
-pub mod checkpoint_loop;
 pub mod checkpoints;
+pub mod dispatcher;
 pub mod ha;
 pub mod jobmaster;
 pub mod leader;
 pub mod lifecycle;
+pub mod resources;
 pub mod rest;
 pub mod results;
 pub mod rpc;
-pub mod schedule;
 pub mod state;
-pub mod supervise;
 pub mod tasks;
 
 use std::net::SocketAddr;
@@ -32,7 +39,7 @@ use tracing::info;
 use weir_core::config::ClusterConfig;
 use weir_core::{Error, Result};
 
-pub use state::{Cluster, Options};
+pub use state::{Cluster, JobView, Options};
 
 /// A running JobManager.
 pub struct JobManager {
@@ -109,15 +116,14 @@ impl JobManager {
             None => None,
         };
         let leading = ha.is_some();
-        let cluster = Arc::new(Cluster::new(config, blobs, options, reachable, ha));
+        let (cluster, loops) = Cluster::new(config, blobs, options, reachable, ha);
+        let cluster = Arc::new(cluster);
+        tokio::spawn(dispatcher::run(cluster.clone(), loops.dispatcher, loops.jobs));
+        tokio::spawn(resources::run(cluster.clone(), loops.resources, loops.taskmanagers));
         if leading {
             tokio::spawn(leader::lead(cluster.clone()));
         }
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
-        tokio::spawn(supervise::supervise(cluster.clone()));
-        if let Some(outputs) = cluster.take_checkpoint_outputs() {
-            tokio::spawn(checkpoint_loop::coordinate(cluster.clone(), outputs));
-        }
         let app = rest::router(cluster.clone());
         let shutdown = cluster.clone();
         tokio::spawn(async move {

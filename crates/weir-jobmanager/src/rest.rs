@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use weir_core::config::JobConfig;
 use weir_core::{JobGraph, JobId, JobStatus};
 
-use crate::state::{Cluster, Job, now_ms};
+use crate::state::{Cluster, JobView, now_ms};
 
 mod artifacts;
 mod checkpoints;
@@ -105,17 +105,17 @@ async fn leader_only(State(c): Shared, request: axum::extract::Request, next: ax
 }
 
 fn counts(cluster: &Cluster) -> (usize, u32, u32) {
-    let s = cluster.lock();
-    let total: u32 = s.taskmanagers.values().map(|t| t.slots).sum();
-    let used: u32 = s.taskmanagers.values().map(|t| t.used).sum();
-    (s.taskmanagers.len(), total, total - used)
+    let tms = cluster.taskmanagers();
+    let total: u32 = tms.values().map(|t| t.slots).sum();
+    let used: u32 = tms.values().map(|t| t.used).sum();
+    (tms.len(), total, total - used)
 }
 
 async fn overview(State(c): Shared) -> Json<Value> {
     let (tms, total, free) = counts(&c);
-    let s = c.lock();
-    let n = |st: JobStatus| s.jobs.values().filter(|j| j.status() == st).count();
-    let running = s.jobs.values().filter(|j| !j.status().is_terminal()).count();
+    let jobs = c.jobs();
+    let n = |st: JobStatus| jobs.iter().filter(|j| j.status() == st).count();
+    let running = jobs.iter().filter(|j| !j.status().is_terminal()).count();
     Json(json!({
         "taskmanagers": tms,
         "slots-total": total,
@@ -143,17 +143,16 @@ async fn config(State(c): Shared) -> Json<Value> {
 }
 
 async fn jobs(State(c): Shared) -> Json<Value> {
-    let s = c.lock();
-    let jobs: Vec<Value> = s.jobs.values().map(|j| json!({ "id": j.id.to_string(), "status": j.status() })).collect();
+    let jobs: Vec<Value> = c.jobs().iter().map(|j| json!({ "id": j.id.to_string(), "status": j.status() })).collect();
     Json(json!({ "jobs": jobs }))
 }
 
-fn job_summary(j: &Job) -> Value {
+fn job_summary(j: &JobView) -> Value {
     job_summary_of(j, &crate::tasks::per_vertex(j))
 }
 
 /// A job's summary, with its tasks counted from `per_vertex`.
-fn job_summary_of(j: &Job, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
+fn job_summary_of(j: &JobView, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
     let end = j.end_ms().unwrap_or(-1);
     let duration = j.end_ms().unwrap_or_else(now_ms) - j.submitted_ms;
     json!({
@@ -169,8 +168,7 @@ fn job_summary_of(j: &Job, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
 }
 
 async fn jobs_overview(State(c): Shared) -> Json<Value> {
-    let s = c.lock();
-    Json(json!({ "jobs": s.jobs.values().map(job_summary).collect::<Vec<_>>() }))
+    Json(json!({ "jobs": c.jobs().iter().map(|j| job_summary(j)).collect::<Vec<_>>() }))
 }
 
 async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
@@ -312,7 +310,7 @@ async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response 
             r["failure-cause"] = json!({ "class": "weir.JobFailure", "stack-trace": e, "serialized-throwable": null });
         }
         if let Some(result) = &j.result {
-            r["weir-result"] = json!(result);
+            r["weir-result"] = json!(**result);
         }
         json!({ "status": { "id": "COMPLETED" }, "job-execution-result": r })
     }) {
@@ -366,13 +364,11 @@ fn tm_json(t: &crate::state::TaskManager) -> Value {
 }
 
 async fn taskmanagers(State(c): Shared) -> Json<Value> {
-    let s = c.lock();
-    Json(json!({ "taskmanagers": s.taskmanagers.values().map(tm_json).collect::<Vec<_>>() }))
+    Json(json!({ "taskmanagers": c.taskmanagers().values().map(tm_json).collect::<Vec<_>>() }))
 }
 
 async fn taskmanager(State(c): Shared, Path(id): Path<String>) -> Response {
-    let s = c.lock();
-    match s.taskmanagers.get(&id) {
+    match c.taskmanagers().get(&id) {
         Some(t) => Json(tm_json(t)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("TaskManager {id} is not registered")),
     }

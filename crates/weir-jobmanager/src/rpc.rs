@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use weir_core::Result;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 
-use crate::state::{Cluster, TaskManager, now_ms, schedule};
+use crate::jobmaster::JobEvent;
+use crate::resources::ResourceEvent;
+use crate::state::{Cluster, TaskManager, now_ms};
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -89,8 +91,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
         Some(ha.not_leading().to_string())
     } else if slots == 0 {
         Some("a TaskManager must offer at least one slot".to_string())
-    } else if cluster.lock().taskmanagers.contains_key(&taskmanager_id) {
-        Some(format!("a TaskManager with id {taskmanager_id} is already registered; give each one its own id"))
     } else {
         None
     };
@@ -101,10 +101,35 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ToTaskManager>();
     let session = SESSIONS.fetch_add(1, Ordering::SeqCst);
+    let taskmanager = TaskManager {
+        id: taskmanager_id.clone(),
+        host,
+        pid,
+        slots,
+        used: 0,
+        jobs: Default::default(),
+        last_heartbeat: Instant::now(),
+        registered_ms: now_ms(),
+        tx,
+        session,
+        data_address,
+        provided: false,
+        idle_since: Some(Instant::now()),
+    };
+    let (reply, answer) = oneshot::channel();
+    let _ = cluster.resources.send(ResourceEvent::Register { taskmanager: Box::new(taskmanager), reply });
+    let admitted = answer.await.unwrap_or_else(|_| Err("the cluster is shutting down".to_string()));
+    if let Err(reason) = admitted {
+        warn!(%peer, %reason, "TaskManager rejected");
+        write_frame(&mut wr, &ToTaskManager::Rejected { reason }).await?;
+        return Ok(());
+    }
     let leader_epoch = cluster.ha.as_ref().and_then(|ha| ha.leading()).unwrap_or(0);
     let accepted =
         ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms, leader_epoch };
     write_frame(&mut wr, &accepted).await?;
+    // Messages to it go out in order; the connection's writing side closes once the
+    // ResourceManager and the JobMasters let go of it (it was lost, or the cluster stops).
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let last = matches!(m, ToTaskManager::Shutdown);
@@ -113,45 +138,22 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
             }
         }
     });
-    {
-        let mut s = cluster.lock();
-        let provided = s.pending.remove(&taskmanager_id).is_some();
-        s.taskmanagers.insert(
-            taskmanager_id.clone(),
-            TaskManager {
-                id: taskmanager_id.clone(),
-                host,
-                pid,
-                slots,
-                used: 0,
-                jobs: Default::default(),
-                last_heartbeat: Instant::now(),
-                registered_ms: now_ms(),
-                tx,
-                session,
-                data_address,
-                provided,
-                idle_since: Some(Instant::now()),
-            },
-        );
-        schedule(&mut s);
-    }
     info!(taskmanager = %taskmanager_id, %peer, slots, "TaskManager registered");
     let why = loop {
         match read_frame::<_, ToJobManager>(&mut rd).await {
             Ok(Some(ToJobManager::Heartbeat { .. })) => {
-                let mut s = cluster.lock();
-                match s.taskmanagers.get_mut(&taskmanager_id) {
-                    Some(t) if t.session == session => t.last_heartbeat = Instant::now(),
-                    // Lost already (heartbeat timeout): this connection is stale.
-                    _ => return Ok(()),
-                }
+                let event = ResourceEvent::Heartbeat { taskmanager: taskmanager_id.clone(), session };
+                let _ = cluster.resources.send(event);
             }
-            Ok(Some(report @ (ToJobManager::JobState { .. } | ToJobManager::Progress { .. }))) => {
-                cluster.part_report(&taskmanager_id, report);
+            Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable })) => {
+                let taskmanager = taskmanager_id.clone();
+                cluster.to_job(job_id, JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable });
+            }
+            Ok(Some(ToJobManager::Progress { job_id, attempt, counts })) => {
+                cluster.to_job(job_id, JobEvent::Progress { taskmanager: taskmanager_id.clone(), attempt, counts });
             }
             Ok(Some(ToJobManager::Checkpoint { job_id, attempt, event })) => {
-                cluster.checkpoint_event(job_id, attempt, event);
+                cluster.to_job(job_id, JobEvent::Checkpoint { attempt, event });
             }
             Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
                 break "sent a message that only opens a connection".to_string();
@@ -160,6 +162,6 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
             Err(e) => break format!("its connection failed: {e}"),
         }
     };
-    cluster.lose_taskmanager(&taskmanager_id, Some(session), &why);
+    let _ = cluster.resources.send(ResourceEvent::Disconnected { taskmanager: taskmanager_id, session, why });
     Ok(())
 }

@@ -1,20 +1,23 @@
-//! The JobManager's view of the cluster: TaskManagers with their slots, and jobs with their
-//! status, placement and outcome. One mutex guards it; no lock is held across an await.
+//! What the JobManager's parts share: its settings and stores ([`Cluster`]), the records each
+//! loop owns (a [`TaskManager`] in the ResourceManager, a [`Job`] in its JobMaster) and what they
+//! publish for REST and the clients to read ([`JobView`], the TaskManager map). No lock guards the
+//! cluster's state: each loop owns its own (see `dispatcher.rs`, `resources.rs`, `jobmaster.rs`),
+//! and what others read of it is a snapshot it published after its last event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::{Notify, mpsc};
-use tracing::info;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use weir_core::config::{ClusterConfig, JobConfig, RestartStrategy};
 use weir_core::protocol::ToTaskManager;
 use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
-use crate::lifecycle::Lifecycle;
-
-pub use crate::schedule::schedule;
+use crate::checkpoints::Checkpointing;
+use crate::dispatcher::{DispatcherEvent, JobMasterHandle};
+use crate::jobmaster::JobEvent;
+use crate::resources::ResourceEvent;
 
 /// Milliseconds since the epoch.
 pub use weir_core::clock::now_millis as now_ms;
@@ -32,7 +35,8 @@ pub struct Options {
     pub job_defaults: weir_core::config::JobConfig,
 }
 
-/// A registered TaskManager.
+/// A registered TaskManager, as the ResourceManager keeps it.
+#[derive(Clone, Debug)]
 pub struct TaskManager {
     /// Its id.
     pub id: String,
@@ -50,7 +54,7 @@ pub struct TaskManager {
     pub last_heartbeat: Instant,
     /// Registration time (ms since the epoch).
     pub registered_ms: i64,
-    /// Messages to it.
+    /// Messages to it (its connection ends once every sender is gone).
     pub tx: mpsc::UnboundedSender<ToTaskManager>,
     /// Which registration this is (a TaskManager that registers again gets a new session).
     pub session: u64,
@@ -77,16 +81,16 @@ pub struct Part {
     pub progress: Vec<weir_core::result::VertexCounts>,
 }
 
-/// A submitted job.
+/// A submitted job, as its JobMaster owns it.
 pub struct Job {
     /// Its id.
     pub id: JobId,
     /// Its graph.
-    pub graph: JobGraph,
+    pub graph: Arc<JobGraph>,
     /// Execution settings.
-    pub config: JobConfig,
+    pub config: Arc<JobConfig>,
     /// Where it is in its lifecycle (its status, and what only that status has).
-    pub lifecycle: Lifecycle,
+    pub lifecycle: crate::lifecycle::Lifecycle,
     /// Slots it needs (its highest parallelism).
     pub slots: u32,
     /// Its parts in the current run: one per TaskManager it runs on (none while it waits).
@@ -100,7 +104,7 @@ pub struct Job {
     /// Failures: (time ms, message), oldest first.
     pub exceptions: Vec<(i64, String)>,
     /// The result, once finished.
-    pub result: Option<JobResult>,
+    pub result: Option<Arc<JobResult>>,
     /// Restarts so far.
     pub restarts: u32,
     /// Times of failures that led to restarts (ms).
@@ -109,29 +113,93 @@ pub struct Job {
     /// Whether a client fetched its final result (a per-job cluster waits for that).
     pub result_served: bool,
     /// Its cached files, in the blob store.
-    pub cached_files: BTreeMap<String, weir_core::protocol::CachedFile>,
+    pub cached_files: Arc<BTreeMap<String, weir_core::protocol::CachedFile>>,
     /// Its checkpointing, when it takes checkpoints.
-    pub checkpoints: Option<crate::checkpoints::Checkpointing>,
+    pub checkpoints: Option<Arc<Checkpointing>>,
 }
 
 impl Job {
-    /// Its status, as REST shows it.
+    /// Its status.
     pub fn status(&self) -> JobStatus {
         self.lifecycle.status()
     }
 
-    /// When it ended (ms), once it has.
-    pub fn end_ms(&self) -> Option<i64> {
-        self.lifecycle.end_ms()
-    }
-
-    /// Applies a lifecycle transition (one of [`Lifecycle`]'s); notes when the status changed.
-    pub(crate) fn transition(&mut self, step: impl FnOnce(&mut Lifecycle) -> bool) -> bool {
+    /// Applies a lifecycle transition (one of [`crate::lifecycle::Lifecycle`]'s); notes when the
+    /// status changed.
+    pub(crate) fn transition(&mut self, step: impl FnOnce(&mut crate::lifecycle::Lifecycle) -> bool) -> bool {
         let changed = step(&mut self.lifecycle);
         if changed {
             self.modified_ms = now_ms();
         }
         changed
+    }
+
+    /// What others may read of it now.
+    pub(crate) fn view(&self) -> JobView {
+        JobView {
+            id: self.id,
+            graph: self.graph.clone(),
+            config: self.config.clone(),
+            status: self.status(),
+            end_ms: self.lifecycle.end_ms(),
+            slots: self.slots,
+            parts: self.parts.clone(),
+            deployments: self.deployments,
+            submitted_ms: self.submitted_ms,
+            modified_ms: self.modified_ms,
+            exceptions: self.exceptions.clone(),
+            result: self.result.clone(),
+            restarts: self.restarts,
+            result_served: self.result_served,
+            checkpoints: self.checkpoints.clone(),
+        }
+    }
+}
+
+/// A job as its JobMaster last published it: what REST, the clients and the other loops read.
+#[derive(Clone, Debug)]
+pub struct JobView {
+    /// Its id.
+    pub id: JobId,
+    /// Its graph.
+    pub graph: Arc<JobGraph>,
+    /// Execution settings.
+    pub config: Arc<JobConfig>,
+    /// Its status.
+    pub status: JobStatus,
+    /// When it ended (ms), once it has.
+    pub end_ms: Option<i64>,
+    /// Slots it needs.
+    pub slots: u32,
+    /// Its parts in the current run.
+    pub parts: Vec<Part>,
+    /// Runs started so far.
+    pub deployments: u32,
+    /// Submission time (ms).
+    pub submitted_ms: i64,
+    /// When it reached its current status (ms).
+    pub modified_ms: i64,
+    /// Failures: (time ms, message), oldest first.
+    pub exceptions: Vec<(i64, String)>,
+    /// The result, once finished.
+    pub result: Option<Arc<JobResult>>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Whether a client fetched its final result.
+    pub result_served: bool,
+    /// Its checkpointing (statistics and savepoints are read, savepoints asked for, through it).
+    pub checkpoints: Option<Arc<Checkpointing>>,
+}
+
+impl JobView {
+    /// Its status, as REST shows it.
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    /// When it ended (ms), once it has.
+    pub fn end_ms(&self) -> Option<i64> {
+        self.end_ms
     }
 
     /// Record counters per operator: the result's once finished, else what its parts reported
@@ -162,33 +230,14 @@ impl Job {
     }
 }
 
-/// Everything the JobManager knows.
-#[derive(Default)]
-pub struct State {
-    /// TaskManagers by id.
-    pub taskmanagers: BTreeMap<String, TaskManager>,
-    /// Jobs by id, in submission order of ids.
-    pub jobs: BTreeMap<JobId, Job>,
-    /// `cluster.evenly-spread-out-slots`.
-    pub spread_out_slots: bool,
-    /// TaskManagers the resource provider is starting, by id, with their slots and start time.
-    pub pending: BTreeMap<String, (u32, Instant)>,
-    /// TaskManagers the provider started so far (for their ids).
-    pub provided_count: u64,
-    /// High availability, where job ends and checkpoints are recorded.
-    pub ha: Option<Arc<crate::ha::Ha>>,
-}
-
-/// The shared cluster state with its configuration.
+/// The JobManager as its parts and clients see it: settings, stores, and the inboxes and
+/// published views of its loops (the Dispatcher, the ResourceManager, a JobMaster per job).
 pub struct Cluster {
     /// Settings.
     pub config: ClusterConfig,
     /// What happens when a job fails.
     pub restart: RestartStrategy,
-    state: Mutex<State>,
     shutdown: Notify,
-    /// Wakes the supervisor when a restart is due earlier than its next tick.
-    pub(crate) wake: Notify,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Start time (ms).
     pub started_ms: i64,
@@ -207,33 +256,44 @@ pub struct Cluster {
     pub results: crate::results::JobResultStore,
     /// High availability (`high-availability.type`), if on.
     pub ha: Option<Arc<crate::ha::Ha>>,
-    /// Where the jobs' checkpointing threads send what they ask of the cluster, and the receiving
-    /// end until the checkpoint loop takes it.
-    checkpoint_out: tokio::sync::mpsc::UnboundedSender<crate::checkpoints::Output>,
-    checkpoint_in: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::checkpoints::Output>>>,
+    /// The Dispatcher's inbox.
+    pub(crate) dispatcher: mpsc::UnboundedSender<DispatcherEvent>,
+    /// The ResourceManager's inbox.
+    pub(crate) resources: mpsc::UnboundedSender<ResourceEvent>,
+    /// The jobs, as the Dispatcher last published them.
+    jobs: watch::Receiver<Arc<BTreeMap<JobId, JobMasterHandle>>>,
+    /// The TaskManagers, as the ResourceManager last published them.
+    taskmanagers: watch::Receiver<Arc<BTreeMap<String, TaskManager>>>,
+}
+
+/// The receiving ends of the loops' inboxes and the sending ends of their views, until
+/// [`crate::JobManager::start`] hands them to the loops.
+pub(crate) struct Loops {
+    pub(crate) dispatcher: mpsc::UnboundedReceiver<DispatcherEvent>,
+    pub(crate) jobs: watch::Sender<Arc<BTreeMap<JobId, JobMasterHandle>>>,
+    pub(crate) resources: mpsc::UnboundedReceiver<ResourceEvent>,
+    pub(crate) taskmanagers: watch::Sender<Arc<BTreeMap<String, TaskManager>>>,
 }
 
 impl Cluster {
-    /// An empty cluster.
-    pub fn new(
+    /// The cluster, and the loops' ends that [`crate::JobManager::start`] runs them with.
+    pub(crate) fn new(
         config: ClusterConfig,
         blobs: crate::blob::BlobStore,
         options: Options,
         rpc_address: String,
         ha: Option<Arc<crate::ha::Ha>>,
-    ) -> Self {
-        let spread_out_slots = config.spread_out_slots;
-        let (checkpoint_out, checkpoint_in) = tokio::sync::mpsc::unbounded_channel();
-        Cluster {
-            checkpoint_out,
-            checkpoint_in: Mutex::new(Some(checkpoint_in)),
-            ha: ha.clone(),
+    ) -> (Self, Loops) {
+        let (dispatcher, dispatcher_rx) = mpsc::unbounded_channel();
+        let (resources, resources_rx) = mpsc::unbounded_channel();
+        let (jobs_tx, jobs) = watch::channel(Arc::new(BTreeMap::new()));
+        let (tms_tx, taskmanagers) = watch::channel(Arc::new(BTreeMap::new()));
+        let cluster = Cluster {
+            ha,
             results: crate::results::JobResultStore::new(config.job_result_path()),
             restart: config.restart_strategy(),
             config,
-            state: Mutex::new(State { spread_out_slots, ha, ..State::default() }),
             shutdown: Notify::new(),
-            wake: Notify::new(),
             shutting_down: Default::default(),
             started_ms: now_ms(),
             started: Instant::now(),
@@ -242,28 +302,41 @@ impl Cluster {
             rpc_address,
             per_job: options.per_job,
             job_defaults: options.job_defaults,
-        }
+            dispatcher,
+            resources,
+            jobs,
+            taskmanagers,
+        };
+        let loops = Loops { dispatcher: dispatcher_rx, jobs: jobs_tx, resources: resources_rx, taskmanagers: tms_tx };
+        (cluster, loops)
     }
 
-    /// What the jobs' checkpointing threads ask of the cluster (once: the checkpoint loop takes it).
-    pub fn take_checkpoint_outputs(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::checkpoints::Output>> {
-        self.checkpoint_in.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// Every job, as its JobMaster last published it, in id order.
+    pub fn jobs(&self) -> Vec<Arc<JobView>> {
+        let handles = self.jobs.borrow().clone();
+        handles.values().map(|h| h.view()).collect()
     }
 
-    /// The state, locked.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Job `id`, as its JobMaster last published it.
+    pub fn job(&self, id: JobId) -> Option<Arc<JobView>> {
+        self.jobs.borrow().get(&id).map(|h| h.view())
+    }
+
+    /// Sends `event` to job `id`'s JobMaster; `false` for a job this cluster does not know.
+    pub(crate) fn to_job(&self, id: JobId, event: JobEvent) -> bool {
+        let tx = self.jobs.borrow().get(&id).map(|h| h.tx.clone());
+        tx.is_some_and(|tx| tx.send(event).is_ok())
+    }
+
+    /// Every registered TaskManager, as the ResourceManager last published them.
+    pub fn taskmanagers(&self) -> Arc<BTreeMap<String, TaskManager>> {
+        self.taskmanagers.borrow().clone()
     }
 
     /// Asks every part to stop (REST `DELETE /cluster`).
     pub fn request_shutdown(&self) {
         self.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
-        {
-            let s = self.lock();
-            for tm in s.taskmanagers.values() {
-                let _ = tm.tx.send(ToTaskManager::Shutdown);
-            }
-        }
+        let _ = self.resources.send(ResourceEvent::Shutdown);
         self.shutdown.notify_waiters();
     }
 
@@ -278,143 +351,78 @@ impl Cluster {
         }
     }
 
-    /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots.
+    /// Whether shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots. Reads files
+    /// and storage (see [`Cluster::submit_as`]): not for an async thread.
     pub fn submit(&self, graph: JobGraph, config: JobConfig) -> Result<JobId> {
         self.submit_as(graph, config, JobId::random())
     }
 
     /// Accepts a job graph under a given id (an application's jobs have ids derived from the
-    /// application's, so that they are the same wherever it runs).
+    /// application's, so that they are the same wherever it runs). The job is checked and its
+    /// cached files and savepoint read here, on the caller's thread; the Dispatcher then starts
+    /// its JobMaster.
     pub fn submit_as(&self, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
-        let config = self.job_defaults.under(&config);
-        if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
-            return Err(Error::GraphMismatch {
-                job: graph.job_name.clone(),
-                message: format!(
-                    "the job graph has format version {} but this JobManager reads version {}; submit it with the \
-                     same weir version as the cluster",
-                    graph.format_version,
-                    weir_core::graph::JOB_GRAPH_FORMAT_VERSION
-                ),
-            });
-        }
-        graph.plan.validate()?;
-        if graph.plan.fingerprint() != graph.fingerprint {
-            return Err(Error::GraphMismatch {
-                job: graph.job_name.clone(),
-                message: "the job graph's fingerprint does not match its plan; it was altered after it was built"
-                    .into(),
-            });
-        }
-        if self.blobs.locate(&graph.artifact).is_none() {
-            return Err(Error::InvalidJob(format!(
-                "the job's artifact {} is not in this cluster's blob store: upload it first (POST \
-                 /artifacts/upload?digest={}), as `run -t remote` does by itself",
-                graph.artifact.0,
-                graph.artifact.hex()
-            )));
-        }
-        // Cached files are read here, where the job is submitted, and shipped from the blob store.
-        let mut cached_files = BTreeMap::new();
-        for (name, path) in &graph.plan.cached_files {
-            let digest = self.blobs.store_file(std::path::Path::new(path)).map_err(|e| {
-                // A file the job names that cannot be read here is the job's to fix; a blob store
-                // that cannot take it (a full disk) keeps its own blame.
-                if e.blame() == weir_core::Blame::User {
-                    Error::InvalidJob(format!(
-                        "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files \
-                         must be readable where the JobManager runs"
-                    ))
-                } else {
-                    e
-                }
-            })?;
-            cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
-        }
-        let checkpoints = match crate::checkpoints::JobCheckpoints::setup(&graph, &config, id)? {
-            Some(mut cp) => {
-                cp.recorded_first = self.ha.is_some();
-                Some(crate::checkpoints::Checkpointing::start(id, cp, self.checkpoint_out.clone())?)
-            }
-            None => None,
-        };
-        let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
-        let now = now_ms();
-        let mut s = self.lock();
-        if s.jobs.contains_key(&id) {
-            // Ids are random, or derived and checked against the running jobs before submission.
-            return Err(Error::internal(format!("job {id} was submitted to this cluster already")));
-        }
-        if self.per_job && !s.jobs.is_empty() {
-            return Err(Error::Config(
-                "this is a per-job cluster and it runs its one job already; submit to a session cluster, or \
-                 run another per-job cluster (run -t per-job)"
-                    .into(),
-            ));
-        }
-        info!(job_id = %id, job = %graph.job_name, slots, "job submitted");
-        s.jobs.insert(
-            id,
-            Job {
-                id,
-                graph,
-                config,
-                lifecycle: Lifecycle::default(),
-                slots,
-                parts: Vec::new(),
-                deployments: 0,
-                submitted_ms: now,
-                modified_ms: now,
-                exceptions: Vec::new(),
-                result: None,
-                restarts: 0,
-                failures: Vec::new(),
-                last_delay_ms: 0,
-                result_served: false,
-                cached_files,
-                checkpoints,
-            },
-        );
-        schedule(&mut s);
-        // A job still waiting may need TaskManagers from the provider: ask now, not at the next tick.
-        if self.provider.is_some() {
-            self.wake.notify_one();
-        }
+        let prepared = crate::dispatcher::prepare(self, graph, config, id)?;
+        let (reply, answer) = oneshot::channel();
+        self.dispatcher
+            .send(DispatcherEvent::Submit { job: Box::new(prepared), reply })
+            .map_err(|_| Error::Cancelled("the JobManager is shutting down".into()))?;
+        answer.blocking_recv().map_err(|_| Error::Cancelled("the JobManager is shutting down".into()))??;
         Ok(id)
     }
 
-    /// For a per-job cluster: whether it is time to go (its job ended and its result was fetched,
-    /// or a minute passed without that; or no job came within a minute).
-    pub(crate) fn per_job_done(&self) -> bool {
-        let s = self.lock();
-        match s.jobs.values().next() {
-            None => self.started.elapsed() > Duration::from_secs(60),
-            Some(j) => {
-                j.status().is_terminal() && (j.result_served || j.end_ms().is_some_and(|end| now_ms() - end > 60_000))
-            }
+    /// Cancels a job: waiting jobs at once, running ones through their TaskManagers.
+    pub fn cancel(&self, id: JobId) -> Result<()> {
+        if self.to_job(id, JobEvent::Cancel) {
+            Ok(())
+        } else {
+            Err(Error::Config(format!("job {id} is not known to this cluster; see `weir list`")))
         }
     }
 
     /// A client fetched the result of a job: once it is terminal, a per-job cluster may go.
     pub fn result_served(&self, id: JobId) {
-        let mut s = self.lock();
-        if let Some(j) = s.jobs.get_mut(&id).filter(|j| j.status().is_terminal()) {
-            j.result_served = true;
-            if self.per_job {
-                self.wake.notify_one();
-            }
-        }
-    }
-
-    /// Whether shutdown was requested.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+        self.to_job(id, JobEvent::ResultServed);
     }
 }
 
-/// A waiting job was deployed: it runs.
-pub(crate) fn deployed(s: &mut State, id: JobId) {
-    if let Some(j) = s.jobs.get_mut(&id) {
-        j.transition(Lifecycle::deploy);
+/// What the loops' unit tests share: a cluster whose loops are not running, so a test drives one
+/// loop's handlers itself and reads what it sent the others.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+
+    /// A cluster with `config`, its blob store in `dir`; the loops' ends are returned unstarted.
+    pub(crate) fn cluster(mut config: ClusterConfig, dir: &std::path::Path) -> (Arc<Cluster>, Loops) {
+        config.blob_dir = Some(dir.display().to_string());
+        let blobs = crate::blob::BlobStore::open(&config, None).expect("a blob store in a fresh directory");
+        let (cluster, loops) = Cluster::new(config, blobs, Options::default(), "127.0.0.1:1".into(), None);
+        (Arc::new(cluster), loops)
+    }
+
+    /// A TaskManager record with `slots`, and the receiving end of its connection.
+    pub(crate) fn taskmanager(id: &str, slots: u32) -> (TaskManager, mpsc::UnboundedReceiver<ToTaskManager>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tm = TaskManager {
+            id: id.into(),
+            host: "localhost".into(),
+            pid: 1,
+            slots,
+            used: 0,
+            jobs: Default::default(),
+            last_heartbeat: Instant::now(),
+            registered_ms: now_ms(),
+            tx,
+            session: 1,
+            data_address: format!("{id}:1"),
+            provided: false,
+            idle_since: Some(Instant::now()),
+        };
+        (tm, rx)
     }
 }

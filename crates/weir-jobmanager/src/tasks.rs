@@ -9,7 +9,7 @@
 
 use weir_core::JobStatus;
 
-use crate::state::Job;
+use crate::state::JobView;
 
 /// The state of one task (one subtask of an operator), named as Flink names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl TaskCounts {
 }
 
 /// Per vertex of the job's plan (in its order), how many of its subtasks are in each state.
-pub fn per_vertex(job: &Job) -> Vec<TaskCounts> {
+pub fn per_vertex(job: &JobView) -> Vec<TaskCounts> {
     job.graph
         .plan
         .vertices
@@ -185,7 +185,7 @@ pub fn per_vertex(job: &Job) -> Vec<TaskCounts> {
 }
 
 /// The job's tasks: the subtasks of every chain of operators (Flink's job vertices), per state.
-pub fn of_job(job: &Job, per_vertex: &[TaskCounts]) -> TaskCounts {
+pub fn of_job(job: &JobView, per_vertex: &[TaskCounts]) -> TaskCounts {
     let heads = job.graph.plan.chain_heads();
     let mut all = TaskCounts::default();
     for ((v, head), counts) in job.graph.plan.vertices.iter().zip(&heads).zip(per_vertex) {

@@ -133,13 +133,10 @@ impl Application {
         if let Some(e) = self.ended_earlier.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(Standing::Earlier(e.clone()));
         }
-        let here = {
-            let s = self.cluster.lock();
-            s.jobs.get(&id).map(|j| {
-                let error = (j.status() == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
-                (j.status(), error.flatten())
-            })
-        };
+        let here = self.cluster.job(id).map(|j| {
+            let error = (j.status() == JobStatus::Failed).then(|| j.exceptions.last().map(|(_, e)| e.clone()));
+            (j.status(), error.flatten())
+        });
         let Some(ha) = &self.ha else {
             return here
                 .map(|(status, error)| Standing::Here { status, error })
@@ -260,7 +257,7 @@ impl Application {
             Some(earlier) => {
                 // Jobs this JobManager recovered belong to an application that ended: they are
                 // cancelled, so that their ends are recorded and nobody recovers them again.
-                let ids: Vec<JobId> = self.cluster.lock().jobs.keys().copied().collect();
+                let ids: Vec<JobId> = self.cluster.jobs().iter().map(|j| j.id).collect();
                 for id in &ids {
                     let _ = self.cluster.cancel(*id);
                 }
@@ -457,8 +454,7 @@ impl SubmittedJob for EmbeddedJob {
             Standing::Earlier(e) => Ok(e.result.map(|r| r.counts.clone()).unwrap_or_default()),
             Standing::Away => Ok(Vec::new()),
             Standing::Here { .. } | Standing::Ending { .. } => {
-                let s = self.app.cluster.lock();
-                Ok(s.jobs.get(&self.id).map(|j| j.counts()).unwrap_or_default())
+                Ok(self.app.cluster.job(self.id).map(|j| j.counts()).unwrap_or_default())
             }
         }
     }
@@ -480,8 +476,8 @@ impl SubmittedJob for EmbeddedJob {
                     Standing::Earlier(e) => return finished(e.result.as_deref().cloned()),
                     // Gone meanwhile (leadership lost): it is looked for again.
                     _ => {
-                        if let Some(j) = self.app.cluster.lock().jobs.get(&self.id) {
-                            return finished(j.result.clone());
+                        if let Some(j) = self.app.cluster.job(self.id) {
+                            return finished(j.result.as_deref().cloned());
                         }
                     }
                 },

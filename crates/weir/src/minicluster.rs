@@ -193,9 +193,9 @@ impl MiniCluster {
 
     /// Job `id`'s status now.
     pub fn status(&self, id: JobId) -> Result<JobStatus> {
-        let s = self.jobmanager.cluster().lock();
-        s.jobs
-            .get(&id)
+        self.jobmanager
+            .cluster()
+            .job(id)
             .map(|j| j.status())
             .ok_or_else(|| Error::Config(format!("job {id} is not known to this cluster")))
     }
@@ -221,13 +221,16 @@ impl MiniCluster {
 
     /// What job `id` produced, once it finished (counters and collected records).
     pub fn result(&self, id: JobId) -> Option<JobExecutionResult> {
-        self.jobmanager.cluster().lock().jobs.get(&id).and_then(|j| j.result.clone()).map(JobExecutionResult)
+        self.jobmanager.cluster().job(id).and_then(|j| j.result.as_deref().cloned()).map(JobExecutionResult)
     }
 
     /// Why job `id` failed, oldest first (each run's failure).
     pub fn exceptions(&self, id: JobId) -> Vec<String> {
-        let s = self.jobmanager.cluster().lock();
-        s.jobs.get(&id).map(|j| j.exceptions.iter().map(|(_, e)| e.clone()).collect()).unwrap_or_default()
+        self.jobmanager
+            .cluster()
+            .job(id)
+            .map(|j| j.exceptions.iter().map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The JobManager's cluster state, for what the methods above do not show.

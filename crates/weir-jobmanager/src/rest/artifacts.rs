@@ -157,7 +157,7 @@ pub(super) async fn remove(State(c): Shared, Path(id): Path<String>) -> Response
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
-    let in_use = c.lock().jobs.values().any(|j| !j.status().is_terminal() && j.graph.artifact == digest);
+    let in_use = c.jobs().iter().any(|j| !j.status().is_terminal() && j.graph.artifact == digest);
     if in_use || c.blobs.is_own(&digest) {
         let why = if in_use { "a job that is not finished runs it" } else { "it is the JobManager's own executable" };
         return error(StatusCode::CONFLICT, format!("artifact {id} cannot be deleted: {why}"));

@@ -100,11 +100,8 @@ pub struct StopBody {
 
 fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: bool) -> Result<String, ApiError> {
     let id = parse_job(id)?;
-    let s = c.lock();
-    let job = s
-        .jobs
-        .get(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
+    let job =
+        c.job(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
     if job.status() != JobStatus::Running {
         return Err(ApiError(
             StatusCode::CONFLICT,

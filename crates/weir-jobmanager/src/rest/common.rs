@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use weir_core::JobId;
 
-use crate::state::{Cluster, Job};
+use crate::state::{Cluster, JobView};
 
 /// The state every handler is given.
 pub(super) type Shared = State<Arc<Cluster>>;
@@ -39,12 +39,10 @@ pub(super) fn parse_job(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("'{id}' is not a job id (32 hex digits)")))
 }
 
-/// `f` of job `id` under the cluster's lock; 404 for a job the cluster does not know.
-pub(super) fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&Job) -> R) -> Result<R, ApiError> {
+/// `f` of job `id` as its JobMaster last published it; 404 for a job the cluster does not know.
+pub(super) fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&JobView) -> R) -> Result<R, ApiError> {
     let id = parse_job(id)?;
-    let s = c.lock();
-    s.jobs
-        .get(&id)
-        .map(f)
+    c.job(id)
+        .map(|j| f(&j))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))
 }

@@ -1,0 +1,221 @@
+//! The Dispatcher: the JobManager's loop that owns the set of jobs. It accepts a submission
+//! (checked and read on the submitter's thread by [`prepare`]) by starting the job's JobMaster,
+//! publishes the jobs for REST and the clients to read, suspends every job when the leadership is
+//! lost, and ends a per-job cluster once its job is done.
+//!
+//! It is fed by one inbox of [`DispatcherEvent`]s and does no storage or network I/O: a submission
+//! reads the job's cached files and savepoint before it gets here, and each JobMaster runs on its
+//! own task (`jobmaster.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::info;
+use weir_core::config::JobConfig;
+use weir_core::{Error, JobGraph, JobId, Result};
+
+use crate::jobmaster::{JobEvent, JobMaster};
+use crate::lifecycle::Lifecycle;
+use crate::state::{Cluster, Job, JobView, now_ms};
+
+/// What the Dispatcher is told.
+pub(crate) enum DispatcherEvent {
+    /// Start a checked job's JobMaster (refused when the id is taken, or when a per-job cluster
+    /// has its job already).
+    Submit {
+        /// The job, as [`prepare`] made it.
+        job: Box<Prepared>,
+        /// The answer.
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// This JobManager lost its leadership: every job is suspended and forgotten here (the next
+    /// leader recovers them), every TaskManager let go. `done` once that is so.
+    SuspendAll {
+        /// Why.
+        why: String,
+        /// Told once the jobs are forgotten.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A job checked and read, whose JobMaster is not started yet.
+pub(crate) struct Prepared {
+    job: Job,
+    events: (mpsc::UnboundedSender<JobEvent>, mpsc::UnboundedReceiver<JobEvent>),
+}
+
+/// How the others reach a job's JobMaster and read what it published last.
+#[derive(Clone)]
+pub struct JobMasterHandle {
+    /// Its inbox.
+    pub(crate) tx: mpsc::UnboundedSender<JobEvent>,
+    view: watch::Receiver<Arc<JobView>>,
+}
+
+impl JobMasterHandle {
+    /// The job as its JobMaster last published it.
+    pub fn view(&self) -> Arc<JobView> {
+        self.view.borrow().clone()
+    }
+}
+
+/// Checks a submitted job and reads what it needs (its cached files into the blob store, the
+/// savepoint it starts from), on the caller's thread: storage may be slow, and no loop waits for
+/// it.
+pub(crate) fn prepare(cluster: &Cluster, graph: JobGraph, config: JobConfig, id: JobId) -> Result<Prepared> {
+    let config = cluster.job_defaults.under(&config);
+    if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
+        return Err(Error::GraphMismatch {
+            job: graph.job_name.clone(),
+            message: format!(
+                "the job graph has format version {} but this JobManager reads version {}; submit it with the same \
+                 weir version as the cluster",
+                graph.format_version,
+                weir_core::graph::JOB_GRAPH_FORMAT_VERSION
+            ),
+        });
+    }
+    graph.plan.validate()?;
+    if graph.plan.fingerprint() != graph.fingerprint {
+        return Err(Error::GraphMismatch {
+            job: graph.job_name.clone(),
+            message: "the job graph's fingerprint does not match its plan; it was altered after it was built".into(),
+        });
+    }
+    if cluster.blobs.locate(&graph.artifact).is_none() {
+        return Err(Error::InvalidJob(format!(
+            "the job's artifact {} is not in this cluster's blob store: upload it first (POST \
+             /artifacts/upload?digest={}), as `run -t remote` does by itself",
+            graph.artifact.0,
+            graph.artifact.hex()
+        )));
+    }
+    // Cached files are read here, where the job is submitted, and shipped from the blob store.
+    let mut cached_files = BTreeMap::new();
+    for (name, path) in &graph.plan.cached_files {
+        let digest = cluster.blobs.store_file(std::path::Path::new(path)).map_err(|e| {
+            // A file the job names that cannot be read here is the job's to fix; a blob store
+            // that cannot take it (a full disk) keeps its own blame.
+            if e.blame() == weir_core::Blame::User {
+                Error::InvalidJob(format!(
+                    "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must \
+                     be readable where the JobManager runs"
+                ))
+            } else {
+                e
+            }
+        })?;
+        cached_files.insert(name.clone(), weir_core::protocol::CachedFile { digest, path: None });
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let checkpoints = match crate::checkpoints::JobCheckpoints::setup(&graph, &config, id)? {
+        Some(mut cp) => {
+            cp.recorded_first = cluster.ha.is_some();
+            let to_master = tx.clone();
+            let out = move |o| {
+                let _ = to_master.send(JobEvent::Checkpointing(o));
+            };
+            Some(Arc::new(crate::checkpoints::Checkpointing::start(id, cp, Box::new(out))?))
+        }
+        None => None,
+    };
+    let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+    let now = now_ms();
+    let job = Job {
+        id,
+        graph: Arc::new(graph),
+        config: Arc::new(config),
+        lifecycle: Lifecycle::default(),
+        slots,
+        parts: Vec::new(),
+        deployments: 0,
+        submitted_ms: now,
+        modified_ms: now,
+        exceptions: Vec::new(),
+        result: None,
+        restarts: 0,
+        failures: Vec::new(),
+        last_delay_ms: 0,
+        result_served: false,
+        cached_files: Arc::new(cached_files),
+        checkpoints,
+    };
+    Ok(Prepared { job, events: (tx, rx) })
+}
+
+/// The Dispatcher's loop: runs until shutdown.
+pub(crate) async fn run(
+    cluster: Arc<Cluster>,
+    mut inbox: mpsc::UnboundedReceiver<DispatcherEvent>,
+    published: watch::Sender<Arc<BTreeMap<JobId, JobMasterHandle>>>,
+) {
+    let mut jobs: BTreeMap<JobId, JobMasterHandle> = BTreeMap::new();
+    // A per-job cluster looks now and then whether its job is done.
+    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = inbox.recv() => match event {
+                Some(DispatcherEvent::Submit { job, reply }) => {
+                    let answer = submit(&cluster, &mut jobs, *job);
+                    if answer.is_ok() {
+                        published.send_replace(Arc::new(jobs.clone()));
+                    }
+                    let _ = reply.send(answer);
+                }
+                Some(DispatcherEvent::SuspendAll { why, done }) => {
+                    for handle in std::mem::take(&mut jobs).into_values() {
+                        let _ = handle.tx.send(JobEvent::Suspend { why: why.clone() });
+                    }
+                    published.send_replace(Arc::new(BTreeMap::new()));
+                    let _ = cluster.resources.send(crate::resources::ResourceEvent::Reset);
+                    let _ = done.send(());
+                }
+                None => return,
+            },
+            _ = ticker.tick(), if cluster.per_job => {
+                if per_job_done(&cluster, &jobs) {
+                    info!("the per-job cluster's job ended and its result was fetched (or nobody came for it): shutting down");
+                    cluster.request_shutdown();
+                    return;
+                }
+            }
+            _ = cluster.shutdown_requested() => return,
+        }
+    }
+}
+
+/// Starts the JobMaster of a checked job.
+fn submit(cluster: &Arc<Cluster>, jobs: &mut BTreeMap<JobId, JobMasterHandle>, prepared: Prepared) -> Result<()> {
+    let Prepared { job, events: (tx, rx) } = prepared;
+    let id = job.id;
+    if jobs.contains_key(&id) {
+        // Ids are random, or derived and checked against the running jobs before submission.
+        return Err(Error::internal(format!("job {id} was submitted to this cluster already")));
+    }
+    if cluster.per_job && !jobs.is_empty() {
+        return Err(Error::Config(
+            "this is a per-job cluster and it runs its one job already; submit to a session cluster, or run another \
+             per-job cluster (run -t per-job)"
+                .into(),
+        ));
+    }
+    info!(job_id = %id, job = %job.graph.job_name, slots = job.slots, "job submitted");
+    let (view_tx, view) = watch::channel(Arc::new(job.view()));
+    tokio::spawn(JobMaster::new(cluster.clone(), job, tx.clone(), view_tx).run(rx));
+    jobs.insert(id, JobMasterHandle { tx, view });
+    Ok(())
+}
+
+/// For a per-job cluster: whether it is time to go (its job ended and its result was fetched, or
+/// a minute passed without that; or no job came within a minute).
+fn per_job_done(cluster: &Cluster, jobs: &BTreeMap<JobId, JobMasterHandle>) -> bool {
+    match jobs.values().next().map(|h| h.view()) {
+        None => cluster.started.elapsed() > Duration::from_secs(60),
+        Some(j) => {
+            j.status().is_terminal() && (j.result_served || j.end_ms().is_some_and(|end| now_ms() - end > 60_000))
+        }
+    }
+}
