@@ -53,18 +53,6 @@ fn after_a_kill_9_the_job_restarts_on_a_spare_taskmanager_and_finishes() {
     assert_eq!(counts[3]["numRecordsIn"], 3000, "{result}");
 }
 
-#[test]
-fn without_a_restart_strategy_a_failed_job_stays_failed() {
-    let mut c = Cluster::new(2, 1);
-    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"rate": 100}"#, "-p", "1"]));
-    let job = c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
-    let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
-    c.kill_taskmanager(&tm);
-    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(c.job_state(&id), "FAILED", "no restart strategy: no restart");
-}
-
 fn json_str(s: &str) -> Value {
     Value::String(s.to_string())
 }
@@ -107,20 +95,6 @@ fn cluster_start_status_and_stop_leave_nothing_running() {
     let out = run(&["cluster", "status", "--dir", &d]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("run `weir cluster start` first"), "{}", text(&out.stderr));
-}
-
-#[test]
-fn a_job_that_cannot_get_its_slots_fails_after_the_slot_request_timeout() {
-    let c = Cluster::with(&["-D", "slot.request.timeout=300ms"], 1, 1);
-    let id = job_id(&c.weir(&["run", "-t", "remote", "-d", "generate", "--args", r#"{"count": 10}"#, "-p", "2"]));
-    c.wait_for(|j| j["state"] == "FAILED", &format!("/jobs/{id}"));
-    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
-    let root = ex["root-exception"].as_str().unwrap_or_default();
-    assert!(root.contains("could not get 2 slots within 300 ms") && root.contains("add TaskManagers or slots"), "{ex}");
-    // An attached client reports the failure and exits non-zero.
-    let out = c.weir(&["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "2"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("could not get 2 slots"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -1,12 +1,18 @@
 //! The mini cluster: a JobManager and TaskManagers in the test's own process, over the real
-//! protocols on loopback. Jobs are this test binary's own.
+//! protocols on loopback. Jobs are this test binary's own. The JobManager's own behaviour (slots,
+//! cancellation, restarts, REST errors) is tested here; `cluster.rs` and `cluster_failures.rs`
+//! keep what needs processes (the CLI's own cluster, kill -9, a stopped process, ports).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use weir::{Job, JobStatus, MiniCluster, Registry, StreamEnv};
 
-use super::cluster::http;
+use super::cluster::{bundled, http, text};
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 /// Counts of `0..n` by `i % 7`, keyed across `parallelism` subtasks, collected.
 fn counts(env: &mut StreamEnv, n: u64) -> weir::Result<()> {
@@ -169,5 +175,118 @@ fn every_path_the_openapi_document_lists_is_served_and_documented() -> weir::Res
     let (status, body) = http("GET", &rest, "/nope", None);
     assert_eq!(status, 404, "{body}");
     assert!(body["errors"][0].as_str().unwrap_or_default().contains("see /openapi.json"), "{body}");
+    Ok(())
+}
+
+/// Polls REST `path` on `rest` until `ok` holds (bounded: 20 s).
+fn wait_rest(rest: &str, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, v) = http("GET", rest, path, None);
+        if ok(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{path} never satisfied the condition: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn state(rest: &str, id: &weir::JobId) -> String {
+    http("GET", rest, &format!("/jobs/{id}"), None).1["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The `weir` CLI, against the mini cluster's REST endpoint.
+fn cli(rest: &str, args: &[&str]) -> std::process::Output {
+    Command::new(WEIR).args(args).args(["-m", rest]).output().unwrap_or_else(|e| panic!("cannot run weir: {e}"))
+}
+
+#[test]
+fn jobs_share_and_wait_for_slots_and_cancel_through_rest_and_the_cli() -> weir::Result<()> {
+    let cluster = MiniCluster::start(registry(), 1, 2)?;
+    let rest = cluster.rest_address();
+    let one = [("parallelism.default", "1")];
+    let a = cluster.submit(&SLOW, (1_000_000, 200.0), &one)?;
+    let b = cluster.submit(&SLOW, (1_000_000, 200.0), &one)?;
+    wait_rest(&rest, "/overview", |o| o["slots-available"] == 0);
+    // A third job needs both slots: it waits.
+    let w = cluster.submit(&SLOW, (1_000_000, 200.0), &[("parallelism.default", "2")])?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(&rest, &w), "CREATED");
+    for id in [&a, &b] {
+        assert_eq!(state(&rest, id), "RUNNING");
+        let (status, _) = http("PATCH", &rest, &format!("/jobs/{id}?mode=cancel"), None);
+        assert_eq!(status, 202);
+    }
+    wait_rest(&rest, &format!("/jobs/{w}"), |j| j["state"] == "RUNNING");
+    assert_eq!(state(&rest, &a), "CANCELED");
+    let out = cli(&rest, &["cancel", &w.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_rest(&rest, &format!("/jobs/{w}"), |j| j["state"] == "CANCELED");
+    wait_rest(&rest, "/overview", |o| o["slots-available"] == 2);
+    Ok(())
+}
+
+#[test]
+fn without_a_restart_strategy_a_job_whose_taskmanager_is_lost_stays_failed() -> weir::Result<()> {
+    let mut cluster = MiniCluster::start(registry(), 2, 1)?;
+    let rest = cluster.rest_address();
+    let id = cluster.submit(&SLOW, (1_000_000, 100.0), &[("parallelism.default", "1")])?;
+    let job = wait_rest(&rest, &format!("/jobs/{id}"), |j| j["state"] == "RUNNING");
+    let tm = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
+    cluster.stop_taskmanager(&tm)?;
+    assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Failed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.status(id)?, JobStatus::Failed, "no restart strategy: no restart");
+    let exceptions = cluster.exceptions(id);
+    assert!(exceptions.iter().any(|e| e.contains(&tm) && e.contains("was lost")), "{exceptions:?}");
+    Ok(())
+}
+
+#[test]
+fn a_job_that_cannot_get_its_slots_fails_after_the_slot_request_timeout() -> weir::Result<()> {
+    let cluster = MiniCluster::with_settings(registry(), 1, 1, &[("slot.request.timeout", "300ms")])?;
+    let rest = cluster.rest_address();
+    let id = cluster.submit(&COUNTS, 70, &[("parallelism.default", "2")])?;
+    assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Failed);
+    let (_, ex) = http("GET", &rest, &format!("/jobs/{id}/exceptions"), None);
+    let root = ex["root-exception"].as_str().unwrap_or_default();
+    assert!(root.contains("could not get 2 slots within 300 ms") && root.contains("add TaskManagers or slots"), "{ex}");
+    // An attached client reports the failure and exits non-zero.
+    let out = cli(&rest, &["run", "-t", "remote", "generate", "--args", r#"{"count": 10}"#, "-p", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("could not get 2 slots"), "{}", text(&out.stderr));
+    Ok(())
+}
+
+#[test]
+fn malformed_requests_get_4xx_with_a_json_error() -> weir::Result<()> {
+    let cluster = MiniCluster::start(registry(), 0, 1)?;
+    let rest = cluster.rest_address();
+    for (method, path, body, want) in [
+        ("GET", "/jobs/not-a-job-id", None, 400),
+        ("GET", "/jobs/0123456789abcdef0123456789abcdef", None, 404),
+        ("PATCH", "/jobs/0123456789abcdef0123456789abcdef?mode=stop", None, 400),
+        ("POST", "/jobs", Some("{not json"), 400),
+        ("POST", "/jobs", Some(r#"{"graph": 1}"#), 400),
+        ("GET", "/no/such/path", None, 404),
+        ("GET", "/taskmanagers/nobody", None, 404),
+    ] {
+        let (status, v) = http(method, &rest, path, body);
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert!(v["errors"][0].is_string(), "{method} {path}: {v}");
+    }
+    // A job graph altered after it was built, or written by another format version, is refused.
+    let args: Value = serde_json::from_str(&bundled()).unwrap_or(Value::Null);
+    let graph = weir::Driver::local(weir::builtin::registry()).job_graph("wordcount", &args)?;
+    let mut altered = graph.clone();
+    altered.plan.vertices[1].name = "Renamed".into();
+    let mut foreign = graph.clone();
+    foreign.format_version = 99;
+    for (g, want) in [(altered, "fingerprint does not match"), (foreign, "format version 99")] {
+        let body = serde_json::json!({ "graph": g }).to_string();
+        let (status, v) = http("POST", &rest, "/jobs", Some(&body));
+        assert_eq!(status, 400, "{v}");
+        assert!(v["errors"][0].as_str().unwrap_or_default().contains(want), "{v}");
+    }
     Ok(())
 }
