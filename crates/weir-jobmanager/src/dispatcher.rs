@@ -31,7 +31,8 @@ pub(crate) enum DispatcherEvent {
         reply: oneshot::Sender<Result<()>>,
     },
     /// This JobManager lost its leadership: every job is suspended and forgotten here (the next
-    /// leader recovers them), every TaskManager let go. `done` once that is so.
+    /// leader recovers them), every TaskManager let go. `done` once every JobMaster has suspended
+    /// its job (so none records anything of this leadership later).
     SuspendAll {
         /// Why.
         why: String,
@@ -166,12 +167,23 @@ pub(crate) async fn run(
                     let _ = reply.send(answer);
                 }
                 Some(DispatcherEvent::SuspendAll { why, done }) => {
+                    let mut suspended = Vec::with_capacity(jobs.len());
                     for handle in std::mem::take(&mut jobs).into_values() {
-                        let _ = handle.tx.send(JobEvent::Suspend { why: why.clone() });
+                        let (ack, acked) = oneshot::channel();
+                        if handle.tx.send(JobEvent::Suspend { why: why.clone(), done: Some(ack) }).is_ok() {
+                            suspended.push(acked);
+                        }
                     }
                     published.send_replace(Arc::new(BTreeMap::new()));
                     let _ = cluster.resources.send(crate::resources::ResourceEvent::Reset);
-                    let _ = done.send(());
+                    // The JobMasters finish what they had queued first; the leader waits for that,
+                    // not this loop. (A master that ended meanwhile drops its acknowledgement.)
+                    tokio::spawn(async move {
+                        for acked in suspended {
+                            let _ = acked.await;
+                        }
+                        let _ = done.send(());
+                    });
                 }
                 None => return,
             },

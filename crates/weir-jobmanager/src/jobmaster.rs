@@ -93,6 +93,9 @@ pub enum JobEvent {
     Suspend {
         /// Why.
         why: String,
+        /// Told once it is suspended: every event queued before this one was handled, so nothing
+        /// of this leadership is recorded in the HA stores after it.
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
     /// A client fetched the job's final result (a per-job cluster waits for that).
     ResultServed,
@@ -140,16 +143,20 @@ impl JobMaster {
             tokio::select! {
                 event = inbox.recv() => {
                     let Some(event) = event else { return };
-                    let suspended = matches!(event, JobEvent::Suspend { .. });
-                    self.on_event(event);
-                    if suspended {
+                    if let JobEvent::Suspend { why, done } = event {
+                        self.suspend(&why);
+                        self.published.send_replace(Arc::new(self.job.view()));
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
                         return;
                     }
+                    self.on_event(event);
                 }
                 _ = sleep_until(restart_at), if restart_at.is_some() => {
                     self.job.transition(|l| l.restart_due(Instant::now()));
                 }
-                _ = ticker.tick(), if checkpoints => {
+                _ = ticker.tick(), if checkpoints && !self.job.status().is_terminal() => {
                     self.tick_checkpoints();
                     // Nothing to publish: a tick changes only what the checkpointing thread shows.
                     continue;
@@ -214,7 +221,7 @@ impl JobMaster {
                     self.finish(Outcome::Failed, Some(message), None);
                 }
             }
-            JobEvent::Suspend { why } => self.suspend(&why),
+            JobEvent::Suspend { why, .. } => self.suspend(&why),
             JobEvent::ResultServed => {
                 if self.job.status().is_terminal() {
                     self.job.result_served = true;

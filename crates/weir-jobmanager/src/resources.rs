@@ -230,6 +230,11 @@ impl ResourceManager {
         } else {
             warn!(taskmanager = id, host = %tm.host, reason = why, "TaskManager lost");
         }
+        // Its slots are gone with it: a release that comes later must not free the slots of a
+        // TaskManager that registers again under the same id.
+        for held in self.held.values_mut() {
+            held.on.retain(|(t, _)| t != id);
+        }
         for job in tm.jobs {
             if let Some(held) = self.held.get(&job) {
                 let message = format!("TaskManager {id} ({}, pid {}) was lost: {why}", tm.host, tm.pid);
@@ -468,6 +473,27 @@ mod tests {
         assert_eq!(used(&rm), vec![2], "the later master's slots stay held");
         rm.on_event(ResourceEvent::Release { job, holder: 2 });
         assert_eq!(used(&rm), vec![0]);
+    }
+
+    #[test]
+    fn a_late_release_of_a_lost_taskmanagers_slots_leaves_its_successor_alone() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut rm = manager(ClusterConfig::default(), dir.path());
+        let _a = register(&mut rm, "a", 2).expect("registered");
+        let (first, second) = (JobId::random(), JobId::random());
+        let mut one = request(&mut rm, first, 1, 2);
+        assert!(granted(&mut one).is_some());
+        rm.on_event(ResourceEvent::Disconnected { taskmanager: "a".into(), session: 1, why: "closed".into() });
+        // It registers again under the same id, and another job takes its slots before the first
+        // job's master has released its own.
+        let (mut again, _conn) = fixture::taskmanager("a", 2);
+        again.session = 2;
+        let (reply, _) = oneshot::channel();
+        rm.on_event(ResourceEvent::Register { taskmanager: Box::new(again), reply });
+        let mut two = request(&mut rm, second, 2, 2);
+        assert!(granted(&mut two).is_some());
+        rm.on_event(ResourceEvent::Release { job: first, holder: 1 });
+        assert_eq!(used(&rm), vec![2], "the second job's slots stay taken");
     }
 
     #[test]

@@ -288,13 +288,12 @@ async fn job_config(State(c): Shared, Path(id): Path<String>) -> Response {
 }
 
 async fn execution_result(State(c): Shared, Path(id): Path<String>) -> Response {
-    if let Ok(job) = parse_job(&id) {
-        c.result_served(job);
-    }
     match with_job(&c, &id, |j| {
         if !j.status().is_terminal() {
             return json!({ "status": { "id": "IN_PROGRESS" } });
         }
+        // Served only once the client sees the end (a per-job cluster waits for that to go).
+        c.result_served(j.id);
         let application = match j.status() {
             JobStatus::Finished => "SUCCEEDED",
             JobStatus::Canceled => "CANCELED",

@@ -127,7 +127,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     let leader_epoch = cluster.ha.as_ref().and_then(|ha| ha.leading()).unwrap_or(0);
     let accepted =
         ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms, leader_epoch };
-    write_frame(&mut wr, &accepted).await?;
+    if let Err(e) = write_frame(&mut wr, &accepted).await {
+        // Registered already: the ResourceManager lets it go again at once.
+        let why = format!("its connection failed as it was accepted: {e}");
+        let _ = cluster.resources.send(ResourceEvent::Disconnected { taskmanager: taskmanager_id, session, why });
+        return Err(e);
+    }
     // Messages to it go out in order; the connection's writing side closes once the
     // ResourceManager and the JobMasters let go of it (it was lost, or the cluster stops).
     tokio::spawn(async move {
