@@ -43,6 +43,15 @@ fn errors(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A REST endpoint, with the one helper the tests on a mini cluster need.
+struct Rest<'a>(&'a str);
+
+impl Rest<'_> {
+    fn get(&self, path: &str) -> (u16, Value) {
+        http("GET", self.0, path, None)
+    }
+}
+
 /// The files in a directory, without the digest cache.
 fn entries(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -212,46 +221,53 @@ fn with_shared_isolation_the_clusters_own_jobs_run_in_the_taskmanager() {
 
 #[test]
 fn bad_uploads_are_refused_and_leave_nothing_behind() {
-    let c = Cluster::with(&["-D", "blob.artifact.max-size=1kb"], 0, 1);
-    let store = c.blobs.path().join("jobmanager");
+    // The JobManager's blob store alone: a mini cluster without TaskManagers.
+    let blobs = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = blobs.path().to_path_buf();
+    let dir = store.display().to_string();
+    let settings = [("blob.artifact.max-size", "1kb"), ("blob.storage.directory", dir.as_str())];
+    let mini = weir::MiniCluster::with_settings(weir::Registry::new(), 0, 1, &settings)
+        .unwrap_or_else(|e| panic!("mini cluster: {e}"));
+    let rest = mini.rest_address();
+    let c = Rest(&rest);
     let body = vec![b'x'; 600];
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let file = scratch.path().join("body");
     std::fs::write(&file, &body).unwrap_or_else(|e| panic!("write: {e}"));
     let id = sha256_hex(&file);
     // Broken off after half of what it announced.
-    let (status, v) = upload(&c.rest, "", &body[..300], 600);
+    let (status, v) = upload(c.0, "", &body[..300], 600);
     assert_eq!(status, 400, "{v}");
     assert!(errors(&v).contains("truncated upload: 300 of 600 announced bytes arrived"), "{v}");
     // Bytes that do not match the declared digest.
     let wrong = "ab".repeat(32);
-    let (status, v) = upload(&c.rest, &format!("?digest={wrong}"), &body, 600);
+    let (status, v) = upload(c.0, &format!("?digest={wrong}"), &body, 600);
     assert_eq!(status, 400, "{v}");
     assert!(
         errors(&v).contains(&format!("hash to sha256:{id} but the artifact was declared as sha256:{wrong}")),
         "{v}"
     );
     // Over the limit, announced or not.
-    let (status, v) = upload(&c.rest, "", &vec![b'y'; 2000], 2000);
+    let (status, v) = upload(c.0, "", &vec![b'y'; 2000], 2000);
     assert_eq!(status, 413, "{v}");
     assert!(errors(&v).contains("blob.artifact.max-size (1024 bytes)"), "{v}");
     // Not a digest, or another parameter.
-    let (status, v) = upload(&c.rest, "?digest=../../etc/passwd", &body, 600);
+    let (status, v) = upload(c.0, "?digest=../../etc/passwd", &body, 600);
     assert_eq!((status, errors(&v).contains("is not an artifact id")), (400, true), "{v}");
-    let (status, v) = upload(&c.rest, "?name=x", &body, 600);
+    let (status, v) = upload(c.0, "?name=x", &body, 600);
     assert_eq!((status, errors(&v).contains("unknown query parameter 'name'")), (400, true), "{v}");
     assert_eq!(entries(&store), Vec::<String>::new(), "nothing refused is stored, no temporary file stays");
     let (_, listed) = c.get("/artifacts");
     assert_eq!(listed["artifacts"].as_array().map(Vec::len), Some(1), "only the JobManager's own: {listed}");
     // A good one is stored under its digest, can be looked at and deleted; the own one cannot.
-    let (status, v) = upload(&c.rest, &format!("?digest={id}"), &body, 600);
+    let (status, v) = upload(c.0, &format!("?digest={id}"), &body, 600);
     assert_eq!((status, v["id"].as_str()), (200, Some(id.as_str())), "{v}");
     assert_eq!(entries(&store), vec![id.clone()]);
     assert_eq!(c.get(&format!("/artifacts/{id}")).1["size"], 600);
-    assert_eq!(http("DELETE", &c.rest, &format!("/artifacts/{id}"), None).0, 200);
+    assert_eq!(http("DELETE", c.0, &format!("/artifacts/{id}"), None).0, 200);
     assert_eq!(c.get(&format!("/artifacts/{id}")).0, 404);
     let own = listed["artifacts"][0]["id"].as_str().unwrap_or_default().to_string();
-    let (status, v) = http("DELETE", &c.rest, &format!("/artifacts/{own}"), None);
+    let (status, v) = http("DELETE", c.0, &format!("/artifacts/{own}"), None);
     assert_eq!((status, errors(&v).contains("own executable")), (409, true), "{v}");
     assert_eq!(c.get("/overview").0, 200, "the JobManager is unharmed");
 }
