@@ -16,51 +16,11 @@ use tracing::info;
 use weir_core::config::JobConfig;
 use weir_core::{Error, JobGraph, JobId, Result};
 
-use crate::jobmaster::{JobEvent, JobMaster};
+use crate::cluster::Cluster;
+use crate::events::{DispatcherEvent, JobEvent, JobMasterHandle, Prepared, ResourceEvent};
+use crate::jobmaster::JobMaster;
 use crate::lifecycle::Lifecycle;
-use crate::state::{Cluster, Job, JobView, now_ms};
-
-/// What the Dispatcher is told.
-pub(crate) enum DispatcherEvent {
-    /// Start a checked job's JobMaster (refused when the id is taken, or when a per-job cluster
-    /// has its job already).
-    Submit {
-        /// The job, as [`prepare`] made it.
-        job: Box<Prepared>,
-        /// The answer.
-        reply: oneshot::Sender<Result<()>>,
-    },
-    /// This JobManager lost its leadership: every job is suspended and forgotten here (the next
-    /// leader recovers them), every TaskManager let go. `done` once every JobMaster has suspended
-    /// its job (so none records anything of this leadership later).
-    SuspendAll {
-        /// Why.
-        why: String,
-        /// Told once the jobs are forgotten.
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// A job checked and read, whose JobMaster is not started yet.
-pub(crate) struct Prepared {
-    job: Job,
-    events: (mpsc::UnboundedSender<JobEvent>, mpsc::UnboundedReceiver<JobEvent>),
-}
-
-/// How the others reach a job's JobMaster and read what it published last.
-#[derive(Clone)]
-pub struct JobMasterHandle {
-    /// Its inbox.
-    pub(crate) tx: mpsc::UnboundedSender<JobEvent>,
-    view: watch::Receiver<Arc<JobView>>,
-}
-
-impl JobMasterHandle {
-    /// The job as its JobMaster last published it.
-    pub fn view(&self) -> Arc<JobView> {
-        self.view.borrow().clone()
-    }
-}
+use crate::state::{Job, now_ms};
 
 /// Checks a submitted job and reads what it needs (its cached files into the blob store, the
 /// savepoint it starts from), on the caller's thread: storage may be slow, and no loop waits for
@@ -146,6 +106,28 @@ pub(crate) fn prepare(cluster: &Cluster, graph: JobGraph, config: JobConfig, id:
     Ok(Prepared { job, events: (tx, rx) })
 }
 
+impl Cluster {
+    /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots. Reads files
+    /// and storage (see [`Cluster::submit_as`]): not for an async thread.
+    pub fn submit(&self, graph: JobGraph, config: JobConfig) -> Result<JobId> {
+        self.submit_as(graph, config, JobId::random())
+    }
+
+    /// Accepts a job graph under a given id (an application's jobs have ids derived from the
+    /// application's, so that they are the same wherever it runs). The job is checked and its
+    /// cached files and savepoint read here, on the caller's thread; the Dispatcher then starts
+    /// its JobMaster.
+    pub fn submit_as(&self, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
+        let prepared = prepare(self, graph, config, id)?;
+        let (reply, answer) = oneshot::channel();
+        self.dispatcher
+            .send(DispatcherEvent::Submit { job: Box::new(prepared), reply })
+            .map_err(|_| Error::Cancelled("the JobManager is shutting down".into()))?;
+        answer.blocking_recv().map_err(|_| Error::Cancelled("the JobManager is shutting down".into()))??;
+        Ok(id)
+    }
+}
+
 /// The Dispatcher's loop: runs until shutdown.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
@@ -175,7 +157,7 @@ pub(crate) async fn run(
                         }
                     }
                     published.send_replace(Arc::new(BTreeMap::new()));
-                    let _ = cluster.resources.send(crate::resources::ResourceEvent::Reset);
+                    let _ = cluster.resources.send(ResourceEvent::Reset);
                     // The JobMasters finish what they had queued first; the leader waits for that,
                     // not this loop. (A master that ended meanwhile drops its acknowledgement.)
                     tokio::spawn(async move {

@@ -17,89 +17,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-use weir_core::checkpointing::CheckpointEvent;
 use weir_core::protocol::{Assignment, Deployment, ToTaskManager};
 use weir_core::result::JobResult;
 use weir_core::{JobId, JobStatus};
 use weir_runtime::checkpoint::coordinator::Command;
 
 use crate::checkpoints::{Input, Output};
+use crate::cluster::Cluster;
+use crate::events::{Grant, JobEvent, ResourceEvent};
 use crate::lifecycle::{Lifecycle, Outcome};
-use crate::resources::{Grant, ResourceEvent};
-use crate::state::{Cluster, Job, JobView, Part, now_ms};
+use crate::state::{Job, JobView, Part, now_ms};
 
 /// How often a running job's checkpointing is ticked (checkpoint intervals are at least 10 ms).
 const CHECKPOINT_TICK: Duration = Duration::from_millis(5);
-
-/// What a JobMaster is told.
-#[derive(Debug)]
-pub enum JobEvent {
-    /// Cancellation asked for (REST, the CLI): a deployed job's parts are told to stop, a waiting or
-    /// restarting one ends at once.
-    Cancel,
-    /// A TaskManager reported the status of its part of run `attempt`.
-    PartReport {
-        /// The TaskManager.
-        taskmanager: String,
-        /// The run the report is about (reports of earlier runs change nothing).
-        attempt: u32,
-        /// The part's status.
-        status: JobStatus,
-        /// Why it failed.
-        error: Option<String>,
-        /// Its result, when it finished.
-        result: Option<JobResult>,
-        /// Whether running it again may succeed.
-        retryable: bool,
-    },
-    /// A TaskManager reported its part's counters.
-    Progress {
-        /// The TaskManager.
-        taskmanager: String,
-        /// The run.
-        attempt: u32,
-        /// Records in and out per operator.
-        counts: Vec<weir_core::result::VertexCounts>,
-    },
-    /// A part of run `attempt` reported a checkpoint event.
-    Checkpoint {
-        /// The run.
-        attempt: u32,
-        /// What it reported.
-        event: CheckpointEvent,
-    },
-    /// What the job's checkpointing thread asks for.
-    Checkpointing(Output),
-    /// The ResourceManager gave the job the slots it asked for, part by part.
-    SlotsGranted {
-        /// Which TaskManagers, how many slots each.
-        grants: Vec<Grant>,
-    },
-    /// A TaskManager that runs a part of the job was lost.
-    TaskManagerLost {
-        /// Which one.
-        taskmanager: String,
-        /// What happened, for the job's exceptions.
-        message: String,
-    },
-    /// No slots will come: `slot.request.timeout` passed, or the resource provider cannot start
-    /// TaskManagers. The job fails.
-    NoSlots {
-        /// Why.
-        message: String,
-    },
-    /// This JobManager lost its leadership: the job is suspended here (and resumed by the next
-    /// leader), not ended; the JobMaster stops.
-    Suspend {
-        /// Why.
-        why: String,
-        /// Told once it is suspended: every event queued before this one was handled, so nothing
-        /// of this leadership is recorded in the HA stores after it.
-        done: Option<tokio::sync::oneshot::Sender<()>>,
-    },
-    /// A client fetched the job's final result (a per-job cluster waits for that).
-    ResultServed,
-}
 
 /// Tells each JobMaster apart from an earlier one of the same job (after a leadership change), so
 /// that the ResourceManager never frees a newer one's slots for an older one.
@@ -516,7 +446,7 @@ mod tests {
     use weir_core::{ArtifactDigest, JobGraph};
 
     use super::*;
-    use crate::state::fixture;
+    use crate::cluster::fixture;
 
     /// A job of one slot that takes no checkpoints, waiting for its first run.
     fn job() -> Job {

@@ -14,8 +14,10 @@ use weir_core::result::JobResult;
 use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
 use crate::checkpoints::Input;
+use crate::cluster::Cluster;
+use crate::events::DispatcherEvent;
 use crate::ha::{Event, Ha, ID_BLOCK, STORED_JOB_FORMAT, StoredJob, StoredResult};
-use crate::state::{Cluster, now_ms};
+use crate::state::now_ms;
 
 impl Cluster {
     /// Accepts a job; with high availability it is first kept in the job graph store (and its
@@ -89,7 +91,7 @@ impl Cluster {
     /// TaskManager let go (they find the next leader). Returns once the Dispatcher forgot the jobs.
     async fn suspend_all(&self, why: &str) {
         let (done, suspended) = tokio::sync::oneshot::channel();
-        let event = crate::dispatcher::DispatcherEvent::SuspendAll { why: why.to_string(), done };
+        let event = DispatcherEvent::SuspendAll { why: why.to_string(), done };
         if self.dispatcher.send(event).is_ok() {
             let _ = suspended.await;
         }

@@ -19,7 +19,9 @@
 
 pub mod blob;
 pub mod checkpoints;
+pub mod cluster;
 pub mod dispatcher;
+pub mod events;
 pub mod ha;
 pub mod jobmaster;
 pub mod leader;
@@ -39,7 +41,8 @@ use tracing::info;
 use weir_core::config::ClusterConfig;
 use weir_core::{Error, Result};
 
-pub use state::{Cluster, JobView, Options};
+pub use cluster::Cluster;
+pub use state::{JobView, Options};
 
 /// A running JobManager.
 pub struct JobManager {

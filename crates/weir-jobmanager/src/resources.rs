@@ -14,83 +14,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use weir_core::JobId;
 use weir_core::protocol::ToTaskManager;
 
-use crate::jobmaster::JobEvent;
-use crate::state::{Cluster, TaskManager};
-
-/// What the ResourceManager is told.
-pub(crate) enum ResourceEvent {
-    /// A TaskManager wants to register; the answer is `Err(why)` when it may not (its id is taken).
-    Register {
-        /// It.
-        taskmanager: Box<TaskManager>,
-        /// The answer.
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// A TaskManager's heartbeat (of registration `session`).
-    Heartbeat {
-        /// Its id.
-        taskmanager: String,
-        /// Its registration.
-        session: u64,
-    },
-    /// A TaskManager's connection ended (if `session` is still its registration, it is lost).
-    Disconnected {
-        /// Its id.
-        taskmanager: String,
-        /// Its registration.
-        session: u64,
-        /// What happened.
-        why: String,
-    },
-    /// A JobMaster asks for `slots` slots for its job's next run.
-    RequestSlots {
-        /// The job.
-        job: JobId,
-        /// Which JobMaster of it.
-        holder: u64,
-        /// How many.
-        slots: u32,
-        /// Where the grant (or the refusal) goes.
-        master: mpsc::UnboundedSender<JobEvent>,
-    },
-    /// A JobMaster frees its job's slots, and forgets its request if it has one.
-    Release {
-        /// The job.
-        job: JobId,
-        /// Which JobMaster of it.
-        holder: u64,
-    },
-    /// The resource provider could not start a TaskManager: nothing waiting will get slots.
-    StartFailed {
-        /// The TaskManager it was to be.
-        taskmanager: String,
-        /// Why.
-        error: String,
-    },
-    /// Leadership was lost: every TaskManager is let go (they find the next leader), every request
-    /// and grant forgotten.
-    Reset,
-    /// The cluster shuts down: every TaskManager is told to stop.
-    Shutdown,
-}
-
-/// Slots given to a job on one TaskManager.
-#[derive(Debug)]
-pub struct Grant {
-    /// The TaskManager.
-    pub taskmanager: String,
-    /// How many of its slots.
-    pub slots: u32,
-    /// Its connection.
-    pub tx: mpsc::UnboundedSender<ToTaskManager>,
-    /// Where other TaskManagers send it records.
-    pub data_address: String,
-}
+use crate::cluster::Cluster;
+use crate::events::{Grant, JobEvent, ResourceEvent};
+use crate::state::TaskManager;
 
 /// A slot request not answered yet.
 struct Request {
@@ -390,10 +321,11 @@ fn choose_slots(tms: &BTreeMap<String, TaskManager>, slots: u32, spread: bool) -
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
     use weir_core::config::ClusterConfig;
 
     use super::*;
-    use crate::state::fixture;
+    use crate::cluster::fixture;
 
     fn manager(config: ClusterConfig, dir: &std::path::Path) -> ResourceManager {
         let (cluster, _loops) = fixture::cluster(config, dir);

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use weir_core::config::JobConfig;
 use weir_core::{JobGraph, JobId, JobStatus};
 
-use crate::state::{Cluster, JobView, now_ms};
+use crate::cluster::Cluster;
+use crate::state::{JobView, now_ms};
 
 mod artifacts;
 mod checkpoints;

@@ -13,9 +13,9 @@ use weir_core::Result;
 use weir_core::protocol::io::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 
-use crate::jobmaster::JobEvent;
-use crate::resources::ResourceEvent;
-use crate::state::{Cluster, TaskManager, now_ms};
+use crate::cluster::Cluster;
+use crate::events::{JobEvent, ResourceEvent};
+use crate::state::{TaskManager, now_ms};
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 

@@ -15,7 +15,7 @@ use weir_runtime::checkpoint::coordinator::CheckpointRecord;
 
 use super::common::{ApiError, parse_job, with_job};
 use crate::checkpoints::SavepointStatus;
-use crate::state::Cluster;
+use crate::cluster::Cluster;
 
 type Shared = State<Arc<Cluster>>;
 

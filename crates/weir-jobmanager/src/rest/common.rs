@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use weir_core::JobId;
 
-use crate::state::{Cluster, JobView};
+use crate::cluster::Cluster;
+use crate::state::JobView;
 
 /// The state every handler is given.
 pub(super) type Shared = State<Arc<Cluster>>;

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::routing::MethodRouter;
 use serde_json::{Value, json};
 
-use crate::state::Cluster;
+use crate::cluster::Cluster;
 
 /// An HTTP method the endpoint answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
