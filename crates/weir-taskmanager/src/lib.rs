@@ -163,6 +163,31 @@ pub fn default_id() -> String {
 
 /// The connection to the JobManager broke: not this TaskManager's configuration, and a JobManager
 /// that comes back (or a new leader) takes it again.
+/// Reads `ToTaskManager` frames from `rd` on a task of its own until the stream ends or fails
+/// (that last outcome is queued too), or until the receiver is dropped.
+fn read_frames(mut rd: tokio::net::tcp::OwnedReadHalf) -> (mpsc::Receiver<Result<Option<ToTaskManager>>>, ReaderGuard) {
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        loop {
+            let frame = read_frame::<_, ToTaskManager>(&mut rd).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    (rx, ReaderGuard(task))
+}
+
+/// Stops the frame reader when the connection's loop ends, whichever way.
+struct ReaderGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn lost(jobmanager: &str, what: String) -> Error {
     Error::external(format!("lost the JobManager at {jobmanager}"), what, true)
 }
@@ -186,7 +211,13 @@ pub async fn serve(
         stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts, shared, ..
     } = registered;
     let mut deposed = std::pin::pin!(deposed);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Frames are read on a task of their own and queued: a read inside the `select!` below would
+    // be dropped half-way whenever a tick or an event came first, losing the bytes it had read
+    // and leaving the stream mid-frame (a healthy connection then looked corrupt). A queue's
+    // receive is cancel-safe; the reader stops after the end of the stream, or when this loop
+    // goes away.
+    let (mut frames, _reader) = read_frames(rd);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     let node = Node {
         registry,
@@ -205,7 +236,7 @@ pub async fn serve(
     let mut ticker = tokio::time::interval(heartbeat);
     let outcome = loop {
         tokio::select! {
-            message = read_frame::<_, ToTaskManager>(&mut rd) => match message {
+            message = frames.recv() => match message.unwrap_or(Ok(None)) {
                 Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
                     let first = match node.deploy(deployment) {
