@@ -132,10 +132,25 @@ impl std::fmt::Debug for BlobWriter {
     }
 }
 
+/// Creates `dir` (and what is missing above it) readable by this user only (0700), and makes it so
+/// if it exists: artifacts are programs and their inputs, not for the other users of the machine.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
 impl BlobWriter {
-    /// Starts an artifact of at most `max` bytes in `dir` (created if missing).
+    /// Starts an artifact of at most `max` bytes in `dir` (created if missing, private to this user).
     pub fn create(dir: &Path, max: u64) -> Result<BlobWriter> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the artifact directory", dir, e))?;
+        private_dir(dir).map_err(|e| Error::io("cannot create the artifact directory", dir, e))?;
         let temporary = dir.join(format!("{TEMPORARY}{}", uuid::Uuid::new_v4().simple()));
         let file =
             File::create(&temporary).map_err(|e| Error::io("cannot write into the artifact directory", dir, e))?;
@@ -260,5 +275,24 @@ mod tests {
             let e = parse_digest(bad).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("is not an artifact id"), "{bad}: {e}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn artifact_directories_are_private_to_their_user() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let store = dir.path().join("a/b");
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        BlobWriter::create(&store, 8)?;
+        assert_eq!(mode(&store), 0o700);
+        // One that exists, readable by all, is made private too.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).map_err(|e| Error::io("mkdir", &open, e))?;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", &open, e))?;
+        BlobWriter::create(&open, 8)?;
+        assert_eq!(mode(&open), 0o700);
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl ProcessProvider {
     /// (print sinks) goes where the JobManager's goes, or nowhere when `quiet`.
     pub fn new(program: PathBuf, prefix: Vec<String>, settings: Vec<String>, quiet: bool) -> Result<ProcessProvider> {
         let dir = std::env::temp_dir().join(format!("weir-taskmanagers-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)
+        weir_core::blob::private_dir(&dir)
             .map_err(|e| Error::io("cannot create a directory for the TaskManagers it starts", &dir, e))?;
         Ok(ProcessProvider { program, prefix, settings, dir, quiet, children: Mutex::new(HashMap::new()) })
     }

@@ -48,7 +48,7 @@ impl BlobStore {
             Some(d) => (PathBuf::from(d), false),
             None => (std::env::temp_dir().join(format!("weir-blobs-{}", uuid::Uuid::new_v4().simple())), true),
         };
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        weir_core::blob::private_dir(&dir).map_err(|e| {
             Error::io("cannot create the blob store directory (blob.storage.directory); pick a writable one:", &dir, e)
         })?;
         // Prove it is writable now rather than at the first upload (the error names the directory,

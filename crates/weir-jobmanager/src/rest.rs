@@ -21,6 +21,7 @@ use crate::state::{JobView, now_ms};
 mod artifacts;
 mod checkpoints;
 mod common;
+mod guard;
 mod openapi;
 
 use common::{Shared, error, parse_job, refused, with_job};
@@ -50,7 +51,7 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Post, path: "/jobs", summary: "Submit a job graph (weir extension): {graph, config}", responses: &[(202, "Accepted: {jobid}"), (400, "Not a valid job graph, or bad settings"), (503, "Not now (no leader, storage unreachable)")], query: &[], body: Some("application/json"), route: || post(submit) },
     Endpoint { method: Get, path: "/jobs/overview", summary: "Job summaries", responses: OK, query: &[], body: None, route: || get(jobs_overview) },
     Endpoint { method: Get, path: "/jobs/{jobid}", summary: "Job details: status, tasks by state (DEPLOYING, INITIALIZING, RUNNING, ...), vertices with their tasks, status and counters", responses: JOB_OK, query: &[], body: None, route: || get(job) },
-    Endpoint { method: Patch, path: "/jobs/{jobid}", summary: "Cancel the job (mode=cancel)", responses: &[(202, "Cancellation requested"), (400, "Not a job id, or another mode"), (404, "Unknown job")], query: &[("mode", false, "^cancel$")], body: None, route: || patch(patch_job) },
+    Endpoint { method: Patch, path: "/jobs/{jobid}", summary: "Cancel the job (mode=cancel)", responses: &[(202, "Cancellation requested"), (400, "Not a job id, or another mode"), (403, "Cancellation through REST is off (web.cancel.enable)"), (404, "Unknown job")], query: &[("mode", false, "^cancel$")], body: None, route: || patch(patch_job) },
     Endpoint { method: Get, path: "/jobs/{jobid}/exceptions", summary: "Job failures", responses: JOB_OK, query: &[], body: None, route: || get(exceptions) },
     Endpoint { method: Get, path: "/jobs/{jobid}/plan", summary: "The job's plan", responses: JOB_OK, query: &[], body: None, route: || get(plan) },
     Endpoint { method: Get, path: "/jobs/{jobid}/config", summary: "The job's configuration (Flink's shape; weir-settings: the job keys it runs with)", responses: JOB_OK, query: &[], body: None, route: || get(job_config) },
@@ -63,10 +64,10 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Get, path: "/taskmanagers/{tmid}", summary: "One TaskManager", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: &[], body: None, route: || get(taskmanager) },
     Endpoint { method: Delete, path: "/cluster", summary: "Shut the cluster down", responses: &[(202, "Shutting down")], query: &[], body: None, route: || delete(shutdown) },
     Endpoint { method: Get, path: "/artifacts", summary: "Artifacts in the blob store (weir's counterpart of /jars)", responses: OK, query: &[], body: None, route: || get(artifacts::list) },
-    Endpoint { method: Post, path: "/artifacts/upload", summary: "Upload an executable; stored only if complete, within blob.artifact.max-size and matching ?digest", responses: &[(200, "Stored: {id, size, status}"), (400, "Truncated, digest mismatch or bad parameter"), (413, "Over blob.artifact.max-size")], query: &[("digest", false, DIGEST)], body: Some("application/octet-stream"), route: || post(artifacts::upload) },
+    Endpoint { method: Post, path: "/artifacts/upload", summary: "Upload an executable; stored only if complete, within blob.artifact.max-size and matching ?digest", responses: &[(200, "Stored: {id, size, status}"), (400, "Truncated, digest mismatch or bad parameter"), (403, "Uploads are off (web.submit.enable)"), (413, "Over blob.artifact.max-size"), (415, "Not declared application/octet-stream")], query: &[("digest", false, DIGEST)], body: Some("application/octet-stream"), route: || post(artifacts::upload) },
     Endpoint { method: Get, path: "/artifacts/{id}", summary: "One artifact", responses: &[(200, "OK"), (400, "Not a digest"), (404, "Not stored")], query: &[], body: None, route: || get(artifacts::show) },
-    Endpoint { method: Delete, path: "/artifacts/{id}", summary: "Delete an uploaded artifact", responses: &[(200, "Deleted"), (404, "Not stored"), (409, "In use by an unfinished job, or the JobManager's own")], query: &[], body: None, route: || delete(artifacts::remove) },
-    Endpoint { method: Post, path: "/artifacts/{id}/run", summary: "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", responses: &[(200, "Submitted: {jobid}"), (400, "Not a weir program, unknown job, bad arguments or settings"), (404, "Not stored")], query: &[], body: Some("application/json"), route: || post(artifacts::run) },
+    Endpoint { method: Delete, path: "/artifacts/{id}", summary: "Delete an uploaded artifact", responses: &[(200, "Deleted"), (403, "Deleting is off (web.submit.enable)"), (404, "Not stored"), (409, "In use by an unfinished job, or the JobManager's own")], query: &[], body: None, route: || delete(artifacts::remove) },
+    Endpoint { method: Post, path: "/artifacts/{id}/run", summary: "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", responses: &[(200, "Submitted: {jobid}"), (400, "Not a weir program, unknown job, bad arguments or settings"), (403, "Running uploaded programs is off (web.submit.enable)"), (404, "Not stored")], query: &[], body: Some("application/json"), route: || post(artifacts::run) },
     Endpoint { method: Get, path: "/applications", summary: "Applications in the job result store, running or ended (weir extension)", responses: OK, query: &[], body: None, route: || get(applications) },
     Endpoint { method: Get, path: "/applications/{appid}", summary: "One application: status, error, jobs", responses: &[(200, "OK"), (400, "Not an id"), (404, "Not in the store")], query: &[], body: None, route: || get(application) },
     Endpoint { method: Get, path: "/openapi.json", summary: "This document", responses: OK, query: &[], body: None, route: || get(|| async { openapi() }) },
@@ -82,6 +83,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
             error(StatusCode::NOT_FOUND, format!("no such REST path: {uri}; see /openapi.json"))
         })
         .layer(axum::middleware::from_fn_with_state(cluster.clone(), leader_only))
+        .layer(axum::middleware::from_fn_with_state(cluster.clone(), guard::known_host))
         .with_state(cluster)
 }
 
@@ -137,7 +139,7 @@ async fn config(State(c): Shared) -> Json<Value> {
         "timezone-offset": 0,
         "flink-version": VERSION,
         "flink-revision": "",
-        "features": { "web-submit": false, "web-cancel": true, "web-rescale": false, "web-history": false },
+        "features": { "web-submit": false, "web-cancel": c.config.web_cancel, "web-rescale": false, "web-history": false },
         "weir-cluster": c.config,
         "weir-job-defaults": c.job_defaults.rendered().into_iter().collect::<BTreeMap<_, _>>(),
     }))
@@ -220,6 +222,9 @@ async fn patch_job(State(c): Shared, Path(id): Path<String>, Query(q): Query<BTr
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    if let Err(e) = guard::cancel_enabled(&c.config) {
+        return e.into_response();
+    }
     match q.get("mode").map(String::as_str) {
         None | Some("cancel") => match c.cancel(id) {
             Ok(()) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),

@@ -20,6 +20,13 @@ pub struct ClusterConfig {
     pub rest_bind_address: String,
     /// `rest.port`: the REST port (0: any free port).
     pub rest_port: u16,
+    /// `web.submit.enable`: whether programs may be uploaded, run and deleted through REST.
+    pub web_submit: bool,
+    /// `web.cancel.enable`: whether jobs may be cancelled through REST.
+    pub web_cancel: bool,
+    /// `weir.rest.allowed-hosts`: host names REST requests may name besides the configured
+    /// addresses, localhost and IP addresses.
+    pub rest_allowed_hosts: Vec<String>,
     /// `taskmanager.numberOfTaskSlots`: slots a TaskManager offers.
     pub slots: u32,
     /// `taskmanager.host`: the address other TaskManagers send records to (default: the address
@@ -230,6 +237,9 @@ impl Default for ClusterConfig {
             rest_address: "127.0.0.1".into(),
             rest_bind_address: "127.0.0.1".into(),
             rest_port: 8081,
+            web_submit: true,
+            web_cancel: true,
+            rest_allowed_hosts: Vec::new(),
             slots: 1,
             taskmanager_host: None,
             taskmanager_bind_host: None,
@@ -291,6 +301,12 @@ impl ClusterConfig {
             "rest.address" => self.rest_address = text()?,
             "rest.bind-address" => self.rest_bind_address = text()?,
             "rest.port" => self.rest_port = value.int(key)?,
+            "web.submit.enable" => self.web_submit = value.flag(key)?,
+            "web.cancel.enable" => self.web_cancel = value.flag(key)?,
+            "weir.rest.allowed-hosts" => {
+                self.rest_allowed_hosts =
+                    text()?.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()
+            }
             "taskmanager.numberOfTaskSlots" => self.slots = value.int(key)?,
             "taskmanager.host" => self.taskmanager_host = Some(text()?),
             "taskmanager.bind-host" => self.taskmanager_bind_host = Some(text()?),

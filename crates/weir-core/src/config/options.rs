@@ -266,6 +266,34 @@ pub(super) const OPTIONS: &[OptionDef] = &[
     ),
     cluster("rest.port", PORT, "8081", Flink::Same, "8082", "The REST port (0: any free port)."),
     cluster(
+        "web.submit.enable",
+        Kind::Bool,
+        "true",
+        Flink::Same,
+        "false",
+        "Whether programs may be uploaded, run and deleted through REST (`/artifacts/upload`, \
+         `/artifacts/{id}/run`, `DELETE /artifacts/{id}`: weir's counterparts of Flink's jar endpoints). \
+         Off, only jobs of programs the cluster already holds can be submitted.",
+    ),
+    cluster(
+        "web.cancel.enable",
+        Kind::Bool,
+        "true",
+        Flink::Same,
+        "false",
+        "Whether jobs may be cancelled through REST (`PATCH /jobs/{id}`, which `weir cancel` uses).",
+    ),
+    cluster(
+        "weir.rest.allowed-hosts",
+        Kind::Text,
+        "",
+        Flink::None,
+        "flink.example.com,jobmanager.internal",
+        "Host names a REST request may name in its Host header besides rest.address, rest.bind-address, \
+         localhost and IP addresses (comma-separated). Other names are refused, so that a web page \
+         cannot reach the endpoint through DNS rebinding.",
+    ),
+    cluster(
         "taskmanager.numberOfTaskSlots",
         Kind::Int { min: 1, max: 1 << 16 },
         "1",

@@ -49,6 +49,9 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if let Err(e) = super::guard::submit_enabled(&c.config).and_then(|()| super::guard::binary_body(&headers)) {
+        return e.into_response();
+    }
     if let Some(k) = q.keys().find(|k| *k != "digest") {
         return error(StatusCode::BAD_REQUEST, format!("unknown query parameter '{k}'; only 'digest' is accepted"));
     }
@@ -153,6 +156,9 @@ pub(super) async fn show(State(c): Shared, Path(id): Path<String>) -> Response {
 
 /// `DELETE /artifacts/{id}`.
 pub(super) async fn remove(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(e) = super::guard::submit_enabled(&c.config) {
+        return e.into_response();
+    }
     let digest = match digest_of(&id) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
@@ -191,6 +197,9 @@ pub(super) async fn run(
     Path(id): Path<String>,
     body: Result<Json<RunRequest>, JsonRejection>,
 ) -> Response {
+    if let Err(e) = super::guard::submit_enabled(&c.config) {
+        return e.into_response();
+    }
     let digest = match digest_of(&id) {
         Ok(d) => d,
         Err(r) => return r.into_response(),

@@ -18,6 +18,7 @@ mod minicluster;
 mod modes;
 mod process;
 mod providers;
+mod rest_guard;
 mod results;
 mod s3;
 mod triggers;
