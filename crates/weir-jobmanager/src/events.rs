@@ -159,6 +159,8 @@ pub enum JobEvent {
     },
     /// A part of run `attempt` reported a checkpoint event.
     Checkpoint {
+        /// The TaskManager it came from (only one that runs a part of that run counts).
+        taskmanager: String,
         /// The run.
         attempt: u32,
         /// What it reported.

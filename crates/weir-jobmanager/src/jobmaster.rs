@@ -124,9 +124,12 @@ impl JobMaster {
                     part.progress = counts;
                 }
             }
-            JobEvent::Checkpoint { attempt, event } => {
+            JobEvent::Checkpoint { taskmanager, attempt, event } => {
+                // Only from the current run, and from a TaskManager that runs a part of it: an
+                // acknowledgement from elsewhere would complete a checkpoint (and commit
+                // exactly-once output) the job's own tasks never took.
                 if self.job.status() == JobStatus::Running
-                    && self.job.deployments == attempt + 1
+                    && self.speaks_for_current_run(&taskmanager, attempt)
                     && let Some(cp) = &self.job.checkpoints
                 {
                     cp.send(Input::Part { attempt, event });
@@ -158,6 +161,12 @@ impl JobMaster {
                 }
             }
         }
+    }
+
+    /// Whether a report from `taskmanager` about run `attempt` is about the current run and comes
+    /// from a TaskManager the run was deployed to.
+    fn speaks_for_current_run(&self, taskmanager: &str, attempt: u32) -> bool {
+        self.job.deployments == attempt + 1 && self.job.parts.iter().any(|p| p.taskmanager == taskmanager)
     }
 
     /// Asks the ResourceManager for slots when the job waits for them and knows what it restores
@@ -549,5 +558,17 @@ mod tests {
         assert_eq!(jm.job.exceptions.last().map(|(_, e)| e.as_str()), Some("boom"));
         assert_eq!(sent(&mut rm), vec!["request", "release"]);
         assert!(jm.job.parts.is_empty() && jm.links.is_empty(), "the TaskManager's connection is let go");
+    }
+
+    #[test]
+    fn only_the_taskmanagers_of_the_current_run_speak_for_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (mut jm, _rm) = master(dir.path());
+        assert!(!jm.speaks_for_current_run("a", 0), "nothing is deployed yet");
+        let (g, _tm) = grant("a");
+        jm.on_event(JobEvent::SlotsGranted { grants: vec![g] });
+        assert!(jm.speaks_for_current_run("a", 0));
+        assert!(!jm.speaks_for_current_run("b", 0), "a TaskManager the run was not deployed to");
+        assert!(!jm.speaks_for_current_run("a", 1), "a run that is not the current one");
     }
 }

@@ -158,7 +158,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                 cluster.to_job(job_id, JobEvent::Progress { taskmanager: taskmanager_id.clone(), attempt, counts });
             }
             Ok(Some(ToJobManager::Checkpoint { job_id, attempt, event })) => {
-                cluster.to_job(job_id, JobEvent::Checkpoint { attempt, event });
+                cluster.to_job(job_id, JobEvent::Checkpoint { taskmanager: taskmanager_id.clone(), attempt, event });
             }
             Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
                 break "sent a message that only opens a connection".to_string();

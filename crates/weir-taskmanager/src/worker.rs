@@ -2,7 +2,7 @@
 //! started from that artifact (DESIGN.md section 2).
 //!
 //! The TaskManager fetches the artifact ([`crate::artifacts`]), listens on a loopback port, and
-//! starts `ARTIFACT --weir worker --connect ADDR --token T ...`. The worker opens its own data
+//! starts `ARTIFACT --weir worker --connect ADDR ...` with a token in its environment. The worker opens its own data
 //! server, connects back, proves it is the process that was started (the token), and says where
 //! its records arrive; the TaskManager then redirects the job run's data connections there
 //! ([`DataServer::redirect`]) and sends the deployment. The worker reports the part's status
@@ -50,14 +50,18 @@ pub struct WorkerArgs {
     pub bind_host: String,
 }
 
+/// The environment variable a worker finds its token in: on a command line, other users of the
+/// machine would read it in `ps`; a process's environment only its own user (and root) can read.
+pub const TOKEN_VARIABLE: &str = "WEIR_WORKER_TOKEN";
+
 impl WorkerArgs {
-    /// The arguments after `--weir worker` that produce these.
+    /// The arguments after `--weir worker` that produce these, with the token in the
+    /// [`TOKEN_VARIABLE`] of the worker's environment.
     pub fn to_args(&self) -> Vec<String> {
         let job = self.job.to_string();
         [
             ("--job", &job),
             ("--connect", &self.connect),
-            ("--token", &self.token),
             ("--artifact", &self.artifact.0),
             ("--data-host", &self.data_host),
             ("--bind-host", &self.bind_host),
@@ -415,6 +419,7 @@ async fn start_worker(
     let mut child = tokio::process::Command::new(path)
         .args(["--weir", "worker"])
         .args(args.to_args())
+        .env(TOKEN_VARIABLE, &args.token)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -213,9 +213,6 @@ enum Command {
         /// The TaskManager's loopback address.
         #[arg(long)]
         connect: String,
-        /// The secret to present to it.
-        #[arg(long)]
-        token: String,
         /// This artifact's digest, as the TaskManager verified it.
         #[arg(long)]
         artifact: String,
@@ -411,11 +408,17 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
             remote::jobmanager(&settings, &common.forwarded(), *per_job, *detached, program.role_prefix)
         }
         Command::Cluster { action } => cluster(program, action),
-        Command::Worker { job, connect, token, artifact, data_host, bind_host } => {
+        Command::Worker { job, connect, artifact, data_host, bind_host } => {
+            let variable = weir_taskmanager::worker::TOKEN_VARIABLE;
+            let token = std::env::var(variable).map_err(|_| {
+                Error::Config(format!(
+                    "a worker is started by its TaskManager, which gives it {variable}; it is not for starting by hand"
+                ))
+            })?;
             let args = weir_taskmanager::worker::WorkerArgs {
                 job: job.parse()?,
                 connect: connect.clone(),
-                token: token.clone(),
+                token,
                 artifact: weir_core::blob::parse_digest(artifact)?,
                 data_host: data_host.clone(),
                 bind_host: bind_host.clone(),

@@ -164,6 +164,18 @@ fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, pref
         j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"]
     };
     eventually("both jobs run in workers", || tasks_run(&a) && tasks_run(&b) && c.workers().len() == 2);
+    // Their secret is in their environment (readable by this user only), not on a command line
+    // every user sees in `ps`.
+    for (pid, _) in c.workers() {
+        let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+            .replace('\0', " ");
+        assert!(!cmdline.contains("token"), "a secret on a worker's command line: {cmdline}");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&environ).contains("WEIR_WORKER_TOKEN="),
+            "no token in worker {pid}'s environment"
+        );
+    }
     let victim = c.workers().into_iter().find(|(_, job)| *job == a).unwrap_or_else(|| panic!("no worker for {a}"));
     let killed = Command::new("kill").args(["-9", &victim.0.to_string()]).status().map(|s| s.success());
     assert_eq!(killed.ok(), Some(true), "kill -9 {}", victim.0);
