@@ -91,7 +91,13 @@ impl Executor for RestExecutor {
             Destination::Remote(address) => (None, address.clone(), false),
             Destination::PerJob { forwarded, role_prefix, detached } => {
                 let prefix: Vec<&str> = role_prefix.iter().map(String::as_str).collect();
-                let cluster = PerJobCluster::start(forwarded, &prefix, *detached)?;
+                // The cluster is this job's: it may read exactly the job's cached files.
+                let mut forwarded = forwarded.clone();
+                if !graph.plan.cached_files.is_empty() {
+                    let files: Vec<&str> = graph.plan.cached_files.values().map(String::as_str).collect();
+                    forwarded.extend(["-D".to_string(), format!("weir.cached-files.allowed-dirs={}", files.join(","))]);
+                }
+                let cluster = PerJobCluster::start(&forwarded, &prefix, *detached)?;
                 eprintln!("Per-job cluster started: http://{}", cluster.rest);
                 let rest = cluster.rest.clone();
                 (Some(cluster), rest, *detached)

@@ -22,10 +22,47 @@ use crate::jobmaster::JobMaster;
 use crate::lifecycle::Lifecycle;
 use crate::state::{Job, now_ms};
 
+/// Where a submission comes from, which decides what the JobManager reads for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A program in this process (application mode, the mini cluster) or a job recovered from the
+    /// job graph store: its cached files are read wherever they are.
+    Program,
+    /// A client through REST: its cached files only from `weir.cached-files.allowed-dirs`.
+    Rest,
+}
+
+/// Refuses a cached file outside `weir.cached-files.allowed-dirs` (both sides resolved, so that
+/// neither `..` nor a symbolic link leads out).
+fn cached_file_allowed(cluster: &Cluster, name: &str, path: &str) -> Result<std::path::PathBuf> {
+    let resolved = std::fs::canonicalize(path).map_err(|e| {
+        Error::InvalidJob(format!(
+            "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must be \
+             readable where the JobManager runs"
+        ))
+    })?;
+    let allowed = &cluster.config.cached_files_allowed;
+    if allowed.iter().filter_map(|d| std::fs::canonicalize(d).ok()).any(|d| resolved.starts_with(&d)) {
+        return Ok(resolved);
+    }
+    let listed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+    Err(Error::InvalidJob(format!(
+        "the cached file '{name}' ({path}) is outside the directories this cluster reads cached files from for \
+         jobs submitted through REST (weir.cached-files.allowed-dirs: {listed}); ask its operator to allow its \
+         directory, or run the job in application mode"
+    )))
+}
+
 /// Checks a submitted job and reads what it needs (its cached files into the blob store, the
 /// savepoint it starts from), on the caller's thread: storage may be slow, and no loop waits for
 /// it.
-pub(crate) fn prepare(cluster: &Cluster, graph: JobGraph, config: JobConfig, id: JobId) -> Result<Prepared> {
+pub(crate) fn prepare(
+    cluster: &Cluster,
+    graph: JobGraph,
+    config: JobConfig,
+    id: JobId,
+    origin: Origin,
+) -> Result<Prepared> {
     let config = cluster.job_defaults.under(&config);
     if graph.format_version != weir_core::graph::JOB_GRAPH_FORMAT_VERSION {
         return Err(Error::GraphMismatch {
@@ -56,7 +93,12 @@ pub(crate) fn prepare(cluster: &Cluster, graph: JobGraph, config: JobConfig, id:
     // Cached files are read here, where the job is submitted, and shipped from the blob store.
     let mut cached_files = BTreeMap::new();
     for (name, path) in &graph.plan.cached_files {
-        let digest = cluster.blobs.store_file(std::path::Path::new(path)).map_err(|e| {
+        // From REST, the file that was checked is the one read (its resolved path).
+        let file = match origin {
+            Origin::Rest => cached_file_allowed(cluster, name, path)?,
+            Origin::Program => std::path::PathBuf::from(path),
+        };
+        let digest = cluster.blobs.store_file(&file).map_err(|e| {
             // A file the job names that cannot be read here is the job's to fix; a blob store
             // that cannot take it (a full disk) keeps its own blame.
             if e.blame() == weir_core::Blame::User {
@@ -118,7 +160,12 @@ impl Cluster {
     /// cached files and savepoint read here, on the caller's thread; the Dispatcher then starts
     /// its JobMaster.
     pub fn submit_as(&self, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
-        let prepared = prepare(self, graph, config, id)?;
+        self.submit_from(graph, config, id, Origin::Program)
+    }
+
+    /// As [`Cluster::submit_as`], for a submission from `origin`.
+    pub fn submit_from(&self, graph: JobGraph, config: JobConfig, id: JobId, origin: Origin) -> Result<JobId> {
+        let prepared = prepare(self, graph, config, id, origin)?;
         let (reply, answer) = oneshot::channel();
         self.dispatcher
             .send(DispatcherEvent::Submit { job: Box::new(prepared), reply })

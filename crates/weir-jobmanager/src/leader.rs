@@ -15,6 +15,7 @@ use weir_core::{Error, JobGraph, JobId, JobStatus, Result};
 
 use crate::checkpoints::Input;
 use crate::cluster::Cluster;
+use crate::dispatcher::Origin;
 use crate::events::DispatcherEvent;
 use crate::ha::{Event, Ha, ID_BLOCK, STORED_JOB_FORMAT, StoredJob, StoredResult};
 use crate::state::now_ms;
@@ -23,23 +24,35 @@ impl Cluster {
     /// Accepts a job; with high availability it is first kept in the job graph store (and its
     /// artifact in the HA storage directory), so that a new leader recovers it.
     pub async fn submit_durably(self: &Arc<Self>, graph: JobGraph, config: JobConfig) -> Result<JobId> {
-        self.submit_durably_as(graph, config, JobId::random()).await
+        self.submit_durably_as(graph, config, JobId::random(), Origin::Rest).await
     }
 
     /// [`Cluster::submit_as`] on a thread of its own: a submission reads files and storage (it
     /// hashes the job's cached files into the blob store, and reads a savepoint's metadata to
     /// restore from), which must not hold up the threads that answer REST and heartbeats, however
     /// slow the storage is.
-    pub async fn submit_off_loop(self: &Arc<Self>, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
+    pub async fn submit_off_loop(
+        self: &Arc<Self>,
+        graph: JobGraph,
+        config: JobConfig,
+        id: JobId,
+        origin: Origin,
+    ) -> Result<JobId> {
         let cluster = self.clone();
-        tokio::task::spawn_blocking(move || cluster.submit_as(graph, config, id))
+        tokio::task::spawn_blocking(move || cluster.submit_from(graph, config, id, origin))
             .await
             .map_err(|e| Error::internal(format!("a job submission did not finish: {e}")))?
     }
 
     /// As [`Cluster::submit_durably`], with id `id`.
-    pub async fn submit_durably_as(self: &Arc<Self>, graph: JobGraph, config: JobConfig, id: JobId) -> Result<JobId> {
-        let Some(ha) = self.ha.clone() else { return self.submit_off_loop(graph, config, id).await };
+    pub async fn submit_durably_as(
+        self: &Arc<Self>,
+        graph: JobGraph,
+        config: JobConfig,
+        id: JobId,
+        origin: Origin,
+    ) -> Result<JobId> {
+        let Some(ha) = self.ha.clone() else { return self.submit_off_loop(graph, config, id, origin).await };
         // Not while it recovers: a recovered job and a new submission must not meet.
         let epoch = match (ha.ready(), ha.leading()) {
             (Some(epoch), _) => epoch,
@@ -71,7 +84,7 @@ impl Cluster {
         // with its ids reserved, or removed again.
         let cluster = self.clone();
         let finish = tokio::spawn(async move {
-            match cluster.submit_off_loop(graph, config, id).await {
+            match cluster.submit_off_loop(graph, config, id, origin).await {
                 Ok(id) => {
                     reserve_ids(&cluster, &ha, epoch, id, 1).await;
                     Ok(id)
@@ -246,7 +259,8 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string()), None).await?;
             continue;
         }
-        match cluster.submit_off_loop(graph, config, id).await {
+        // Checked when it was first submitted; recovered as it was then.
+        match cluster.submit_off_loop(graph, config, id, Origin::Program).await {
             Ok(_) => {
                 recovered += 1;
                 reserve_ids(cluster, ha, epoch, id, latest.map(|(n, _)| n + 1).unwrap_or(1)).await;

@@ -410,7 +410,12 @@ impl EmbeddedExecutor {
                 }
                 Standing::Away => {}
             }
-            match app.handle.block_on(app.cluster.submit_durably_as(graph.clone(), config.clone(), id)) {
+            match app.handle.block_on(app.cluster.submit_durably_as(
+                graph.clone(),
+                config.clone(),
+                id,
+                weir_jobmanager::dispatcher::Origin::Program,
+            )) {
                 Ok(_) => return Ok(()),
                 // Leadership went, or the service or storage is away for a moment: again once it
                 // leads (the job graph store is written before the job starts, so it runs once).

@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     /// `weir.rest.allowed-hosts`: host names REST requests may name besides the configured
     /// addresses, localhost and IP addresses.
     pub rest_allowed_hosts: Vec<String>,
+    /// `weir.cached-files.allowed-dirs`: directories whose files jobs submitted through REST may
+    /// name as cached files (none by default).
+    pub cached_files_allowed: Vec<String>,
     /// `taskmanager.numberOfTaskSlots`: slots a TaskManager offers.
     pub slots: u32,
     /// `taskmanager.host`: the address other TaskManagers send records to (default: the address
@@ -240,6 +243,7 @@ impl Default for ClusterConfig {
             web_submit: true,
             web_cancel: true,
             rest_allowed_hosts: Vec::new(),
+            cached_files_allowed: Vec::new(),
             slots: 1,
             taskmanager_host: None,
             taskmanager_bind_host: None,
@@ -303,6 +307,10 @@ impl ClusterConfig {
             "rest.port" => self.rest_port = value.int(key)?,
             "web.submit.enable" => self.web_submit = value.flag(key)?,
             "web.cancel.enable" => self.web_cancel = value.flag(key)?,
+            "weir.cached-files.allowed-dirs" => {
+                self.cached_files_allowed =
+                    text()?.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()
+            }
             "weir.rest.allowed-hosts" => {
                 self.rest_allowed_hosts =
                     text()?.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect()

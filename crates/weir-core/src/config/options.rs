@@ -284,6 +284,17 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         "Whether jobs may be cancelled through REST (`PATCH /jobs/{id}`, which `weir cancel` uses).",
     ),
     cluster(
+        "weir.cached-files.allowed-dirs",
+        Kind::Text,
+        "",
+        Flink::None,
+        "/data/lookup,/opt/models",
+        "Directories (comma-separated) whose files a job submitted through REST may name as cached \
+         files, which the JobManager reads at submission. Empty: none, and such a submission is \
+         refused. Programs that run in the JobManager (application mode, the mini cluster) read their \
+         own files; a per-job client allows exactly its job's files.",
+    ),
+    cluster(
         "weir.rest.allowed-hosts",
         Kind::Text,
         "",

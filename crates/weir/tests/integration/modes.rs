@@ -143,3 +143,21 @@ fn two_per_job_clusters_are_apart_a_killed_taskmanager_of_one_leaves_the_other_a
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_per_job_cluster_reads_exactly_its_jobs_cached_files() {
+    // A per-job cluster is its client's own: it may read the job's cached file, which a session
+    // cluster would refuse from a REST client (see rest_guard.rs).
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let program = crate::example("application");
+    let file = format!("{}/../../examples/data/gettysburg.txt", env!("CARGO_MANIFEST_DIR"));
+    let args = format!("{{\"file\": \"{file}\"}}");
+    let out = Command::new(&program)
+        .args(["--weir", "run", "-t", "per-job", "lines", "--args", &args, "-p", "1"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("FINISHED"), "{}", text(&out.stderr));
+    assert_eq!(processes_of(tmp.path()), Vec::<u32>::new());
+}

@@ -112,3 +112,56 @@ fn foreign_host_names_and_cross_site_uploads_are_refused() -> weir::Result<()> {
     }
     Ok(())
 }
+
+/// Counts the lines of the cached file `input` (registered from `path`).
+fn lines_of(env: &mut StreamEnv, path: String) -> weir::Result<()> {
+    env.register_cached_file(&path, "input");
+    env.from_sequence(0, 0).map(|i| i).discard();
+    Ok(())
+}
+static LINES: Job<String> = Job::new("guard-lines", lines_of);
+
+/// `POST /jobs` of `LINES` naming `path` as its cached file.
+fn submit_lines(rest: &str, path: &str) -> (u16, Value) {
+    let registry = Registry::new().register(&LINES);
+    let mut graph = weir::Driver::local(registry)
+        .job_graph("guard-lines", &Value::String(path.into()))
+        .unwrap_or_else(|e| panic!("cannot build the graph: {e}"));
+    graph.artifact = weir_core::ArtifactDigest::current().unwrap_or_else(|e| panic!("{e}"));
+    http("POST", rest, "/jobs", Some(&serde_json::json!({ "graph": graph }).to_string()))
+}
+
+#[test]
+fn cached_files_come_only_from_the_directories_the_cluster_allows() -> weir::Result<()> {
+    let io = |e: std::io::Error| weir::Error::internal(e.to_string());
+    let allowed = tempfile::tempdir().map_err(io)?;
+    let outside = tempfile::tempdir().map_err(io)?;
+    let inside_file = allowed.path().join("lookup.txt");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&inside_file, "a\nb\n").map_err(io)?;
+    std::fs::write(&secret, "not for you\n").map_err(io)?;
+    let link = allowed.path().join("link.txt");
+    std::os::unix::fs::symlink(&secret, &link).map_err(io)?;
+
+    // By default a REST submission may name no cached file at all.
+    let cluster = MiniCluster::start(Registry::new().register(&LINES), 0, 1)?;
+    let (status, v) = submit_lines(&cluster.rest_address(), &inside_file.display().to_string());
+    assert_eq!(status, 400, "{v}");
+    assert!(error_of(&v).contains("weir.cached-files.allowed-dirs: none"), "{v}");
+    drop(cluster);
+
+    let dir = allowed.path().display().to_string();
+    let settings = [("weir.cached-files.allowed-dirs", dir.as_str())];
+    let cluster = MiniCluster::with_settings(Registry::new().register(&LINES), 0, 1, &settings)?;
+    let rest = cluster.rest_address();
+    let (status, v) = submit_lines(&rest, &inside_file.display().to_string());
+    assert_eq!(status, 202, "a file in an allowed directory: {v}");
+    // Neither a way out through `..` nor a link to a file elsewhere gets the secret.
+    let escape = format!("{dir}/../{}/secret.txt", outside.path().file_name().and_then(|n| n.to_str()).unwrap_or(""));
+    for path in [escape, link.display().to_string(), secret.display().to_string()] {
+        let (status, v) = submit_lines(&rest, &path);
+        assert_eq!(status, 400, "{path}: {v}");
+        assert!(error_of(&v).contains("outside the directories"), "{path}: {v}");
+    }
+    Ok(())
+}
