@@ -82,6 +82,14 @@ pub(crate) fn prepare(
             message: "the job graph's fingerprint does not match its plan; it was altered after it was built".into(),
         });
     }
+    let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+    if u64::from(slots) > cluster.config.max_slots {
+        return Err(Error::InvalidJob(format!(
+            "job '{}' needs {slots} slots (its highest parallelism) but this cluster offers at most {} \
+             (slotmanager.number-of-slots.max); lower its parallelism",
+            graph.job_name, cluster.config.max_slots
+        )));
+    }
     if cluster.blobs.locate(&graph.artifact).is_none() {
         return Err(Error::InvalidJob(format!(
             "the job's artifact {} is not in this cluster's blob store: upload it first (POST \
@@ -124,7 +132,6 @@ pub(crate) fn prepare(
         }
         None => None,
     };
-    let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
     let now = now_ms();
     let job = Job {
         id,
@@ -216,11 +223,15 @@ pub(crate) async fn run(
                 }
                 None => return,
             },
-            _ = ticker.tick(), if cluster.per_job => {
-                if per_job_done(&cluster, &jobs) {
-                    info!("the per-job cluster's job ended and its result was fetched (or nobody came for it): shutting down");
-                    cluster.request_shutdown();
-                    return;
+            _ = ticker.tick() => {
+                if cluster.per_job {
+                    if per_job_done(&cluster, &jobs) {
+                        info!("the per-job cluster's job ended and its result was fetched (or nobody came for it): shutting down");
+                        cluster.request_shutdown();
+                        return;
+                    }
+                } else if retire_ended(&cluster.config, &mut jobs) {
+                    published.send_replace(Arc::new(jobs.clone()));
                 }
             }
             _ = cluster.shutdown_requested() => return,
@@ -248,6 +259,26 @@ fn submit(cluster: &Arc<Cluster>, jobs: &mut BTreeMap<JobId, JobMasterHandle>, p
     tokio::spawn(JobMaster::new(cluster.clone(), job, tx.clone(), view_tx).run(rx));
     jobs.insert(id, JobMasterHandle { tx, view });
     Ok(())
+}
+
+/// Lets ended jobs go that are past `jobstore.expiration-time`, and the longest ended beyond
+/// `jobstore.max-capacity`; whether any went.
+fn retire_ended(config: &weir_core::config::ClusterConfig, jobs: &mut BTreeMap<JobId, JobMasterHandle>) -> bool {
+    let now = now_ms();
+    let mut ended: Vec<(i64, JobId)> =
+        jobs.values().map(|h| h.view()).filter_map(|j| j.end_ms().map(|end| (end, j.id))).collect();
+    ended.sort();
+    let over = ended.len().saturating_sub(usize::try_from(config.jobstore_capacity).unwrap_or(usize::MAX));
+    let keep_ms = i64::try_from(config.jobstore_expiration_ms).unwrap_or(i64::MAX);
+    let expired = ended.iter().take_while(|(end, _)| now.saturating_sub(*end) > keep_ms).count();
+    let going: Vec<JobId> = ended.iter().take(over.max(expired)).map(|(_, id)| *id).collect();
+    for id in &going {
+        if let Some(handle) = jobs.remove(id) {
+            info!(job_id = %id, "an ended job leaves the JobManager (jobstore.max-capacity / jobstore.expiration-time)");
+            let _ = handle.tx.send(JobEvent::Retire);
+        }
+    }
+    !going.is_empty()
 }
 
 /// For a per-job cluster: whether it is time to go (its job ended and its result was fetched, or

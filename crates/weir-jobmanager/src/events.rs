@@ -197,4 +197,7 @@ pub enum JobEvent {
     },
     /// A client fetched the job's final result (a per-job cluster waits for that).
     ResultServed,
+    /// The Dispatcher let the ended job go (`jobstore.max-capacity`, `jobstore.expiration-time`):
+    /// its JobMaster stops.
+    Retire,
 }

@@ -73,6 +73,9 @@ impl JobMaster {
             tokio::select! {
                 event = inbox.recv() => {
                     let Some(event) = event else { return };
+                    if matches!(event, JobEvent::Retire) && self.job.status().is_terminal() {
+                        return;
+                    }
                     if let JobEvent::Suspend { why, done } = event {
                         self.suspend(&why);
                         self.published.send_replace(Arc::new(self.job.view()));
@@ -155,6 +158,8 @@ impl JobMaster {
                 }
             }
             JobEvent::Suspend { why, .. } => self.suspend(&why),
+            // Handled by the loop (the JobMaster of an ended job stops); a live job stays.
+            JobEvent::Retire => {}
             JobEvent::ResultServed => {
                 if self.job.status().is_terminal() {
                     self.job.result_served = true;
@@ -304,7 +309,7 @@ impl JobMaster {
             self.finish(Outcome::Failed, Some(message), None);
             return;
         };
-        job.exceptions.push((now, message));
+        job.note_failure(now, message, self.cluster.config.exception_history);
         job.failures.push(now);
         job.restarts += 1;
         job.last_delay_ms = delay;
@@ -331,7 +336,7 @@ impl JobMaster {
         }
         let status = outcome.status();
         if let Some(e) = error {
-            job.exceptions.push((now, e));
+            job.note_failure(now, e, self.cluster.config.exception_history);
         }
         job.result = result.map(Arc::new);
         if let Some(cp) = &job.checkpoints {
@@ -558,6 +563,17 @@ mod tests {
         assert_eq!(jm.job.exceptions.last().map(|(_, e)| e.as_str()), Some("boom"));
         assert_eq!(sent(&mut rm), vec!["request", "release"]);
         assert!(jm.job.parts.is_empty() && jm.links.is_empty(), "the TaskManager's connection is let go");
+    }
+
+    #[test]
+    fn a_job_keeps_its_latest_failures_only() {
+        let mut job = job();
+        for i in 0..20 {
+            job.note_failure(i, format!("failure {i}"), 16);
+        }
+        assert_eq!(job.exceptions.len(), 16);
+        assert_eq!(job.exceptions.first().map(|(t, _)| *t), Some(4));
+        assert_eq!(job.exceptions.last().map(|(_, e)| e.as_str()), Some("failure 19"));
     }
 
     #[test]

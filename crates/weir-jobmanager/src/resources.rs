@@ -183,7 +183,7 @@ impl ResourceManager {
             self.lose(&id, None, &format!("no heartbeat for {} ms (heartbeat.timeout)", timeout.as_millis()));
         }
         let slot_timeout = Duration::from_millis(self.cluster.config.slot_request_timeout_ms);
-        let offered: u32 = self.taskmanagers.values().map(|t| t.slots).sum();
+        let offered: u64 = self.taskmanagers.values().map(|t| u64::from(t.slots)).sum();
         let largest = self.taskmanagers.values().map(|t| t.slots).max().unwrap_or(0);
         let (starved, waiting) =
             std::mem::take(&mut self.requests).into_iter().partition(|r| r.since.elapsed() > slot_timeout);
@@ -237,11 +237,12 @@ impl ResourceManager {
         let idle_timeout = Duration::from_millis(self.cluster.config.taskmanager_timeout_ms);
         // A TaskManager that did not register in time is not coming.
         self.pending.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-        let wanted: u32 = self.requests.iter().map(|r| r.slots).sum();
-        let free: u32 = self.taskmanagers.values().map(|t| t.slots - t.used).sum();
-        let coming: u32 = self.pending.values().map(|(n, _)| *n).sum();
-        let missing = wanted.saturating_sub(free + coming);
-        for _ in 0..missing.div_ceil(per_tm) {
+        let wanted: u64 = self.requests.iter().map(|r| u64::from(r.slots)).sum();
+        let free: u64 = self.taskmanagers.values().map(|t| u64::from(t.slots.saturating_sub(t.used))).sum();
+        let offered: u64 = self.taskmanagers.values().map(|t| u64::from(t.slots)).sum();
+        let coming: u64 = self.pending.values().map(|(n, _)| u64::from(*n)).sum();
+        let starts = to_start(wanted, free + coming, offered + coming, per_tm, self.cluster.config.max_slots);
+        for _ in 0..starts {
             self.provided_count += 1;
             // With high availability, TaskManagers started by an earlier leader may register here
             // too: the ids name the JobManager that started them.
@@ -278,13 +279,22 @@ impl ResourceManager {
     }
 }
 
+/// How many TaskManagers of `per_tm` slots to start for `wanted` slots when `have` are free or
+/// coming, and `total` are offered or coming in all: no more than `slotmanager.number-of-slots.max`
+/// (`max`) allows. (A request they cannot serve times out with `slot.request.timeout`.)
+fn to_start(wanted: u64, have: u64, total: u64, per_tm: u32, max: u64) -> u64 {
+    let per_tm = u64::from(per_tm.max(1));
+    let needed = wanted.saturating_sub(have).div_ceil(per_tm);
+    needed.min(max.saturating_sub(total) / per_tm)
+}
+
 /// Which TaskManagers give a job of `slots` slots how many: one TaskManager if one has room
 /// (records then never leave the process), else the fewest that do, the emptiest first; with
 /// `spread`, one slot at a time round the TaskManagers with room.
 fn choose_slots(tms: &BTreeMap<String, TaskManager>, slots: u32, spread: bool) -> Option<Vec<(String, u32)>> {
     let mut free: Vec<(String, u32)> =
-        tms.values().filter(|t| t.slots > t.used).map(|t| (t.id.clone(), t.slots - t.used)).collect();
-    if free.iter().map(|(_, f)| *f).sum::<u32>() < slots {
+        tms.values().filter(|t| t.slots > t.used).map(|t| (t.id.clone(), t.slots.saturating_sub(t.used))).collect();
+    if free.iter().map(|(_, f)| u64::from(*f)).sum::<u64>() < u64::from(slots) {
         return None;
     }
     // Emptiest first; ids break ties so placement is reproducible.
@@ -426,6 +436,18 @@ mod tests {
         assert!(granted(&mut two).is_some());
         rm.on_event(ResourceEvent::Release { job: first, holder: 1 });
         assert_eq!(used(&rm), vec![2], "the second job's slots stay taken");
+    }
+
+    #[test]
+    fn the_provider_starts_what_requests_lack_up_to_the_slot_maximum() {
+        // 5 slots wanted, 1 free: two TaskManagers of 2 slots.
+        assert_eq!(to_start(5, 1, 3, 2, u64::MAX), 2);
+        // Enough free or coming: none.
+        assert_eq!(to_start(4, 4, 8, 2, u64::MAX), 0);
+        // At most 6 slots in all, 3 offered: one more TaskManager of 2 fits, not two.
+        assert_eq!(to_start(5, 1, 3, 2, 6), 1);
+        assert_eq!(to_start(5, 1, 6, 2, 6), 0);
+        assert_eq!(to_start(u64::MAX, 0, u64::MAX, 1, u64::MAX), 0, "sums saturate instead of wrapping");
     }
 
     #[test]

@@ -130,6 +130,13 @@ impl Job {
         changed
     }
 
+    /// Records a failure, keeping the latest `keep` (`web.exception-history-size`).
+    pub(crate) fn note_failure(&mut self, at_ms: i64, message: String, keep: usize) {
+        self.exceptions.push((at_ms, message));
+        let over = self.exceptions.len().saturating_sub(keep.max(1));
+        self.exceptions.drain(..over);
+    }
+
     /// What others may read of it now.
     pub(crate) fn view(&self) -> JobView {
         JobView {

@@ -521,7 +521,11 @@ pub struct ApplicationArgs<'a> {
 /// Runs an application cluster: JobManager, `main`, then shutdown. The outcome is in the job result
 /// store; the error returned is the application's, for the exit code.
 pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<()> {
-    let cluster = app.settings.cluster()?;
+    let mut cluster = app.settings.cluster()?;
+    // `main` follows its jobs to their ends and asks about them later: they stay while it runs
+    // (the cluster goes with the application), whatever jobstore.* say.
+    cluster.jobstore_capacity = u64::MAX;
+    cluster.jobstore_expiration_ms = u64::MAX;
     app.settings.execution()?;
     if cluster.ha.enabled() {
         let derived = JobId::derived(&cluster.ha.cluster_id);

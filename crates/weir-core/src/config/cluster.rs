@@ -27,6 +27,14 @@ pub struct ClusterConfig {
     /// `weir.rest.allowed-hosts`: host names REST requests may name besides the configured
     /// addresses, localhost and IP addresses.
     pub rest_allowed_hosts: Vec<String>,
+    /// `jobstore.max-capacity`: how many ended jobs the JobManager keeps.
+    pub jobstore_capacity: u64,
+    /// `jobstore.expiration-time`: how long the JobManager keeps an ended job (ms).
+    pub jobstore_expiration_ms: u64,
+    /// `web.exception-history-size`: how many failures of a job are kept.
+    pub exception_history: usize,
+    /// `slotmanager.number-of-slots.max`: the most slots the TaskManagers may offer together.
+    pub max_slots: u64,
     /// `weir.cached-files.allowed-dirs`: directories whose files jobs submitted through REST may
     /// name as cached files (none by default).
     pub cached_files_allowed: Vec<String>,
@@ -244,6 +252,10 @@ impl Default for ClusterConfig {
             web_cancel: true,
             rest_allowed_hosts: Vec::new(),
             cached_files_allowed: Vec::new(),
+            jobstore_capacity: i32::MAX as u64,
+            jobstore_expiration_ms: 3_600_000,
+            exception_history: 16,
+            max_slots: i32::MAX as u64,
             slots: 1,
             taskmanager_host: None,
             taskmanager_bind_host: None,
@@ -307,6 +319,10 @@ impl ClusterConfig {
             "rest.port" => self.rest_port = value.int(key)?,
             "web.submit.enable" => self.web_submit = value.flag(key)?,
             "web.cancel.enable" => self.web_cancel = value.flag(key)?,
+            "jobstore.max-capacity" => self.jobstore_capacity = value.int(key)?,
+            "jobstore.expiration-time" => self.jobstore_expiration_ms = value.number(key)?,
+            "web.exception-history-size" => self.exception_history = value.int(key)?,
+            "slotmanager.number-of-slots.max" => self.max_slots = value.int(key)?,
             "weir.cached-files.allowed-dirs" => {
                 self.cached_files_allowed =
                     text()?.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()

@@ -284,6 +284,41 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         "Whether jobs may be cancelled through REST (`PATCH /jobs/{id}`, which `weir cancel` uses).",
     ),
     cluster(
+        "jobstore.max-capacity",
+        Kind::Int { min: 0, max: i32::MAX as u64 },
+        "2147483647",
+        Flink::Same,
+        "100",
+        "How many ended jobs the JobManager keeps for REST to show; beyond it, the longest ended go \
+         first (an application's outcome stays in the job result store).",
+    ),
+    cluster(
+        "jobstore.expiration-time",
+        POSITIVE_DURATION,
+        "1h",
+        Flink::Same,
+        "10min",
+        "How long the JobManager keeps an ended job for REST to show.",
+    ),
+    cluster(
+        "web.exception-history-size",
+        Kind::Int { min: 1, max: 1 << 16 },
+        "16",
+        Flink::Same,
+        "32",
+        "How many failures of a job the JobManager keeps (the latest; a job restarting for ever would \
+         otherwise grow without bound).",
+    ),
+    cluster(
+        "slotmanager.number-of-slots.max",
+        Kind::Int { min: 1, max: i32::MAX as u64 },
+        "2147483647",
+        Flink::Same,
+        "64",
+        "The most slots the cluster's TaskManagers may offer together: a resource provider starts no \
+         TaskManager beyond it, and a job that needs more is refused at submission.",
+    ),
+    cluster(
         "weir.cached-files.allowed-dirs",
         Kind::Text,
         "",

@@ -290,3 +290,44 @@ fn malformed_requests_get_4xx_with_a_json_error() -> weir::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn ended_jobs_leave_the_jobmanager_beyond_its_capacity_and_after_their_time() -> weir::Result<()> {
+    let cluster = MiniCluster::with_settings(registry(), 1, 2, &[("jobstore.max-capacity", "2")])?;
+    let rest = cluster.rest_address();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = cluster.submit(&COUNTS, 70, &[("parallelism.default", "1")])?;
+        assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Finished);
+        ids.push(id);
+        // Ends a millisecond apart at least, so that which ended first is clear.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The two that ended last stay; the others go (404, as an unknown job).
+    let listed = wait_rest(&rest, "/jobs", |v| v["jobs"].as_array().is_some_and(|j| j.len() == 2));
+    for id in &ids[2..] {
+        assert!(listed["jobs"].as_array().into_iter().flatten().any(|j| j["id"] == id.to_string()), "{listed}");
+    }
+    assert_eq!(http("GET", &rest, &format!("/jobs/{}", ids[0]), None).0, 404);
+    // A job past its time goes too, and a running one stays whatever its age.
+    let cluster = MiniCluster::with_settings(registry(), 1, 2, &[("jobstore.expiration-time", "200ms")])?;
+    let rest = cluster.rest_address();
+    let running = cluster.submit(&SLOW, (1_000_000, 100.0), &[("parallelism.default", "1")])?;
+    let ended = cluster.submit(&COUNTS, 70, &[("parallelism.default", "1")])?;
+    assert_eq!(cluster.wait(ended, WAIT)?, JobStatus::Finished);
+    wait_rest(&rest, &format!("/jobs/{ended}"), |v| v["errors"].is_array());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.status(running)?, JobStatus::Running);
+    Ok(())
+}
+
+#[test]
+fn a_job_needing_more_slots_than_the_cluster_may_offer_is_refused_at_submission() -> weir::Result<()> {
+    let cluster = MiniCluster::with_settings(registry(), 1, 2, &[("slotmanager.number-of-slots.max", "2")])?;
+    let e = cluster.submit(&COUNTS, 70, &[("parallelism.default", "3")]).err().map(|e| e.to_string());
+    let e = e.unwrap_or_default();
+    assert!(e.contains("needs 3 slots") && e.contains("slotmanager.number-of-slots.max"), "{e}");
+    let id = cluster.submit(&COUNTS, 70, &[("parallelism.default", "2")])?;
+    assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Finished);
+    Ok(())
+}
