@@ -310,6 +310,14 @@ impl Coordinator {
         self.retained.pop_back();
     }
 
+    /// Forgets the retained checkpoint in directory `dir` (a run could not read it: a recovery
+    /// falls back to the one before); whether it was one. Its files stay for inspection.
+    pub fn forget(&mut self, dir: &str) -> bool {
+        let before = self.retained.len();
+        self.retained.retain(|c| c.dir != dir);
+        self.retained.len() != before
+    }
+
     /// The storage root's location.
     pub fn location(&self) -> &str {
         &self.location

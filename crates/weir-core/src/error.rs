@@ -141,6 +141,9 @@ pub enum Error {
         blame: Blame,
         /// Whether running the task again may succeed.
         retryable: bool,
+        /// Whether it failed reading stored data that is damaged ([`Error::damaged`]), such as the
+        /// snapshot it restored from.
+        damaged: bool,
     },
 
     /// A job graph that does not match what this artifact builds for the same job and arguments:
@@ -233,6 +236,15 @@ impl Error {
         }
     }
 
+    /// Whether this is [`Error::damaged`]: stored data that cannot be read as what wrote it.
+    pub fn is_damaged(&self) -> bool {
+        match self {
+            Error::Storage { context, .. } => context == "damaged data in",
+            Error::Task { damaged, .. } => *damaged,
+            _ => false,
+        }
+    }
+
     /// An [`Error::InvalidJob`].
     pub fn invalid_job(message: impl Into<String>) -> Self {
         Error::InvalidJob(message.into())
@@ -317,6 +329,7 @@ mod tests {
             message: "boom".into(),
             blame: Blame::User,
             retryable: false,
+            damaged: false,
         };
         assert_eq!(e.to_string(), "operator 'map' (subtask 1/4) failed: boom");
     }

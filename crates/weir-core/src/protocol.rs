@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -98,6 +98,10 @@ pub enum ToJobManager {
         /// job graph this artifact cannot rebuild, is not).
         #[serde(default)]
         retryable: bool,
+        /// For FAILED: the part could not read the snapshot it restored from (damaged data), so the
+        /// JobManager falls back to the checkpoint before it.
+        #[serde(default)]
+        damaged: bool,
     },
     /// A checkpoint event of a running part (an acknowledgement, a decline, an ended source).
     Checkpoint {

@@ -174,10 +174,13 @@ pub enum Input {
         attempt: u32,
     },
     /// The current run ended: its checkpoint in progress is abandoned, and what the next run
-    /// restores from is found.
+    /// restores from is found (if one follows).
     RunEnded {
         /// Why, for the abandoned checkpoint's record.
         why: String,
+        /// Whether another run follows (a restart, or a resumption elsewhere after a suspension);
+        /// not after the job's end, whose statistics keep the restore its runs made.
+        next_run: bool,
     },
     /// A savepoint was asked for (its trigger id is in the view already, as in progress).
     Savepoint {
@@ -189,6 +192,12 @@ pub enum Input {
         stop: bool,
         /// ... after the largest watermark.
         drain: bool,
+    },
+    /// A run could not read the snapshot it restored from (damaged data): the next run falls back
+    /// to the retained checkpoint before it.
+    Damaged {
+        /// What the run restored from.
+        restore: RestoreFrom,
     },
     /// With high availability: this JobManager leads the job anew; no checkpoint starts until
     /// ids are reserved for it.
@@ -437,11 +446,13 @@ impl Worker {
                 let commands = self.cp.coordinator.poll(std::time::Instant::now(), now_ms);
                 self.send(attempt, commands);
             }
-            Input::RunEnded { why } => {
+            Input::RunEnded { why, next_run } => {
                 self.cp.run_ended(&why);
                 self.cp.ended = 0;
-                let restore = self.cp.restore_for_run();
-                lock(&self.view).restore = restore;
+                if next_run {
+                    let restore = self.cp.restore_for_run();
+                    lock(&self.view).restore = restore;
+                }
                 self.run_end_queued.store(false, Ordering::SeqCst);
                 (self.out)(Output::RunEndHandled);
             }
@@ -449,6 +460,11 @@ impl Worker {
                 self.cp.coordinator.core.request_savepoint(SavepointRequest { target, stop, drain });
                 self.cp.savepoints.insert(trigger.clone(), SavepointStatus::InProgress);
                 self.cp.in_progress.push_back(trigger);
+            }
+            Input::Damaged { restore } => {
+                if self.cp.coordinator.core.forget(&restore.dir) {
+                    tracing::warn!(job_id = %self.cp.coordinator.core.job_id(), checkpoint = %restore.dir, "a run could not read this checkpoint; the next one restores from the one before");
+                }
             }
             Input::HoldIds => {
                 let core = &mut self.cp.coordinator.core;

@@ -147,6 +147,8 @@ pub enum JobEvent {
         result: Option<JobResult>,
         /// Whether running it again may succeed.
         retryable: bool,
+        /// It could not read the snapshot it restored from.
+        damaged: bool,
     },
     /// A TaskManager reported its part's counters.
     Progress {

@@ -47,6 +47,8 @@ pub(crate) struct JobMaster {
     links: BTreeMap<String, mpsc::UnboundedSender<ToTaskManager>>,
     /// Slots are asked for and not granted (nor refused) yet.
     requested: bool,
+    /// What the current run restored from.
+    restored_from: Option<weir_core::checkpointing::RestoreFrom>,
 }
 
 impl JobMaster {
@@ -58,7 +60,7 @@ impl JobMaster {
         published: watch::Sender<Arc<JobView>>,
     ) -> JobMaster {
         let holder = HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        JobMaster { cluster, job, holder, me, published, links: BTreeMap::new(), requested: false }
+        JobMaster { cluster, job, holder, me, published, links: BTreeMap::new(), requested: false, restored_from: None }
     }
 
     /// Runs until the job is suspended or the cluster shuts down (an ended job's master stays, to
@@ -117,7 +119,12 @@ impl JobMaster {
                     Lifecycle::Cancelling(_) | Lifecycle::Suspended(_) | Lifecycle::Ended(_) => {}
                 }
             }
-            JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable } => {
+            JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable, damaged } => {
+                if damaged && status == JobStatus::Failed && self.speaks_for_current_run(&taskmanager, attempt) {
+                    self.restored_damaged();
+                }
+                // A run whose snapshot was damaged may succeed from the one before.
+                let retryable = retryable || (damaged && self.restored_from.is_some());
                 self.part_reported(&taskmanager, attempt, (status, error, result, retryable));
             }
             JobEvent::Progress { taskmanager, attempt, counts } => {
@@ -174,6 +181,16 @@ impl JobMaster {
         self.job.deployments == attempt + 1 && self.job.parts.iter().any(|p| p.taskmanager == taskmanager)
     }
 
+    /// A part of the current run could not read the snapshot it restored from: the job's
+    /// checkpointing forgets that checkpoint (before it hears of the run's end), so the next run
+    /// restores from the one before.
+    fn restored_damaged(&self) {
+        if let (Some(restore), Some(cp)) = (&self.restored_from, &self.job.checkpoints) {
+            warn!(job_id = %self.job.id, location = %restore.location, dir = %restore.dir, "the run could not read the snapshot it restored from");
+            cp.send(Input::Damaged { restore: restore.clone() });
+        }
+    }
+
     /// Asks the ResourceManager for slots when the job waits for them and knows what it restores
     /// from (its checkpointing may still be handling the end of the previous run).
     fn request_slots(&mut self) {
@@ -217,6 +234,7 @@ impl JobMaster {
         let attempt = self.job.deployments;
         self.job.deployments += 1;
         let restore = self.job.checkpoints.as_ref().and_then(|cp| cp.restore_for_run());
+        self.restored_from = restore.clone();
         for (k, grant) in grants.into_iter().enumerate() {
             let assignment = Assignment {
                 attempt,
@@ -316,7 +334,7 @@ impl JobMaster {
         // No delay: it waits for slots right away; else RESTARTING until due.
         job.transition(|l| l.restart(Duration::from_millis(delay)));
         if let Some(cp) = &job.checkpoints {
-            cp.send(Input::RunEnded { why: "the job failed and restarts".into() });
+            cp.send(Input::RunEnded { why: "the job failed and restarts".into(), next_run: true });
         }
         info!(job_id = %job.id, delay_ms = delay, restarts = job.restarts, "job failed; restarting");
         self.cancel_parts();
@@ -340,7 +358,7 @@ impl JobMaster {
         }
         job.result = result.map(Arc::new);
         if let Some(cp) = &job.checkpoints {
-            cp.send(Input::RunEnded { why: "the job ended".into() });
+            cp.send(Input::RunEnded { why: "the job ended".into(), next_run: false });
             cp.close();
         }
         info!(job_id = %job.id, status = %status, "job reached a terminal status");
@@ -362,7 +380,7 @@ impl JobMaster {
             return;
         }
         if let Some(cp) = &self.job.checkpoints {
-            cp.send(Input::RunEnded { why: why.to_string() });
+            cp.send(Input::RunEnded { why: why.to_string(), next_run: false });
         }
         warn!(job_id = %self.job.id, why, "job suspended");
         self.cancel_parts();
@@ -553,6 +571,7 @@ mod tests {
             error: Some("boom".into()),
             result: None,
             retryable: false,
+            damaged: false,
         };
         jm.on_event(report(3, JobStatus::Failed));
         assert_eq!(jm.job.status(), JobStatus::Running);

@@ -150,9 +150,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
                 let event = ResourceEvent::Heartbeat { taskmanager: taskmanager_id.clone(), session };
                 let _ = cluster.resources.send(event);
             }
-            Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable })) => {
+            Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable, damaged })) => {
                 let taskmanager = taskmanager_id.clone();
-                cluster.to_job(job_id, JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable });
+                let report = JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable, damaged };
+                cluster.to_job(job_id, report);
             }
             Ok(Some(ToJobManager::Progress { job_id, attempt, counts })) => {
                 cluster.to_job(job_id, JobEvent::Progress { taskmanager: taskmanager_id.clone(), attempt, counts });

@@ -386,6 +386,7 @@ fn spawn_tasks(
                     ),
                     blame: Blame::External,
                     retryable: true,
+                    damaged: false,
                 });
             }
         }
@@ -561,25 +562,26 @@ fn run_task(graph: &StreamGraph, shared: &JobShared, mut spec: TaskSpec) -> Resu
     drop(initializing);
     let blamed = current.get().unwrap_or(head);
     let vertex = &graph.nodes[blamed.0 as usize].vertex;
-    let task_error = |message: String, blame: Blame, retryable: bool| Error::Task {
+    let task_error = |message: String, blame: Blame, retryable: bool, damaged: bool| Error::Task {
         operator: vertex.name.clone(),
         subtask,
         parallelism: vertex.parallelism,
         message,
         blame,
         retryable,
+        damaged,
     };
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e @ (Error::Task { .. } | Error::ChannelClosed(_) | Error::Cancelled(_)))) => Err(e),
-        Ok(Err(e)) => Err(task_error(e.to_string(), e.blame(), e.is_retryable())),
+        Ok(Err(e)) => Err(task_error(e.to_string(), e.blame(), e.is_retryable(), e.is_damaged())),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            Err(task_error(format!("user function panicked: {msg}"), Blame::User, false))
+            Err(task_error(format!("user function panicked: {msg}"), Blame::User, false, false))
         }
     }
 }

@@ -304,7 +304,15 @@ pub async fn serve(
 /// The first report of a deployed part: INITIALIZING, or FAILED with why it could not run.
 fn first_report(job_id: JobId, attempt: u32, first: Result<JobStatus>) -> ToJobManager {
     match first {
-        Ok(status) => ToJobManager::JobState { job_id, attempt, status, error: None, result: None, retryable: false },
+        Ok(status) => ToJobManager::JobState {
+            job_id,
+            attempt,
+            status,
+            error: None,
+            result: None,
+            retryable: false,
+            damaged: false,
+        },
         Err(e) => ToJobManager::JobState {
             job_id,
             attempt,
@@ -312,6 +320,7 @@ fn first_report(job_id: JobId, attempt: u32, first: Result<JobStatus>) -> ToJobM
             error: Some(e.to_string()),
             result: None,
             retryable: e.is_retryable(),
+            damaged: e.is_damaged(),
         },
     }
 }

@@ -149,7 +149,7 @@ pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
 }
 
 fn state(job_id: JobId, attempt: u32, status: JobStatus, error: Option<String>) -> ToJobManager {
-    ToJobManager::JobState { job_id, attempt, status, error, result: None, retryable: false }
+    ToJobManager::JobState { job_id, attempt, status, error, result: None, retryable: false, damaged: false }
 }
 
 /// Rebuilds a deployed job from `registry` (built by `artifact`), checks it against the submitted
@@ -241,6 +241,7 @@ pub(crate) fn watch(
                     error: None,
                     result: Some(result),
                     retryable: false,
+                    damaged: false,
                 },
                 Err(Error::Cancelled(_)) => state(job_id, attempt, JobStatus::Canceled, None),
                 Err(e) => ToJobManager::JobState {
@@ -251,6 +252,7 @@ pub(crate) fn watch(
                     result: None,
                     // A job that ran and failed may succeed when run again (Flink restarts on any task failure).
                     retryable: true,
+                    damaged: e.is_damaged(),
                 },
             };
             report(end);
@@ -309,6 +311,7 @@ pub(crate) async fn supervise(
             error: Some(e.to_string()),
             result: None,
             retryable: e.is_retryable(),
+            damaged: e.is_damaged(),
         }),
     };
     data.forget_redirect(job_id, attempt);
@@ -457,7 +460,7 @@ async fn start_worker(
                 && std::os::unix::process::ExitStatusExt::signal(status) == Some(9)
             {
                 let error = format!("the worker process (pid {pid}) of this job died before it connected back: {}", describe(*status));
-                return Ok(Started::Killed(ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(error), result: None, retryable: true }));
+                return Ok(Started::Killed(ToJobManager::JobState { job_id, attempt, status: JobStatus::Failed, error: Some(error), result: None, retryable: true, damaged: false }));
             }
             let how = exited.map(|s| format!("exited ({})", describe(s))).unwrap_or_else(|e| format!("failed: {e}"));
             return Err(not_weir(how));
@@ -526,6 +529,7 @@ async fn forward(
                         error: Some(format!("the worker process (pid {}) of this job died: {how}", w.pid)),
                         result: None,
                         retryable: true,
+                        damaged: false,
                     });
                 }
             },

@@ -141,13 +141,14 @@ fn time_left(deadline: Option<Instant>) -> Option<Duration> {
 /// Errors are not `Clone` (they hold `io::Error`s); waiters get an equivalent copy.
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::Task { operator, subtask, parallelism, message, blame, retryable } => Error::Task {
+        Error::Task { operator, subtask, parallelism, message, blame, retryable, damaged } => Error::Task {
             operator: operator.clone(),
             subtask: *subtask,
             parallelism: *parallelism,
             message: message.clone(),
             blame: *blame,
             retryable: *retryable,
+            damaged: *damaged,
         },
         Error::Cancelled(s) => Error::Cancelled(s.clone()),
         Error::GraphMismatch { job, message } => Error::GraphMismatch { job: job.clone(), message: message.clone() },

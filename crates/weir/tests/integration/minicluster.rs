@@ -331,3 +331,66 @@ fn a_job_needing_more_slots_than_the_cluster_may_offer_is_refused_at_submission(
     assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Finished);
     Ok(())
 }
+
+/// The newest completed checkpoint's directory under `root` (`<root>/<job>/chk-N`), and `N`.
+fn newest_checkpoint(root: &std::path::Path) -> Option<(u64, std::path::PathBuf)> {
+    let jobs = std::fs::read_dir(root).ok()?.flatten();
+    jobs.flat_map(|j| std::fs::read_dir(j.path()).into_iter().flatten().flatten())
+        .filter_map(|c| {
+            let n = c.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok()?;
+            c.path().join("_metadata").exists().then(|| (n, c.path()))
+        })
+        .max()
+}
+
+#[test]
+fn a_damaged_checkpoint_is_skipped_and_the_job_goes_on_from_the_one_before() -> weir::Result<()> {
+    let io = |e: std::io::Error| weir::Error::internal(e.to_string());
+    let dir = tempfile::tempdir().map_err(io)?;
+    let restart = [
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "5"),
+        ("restart-strategy.fixed-delay.delay", "10ms"),
+    ];
+    let mut cluster = MiniCluster::with_settings(registry(), 2, 1, &restart)?;
+    let rest = cluster.rest_address();
+    let cp = dir.path().display().to_string();
+    let settings = [
+        ("parallelism.default", "1"),
+        ("execution.checkpointing.interval", "1s"),
+        ("execution.checkpointing.dir", cp.as_str()),
+        ("execution.checkpointing.num-retained", "3"),
+    ];
+    let id = cluster.submit(&SLOW, (6000, 1000.0), &settings)?;
+    wait_rest(&rest, &format!("/jobs/{id}/checkpoints"), |v| v["counts"]["completed"].as_u64().unwrap_or(0) >= 2);
+    // At once (the next checkpoint is a second away): one byte of the newest checkpoint's state
+    // flipped, and the TaskManager running the job stopped.
+    let (damaged, chk) = newest_checkpoint(dir.path()).ok_or_else(|| weir::Error::internal("no checkpoint"))?;
+    let state = std::fs::read_dir(&chk)
+        .map_err(io)?
+        .flatten()
+        .map(|f| f.path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "_metadata"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 8))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .ok_or_else(|| weir::Error::internal(format!("no state file in {}", chk.display())))?;
+    let mut bytes = std::fs::read(&state).map_err(io)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&state, bytes).map_err(io)?;
+    let (_, job) = http("GET", &rest, &format!("/jobs/{id}"), None);
+    let victim = job["weir-taskmanagers"][0].as_str().unwrap_or_default().to_string();
+    cluster.stop_taskmanager(&victim)?;
+    // It finishes: the run that restored the damaged checkpoint failed saying so, and the next
+    // one restored the checkpoint before it.
+    assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Finished, "{:?}", cluster.exceptions(id));
+    let exceptions = cluster.exceptions(id);
+    assert!(
+        exceptions.iter().any(|e| e.contains("damaged")),
+        "no run failed on the damaged checkpoint {damaged}: {exceptions:?}"
+    );
+    let (_, cps) = http("GET", &rest, &format!("/jobs/{id}/checkpoints"), None);
+    let restored = cps["latest"]["restored"]["id"].as_u64().unwrap_or(u64::MAX);
+    assert!(restored < damaged, "restored {restored}, damaged {damaged}: {cps}");
+    Ok(())
+}
