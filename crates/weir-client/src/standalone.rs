@@ -24,6 +24,50 @@ pub struct ClusterState {
     pub jobmanager: u32,
     /// The TaskManagers' pids.
     pub taskmanagers: Vec<u32>,
+    /// When each of them started (`/proc/PID/stat`'s start time, by pid), so that a pid the
+    /// system gave to another process since is never signalled.
+    #[serde(default)]
+    pub started: std::collections::BTreeMap<u32, u64>,
+}
+
+impl ClusterState {
+    /// Its processes that are still the ones it started and still running.
+    fn running(&self) -> Vec<u32> {
+        std::iter::once(self.jobmanager)
+            .chain(self.taskmanagers.iter().copied())
+            .filter(|p| self.started.get(p).is_some_and(|t| start_time(*p) == Some(*t)) && alive(*p))
+            .collect()
+    }
+
+    /// Its pids that run another process now (the system reused them), or that the state file
+    /// has no start time for (an older weir wrote it).
+    fn strangers(&self) -> Vec<u32> {
+        std::iter::once(self.jobmanager)
+            .chain(self.taskmanagers.iter().copied())
+            .filter(|p| alive(*p) && self.started.get(p).is_none_or(|t| start_time(*p) != Some(*t)))
+            .collect()
+    }
+}
+
+/// The cluster directory: `dir`, or `weir/cluster` under `$XDG_STATE_HOME` (else
+/// `~/.local/state`), never a fixed path under `/tmp` that another user could create first.
+pub fn directory(dir: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = dir {
+        return Ok(d.to_path_buf());
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| Error::Config("neither XDG_STATE_HOME nor HOME is set: give the cluster a --dir".into()))?;
+    Ok(state.join("weir").join("cluster"))
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn state_file(dir: &Path) -> PathBuf {
@@ -128,9 +172,12 @@ pub fn start(
     if slots == 0 {
         return Err(Error::Config("--slots must be at least 1".into()));
     }
-    fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the cluster directory", dir, e))?;
+    // Private to this user: its state file says which processes `stop` signals.
+    weir_core::blob::private_dir(dir).map_err(|e| {
+        Error::io("cannot create the cluster directory, or make it private (is it another user's?):", dir, e)
+    })?;
     if let Ok(old) = read_state(dir) {
-        let running: Vec<u32> = std::iter::once(old.jobmanager).chain(old.taskmanagers).filter(|p| alive(*p)).collect();
+        let running = old.running();
         if !running.is_empty() {
             return Err(Error::Config(format!(
                 "a cluster started from {} is still running (pids {running:?}); stop it with `weir cluster stop`",
@@ -178,7 +225,10 @@ pub fn start(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(ClusterState { rest, rpc, jobmanager: jm, taskmanagers: tms.into_iter().map(|t| t.0).collect() })
+        let taskmanagers: Vec<u32> = tms.into_iter().map(|t| t.0).collect();
+        let started =
+            std::iter::once(jm).chain(taskmanagers.iter().copied()).filter_map(|p| Some((p, start_time(p)?))).collect();
+        Ok(ClusterState { rest, rpc, jobmanager: jm, taskmanagers, started })
     })();
     match result {
         Ok(state) => {
@@ -225,8 +275,19 @@ fn stop_pids(pids: &[u32], grace: Duration) {
 /// process it started is gone.
 pub fn stop(dir: &Path) -> Result<()> {
     let state = read_state(dir)?;
-    let pids: Vec<u32> = std::iter::once(state.jobmanager).chain(state.taskmanagers.iter().copied()).collect();
-    let _ = RestClient::new(&state.rest).delete("/cluster");
+    let strangers = state.strangers();
+    if !strangers.is_empty() {
+        eprintln!(
+            "Not signalling pids {strangers:?}: they are not the processes this cluster started (the system gave \
+             their numbers to others since, or an older weir wrote {}).",
+            state_file(dir).display()
+        );
+    }
+    let pids = state.running();
+    // Only to a JobManager that is still this cluster's (another may listen on its port now).
+    if pids.contains(&state.jobmanager) {
+        let _ = RestClient::new(&state.rest).delete("/cluster");
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -244,7 +305,7 @@ pub fn status(dir: &Path) -> Result<()> {
     println!(
         "JobManager: pid {} ({}), REST http://{}",
         state.jobmanager,
-        if alive(state.jobmanager) { "running" } else { "gone" },
+        if state.running().contains(&state.jobmanager) { "running" } else { "gone" },
         state.rest
     );
     println!(

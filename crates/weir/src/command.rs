@@ -250,23 +250,24 @@ enum ClusterAction {
         /// Slots per TaskManager.
         #[arg(long, default_value_t = 1)]
         slots: u32,
-        /// Directory for logs and the cluster's state file.
-        #[arg(long, default_value = "/tmp/weir-cluster")]
-        dir: PathBuf,
+        /// Directory for logs and the cluster's state file (default: `weir/cluster` under
+        /// `$XDG_STATE_HOME`, or `~/.local/state`), created private to this user.
+        #[arg(long)]
+        dir: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
     /// Stops the cluster started from the directory.
     Stop {
         /// The directory given to `start`.
-        #[arg(long, default_value = "/tmp/weir-cluster")]
-        dir: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Shows the cluster started from the directory.
     Status {
         /// The directory given to `start`.
-        #[arg(long, default_value = "/tmp/weir-cluster")]
-        dir: PathBuf,
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -459,12 +460,13 @@ fn cluster(program: &Program<'_>, action: &ClusterAction) -> Result<()> {
             // Check the settings here, where errors are clearest, then hand them on.
             Settings::gather(common.config.as_deref(), None, &common.define)?.cluster()?;
             let args = common.forwarded();
-            let state = crate::standalone::start(dir, *taskmanagers, *slots, &args, program.role_prefix)?;
+            let dir = crate::standalone::directory(dir.as_deref())?;
+            let state = crate::standalone::start(&dir, *taskmanagers, *slots, &args, program.role_prefix)?;
             println!("{}", state.rest);
             Ok(())
         }
-        ClusterAction::Stop { dir } => crate::standalone::stop(dir),
-        ClusterAction::Status { dir } => crate::standalone::status(dir),
+        ClusterAction::Stop { dir } => crate::standalone::stop(&crate::standalone::directory(dir.as_deref())?),
+        ClusterAction::Status { dir } => crate::standalone::status(&crate::standalone::directory(dir.as_deref())?),
     }
 }
 

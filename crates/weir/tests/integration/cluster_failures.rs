@@ -75,6 +75,11 @@ fn cluster_start_status_and_stop_leave_nothing_running() {
         .chain(state["taskmanagers"].as_array().into_iter().flatten().filter_map(Value::as_u64))
         .collect();
     assert_eq!(pids.len(), 3);
+    // The directory is this user's alone, and the state file knows when each process started.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path()).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o700);
+    assert_eq!(state["started"].as_object().map(|m| m.len()), Some(3), "{state}");
     let status = run(&["cluster", "status", "--dir", &d]);
     assert!(text(&status.stdout).contains("2 registered, 4 slots"), "{}", text(&status.stdout));
     let job = run(&["run", "-t", "remote", "-m", &rest, "wordcount", "--args", &bundled(), "-p", "2"]);
@@ -244,4 +249,36 @@ fn an_attached_remote_run_shows_progress_and_rest_shows_live_counts() {
     assert!(err.contains(&format!("Job {id} is RUNNING: ")) && err.contains(" records read"), "{err}");
     let (_, done) = c.get(&format!("/jobs/{id}"));
     assert_eq!(done["vertices"][0]["metrics"]["write-records"], 3000, "{done}");
+}
+
+#[test]
+fn cluster_stop_never_signals_a_process_it_did_not_start() {
+    // A state file whose pids now belong to another process (here, one this test starts): the
+    // system reused them, or someone wrote the file. `stop` leaves that process alone and says so.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap_or_else(|e| panic!("{e}"));
+    let pid = bystander.id();
+    let state = serde_json::json!({
+        "rest": "127.0.0.1:1", "rpc": "127.0.0.1:1", "jobmanager": pid, "taskmanagers": [pid],
+        "started": { pid.to_string(): 1 },
+    });
+    std::fs::write(dir.path().join("cluster.json"), state.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path().to_string_lossy().to_string();
+    let out = Command::new(WEIR).args(["cluster", "stop", "--dir", &d]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(text(&out.stderr).contains(&format!("Not signalling pids [{pid}, {pid}]")), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(bystander.try_wait(), Ok(None)), "the bystander was signalled");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    // Without --dir, the directory is the user's own state directory, not a shared /tmp path.
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(WEIR)
+        .args(["cluster", "status"])
+        .env("HOME", home.path())
+        .env_remove("XDG_STATE_HOME")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let expected = home.path().join(".local/state/weir/cluster/cluster.json");
+    assert!(text(&out.stderr).contains(&expected.display().to_string()), "{}", text(&out.stderr));
 }
