@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -136,6 +136,11 @@ pub enum ToTaskManager {
         /// The JobManager's leader epoch with high availability (0 without): a TaskManager takes
         /// orders only from the newest leader it knows of.
         leader_epoch: u64,
+        /// How long the TaskManager waits without a word from the JobManager (which sends
+        /// [`ToTaskManager::Heartbeat`]s) before it takes it for lost and cancels its tasks, in ms
+        /// (0: it waits for the connection to close).
+        #[serde(default)]
+        heartbeat_timeout_ms: u64,
     },
     /// Registration refused, and why.
     Rejected {
@@ -174,6 +179,10 @@ pub enum ToTaskManager {
     },
     /// Stop: the cluster is shutting down.
     Shutdown,
+    /// The JobManager is there (sent every half heartbeat interval): a TaskManager that hears
+    /// nothing for `heartbeat_timeout_ms` takes it for lost (partitioned away, stalled) and
+    /// cancels its tasks, so that an old run never goes on beside its replacement.
+    Heartbeat,
     /// The artifact asked for follows: exactly `size` raw bytes after this frame.
     Artifact {
         /// Its size in bytes.

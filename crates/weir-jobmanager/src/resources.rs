@@ -174,8 +174,12 @@ impl ResourceManager {
         }
     }
 
-    /// Loses TaskManagers whose heartbeats stopped, and fails requests that waited too long.
+    /// Tells every TaskManager this JobManager is there, loses those whose heartbeats stopped, and
+    /// fails requests that waited too long.
     fn tick(&mut self) {
+        for tm in self.taskmanagers.values() {
+            let _ = tm.tx.send(ToTaskManager::Heartbeat);
+        }
         let timeout = Duration::from_millis(self.cluster.config.heartbeat_timeout_ms);
         let silent: Vec<String> =
             self.taskmanagers.values().filter(|t| t.last_heartbeat.elapsed() > timeout).map(|t| t.id.clone()).collect();

@@ -125,8 +125,11 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
         return Ok(());
     }
     let leader_epoch = cluster.ha.as_ref().and_then(|ha| ha.leading()).unwrap_or(0);
-    let accepted =
-        ToTaskManager::Accepted { heartbeat_interval_ms: cluster.config.heartbeat_interval_ms, leader_epoch };
+    let accepted = ToTaskManager::Accepted {
+        heartbeat_interval_ms: cluster.config.heartbeat_interval_ms,
+        leader_epoch,
+        heartbeat_timeout_ms: cluster.config.heartbeat_timeout_ms,
+    };
     if let Err(e) = write_frame(&mut wr, &accepted).await {
         // Registered already: the ResourceManager lets it go again at once.
         let why = format!("its connection failed as it was accepted: {e}");

@@ -51,6 +51,9 @@ pub struct Registered {
     /// The JobManager's address.
     pub jobmanager: String,
     heartbeat: Duration,
+    /// How long without a word from the JobManager before it counts as lost (none: until the
+    /// connection closes).
+    silence: Option<Duration>,
     /// The JobManager's leader epoch (0 without high availability).
     pub leader_epoch: u64,
     /// Where records from other TaskManagers arrive.
@@ -125,13 +128,14 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
     };
     write_frame(&mut stream, &register).await?;
     match read_frame::<_, ToTaskManager>(&mut stream).await? {
-        Some(ToTaskManager::Accepted { heartbeat_interval_ms, leader_epoch }) => {
+        Some(ToTaskManager::Accepted { heartbeat_interval_ms, leader_epoch, heartbeat_timeout_ms }) => {
             info!(taskmanager = %id, jobmanager = %address, data = %data.address(), "registered");
             Ok(Registered {
                 stream,
                 id,
                 jobmanager: address,
                 heartbeat: Duration::from_millis(heartbeat_interval_ms.max(1)),
+                silence: (heartbeat_timeout_ms > 0).then(|| Duration::from_millis(heartbeat_timeout_ms)),
                 leader_epoch,
                 data,
                 artifact,
@@ -208,7 +212,18 @@ pub async fn serve(
     deposed: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let Registered {
-        stream, id, jobmanager, heartbeat, data, artifact, data_host, bind_host, artifacts, shared, ..
+        stream,
+        id,
+        jobmanager,
+        heartbeat,
+        silence,
+        data,
+        artifact,
+        data_host,
+        bind_host,
+        artifacts,
+        shared,
+        ..
     } = registered;
     let mut deposed = std::pin::pin!(deposed);
     let (rd, mut wr) = stream.into_split();
@@ -234,9 +249,11 @@ pub async fn serve(
     // Parts of jobs running here, by job and attempt.
     let mut jobs: HashMap<(JobId, u32), Run> = HashMap::new();
     let mut ticker = tokio::time::interval(heartbeat);
+    // When the JobManager was last heard from (any frame counts).
+    let mut heard = std::time::Instant::now();
     let outcome = loop {
         tokio::select! {
-            message = frames.recv() => match message.unwrap_or(Ok(None)) {
+            message = frames.recv() => { heard = std::time::Instant::now(); match message.unwrap_or(Ok(None)) {
                 Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
                     let first = match node.deploy(deployment) {
@@ -270,14 +287,23 @@ pub async fn serve(
                     info!(taskmanager = %id, "shut down by the JobManager");
                     break Ok(());
                 }
+                Ok(Some(ToTaskManager::Heartbeat)) => {}
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the JobManager"),
                 Ok(None) => break Err(lost(&jobmanager, "it closed the connection".into())),
                 Err(e) => break Err(lost(&jobmanager, e.to_string())),
-            },
+            }},
             () = &mut deposed => {
                 break Err(Error::NotLeader(format!("the JobManager at {jobmanager} was replaced by a newer leader")));
             }
             _ = ticker.tick() => {
+                // Partitioned away, or stalled: its tasks must not go on beside their replacements.
+                if let Some(limit) = silence.filter(|l| heard.elapsed() > *l) {
+                    let why = format!(
+                        "it sent nothing for {} ms (heartbeat.timeout): it is partitioned away, stalled or gone",
+                        limit.as_millis()
+                    );
+                    break Err(lost(&jobmanager, why));
+                }
                 // A job may have two runs here for a moment (one stopping, one starting): name it once.
                 let running: Vec<JobId> =
                     jobs.keys().map(|(j, _)| *j).collect::<std::collections::BTreeSet<_>>().into_iter().collect();

@@ -34,42 +34,61 @@ fn deployment(job_id: JobId, padding: usize) -> weir_core::Result<ToTaskManager>
     }))
 }
 
-#[test]
-fn a_frame_that_arrives_in_two_parts_across_heartbeats_is_read_whole() -> weir_core::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A TaskManager registered with a JobManager stand-in that accepted it with heartbeats every
+/// `interval_ms` and `timeout_ms` of silence allowed: the stand-in's end of the connection, the
+/// TaskManager's task (its outcome) and what stops it.
+type Standin =
+    (tokio::net::TcpStream, tokio::task::JoinHandle<weir_core::Result<()>>, tokio::sync::oneshot::Sender<()>);
+
+async fn standin(interval_ms: u64, timeout_ms: u64) -> weir_core::Result<Standin> {
+    let io = |e: std::io::Error| weir_core::Error::internal(e.to_string());
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+    let port = listener.local_addr().map_err(io)?.port();
+    let mut config = ClusterConfig::default();
+    for (k, v) in [
+        ("jobmanager.rpc.address", "127.0.0.1".to_string()),
+        ("jobmanager.rpc.port", port.to_string()),
+        ("taskmanager.host", "127.0.0.1".into()),
+        ("taskmanager.job-isolation", "shared".into()),
+    ] {
+        config.set(k, &v)?;
+    }
+    let options =
+        weir_taskmanager::Options { id: Some("tm-1".into()), cluster: config, job_defaults: JobConfig::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let taskmanager = tokio::spawn(async move {
+        let registered = weir_taskmanager::register(&options).await?;
+        weir_taskmanager::serve(registered, weir_api::Registry::new(), JobConfig::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let (mut stream, _) = listener.accept().await.map_err(io)?;
+    exchange_handshake(&mut stream, "the TaskManager").await?;
+    let registered = read_frame::<_, ToJobManager>(&mut stream).await?;
+    assert!(matches!(registered, Some(ToJobManager::Register { .. })), "{registered:?}");
+    let accepted = ToTaskManager::Accepted {
+        heartbeat_interval_ms: interval_ms,
+        leader_epoch: 0,
+        heartbeat_timeout_ms: timeout_ms,
+    };
+    write_frame(&mut stream, &accepted).await?;
+    Ok((stream, taskmanager, stop))
+}
+
+fn runtime() -> weir_core::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| weir_core::Error::internal(e.to_string()))?;
-    runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| weir_core::Error::internal(e.to_string()))?;
-        let port = listener.local_addr().map_err(|e| weir_core::Error::internal(e.to_string()))?.port();
-        let mut config = ClusterConfig::default();
-        for (k, v) in [
-            ("jobmanager.rpc.address", "127.0.0.1".to_string()),
-            ("jobmanager.rpc.port", port.to_string()),
-            ("taskmanager.host", "127.0.0.1".into()),
-            ("taskmanager.job-isolation", "shared".into()),
-        ] {
-            config.set(k, &v)?;
-        }
-        let options =
-            weir_taskmanager::Options { id: Some("tm-1".into()), cluster: config, job_defaults: JobConfig::default() };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let taskmanager = tokio::spawn(async move {
-            let registered = weir_taskmanager::register(&options).await?;
-            weir_taskmanager::serve(registered, weir_api::Registry::new(), JobConfig::default(), async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        .map_err(|e| weir_core::Error::internal(e.to_string()))
+}
 
-        // The stand-in: handshake, registration, acceptance with a heartbeat every 5 ms.
-        let (mut stream, _) = listener.accept().await.map_err(|e| weir_core::Error::internal(e.to_string()))?;
-        exchange_handshake(&mut stream, "the TaskManager").await?;
-        let registered = read_frame::<_, ToJobManager>(&mut stream).await?;
-        assert!(matches!(registered, Some(ToJobManager::Register { .. })), "{registered:?}");
-        write_frame(&mut stream, &ToTaskManager::Accepted { heartbeat_interval_ms: 5, leader_epoch: 0 }).await?;
+#[test]
+fn a_frame_that_arrives_in_two_parts_across_heartbeats_is_read_whole() -> weir_core::Result<()> {
+    runtime()?.block_on(async {
+        // Heartbeats every 5 ms, no silence limit: only the frame is at stake here.
+        let (mut stream, taskmanager, stop) = standin(5, 0).await?;
 
         // A deployment of 1 MB, sent as two halves 100 ms apart: about twenty heartbeat ticks
         // fire while the TaskManager holds half a frame.
@@ -109,6 +128,29 @@ fn a_frame_that_arrives_in_two_parts_across_heartbeats_is_read_whole() -> weir_c
         assert!(!taskmanager.is_finished(), "the TaskManager is still serving");
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), taskmanager).await;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_taskmanager_that_hears_nothing_from_its_jobmanager_gives_up_and_says_why() -> weir_core::Result<()> {
+    runtime()?.block_on(async {
+        let (mut stream, mut taskmanager, _stop) = standin(20, 300).await?;
+        // The stand-in speaks every 50 ms for 600 ms, twice the silence allowed: the TaskManager
+        // stays.
+        for _ in 0..12 {
+            write_frame(&mut stream, &ToTaskManager::Heartbeat).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!taskmanager.is_finished(), "a TaskManager that hears its JobManager stays");
+        // Then it falls silent without closing the connection (a partition, a stalled process).
+        let outcome = tokio::time::timeout(Duration::from_secs(10), &mut taskmanager)
+            .await
+            .map_err(|_| weir_core::Error::internal("the TaskManager waited on a silent JobManager"))?
+            .map_err(|e| weir_core::Error::internal(e.to_string()))?;
+        let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("sent nothing for 300 ms (heartbeat.timeout)"), "{error}");
+        drop(stream);
         Ok(())
     })
 }
