@@ -19,6 +19,9 @@ pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     /// The location as the user wrote it, for messages.
     location: String,
+    /// The directory, for a local one (whose writes are made durable with fsync; an object
+    /// store's write is durable once it answers).
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -78,7 +81,7 @@ impl CheckpointStorage {
         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| Error::Config(format!("cannot use {} for checkpoints: {e}", dir.display())))?
             .with_automatic_cleanup(true);
-        Ok(CheckpointStorage { store: Arc::new(store), location: trimmed.to_string() })
+        Ok(CheckpointStorage { store: Arc::new(store), location: trimmed.to_string(), local: Some(dir) })
     }
 
     /// Storage under `s3://BUCKET/PREFIX` (`rest` is `BUCKET/PREFIX`).
@@ -98,7 +101,7 @@ impl CheckpointStorage {
         let prefix = prefix.trim_matches('/');
         let store: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
-        Ok(CheckpointStorage { store, location: location.to_string() })
+        Ok(CheckpointStorage { store, location: location.to_string(), local: None })
     }
 
     /// Whether this storage is a directory of the local file system.
@@ -137,7 +140,23 @@ impl CheckpointStorage {
         let (store, path) = (self.store.clone(), self.path(rel)?);
         block(async move { store.put(&path, PutPayload::from(bytes)).await })?
             .map(|_| ())
-            .map_err(|e| self.failed("write", rel, e))
+            .map_err(|e| self.failed("write", rel, e))?;
+        self.settle(rel)
+    }
+
+    /// Makes the file `rel`, just written, durable in a local directory: its data, and its name
+    /// in its directory and that directory's in the one above (a checkpoint's directory is made
+    /// with its first file). Until then a crash of the machine could lose a checkpoint that was
+    /// reported complete, and the older ones it replaces are already gone.
+    fn settle(&self, rel: &str) -> Result<()> {
+        let Some(root) = &self.local else { return Ok(()) };
+        let file = root.join(rel);
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file).map_err(|e| Error::io("cannot make a checkpoint file durable (fsync)", &file, e))?;
+        for dir in file.ancestors().skip(1).take(2).filter(|d| d.starts_with(root)) {
+            sync(dir).map_err(|e| Error::io("cannot make a checkpoint directory durable (fsync)", dir, e))?;
+        }
+        Ok(())
     }
 
     /// A writer of the file `rel` that takes its bytes a piece at a time, so that a large file
@@ -376,6 +395,7 @@ impl ObjectWriter {
             }
         })?;
         r.map_err(|e| self.storage.failed("write", &self.rel, e))?;
+        self.storage.settle(&self.rel)?;
         Ok(self.written)
     }
 }

@@ -313,3 +313,43 @@ fn after_a_jobmanager_kill_9_a_new_cluster_resumes_from_the_retained_checkpoint(
     );
     Ok(())
 }
+
+#[test]
+fn local_checkpoints_are_made_durable_before_older_ones_go() -> Result<()> {
+    // Watched from outside: the job runs under strace, which names the files of every fsync and
+    // every removal in order.
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+    let cp = dir.path().join("cp");
+    let trace = dir.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,unlink,unlinkat", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "generate", "--args", r#"{"count": 3000, "rate": 3000}"#])
+        .args(["-D", "execution.checkpointing.interval=100ms", "-D"])
+        .arg(format!("execution.checkpointing.dir={}", cp.display()))
+        .output()
+        .map_err(|e| Error::io("cannot run strace (scripts/test.sh installs it)", "strace", e))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> =
+        std::fs::read_to_string(&trace).map_err(|e| Error::io("read", &trace, e))?.lines().map(String::from).collect();
+    let synced = |what: &str| lines.iter().position(|l| l.contains("fsync(") && l.contains(what));
+    let metadata = |n: u32| format!("/chk-{n}/_metadata>");
+    // A checkpoint's state, its metadata and its directory are synced.
+    assert!(
+        lines.iter().any(|l| l.contains("fsync(") && l.contains("/chk-1/") && !l.contains("_metadata")),
+        "no state file synced"
+    );
+    assert!(synced(&metadata(1)).is_some(), "chk-1's metadata was not synced");
+    assert!(synced("/chk-1>").is_some(), "chk-1's directory was not synced");
+    // The first checkpoint's metadata goes only after the second's is durable.
+    let removed = lines
+        .iter()
+        .position(|l| {
+            l.starts_with(|c: char| c.is_ascii_digit()) && l.contains("unlink") && l.contains("/chk-1/_metadata")
+        })
+        .ok_or_else(|| Error::internal("chk-1 was never removed (one is retained)"))?;
+    let second = synced(&metadata(2)).ok_or_else(|| Error::internal("chk-2's metadata was not synced"))?;
+    assert!(second < removed, "chk-1 was removed (line {removed}) before chk-2 was durable (line {second})");
+    Ok(())
+}
