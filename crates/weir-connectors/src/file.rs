@@ -357,6 +357,7 @@ impl TransactionalWriter {
         let (done, keep): (Vec<PendingFile>, Vec<PendingFile>) =
             self.pending.drain(..).partition(|p| p.checkpoint <= completed);
         self.pending = keep;
+        let renamed = !done.is_empty();
         for p in done {
             let (from, to) = (self.dir.join(&p.pending), self.dir.join(&p.fin));
             match fs::rename(&from, &to) {
@@ -365,7 +366,18 @@ impl TransactionalWriter {
                 Err(e) => return Err(Self::io("cannot commit output file", &from, e)),
             }
         }
+        if renamed {
+            self.sync_dir()?;
+        }
         Ok(())
+    }
+
+    /// Makes the renames in the output directory durable: a pending file's name before the
+    /// checkpoint that refers to it is acknowledged, a committed file's once it is committed.
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Self::io("cannot make the output directory durable (fsync)", &self.dir, e))
     }
 
     /// Flushes, syncs and closes the in-progress file; its path, if it held anything.
@@ -382,6 +394,7 @@ impl TransactionalWriter {
             let pending = format!(".part-{}-{id}.a{}.pending", self.subtask, self.attempt);
             fs::rename(&path, self.dir.join(&pending))
                 .map_err(|e| Self::io("cannot pre-commit output file", &path, e))?;
+            self.sync_dir()?;
             self.pending.push(PendingFile { checkpoint: id, pending, fin: format!("part-{}-{id}", self.subtask) });
         }
         self.state.update(self.pending.clone())
@@ -438,6 +451,7 @@ impl<T: std::fmt::Display> Output<T> for TransactionalWriter {
         if let Some(path) = self.close_current()? {
             let fin = self.dir.join(format!("part-{}-final", self.subtask));
             fs::rename(&path, &fin).map_err(|e| Self::io("cannot commit output file", &path, e))?;
+            self.sync_dir()?;
         }
         Ok(())
     }

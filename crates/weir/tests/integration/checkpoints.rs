@@ -351,5 +351,27 @@ fn local_checkpoints_are_made_durable_before_older_ones_go() -> Result<()> {
         .ok_or_else(|| Error::internal("chk-1 was never removed (one is retained)"))?;
     let second = synced(&metadata(2)).ok_or_else(|| Error::internal("chk-2's metadata was not synced"))?;
     assert!(second < removed, "chk-1 was removed (line {removed}) before chk-2 was durable (line {second})");
+    // The exactly-once file sink makes its renames durable: its output directory is synced.
+    let output = dir.path().join("out");
+    let args = format!(
+        "{{\"input\": \"{}/../../examples/data/gettysburg.txt\", \"output\": \"{}\"}}",
+        env!("CARGO_MANIFEST_DIR"),
+        output.display()
+    );
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "wordcount", "--args", &args, "-D", "execution.checkpointing.interval=50ms", "-D"])
+        .arg(format!("execution.checkpointing.dir={}", cp.display()))
+        .output()
+        .map_err(|e| Error::io("cannot run strace", "strace", e))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&trace).map_err(|e| Error::io("read", &trace, e))?;
+    let dir_synced = format!("<{}>", output.display());
+    assert!(
+        text.lines().any(|l| l.contains("fsync(") && l.contains(&dir_synced)),
+        "the output directory was never synced"
+    );
     Ok(())
 }
