@@ -311,9 +311,14 @@ impl Coordinator {
     }
 
     /// Forgets the retained checkpoint in directory `dir` (a run could not read it: a recovery
-    /// falls back to the one before); whether it was one. Its files stay for inspection.
+    /// falls back to the one before); whether it did. Never the only one left: a job with nothing
+    /// to restore would start again from empty state, after its output was committed. Its files
+    /// stay for inspection.
     pub fn forget(&mut self, dir: &str) -> bool {
         let before = self.retained.len();
+        if before < 2 {
+            return false;
+        }
         self.retained.retain(|c| c.dir != dir);
         self.retained.len() != before
     }

@@ -172,10 +172,21 @@ pub fn start(
     if slots == 0 {
         return Err(Error::Config("--slots must be at least 1".into()));
     }
-    // Private to this user: its state file says which processes `stop` signals.
-    weir_core::blob::private_dir(dir).map_err(|e| {
-        Error::io("cannot create the cluster directory, or make it private (is it another user's?):", dir, e)
-    })?;
+    // Its state file says which processes `stop` signals: a new directory is private to this
+    // user, and one that exists must be this user's.
+    if dir.exists() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(dir).map(|m| m.uid()).map_err(|e| Error::io("cannot read", dir, e))?;
+        let me = fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| Error::io("cannot read", "/proc/self", e))?;
+        if owner != me {
+            return Err(Error::Config(format!(
+                "the cluster directory {} belongs to another user (uid {owner}); give a --dir of your own",
+                dir.display()
+            )));
+        }
+    } else {
+        weir_core::blob::private_dir(dir).map_err(|e| Error::io("cannot create the cluster directory", dir, e))?;
+    }
     if let Ok(old) = read_state(dir) {
         let running = old.running();
         if !running.is_empty() {

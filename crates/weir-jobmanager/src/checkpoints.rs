@@ -462,8 +462,15 @@ impl Worker {
                 self.cp.in_progress.push_back(trigger);
             }
             Input::Damaged { restore } => {
+                let job = self.cp.coordinator.core.job_id();
                 if self.cp.coordinator.core.forget(&restore.dir) {
-                    tracing::warn!(job_id = %self.cp.coordinator.core.job_id(), checkpoint = %restore.dir, "a run could not read this checkpoint; the next one restores from the one before");
+                    tracing::warn!(job_id = %job, checkpoint = %restore.dir, "a run could not read this checkpoint; the next one restores from the one before");
+                    // The run's end may have been handled first: what the next run restores from
+                    // is found again.
+                    let restore = self.cp.restore_for_run();
+                    lock(&self.view).restore = restore;
+                } else {
+                    tracing::warn!(job_id = %job, checkpoint = %restore.dir, "a run could not read this checkpoint, and none before it is retained: runs keep restoring it (the restart strategy decides how often)");
                 }
             }
             Input::HoldIds => {

@@ -32,27 +32,6 @@ pub enum Origin {
     Rest,
 }
 
-/// Refuses a cached file outside `weir.cached-files.allowed-dirs` (both sides resolved, so that
-/// neither `..` nor a symbolic link leads out).
-fn cached_file_allowed(cluster: &Cluster, name: &str, path: &str) -> Result<std::path::PathBuf> {
-    let resolved = std::fs::canonicalize(path).map_err(|e| {
-        Error::InvalidJob(format!(
-            "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must be \
-             readable where the JobManager runs"
-        ))
-    })?;
-    let allowed = &cluster.config.cached_files_allowed;
-    if allowed.iter().filter_map(|d| std::fs::canonicalize(d).ok()).any(|d| resolved.starts_with(&d)) {
-        return Ok(resolved);
-    }
-    let listed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
-    Err(Error::InvalidJob(format!(
-        "the cached file '{name}' ({path}) is outside the directories this cluster reads cached files from for \
-         jobs submitted through REST (weir.cached-files.allowed-dirs: {listed}); ask its operator to allow its \
-         directory, or run the job in application mode"
-    )))
-}
-
 /// Checks a submitted job and reads what it needs (its cached files into the blob store, the
 /// savepoint it starts from), on the caller's thread: storage may be slow, and no loop waits for
 /// it.
@@ -103,7 +82,7 @@ pub(crate) fn prepare(
     for (name, path) in &graph.plan.cached_files {
         // From REST, the file that was checked is the one read (its resolved path).
         let file = match origin {
-            Origin::Rest => cached_file_allowed(cluster, name, path)?,
+            Origin::Rest => cluster.cached_file_allowed(name, path)?,
             Origin::Program => std::path::PathBuf::from(path),
         };
         let digest = cluster.blobs.store_file(&file).map_err(|e| {
@@ -156,6 +135,27 @@ pub(crate) fn prepare(
 }
 
 impl Cluster {
+    /// Refuses a cached file outside `weir.cached-files.allowed-dirs` (both sides resolved, so that
+    /// neither `..` nor a symbolic link leads out).
+    pub(crate) fn cached_file_allowed(&self, name: &str, path: &str) -> Result<std::path::PathBuf> {
+        let resolved = std::fs::canonicalize(path).map_err(|e| {
+            Error::InvalidJob(format!(
+                "the cached file '{name}' ({path}) is not reachable from the JobManager: {e}; cached files must be \
+                 readable where the JobManager runs"
+            ))
+        })?;
+        let allowed = &self.config.cached_files_allowed;
+        if allowed.iter().filter_map(|d| std::fs::canonicalize(d).ok()).any(|d| resolved.starts_with(&d)) {
+            return Ok(resolved);
+        }
+        let listed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+        Err(Error::InvalidJob(format!(
+            "the cached file '{name}' ({path}) is outside the directories this cluster reads cached files from for \
+             jobs submitted through REST (weir.cached-files.allowed-dirs: {listed}); ask its operator to allow its \
+             directory, or run the job in application mode"
+        )))
+    }
+
     /// Accepts a job graph; it is scheduled as soon as a TaskManager has the slots. Reads files
     /// and storage (see [`Cluster::submit_as`]): not for an async thread.
     pub fn submit(&self, graph: JobGraph, config: JobConfig) -> Result<JobId> {
@@ -265,13 +265,23 @@ fn submit(cluster: &Arc<Cluster>, jobs: &mut BTreeMap<JobId, JobMasterHandle>, p
 /// `jobstore.max-capacity`; whether any went.
 fn retire_ended(config: &weir_core::config::ClusterConfig, jobs: &mut BTreeMap<JobId, JobMasterHandle>) -> bool {
     let now = now_ms();
-    let mut ended: Vec<(i64, JobId)> =
-        jobs.values().map(|h| h.view()).filter_map(|j| j.end_ms().map(|end| (end, j.id))).collect();
+    let mut ended: Vec<(i64, JobId, bool)> =
+        jobs.values().map(|h| h.view()).filter_map(|j| j.end_ms().map(|end| (end, j.id, j.result_served))).collect();
     ended.sort();
-    let over = ended.len().saturating_sub(usize::try_from(config.jobstore_capacity).unwrap_or(usize::MAX));
     let keep_ms = i64::try_from(config.jobstore_expiration_ms).unwrap_or(i64::MAX);
-    let expired = ended.iter().take_while(|(end, _)| now.saturating_sub(*end) > keep_ms).count();
-    let going: Vec<JobId> = ended.iter().take(over.max(expired)).map(|(_, id)| *id).collect();
+    let expired: Vec<JobId> =
+        ended.iter().take_while(|(end, _, _)| now.saturating_sub(*end) > keep_ms).map(|(_, id, _)| *id).collect();
+    // Beyond the capacity, the longest ended go first, but not one whose result a client has not
+    // fetched yet within its first ten seconds (an attached client polls for it).
+    let over = ended.len().saturating_sub(usize::try_from(config.jobstore_capacity).unwrap_or(usize::MAX));
+    let crowded = ended
+        .iter()
+        .filter(|(end, _, served)| *served || now.saturating_sub(*end) > 10_000)
+        .take(over)
+        .map(|(_, id, _)| *id);
+    let mut going: Vec<JobId> = expired.iter().copied().chain(crowded).collect();
+    going.sort();
+    going.dedup();
     for id in &going {
         if let Some(handle) = jobs.remove(id) {
             info!(job_id = %id, "an ended job leaves the JobManager (jobstore.max-capacity / jobstore.expiration-time)");

@@ -63,6 +63,10 @@ pub(crate) struct StoredJob {
     pub(crate) graph: JobGraph,
     pub(crate) config: JobConfig,
     pub(crate) submitted_ms: i64,
+    /// Submitted through REST: recovered under the same checks (its cached files only from
+    /// `weir.cached-files.allowed-dirs`).
+    #[serde(default)]
+    pub(crate) through_rest: bool,
 }
 
 /// A job's outcome as the job result store keeps it.

@@ -49,6 +49,9 @@ pub(crate) struct JobMaster {
     requested: bool,
     /// What the current run restored from.
     restored_from: Option<weir_core::checkpointing::RestoreFrom>,
+    /// The run that ended last: its attempt, TaskManagers and what it restored from (its parts
+    /// may still report how they failed).
+    previous: Option<(u32, Vec<String>, Option<weir_core::checkpointing::RestoreFrom>)>,
 }
 
 impl JobMaster {
@@ -60,7 +63,17 @@ impl JobMaster {
         published: watch::Sender<Arc<JobView>>,
     ) -> JobMaster {
         let holder = HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        JobMaster { cluster, job, holder, me, published, links: BTreeMap::new(), requested: false, restored_from: None }
+        JobMaster {
+            cluster,
+            job,
+            holder,
+            me,
+            published,
+            links: BTreeMap::new(),
+            requested: false,
+            restored_from: None,
+            previous: None,
+        }
     }
 
     /// Runs until the job is suspended or the cluster shuts down (an ended job's master stays, to
@@ -120,11 +133,14 @@ impl JobMaster {
                 }
             }
             JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable, damaged } => {
-                if damaged && status == JobStatus::Failed && self.speaks_for_current_run(&taskmanager, attempt) {
-                    self.restored_damaged();
+                // Damaged data in a part of this run, or of the one that just ended (another part
+                // may have failed it first): the snapshot it restored from is taken to be at fault.
+                let restoring = damaged && status == JobStatus::Failed && self.restore_of(&taskmanager, attempt);
+                if let Some(restore) = restoring.then(|| self.restore_used(attempt)).flatten() {
+                    self.restored_damaged(restore);
                 }
                 // A run whose snapshot was damaged may succeed from the one before.
-                let retryable = retryable || (damaged && self.restored_from.is_some());
+                let retryable = retryable || restoring;
                 self.part_reported(&taskmanager, attempt, (status, error, result, retryable));
             }
             JobEvent::Progress { taskmanager, attempt, counts } => {
@@ -184,11 +200,29 @@ impl JobMaster {
     /// A part of the current run could not read the snapshot it restored from: the job's
     /// checkpointing forgets that checkpoint (before it hears of the run's end), so the next run
     /// restores from the one before.
-    fn restored_damaged(&self) {
-        if let (Some(restore), Some(cp)) = (&self.restored_from, &self.job.checkpoints) {
+    fn restored_damaged(&self, restore: weir_core::checkpointing::RestoreFrom) {
+        if let Some(cp) = &self.job.checkpoints {
             warn!(job_id = %self.job.id, location = %restore.location, dir = %restore.dir, "the run could not read the snapshot it restored from");
-            cp.send(Input::Damaged { restore: restore.clone() });
+            cp.send(Input::Damaged { restore });
         }
+    }
+
+    /// Whether `taskmanager` ran a part of run `attempt`: the current run, or the one that just
+    /// ended (another part may have failed it first). (Keyed state is read from the snapshot as
+    /// the tasks run, so a part may report damaged data after it reported RUNNING.)
+    fn restore_of(&self, taskmanager: &str, attempt: u32) -> bool {
+        let current = self.speaks_for_current_run(taskmanager, attempt);
+        let previous =
+            self.previous.as_ref().is_some_and(|(a, tms, _)| *a == attempt && tms.iter().any(|t| t == taskmanager));
+        current || previous
+    }
+
+    /// What run `attempt` restored from.
+    fn restore_used(&self, attempt: u32) -> Option<weir_core::checkpointing::RestoreFrom> {
+        if self.job.deployments == attempt + 1 && !self.job.parts.is_empty() {
+            return self.restored_from.clone();
+        }
+        self.previous.as_ref().filter(|(a, _, _)| *a == attempt).and_then(|(_, _, r)| r.clone())
     }
 
     /// Asks the ResourceManager for slots when the job waits for them and knows what it restores
@@ -399,6 +433,10 @@ impl JobMaster {
 
     /// Frees the job's slots (and forgets a slot request not answered yet).
     fn release(&mut self) {
+        if !self.job.parts.is_empty() {
+            let attempt = self.job.deployments.saturating_sub(1);
+            self.previous = Some((attempt, self.job.taskmanagers_now(), self.restored_from.take()));
+        }
         self.job.parts.clear();
         self.links.clear();
         self.requested = false;

@@ -71,11 +71,22 @@ impl Cluster {
             ha.stores.put_blob(&hex, path).await?;
             ha.kept_blobs.lock().unwrap_or_else(|p| p.into_inner()).insert(hex);
         }
+        // A REST client's cached files are checked before the job is kept: a job the store keeps
+        // is recovered by the next leader.
+        if origin == Origin::Rest && !graph.plan.cached_files.is_empty() {
+            let (cluster, files) = (self.clone(), graph.plan.cached_files.clone());
+            tokio::task::spawn_blocking(move || {
+                files.iter().try_for_each(|(name, path)| cluster.cached_file_allowed(name, path).map(|_| ()))
+            })
+            .await
+            .map_err(|e| Error::internal(format!("a cached file check did not finish: {e}")))??;
+        }
         let stored = StoredJob {
             format: STORED_JOB_FORMAT,
             graph: graph.clone(),
             config: config.clone(),
             submitted_ms: now_ms(),
+            through_rest: origin == Origin::Rest,
         };
         let bytes = serde_json::to_vec(&stored).map_err(|e| Error::internal(format!("cannot encode a job: {e}")))?;
         ha.stores.put_job(epoch, &key, bytes).await?;
@@ -246,7 +257,7 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
                 continue;
             }
         };
-        let StoredJob { graph, mut config, .. } = stored;
+        let StoredJob { graph, mut config, through_rest, .. } = stored;
         let latest = ha.stores.latest_checkpoint(&key).await?;
         if let Some((n, location)) = &latest {
             info!(job_id = %id, checkpoint = n, %location, "recovering from the latest completed checkpoint");
@@ -259,8 +270,9 @@ async fn recover(cluster: &Arc<Cluster>, ha: &Ha, epoch: u64) -> Result<usize> {
             record_end(ha, epoch, &key, JobStatus::Failed, Some(e.to_string()), None).await?;
             continue;
         }
-        // Checked when it was first submitted; recovered as it was then.
-        match cluster.submit_off_loop(graph, config, id, Origin::Program).await {
+        // Under the checks it was first submitted under.
+        let origin = if through_rest { Origin::Rest } else { Origin::Program };
+        match cluster.submit_off_loop(graph, config, id, origin).await {
             Ok(_) => {
                 recovered += 1;
                 reserve_ids(cluster, ha, epoch, id, latest.map(|(n, _)| n + 1).unwrap_or(1)).await;

@@ -130,6 +130,11 @@ impl Job {
         changed
     }
 
+    /// The TaskManagers of its current run.
+    pub(crate) fn taskmanagers_now(&self) -> Vec<String> {
+        self.parts.iter().map(|p| p.taskmanager.clone()).collect()
+    }
+
     /// Records a failure, keeping the latest `keep` (`web.exception-history-size`).
     pub(crate) fn note_failure(&mut self, at_ms: i64, message: String, keep: usize) {
         self.exceptions.push((at_ms, message));

@@ -144,16 +144,16 @@ impl CheckpointStorage {
         self.settle(rel)
     }
 
-    /// Makes the file `rel`, just written, durable in a local directory: its data, and its name
-    /// in its directory and that directory's in the one above (a checkpoint's directory is made
-    /// with its first file). Until then a crash of the machine could lose a checkpoint that was
+    /// Makes the file `rel`, just written, durable in a local directory: its data, and the names
+    /// of every directory from its own up to the storage's root (a checkpoint's directory, and a
+    /// job's, are made with their first file). Until then a crash of the machine could lose a checkpoint that was
     /// reported complete, and the older ones it replaces are already gone.
     fn settle(&self, rel: &str) -> Result<()> {
         let Some(root) = &self.local else { return Ok(()) };
         let file = root.join(rel);
         let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
         sync(&file).map_err(|e| Error::io("cannot make a checkpoint file durable (fsync)", &file, e))?;
-        for dir in file.ancestors().skip(1).take(2).filter(|d| d.starts_with(root)) {
+        for dir in file.ancestors().skip(1).take_while(|d| d.starts_with(root)) {
             sync(dir).map_err(|e| Error::io("cannot make a checkpoint directory durable (fsync)", dir, e))?;
         }
         Ok(())

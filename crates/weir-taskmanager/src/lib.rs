@@ -12,6 +12,8 @@ pub mod artifacts;
 pub mod worker;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -168,19 +170,38 @@ pub fn default_id() -> String {
 /// The connection to the JobManager broke: not this TaskManager's configuration, and a JobManager
 /// that comes back (or a new leader) takes it again.
 /// Reads `ToTaskManager` frames from `rd` on a task of its own until the stream ends or fails
-/// (that last outcome is queued too), or until the receiver is dropped.
-fn read_frames(mut rd: tokio::net::tcp::OwnedReadHalf) -> (mpsc::Receiver<Result<Option<ToTaskManager>>>, ReaderGuard) {
+/// (that last outcome is queued too), or until the receiver is dropped; notes when each frame
+/// arrived (however long the loop takes to get to it).
+fn read_frames(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+) -> (mpsc::Receiver<Result<Option<ToTaskManager>>>, Arc<Heard>, ReaderGuard) {
     let (tx, rx) = mpsc::channel(16);
+    let heard = Arc::new(Heard { since: std::time::Instant::now(), last_ms: AtomicU64::new(0) });
+    let noted = heard.clone();
     let task = tokio::spawn(async move {
         loop {
             let frame = read_frame::<_, ToTaskManager>(&mut rd).await;
+            noted.last_ms.store(noted.since.elapsed().as_millis() as u64, Ordering::Relaxed);
             let last = !matches!(frame, Ok(Some(_)));
             if tx.send(frame).await.is_err() || last {
                 break;
             }
         }
     });
-    (rx, ReaderGuard(task))
+    (rx, heard, ReaderGuard(task))
+}
+
+/// When the JobManager was last heard from (any frame counts).
+struct Heard {
+    since: std::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heard {
+    /// How long since the last frame arrived (or since the connection was accepted).
+    fn silent_for(&self) -> Duration {
+        self.since.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Stops the frame reader when the connection's loop ends, whichever way.
@@ -232,7 +253,7 @@ pub async fn serve(
     // and leaving the stream mid-frame (a healthy connection then looked corrupt). A queue's
     // receive is cancel-safe; the reader stops after the end of the stream, or when this loop
     // goes away.
-    let (mut frames, _reader) = read_frames(rd);
+    let (mut frames, heard, _reader) = read_frames(rd);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ToJobManager>();
     let node = Node {
         registry,
@@ -249,11 +270,10 @@ pub async fn serve(
     // Parts of jobs running here, by job and attempt.
     let mut jobs: HashMap<(JobId, u32), Run> = HashMap::new();
     let mut ticker = tokio::time::interval(heartbeat);
-    // When the JobManager was last heard from (any frame counts).
-    let mut heard = std::time::Instant::now();
+
     let outcome = loop {
         tokio::select! {
-            message = frames.recv() => { heard = std::time::Instant::now(); match message.unwrap_or(Ok(None)) {
+            message = frames.recv() => { match message.unwrap_or(Ok(None)) {
                 Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
                     let first = match node.deploy(deployment) {
@@ -297,7 +317,7 @@ pub async fn serve(
             }
             _ = ticker.tick() => {
                 // Partitioned away, or stalled: its tasks must not go on beside their replacements.
-                if let Some(limit) = silence.filter(|l| heard.elapsed() > *l) {
+                if let Some(limit) = silence.filter(|l| heard.silent_for() > *l) {
                     let why = format!(
                         "it sent nothing for {} ms (heartbeat.timeout): it is partitioned away, stalled or gone",
                         limit.as_millis()

@@ -59,8 +59,10 @@ fn json_str(s: &str) -> Value {
 
 #[test]
 fn cluster_start_status_and_stop_leave_nothing_running() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let d = dir.path().to_string_lossy().to_string();
+    let parent = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A directory `start` makes is private to this user.
+    let dir = parent.path().join("cluster");
+    let d = dir.to_string_lossy().to_string();
     let ports = ["-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"];
     let run = |args: &[&str]| Command::new(WEIR).args(args).output().unwrap_or_else(|e| panic!("{e}"));
     let mut start = vec!["cluster", "start", "--taskmanagers", "2", "--slots", "2", "--dir", &d];
@@ -68,16 +70,15 @@ fn cluster_start_status_and_stop_leave_nothing_running() {
     let out = run(&start);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rest = text(&out.stdout).trim().to_string();
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("cluster.json")).unwrap_or_default())
-            .unwrap_or(Value::Null);
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap_or_default())
+        .unwrap_or(Value::Null);
     let pids: Vec<u64> = std::iter::once(state["jobmanager"].as_u64().unwrap_or(0))
         .chain(state["taskmanagers"].as_array().into_iter().flatten().filter_map(Value::as_u64))
         .collect();
     assert_eq!(pids.len(), 3);
     // The directory is this user's alone, and the state file knows when each process started.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path()).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let mode = std::fs::metadata(&dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
     assert_eq!(mode, 0o700);
     assert_eq!(state["started"].as_object().map(|m| m.len()), Some(3), "{state}");
     let status = run(&["cluster", "status", "--dir", &d]);

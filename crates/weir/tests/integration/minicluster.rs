@@ -299,6 +299,9 @@ fn ended_jobs_leave_the_jobmanager_beyond_its_capacity_and_after_their_time() ->
     for _ in 0..4 {
         let id = cluster.submit(&COUNTS, 70, &[("parallelism.default", "1")])?;
         assert_eq!(cluster.wait(id, WAIT)?, JobStatus::Finished);
+        // Fetched, as a client does: only then may it go before its time.
+        let (_, result) = http("GET", &rest, &format!("/jobs/{id}/execution-result"), None);
+        assert_eq!(result["status"]["id"], "COMPLETED", "{result}");
         ids.push(id);
         // Ends a millisecond apart at least, so that which ended first is clear.
         std::thread::sleep(Duration::from_millis(2));
@@ -310,13 +313,13 @@ fn ended_jobs_leave_the_jobmanager_beyond_its_capacity_and_after_their_time() ->
     }
     assert_eq!(http("GET", &rest, &format!("/jobs/{}", ids[0]), None).0, 404);
     // A job past its time goes too, and a running one stays whatever its age.
-    let cluster = MiniCluster::with_settings(registry(), 1, 2, &[("jobstore.expiration-time", "200ms")])?;
+    let cluster = MiniCluster::with_settings(registry(), 1, 2, &[("jobstore.expiration-time", "1s")])?;
     let rest = cluster.rest_address();
     let running = cluster.submit(&SLOW, (1_000_000, 100.0), &[("parallelism.default", "1")])?;
     let ended = cluster.submit(&COUNTS, 70, &[("parallelism.default", "1")])?;
     assert_eq!(cluster.wait(ended, WAIT)?, JobStatus::Finished);
     wait_rest(&rest, &format!("/jobs/{ended}"), |v| v["errors"].is_array());
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(cluster.status(running)?, JobStatus::Running);
     Ok(())
 }
