@@ -254,6 +254,22 @@ pub struct Deployment {
     pub restore: Option<crate::checkpointing::RestoreFrom>,
 }
 
+impl ToJobManager {
+    /// A part of run `attempt` of `job_id` failed with `e` (whether a new run may succeed, and
+    /// whether stored data was damaged, as `e` says).
+    pub fn failed(job_id: JobId, attempt: u32, e: &Error) -> ToJobManager {
+        ToJobManager::JobState {
+            job_id,
+            attempt,
+            status: JobStatus::Failed,
+            error: Some(e.to_string()),
+            result: None,
+            retryable: e.is_retryable(),
+            damaged: e.is_damaged(),
+        }
+    }
+}
+
 /// Encodes a message as a frame.
 pub fn encode<M: Serialize>(message: &M) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(message).map_err(|e| Error::internal(format!("cannot encode a message: {e}")))?;

@@ -174,21 +174,7 @@ pub(crate) mod fixture {
     /// A TaskManager record with `slots`, and the receiving end of its connection.
     pub(crate) fn taskmanager(id: &str, slots: u32) -> (TaskManager, mpsc::UnboundedReceiver<ToTaskManager>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let tm = TaskManager {
-            id: id.into(),
-            host: "localhost".into(),
-            pid: 1,
-            slots,
-            used: 0,
-            jobs: Default::default(),
-            last_heartbeat: Instant::now(),
-            registered_ms: now_ms(),
-            tx,
-            session: 1,
-            data_address: format!("{id}:1"),
-            provided: false,
-            idle_since: Some(Instant::now()),
-        };
+        let tm = TaskManager::new(id.into(), ("localhost".into(), 1), slots, tx, 1, format!("{id}:1"));
         (tm, rx)
     }
 }

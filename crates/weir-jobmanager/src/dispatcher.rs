@@ -19,7 +19,6 @@ use weir_core::{Error, JobGraph, JobId, Result};
 use crate::cluster::Cluster;
 use crate::events::{DispatcherEvent, JobEvent, JobMasterHandle, Prepared, ResourceEvent};
 use crate::jobmaster::JobMaster;
-use crate::lifecycle::Lifecycle;
 use crate::state::{Job, now_ms};
 
 /// Where a submission comes from, which decides what the JobManager reads for it.
@@ -111,26 +110,7 @@ pub(crate) fn prepare(
         }
         None => None,
     };
-    let now = now_ms();
-    let job = Job {
-        id,
-        graph: Arc::new(graph),
-        config: Arc::new(config),
-        lifecycle: Lifecycle::default(),
-        slots,
-        parts: Vec::new(),
-        deployments: 0,
-        submitted_ms: now,
-        modified_ms: now,
-        exceptions: Vec::new(),
-        result: None,
-        restarts: 0,
-        failures: Vec::new(),
-        last_delay_ms: 0,
-        result_served: false,
-        cached_files: Arc::new(cached_files),
-        checkpoints,
-    };
+    let job = Job::new(id, graph, config, cached_files, checkpoints);
     Ok(Prepared { job, events: (tx, rx) })
 }
 

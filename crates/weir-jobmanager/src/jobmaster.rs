@@ -529,25 +529,7 @@ mod tests {
             fingerprint: plan.fingerprint(),
             plan,
         };
-        Job {
-            id: JobId::random(),
-            graph: Arc::new(graph),
-            config: Arc::new(JobConfig::default()),
-            lifecycle: Lifecycle::default(),
-            slots: 1,
-            parts: Vec::new(),
-            deployments: 0,
-            submitted_ms: 0,
-            modified_ms: 0,
-            exceptions: Vec::new(),
-            result: None,
-            restarts: 0,
-            failures: Vec::new(),
-            last_delay_ms: 0,
-            result_served: false,
-            cached_files: Default::default(),
-            checkpoints: None,
-        }
+        Job::new(JobId::random(), graph, JobConfig::default(), Default::default(), None)
     }
 
     /// A master of `job()`, and what it sent the ResourceManager.

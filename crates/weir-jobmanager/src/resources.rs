@@ -60,14 +60,7 @@ pub(crate) async fn run(
     let every = Duration::from_millis((cluster.config.heartbeat_interval_ms / 2).clamp(10, 1000));
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rm = ResourceManager {
-        cluster,
-        taskmanagers: BTreeMap::new(),
-        pending: BTreeMap::new(),
-        provided_count: 0,
-        requests: VecDeque::new(),
-        held: BTreeMap::new(),
-    };
+    let mut rm = ResourceManager::new(cluster);
     loop {
         tokio::select! {
             event = inbox.recv() => match event {
@@ -88,6 +81,18 @@ pub(crate) async fn run(
 }
 
 impl ResourceManager {
+    /// One that knows no TaskManager yet.
+    fn new(cluster: Arc<Cluster>) -> ResourceManager {
+        ResourceManager {
+            cluster,
+            taskmanagers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            provided_count: 0,
+            requests: VecDeque::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
     fn on_event(&mut self, event: ResourceEvent) {
         match event {
             ResourceEvent::Register { taskmanager, reply } => {
@@ -342,15 +347,7 @@ mod tests {
     use crate::cluster::fixture;
 
     fn manager(config: ClusterConfig, dir: &std::path::Path) -> ResourceManager {
-        let (cluster, _loops) = fixture::cluster(config, dir);
-        ResourceManager {
-            cluster,
-            taskmanagers: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            provided_count: 0,
-            requests: VecDeque::new(),
-            held: BTreeMap::new(),
-        }
+        ResourceManager::new(fixture::cluster(config, dir).0)
     }
 
     fn register(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +15,7 @@ use weir_core::protocol::{ToJobManager, ToTaskManager};
 
 use crate::cluster::Cluster;
 use crate::events::{JobEvent, ResourceEvent};
-use crate::state::{TaskManager, now_ms};
+use crate::state::TaskManager;
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -101,21 +101,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluste
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ToTaskManager>();
     let session = SESSIONS.fetch_add(1, Ordering::SeqCst);
-    let taskmanager = TaskManager {
-        id: taskmanager_id.clone(),
-        host,
-        pid,
-        slots,
-        used: 0,
-        jobs: Default::default(),
-        last_heartbeat: Instant::now(),
-        registered_ms: now_ms(),
-        tx,
-        session,
-        data_address,
-        provided: false,
-        idle_since: Some(Instant::now()),
-    };
+    let taskmanager = TaskManager::new(taskmanager_id.clone(), (host, pid), slots, tx, session, data_address);
     let (reply, answer) = oneshot::channel();
     let _ = cluster.resources.send(ResourceEvent::Register { taskmanager: Box::new(taskmanager), reply });
     let admitted = answer.await.unwrap_or_else(|_| Err("the cluster is shutting down".to_string()));

@@ -62,6 +62,35 @@ pub struct TaskManager {
     pub idle_since: Option<Instant>,
 }
 
+impl TaskManager {
+    /// A TaskManager registering now (registration `session`) with `slots` slots, none in use.
+    pub(crate) fn new(
+        id: String,
+        (host, pid): (String, u32),
+        slots: u32,
+        tx: mpsc::UnboundedSender<ToTaskManager>,
+        session: u64,
+        data_address: String,
+    ) -> TaskManager {
+        let now = Instant::now();
+        TaskManager {
+            id,
+            host,
+            pid,
+            slots,
+            used: 0,
+            jobs: Default::default(),
+            last_heartbeat: now,
+            registered_ms: now_ms(),
+            tx,
+            session,
+            data_address,
+            provided: false,
+            idle_since: Some(now),
+        }
+    }
+}
+
 /// The share of a job one TaskManager runs.
 #[derive(Clone, Debug)]
 pub struct Part {
@@ -115,6 +144,37 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job waiting for its first run; it needs as many slots as its highest parallelism.
+    pub(crate) fn new(
+        id: JobId,
+        graph: JobGraph,
+        config: JobConfig,
+        cached_files: BTreeMap<String, weir_core::protocol::CachedFile>,
+        checkpoints: Option<Arc<Checkpointing>>,
+    ) -> Job {
+        let slots = graph.plan.vertices.iter().map(|v| v.parallelism).max().unwrap_or(1);
+        let now = now_ms();
+        Job {
+            id,
+            graph: Arc::new(graph),
+            config: Arc::new(config),
+            lifecycle: crate::lifecycle::Lifecycle::default(),
+            slots,
+            parts: Vec::new(),
+            deployments: 0,
+            submitted_ms: now,
+            modified_ms: now,
+            exceptions: Vec::new(),
+            result: None,
+            restarts: 0,
+            failures: Vec::new(),
+            last_delay_ms: 0,
+            result_served: false,
+            cached_files: Arc::new(cached_files),
+            checkpoints,
+        }
+    }
+
     /// Its status.
     pub fn status(&self) -> JobStatus {
         self.lifecycle.status()

@@ -359,15 +359,7 @@ fn first_report(job_id: JobId, attempt: u32, first: Result<JobStatus>) -> ToJobM
             retryable: false,
             damaged: false,
         },
-        Err(e) => ToJobManager::JobState {
-            job_id,
-            attempt,
-            status: JobStatus::Failed,
-            error: Some(e.to_string()),
-            result: None,
-            retryable: e.is_retryable(),
-            damaged: e.is_damaged(),
-        },
+        Err(e) => ToJobManager::failed(job_id, attempt, &e),
     }
 }
 

@@ -304,15 +304,7 @@ pub(crate) async fn supervise(
     let data = launch.data.clone();
     let end = match run(launch, &mut control, &events).await {
         Ok(end) => end,
-        Err(e) => Some(ToJobManager::JobState {
-            job_id,
-            attempt,
-            status: JobStatus::Failed,
-            error: Some(e.to_string()),
-            result: None,
-            retryable: e.is_retryable(),
-            damaged: e.is_damaged(),
-        }),
+        Err(e) => Some(ToJobManager::failed(job_id, attempt, &e)),
     };
     data.forget_redirect(job_id, attempt);
     if let Some(end) = end {
