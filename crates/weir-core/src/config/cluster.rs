@@ -97,6 +97,34 @@ pub struct ClusterConfig {
     pub restart_options: BTreeMap<String, Value>,
     /// `high-availability.*`: standby JobManagers through a coordination service.
     pub ha: HaSettings,
+    /// `security.*`: TLS and the cluster secret.
+    pub security: SecuritySettings,
+}
+
+/// The `security.*` settings: Flink's SSL keys, with PEM files where Flink takes Java keystores.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SecuritySettings {
+    /// `security.ssl.internal.enabled`: mutual TLS on internal connections.
+    pub internal_tls: bool,
+    /// `security.ssl.internal.keystore`: this process's certificate chain and key (PEM).
+    pub internal_keystore: Option<String>,
+    /// `security.ssl.internal.truststore`: the certificates internal peers are checked against (PEM).
+    pub internal_truststore: Option<String>,
+    /// `security.ssl.rest.enabled`: HTTPS on the REST endpoint.
+    pub rest_tls: bool,
+    /// `security.ssl.rest.keystore`: the REST endpoint's (and clients') certificate chain and key.
+    pub rest_keystore: Option<String>,
+    /// `security.ssl.rest.truststore`: the certificates REST peers are checked against.
+    pub rest_truststore: Option<String>,
+    /// `security.ssl.rest.authentication-enabled`: REST clients must present a certificate.
+    pub rest_authentication: bool,
+    /// `security.ssl.verify-hostname` turned off (REST clients skip the host name check).
+    pub skip_hostname_check: bool,
+    /// `weir.security.cluster-secret-file`: the file holding the cluster secret.
+    pub secret_file: Option<String>,
+    /// Flink's keystore password keys that were given (names only, never the values): PEM files
+    /// have no password, so they are unused, which the security setup says in its log.
+    pub unused_passwords: Vec<String>,
 }
 
 /// The `high-availability.*` settings, with Flink's key names where Flink has the key.
@@ -277,6 +305,7 @@ impl Default for ClusterConfig {
             restart_type: "none".into(),
             restart_options: BTreeMap::new(),
             ha: HaSettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -326,6 +355,21 @@ impl ClusterConfig {
             "weir.cached-files.allowed-dirs" => {
                 self.cached_files_allowed =
                     text()?.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect()
+            }
+            "security.ssl.internal.enabled" => self.security.internal_tls = value.flag(key)?,
+            "security.ssl.internal.keystore" => self.security.internal_keystore = Some(text()?),
+            "security.ssl.internal.truststore" => self.security.internal_truststore = Some(text()?),
+            "security.ssl.rest.enabled" => self.security.rest_tls = value.flag(key)?,
+            "security.ssl.rest.keystore" => self.security.rest_keystore = Some(text()?),
+            "security.ssl.rest.truststore" => self.security.rest_truststore = Some(text()?),
+            "security.ssl.rest.authentication-enabled" => self.security.rest_authentication = value.flag(key)?,
+            "security.ssl.verify-hostname" => self.security.skip_hostname_check = !value.flag(key)?,
+            "weir.security.cluster-secret-file" => self.security.secret_file = Some(text()?),
+            // Flink's keystore passwords: PEM files have none (declared so a Flink file loads).
+            k if k.starts_with("security.ssl.") && k.ends_with("password") => {
+                if !self.security.unused_passwords.iter().any(|p| p == k) {
+                    self.security.unused_passwords.push(k.to_string());
+                }
             }
             "weir.rest.allowed-hosts" => {
                 self.rest_allowed_hosts =
@@ -382,6 +426,22 @@ impl ClusterConfig {
     /// Checks the settings that depend on each other; called once every key is set, before a
     /// process acts on them.
     pub fn validate(&self) -> Result<()> {
+        let s = &self.security;
+        if s.internal_tls && (s.internal_keystore.is_none() || s.internal_truststore.is_none()) {
+            return Err(Error::Config(
+                "security.ssl.internal.enabled needs security.ssl.internal.keystore (this process's certificate \
+                 and key, PEM) and security.ssl.internal.truststore (the certificates peers are checked against, \
+                 PEM); set both, or turn internal SSL off"
+                    .into(),
+            ));
+        }
+        if s.rest_authentication && !s.rest_tls {
+            return Err(Error::Config(
+                "security.ssl.rest.authentication-enabled needs security.ssl.rest.enabled: client certificates \
+                 are checked in the TLS handshake"
+                    .into(),
+            ));
+        }
         if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
             return Err(Error::Config(format!(
                 "heartbeat.timeout ({} ms) must be longer than heartbeat.interval ({} ms)",

@@ -14,7 +14,7 @@ mod execution;
 mod options;
 pub mod registry;
 
-pub use cluster::{ClusterConfig, HaSettings, RestartStrategy};
+pub use cluster::{ClusterConfig, HaSettings, RestartStrategy, SecuritySettings};
 pub use def::{OptionDef, Scope, Value};
 pub use execution::{ExecutionConfig, JobConfig};
 
