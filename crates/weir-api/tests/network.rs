@@ -12,6 +12,8 @@ use weir_core::{Error, JobId, Result};
 use weir_runtime::ExecutionConfig;
 use weir_runtime::local::{JobHandle, submit_part};
 use weir_runtime::net::{DataServer, Placement};
+use weir_security::testing::Certificates;
+use weir_security::{Internal, Secret};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Args {
@@ -51,7 +53,23 @@ fn config(p: u32) -> Result<ExecutionConfig> {
 }
 
 fn servers(n: usize) -> Result<Vec<Arc<DataServer>>> {
-    (0..n).map(|_| DataServer::start("127.0.0.1:0", "127.0.0.1")).collect()
+    secured(n, &Internal::open())
+}
+
+fn secured(n: usize, security: &Arc<Internal>) -> Result<Vec<Arc<DataServer>>> {
+    (0..n).map(|_| DataServer::start("127.0.0.1:0", "127.0.0.1", security.clone())).collect()
+}
+
+/// Internal security as a cluster would have it: `tls` adds mutual TLS with certificates made in `dir`.
+fn cluster_security(dir: &std::path::Path, tls: bool) -> Result<Arc<Internal>> {
+    let mut c = weir_core::config::ClusterConfig::default();
+    if tls {
+        let certs = Certificates::generate(dir)?;
+        c.security.internal_tls = true;
+        c.security.internal_keystore = Some(certs.signed.display().to_string());
+        c.security.internal_truststore = Some(certs.ca.display().to_string());
+    }
+    Ok(Internal::from_config(&c)?.with_secret(Secret::new("the secret of the test cluster", "the test")?))
 }
 
 /// Starts every part of `args`'s job at parallelism `p`, slot `i` in part `slot_parts[i]`.
@@ -88,10 +106,34 @@ fn start_parts(
 
 #[test]
 fn a_job_split_over_two_processes_counts_exactly_as_on_one() -> Result<()> {
-    let servers = servers(2)?;
+    split_count(&servers(2)?)
+}
+
+#[test]
+fn a_split_job_counts_the_same_over_authenticated_and_tls_connections() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+    split_count(&secured(2, &cluster_security(dir.path(), false)?)?)?;
+    split_count(&secured(2, &cluster_security(dir.path(), true)?)?)
+}
+
+#[test]
+fn a_sender_without_the_cluster_secret_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::internal(e.to_string()))?;
+    // Part 1's server holds another secret: part 0 cannot deliver to it, nor it to part 0.
+    let servers = vec![secured(1, &cluster_security(dir.path(), false)?)?.remove(0), servers(1)?.remove(0)];
+    let handles = start(&Args { n: 2_000, keys: 5 }, 2, &[0, 1], &servers)?;
+    for h in &handles {
+        let e = h.wait().expect_err("no part finishes without its peer");
+        let text = e.to_string();
+        assert!(text.contains("cluster secret") || text.contains("closed") || text.contains("lost"), "{text}");
+    }
+    Ok(())
+}
+
+fn split_count(servers: &[Arc<DataServer>]) -> Result<()> {
     let args = Args { n: 20_000, keys: 37 };
     // Slots interleaved over the parts: every exchange crosses between them both ways.
-    let handles = start(&args, 4, &[0, 1, 0, 1], &servers)?;
+    let handles = start(&args, 4, &[0, 1, 0, 1], servers)?;
     let results: Vec<JobResult> = handles.iter().map(|h| h.wait()).collect::<Result<_>>()?;
     let merged = JobResult::merge(results).ok_or_else(|| Error::internal("no parts"))?;
     let out = &merged.accumulators["out"];

@@ -89,6 +89,11 @@ impl PerJobCluster {
             command.arg("--detached").stderr(Stdio::null());
         }
         command.args(forwarded);
+        // The job's cluster proves a secret of its own on internal connections (unless this
+        // process has one, or the settings name a file): its JobManager hands it to its TaskManagers.
+        if let Some(secret) = weir_security::fresh_secret()? {
+            command.env(weir_security::SECRET_VARIABLE, secret.text());
+        }
         // Its own TaskManagers: containers with the docker provider, else processes.
         let cluster = settings_of(forwarded)?.cluster()?;
         // A network made here goes again unless the JobManager starts (then it is the cluster's).
@@ -117,9 +122,9 @@ impl PerJobCluster {
                 // The ready line tells where it listens; the rest is the job's output (print sinks).
                 let mut ready = false;
                 for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
-                    if !ready && let Some(rest) = line.split_whitespace().find_map(|w| w.strip_prefix("rest=http://")) {
+                    if !ready && let Some(rest) = line.split_whitespace().find_map(|w| w.strip_prefix("rest=")) {
                         ready = true;
-                        let _ = tx.send(rest.to_string());
+                        let _ = tx.send(crate::rest::announced(rest).to_string());
                     } else {
                         println!("{line}");
                     }
@@ -195,7 +200,7 @@ impl Drop for PerJobCluster {
         if let Some(mut child) = self.child.take() {
             // Asked to shut down, the JobManager stops its TaskManagers and removes its files.
             if !self.rest.is_empty() {
-                let _ = crate::rest::RestClient::new(&self.rest).delete("/cluster");
+                let _ = crate::rest::RestClient::started(&self.rest).delete("/cluster");
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {

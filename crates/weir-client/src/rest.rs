@@ -18,15 +18,79 @@ pub struct RestClient {
 }
 
 impl RestClient {
-    /// A client for the REST endpoint at `address` (`host:port`).
+    /// A client for the plain-HTTP REST endpoint at `address` (`host:port`).
     pub fn new(address: &str) -> RestClient {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let base = if address.starts_with("http://") { address.to_string() } else { format!("http://{address}") };
+        let base = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
         RestClient { base, agent }
+    }
+
+    /// A client for the REST endpoint at `address` of a cluster configured by `cluster`: HTTPS
+    /// with `security.ssl.rest.enabled`, trusting `security.ssl.rest.truststore` and presenting
+    /// `security.ssl.rest.keystore` with `security.ssl.rest.authentication-enabled`.
+    pub fn secured(address: &str, cluster: &ClusterConfig) -> Result<RestClient> {
+        let Some(tls) = weir_security::rest::client(cluster)? else {
+            return Ok(RestClient::new(address));
+        };
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+        let roots: Vec<Certificate<'static>> = tls.roots.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
+        let identity = match (&tls.identity, &cluster.security.rest_keystore) {
+            (Some((chain, _)), Some(keystore)) => {
+                // The key as ureq reads it: from the same PEM file, which weir-security checked.
+                let pem = std::fs::read(keystore)
+                    .map_err(|e| Error::io("cannot read security.ssl.rest.keystore", keystore, e))?;
+                let key = PrivateKey::from_pem(&pem)
+                    .map_err(|e| Error::Config(format!("security.ssl.rest.keystore ({keystore}): {e}")))?
+                    .to_owned();
+                let chain: Vec<Certificate<'static>> =
+                    chain.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
+                Some(ClientCert::new_with_certs(&chain, key))
+            }
+            _ => None,
+        };
+        let config = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(weir_security::rest::provider())
+            .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)))
+            .client_cert(identity)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(config)
+            .build()
+            .into();
+        let host = address.split_once("://").map_or(address, |(_, rest)| rest);
+        Ok(RestClient { base: format!("https://{host}"), agent })
+    }
+
+    /// A client for the endpoint at `url` (`http://` or `https://host:port`) of a JobManager this
+    /// process started and read the address from (its own child's output): over HTTPS it does
+    /// not check the certificate, since only that child listens on the port it announced.
+    pub fn started(url: &str) -> RestClient {
+        let Some(host) = url.strip_prefix("https://") else { return RestClient::new(url) };
+        use ureq::tls::{TlsConfig, TlsProvider};
+        let config = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(weir_security::rest::provider())
+            .disable_verification(true)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(config)
+            .build()
+            .into();
+        RestClient { base: format!("https://{host}"), agent }
+    }
+
+    /// The endpoint's base URL (`http://host:port` or `https://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn unreachable(&self, e: ureq::Error) -> Error {
@@ -158,9 +222,26 @@ pub fn cluster_rest_address(c: &ClusterConfig) -> Result<String> {
     }
 }
 
+/// The URL of a REST endpoint given as `host:port` (plain HTTP) or as a URL already.
+pub fn url(address: &str) -> String {
+    if address.contains("://") { address.to_string() } else { format!("http://{address}") }
+}
+
+/// An endpoint as a JobManager's ready line announces it (`rest=URL`): `host:port` for plain HTTP,
+/// the whole URL for HTTPS.
+pub fn announced(url: &str) -> &str {
+    url.strip_prefix("http://").unwrap_or(url)
+}
+
+/// A client for the cluster `settings` name (the endpoint at `explicit`, `-m`, if given), secured
+/// as the settings say.
+pub fn client(settings: &Settings, explicit: Option<&str>) -> Result<RestClient> {
+    RestClient::secured(&rest_address(settings, explicit)?, &settings.cluster()?)
+}
+
 /// `weir list`: the cluster's jobs.
-pub fn list(address: &str) -> Result<()> {
-    let jobs = RestClient::new(address).get("/jobs/overview")?;
+pub fn list(client: &RestClient) -> Result<()> {
+    let jobs = client.get("/jobs/overview")?;
     let jobs = jobs["jobs"].as_array().cloned().unwrap_or_default();
     if jobs.is_empty() {
         println!("No jobs.");
@@ -178,9 +259,8 @@ pub fn list(address: &str) -> Result<()> {
 
 /// `weir savepoint` and `weir stop`: takes a savepoint of `job` under `target` (`stop`:
 /// `Some(drain)` stops the job with it) and waits for it (bounded by an hour), printing where it is.
-pub fn savepoint(address: &str, job: &str, target: Option<&str>, stop: Option<bool>) -> Result<()> {
+pub fn savepoint(client: &RestClient, job: &str, target: Option<&str>, stop: Option<bool>) -> Result<()> {
     let id: weir_core::JobId = job.parse()?;
-    let client = RestClient::new(address);
     let triggered = match stop {
         None => client.post(&format!("/jobs/{id}/savepoints"), &serde_json::json!({ "target-directory": target }))?,
         Some(drain) => client
@@ -219,9 +299,9 @@ pub fn savepoint(address: &str, job: &str, target: Option<&str>, stop: Option<bo
 }
 
 /// `weir cancel`: cancels a job.
-pub fn cancel(address: &str, job: &str) -> Result<()> {
+pub fn cancel(client: &RestClient, job: &str) -> Result<()> {
     let id: weir_core::JobId = job.parse()?;
-    RestClient::new(address).patch(&format!("/jobs/{id}?mode=cancel"))?;
+    client.patch(&format!("/jobs/{id}?mode=cancel"))?;
     println!("Cancelled job {id}.");
     Ok(())
 }

@@ -196,6 +196,16 @@ pub fn start(
             )));
         }
     }
+    // Every process of the cluster proves a secret of its own on internal connections (unless
+    // this process has one in its environment, which they inherit); it stays in the private
+    // directory, where more TaskManagers can be pointed at it.
+    let mut settings = settings.to_vec();
+    let named = settings.iter().any(|s| s.starts_with("weir.security.cluster-secret-file="));
+    if !named && weir_security::fresh_secret()?.is_some() {
+        let file = dir.join("cluster.secret");
+        weir_security::write_secret_file(&file)?;
+        settings.extend(["-D".to_string(), format!("weir.security.cluster-secret-file={}", file.display())]);
+    }
     let t0 = Instant::now();
     let mut started: Vec<u32> = Vec::new();
     let result = (|| -> Result<ClusterState> {
@@ -206,7 +216,7 @@ pub fn start(
         let jm = spawn(&args, &jm_log)?;
         started.push(jm);
         let line = wait_ready(&jm_log, jm, Duration::from_secs(10))?;
-        let rest = field(&line, "rest=http://").to_string();
+        let rest = crate::rest::announced(field(&line, "rest=")).to_string();
         let rpc = field(&line, "rpc=").to_string();
         let rpc_port = rpc.rsplit(':').next().unwrap_or_default().to_string();
         let mut tms = Vec::new();
@@ -224,7 +234,7 @@ pub fn start(
         for (pid, log) in &tms {
             wait_ready(log, *pid, Duration::from_secs(10))?;
         }
-        let client = RestClient::new(&rest);
+        let client = RestClient::started(&rest);
         let deadline = Instant::now() + Duration::from_secs(10);
         while client.get("/overview")?["taskmanagers"].as_u64() != Some(u64::from(taskmanagers)) {
             if Instant::now() > deadline {
@@ -246,11 +256,11 @@ pub fn start(
             let text = serde_json::to_string_pretty(&state).map_err(|e| Error::internal(e.to_string()))?;
             fs::write(state_file(dir), text).map_err(|e| Error::io("cannot write the cluster state file", dir, e))?;
             eprintln!(
-                "Started a cluster in {:.0} ms: JobManager (pid {}), REST http://{}, {} TaskManager(s) with {} slot(s) \
+                "Started a cluster in {:.0} ms: JobManager (pid {}), REST {}, {} TaskManager(s) with {} slot(s) \
                  each; logs in {}",
                 t0.elapsed().as_secs_f64() * 1e3,
                 state.jobmanager,
-                state.rest,
+                crate::rest::url(&state.rest),
                 taskmanagers,
                 slots,
                 dir.display()
@@ -297,7 +307,7 @@ pub fn stop(dir: &Path) -> Result<()> {
     let pids = state.running();
     // Only to a JobManager that is still this cluster's (another may listen on its port now).
     if pids.contains(&state.jobmanager) {
-        let _ = RestClient::new(&state.rest).delete("/cluster");
+        let _ = RestClient::started(&state.rest).delete("/cluster");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
@@ -312,12 +322,12 @@ pub fn stop(dir: &Path) -> Result<()> {
 /// `cluster status`: what is running.
 pub fn status(dir: &Path) -> Result<()> {
     let state = read_state(dir)?;
-    let overview = RestClient::new(&state.rest).get("/overview")?;
+    let overview = RestClient::started(&state.rest).get("/overview")?;
     println!(
-        "JobManager: pid {} ({}), REST http://{}",
+        "JobManager: pid {} ({}), REST {}",
         state.jobmanager,
         if state.running().contains(&state.jobmanager) { "running" } else { "gone" },
-        state.rest
+        crate::rest::url(&state.rest)
     );
     println!(
         "TaskManagers: {} registered, {} slots ({} free)",

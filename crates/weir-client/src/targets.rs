@@ -33,7 +33,7 @@ impl Targets for WeirTargets {
             cluster.set(k, v)?;
         }
         match target {
-            "remote" => Ok(Arc::new(RestExecutor::remote(&crate::rest::cluster_rest_address(&cluster)?))),
+            "remote" => Ok(Arc::new(RestExecutor::remote(&crate::rest::cluster_rest_address(&cluster)?, &cluster))),
             "per-job" => {
                 let forwarded = settings.iter().flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")]).collect();
                 Ok(Arc::new(RestExecutor::per_job(forwarded, self.role_prefix.clone(), false)))
@@ -49,8 +49,8 @@ impl Targets for WeirTargets {
 /// Where a [`RestExecutor`] sends jobs.
 #[derive(Debug)]
 enum Destination {
-    /// A running cluster's REST address.
-    Remote(String),
+    /// A running cluster's REST address, and the settings its client is secured by.
+    Remote(String, Box<ClusterConfig>),
     /// A per-job cluster for each job, started from this program with these settings.
     PerJob { forwarded: Vec<String>, role_prefix: Vec<String>, detached: bool },
 }
@@ -62,9 +62,10 @@ pub struct RestExecutor {
 }
 
 impl RestExecutor {
-    /// Jobs go to the session cluster whose REST endpoint is at `address` (`host:port`).
-    pub fn remote(address: &str) -> RestExecutor {
-        RestExecutor { destination: Destination::Remote(address.to_string()) }
+    /// Jobs go to the session cluster whose REST endpoint is at `address` (`host:port`), over
+    /// HTTPS if `cluster` says so (`security.ssl.rest.*`).
+    pub fn remote(address: &str, cluster: &ClusterConfig) -> RestExecutor {
+        RestExecutor { destination: Destination::Remote(address.to_string(), Box::new(cluster.clone())) }
     }
 
     /// Every job gets a cluster of its own, started from this program with `forwarded` settings
@@ -78,7 +79,7 @@ impl RestExecutor {
 impl Executor for RestExecutor {
     fn target(&self) -> &str {
         match self.destination {
-            Destination::Remote(_) => "remote",
+            Destination::Remote(..) => "remote",
             Destination::PerJob { .. } => "per-job",
         }
     }
@@ -87,8 +88,8 @@ impl Executor for RestExecutor {
         // The cluster runs the job from the artifact that built it: this executable, uploaded to its
         // blob store unless the cluster has it already (a cluster started from this program does).
         graph.artifact = weir_core::graph::ArtifactDigest::current()?;
-        let (cluster, address, detached) = match &self.destination {
-            Destination::Remote(address) => (None, address.clone(), false),
+        let (cluster, client, detached) = match &self.destination {
+            Destination::Remote(address, settings) => (None, RestClient::secured(address, settings)?, false),
             Destination::PerJob { forwarded, role_prefix, detached } => {
                 let prefix: Vec<&str> = role_prefix.iter().map(String::as_str).collect();
                 // The cluster is this job's: it may read exactly the job's cached files.
@@ -98,12 +99,11 @@ impl Executor for RestExecutor {
                     forwarded.extend(["-D".to_string(), format!("weir.cached-files.allowed-dirs={}", files.join(","))]);
                 }
                 let cluster = PerJobCluster::start(&forwarded, &prefix, *detached)?;
-                eprintln!("Per-job cluster started: http://{}", cluster.rest);
-                let rest = cluster.rest.clone();
-                (Some(cluster), rest, *detached)
+                eprintln!("Per-job cluster started: {}", crate::rest::url(&cluster.rest));
+                let client = RestClient::started(&cluster.rest);
+                (Some(cluster), client, *detached)
             }
         };
-        let client = RestClient::new(&address);
         let exe = weir_core::graph::this_program()?;
         client.ensure_artifact(&exe, &graph.artifact)?;
         let answer = client.post(

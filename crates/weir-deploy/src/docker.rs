@@ -11,10 +11,15 @@ use crate::{BoxFuture, ResourceProvider, blocking, in_background};
 
 pub use crate::engine::{ContainerSpec, Docker};
 
-/// This process's `AWS_*` environment variables as `KEY=value`, for the containers it starts:
-/// checkpoint storage on S3 is configured by them in every process (see `CheckpointStorage::open`).
-pub fn aws_env() -> Vec<String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| format!("{k}={v}")).collect()
+/// This process's environment variables that every process of a cluster needs, as `KEY=value`,
+/// for the containers it starts: the `AWS_*` ones that configure checkpoint storage on S3 (see
+/// `CheckpointStorage::open`), and the cluster secret (`WEIR_CLUSTER_SECRET`) that internal
+/// connections prove.
+pub fn forwarded_env() -> Vec<String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k == "WEIR_CLUSTER_SECRET")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 /// TaskManagers as containers on the cluster's private network, started through the Docker Engine
@@ -97,7 +102,7 @@ impl DockerProvider {
             name: name.clone(),
             image: self.image.clone(),
             cmd,
-            env: [vec!["TMPDIR=/tmp".to_string()], aws_env()].concat(),
+            env: [vec!["TMPDIR=/tmp".to_string()], forwarded_env()].concat(),
             network: self.network.clone(),
             labels: vec![("weir.cluster".into(), self.network.clone())],
             ..Default::default()

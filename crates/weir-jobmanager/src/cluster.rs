@@ -41,6 +41,8 @@ pub struct Cluster {
     pub results: crate::results::JobResultStore,
     /// High availability (`high-availability.type`), if on.
     pub ha: Option<Arc<crate::ha::Ha>>,
+    /// How TaskManagers' connections are secured (TLS, the cluster secret).
+    pub security: Arc<weir_security::Internal>,
     /// The Dispatcher's inbox.
     pub(crate) dispatcher: mpsc::UnboundedSender<DispatcherEvent>,
     /// The ResourceManager's inbox.
@@ -84,6 +86,7 @@ impl Cluster {
             started: Instant::now(),
             blobs,
             provider: options.provider,
+            security: options.security.unwrap_or_else(weir_security::Internal::open),
             rpc_address,
             per_job: options.per_job,
             job_defaults: options.job_defaults,

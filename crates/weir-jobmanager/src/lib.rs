@@ -55,7 +55,7 @@ pub struct JobManager {
 
 impl JobManager {
     /// Binds both endpoints and starts serving; returns once both listen.
-    pub async fn start(config: ClusterConfig, options: Options) -> Result<JobManager> {
+    pub async fn start(config: ClusterConfig, mut options: Options) -> Result<JobManager> {
         if options.per_job && config.ha.enabled() {
             return Err(Error::Config(
                 "high-availability.type applies to session clusters: a per-job cluster lives and dies with its one \
@@ -63,6 +63,13 @@ impl JobManager {
                     .into(),
             ));
         }
+        let security = match options.security.take() {
+            Some(s) => s,
+            None => weir_security::Internal::from_config(&config)?,
+        };
+        security.warn_if_open("jobmanager");
+        options.security = Some(security);
+        let rest_tls = weir_security::rest::server_config(&config)?;
         let rpc_at = format!("{}:{}", config.rpc_address, config.rpc_port);
         let rpc = TcpListener::bind(&rpc_at).await.map_err(|e| Error::Network {
             context: "cannot listen for TaskManagers on (jobmanager.rpc.address/port; is the port in use?)".into(),
@@ -129,10 +136,21 @@ impl JobManager {
         tokio::spawn(rpc::serve(rpc, cluster.clone()));
         let app = rest::router(cluster.clone());
         let shutdown = cluster.clone();
-        tokio::spawn(async move {
-            let _ =
-                axum::serve(rest, app).with_graceful_shutdown(async move { shutdown.shutdown_requested().await }).await;
-        });
+        match rest_tls {
+            None => {
+                tokio::spawn(async move {
+                    let stop = async move { shutdown.shutdown_requested().await };
+                    let _ = axum::serve(rest, app).with_graceful_shutdown(stop).await;
+                });
+            }
+            Some(tls) => {
+                let listener = rest::tls::TlsListener::new(rest, tls);
+                tokio::spawn(async move {
+                    let stop = async move { shutdown.shutdown_requested().await };
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+                });
+            }
+        }
         info!(%rest_address, %rpc_address, "JobManager started");
         Ok(JobManager { rest_address, rpc_address, cluster })
     }

@@ -23,6 +23,7 @@ mod checkpoints;
 mod common;
 mod guard;
 mod openapi;
+pub mod tls;
 
 use common::{Shared, error, parse_job, refused, with_job};
 use openapi::Endpoint;
@@ -100,7 +101,8 @@ async fn leader_only(State(c): Shared, request: axum::extract::Request, next: ax
     match ha.leader().filter(|l| l.info.id != ha.me.id) {
         Some(leader) => {
             let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let location = format!("http://{}{path}", leader.info.rest);
+            let scheme = weir_security::rest::scheme(&c.config);
+            let location = format!("{scheme}://{}{path}", leader.info.rest);
             (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response()
         }
         None => error(StatusCode::SERVICE_UNAVAILABLE, ha.not_leading().to_string()),

@@ -41,7 +41,7 @@ pub async fn serve(listener: TcpListener, cluster: Arc<Cluster>) {
 
 /// Streams an artifact from the blob store to a TaskManager that asked for it.
 async fn send_artifact(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     cluster: &Cluster,
     digest: &weir_core::ArtifactDigest,
     who: &str,
@@ -66,14 +66,16 @@ async fn send_artifact(
     Ok(())
 }
 
-async fn connection(mut stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> Result<()> {
+async fn connection(tcp: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> Result<()> {
     let who = format!("TaskManager at {peer}");
     // Control messages are small and answered at once: do not let Nagle hold them back.
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    // Nobody who cannot prove membership (TLS, the cluster secret) gets to say anything.
+    let mut stream = cluster.security.accept_async(tcp, &who).await?;
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who))
         .await
         .map_err(|_| weir_core::Error::external(who.clone(), "it sent no handshake within 10 s", false))??;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let first: Option<ToJobManager> =
         tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd)).await.unwrap_or(Ok(None))?;
     if let Some(ToJobManager::FetchArtifact { digest }) = &first {

@@ -29,6 +29,8 @@ pub struct Options {
     /// The job keys of the JobManager's own configuration: defaults for every job it runs, under
     /// the job's own settings (as Flink's cluster configuration is for its jobs).
     pub job_defaults: weir_core::config::JobConfig,
+    /// How internal connections are secured (`None`: as the configuration says, `security.*`).
+    pub security: Option<Arc<weir_security::Internal>>,
 }
 
 /// A registered TaskManager, as the ResourceManager keeps it.

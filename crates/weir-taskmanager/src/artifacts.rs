@@ -14,22 +14,25 @@ use weir_core::blob::{BlobWriter, path_in, sweep_temporaries};
 use weir_core::protocol::blocking::{exchange_handshake, read_frame, write_frame};
 use weir_core::protocol::{ToJobManager, ToTaskManager};
 use weir_core::{ArtifactDigest, Error, Result};
+use weir_security::Internal;
 
 /// Fetched artifacts by digest.
 #[derive(Debug)]
 pub struct ArtifactCache {
     dir: PathBuf,
     max_bytes: u64,
+    security: Arc<Internal>,
     /// One fetch at a time per artifact; others wait for it and reuse the result.
     fetching: Mutex<HashMap<ArtifactDigest, Arc<Mutex<()>>>>,
 }
 
 impl ArtifactCache {
-    /// The cache in `dir` (or the default directory), for artifacts of at most `max_bytes`.
-    pub fn new(dir: Option<&str>, max_bytes: u64) -> ArtifactCache {
+    /// The cache in `dir` (or the default directory), for artifacts of at most `max_bytes`,
+    /// fetched over connections secured by `security`.
+    pub fn new(dir: Option<&str>, max_bytes: u64, security: Arc<Internal>) -> ArtifactCache {
         let dir = dir.map(PathBuf::from).unwrap_or_else(default_dir);
         sweep_temporaries(&dir);
-        ArtifactCache { dir, max_bytes, fetching: Mutex::new(HashMap::new()) }
+        ArtifactCache { dir, max_bytes, security, fetching: Mutex::new(HashMap::new()) }
     }
 
     /// The cache directory.
@@ -67,7 +70,8 @@ impl ArtifactCache {
             peer: format!("the JobManager at {jobmanager}"),
             source: e,
         };
-        let mut stream = TcpStream::connect(jobmanager).map_err(|e| net("cannot fetch an artifact from", e))?;
+        let tcp = TcpStream::connect(jobmanager).map_err(|e| net("cannot fetch an artifact from", e))?;
+        let mut stream = self.security.connect(tcp, &format!("JobManager at {jobmanager}"))?;
         // A stalled JobManager must not hang a deployment forever.
         stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| net("cannot configure", e))?;
         exchange_handshake(&mut stream, &format!("JobManager at {jobmanager}"))?;

@@ -28,6 +28,7 @@ use weir_core::protocol::{Deployment, ToJobManager, ToTaskManager};
 use weir_core::{Error, JobId, JobStatus, Result};
 use weir_runtime::local::JobHandle;
 use weir_runtime::net::DataServer;
+use weir_security::{AsyncStream, Internal};
 
 /// How long to keep trying to reach the JobManager at start-up.
 const CONNECT_ATTEMPTS: u32 = 20;
@@ -43,11 +44,13 @@ pub struct Options {
     /// The job keys of the TaskManager's own configuration: defaults for the jobs it runs, under
     /// each job's own settings.
     pub job_defaults: JobConfig,
+    /// How its connections are secured (`None`: as `cluster` says, `security.*`).
+    pub security: Option<Arc<Internal>>,
 }
 
 /// A TaskManager that registered with its JobManager.
 pub struct Registered {
-    stream: TcpStream,
+    stream: Box<dyn AsyncStream>,
     /// Its id.
     pub id: String,
     /// The JobManager's address.
@@ -83,7 +86,11 @@ pub async fn register(options: &Options) -> Result<Registered> {
 pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Result<Registered> {
     let address = address.to_string();
     let mut attempt = 0;
-    let mut stream = loop {
+    let security = match &options.security {
+        Some(s) => s.clone(),
+        None => Internal::from_config(&options.cluster)?,
+    };
+    let tcp = loop {
         match TcpStream::connect(&address).await {
             Ok(s) => break s,
             Err(e) if attempt + 1 < attempts.max(1) => {
@@ -103,8 +110,11 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
             }
         }
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let who = format!("JobManager at {address}");
+    // Other TaskManagers reach this one where the JobManager's connection comes from, unless told.
+    let local_ip = tcp.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into());
+    let mut stream = security.connect_async(tcp, &who).await?;
     tokio::time::timeout(Duration::from_secs(10), exchange_handshake(&mut stream, &who)).await.map_err(|_| {
         Error::external(
             who.clone(),
@@ -112,11 +122,9 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
             true,
         )
     })??;
-    // Other TaskManagers reach this one where the JobManager's connection comes from, unless told.
-    let local_ip = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "127.0.0.1".into());
     let host = options.cluster.taskmanager_host.clone().unwrap_or(local_ip);
     let bind = options.cluster.taskmanager_bind_host.clone().unwrap_or_else(|| host.clone());
-    let data = DataServer::start(&format!("{bind}:{}", options.cluster.data_port), &host)?;
+    let data = DataServer::start(&format!("{bind}:{}", options.cluster.data_port), &host, security.clone())?;
     let artifact = tokio::task::spawn_blocking(ArtifactDigest::current)
         .await
         .map_err(|e| Error::internal(format!("cannot hash this executable: {e}")))??;
@@ -146,6 +154,7 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
                 artifacts: std::sync::Arc::new(artifacts::ArtifactCache::new(
                     options.cluster.blob_dir.as_deref(),
                     options.cluster.blob_max_bytes,
+                    security,
                 )),
                 shared: options.cluster.job_isolation_shared,
             })
@@ -173,7 +182,7 @@ pub fn default_id() -> String {
 /// (that last outcome is queued too), or until the receiver is dropped; notes when each frame
 /// arrived (however long the loop takes to get to it).
 fn read_frames(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: tokio::io::ReadHalf<Box<dyn AsyncStream>>,
 ) -> (mpsc::Receiver<Result<Option<ToTaskManager>>>, Arc<Heard>, ReaderGuard) {
     let (tx, rx) = mpsc::channel(16);
     let heard = Arc::new(Heard { since: std::time::Instant::now(), last_ms: AtomicU64::new(0) });
@@ -247,7 +256,7 @@ pub async fn serve(
         ..
     } = registered;
     let mut deposed = std::pin::pin!(deposed);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     // Frames are read on a task of their own and queued: a read inside the `select!` below would
     // be dropped half-way whenever a tick or an event came first, losing the bytes it had read
     // and leaving the stream mid-frame (a healthy connection then looked corrupt). A queue's

@@ -75,7 +75,9 @@ impl WorkerArgs {
 /// The worker process: connects to its TaskManager, runs the one part it is given, reports, and
 /// exits when the TaskManager closes the connection (or asks it to).
 pub fn run_worker(registry: Registry, args: WorkerArgs) -> Result<()> {
-    let data = DataServer::start(&format!("{}:0", args.bind_host), &args.data_host)?;
+    // The TaskManager handed its security down through the environment.
+    let security = weir_security::Internal::from_env()?;
+    let data = DataServer::start(&format!("{}:0", args.bind_host), &args.data_host, security)?;
     let mut stream = TcpStream::connect(&args.connect).map_err(|e| Error::Network {
         context: "a worker cannot reach".into(),
         peer: format!("its TaskManager at {}", args.connect),
@@ -341,7 +343,8 @@ async fn run(
         _ = cancellation(control) => return cancelled,
     };
     // 2. The worker process, connecting back with its token.
-    let started = start_worker(&path, &digest, job_id, attempt, data_host, bind_host, control).await?;
+    let security = data.security().clone();
+    let started = start_worker(&path, &digest, job_id, attempt, (data_host, bind_host), security, control).await?;
     let Started::Up { child, stream, pid, worker_data } = started else {
         return Ok(match started {
             Started::Killed(end) => Some(end),
@@ -392,8 +395,8 @@ async fn start_worker(
     digest: &ArtifactDigest,
     job_id: JobId,
     attempt: u32,
-    data_host: String,
-    bind_host: String,
+    (data_host, bind_host): (String, String),
+    security: Arc<weir_security::Internal>,
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
 ) -> Result<Started> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Network {
@@ -415,6 +418,7 @@ async fn start_worker(
         .args(["--weir", "worker"])
         .args(args.to_args())
         .env(TOKEN_VARIABLE, &args.token)
+        .envs(security.child_env())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -37,8 +37,11 @@ fn deployment(job_id: JobId, padding: usize) -> weir_core::Result<ToTaskManager>
 /// A TaskManager registered with a JobManager stand-in that accepted it with heartbeats every
 /// `interval_ms` and `timeout_ms` of silence allowed: the stand-in's end of the connection, the
 /// TaskManager's task (its outcome) and what stops it.
-type Standin =
-    (tokio::net::TcpStream, tokio::task::JoinHandle<weir_core::Result<()>>, tokio::sync::oneshot::Sender<()>);
+type Standin = (
+    Box<dyn weir_security::AsyncStream>,
+    tokio::task::JoinHandle<weir_core::Result<()>>,
+    tokio::sync::oneshot::Sender<()>,
+);
 
 async fn standin(interval_ms: u64, timeout_ms: u64) -> weir_core::Result<Standin> {
     let io = |e: std::io::Error| weir_core::Error::internal(e.to_string());
@@ -53,8 +56,14 @@ async fn standin(interval_ms: u64, timeout_ms: u64) -> weir_core::Result<Standin
     ] {
         config.set(k, &v)?;
     }
-    let options =
-        weir_taskmanager::Options { id: Some("tm-1".into()), cluster: config, job_defaults: JobConfig::default() };
+    // The stand-in proves the same cluster secret as a JobManager would.
+    let security = weir_security::Internal::open().with_secret(weir_security::Secret::generate()?);
+    let options = weir_taskmanager::Options {
+        id: Some("tm-1".into()),
+        cluster: config,
+        job_defaults: JobConfig::default(),
+        security: Some(security.clone()),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let taskmanager = tokio::spawn(async move {
         let registered = weir_taskmanager::register(&options).await?;
@@ -63,7 +72,8 @@ async fn standin(interval_ms: u64, timeout_ms: u64) -> weir_core::Result<Standin
         })
         .await
     });
-    let (mut stream, _) = listener.accept().await.map_err(io)?;
+    let (tcp, _) = listener.accept().await.map_err(io)?;
+    let mut stream = security.accept_async(tcp, "the TaskManager").await?;
     exchange_handshake(&mut stream, "the TaskManager").await?;
     let registered = read_frame::<_, ToJobManager>(&mut stream).await?;
     assert!(matches!(registered, Some(ToJobManager::Register { .. })), "{registered:?}");

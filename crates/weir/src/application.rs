@@ -543,7 +543,9 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
         provider: provider.clone(),
         per_job: false,
         job_defaults: app.settings.job_config()?,
+        security: None,
     };
+    let scheme = weir_security::rest::scheme(&cluster);
     let jm = runtime.block_on(weir_jobmanager::JobManager::start(cluster, options))?;
     let cluster = jm.cluster().clone();
     // A JobManager taking over keeps its predecessor's start time; main submits the jobs again.
@@ -575,7 +577,10 @@ pub fn run(app: ApplicationArgs<'_>, driver: Driver, main: Main<'_>) -> Result<(
         closing: AtomicBool::new(false),
         provider,
     });
-    println!("weir jobmanager ready: rest=http://{} rpc={} application={}", jm.rest_address, jm.rpc_address, app.id);
+    println!(
+        "weir jobmanager ready: rest={scheme}://{} rpc={} application={}",
+        jm.rest_address, jm.rpc_address, app.id
+    );
     if let Some(ha) = &application.ha {
         info!(application = %app.id, "standing by until this JobManager leads the cluster");
         runtime.block_on(ha.until_ready());

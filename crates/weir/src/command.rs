@@ -298,7 +298,7 @@ fn run(program: &Program<'_>, request: RunRequest<'_>) -> Result<()> {
     let driver = match target {
         "remote" => {
             let address = remote::rest_address(&settings, jobmanager)?;
-            driver.with_executor(Arc::new(RestExecutor::remote(&address)))
+            driver.with_executor(Arc::new(RestExecutor::remote(&address, &settings.cluster()?)))
         }
         "per-job" => {
             if jobmanager.is_some() {
@@ -383,17 +383,17 @@ fn dispatch(program: &Program<'_>, command: &Command) -> Result<()> {
         }
         Command::Stop { job_id, savepoint_path, drain, jobmanager, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            let address = remote::rest_address(&settings, jobmanager.as_deref())?;
-            remote::savepoint(&address, job_id, savepoint_path.as_deref(), Some(*drain))
+            let client = remote::client(&settings, jobmanager.as_deref())?;
+            remote::savepoint(&client, job_id, savepoint_path.as_deref(), Some(*drain))
         }
         Command::Info(info) => print_info(registry, info),
         Command::List { jobmanager, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            remote::list(&remote::rest_address(&settings, jobmanager.as_deref())?)
+            remote::list(&remote::client(&settings, jobmanager.as_deref())?)
         }
         Command::Cancel { job_id, jobmanager, common } => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            remote::cancel(&remote::rest_address(&settings, jobmanager.as_deref())?, job_id)
+            remote::cancel(&remote::client(&settings, jobmanager.as_deref())?, job_id)
         }
         Command::RunApplication { target, artifact, args, common } => run_application(target, artifact, args, common),
         Command::Image { artifact, tag, common } => image(artifact.as_deref(), tag.as_deref(), common),
@@ -490,8 +490,8 @@ fn savepoint(
         (None, None) => Err(Error::Config("give the job's id (see `weir list`), or --dispose PATH".into())),
         (None, Some(job)) => {
             let settings = Settings::gather(common.config.as_deref(), None, &common.define)?;
-            let address = remote::rest_address(&settings, jobmanager)?;
-            remote::savepoint(&address, job, target, None)
+            let client = remote::client(&settings, jobmanager)?;
+            remote::savepoint(&client, job, target, None)
         }
     }
 }

@@ -50,6 +50,20 @@ pub fn check_artifact(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The secret of the HA application cluster `cluster_id`: made by its first JobManager's launch,
+/// read by the standbys' (a file readable by this user only, in a directory of this user's).
+fn shared_secret(store: &JobResultStore, cluster_id: &str) -> Result<weir_security::Secret> {
+    let dir = store.dir().join("secrets");
+    weir_core::blob::private_dir(&dir)
+        .map_err(|e| Error::io("cannot create the directory of cluster secrets", &dir, e))?;
+    let file = dir.join(cluster_id.replace('/', "_"));
+    match weir_security::read_secret_file(&file.display().to_string()) {
+        Ok(secret) => Ok(secret),
+        Err(_) if !file.exists() => weir_security::write_secret_file(&file),
+        Err(e) => Err(e),
+    }
+}
+
 /// `run-application -t process`: starts the application's JobManager from `artifact` as a process of
 /// its own (in its own process group, so the client's terminal does not stop it), with `forwarded`
 /// settings, and returns once it has recorded that it runs.
@@ -90,6 +104,18 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
         .stdout(log)
         .stderr(log2);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // The application's cluster proves a secret of its own (unless this process has one, or the
+    // settings name a file): its JobManager hands it to the TaskManagers it starts. With high
+    // availability, the standby JobManagers of the same cluster id must prove the same one (the
+    // TaskManagers follow whichever leads): it is kept beside the results, private to this user.
+    if weir_security::fresh_secret()?.is_some() {
+        let secret = if cluster.ha.enabled() {
+            shared_secret(&store, &cluster.ha.cluster_id)?
+        } else {
+            weir_security::Secret::generate()?
+        };
+        command.env(weir_security::SECRET_VARIABLE, secret.text());
+    }
     let mut child = command.spawn().map_err(|e| Error::io("cannot start the application from", artifact, e))?;
     let output = || format!("its last output:\n{}", tail(&log_path));
     if let Some(leader) = running {
@@ -168,7 +194,16 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
         name: name.clone(),
         image,
         cmd,
-        env: [vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()], weir_deploy::docker::aws_env()].concat(),
+        env: [
+            vec![format!("WEIR_CONTAINER={name}"), "TMPDIR=/tmp".into()],
+            weir_deploy::docker::forwarded_env(),
+            // The application's cluster proves a secret of its own (unless this process has one).
+            weir_security::fresh_secret()?
+                .map(|s| format!("{}={}", weir_security::SECRET_VARIABLE, s.text()))
+                .into_iter()
+                .collect(),
+        ]
+        .concat(),
         network: name.clone(),
         labels: vec![("weir.cluster".into(), name.clone()), ("weir.application".into(), id.to_string())],
         binds: vec![format!("{socket}:/var/run/docker.sock"), format!("{}:/weir/results", store_dir.display())],

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -47,6 +48,8 @@ pub struct MiniCluster {
     registry: Registry,
     /// The TaskManagers' settings.
     config: ClusterConfig,
+    /// How its processes' connections are secured (a secret of its own at least).
+    security: Arc<weir_security::Internal>,
     /// TaskManagers added so far (their ids are `taskmanager-N`).
     added: usize,
 }
@@ -103,9 +106,17 @@ impl MiniCluster {
             .enable_all()
             .build()
             .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
-        let jobmanager = runtime.block_on(JobManager::start(config.clone(), weir_jobmanager::Options::default()))?;
+        // Its ports are on loopback, which other users of the machine reach too: unless the
+        // settings secure it otherwise, the cluster proves a secret of its own on every connection.
+        let mut security = weir_security::Internal::from_config(&config)?;
+        if security.secret().is_none() {
+            security = security.with_secret(weir_security::Secret::generate()?);
+        }
+        let options = weir_jobmanager::Options { security: Some(security.clone()), ..Default::default() };
+        let jobmanager = runtime.block_on(JobManager::start(config.clone(), options))?;
         config.set("jobmanager.rpc.port", &jobmanager.rpc_address.port().to_string())?;
-        let mut cluster = MiniCluster { runtime, jobmanager, taskmanagers: Vec::new(), registry, config, added: 0 };
+        let mut cluster =
+            MiniCluster { runtime, jobmanager, taskmanagers: Vec::new(), registry, config, security, added: 0 };
         for _ in 0..taskmanagers {
             cluster.add_taskmanager()?;
         }
@@ -135,6 +146,7 @@ impl MiniCluster {
             id: Some(id.clone()),
             cluster: self.config.clone(),
             job_defaults: JobConfig::default(),
+            security: Some(self.security.clone()),
         };
         let registered = self.runtime.block_on(weir_taskmanager::register(&options))?;
         let (stop, stopped) = oneshot::channel::<()>();

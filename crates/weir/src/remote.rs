@@ -11,7 +11,7 @@ use weir_core::config::ClusterConfig;
 use weir_core::{Error, Result};
 use weir_deploy::{DockerProvider, ProcessProvider, ResourceProvider};
 
-pub use weir_client::rest::{RestClient, cancel, cluster_rest_address, list, rest_address, savepoint};
+pub use weir_client::rest::{RestClient, cancel, client, cluster_rest_address, list, rest_address, savepoint};
 pub use weir_client::runtime;
 pub use weir_client::settings::Settings;
 
@@ -77,10 +77,12 @@ pub fn jobmanager(
     settings.execution()?;
     let job_defaults = settings.job_config()?;
     let provider = provider(&cluster, forwarded, role_prefix, detached)?;
-    let options = weir_jobmanager::Options { provider: provider.clone(), per_job, job_defaults };
+    let options = weir_jobmanager::Options { provider: provider.clone(), per_job, job_defaults, security: None };
+    let cluster_config = cluster.clone();
     let outcome = runtime()?.block_on(async {
         let jm = weir_jobmanager::JobManager::start(cluster, options).await?;
-        println!("weir jobmanager ready: rest=http://{} rpc={}", jm.rest_address, jm.rpc_address);
+        let scheme = weir_security::rest::scheme(&cluster_config);
+        println!("weir jobmanager ready: rest={scheme}://{} rpc={}", jm.rest_address, jm.rpc_address);
         let _ = std::io::stdout().flush();
         tokio::select! {
             _ = jm.wait_for_shutdown() => {}
@@ -100,8 +102,12 @@ pub fn jobmanager(
 
 /// `weir taskmanager`: registers with the JobManager and runs what it deploys.
 pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) -> Result<()> {
-    let mut options =
-        weir_taskmanager::Options { id, cluster: settings.cluster()?, job_defaults: settings.job_config()? };
+    let mut options = weir_taskmanager::Options {
+        id,
+        cluster: settings.cluster()?,
+        job_defaults: settings.job_config()?,
+        security: None,
+    };
     runtime()?.block_on(async {
         if let Some(ha) = weir_ha::connect(&options.cluster.ha).await? {
             // One id for every registration, so the leaders see the same TaskManager.

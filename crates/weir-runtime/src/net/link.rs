@@ -4,9 +4,11 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use weir_security::{Internal, Stream};
 
 use serde::Serialize;
 use weir_core::{Error, Result};
@@ -24,14 +26,14 @@ pub struct Credits {
 }
 
 struct Connected {
-    writer: Mutex<TcpStream>,
-    control: TcpStream,
+    writer: Mutex<Stream>,
+    control: Stream,
 }
 
 /// What opening a data connection gave.
 enum Opened {
     /// A connection, handshake done.
-    Stream(TcpStream),
+    Stream(Stream),
     /// The part runs in a worker process at this address.
     Redirect(String),
 }
@@ -46,6 +48,7 @@ pub struct OutLink {
     open: AtomicUsize,
     broken: AtomicBool,
     cancel: CancelToken,
+    security: Arc<Internal>,
 }
 
 impl OutLink {
@@ -55,6 +58,7 @@ impl OutLink {
         channels: &[u32],
         capacity: u32,
         cancel: CancelToken,
+        security: Arc<Internal>,
     ) -> Arc<OutLink> {
         let credits = channels
             .iter()
@@ -68,6 +72,7 @@ impl OutLink {
             open: AtomicUsize::new(channels.len()),
             broken: AtomicBool::new(false),
             cancel,
+            security,
         })
     }
 
@@ -102,7 +107,7 @@ impl OutLink {
     /// Connects to `peer` and exchanges the data handshake.
     fn open(&self, peer: &str) -> Result<Opened> {
         let deadline = Instant::now() + CONNECT_WAIT;
-        let mut stream = loop {
+        let tcp = loop {
             let addrs: Vec<_> = peer.to_socket_addrs().map_err(|e| io_error("cannot resolve", peer, e))?.collect();
             let mut failure = std::io::Error::other("the address resolves to nothing");
             let mut opened = None;
@@ -123,7 +128,8 @@ impl OutLink {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream = self.security.connect(tcp, &format!("TaskManager at {peer}"))?;
         stream.write_all(&self.hello).map_err(|e| io_error("cannot send the data handshake to", peer, e))?;
         // The receiver answers once its part is deployed: wait for that, but stay cancellable.
         let mut answer = [0u8; 1];
@@ -170,7 +176,7 @@ impl OutLink {
         }
     }
 
-    fn read_credits(&self, stream: TcpStream) {
+    fn read_credits(&self, stream: Stream) {
         let mut reader = std::io::BufReader::new(stream);
         let mut frame = [0u8; 8];
         while reader.read_exact(&mut frame).is_ok() {

@@ -147,7 +147,8 @@ impl PartWiring {
         hello[28..32].copy_from_slice(&a.part.to_be_bytes());
         hello[32..36].copy_from_slice(&to.to_be_bytes());
         let channels = self.outbound.get(&to).cloned().unwrap_or_default();
-        let link = OutLink::new(peer, hello, &channels, self.capacity, self.cancel.clone());
+        let security = self.placement.server.security().clone();
+        let link = OutLink::new(peer, hello, &channels, self.capacity, self.cancel.clone(), security);
         self.links.insert(to, link.clone());
         Ok(link)
     }

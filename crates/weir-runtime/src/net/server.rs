@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 use weir_core::{Error, JobId, Result};
+use weir_security::{Internal, Stream};
 
 use super::proto::{DATA_PROTOCOL_VERSION, MAGIC, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
 use super::wire::Decoder;
@@ -15,7 +16,7 @@ use super::wire::Decoder;
 /// The receiving side's way back to a sender: credits for one connection.
 #[derive(Default)]
 pub struct CreditLink {
-    stream: Mutex<Option<TcpStream>>,
+    stream: Mutex<Option<Stream>>,
 }
 
 impl CreditLink {
@@ -73,7 +74,7 @@ struct InboundGroup {
 #[derive(Default)]
 struct InboundPart {
     groups: HashMap<u32, InboundGroup>,
-    streams: Vec<TcpStream>,
+    streams: Vec<Stream>,
 }
 
 pub(super) type PartKey = (JobId, u32, u32);
@@ -86,6 +87,7 @@ pub struct DataServer {
     /// after `parts` only.
     redirects: Mutex<HashMap<(JobId, u32), String>>,
     registered: Condvar,
+    security: Arc<Internal>,
 }
 
 impl std::fmt::Debug for DataServer {
@@ -96,8 +98,9 @@ impl std::fmt::Debug for DataServer {
 
 impl DataServer {
     /// Listens on `bind` (`host:port`, port 0 for any free one); `advertise` is the host other
-    /// processes reach this one by. The server lives as long as the process.
-    pub fn start(bind: &str, advertise: &str) -> Result<Arc<DataServer>> {
+    /// processes reach this one by; connections in and out are secured by `security`. The server
+    /// lives as long as the process.
+    pub fn start(bind: &str, advertise: &str, security: Arc<Internal>) -> Result<Arc<DataServer>> {
         let listener = TcpListener::bind(bind).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                 "the data port is in use (taskmanager.data.port): pick another port, or 0 for any free one;"
@@ -112,6 +115,7 @@ impl DataServer {
             parts: Default::default(),
             redirects: Default::default(),
             registered: Condvar::new(),
+            security,
         });
         let s = server.clone();
         std::thread::Builder::new()
@@ -137,6 +141,11 @@ impl DataServer {
             })
             .map_err(|e| Error::internal(format!("cannot start the data server thread: {e}")))?;
         Ok(server)
+    }
+
+    /// How this process's data connections are secured.
+    pub fn security(&self) -> &Arc<Internal> {
+        &self.security
     }
 
     /// The address other processes send to.
@@ -182,13 +191,14 @@ impl DataServer {
         }
     }
 
-    fn inbound(&self, mut stream: TcpStream) -> Result<()> {
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "a peer".into());
-        let _ = stream.set_nodelay(true);
+    fn inbound(&self, tcp: std::net::TcpStream) -> Result<()> {
+        let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "a peer".into());
+        let _ = tcp.set_nodelay(true);
+        let mut stream = self.security.accept(tcp, &format!("sender at {peer}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| io_error("cannot configure", &peer, e))?;
         let mut hello = [0u8; 36];
         stream.read_exact(&mut hello).map_err(|e| io_error("no data handshake from", &peer, e))?;
-        let refuse = |stream: &mut TcpStream, why: String| -> Result<()> {
+        let refuse = |stream: &mut Stream, why: String| -> Result<()> {
             let mut answer = vec![1u8];
             answer.extend_from_slice(&(why.len() as u32).to_be_bytes());
             answer.extend_from_slice(why.as_bytes());

@@ -501,11 +501,13 @@ fn bad_peers_and_addresses_are_clear_errors() {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };
-    let _ = s.write_all(b"WEIR\0\0\0\x63");
+    // (The connection's security handshake first: this cluster has no secret, so a bare hello.)
+    let _ = s.write_all(b"WSEC\x01\0\0\0WEIR\0\0\0\x63");
     let mut answer = Vec::new();
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.read_to_end(&mut answer);
-    assert_eq!(&answer[..4], b"WEIR", "the JobManager answers with its own handshake, then closes");
+    assert_eq!(&answer[..4], b"WSEC", "the JobManager answers with its security hello");
+    assert_eq!(&answer[8..12], b"WEIR", "then with its own protocol handshake, then closes");
     assert_eq!(c.get("/overview").1["taskmanagers"], 0);
 
     // A TaskManager pointed at something that is not a JobManager of its version.
@@ -516,7 +518,7 @@ fn bad_peers_and_addresses_are_clear_errors() {
     let fake_port = fake.local_addr().map(|a| a.port()).unwrap_or(0);
     std::thread::spawn(move || {
         if let Ok((mut s, _)) = fake.accept() {
-            let _ = s.write_all(b"WEIR\0\0\0\x63");
+            let _ = s.write_all(b"WSEC\x01\0\0\0WEIR\0\0\0\x63");
             std::thread::sleep(Duration::from_millis(500));
         }
     });

@@ -85,6 +85,16 @@ fn cluster_start_status_and_stop_leave_nothing_running() {
     assert!(text(&status.stdout).contains("2 registered, 4 slots"), "{}", text(&status.stdout));
     let job = run(&["run", "-t", "remote", "-m", &rest, "wordcount", "--args", &bundled(), "-p", "2"]);
     assert!(job.status.success(), "{}", text(&job.stderr));
+    // Its processes prove a secret of their own, kept in the private directory: a TaskManager
+    // without it is refused, one pointed at the file joins.
+    let secret = dir.join("cluster.secret");
+    assert_eq!(std::fs::metadata(&secret).map(|m| m.permissions().mode() & 0o777).unwrap_or(0), 0o600);
+    let rpc = state["rpc"].as_str().unwrap_or_default().rsplit(':').next().unwrap_or_default().to_string();
+    let port = format!("jobmanager.rpc.port={rpc}");
+    let stranger = run(&["taskmanager", "-D", &port]);
+    assert!(!stranger.status.success());
+    assert!(text(&stranger.stderr).contains("requires a cluster secret"), "{}", text(&stranger.stderr));
+    assert!(text(&run(&["cluster", "status", "--dir", &d]).stdout).contains("2 registered"));
     // A second start from the same directory is refused while the first runs.
     let mut again = vec!["cluster", "start", "--dir", &d];
     again.extend(ports);

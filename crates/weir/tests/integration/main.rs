@@ -21,6 +21,7 @@ mod providers;
 mod rest_guard;
 mod results;
 mod s3;
+mod security;
 mod triggers;
 mod window_checkpoints;
 mod windows;
