@@ -10,6 +10,7 @@
 #   - etcd and ZooKeeper from Debian's packages, and iproute2 (the HA tests start their own servers
 #     on loopback or in network namespaces they make; the packages' own services are not used);
 #   - strace (a test watches a job's fsync calls to prove its checkpoints are made durable);
+#   - iptables (the partition test drops a network namespace's packets);
 #   - s3s-fs from crates.io, an S3 server on a directory, under ~/.cache/weir-tools (the S3 tests).
 # Debian packages need root (or sudo). A cargo target directory outside the clone is used as a cache
 # when CARGO_TARGET_DIR is set.
@@ -51,8 +52,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if ! command -v etcd >/dev/null || [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v ip >/dev/null \
-  || ! command -v strace >/dev/null; then
-  apt_install etcd-server zookeeperd iproute2 strace
+  || ! command -v strace >/dev/null || ! command -v iptables >/dev/null; then
+  apt_install etcd-server zookeeperd iproute2 strace iptables
 fi
 
 # 0.14.1 is the newest s3s-fs release that builds with Rust 1.95.

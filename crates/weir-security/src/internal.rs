@@ -34,6 +34,30 @@ pub const SECRET_VARIABLE: &str = "WEIR_CLUSTER_SECRET";
 const KEYSTORE_VARIABLE: &str = "WEIR_SSL_INTERNAL_KEYSTORE";
 const TRUSTSTORE_VARIABLE: &str = "WEIR_SSL_INTERNAL_TRUSTSTORE";
 
+/// Keepalive probes start after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// ...follow each other this far apart...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and this many unanswered ones end the connection (a peer gone without a word is noticed
+/// within about 11 s of silence).
+const KEEPALIVE_PROBES: u32 = 3;
+/// Data sent and not acknowledged for this long ends the connection (a partitioned peer, whose
+/// socket would otherwise retransmit for many minutes while writers block).
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Turns on TCP keepalive and a user timeout for a long-lived connection, so that a peer cut off
+/// without a close (a partition, a host gone) ends it in bounded time on both sides.
+pub fn keep_alive(socket: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket.set_keepalive(true)?;
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
+
 /// The name a client offers in the TLS handshake (its certificate's names are not checked).
 const SERVER_NAME: &str = "weir-internal";
 
@@ -173,6 +197,7 @@ impl Internal {
     fn secure(&self, tcp: TcpStream, side: Side, who: &str) -> Result<Stream> {
         let net =
             |e: std::io::Error| Error::Network { context: "cannot configure".into(), peer: who.into(), source: e };
+        keep_alive(&tcp).map_err(net)?;
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(net)?;
         tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(net)?;
         let mut stream = match &self.tls {
@@ -213,6 +238,11 @@ impl Internal {
     }
 
     async fn secure_async(&self, tcp: tokio::net::TcpStream, side: Side, who: &str) -> Result<Box<dyn AsyncStream>> {
+        keep_alive(&tcp).map_err(|e| Error::Network {
+            context: "cannot configure".into(),
+            peer: who.into(),
+            source: e,
+        })?;
         let handshakes = async {
             let mut stream: Box<dyn AsyncStream> = match (&self.tls, side) {
                 (None, _) => Box::new(tcp),

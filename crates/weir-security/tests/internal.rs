@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weir_core::Result;
 use weir_core::config::ClusterConfig;
 use weir_security::testing::Certificates;
-use weir_security::{Internal, Secret};
+use weir_security::{Internal, Secret, Stream};
 
 fn config(tls: Option<(&std::path::Path, &std::path::Path)>) -> ClusterConfig {
     let mut c = ClusterConfig::default();
@@ -189,5 +189,24 @@ fn what_was_written_before_a_shutdown_still_arrives_over_tls() -> Result<()> {
     s.shutdown(Shutdown::Both).map_err(|e| weir_core::Error::internal(e.to_string()))?;
     drop(s);
     assert_eq!(received.join().expect("no panic")?, 2_000_000);
+    Ok(())
+}
+
+#[test]
+fn internal_connections_carry_keepalive_and_a_user_timeout() -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = listener.local_addr().expect("address");
+    let served = std::thread::spawn(move || -> Result<Stream> {
+        let (tcp, _) = listener.accept().map_err(|e| weir_core::Error::internal(e.to_string()))?;
+        Internal::open().accept(tcp, "test client")
+    });
+    let tcp = TcpStream::connect(at).map_err(|e| weir_core::Error::internal(e.to_string()))?;
+    let probe = tcp.try_clone().map_err(|e| weir_core::Error::internal(e.to_string()))?;
+    let _client = Internal::open().connect(tcp, "test server")?;
+    let _server = served.join().expect("no panic")?;
+    let socket = socket2::SockRef::from(&probe);
+    assert!(socket.keepalive().map_err(|e| weir_core::Error::internal(e.to_string()))?);
+    assert_eq!(socket.tcp_keepalive_time().ok(), Some(std::time::Duration::from_secs(5)));
+    assert_eq!(socket.tcp_user_timeout().ok().flatten(), Some(std::time::Duration::from_secs(30)));
     Ok(())
 }

@@ -16,6 +16,7 @@ mod joins;
 mod lifecycle;
 mod minicluster;
 mod modes;
+mod partition;
 mod process;
 mod providers;
 mod rest_guard;
