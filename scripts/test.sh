@@ -11,7 +11,9 @@
 #     on loopback or in network namespaces they make; the packages' own services are not used);
 #   - strace (a test watches a job's fsync calls to prove its checkpoints are made durable);
 #   - iptables (the partition test drops a network namespace's packets);
-#   - s3s-fs from crates.io, an S3 server on a directory, under ~/.cache/weir-tools (the S3 tests).
+#   - s3s-fs from crates.io, an S3 server on a directory, under ~/.cache/weir-tools (the S3 tests);
+#   - schemathesis from PyPI in a virtual environment under ~/.cache/weir-tools/venv (a test fuzzes
+#     the REST API of a live cluster with it).
 # Debian packages need root (or sudo). A cargo target directory outside the clone is used as a cache
 # when CARGO_TARGET_DIR is set.
 set -euo pipefail
@@ -60,6 +62,12 @@ fi
 if [ ! -x "$HOME/.cache/weir-tools/bin/s3s-fs" ]; then
   say "installing s3s-fs into ~/.cache/weir-tools"
   cargo install s3s-fs@0.14.1 --features binary --locked --root "$HOME/.cache/weir-tools"
+fi
+
+if [ ! -x "$HOME/.cache/weir-tools/venv/bin/schemathesis" ]; then
+  say "installing schemathesis into ~/.cache/weir-tools/venv"
+  python3 -m venv "$HOME/.cache/weir-tools/venv"
+  "$HOME/.cache/weir-tools/venv/bin/pip" install -q schemathesis==4.32.5
 fi
 
 # Images of earlier builds' programs (the tests build one per program and build, once).

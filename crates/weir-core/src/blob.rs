@@ -41,13 +41,25 @@ pub fn path_in(dir: &Path, digest: &ArtifactDigest) -> PathBuf {
     dir.join(digest.hex())
 }
 
-/// Removes temporary files that a crashed writer left in `dir`.
+/// Removes temporary files that a crashed writer left in `dir`. A directory may be shared by the
+/// processes of one user (TaskManagers share `~/.cache/weir/artifacts`): a temporary is named
+/// with its writer's process id and left alone while that process runs, unless it is a day old
+/// (the id was given to another process since).
 pub fn sweep_temporaries(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(TEMPORARY) {
-                let _ = std::fs::remove_file(e.path());
-            }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(TEMPORARY) else { continue };
+        let writer = rest.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let alive = writer.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(86_400));
+        if !alive || old {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -151,7 +163,7 @@ impl BlobWriter {
     /// Starts an artifact of at most `max` bytes in `dir` (created if missing, private to this user).
     pub fn create(dir: &Path, max: u64) -> Result<BlobWriter> {
         private_dir(dir).map_err(|e| Error::io("cannot create the artifact directory", dir, e))?;
-        let temporary = dir.join(format!("{TEMPORARY}{}", uuid::Uuid::new_v4().simple()));
+        let temporary = dir.join(format!("{TEMPORARY}{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
         let file =
             File::create(&temporary).map_err(|e| Error::io("cannot write into the artifact directory", dir, e))?;
         Ok(BlobWriter {
@@ -263,6 +275,24 @@ mod tests {
         std::fs::write(dir.path().join(format!("{TEMPORARY}x")), b"junk").map_err(|e| Error::io("w", "x", e))?;
         sweep_temporaries(dir.path());
         assert_eq!(names(dir.path()), vec![want.hex().to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_sweep_spares_the_downloads_of_running_processes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        // In flight here (this process runs), left by a dead process, and of the older naming.
+        let mine = BlobWriter::create(dir.path(), 100)?;
+        let dead = format!("{TEMPORARY}{}-0123", u32::MAX - 1);
+        let unnamed = format!("{TEMPORARY}0123456789abcdef");
+        for n in [&dead, &unnamed] {
+            std::fs::write(dir.path().join(n), b"partial").map_err(|e| Error::io("write", dir.path(), e))?;
+        }
+        sweep_temporaries(dir.path());
+        let left = names(dir.path());
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with(&format!("{TEMPORARY}{}-", std::process::id())), "{left:?}");
+        drop(mine);
         Ok(())
     }
 

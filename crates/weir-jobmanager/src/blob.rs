@@ -8,7 +8,10 @@
 //! program runs that program's jobs without any upload.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde::Serialize;
 use tracing::{info, warn};
@@ -37,7 +40,13 @@ pub struct BlobStore {
     /// Whether the directory was made for this JobManager (and is removed when it stops).
     made_here: bool,
     max_bytes: u64,
+    /// `weir.blob.storage.max-total-size`.
+    quota: u64,
     own: Option<(ArtifactDigest, PathBuf)>,
+    /// Uploads in progress (`weir.rest.upload.max-concurrent`).
+    uploads: Arc<Semaphore>,
+    /// Fetches being served (`blob.fetch.num-concurrent`).
+    fetches: Arc<Semaphore>,
 }
 
 impl BlobStore {
@@ -56,7 +65,15 @@ impl BlobStore {
         BlobWriter::create(&dir, 0)?;
         sweep_temporaries(&dir);
         info!(dir = %dir.display(), max_bytes = config.blob_max_bytes, "blob store ready");
-        Ok(BlobStore { dir, made_here, max_bytes: config.blob_max_bytes, own })
+        Ok(BlobStore {
+            dir,
+            made_here,
+            max_bytes: config.blob_max_bytes,
+            quota: config.blob_store_quota,
+            own,
+            uploads: Arc::new(Semaphore::new(config.uploads as usize)),
+            fetches: Arc::new(Semaphore::new(config.blob_fetches as usize)),
+        })
     }
 
     /// The directory.
@@ -69,9 +86,53 @@ impl BlobStore {
         self.max_bytes
     }
 
-    /// Starts storing an artifact.
+    /// Bytes the stored artifacts take (the JobManager's own executable not counted).
+    pub fn used(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| weir_core::blob::parse_digest(&e.file_name().to_string_lossy()).is_ok())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Bytes a new artifact may take: what `weir.blob.storage.max-total-size` leaves.
+    pub fn room(&self) -> u64 {
+        self.quota.saturating_sub(self.used())
+    }
+
+    /// The refusal of an artifact of `size` bytes (unknown: `None`) that does not fit.
+    pub fn full(&self, size: Option<u64>) -> Error {
+        let size = size.map(|s| format!("{s} more bytes; ")).unwrap_or_default();
+        Error::external(
+            "the blob store",
+            format!(
+                "it holds {} of its {} bytes (weir.blob.storage.max-total-size) and has no room for {size}delete                  artifacts no job needs (`DELETE /artifacts/{{id}}`), or raise the limit",
+                self.used(),
+                self.quota
+            ),
+            true,
+        )
+    }
+
+    /// Starts storing an artifact, within the room the quota leaves.
     pub fn writer(&self) -> Result<BlobWriter> {
-        BlobWriter::create(&self.dir, self.max_bytes)
+        let room = self.room();
+        if room == 0 {
+            return Err(self.full(None));
+        }
+        BlobWriter::create(&self.dir, self.max_bytes.min(room))
+    }
+
+    /// A place among the uploads in progress, if one is free (`weir.rest.upload.max-concurrent`).
+    pub fn upload_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
+    }
+
+    /// A place among the fetches being served, waiting for one (`blob.fetch.num-concurrent`).
+    pub async fn fetch_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.fetches.clone().acquire_owned().await.ok()
     }
 
     /// The file of the artifact with `digest`, if the store has it.

@@ -46,6 +46,8 @@ async fn send_artifact(
     digest: &weir_core::ArtifactDigest,
     who: &str,
 ) -> Result<()> {
+    // Bounded: fetches beyond blob.fetch.num-concurrent wait their turn.
+    let _permit = cluster.blobs.fetch_permit().await;
     let Some(path) = cluster.blobs.locate(digest) else {
         let reason = format!(
             "artifact {} is not in the JobManager's blob store (it was deleted, or the JobManager restarted); \

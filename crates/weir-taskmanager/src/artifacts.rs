@@ -21,6 +21,8 @@ use weir_security::Internal;
 pub struct ArtifactCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// `weir.blob.cache.max-total-size`.
+    quota: u64,
     security: Arc<Internal>,
     /// One fetch at a time per artifact; others wait for it and reuse the result.
     fetching: Mutex<HashMap<ArtifactDigest, Arc<Mutex<()>>>>,
@@ -28,11 +30,11 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     /// The cache in `dir` (or the default directory), for artifacts of at most `max_bytes`,
-    /// fetched over connections secured by `security`.
-    pub fn new(dir: Option<&str>, max_bytes: u64, security: Arc<Internal>) -> ArtifactCache {
+    /// keeping at most `quota` bytes, fetched over connections secured by `security`.
+    pub fn new(dir: Option<&str>, (max_bytes, quota): (u64, u64), security: Arc<Internal>) -> ArtifactCache {
         let dir = dir.map(PathBuf::from).unwrap_or_else(default_dir);
         sweep_temporaries(&dir);
-        ArtifactCache { dir, max_bytes, security, fetching: Mutex::new(HashMap::new()) }
+        ArtifactCache { dir, max_bytes, quota, security, fetching: Mutex::new(HashMap::new()) }
     }
 
     /// The cache directory.
@@ -53,6 +55,7 @@ impl ArtifactCache {
         let digests = self.dir.join(".digests");
         if path.is_file() {
             if ArtifactDigest::of_file_cached(&path, Some(&digests)).ok().as_ref() == Some(digest) {
+                touch(&path);
                 return Ok(path);
             }
             let _ = std::fs::remove_file(&path);
@@ -61,6 +64,7 @@ impl ArtifactCache {
         let (stored, size) = self.fetch(jobmanager, digest)?;
         digest.remember(&stored, &digests);
         info!(artifact = %digest.0, bytes = size, ms = started.elapsed().as_millis() as u64, "artifact fetched");
+        evict(&self.dir, self.quota, &stored);
         Ok(stored)
     }
 
@@ -128,4 +132,70 @@ fn default_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|d| d.join("weir").join("artifacts"))
         .unwrap_or_else(|| std::env::temp_dir().join("weir-artifacts"))
+}
+
+/// Marks a cached artifact as used now (eviction goes by the time of last use).
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Artifacts used within this long are never evicted: a worker may be about to start from one.
+const RECENT: Duration = Duration::from_secs(600);
+
+/// Removes the artifacts of the cache in `dir` used longest ago until the rest take at most
+/// `quota` bytes, sparing `keep` and any used within [`RECENT`].
+pub(crate) fn evict(dir: &Path, quota: u64, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut cached: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| weir_core::blob::parse_digest(&e.file_name().to_string_lossy()).is_ok())
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total = cached.iter().map(|c| c.1).fold(0u64, u64::saturating_add);
+    cached.sort();
+    for (used, size, path) in cached {
+        if total <= quota {
+            break;
+        }
+        if path == keep || used.elapsed().is_ok_and(|age| age < RECENT) {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            info!(artifact = %path.display(), bytes = size, "evicted from the artifact cache (weir.blob.cache.max-total-size)");
+            total = total.saturating_sub(size);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_until_the_rest_fit() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let mut paths = Vec::new();
+        for (i, age) in [3u64, 1, 2].iter().enumerate() {
+            let path = dir.path().join(format!("{:064x}", i + 1));
+            std::fs::write(&path, vec![0u8; 100]).expect("write");
+            let f = std::fs::File::options().write(true).open(&path).expect("open");
+            f.set_modified(old - Duration::from_secs(age * 60)).expect("mtime");
+            paths.push(path);
+        }
+        // A fresh one (just fetched) and a temporary download are never evicted.
+        let fresh = dir.path().join(format!("{:064x}", 9));
+        std::fs::write(&fresh, vec![0u8; 100]).expect("write");
+        std::fs::write(dir.path().join(".incoming-1-x"), vec![0u8; 1000]).expect("write");
+        evict(dir.path(), 250, &fresh);
+        // 400 bytes of artifacts, 250 allowed: the two used longest ago go (3 h 3 min, 3 h 2 min).
+        assert!(!paths[0].exists() && !paths[2].exists());
+        assert!(paths[1].exists() && fresh.exists());
+        assert!(dir.path().join(".incoming-1-x").exists());
+    }
 }

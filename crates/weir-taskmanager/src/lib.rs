@@ -153,7 +153,7 @@ pub async fn register_at(options: &Options, address: &str, attempts: u32) -> Res
                 bind_host: bind,
                 artifacts: std::sync::Arc::new(artifacts::ArtifactCache::new(
                     options.cluster.blob_dir.as_deref(),
-                    options.cluster.blob_max_bytes,
+                    (options.cluster.blob_max_bytes, options.cluster.blob_cache_quota),
                     security,
                 )),
                 shared: options.cluster.job_isolation_shared,

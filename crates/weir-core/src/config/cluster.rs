@@ -63,6 +63,14 @@ pub struct ClusterConfig {
     pub blob_dir: Option<String>,
     /// `blob.artifact.max-size`: the largest artifact the blob store accepts, in bytes.
     pub blob_max_bytes: u64,
+    /// `weir.blob.storage.max-total-size`: the most the JobManager's blob store holds, in bytes.
+    pub blob_store_quota: u64,
+    /// `weir.blob.cache.max-total-size`: the most a TaskManager's artifact cache keeps, in bytes.
+    pub blob_cache_quota: u64,
+    /// `blob.fetch.num-concurrent`: artifact fetches the JobManager serves at once.
+    pub blob_fetches: u32,
+    /// `weir.rest.upload.max-concurrent`: artifact uploads REST takes at once.
+    pub uploads: u32,
     /// `resourcemanager.provider`: who starts TaskManagers: `standalone` (you do; the default),
     /// `process` (the JobManager starts them as child processes when jobs need slots) or `docker`
     /// (as containers, through the Docker Engine API).
@@ -292,6 +300,10 @@ impl Default for ClusterConfig {
             job_isolation_shared: false,
             blob_dir: None,
             blob_max_bytes: 1 << 30,
+            blob_store_quota: 20 << 30,
+            blob_cache_quota: 10 << 30,
+            blob_fetches: 50,
+            uploads: 4,
             provider: "standalone".into(),
             target: "local".into(),
             job_result_dir: None,
@@ -383,6 +395,10 @@ impl ClusterConfig {
             "taskmanager.job-isolation" => self.job_isolation_shared = value.text(key)? == "shared",
             "blob.storage.directory" => self.blob_dir = Some(text()?),
             "blob.artifact.max-size" => self.blob_max_bytes = value.number(key)?,
+            "weir.blob.storage.max-total-size" => self.blob_store_quota = value.number(key)?,
+            "weir.blob.cache.max-total-size" => self.blob_cache_quota = value.number(key)?,
+            "blob.fetch.num-concurrent" => self.blob_fetches = value.int(key)?,
+            "weir.rest.upload.max-concurrent" => self.uploads = value.int(key)?,
             "resourcemanager.provider" => self.provider = text()?,
             "resourcemanager.taskmanager-timeout" => self.taskmanager_timeout_ms = value.number(key)?,
             "execution.target" => self.target = text()?,

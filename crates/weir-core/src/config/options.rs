@@ -399,6 +399,40 @@ pub(super) const OPTIONS: &[OptionDef] = &[
         "The largest artifact the blob store accepts.",
     ),
     cluster(
+        "weir.blob.storage.max-total-size",
+        Kind::Size,
+        "20gb",
+        Flink::None,
+        "50gb",
+        "The most the JobManager's blob store holds (its own executable not counted); an upload that \
+         does not fit is refused (507) until artifacts are deleted (`DELETE /artifacts/{id}`).",
+    ),
+    cluster(
+        "weir.blob.cache.max-total-size",
+        Kind::Size,
+        "10gb",
+        Flink::None,
+        "2gb",
+        "The most a TaskManager's artifact cache keeps: after a fetch, the artifacts used longest ago \
+         are removed until the rest fit (none used in the last ten minutes).",
+    ),
+    cluster(
+        "blob.fetch.num-concurrent",
+        COUNT,
+        "50",
+        Flink::Same,
+        "8",
+        "How many artifact fetches the JobManager serves at once; more wait their turn.",
+    ),
+    cluster(
+        "weir.rest.upload.max-concurrent",
+        COUNT,
+        "4",
+        Flink::None,
+        "2",
+        "How many artifact uploads the REST endpoint takes at once; more are answered 503 (retry later).",
+    ),
+    cluster(
         "resourcemanager.provider",
         Kind::Choice(&[choice("standalone", &[]), choice("process", &[]), choice("docker", &[])]),
         "standalone",

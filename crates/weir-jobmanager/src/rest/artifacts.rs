@@ -73,8 +73,22 @@ pub(super) async fn upload(
     if let Some(info) = declared.as_ref().and_then(|d| c.blobs.info(d)) {
         return Json(json!({ "id": info.id, "size": info.size, "status": "success" })).into_response();
     }
+    // Bounded: a flood of uploads cannot take every thread and file descriptor.
+    let Some(_permit) = c.blobs.upload_permit() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} uploads are in progress (weir.rest.upload.max-concurrent); upload again once one finished",
+                c.config.uploads
+            ),
+        );
+    };
+    if announced.is_some_and(|n| n > c.blobs.room()) {
+        return error(StatusCode::INSUFFICIENT_STORAGE, c.blobs.full(announced).to_string());
+    }
     let writer = match c.blobs.writer() {
         Ok(w) => w,
+        Err(e) if c.blobs.room() == 0 => return error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     // Hashing and writing are blocking work: a thread of their own, fed chunk by chunk.

@@ -342,3 +342,44 @@ fn an_uploaded_program_runs_through_rest() {
     let (status, v) = run(serde_json::json!({ "jobb": "wordcount" }));
     assert_eq!((status, errors(&v).contains("unknown field `jobb`")), (400, true), "{v}");
 }
+
+#[test]
+fn the_blob_store_keeps_to_its_quota_and_takes_a_bounded_number_of_uploads() {
+    let c =
+        Cluster::with(&["-D", "weir.blob.storage.max-total-size=1mb", "-D", "weir.rest.upload.max-concurrent=1"], 0, 1);
+    // Over the quota, announced: refused before a byte is stored, saying what to do.
+    let big = vec![1u8; 2 << 20];
+    let (status, v) = upload(&c.rest, "", &big, big.len());
+    assert_eq!(status, 507, "{v}");
+    assert!(errors(&v).contains("weir.blob.storage.max-total-size") && errors(&v).contains("DELETE /artifacts"), "{v}");
+    // Within it: stored.
+    let small = vec![2u8; 600 << 10];
+    let (status, v) = upload(&c.rest, "", &small, small.len());
+    assert_eq!(status, 200, "{v}");
+    // What is left is smaller than the next one.
+    let (status, v) = upload(&c.rest, "", &small, small.len());
+    assert_eq!(status, 507, "{v}");
+    // One upload at a time: while one is held open (its body never completes), another is
+    // answered 503. (The held one is opened again if it was itself refused: a request of an
+    // earlier step may still have been finishing.)
+    let head = format!(
+        "POST /artifacts/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nabc",
+        c.rest
+    );
+    let start = Instant::now();
+    let held = loop {
+        let mut held = std::net::TcpStream::connect(&c.rest).unwrap_or_else(|e| panic!("{e}"));
+        let _ = held.write_all(head.as_bytes());
+        let _ = held.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut first = [0u8; 1];
+        // Nothing to read in time: it is being received, holding its place.
+        if held.read(&mut first).is_err() {
+            break held;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the held upload was never taken");
+    };
+    let (status, v) = upload(&c.rest, "", b"tiny", 4);
+    assert!(errors(&v).contains("weir.rest.upload.max-concurrent"), "{status} {v}");
+    assert_eq!(status, 503);
+    drop(held);
+}

@@ -19,6 +19,7 @@ mod modes;
 mod partition;
 mod process;
 mod providers;
+mod rest_fuzz;
 mod rest_guard;
 mod results;
 mod s3;
