@@ -12,6 +12,8 @@
 #   - strace (a test watches a job's fsync calls to prove its checkpoints are made durable);
 #   - iptables (the partition test drops a network namespace's packets);
 #   - s3s-fs from crates.io, an S3 server on a directory, under ~/.cache/weir-tools (the S3 tests);
+#   - cargo-fuzz under ~/.cache/weir-tools: every decoder of bytes from another process is fuzzed
+#     for WEIR_FUZZ_SECONDS (default 15) each before the tests (scripts/fuzz.sh; 0 skips it);
 #   - schemathesis from PyPI in a virtual environment under ~/.cache/weir-tools/venv (a test fuzzes
 #     the REST API of a live cluster with it).
 # Debian packages need root (or sudo). A cargo target directory outside the clone is used as a cache
@@ -72,6 +74,11 @@ fi
 
 # Images of earlier builds' programs (the tests build one per program and build, once).
 docker images -q weir-artifact | xargs -r docker rmi -f >/dev/null 2>&1 || true
+
+if [ "${WEIR_FUZZ_SECONDS:-15}" != 0 ]; then
+  say "fuzzing the decoders (scripts/fuzz.sh ${WEIR_FUZZ_SECONDS:-15})"
+  scripts/fuzz.sh "${WEIR_FUZZ_SECONDS:-15}"
+fi
 
 say "cargo nextest run --workspace"
 exec cargo nextest run --workspace --locked "$@"
