@@ -49,6 +49,10 @@ fn docker_cluster(cluster: &weir_core::config::ClusterConfig) -> Result<(Vec<Str
     let exe = std::env::current_exe().map_err(|e| Error::internal(format!("cannot locate this executable: {e}")))?;
     let image = weir_deploy::image::ensure(&docker, &exe)?;
     let network = format!("weir-{}", &uuid_hex()[..12]);
+    // Application clusters whose JobManager container was killed left their TaskManagers behind.
+    for cluster in docker.sweep_orphans()? {
+        eprintln!("Removed the containers and the network that cluster {cluster} left behind.");
+    }
     let gateway = docker.create_network(&network, &network)?;
     let settings = vec![
         "resourcemanager.provider=docker".into(),

@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, NetworkDisconnectRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
-    StopContainerOptions, TagImageOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    RemoveImageOptions, StopContainerOptions, TagImageOptions,
 };
 use futures_util::TryStreamExt;
 use serde_json::Value;
@@ -223,10 +223,21 @@ impl Docker {
 
     /// Creates a private (bridge) network labelled as `cluster`'s; its gateway address.
     pub fn create_network(&self, name: &str, cluster: &str) -> Result<String> {
+        self.create_owned_network(name, cluster, None)
+    }
+
+    /// As [`Docker::create_network`], for a cluster whose JobManager runs in the container
+    /// `jobmanager` (to be started next): once that container is gone while the cluster's other
+    /// containers remain, [`Docker::sweep_orphans`] removes them and the network.
+    pub fn create_owned_network(&self, name: &str, cluster: &str, jobmanager: Option<&str>) -> Result<String> {
+        let mut labels = HashMap::from([("weir.cluster".to_string(), cluster.to_string())]);
+        if let Some(jm) = jobmanager {
+            labels.insert("weir.jobmanager-container".to_string(), jm.to_string());
+        }
         let request = NetworkCreateRequest {
             name: name.into(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([("weir.cluster".to_string(), cluster.to_string())])),
+            labels: Some(labels),
             ..Default::default()
         };
         self.block(|c| async move { c.create_network(request).await })
@@ -340,6 +351,56 @@ impl Docker {
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(self.failed(&format!("remove container {name}"), e)),
         }
+    }
+
+    /// Removes what clusters left behind whose JobManager container was killed (no one stopped
+    /// their TaskManagers' containers or removed their network): every network made by
+    /// [`Docker::create_owned_network`] whose JobManager container is gone while other containers
+    /// of its cluster remain goes with those containers. (A cluster still starting has no other
+    /// container before its JobManager's.) Returns the clusters swept.
+    pub fn sweep_orphans(&self) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label".to_string(), vec!["weir.jobmanager-container".to_string()])]);
+        let options = ListNetworksOptions { filters: Some(filters) };
+        let networks = self
+            .block(|c| async move { c.list_networks(Some(options)).await })
+            .map_err(|e| self.failed("list weir's networks", e))?;
+        let mut swept = Vec::new();
+        for network in networks {
+            let mut labels = network.labels.unwrap_or_default();
+            let (Some(name), Some(cluster), Some(jobmanager)) =
+                (network.name, labels.remove("weir.cluster"), labels.remove("weir.jobmanager-container"))
+            else {
+                continue;
+            };
+            if self.inspect(&jobmanager)?.is_some() {
+                continue;
+            }
+            let filters = HashMap::from([("label".to_string(), vec![format!("weir.cluster={cluster}")])]);
+            let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            let containers = self
+                .block(|c| async move { c.list_containers(Some(options)).await })
+                .map_err(|e| self.failed(&format!("list the containers of cluster {cluster}"), e))?;
+            if containers.is_empty() {
+                continue;
+            }
+            for c in &containers {
+                if let Some(n) = c.names.as_ref().and_then(|n| n.first()) {
+                    self.remove_container(n.trim_start_matches('/'))?;
+                }
+            }
+            // Gone already (its own cluster finished removing it meanwhile): nothing left to do.
+            match self.block({
+                let name = name.clone();
+                |c| async move { c.remove_network(&name).await }
+            }) {
+                Ok(()) => {}
+                Err(e) if matches!(status_of(&e), Some(404)) => {}
+                Err(e) => return Err(self.failed(&format!("remove network {name}"), e)),
+            }
+            tracing::info!(cluster = %cluster, containers = containers.len(), "removed what a killed cluster left");
+            swept.push(cluster);
+        }
+        Ok(swept)
     }
 
     /// Names of the containers labelled as `cluster`'s, running or not.

@@ -206,7 +206,8 @@ impl RawStore {
             )));
         }
         let base = config.dir.as_ref().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("weir-state-{}-{name}", uuid::Uuid::new_v4().simple()));
+        sweep_once(&base);
+        let dir = base.join(format!("{WORKING_PREFIX}{}-{}-{name}", std::process::id(), uuid::Uuid::new_v4().simple()));
         Ok(RawStore {
             engine: Engine::open(&dir)?,
             max_parallelism,
@@ -344,4 +345,55 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V> {
             std::any::type_name::<V>()
         ))
     })
+}
+
+/// The start of a working directory's name; the owning process's id follows.
+const WORKING_PREFIX: &str = "weir-state-p";
+
+/// Removes, once per process and directory, the working directories that processes killed before
+/// they could remove their own left in `base` (a killed TaskManager's disk-backend state would
+/// otherwise fill the disk over restarts).
+fn sweep_once(base: &std::path::Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if swept.iter().any(|d| d == base) {
+            return;
+        }
+        swept.push(base.to_path_buf());
+    }
+    sweep_dead(base);
+}
+
+/// Removes the working directories in `base` whose process is gone.
+fn sweep_dead(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(WORKING_PREFIX).and_then(|r| r.split('-').next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(dir = %e.path().display(), "removing the disk backend's working directory of a process that is gone");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn working_directories_of_dead_processes_are_swept_and_live_ones_kept() {
+        let base = tempfile::tempdir().expect("a temporary directory");
+        let dead = base.path().join(format!("{WORKING_PREFIX}{}-abc-op", u32::MAX - 1));
+        let mine = base.path().join(format!("{WORKING_PREFIX}{}-abc-op", std::process::id()));
+        let other = base.path().join("weir-state-unrelated");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir_all(d.join("data")).expect("create");
+        }
+        sweep_dead(base.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
+    }
 }

@@ -168,7 +168,11 @@ pub fn run_docker(artifact: &Path, args: &[String], cluster: &ClusterConfig, for
     let store_dir = std::fs::canonicalize(store.dir()).map_err(|e| Error::io("cannot resolve", store.dir(), e))?;
     let id = JobId::random();
     let name = format!("weir-{}", &id.to_string()[..12]);
-    docker.create_network(&name, &name)?;
+    // Clusters whose JobManager container was killed left their TaskManagers behind.
+    for cluster in docker.sweep_orphans()? {
+        eprintln!("Removed the containers and the network that cluster {cluster} left behind.");
+    }
+    docker.create_owned_network(&name, &name, Some(&name))?;
     let mut cmd: Vec<String> = [weir_deploy::image::PROGRAM, "--weir", "jobmanager", "--application"]
         .iter()
         .map(|s| s.to_string())

@@ -177,6 +177,26 @@ fn applications_and_a_session_cluster_run_in_containers_and_leave_none_behind() 
 }
 
 #[test]
+fn a_killed_application_jobmanager_leaves_containers_the_next_start_removes() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = tmp.path().join("results");
+    let app = Application::start(&store, &["-D", "parallelism.default=1"], &["endless"]);
+    let label = format!("weir.cluster={}", app.container);
+    until("a TaskManager container", Duration::from_secs(60), || (containers(&label).len() >= 2).then_some(()));
+    let jobmanager_gone = || run("docker", &["container", "inspect", &app.container]).status.code() != Some(0);
+    // kill -9 of the JobManager's container (auto-removed): nobody stops its TaskManagers' containers.
+    let out = run("docker", &["kill", &app.container]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    until("its container's removal", Duration::from_secs(30), || jobmanager_gone().then_some(()));
+    assert!(!containers(&label).is_empty() && !networks(&app.container).is_empty(), "nothing was left behind");
+    // The next start sweeps them.
+    let next = Application::start(&store, &["-D", "parallelism.default=1"], &["sequential", "1"]);
+    assert!(containers(&label).is_empty(), "left: {:?}", containers(&label));
+    assert!(networks(&app.container).is_empty());
+    assert_eq!(next.ended()["status"], "SUCCEEDED");
+}
+
+#[test]
 fn an_unreachable_docker_engine_is_a_clear_error_and_starts_nothing() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let program = crate::example("application").display().to_string();
