@@ -122,13 +122,33 @@ pub fn run_process(artifact: &Path, args: &[String], cluster: &ClusterConfig, fo
         let ready =
             || Ok(std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("weir jobmanager ready:")).then_some(()));
         wait_for("the standby JobManager", ready, || child.try_wait().ok().flatten().map(|s| s.to_string()), &output)?;
+        // The record may be stale: its JobManager killed with no standby left. The new one then
+        // takes the application over (it leads once the old leadership expired).
+        // (A zombie, exited and not yet reaped by whoever adopted it, counts as gone.)
+        let recorded_alive = std::fs::read_to_string(format!("/proc/{}/stat", leader.pid))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false);
+        let what = if recorded_alive {
+            format!(
+                "Application {id} already runs (high-availability.cluster-id '{}', JobManager pid {}); a standby \
+                 JobManager (pid {}) now stands by for it",
+                cluster.ha.cluster_id,
+                leader.pid,
+                child.id()
+            )
+        } else {
+            format!(
+                "Application {id} was left RUNNING by a JobManager that is gone (pid {}); a new JobManager (pid {}) \
+                 takes it over from its last state (high-availability.cluster-id '{}')",
+                leader.pid,
+                child.id(),
+                cluster.ha.cluster_id
+            )
+        };
         let _ = writeln!(
             std::io::stdout(),
-            "Application {id} already runs (high-availability.cluster-id '{}', JobManager pid {}); a standby \
-             JobManager (pid {}) now stands by for it:\n  output:        {}\n  its outcome:   weir applications {id}",
-            cluster.ha.cluster_id,
-            leader.pid,
-            child.id(),
+            "{what}:\n  output:        {}\n  its outcome:   weir applications {id}",
             log_path.display()
         );
         return Ok(());

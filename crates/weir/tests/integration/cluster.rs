@@ -86,6 +86,28 @@ pub(crate) fn start_logged(
     }
 }
 
+/// The worker processes whose parents are `parents` (TaskManagers): pid and the job each runs.
+pub(crate) fn workers_of(parents: &[u32]) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        // The parent pid is the 4th field of /proc/PID/stat, after the command in parentheses.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse().ok());
+        if !ppid.is_some_and(|p: u32| parents.contains(&p)) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let words: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
+        if words.get(1..3) == Some(&["--weir".to_string(), "worker".to_string()][..])
+            && let Some(i) = words.iter().position(|w| w == "--job")
+        {
+            found.push((pid, words.get(i + 1).cloned().unwrap_or_default()));
+        }
+    }
+    found
+}
+
 pub(crate) fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line.split_whitespace().find_map(|w| w.strip_prefix(name)).unwrap_or_default()
 }
@@ -297,24 +319,7 @@ impl Cluster {
     /// The worker processes of this cluster's TaskManagers: pid and the job each runs.
     pub(crate) fn workers(&self) -> Vec<(u32, String)> {
         let parents: Vec<u32> = self.taskmanagers.iter().map(|p| p.child.id()).collect();
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            // The parent pid is the 4th field of /proc/PID/stat, after the command in parentheses.
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse().ok());
-            if !ppid.is_some_and(|p: u32| parents.contains(&p)) {
-                continue;
-            }
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let words: Vec<String> = cmdline.split(|b| *b == 0).map(text).collect();
-            if words.get(1..3) == Some(&["--weir".to_string(), "worker".to_string()][..])
-                && let Some(i) = words.iter().position(|w| w == "--job")
-            {
-                found.push((pid, words.get(i + 1).cloned().unwrap_or_default()));
-            }
-        }
-        found
+        workers_of(&parents)
     }
 
     pub(crate) fn job_state(&self, id: &str) -> String {

@@ -197,7 +197,7 @@ impl HaCluster {
     }
 
     /// Starts a JobManager; its index.
-    fn add_jobmanager(&mut self) -> usize {
+    pub(crate) fn add_jobmanager(&mut self) -> usize {
         self.add_jobmanager_in(None)
     }
 
@@ -234,7 +234,7 @@ impl HaCluster {
         n
     }
 
-    fn add_taskmanager(&mut self) {
+    pub(crate) fn add_taskmanager(&mut self) {
         let n = self.taskmanagers.len();
         let extra = vec![
             "taskmanager.numberOfTaskSlots=1".to_string(),
@@ -248,21 +248,21 @@ impl HaCluster {
         self.taskmanagers.push(p);
     }
 
-    fn rest(&self, i: usize) -> &str {
+    pub(crate) fn rest(&self, i: usize) -> &str {
         self.jobmanagers[i].as_ref().map(|(_, r)| r.as_str()).unwrap_or_default()
     }
 
-    fn ha_status(&self, i: usize) -> Value {
+    pub(crate) fn ha_status(&self, i: usize) -> Value {
         http("GET", self.rest(i), "/weir/ha", None).1
     }
 
     /// Waits (bounded) until a live JobManager leads with every TaskManager registered; its index.
-    fn leader(&self, limit: Duration) -> usize {
+    pub(crate) fn leader(&self, limit: Duration) -> usize {
         self.leader_but(None, limit)
     }
 
     /// As [`HaCluster::leader`], a JobManager other than `except`.
-    fn leader_but(&self, except: Option<usize>, limit: Duration) -> usize {
+    pub(crate) fn leader_but(&self, except: Option<usize>, limit: Duration) -> usize {
         let start = Instant::now();
         loop {
             for (i, jm) in self.jobmanagers.iter().enumerate() {
@@ -278,13 +278,13 @@ impl HaCluster {
         }
     }
 
-    fn kill_jobmanager(&mut self, i: usize) {
+    pub(crate) fn kill_jobmanager(&mut self, i: usize) {
         // Dropping a process kills it (kill -9, by its pid) and waits for it.
         drop(self.jobmanagers[i].take());
     }
 
     /// A client command with the cluster's HA settings (it finds the leader itself, no `-m`).
-    fn weir(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn weir(&self, args: &[&str]) -> std::process::Output {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         for s in self.settings(&self.service.address()) {
             all.extend(["-D".to_string(), s]);
@@ -294,7 +294,7 @@ impl HaCluster {
 
     /// Submits `keyed-sums` of `count` numbers over `keys` keys at `rate`, checkpointing every
     /// 200 ms, into `out`, at parallelism 2; its job id.
-    fn submit(&self, (count, keys, rate): (u64, u64, u64), out: &Path) -> String {
+    pub(crate) fn submit(&self, (count, keys, rate): (u64, u64, u64), out: &Path) -> String {
         let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": {rate}, "output": "{}"}}"#, out.display());
         let cp = format!("execution.checkpointing.dir={}", self.dir.path().join("cp").display());
         let submitted = self.weir(&[
@@ -318,7 +318,7 @@ impl HaCluster {
     }
 
     /// Waits (bounded) until job `id` completed `n` checkpoints under the leader `i`.
-    fn wait_checkpoints(&self, i: usize, id: &str, n: u64) {
+    pub(crate) fn wait_checkpoints(&self, i: usize, id: &str, n: u64) {
         let start = Instant::now();
         loop {
             let (_, cp) = http("GET", self.rest(i), &format!("/jobs/{id}/checkpoints"), None);
@@ -331,7 +331,7 @@ impl HaCluster {
     }
 
     /// Waits (bounded) until job `id` ended under whichever JobManager leads; its final state.
-    fn wait_end(&self, id: &str, limit: Duration) -> Value {
+    pub(crate) fn wait_end(&self, id: &str, limit: Duration) -> Value {
         let start = Instant::now();
         let mut seen = Value::Null;
         loop {

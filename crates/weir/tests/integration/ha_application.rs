@@ -192,6 +192,25 @@ fn application_failover(kind: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// The leader killed with no standby: its record still says RUNNING. The same command again does
+/// not answer "already runs" for the dead JobManager: the new one takes the application over.
+#[test]
+fn etcd_an_application_whose_only_jobmanager_was_killed_is_taken_over_by_the_next_run() -> Result<()> {
+    let app = HaApplication::new("etcd");
+    let (id, leader_pid) = app.start();
+    app.second_job_checkpointed(&id);
+    let killed = std::process::Command::new("kill").args(["-9", &leader_pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "cannot kill the leading JobManager {leader_pid}");
+    let again = app.run();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let said = text(&again.stdout);
+    assert!(said.contains(&format!("was left RUNNING by a JobManager that is gone (pid {leader_pid})")), "{said}");
+    assert!(!said.contains("already runs"), "{said}");
+    let done = app.succeeded(&id)?;
+    assert_ne!(done["pid"], leader_pid, "{done}");
+    Ok(())
+}
+
 #[test]
 fn etcd_a_multi_job_application_survives_the_kill_of_its_jobmanager() -> Result<()> {
     application_failover("etcd")

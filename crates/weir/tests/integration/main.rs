@@ -3,6 +3,7 @@
 mod application;
 mod artifacts;
 mod bad_input;
+mod chaos;
 mod checkpoint_faults;
 mod checkpoints;
 mod cli;
