@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::Digest;
 use weir_api::{Job, Registry, StreamEnv};
 use weir_core::protocol::Assignment;
 use weir_core::result::JobResult;
@@ -90,18 +91,42 @@ fn start_parts(
     let job = JobId::random();
     let json = serde_json::to_value(args).map_err(|e| Error::internal(e.to_string()))?;
     let addresses: Vec<String> = servers.iter().map(|s| s.address().to_string()).collect();
+    // Keys per part, as a JobMaster deals them (a forger's key for part 1 where asked).
+    let keys: Vec<Vec<u8>> =
+        (0..servers.len()).map(|_| weir_security::random_key().map(|k| k.to_vec())).collect::<Result<_>>()?;
+    let digests: Vec<Vec<u8>> = keys.iter().map(|k| sha2::Sha256::digest(k).to_vec()).collect();
     (0..started)
         .map(|part| {
             let graph = registry.build(name, &json, &config)?;
+            let send_key = if part == 1 && FORGE.with(|f| f.get()) { keys[0].clone() } else { keys[part].clone() };
             let assignment = Assignment {
                 attempt: 0,
                 part: part as u32,
                 slot_parts: slot_parts.to_vec(),
                 part_addresses: addresses.clone(),
+                send_key,
+                sender_digests: digests.clone(),
             };
             submit_part(graph, job, Some(Placement { assignment, server: servers[part].clone() }))
         })
         .collect()
+}
+
+thread_local! {
+    /// Part 1 presents part 0's key instead of its own (a part of the run posing as another).
+    static FORGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[test]
+fn a_part_that_sends_with_another_parts_key_is_refused() -> Result<()> {
+    FORGE.with(|f| f.set(true));
+    let handles = start(&Args { n: 2_000, keys: 5 }, 2, &[0, 1], &servers(2)?)?;
+    FORGE.with(|f| f.set(false));
+    let errors: Vec<String> =
+        handles.iter().map(|h| h.wait().err().map(|e| e.to_string()).unwrap_or_default()).collect();
+    assert!(errors.iter().all(|e| !e.is_empty()), "a part finished without its peer: {errors:?}");
+    assert!(errors.iter().any(|e| e.contains("without that part's key")), "{errors:?}");
+    Ok(())
 }
 
 #[test]

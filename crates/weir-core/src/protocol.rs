@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -219,6 +219,16 @@ pub struct Assignment {
     pub slot_parts: Vec<u32>,
     /// Every part's data address.
     pub part_addresses: Vec<String>,
+    /// The key the receiving part presents when it opens a data connection to another part of
+    /// this run: random per run and part, known only to the JobManager and this part's TaskManager
+    /// (empty: none is asked for).
+    #[serde(default)]
+    pub send_key: Vec<u8>,
+    /// For every part of this run, the SHA-256 of its send key: a data connection that claims to
+    /// come from part `q` is taken only with the key whose digest is `sender_digests[q]`, so no
+    /// other process (not even another part of the run) can feed this part's channels.
+    #[serde(default)]
+    pub sender_digests: Vec<Vec<u8>>,
 }
 
 /// A cached file of a job, as deployed.

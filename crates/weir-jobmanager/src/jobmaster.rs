@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use weir_core::protocol::{Assignment, Deployment, ToTaskManager};
@@ -269,12 +270,18 @@ impl JobMaster {
         self.job.deployments += 1;
         let restore = self.job.checkpoints.as_ref().and_then(|cp| cp.restore_for_run());
         self.restored_from = restore.clone();
+        // Each part gets a key of its own for its data connections; every part learns only the
+        // others' digests, so no process but the one deployed as a part can send as it.
+        let keys: Vec<Vec<u8>> = (0..grants.len()).map(|_| run_key()).collect();
+        let digests: Vec<Vec<u8>> = keys.iter().map(|k| sha2::Sha256::digest(k).to_vec()).collect();
         for (k, grant) in grants.into_iter().enumerate() {
             let assignment = Assignment {
                 attempt,
                 part: k as u32,
                 slot_parts: slot_parts.clone(),
                 part_addresses: addresses.clone(),
+                send_key: keys[k].clone(),
+                sender_digests: digests.clone(),
             };
             let deploy = ToTaskManager::Deploy(Deployment {
                 job_id: id,
@@ -507,6 +514,14 @@ impl Cluster {
         if let Some(cp) = self.job(id).and_then(|j| j.checkpoints.clone()) {
             cp.send(Input::Recorded { attempt, n });
         }
+    }
+}
+
+/// A random 32-byte key (from the operating system; two random UUIDs where it gives none).
+fn run_key() -> Vec<u8> {
+    match weir_security::random_key() {
+        Ok(k) => k.to_vec(),
+        Err(_) => [uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat(),
     }
 }
 

@@ -19,5 +19,10 @@ pub use internal::{
 pub use pipe::TlsPipe;
 pub use secret::{Secret, Side};
 
+/// 32 random bytes from the operating system, for keys.
+pub fn random_key() -> weir_core::Result<[u8; 32]> {
+    secret::random::<32>()
+}
+
 #[cfg(feature = "testing")]
 pub mod testing;

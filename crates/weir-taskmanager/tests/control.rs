@@ -28,7 +28,14 @@ fn deployment(job_id: JobId, padding: usize) -> weir_core::Result<ToTaskManager>
         job_id,
         graph: Box::new(graph),
         config: JobConfig::default(),
-        assignment: Assignment { attempt: 0, part: 0, slot_parts: vec![0], part_addresses: vec![String::new()] },
+        assignment: Assignment {
+            attempt: 0,
+            part: 0,
+            slot_parts: vec![0],
+            part_addresses: vec![String::new()],
+            send_key: Vec::new(),
+            sender_digests: Vec::new(),
+        },
         cached_files: Default::default(),
         restore: None,
     }))

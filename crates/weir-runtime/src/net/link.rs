@@ -16,7 +16,7 @@ use weir_core::{Error, Result};
 use crate::context::CancelToken;
 use crate::output::Message;
 
-use super::proto::{CONNECT_WAIT, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
+use super::proto::{CONNECT_WAIT, HELLO, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
 use super::wire::encode_message;
 
 /// A sender's credits for one channel.
@@ -42,7 +42,7 @@ enum Opened {
 /// first use.
 pub struct OutLink {
     peer: String,
-    hello: [u8; 36],
+    hello: [u8; HELLO],
     connected: Mutex<Option<Arc<Connected>>>,
     pub(super) credits: HashMap<u32, Arc<Credits>>,
     open: AtomicUsize,
@@ -54,7 +54,7 @@ pub struct OutLink {
 impl OutLink {
     pub(super) fn new(
         peer: String,
-        hello: [u8; 36],
+        hello: [u8; HELLO],
         channels: &[u32],
         capacity: u32,
         cancel: CancelToken,

@@ -43,7 +43,7 @@ mod wire;
 
 pub use link::{Credits, OutLink, RemoteTx, remote_tx};
 pub use proto::DATA_PROTOCOL_VERSION;
-use proto::MAGIC;
+use proto::{HELLO, MAGIC};
 use server::PartKey;
 pub use server::{CreditLink, CreditReturn, DataServer};
 pub use wire::{Decoder, decode_message, decoder, encode_message};
@@ -139,13 +139,16 @@ impl PartWiring {
             .get(to as usize)
             .ok_or_else(|| Error::internal(format!("no data address for part {to}")))?
             .clone();
-        let mut hello = [0u8; 36];
+        let mut hello = [0u8; HELLO];
         hello[..4].copy_from_slice(&MAGIC);
         hello[4..8].copy_from_slice(&DATA_PROTOCOL_VERSION.to_be_bytes());
         hello[8..24].copy_from_slice(&self.job.0.to_be_bytes());
         hello[24..28].copy_from_slice(&a.attempt.to_be_bytes());
         hello[28..32].copy_from_slice(&a.part.to_be_bytes());
         hello[32..36].copy_from_slice(&to.to_be_bytes());
+        if a.send_key.len() == 32 {
+            hello[36..].copy_from_slice(&a.send_key);
+        }
         let channels = self.outbound.get(&to).cloned().unwrap_or_default();
         let security = self.placement.server.security().clone();
         let link = OutLink::new(peer, hello, &channels, self.capacity, self.cancel.clone(), security);
@@ -165,7 +168,8 @@ impl PartWiring {
     /// Registers the inbound channels with the data server; senders may connect from now on.
     pub fn open(self) -> PartNetwork {
         let key = (self.job, self.placement.assignment.attempt, self.placement.assignment.part);
-        self.placement.server.register(key, self.inbound);
+        let digests = self.placement.assignment.sender_digests.clone();
+        self.placement.server.register(key, self.inbound, digests);
         PartNetwork { server: self.placement.server, key, links: self.links }
     }
 }

@@ -9,7 +9,9 @@ use weir_core::Error;
 /// Magic bytes that open a data connection (not a control connection: those start with `WEIR`).
 pub(super) const MAGIC: [u8; 4] = *b"WDAT";
 /// Version of the data protocol.
-pub const DATA_PROTOCOL_VERSION: u32 = 1;
+pub const DATA_PROTOCOL_VERSION: u32 = 2;
+/// The bytes of a data connection's hello: magic, version, job, attempt, both parts, the sender's key.
+pub(super) const HELLO: usize = 68;
 /// The largest data frame accepted: a batch of at most 2^20 records of reasonable size.
 pub(super) const MAX_DATA_FRAME: usize = 256 << 20;
 /// How long a receiver waits for the part a sender names to be deployed.

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use weir_core::{Error, JobId, Result};
 use weir_security::{Internal, Stream};
 
-use super::proto::{DATA_PROTOCOL_VERSION, MAGIC, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
+use super::proto::{DATA_PROTOCOL_VERSION, HELLO, MAGIC, MAX_DATA_FRAME, REGISTRATION_WAIT, io_error, lock};
 use super::wire::Decoder;
 
 /// The receiving side's way back to a sender: credits for one connection.
@@ -75,6 +75,8 @@ struct InboundGroup {
 struct InboundPart {
     groups: HashMap<u32, InboundGroup>,
     streams: Vec<Stream>,
+    /// The digest of each sending part's key (none: no key is asked for).
+    sender_digests: Vec<Vec<u8>>,
 }
 
 pub(super) type PartKey = (JobId, u32, u32);
@@ -169,13 +171,19 @@ impl DataServer {
 
     /// Makes a part's inbound channels reachable: `groups` maps each sending part to its channels'
     /// decoders and the credit link they return credits through.
-    pub(super) fn register(&self, key: PartKey, groups: HashMap<u32, (HashMap<u32, Decoder>, Arc<CreditLink>)>) {
+    pub(super) fn register(
+        &self,
+        key: PartKey,
+        groups: HashMap<u32, (HashMap<u32, Decoder>, Arc<CreditLink>)>,
+        sender_digests: Vec<Vec<u8>>,
+    ) {
         let part = InboundPart {
             groups: groups
                 .into_iter()
                 .map(|(from, (decoders, credits))| (from, InboundGroup { decoders, credits }))
                 .collect(),
             streams: Vec::new(),
+            sender_digests,
         };
         lock(&self.parts).insert(key, part);
         self.registered.notify_all();
@@ -196,7 +204,7 @@ impl DataServer {
         let _ = tcp.set_nodelay(true);
         let mut stream = self.security.accept(tcp, &format!("sender at {peer}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| io_error("cannot configure", &peer, e))?;
-        let mut hello = [0u8; 36];
+        let mut hello = [0u8; HELLO];
         stream.read_exact(&mut hello).map_err(|e| io_error("no data handshake from", &peer, e))?;
         let refuse = |stream: &mut Stream, why: String| -> Result<()> {
             let mut answer = vec![1u8];
@@ -237,6 +245,17 @@ impl DataServer {
                     return stream.write_all(&answer).map_err(|e| io_error("cannot answer", &peer, e));
                 }
                 if let Some(part) = parts.get_mut(&key) {
+                    // Only the part the JobManager deployed as `from` holds the key of `from`.
+                    if let Some(expected) = part.sender_digests.get(from as usize)
+                        && !key_matches(&hello[36..], expected)
+                    {
+                        drop(parts);
+                        let why = format!(
+                            "it claims to send as part {from} of job {job} (attempt {attempt}) without that part's key: \
+                             only the TaskManager the JobManager deployed the part to may"
+                        );
+                        return refuse(&mut stream, why);
+                    }
                     match (part.groups.remove(&from), stream.try_clone()) {
                         (Some(g), Ok(clone)) => {
                             part.streams.push(clone);
@@ -274,6 +293,13 @@ impl DataServer {
         *lock(&credits.stream) = None;
         outcome
     }
+}
+
+/// Whether `key` hashes to `expected` (SHA-256), compared in constant time.
+fn key_matches(key: &[u8], expected: &[u8]) -> bool {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key);
+    digest.len() == expected.len() && digest.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Reads a sender's frames from `reader` and hands each to its channel's decoder, until the
