@@ -20,13 +20,8 @@ pub struct RestClient {
 impl RestClient {
     /// A client for the plain-HTTP REST endpoint at `address` (`host:port`).
     pub fn new(address: &str) -> RestClient {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
         let base = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-        RestClient { base, agent }
+        RestClient { base, agent: agent(None) }
     }
 
     /// A client for the REST endpoint at `address` of a cluster configured by `cluster`: HTTPS
@@ -36,7 +31,7 @@ impl RestClient {
         let Some(tls) = weir_security::rest::client(cluster)? else {
             return Ok(RestClient::new(address));
         };
-        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts};
         let roots: Vec<Certificate<'static>> = tls.roots.iter().map(|c| Certificate::from_der(c).to_owned()).collect();
         let identity = match (&tls.identity, &cluster.security.rest_keystore) {
             (Some((chain, _)), Some(keystore)) => {
@@ -52,20 +47,10 @@ impl RestClient {
             }
             _ => None,
         };
-        let config = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(weir_security::rest::provider())
-            .root_certs(RootCerts::Specific(std::sync::Arc::new(roots)))
-            .client_cert(identity)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(config)
-            .build()
-            .into();
+        let config =
+            tls_config().root_certs(RootCerts::Specific(std::sync::Arc::new(roots))).client_cert(identity).build();
         let host = address.split_once("://").map_or(address, |(_, rest)| rest);
-        Ok(RestClient { base: format!("https://{host}"), agent })
+        Ok(RestClient { base: format!("https://{host}"), agent: agent(Some(config)) })
     }
 
     /// A client for the endpoint at `url` (`http://` or `https://host:port`) of a JobManager this
@@ -73,19 +58,8 @@ impl RestClient {
     /// not check the certificate, since only that child listens on the port it announced.
     pub fn started(url: &str) -> RestClient {
         let Some(host) = url.strip_prefix("https://") else { return RestClient::new(url) };
-        use ureq::tls::{TlsConfig, TlsProvider};
-        let config = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(weir_security::rest::provider())
-            .disable_verification(true)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(config)
-            .build()
-            .into();
-        RestClient { base: format!("https://{host}"), agent }
+        let config = tls_config().disable_verification(true).build();
+        RestClient { base: format!("https://{host}"), agent: agent(Some(config)) }
     }
 
     /// The endpoint's base URL (`http://host:port` or `https://host:port`).
@@ -220,6 +194,24 @@ pub fn cluster_rest_address(c: &ClusterConfig) -> Result<String> {
         }),
         Err(_) => runtime()?.block_on(find),
     }
+}
+
+/// An HTTP agent: answers of every status come back (the client reads their errors), nothing takes
+/// longer than 30 s, with `tls` for HTTPS.
+fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let mut config =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(30)));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
+}
+
+/// rustls with weir's crypto provider, for HTTPS.
+fn tls_config() -> ureq::tls::TlsConfigBuilder {
+    ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(weir_security::rest::provider())
 }
 
 /// The URL of a REST endpoint given as `host:port` (plain HTTP) or as a URL already.

@@ -153,6 +153,40 @@ fn lost(who: &str, e: std::io::Error) -> Error {
     Error::Network { context: "the connection handshake failed with".into(), peer: who.to_string(), source: e }
 }
 
+/// One side's part of the handshake, apart from the I/O (which comes blocking and async).
+struct Exchange<'a> {
+    secret: Option<&'a Secret>,
+    side: Side,
+    nonce: [u8; NONCE],
+}
+
+impl<'a> Exchange<'a> {
+    fn new(secret: Option<&'a Secret>, side: Side) -> Result<Self> {
+        Ok(Exchange { secret, side, nonce: random::<NONCE>()? })
+    }
+
+    /// The hello, with the nonce when there is a secret.
+    fn first(&self) -> Vec<u8> {
+        let mut first = hello(self.secret).to_vec();
+        if self.secret.is_some() {
+            first.extend_from_slice(&self.nonce);
+        }
+        first
+    }
+
+    /// This side's proof, given the peer's nonce.
+    fn proof(&self, secret: &Secret, peer_nonce: &[u8; NONCE]) -> Vec<u8> {
+        let (client, server) = ordered(self.side, &self.nonce, peer_nonce);
+        secret.proof(self.side.role(), client, server).finalize().into_bytes().to_vec()
+    }
+
+    /// Checks the peer's proof.
+    fn verify(&self, secret: &Secret, peer_nonce: &[u8; NONCE], peer_proof: &[u8], who: &str) -> Result<()> {
+        let (client, server) = ordered(self.side, &self.nonce, peer_nonce);
+        secret.proof(self.side.other().role(), client, server).verify_slice(peer_proof).map_err(|_| wrong_secret(who))
+    }
+}
+
 /// The handshake on a blocking stream.
 pub(crate) fn exchange<S: std::io::Read + std::io::Write>(
     s: &mut S,
@@ -160,26 +194,18 @@ pub(crate) fn exchange<S: std::io::Read + std::io::Write>(
     side: Side,
     who: &str,
 ) -> Result<()> {
-    let nonce = random::<NONCE>()?;
-    let mut first = hello(secret).to_vec();
-    if secret.is_some() {
-        first.extend_from_slice(&nonce);
-    }
-    s.write_all(&first).map_err(|e| lost(who, e))?;
-    s.flush().map_err(|e| lost(who, e))?;
+    let x = Exchange::new(secret, side)?;
+    s.write_all(&x.first()).and_then(|()| s.flush()).map_err(|e| lost(who, e))?;
     let mut theirs = [0u8; 8];
     s.read_exact(&mut theirs).map_err(|e| lost(who, e))?;
     check_hello(&theirs, secret, who)?;
     let Some(secret) = secret else { return Ok(()) };
     let mut peer_nonce = [0u8; NONCE];
     s.read_exact(&mut peer_nonce).map_err(|e| lost(who, e))?;
-    let (client, server) = ordered(side, &nonce, &peer_nonce);
-    let proof = secret.proof(side.role(), client, server).finalize().into_bytes();
-    s.write_all(&proof).map_err(|e| lost(who, e))?;
-    s.flush().map_err(|e| lost(who, e))?;
+    s.write_all(&x.proof(secret, &peer_nonce)).and_then(|()| s.flush()).map_err(|e| lost(who, e))?;
     let mut peer_proof = [0u8; PROOF];
     s.read_exact(&mut peer_proof).map_err(|e| lost(who, e))?;
-    secret.proof(side.other().role(), client, server).verify_slice(&peer_proof).map_err(|_| wrong_secret(who))
+    x.verify(secret, &peer_nonce, &peer_proof, who)
 }
 
 /// The handshake on an async stream.
@@ -189,12 +215,8 @@ pub(crate) async fn exchange_async<S: AsyncRead + AsyncWrite + Unpin>(
     side: Side,
     who: &str,
 ) -> Result<()> {
-    let nonce = random::<NONCE>()?;
-    let mut first = hello(secret).to_vec();
-    if secret.is_some() {
-        first.extend_from_slice(&nonce);
-    }
-    s.write_all(&first).await.map_err(|e| lost(who, e))?;
+    let x = Exchange::new(secret, side)?;
+    s.write_all(&x.first()).await.map_err(|e| lost(who, e))?;
     s.flush().await.map_err(|e| lost(who, e))?;
     let mut theirs = [0u8; 8];
     s.read_exact(&mut theirs).await.map_err(|e| lost(who, e))?;
@@ -202,13 +224,11 @@ pub(crate) async fn exchange_async<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(secret) = secret else { return Ok(()) };
     let mut peer_nonce = [0u8; NONCE];
     s.read_exact(&mut peer_nonce).await.map_err(|e| lost(who, e))?;
-    let (client, server) = ordered(side, &nonce, &peer_nonce);
-    let proof = secret.proof(side.role(), client, server).finalize().into_bytes();
-    s.write_all(&proof).await.map_err(|e| lost(who, e))?;
+    s.write_all(&x.proof(secret, &peer_nonce)).await.map_err(|e| lost(who, e))?;
     s.flush().await.map_err(|e| lost(who, e))?;
     let mut peer_proof = [0u8; PROOF];
     s.read_exact(&mut peer_proof).await.map_err(|e| lost(who, e))?;
-    secret.proof(side.other().role(), client, server).verify_slice(&peer_proof).map_err(|_| wrong_secret(who))
+    x.verify(secret, &peer_nonce, &peer_proof, who)
 }
 
 fn ordered<'a>(side: Side, ours: &'a [u8; NONCE], theirs: &'a [u8; NONCE]) -> (&'a [u8; NONCE], &'a [u8; NONCE]) {
