@@ -201,6 +201,35 @@ impl Etcd {
 }
 
 impl Inner {
+    /// Opens a watch of `key` through the gateway's streaming `/v3/watch` on the endpoint that
+    /// answered last, bounded by [`crate::WATCH_BOUND`]; the stream of its events once etcd said
+    /// the watch is created (one JSON object per line).
+    fn watch(&self, key: &str) -> Result<std::io::BufReader<ureq::BodyReader<'static>>> {
+        let at = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        let url = format!("{}/v3/watch", self.endpoints[at]);
+        let failed = |message: String| Error::Coordination {
+            context: "cannot watch the leader".into(),
+            service: format!("etcd at {}", self.endpoints[at]),
+            message,
+            retryable: true,
+        };
+        let response = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(crate::WATCH_BOUND))
+            .build()
+            .send_json(json!({ "create_request": { "key": B64.encode(key) } }))
+            .map_err(|e| failed(e.to_string()))?;
+        let mut events = std::io::BufReader::new(response.into_body().into_reader());
+        let mut created = String::new();
+        std::io::BufRead::read_line(&mut events, &mut created).map_err(|e| failed(e.to_string()))?;
+        if !created.contains("\"created\":true") {
+            return Err(failed(format!("etcd did not create the watch: {}", created.trim())));
+        }
+        Ok(events)
+    }
+
     fn call(&self, path: &str, body: &Value) -> Result<Value> {
         let n = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed) % n;
@@ -312,6 +341,24 @@ impl HaServices for Etcd {
                 info!(epoch, "resigned leadership");
             }
             Ok(())
+        })
+    }
+
+    fn watch_leader(&self) -> BoxFuture<'_, Result<BoxFuture<'static, ()>>> {
+        Box::pin(async move {
+            let (inner, key) = (self.inner.clone(), self.leader_key());
+            let mut events = tokio::task::spawn_blocking(move || inner.watch(&key))
+                .await
+                .map_err(|e| Error::internal(format!("etcd watch task failed: {e}")))??;
+            Ok(Box::pin(async move {
+                // The next event (a put or delete of the leader key), or the end of the request's
+                // time bound, or of the connection.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut line = String::new();
+                    let _ = std::io::BufRead::read_line(&mut events, &mut line);
+                })
+                .await;
+            }) as BoxFuture<'static, ()>)
         })
     }
 

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use weir_core::config::HaSettings;
 use weir_core::{Error, Result};
 
-pub use services::{BoxFuture, Entries, HaServices, Leader, LeaderInfo, Leadership, RETRIEVAL_INTERVAL, follow_leader};
+pub use services::{
+    BoxFuture, Entries, HaServices, Leader, LeaderInfo, Leadership, RETRIEVAL_INTERVAL, WATCH_BOUND, follow_leader,
+};
 
 /// Connects to the service the settings name; `None` when high availability is off.
 pub async fn connect(settings: &HaSettings) -> Result<Option<Arc<dyn HaServices>>> {

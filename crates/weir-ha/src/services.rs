@@ -83,6 +83,14 @@ pub trait HaServices: Send + Sync + 'static {
     /// The current leader, if any.
     fn leader(&self) -> BoxFuture<'_, Result<Option<Leader>>>;
 
+    /// Registers for the next change of the leader and returns a future that resolves when the
+    /// leader may have changed (a watch in the service) or after at most [`WATCH_BOUND`]. Called
+    /// before the leader is read, so no change between the read and the wait is missed. Services
+    /// that cannot watch resolve after [`RETRIEVAL_INTERVAL`] (polling).
+    fn watch_leader(&self) -> BoxFuture<'_, Result<BoxFuture<'static, ()>>> {
+        Box::pin(async { Ok(Box::pin(tokio::time::sleep(RETRIEVAL_INTERVAL)) as BoxFuture<'static, ()>) })
+    }
+
     /// The value under `key`.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
 
@@ -99,7 +107,12 @@ pub trait HaServices: Send + Sync + 'static {
 /// How often [`follow_leader`] asks the service who leads.
 pub const RETRIEVAL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The leader, watched: the receiver holds the current leader (`None` while there is none or the
+/// The longest a leader watch waits before the leader is read again anyway (a safety net: a
+/// watch lost with its connection costs at most this long).
+pub const WATCH_BOUND: Duration = Duration::from_secs(2);
+
+/// The leader, watched (with the service's watch where it has one, else by polling every
+/// [`RETRIEVAL_INTERVAL`]): the receiver holds the current leader (`None` while there is none or the
 /// service cannot be reached) and changes when it does. The watch ends when every receiver is
 /// dropped.
 pub fn follow_leader(ha: Arc<dyn HaServices>) -> watch::Receiver<Option<Leader>> {
@@ -107,6 +120,11 @@ pub fn follow_leader(ha: Arc<dyn HaServices>) -> watch::Receiver<Option<Leader>>
     tokio::spawn(async move {
         let mut failing = false;
         loop {
+            // The watch first, then the read: a change in between still wakes the wait.
+            let next_change: BoxFuture<'static, ()> = match ha.watch_leader().await {
+                Ok(w) => w,
+                Err(_) => Box::pin(tokio::time::sleep(RETRIEVAL_INTERVAL)),
+            };
             let now = match ha.leader().await {
                 Ok(l) => {
                     failing = false;
@@ -134,7 +152,11 @@ pub fn follow_leader(ha: Arc<dyn HaServices>) -> watch::Receiver<Option<Leader>>
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(RETRIEVAL_INTERVAL).await;
+            let bound = if failing { RETRIEVAL_INTERVAL } else { WATCH_BOUND };
+            tokio::select! {
+                _ = next_change => {}
+                _ = tokio::time::sleep(bound) => {}
+            }
         }
     });
     rx

@@ -100,3 +100,9 @@ async fn nothing_listening_is_a_clear_error() {
     assert!(text.contains("high-availability.etcd.endpoints") && text.contains(&port.to_string()), "{text}");
     assert!(e.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_watch_wakes_on_a_change_only() {
+    let server = EtcdServer::start();
+    contract::a_leader_watch_wakes_on_a_change_only(connect(&server, 4_000), false).await;
+}

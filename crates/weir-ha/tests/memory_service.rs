@@ -59,3 +59,8 @@ async fn an_expired_leader_knows_it_before_the_next_leads_and_cannot_write() {
     assert!(matches!(a.put(first.epoch, "k", vec![1]).await, Err(Error::NotLeader(_))));
     assert_eq!(a.get("/k/").await.expect("get"), None, "a refused write leaves nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_watch_wakes_on_a_change_only() {
+    contract::a_leader_watch_wakes_on_a_change_only(connect(&InMemory::new()), true).await;
+}

@@ -334,3 +334,9 @@ async fn connecting_where_nothing_listens_fails_clearly_and_in_time() {
     let e = ZooKeeper::connect(&bad).await.err().expect("a relative root");
     assert!(matches!(e, Error::Config(_)), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_watch_wakes_on_a_change_only() {
+    let server = ZkServer::start();
+    contract::a_leader_watch_wakes_on_a_change_only(contract_client(&server), false).await;
+}

@@ -175,6 +175,25 @@ impl HaServices for ZooKeeper {
         Box::pin(self.inner.leader())
     }
 
+    fn watch_leader(&self) -> BoxFuture<'_, Result<BoxFuture<'static, ()>>> {
+        Box::pin(async move {
+            let client = self.inner.client().await?;
+            let dir = self.inner.leader_dir();
+            // Latches come and go as children of the leader directory (none yet: its creation).
+            let watcher = match self.inner.bounded(client.list_and_watch_children(&dir)).await {
+                Ok((_, w)) => w,
+                Err(zk::Error::NoNode) => match self.inner.bounded(client.check_and_watch_stat(&dir)).await {
+                    Ok((_, w)) => w,
+                    Err(e) => return Err(self.inner.failure("cannot watch the leader latches", &e)),
+                },
+                Err(e) => return Err(self.inner.failure("cannot watch the leader latches", &e)),
+            };
+            Ok(Box::pin(async move {
+                let _ = watcher.changed().await;
+            }) as BoxFuture<'static, ()>)
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
         Box::pin(self.inner.get(key))
     }

@@ -143,3 +143,21 @@ pub async fn stores_keep_jobs_ids_checkpoints_and_results_across_leaders(connect
     assert_eq!(stores.sweep().await.expect("sweep"), 1);
     second.resign(&l2).await.expect("resign");
 }
+
+/// A watch of the leader wakes on a change, well before [`weir_ha::WATCH_BOUND`], and not without
+/// one (for a service that polls, `polls`: it wakes after the retrieval interval either way).
+pub async fn a_leader_watch_wakes_on_a_change_only(connect: impl Connect, polls: bool) {
+    let a = connect("watch").await;
+    let observer = connect("watch").await;
+    let quiet = observer.watch_leader().await.expect("a watch");
+    let woke = tokio::time::timeout(Duration::from_millis(600), quiet).await.is_ok();
+    assert_eq!(woke, polls, "a watch woke without a change of the leader");
+    let change = observer.watch_leader().await.expect("a watch");
+    let started = std::time::Instant::now();
+    let leading = a.campaign(me("a")).await.expect("a leads");
+    within("the watch to wake", weir_ha::WATCH_BOUND - Duration::from_millis(500), change).await;
+    eprintln!("woke {:?} after the campaign started", started.elapsed());
+    let gone = observer.watch_leader().await.expect("a watch");
+    a.resign(&leading).await.expect("resign");
+    within("the watch to wake on the resignation", weir_ha::WATCH_BOUND - Duration::from_millis(500), gone).await;
+}
