@@ -1,12 +1,13 @@
 //! Chaos, seeded and bounded: an HA session cluster (two JobManagers on etcd, three one-slot
 //! TaskManagers) runs the exactly-once keyed job while a schedule drawn from a seed kills
-//! TaskManagers, their worker processes and the leading JobManager with -9, and pauses
-//! TaskManagers (SIGSTOP, then SIGCONT) for shorter and longer than `heartbeat.timeout`. The
-//! committed output must equal a failure-free run's.
+//! TaskManagers, their worker processes and the leading JobManager with -9, pauses TaskManagers
+//! (SIGSTOP, then SIGCONT) for shorter and longer than `heartbeat.timeout`, and stalls the
+//! checkpoint storage (an S3 server behind a proxy that stops moving bytes). The committed output
+//! must equal a failure-free run's.
 //!
 //! The seed is printed; `WEIR_CHAOS_SEED=N` replays a run, `WEIR_CHAOS_ACTIONS=N` makes it longer
-//! (default 6 actions, about a minute). Partitions and stalled storage have tests of their own
-//! (`partition.rs`, `s3.rs`).
+//! (default 6 actions, about a minute). A partitioned TaskManager has a test of its own
+//! (`partition.rs`).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use weir::Result;
 
 use crate::cluster::workers_of;
 use crate::ha::{HaCluster, exactly_once};
+use crate::s3::{S3Server, StallingProxy};
 
 /// xorshift64*, seeded.
 struct Rng(u64);
@@ -42,6 +44,16 @@ fn the_exactly_once_job_survives_a_seeded_schedule_of_kills_and_pauses() -> Resu
     let mut rng = Rng(seed);
 
     let mut c = HaCluster::new("etcd");
+    // Checkpoints on an S3 server, reached through a proxy that can stall it.
+    let s3 = S3Server::start(&c.dir.path().join("s3"), "state");
+    let proxy = StallingProxy::start(s3.endpoint.trim_start_matches("http://").to_string());
+    c.env = s3.env();
+    for (k, v) in c.env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{}", proxy.port);
+        }
+    }
+    c.checkpoints = Some("s3://state/cp".into());
     c.add_jobmanager();
     c.add_jobmanager();
     for _ in 0..3 {
@@ -57,7 +69,7 @@ fn the_exactly_once_job_survives_a_seeded_schedule_of_kills_and_pauses() -> Resu
     let mut log = Vec::new();
     for n in 0..actions {
         std::thread::sleep(Duration::from_millis(1_000 + rng.below(2_000)));
-        let action = rng.below(5);
+        let action = rng.below(6);
         let what = match action {
             // A TaskManager killed with -9, and a new one for it.
             0 => {
@@ -84,6 +96,14 @@ fn the_exactly_once_job_survives_a_seeded_schedule_of_kills_and_pauses() -> Resu
                 c.kill_jobmanager(leader);
                 c.add_jobmanager();
                 format!("kill -9 leader JobManager {leader}")
+            }
+            // Checkpoint storage stalled: connections stay open, nothing moves.
+            3 => {
+                let stall = Duration::from_millis(500 + rng.below(2_500));
+                proxy.stall(true);
+                std::thread::sleep(stall);
+                proxy.stall(false);
+                format!("storage stalled for {} ms", stall.as_millis())
             }
             // A TaskManager paused, shorter or longer than heartbeat.timeout (1.5 s).
             _ => {

@@ -133,6 +133,10 @@ pub(crate) struct HaCluster {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) jobmanagers: Vec<Option<(Proc, String)>>,
     pub(crate) taskmanagers: Vec<Proc>,
+    /// Environment variables of every process and command (the storage's credentials).
+    pub(crate) env: Vec<(String, String)>,
+    /// Where jobs checkpoint (default: a directory of the cluster's).
+    pub(crate) checkpoints: Option<String>,
 }
 
 const TTL: &str = "2s";
@@ -163,7 +167,15 @@ impl HaCluster {
     fn with_service_on(kind: &'static str, host: std::net::Ipv4Addr) -> HaCluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let service = Service::start(kind, host);
-        HaCluster { kind, service, dir, jobmanagers: Vec::new(), taskmanagers: Vec::new() }
+        HaCluster {
+            kind,
+            service,
+            dir,
+            jobmanagers: Vec::new(),
+            taskmanagers: Vec::new(),
+            env: Vec::new(),
+            checkpoints: None,
+        }
     }
 
     /// The settings of every process and command, reaching the service at `address`.
@@ -227,7 +239,8 @@ impl HaCluster {
         args.extend(self.args("jobmanager", &self.service.address(), &extra));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.dir.path().join(format!("jm-{n}.log"));
-        let env = [("WEIR_LOG".to_string(), "info".to_string())];
+        let mut env = vec![("WEIR_LOG".to_string(), "info".to_string())];
+        env.extend(self.env.iter().cloned());
         let (p, line) = start_logged(Path::new(&program), &args, self.dir.path(), &env, Some(&log));
         let rest = field(&line, "rest=http://").to_string();
         self.jobmanagers.push(Some((p, rest)));
@@ -243,7 +256,8 @@ impl HaCluster {
         let args = self.args("taskmanager", &self.service.address(), &extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = self.dir.path().join(format!("tm-{n}.log"));
-        let env = [("WEIR_LOG".to_string(), "info".to_string())];
+        let mut env = vec![("WEIR_LOG".to_string(), "info".to_string())];
+        env.extend(self.env.iter().cloned());
         let (p, _) = start_logged(Path::new(WEIR), &args, self.dir.path(), &env, Some(&log));
         self.taskmanagers.push(p);
     }
@@ -289,14 +303,21 @@ impl HaCluster {
         for s in self.settings(&self.service.address()) {
             all.extend(["-D".to_string(), s]);
         }
-        std::process::Command::new(WEIR).args(&all).output().unwrap_or_else(|e| panic!("cannot run weir: {e}"))
+        std::process::Command::new(WEIR)
+            .args(&all)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run weir: {e}"))
     }
 
     /// Submits `keyed-sums` of `count` numbers over `keys` keys at `rate`, checkpointing every
     /// 200 ms, into `out`, at parallelism 2; its job id.
     pub(crate) fn submit(&self, (count, keys, rate): (u64, u64, u64), out: &Path) -> String {
         let args = format!(r#"{{"count": {count}, "keys": {keys}, "rate": {rate}, "output": "{}"}}"#, out.display());
-        let cp = format!("execution.checkpointing.dir={}", self.dir.path().join("cp").display());
+        let cp = match &self.checkpoints {
+            Some(dir) => format!("execution.checkpointing.dir={dir}"),
+            None => format!("execution.checkpointing.dir={}", self.dir.path().join("cp").display()),
+        };
         let submitted = self.weir(&[
             "run",
             "-t",

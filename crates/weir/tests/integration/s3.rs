@@ -40,14 +40,14 @@ fn s3s_fs() -> PathBuf {
 }
 
 /// An S3-compatible server on a loopback port, storing objects under `root`; stopped on drop.
-struct S3Server {
+pub(crate) struct S3Server {
     _proc: Proc,
-    endpoint: String,
+    pub(crate) endpoint: String,
     root: PathBuf,
 }
 
 impl S3Server {
-    fn start(root: &Path, bucket: &str) -> S3Server {
+    pub(crate) fn start(root: &Path, bucket: &str) -> S3Server {
         std::fs::create_dir_all(root.join(bucket)).unwrap_or_else(|e| panic!("cannot create the bucket: {e}"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -71,7 +71,7 @@ impl S3Server {
     }
 
     /// What every weir process needs to reach the server.
-    fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ACCESS_KEY_ID", "weir"),
             ("AWS_SECRET_ACCESS_KEY", "weir-secret-key"),
@@ -185,14 +185,14 @@ fn checkpoints_and_savepoints_on_an_s3_server_survive_a_kill_and_a_rescale() -> 
 /// A TCP proxy on loopback in front of `target` that can stall: while stalled it moves no byte
 /// either way (connections stay open, as with an S3 endpoint that stops answering). Its threads
 /// end when it is dropped.
-struct StallingProxy {
-    port: u16,
+pub(crate) struct StallingProxy {
+    pub(crate) port: u16,
     stalled: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
 }
 
 impl StallingProxy {
-    fn start(target: String) -> StallingProxy {
+    pub(crate) fn start(target: String) -> StallingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind the proxy: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_else(|e| panic!("proxy address: {e}"));
         listener.set_nonblocking(true).unwrap_or_else(|e| panic!("proxy: {e}"));
@@ -216,7 +216,7 @@ impl StallingProxy {
         StallingProxy { port, stalled, closed }
     }
 
-    fn stall(&self, on: bool) {
+    pub(crate) fn stall(&self, on: bool) {
         self.stalled.store(on, Ordering::SeqCst);
     }
 }
