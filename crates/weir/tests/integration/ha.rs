@@ -596,3 +596,28 @@ fn an_unreadable_stored_job_fails_alone_with_a_result_that_says_why() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A program that calls `execute` from inside its own tokio runtime, with the remote target and
+/// the cluster's HA settings (no address): it finds the leader in etcd from inside that runtime,
+/// submits, and gets its result.
+#[test]
+fn execute_from_inside_a_programs_own_tokio_runtime_finds_the_leader() {
+    let mut c = HaCluster::new("etcd");
+    c.add_jobmanager();
+    c.add_taskmanager();
+    c.leader(Duration::from_secs(30));
+    let mut args: Vec<String> =
+        ["-D", "execution.target=remote", "-D", "parallelism.default=1", "-D", "slot.request.timeout=30s"]
+            .map(String::from)
+            .to_vec();
+    for s in c.settings(&c.service.address()) {
+        args.extend(["-D".to_string(), s]);
+    }
+    let out = std::process::Command::new(crate::example("in_tokio"))
+        .args(&args)
+        .env("TMPDIR", c.dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the in_tokio example: {e}"));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("FINISHED, 7 keys reached 1000"), "{}", text(&out.stdout));
+}
