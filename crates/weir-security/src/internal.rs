@@ -341,9 +341,14 @@ impl Tls {
                 "security.ssl.internal.keystore/truststore ({keystore}, {truststore}) cannot be used: {e}"
             ))
         };
+        // A peer may present exactly a certificate of the truststore (Flink's setup: one
+        // self-signed certificate as keystore and truststore), which path validation alone
+        // refuses (a CA certificate used as an end entity).
+        let trusted = pem::certificates("security.ssl.internal.truststore", truststore)?;
         let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| Error::Config(format!("security.ssl.internal.truststore ({truststore}): {e}")))?;
+        let clients = Arc::new(TrustedClients { inner: clients, trusted: trusted.clone() });
         let server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(bad)?
@@ -357,7 +362,7 @@ impl Tls {
             .with_safe_default_protocol_versions()
             .map_err(bad)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyName(servers)))
+            .with_custom_certificate_verifier(Arc::new(AnyName(servers, trusted)))
             .with_client_auth_cert(certs, key)
             .map_err(bad)?;
         Ok(Tls {
@@ -369,9 +374,58 @@ impl Tls {
     }
 }
 
-/// Checks a server's certificate chain against the truststore, but not the names in it.
+/// Checks a server's certificate chain against the truststore, but not the names in it; a server
+/// that presents exactly a certificate of the truststore is trusted as it is.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct AnyName(Arc<WebPkiServerVerifier>, Vec<CertificateDer<'static>>);
+
+/// Client certificates checked against the truststore; one that is exactly a certificate of the
+/// truststore is trusted as it is.
+#[derive(Debug)]
+struct TrustedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for TrustedClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if self.trusted.iter().any(|t| t.as_ref() == end_entity.as_ref()) {
+            return Ok(rustls::server::danger::ClientCertVerified::assertion());
+        }
+        self.inner.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
 
 impl ServerCertVerifier for AnyName {
     fn verify_server_cert(
@@ -383,6 +437,9 @@ impl ServerCertVerifier for AnyName {
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        if self.1.iter().any(|t| t.as_ref() == end_entity.as_ref()) {
+            return Ok(ServerCertVerified::assertion());
+        }
         // The chain is checked before the name: a name error means the chain is good.
         match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {

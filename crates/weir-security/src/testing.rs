@@ -16,6 +16,9 @@ pub struct Certificates {
     pub signed: PathBuf,
     /// A certificate and key signed by another authority (a keystore nobody trusts).
     pub stranger: PathBuf,
+    /// A self-signed certificate (marked as an authority, as `openssl req -x509` makes them) with
+    /// its key: Flink's setup, one file as keystore and truststore of the whole cluster.
+    pub self_signed: PathBuf,
 }
 
 fn failed(e: rcgen::Error) -> Error {
@@ -45,8 +48,14 @@ impl Certificates {
     pub fn generate(dir: &Path) -> Result<Certificates> {
         let ca = authority("weir test authority")?;
         let other = authority("someone else")?;
-        let files =
-            Certificates { ca: dir.join("ca.pem"), signed: dir.join("signed.pem"), stranger: dir.join("stranger.pem") };
+        let files = Certificates {
+            ca: dir.join("ca.pem"),
+            signed: dir.join("signed.pem"),
+            stranger: dir.join("stranger.pem"),
+            self_signed: dir.join("self-signed.pem"),
+        };
+        let own = authority("weir cluster")?;
+        write(&files.self_signed, &format!("{}{}", own.pem(), own.key().serialize_pem()))?;
         write(&files.ca, &ca.pem())?;
         write(&files.signed, &leaf(&ca)?)?;
         write(&files.stranger, &leaf(&other)?)?;

@@ -210,3 +210,17 @@ fn internal_connections_carry_keepalive_and_a_user_timeout() -> Result<()> {
     assert_eq!(socket.tcp_user_timeout().ok().flatten(), Some(std::time::Duration::from_secs(30)));
     Ok(())
 }
+
+#[test]
+fn one_self_signed_certificate_as_keystore_and_truststore_works_as_in_flink() -> Result<()> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certs = Certificates::generate(dir.path())?;
+    let one = Internal::from_config(&config(Some((&certs.self_signed, &certs.self_signed))))?;
+    let (back, served) = exchange(one.clone(), one.clone(), b"flink style");
+    served?;
+    assert_eq!(back?, b"FLINK STYLE");
+    // Trusting that one certificate admits nobody else.
+    let (client, server) = exchange(Internal::from_config(&config(Some((&certs.signed, &certs.ca))))?, one, b"x");
+    assert!(client.is_err() && server.is_err(), "{client:?} {server:?}");
+    Ok(())
+}
