@@ -29,7 +29,8 @@ fi
 for t in "${targets[@]}"; do
   # The corpus grows from run to run, outside the clone (a fresh clone keeps what earlier found).
   corpus="${WEIR_FUZZ_CORPUS:-$HOME/.cache/weir-fuzz-corpus}/$t"
-  mkdir -p "$corpus"
+  # (A target without seeds has no directory in a clone: git keeps no empty ones.)
+  mkdir -p "$corpus" "fuzz/seeds/$t"
   echo "== fuzzing $t for ${seconds} s" >&2
   # Seeds (valid inputs) come first; what the run finds goes into the corpus for the next run.
   log="$(mktemp)"
