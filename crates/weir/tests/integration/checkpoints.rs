@@ -176,7 +176,11 @@ fn killing_taskmanagers_with_kill_9_loses_and_duplicates_nothing() -> Result<()>
     assert_eq!(done["state"], "FINISHED", "{done}");
     assert!(kills >= 1, "the job ended before any kill");
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
-    assert!(ex["root-exception"].as_str().unwrap_or_default().contains("was lost"), "{ex}");
+    // Every kill shows as a lost TaskManager, though not always last: a peer that sees its input
+    // end early may report before the JobManager notices the closed connection.
+    let all = ex["all-exceptions"].as_array().cloned().unwrap_or_default();
+    let lost = all.iter().filter(|e| e["exception"].as_str().unwrap_or_default().contains("was lost")).count();
+    assert!(lost >= 1, "no TaskManager loss among the exceptions after {kills} kills: {ex}");
     let (lines, names) = committed(&out)?;
     assert_eq!(lines.len(), count as usize, "committed {} lines of {count} after {kills} kills", lines.len());
     assert_eq!(lines, expected_sums(count, keys), "the committed output differs from a failure-free run");
