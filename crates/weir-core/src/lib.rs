@@ -13,6 +13,7 @@ pub mod error;
 pub mod graph;
 pub mod ids;
 pub mod keygroup;
+pub mod metric;
 pub mod plan;
 pub mod protocol;
 pub mod result;

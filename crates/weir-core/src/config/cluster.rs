@@ -107,6 +107,8 @@ pub struct ClusterConfig {
     pub ha: HaSettings,
     /// `security.*`: TLS and the cluster secret.
     pub security: SecuritySettings,
+    /// `metrics.*`: the reporters.
+    pub metrics: super::MetricsSettings,
 }
 
 /// The `security.*` settings: Flink's SSL keys, with PEM files where Flink takes Java keystores.
@@ -318,6 +320,7 @@ impl Default for ClusterConfig {
             restart_options: BTreeMap::new(),
             ha: HaSettings::default(),
             security: SecuritySettings::default(),
+            metrics: super::MetricsSettings::default(),
         }
     }
 }
@@ -342,6 +345,9 @@ impl ClusterConfig {
     /// checked by [`ClusterConfig::validate`] once all are set.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let (def, value) = registry::parse(key, value)?;
+        if def.key.starts_with("metrics.") {
+            return self.metrics.set(def.key, registry::named(def.key, key), &value);
+        }
         self.apply(def, &value)
     }
 
@@ -430,6 +436,7 @@ impl ClusterConfig {
             "high-availability.etcd.endpoints" => self.ha.etcd_endpoints = Some(text()?),
             "high-availability.etcd.path.root" => self.ha.etcd_root = text()?,
             "high-availability.etcd.lease-ttl" => self.ha.etcd_lease_ttl_ms = value.number(key)?,
+            "metrics.reporters" => self.metrics.set(key, None, value)?,
             other => {
                 return Err(Error::internal(format!(
                     "the registry declares the cluster key {other} but the cluster configuration does not read it"
@@ -442,6 +449,7 @@ impl ClusterConfig {
     /// Checks the settings that depend on each other; called once every key is set, before a
     /// process acts on them.
     pub fn validate(&self) -> Result<()> {
+        self.metrics.active()?;
         let s = &self.security;
         if s.internal_tls && (s.internal_keystore.is_none() || s.internal_truststore.is_none()) {
             return Err(Error::Config(

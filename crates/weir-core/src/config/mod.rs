@@ -11,12 +11,14 @@
 mod cluster;
 mod def;
 mod execution;
+mod metrics;
 mod options;
 pub mod registry;
 
 pub use cluster::{ClusterConfig, HaSettings, RestartStrategy, SecuritySettings};
 pub use def::{OptionDef, Scope, Value};
 pub use execution::{ExecutionConfig, JobConfig};
+pub use metrics::{MetricsSettings, PROMETHEUS_FACTORIES, ReporterSettings, ports};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

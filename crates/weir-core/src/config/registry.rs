@@ -18,7 +18,18 @@ pub fn options() -> &'static [OptionDef] {
 
 /// The key `key` names (its own name or an older alias), if weir knows it.
 pub fn lookup(key: &str) -> Option<&'static OptionDef> {
-    OPTIONS.iter().find(|o| o.key == key || o.aliases.contains(&key))
+    OPTIONS
+        .iter()
+        .find(|o| o.key == key || o.aliases.contains(&key))
+        .or_else(|| OPTIONS.iter().find(|o| named(o.key, key).is_some()))
+}
+
+/// For a key declared with a `<name>` part (`metrics.reporter.<name>.port`), the name `key` puts
+/// in its place (`prom` in `metrics.reporter.prom.port`); `None` when `key` is not one of it.
+pub fn named<'k>(declared: &str, key: &'k str) -> Option<&'k str> {
+    let (before, after) = declared.split_once("<name>")?;
+    let name = key.strip_prefix(before)?.strip_suffix(after)?;
+    (!name.is_empty() && !name.contains('.')).then_some(name)
 }
 
 /// The key `key` names; an error for a key weir does not know, naming the closest known key or,
@@ -152,6 +163,11 @@ mod tests {
         );
         assert!(e("zzz").contains("unknown configuration key 'zzz'; docs/config.md"), "{}", e("zzz"));
         assert!(e("state.backend.rocksdb.timer-service.factory").contains("state.backend.disk.timer-service.factory"));
+        // A key with a name in it: any one name, but not none and not a dotted path.
+        assert_eq!(lookup("metrics.reporter.prom.port").map(|o| o.key), Some("metrics.reporter.<name>.port"));
+        assert_eq!(named("metrics.reporter.<name>.factory.class", "metrics.reporter.p1.factory.class"), Some("p1"));
+        assert!(lookup("metrics.reporter..port").is_none());
+        assert!(lookup("metrics.reporter.a.b.port").is_none());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Every configuration key weir knows: the one place a key is declared, in the file of its part
-//! (`job_keys`, `cluster_keys`, `security_keys`, `ha_keys`; their order is the reference's). A new key is one entry
+//! (`job_keys`, `cluster_keys`, `security_keys`, `ha_keys`, `metrics_keys`; their order is the reference's). A new key is one entry
 //! there, one arm in the typed configuration that acts on it, and `weir config reference >
 //! docs/config.md`.
 
@@ -18,17 +18,22 @@ mod cluster_keys;
 mod declare;
 mod ha_keys;
 mod job_keys;
+mod metrics_keys;
 mod security_keys;
 
 /// Every key, in the order of the reference.
 pub(super) const OPTIONS: &[OptionDef] = &ALL;
 
 const ALL: [OptionDef;
-    job_keys::JOB.len() + cluster_keys::CLUSTER.len() + security_keys::SECURITY.len() + ha_keys::HA.len()] =
-    concat([job_keys::JOB, cluster_keys::CLUSTER, security_keys::SECURITY, ha_keys::HA]);
+    job_keys::JOB.len()
+        + cluster_keys::CLUSTER.len()
+        + security_keys::SECURITY.len()
+        + ha_keys::HA.len()
+        + metrics_keys::METRICS.len()] =
+    concat([job_keys::JOB, cluster_keys::CLUSTER, security_keys::SECURITY, ha_keys::HA, metrics_keys::METRICS]);
 
-/// The declarations of the four files, in order (their order is the reference's).
-const fn concat<const N: usize>(parts: [&[OptionDef]; 4]) -> [OptionDef; N] {
+/// The declarations of the five files, in order (their order is the reference's).
+const fn concat<const N: usize>(parts: [&[OptionDef]; 5]) -> [OptionDef; N] {
     let mut out = [parts[0][0]; N];
     let (mut p, mut n) = (0, 0);
     while p < parts.len() {
