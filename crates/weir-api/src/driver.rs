@@ -71,6 +71,22 @@ pub struct Driver {
     executor: Arc<Mutex<Option<MadeExecutor>>>,
     /// Set by the runtime (application mode): every job goes there, whatever the target says.
     fixed: Option<Arc<dyn Executor>>,
+    /// The embedded cluster's metrics and reporters, started with its first job when
+    /// `metrics.reporter.*` configures any.
+    metrics: Arc<std::sync::OnceLock<LocalMetrics>>,
+}
+
+/// The embedded cluster's own metric group (the process's figures, as a TaskManager `local`) and
+/// its reporters.
+struct LocalMetrics {
+    _group: weir_metrics::MetricGroup,
+    _reporters: weir_metrics::reporter::Reporters,
+}
+
+impl std::fmt::Debug for LocalMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalMetrics").finish()
+    }
 }
 
 impl Driver {
@@ -85,7 +101,29 @@ impl Driver {
             targets: None,
             executor: Arc::new(Mutex::new(None)),
             fixed: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Starts the embedded cluster's reporters, once, if the settings configure any.
+    fn start_local_metrics(&self) -> Result<()> {
+        if self.metrics.get().is_some() || !self.settings.iter().any(|(k, _)| k.starts_with("metrics.")) {
+            return Ok(());
+        }
+        let mut cluster = weir_core::config::ClusterConfig::default();
+        for (k, v) in &self.settings {
+            cluster.set(k, v)?;
+        }
+        let registry = weir_metrics::global();
+        let group = registry
+            .group("taskmanager", vec![("host".into(), weir_metrics::hostname()), ("tm_id".into(), "local".into())]);
+        weir_metrics::process::register(&group);
+        let reporters = weir_metrics::reporter::Reporters::start(&cluster.metrics, registry)?;
+        for a in reporters.addresses() {
+            info!(address = %a, "the embedded cluster's metrics are at http://{a}/metrics");
+        }
+        let _ = self.metrics.set(LocalMetrics { _group: group, _reporters: reporters });
+        Ok(())
     }
 
     /// Lets `execution.target` name the targets that `targets` makes.
@@ -231,6 +269,7 @@ impl Driver {
         graph.check_rebuilt(None, &rebuilt.plan())?;
         let job_id = JobId::random();
         info!(job_id = %job_id, job = %graph.job_name, fingerprint = %graph.fingerprint, "submitting job");
+        self.start_local_metrics()?;
         let handle = weir_runtime::local::submit(rebuilt, job_id)?;
         Ok(JobClient { inner: Inner::Local(handle) })
     }

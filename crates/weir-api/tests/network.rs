@@ -106,6 +106,7 @@ fn start_parts(
                 part_addresses: addresses.clone(),
                 send_key,
                 sender_digests: digests.clone(),
+                taskmanager: format!("tm-{part}"),
             };
             submit_part(graph, job, Some(Placement { assignment, server: servers[part].clone() }))
         })

@@ -47,6 +47,7 @@ pub(crate) mod testing {
         TaskEnv {
             op: ctx(subtask, parallelism),
             metrics: Default::default(),
+            io: Default::default(),
             current: Default::default(),
             accumulators: std::sync::Arc::new(Accumulators::default()),
             checkpoint: Default::default(),

@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -81,6 +81,8 @@ pub enum ToJobManager {
     Heartbeat {
         /// Jobs with tasks on this TaskManager.
         running: Vec<JobId>,
+        /// The TaskManager's own metrics (its `taskmanager` group), for REST.
+        metrics: Vec<crate::metric::GroupSample>,
     },
     /// A job's tasks on this TaskManager changed status.
     JobState {
@@ -120,6 +122,8 @@ pub enum ToJobManager {
         attempt: u32,
         /// Counters per operator of the job; operators with no subtask in this part count 0.
         counts: Vec<crate::result::VertexCounts>,
+        /// The part's metrics now: its job, task and operator groups.
+        metrics: Vec<crate::metric::GroupSample>,
     },
 }
 
@@ -148,7 +152,7 @@ pub enum ToTaskManager {
         reason: String,
     },
     /// Run this job in the given slots.
-    Deploy(Deployment),
+    Deploy(Box<Deployment>),
     /// Sources of this part: put barrier `id` into your outputs (`last`: the job's final one).
     TriggerCheckpoint {
         /// The job.
@@ -229,6 +233,9 @@ pub struct Assignment {
     /// other process (not even another part of the run) can feed this part's channels.
     #[serde(default)]
     pub sender_digests: Vec<Vec<u8>>,
+    /// The id of the TaskManager the part is deployed to (the `tm_id` of its metrics).
+    #[serde(default)]
+    pub taskmanager: String,
 }
 
 /// A cached file of a job, as deployed.

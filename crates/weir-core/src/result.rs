@@ -14,7 +14,7 @@ pub struct VertexCounts {
     /// Records that entered the operator (`numRecordsIn`).
     #[serde(rename = "numRecordsIn")]
     pub records_in: u64,
-    /// Records that a source emitted (`numRecordsOut`); 0 for other operators.
+    /// Records that the operator emitted (`numRecordsOut`); a sink's are 0.
     #[serde(rename = "numRecordsOut")]
     pub records_out: u64,
 }

@@ -43,6 +43,8 @@ pub struct Cluster {
     pub ha: Option<Arc<crate::ha::Ha>>,
     /// How TaskManagers' connections are secured (TLS, the cluster secret).
     pub security: Arc<weir_security::Internal>,
+    /// The JobManager's metrics and reporters, once started.
+    pub metrics: std::sync::OnceLock<crate::metrics::JobManagerMetrics>,
     /// The Dispatcher's inbox.
     pub(crate) dispatcher: mpsc::UnboundedSender<DispatcherEvent>,
     /// The ResourceManager's inbox.
@@ -88,6 +90,7 @@ impl Cluster {
             provider: options.provider,
             security: options.security.unwrap_or_else(weir_security::Internal::open),
             rpc_address,
+            metrics: std::sync::OnceLock::new(),
             per_job: options.per_job,
             job_defaults: options.job_defaults,
             dispatcher,

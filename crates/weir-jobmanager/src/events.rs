@@ -72,6 +72,8 @@ pub(crate) enum ResourceEvent {
         taskmanager: String,
         /// Its registration.
         session: u64,
+        /// Its own metrics.
+        metrics: Vec<weir_core::metric::GroupSample>,
     },
     /// A TaskManager's connection ended (if `session` is still its registration, it is lost).
     Disconnected {
@@ -158,6 +160,8 @@ pub enum JobEvent {
         attempt: u32,
         /// Records in and out per operator.
         counts: Vec<weir_core::result::VertexCounts>,
+        /// The part's task and operator metrics.
+        metrics: Vec<weir_core::metric::GroupSample>,
     },
     /// A part of run `attempt` reported a checkpoint event.
     Checkpoint {

@@ -144,11 +144,12 @@ impl JobMaster {
                 let retryable = retryable || restoring;
                 self.part_reported(&taskmanager, attempt, (status, error, result, retryable));
             }
-            JobEvent::Progress { taskmanager, attempt, counts } => {
+            JobEvent::Progress { taskmanager, attempt, counts, metrics } => {
                 if self.job.deployments == attempt + 1
                     && let Some(part) = self.job.parts.iter_mut().find(|p| p.taskmanager == taskmanager)
                 {
                     part.progress = counts;
+                    part.metrics = metrics;
                 }
             }
             JobEvent::Checkpoint { taskmanager, attempt, event } => {
@@ -264,6 +265,7 @@ impl JobMaster {
                 status: JobStatus::Created,
                 result: None,
                 progress: Vec::new(),
+                metrics: Vec::new(),
             });
         }
         let attempt = self.job.deployments;
@@ -282,15 +284,16 @@ impl JobMaster {
                 part_addresses: addresses.clone(),
                 send_key: keys[k].clone(),
                 sender_digests: digests.clone(),
+                taskmanager: grant.taskmanager.clone(),
             };
-            let deploy = ToTaskManager::Deploy(Deployment {
+            let deploy = ToTaskManager::Deploy(Box::new(Deployment {
                 job_id: id,
                 graph: Box::new((*self.job.graph).clone()),
                 config: (*self.job.config).clone(),
                 assignment,
                 cached_files: (*self.job.cached_files).clone(),
                 restore: restore.clone(),
-            });
+            }));
             // A TaskManager whose connection just closed is being lost; that fails this run.
             let _ = grant.tx.send(deploy);
             self.links.insert(grant.taskmanager, grant.tx);

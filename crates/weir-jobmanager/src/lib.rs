@@ -26,6 +26,7 @@ pub mod ha;
 pub mod jobmaster;
 pub mod leader;
 pub mod lifecycle;
+pub mod metrics;
 pub mod resources;
 pub mod rest;
 pub mod results;
@@ -128,6 +129,7 @@ impl JobManager {
         let leading = ha.is_some();
         let (cluster, loops) = Cluster::new(config, blobs, options, reachable, ha);
         let cluster = Arc::new(cluster);
+        let _ = cluster.metrics.set(metrics::JobManagerMetrics::start(&cluster)?);
         tokio::spawn(dispatcher::run(cluster.clone(), loops.dispatcher, loops.jobs));
         tokio::spawn(resources::run(cluster.clone(), loops.resources, loops.taskmanagers));
         if leading {

@@ -108,10 +108,11 @@ impl ResourceManager {
                 self.taskmanagers.insert(id, tm);
                 let _ = reply.send(Ok(()));
             }
-            ResourceEvent::Heartbeat { taskmanager, session } => {
+            ResourceEvent::Heartbeat { taskmanager, session, metrics } => {
                 // A heartbeat of a registration that was lost (or replaced) is stale.
                 if let Some(t) = self.taskmanagers.get_mut(&taskmanager).filter(|t| t.session == session) {
                     t.last_heartbeat = Instant::now();
+                    t.metrics = Arc::new(metrics);
                 }
             }
             ResourceEvent::Disconnected { taskmanager, session, why } => self.lose(&taskmanager, Some(session), &why),

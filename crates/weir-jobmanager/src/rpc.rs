@@ -139,8 +139,8 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> 
     info!(taskmanager = %taskmanager_id, %peer, slots, "TaskManager registered");
     let why = loop {
         match read_frame::<_, ToJobManager>(&mut rd).await {
-            Ok(Some(ToJobManager::Heartbeat { .. })) => {
-                let event = ResourceEvent::Heartbeat { taskmanager: taskmanager_id.clone(), session };
+            Ok(Some(ToJobManager::Heartbeat { metrics, .. })) => {
+                let event = ResourceEvent::Heartbeat { taskmanager: taskmanager_id.clone(), session, metrics };
                 let _ = cluster.resources.send(event);
             }
             Ok(Some(ToJobManager::JobState { job_id, attempt, status, error, result, retryable, damaged })) => {
@@ -148,8 +148,9 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> 
                 let report = JobEvent::PartReport { taskmanager, attempt, status, error, result, retryable, damaged };
                 cluster.to_job(job_id, report);
             }
-            Ok(Some(ToJobManager::Progress { job_id, attempt, counts })) => {
-                cluster.to_job(job_id, JobEvent::Progress { taskmanager: taskmanager_id.clone(), attempt, counts });
+            Ok(Some(ToJobManager::Progress { job_id, attempt, counts, metrics })) => {
+                let taskmanager = taskmanager_id.clone();
+                cluster.to_job(job_id, JobEvent::Progress { taskmanager, attempt, counts, metrics });
             }
             Ok(Some(ToJobManager::Checkpoint { job_id, attempt, event })) => {
                 cluster.to_job(job_id, JobEvent::Checkpoint { taskmanager: taskmanager_id.clone(), attempt, event });

@@ -50,6 +50,8 @@ pub struct TaskManager {
     pub jobs: BTreeSet<JobId>,
     /// When its last heartbeat arrived.
     pub last_heartbeat: Instant,
+    /// Its own metrics, as its last heartbeat brought them.
+    pub metrics: Arc<Vec<weir_core::metric::GroupSample>>,
     /// Registration time (ms since the epoch).
     pub registered_ms: i64,
     /// Messages to it (its connection ends once every sender is gone).
@@ -83,6 +85,7 @@ impl TaskManager {
             used: 0,
             jobs: Default::default(),
             last_heartbeat: now,
+            metrics: Arc::default(),
             registered_ms: now_ms(),
             tx,
             session,
@@ -106,6 +109,8 @@ pub struct Part {
     pub result: Option<JobResult>,
     /// Its counters while it runs, as last reported.
     pub progress: Vec<weir_core::result::VertexCounts>,
+    /// Its task and operator metrics, as last reported.
+    pub metrics: Vec<weir_core::metric::GroupSample>,
 }
 
 /// A submitted job, as its JobMaster owns it.

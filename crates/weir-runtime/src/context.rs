@@ -145,8 +145,10 @@ impl Accumulators {
 pub struct TaskEnv {
     /// Where the instance runs.
     pub op: OperatorContext,
-    /// The operator's counters.
-    pub metrics: Arc<crate::metrics::VertexMetrics>,
+    /// The operator instance's metrics (and the group user functions register theirs in).
+    pub metrics: Arc<crate::metrics::OperatorMetrics>,
+    /// Its task's input and output figures.
+    pub io: Arc<crate::metrics::TaskIo>,
     /// The task's running-operator marker.
     pub current: crate::output::CurrentOperator,
     /// The job's accumulators.

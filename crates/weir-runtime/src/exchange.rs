@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use weir_core::keygroup::{key_group_of_hash, subtask_for_key_group};
 use weir_core::{Error, Result, ShipStrategy};
 
@@ -65,6 +65,8 @@ pub struct ExchangeOutput<T> {
     cancel: CancelToken,
     /// For channels to other processes: how many records a batch collects before it is sent.
     fill: usize,
+    /// The sending task's figures.
+    io: Arc<crate::metrics::TaskIo>,
 }
 
 impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
@@ -96,6 +98,7 @@ impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
             rng: 0x2545_f491_4f6c_dd1d ^ (u64::from(subtask) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             cancel,
             fill: 0,
+            io: crate::metrics::TaskIo::detached(),
         })
     }
 
@@ -109,14 +112,40 @@ impl<T: Clone + serde::Serialize> ExchangeOutput<T> {
         self
     }
 
+    /// Counts what this output sends in `io` (`numRecordsOut`, `numBytesOut`,
+    /// `backPressuredTimeMsPerSecond`).
+    pub fn with_io(mut self, io: Arc<crate::metrics::TaskIo>) -> Self {
+        self.io = io;
+        self
+    }
+
     fn send(&mut self, i: usize, batch: Batch<T>) -> Result<()> {
         self.send_message(i, Message::Records(batch))
     }
 
     fn send_message(&mut self, i: usize, m: Message<T>) -> Result<()> {
         match &mut self.senders[i] {
-            ChannelTx::Local(s) => s.send(m).map_err(|_| self.closed()),
-            ChannelTx::Remote(r) => r.send(m),
+            // A full channel is backpressure: the time until it has room is counted as such.
+            ChannelTx::Local(s) => match s.try_send(m) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(m)) => {
+                    let since = Instant::now();
+                    let sent = s.send(m);
+                    self.io.back_pressured_since(since);
+                    sent.map_err(|_| self.closed())
+                }
+                Err(TrySendError::Disconnected(_)) => Err(self.closed()),
+            },
+            // Waiting for credit, or for the connection to take the bytes, is backpressure too.
+            ChannelTx::Remote(r) => {
+                let since = Instant::now();
+                let bytes = r.send(m)?;
+                self.io.bytes_out.add(bytes as u64);
+                if since.elapsed() > std::time::Duration::from_micros(50) {
+                    self.io.back_pressured_since(since);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -147,6 +176,7 @@ impl<T: Clone + serde::Serialize> Output<T> for ExchangeOutput<T> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.io.records_out.add(batch.len() as u64);
         let n = self.senders.len();
         match self.strategy {
             _ if n == 1 => {
@@ -257,6 +287,8 @@ pub struct InputGate<T> {
     aligning: Option<crate::checkpoint::CheckpointId>,
     /// Whether channels that delivered the barrier wait for the others (exactly-once).
     align: bool,
+    /// The reading task's figures.
+    io: Arc<crate::metrics::TaskIo>,
 }
 
 impl<T> InputGate<T> {
@@ -279,7 +311,18 @@ impl<T> InputGate<T> {
             barrier_seen: vec![false; n],
             aligning: None,
             align: true,
+            io: crate::metrics::TaskIo::detached(),
         }
+    }
+
+    /// Counts the gate's waits and its bytes from other processes in `io`
+    /// (`idleTimeMsPerSecond`, `numBytesIn`).
+    pub fn with_io(mut self, io: Arc<crate::metrics::TaskIo>) -> Self {
+        for c in self.credits.iter().flatten() {
+            io.add_inbound(c.bytes());
+        }
+        self.io = io;
+        self
     }
 
     /// Lets channels go on after their barrier (at-least-once checkpoints): the barrier is passed
@@ -436,15 +479,14 @@ impl<T> InputGate<T> {
                 }
             }
             sel.recv(self.cancel.receiver());
-            match deadline {
-                None => {
-                    sel.ready();
-                }
-                Some(d) => {
-                    if sel.ready_deadline(d).is_err() {
-                        return Ok(Some(GateEvent::Timeout));
-                    }
-                }
+            let since = Instant::now();
+            let ready = match deadline {
+                None => Ok(sel.ready()),
+                Some(d) => sel.ready_deadline(d),
+            };
+            self.io.idle_for(since.elapsed());
+            if ready.is_err() {
+                return Ok(Some(GateEvent::Timeout));
             }
         }
     }

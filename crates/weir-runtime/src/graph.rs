@@ -106,7 +106,7 @@ fn unerase_end<E: 'static>(end: AnyChannelEnd) -> Result<E> {
 }
 
 /// How one subtask's side of an exchange distributes records.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ExchangeShape {
     /// The ship strategy.
     pub strategy: ShipStrategy,
@@ -116,6 +116,8 @@ pub struct ExchangeShape {
     pub subtask: u32,
     /// Records a batch to another process collects before it is sent.
     pub network_fill: usize,
+    /// The sending task's figures (records and bytes out, back-pressured time).
+    pub io: Arc<crate::metrics::TaskIo>,
 }
 
 /// The operations the executor needs on records of one type.
@@ -146,9 +148,12 @@ pub trait StreamOps: Send + Sync {
         cancel: CancelToken,
         tick: Option<std::time::Duration>,
         checkpoint: crate::checkpoint::task::TaskCheckpoint,
+        io: Arc<crate::metrics::TaskIo>,
     ) -> Result<Box<dyn TaskBody>>;
     /// Wraps an operator's input with counting and panic attribution.
     fn traced(&self, env: &TaskEnv, input: AnyOutput) -> Result<AnyOutput>;
+    /// Wraps an operator's output with counting (records out, output watermark).
+    fn counted(&self, metrics: Arc<crate::metrics::OperatorMetrics>, output: AnyOutput) -> Result<AnyOutput>;
     /// A buffered, type-erased side output over `out`.
     fn side_sink(&self, out: AnyOutput) -> Result<Box<dyn SideSink>>;
 }
@@ -204,7 +209,7 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
         key_hash: Option<&Arc<dyn Any + Send + Sync>>,
         cancel: CancelToken,
     ) -> Result<AnyOutput> {
-        let ExchangeShape { strategy, max_parallelism, subtask, network_fill } = shape;
+        let ExchangeShape { strategy, max_parallelism, subtask, network_fill, io } = shape;
         let senders = senders.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
         let key_hash = match key_hash {
             Some(k) => Some(
@@ -215,7 +220,8 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
             None => None,
         };
         let out = ExchangeOutput::<T>::new(strategy, senders, key_hash, max_parallelism, subtask, cancel)?
-            .with_fill(network_fill);
+            .with_fill(network_fill)
+            .with_io(io);
         Ok(erase::<T>(Box::new(out)))
     }
 
@@ -226,9 +232,10 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
         cancel: CancelToken,
         tick: Option<std::time::Duration>,
         checkpoint: crate::checkpoint::task::TaskCheckpoint,
+        io: Arc<crate::metrics::TaskIo>,
     ) -> Result<Box<dyn TaskBody>> {
         let receivers = receivers.into_iter().map(unerase_end).collect::<Result<Vec<_>>>()?;
-        let gate = InputGate::<T>::new(receivers, cancel);
+        let gate = InputGate::<T>::new(receivers, cancel).with_io(io);
         Ok(Box::new(InputTask::new(gate, unerase::<T>(head)?, tick, checkpoint)))
     }
 
@@ -236,6 +243,11 @@ impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static>
         let inner = unerase::<T>(input)?;
         let traced = Traced::new(env.op.vertex, env.current.clone(), env.metrics.clone(), inner);
         Ok(erase::<T>(Box::new(traced.with_operator_state(env))))
+    }
+
+    fn counted(&self, metrics: Arc<crate::metrics::OperatorMetrics>, output: AnyOutput) -> Result<AnyOutput> {
+        let inner = unerase::<T>(output)?;
+        Ok(erase::<T>(Box::new(crate::output::Counted::new(metrics, inner))))
     }
 
     fn side_sink(&self, out: AnyOutput) -> Result<Box<dyn SideSink>> {

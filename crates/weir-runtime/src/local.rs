@@ -25,7 +25,7 @@ use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::task::{PartCheckpoints, PartEvent, Restore, TaskCheckpoint};
 use crate::context::{Accumulators, CancelToken, OperatorContext, TaskEnv};
 use crate::graph::{AnyChannelEnd, AnyOutput, ExchangeShape, NodeKind, SideOutputs, StreamGraph};
-use crate::metrics::{VertexCounts, VertexMetrics};
+use crate::metrics::{PartIdentity, PartMetrics, VertexCounts};
 use crate::net::{PartNetwork, PartWiring, Placement, RemoteChannel};
 use crate::output::CurrentOperator;
 use crate::source::TaskBody;
@@ -45,8 +45,9 @@ struct JobState {
 struct JobShared {
     job_id: JobId,
     job_name: String,
-    names: Vec<String>,
-    metrics: Vec<Arc<VertexMetrics>>,
+    /// The name of each task's chain (`Source -> Map`), by head vertex.
+    chains: Vec<String>,
+    metrics: PartMetrics,
     accumulators: Arc<Accumulators>,
     cancel: CancelToken,
     state: Mutex<JobState>,
@@ -92,15 +93,21 @@ impl JobShared {
     }
 
     fn counts(&self) -> Vec<VertexCounts> {
-        self.names
-            .iter()
-            .zip(&self.metrics)
-            .map(|(name, m)| VertexCounts {
-                name: name.clone(),
-                records_in: m.records_in(),
-                records_out: m.records_out(),
-            })
-            .collect()
+        self.metrics.counts()
+    }
+
+    /// The metrics of operator `v` in subtask `subtask` of the task `head` leads.
+    fn operator_metrics(&self, head: VertexId, v: VertexId, subtask: u32) -> Arc<crate::metrics::OperatorMetrics> {
+        self.metrics.operator(head, self.chain(head), v, subtask)
+    }
+
+    /// The figures of the task `head` leads in `subtask`.
+    fn task_io(&self, head: VertexId, subtask: u32) -> Arc<crate::metrics::TaskIo> {
+        self.metrics.task(head, self.chain(head), subtask)
+    }
+
+    fn chain(&self, head: VertexId) -> &str {
+        self.chains.get(head.0 as usize).map(String::as_str).unwrap_or_default()
     }
 }
 
@@ -170,11 +177,30 @@ pub fn submit_restored(
     let tasks = wire_tasks(&graph, &plan, placement.as_ref(), wiring.as_mut())?;
     let attempt = wiring.as_ref().map(|w| w.placement().assignment.attempt).unwrap_or(0);
     let (checkpoints, events, coordinator) = start_checkpoints(&graph, &plan, job_id, wiring.is_none(), restore)?;
+    let who = PartIdentity {
+        taskmanager: wiring
+            .as_ref()
+            .map(|w| w.placement().assignment.taskmanager.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "local".to_string()),
+        attempt,
+    };
+    let names: Vec<String> = plan.vertices.iter().map(|v| v.name.clone()).collect();
+    let heads = plan.chain_heads();
+    let chains = plan
+        .vertices
+        .iter()
+        .map(|v| {
+            let members: Vec<&str> =
+                plan.vertices.iter().filter(|m| heads[m.id.0 as usize] == v.id).map(|m| m.name.as_str()).collect();
+            members.join(" -> ")
+        })
+        .collect();
     let shared = Arc::new(JobShared {
         job_id,
         job_name: graph.job_name.clone(),
-        names: plan.vertices.iter().map(|v| v.name.clone()).collect(),
-        metrics: plan.vertices.iter().map(|_| Arc::new(VertexMetrics::default())).collect(),
+        metrics: PartMetrics::new(job_id, &graph.job_name, names, &who),
+        chains,
         accumulators: Arc::new(Accumulators::default()),
         cancel,
         state: Mutex::new(JobState { status: JobStatus::Created, error: None, result: None }),
@@ -504,6 +530,8 @@ fn conclude(shared: &JobShared, threads: Vec<std::thread::JoinHandle<()>>, root:
         s.error = root;
         s.status = final_status;
     }
+    // The part's metrics leave the registry; its counts stay for the result.
+    shared.metrics.close();
     info!(job_id = %shared.job_id, status = %final_status, "job reached a terminal status");
     shared.changed.notify_all();
 }
@@ -613,6 +641,7 @@ impl Drop for Initializing<'_> {
 fn env_for(
     graph: &StreamGraph,
     shared: &JobShared,
+    head: VertexId,
     v: VertexId,
     subtask: u32,
     current: &CurrentOperator,
@@ -641,7 +670,8 @@ fn env_for(
             uid,
             cancel: shared.cancel.clone(),
         },
-        metrics: shared.metrics[v.0 as usize].clone(),
+        metrics: shared.operator_metrics(head, v, subtask),
+        io: shared.task_io(head, subtask),
         current: current.clone(),
         accumulators: shared.accumulators.clone(),
         checkpoint: checkpoint.clone(),
@@ -679,6 +709,7 @@ fn build_output(
                 max_parallelism: target.max_parallelism,
                 subtask: spec.subtask,
                 network_fill: graph.config.batch_size * NETWORK_FILL_BATCHES,
+                io: shared.task_io(spec.head, spec.subtask),
             };
             graph.edge_ops(e)?.exchange(shape, senders, e.key_hash.as_ref(), shared.cancel.clone())?
         };
@@ -697,7 +728,9 @@ fn build_output(
         let ops = graph.edge_ops(edge)?.clone();
         side_outputs.0.insert(tag, (ops.fanout(outs)?, ops));
     }
-    Ok((node.output.fanout(main)?, side_outputs))
+    let counted =
+        node.output.counted(shared.operator_metrics(spec.head, v, spec.subtask), node.output.fanout(main)?)?;
+    Ok((counted, side_outputs))
 }
 
 /// Builds an instance of operator `v` (and everything chained after it); returns its input.
@@ -710,7 +743,7 @@ fn build_operator(
     checkpoint: &TaskCheckpoint,
 ) -> Result<AnyOutput> {
     let (out, mut sides) = build_output(graph, shared, spec, v, current, checkpoint)?;
-    let env = env_for(graph, shared, v, spec.subtask, current, checkpoint)?;
+    let env = env_for(graph, shared, spec.head, v, spec.subtask, current, checkpoint)?;
     match &graph.nodes[v.0 as usize].kind {
         NodeKind::Operator { factory, input } => {
             let prev = current.enter(v);
@@ -733,7 +766,7 @@ fn build_task(
     match &graph.nodes[head.0 as usize].kind {
         NodeKind::Source(factory) => {
             let (out, _sides) = build_output(graph, shared, spec, head, current, checkpoint)?;
-            let env = env_for(graph, shared, head, spec.subtask, current, checkpoint)?;
+            let env = env_for(graph, shared, head, head, spec.subtask, current, checkpoint)?;
             let prev = current.enter(head);
             let body = factory(&env, out);
             current.leave(prev);
@@ -749,6 +782,7 @@ fn build_task(
                 shared.cancel.clone(),
                 Some(graph.config.tick()),
                 checkpoint.clone(),
+                shared.task_io(head, spec.subtask),
             )
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use weir_core::{Result, VertexId};
 
-use crate::metrics::VertexMetrics;
+use crate::metrics::OperatorMetrics;
 
 /// Event time in milliseconds since the epoch, as in Flink.
 pub type Timestamp = i64;
@@ -270,7 +270,7 @@ impl CurrentOperator {
 pub struct Traced<T> {
     vertex: VertexId,
     current: CurrentOperator,
-    metrics: Arc<VertexMetrics>,
+    metrics: Arc<OperatorMetrics>,
     inner: Box<dyn Output<T>>,
     lists: Option<(crate::state::OperatorStateStore, String, crate::checkpoint::task::TaskCheckpoint)>,
 }
@@ -280,7 +280,7 @@ impl<T> Traced<T> {
     pub fn new(
         vertex: VertexId,
         current: CurrentOperator,
-        metrics: Arc<VertexMetrics>,
+        metrics: Arc<OperatorMetrics>,
         inner: Box<dyn Output<T>>,
     ) -> Self {
         Traced { vertex, current, metrics, inner, lists: None }
@@ -305,6 +305,9 @@ impl<T> Output<T> for Traced<T> {
         r
     }
     fn control(&mut self, event: Control) -> Result<()> {
+        if let Control::Watermark(ts) = event {
+            self.metrics.input_watermark(ts);
+        }
         let prev = self.current.enter(self.vertex);
         let r = self.inner.control(event);
         self.current.leave(prev);
@@ -324,6 +327,37 @@ impl<T> Output<T> for Traced<T> {
         let r = self.inner.finish();
         self.current.leave(prev);
         r
+    }
+}
+
+/// Wraps an operator's output: counts its records out (`numRecordsOut`) and notes its output
+/// watermark (`currentOutputWatermark`).
+pub struct Counted<T> {
+    metrics: Arc<OperatorMetrics>,
+    inner: Box<dyn Output<T>>,
+}
+
+impl<T> Counted<T> {
+    /// Wraps `inner`, the output of the operator `metrics` belongs to.
+    pub fn new(metrics: Arc<OperatorMetrics>, inner: Box<dyn Output<T>>) -> Self {
+        Counted { metrics, inner }
+    }
+}
+
+impl<T> Output<T> for Counted<T> {
+    #[inline]
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        self.metrics.add_out(batch.len());
+        self.inner.push(batch)
+    }
+    fn control(&mut self, event: Control) -> Result<()> {
+        if let Control::Watermark(ts) = event {
+            self.metrics.output_watermark(ts);
+        }
+        self.inner.control(event)
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::checkpoint::task::TaskCheckpoint;
 use crate::context::OperatorContext;
 use crate::exchange::now_millis;
-use crate::metrics::VertexMetrics;
+use crate::metrics::TaskIo;
 use crate::output::{Batch, Control, CurrentOperator, Output};
 
 /// What a source reader says after a poll.
@@ -54,7 +54,7 @@ pub struct SourceTask<T> {
     reader: Box<dyn SourceReader<T>>,
     output: Box<dyn Output<T>>,
     ctx: OperatorContext,
-    metrics: Arc<VertexMetrics>,
+    io: Arc<TaskIo>,
     current: CurrentOperator,
     checkpoint: TaskCheckpoint,
 }
@@ -66,7 +66,7 @@ impl<T> SourceTask<T> {
             reader,
             output,
             ctx: env.op.clone(),
-            metrics: env.metrics.clone(),
+            io: env.io.clone(),
             current: env.current.clone(),
             checkpoint: env.checkpoint.clone(),
         }
@@ -134,7 +134,6 @@ impl<T> TaskBody for SourceTask<T> {
             self.current.leave(prev);
             let status = status?;
             if !batch.is_empty() {
-                self.metrics.add_out(batch.len());
                 self.output.push(&mut batch)?;
             }
             if Instant::now() >= next_tick {
@@ -150,7 +149,11 @@ impl<T> TaskBody for SourceTask<T> {
                     if self.checkpoint.enabled() {
                         d = d.min(Duration::from_millis(5));
                     }
-                    if self.ctx.cancel.wait_timeout(d) {
+                    // A source with nothing to read is idle.
+                    let since = Instant::now();
+                    let cancelled = self.ctx.cancel.wait_timeout(d);
+                    self.io.idle_for(since.elapsed());
+                    if cancelled {
                         return Ok(());
                     }
                 }

@@ -227,9 +227,26 @@ fn lost(jobmanager: &str, what: String) -> Error {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    weir_metrics::hostname()
+}
+
+/// What keeps a TaskManager process's metrics reported: its `taskmanager` group (the process's
+/// figures) and the reporters that serve it with the metrics of the jobs it runs.
+pub struct TaskManagerMetrics {
+    /// The `taskmanager` group.
+    pub group: weir_metrics::MetricGroup,
+    /// The reporters (the Prometheus endpoint).
+    pub reporters: weir_metrics::reporter::Reporters,
+}
+
+/// Registers TaskManager `id`'s own metrics and starts the reporters `cluster` configures; once per
+/// process, whatever JobManager it registers with.
+pub fn start_metrics(id: &str, cluster: &ClusterConfig) -> Result<TaskManagerMetrics> {
+    let registry = weir_metrics::global();
+    let group = registry.group("taskmanager", vec![("host".into(), hostname()), ("tm_id".into(), id.to_string())]);
+    weir_metrics::process::register(&group);
+    let reporters = weir_metrics::reporter::Reporters::start(&cluster.metrics, registry)?;
+    Ok(TaskManagerMetrics { group, reporters })
 }
 
 /// Serves a registered TaskManager until the JobManager shuts it down (`Ok`), goes away (`Err`),
@@ -285,7 +302,7 @@ pub async fn serve(
             message = frames.recv() => { match message.unwrap_or(Ok(None)) {
                 Ok(Some(ToTaskManager::Deploy(deployment))) => {
                     let (job_id, attempt) = (deployment.job_id, deployment.assignment.attempt);
-                    let first = match node.deploy(deployment) {
+                    let first = match node.deploy(*deployment) {
                         Ok(run) => {
                             let in_process = matches!(run, Run::InProcess(_));
                             jobs.insert((job_id, attempt), run);
@@ -336,7 +353,12 @@ pub async fn serve(
                 // A job may have two runs here for a moment (one stopping, one starting): name it once.
                 let running: Vec<JobId> =
                     jobs.keys().map(|(j, _)| *j).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-                if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running }).await {
+                let metrics = weir_metrics::global()
+                    .samples()
+                    .into_iter()
+                    .filter(|g| g.scope == "taskmanager" && g.var("tm_id") == Some(id.as_str()))
+                    .collect();
+                if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running, metrics }).await {
                     break Err(lost(&jobmanager, e.to_string()));
                 }
             }

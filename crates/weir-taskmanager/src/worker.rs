@@ -230,7 +230,12 @@ pub(crate) fn watch(
                 }
                 let wait = if running { every } else { Duration::ZERO };
                 match handle.wait_timeout(wait) {
-                    Ok(None) => report(ToJobManager::Progress { job_id, attempt, counts: handle.counts() }),
+                    Ok(None) => report(ToJobManager::Progress {
+                        job_id,
+                        attempt,
+                        counts: handle.counts(),
+                        metrics: handle.metrics(),
+                    }),
                     Ok(Some(result)) => break Ok(result),
                     Err(e) => break Err(e),
                 }
@@ -355,7 +360,8 @@ async fn run(
     // 3. Records for this part go to the worker from now on; then the deployment.
     data.redirect(job_id, attempt, &worker_data);
     let (mut rd, mut wr) = stream.into_split();
-    let deploy = ToTaskManager::Deploy(Deployment { job_id, graph, config, assignment, cached_files, restore });
+    let deploy =
+        ToTaskManager::Deploy(Box::new(Deployment { job_id, graph, config, assignment, cached_files, restore }));
     io::write_frame(&mut wr, &deploy).await?;
     let (frames_tx, frames) = mpsc::unbounded_channel::<FromWorker>();
     tokio::spawn(async move {
@@ -500,10 +506,17 @@ async fn forward(
     control: &mut mpsc::UnboundedReceiver<ToTaskManager>,
     events: &mpsc::UnboundedSender<ToJobManager>,
 ) -> Option<ToJobManager> {
+    // The worker's metrics are reported by this TaskManager's reporters, from its progress
+    // reports, until it ends.
+    let key = format!("worker {} {} pid {}", w.job_id, w.attempt, w.pid);
+    let _forget = Forget(key.clone());
     loop {
         tokio::select! {
             frame = w.frames.recv() => match frame {
                 Some(FromWorker::State(s)) => {
+                    if let ToJobManager::Progress { metrics, .. } = &s {
+                        weir_metrics::global().set_remote(&key, metrics.clone());
+                    }
                     let terminal = matches!(&s, ToJobManager::JobState { status, .. } if status.is_terminal());
                     let _ = events.send(s);
                     if terminal {
@@ -540,6 +553,15 @@ async fn forward(
                 None => break Some(state(w.job_id, w.attempt, JobStatus::Canceled, None)),
             },
         }
+    }
+}
+
+/// Removes a worker's metrics from the registry when its forwarding ends.
+struct Forget(String);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        weir_metrics::global().remove_remote(&self.0);
     }
 }
 

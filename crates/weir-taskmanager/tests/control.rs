@@ -24,7 +24,7 @@ fn deployment(job_id: JobId, padding: usize) -> weir_core::Result<ToTaskManager>
         fingerprint: plan.fingerprint(),
         plan,
     };
-    Ok(ToTaskManager::Deploy(Deployment {
+    Ok(ToTaskManager::Deploy(Box::new(Deployment {
         job_id,
         graph: Box::new(graph),
         config: JobConfig::default(),
@@ -35,10 +35,11 @@ fn deployment(job_id: JobId, padding: usize) -> weir_core::Result<ToTaskManager>
             part_addresses: vec![String::new()],
             send_key: Vec::new(),
             sender_digests: Vec::new(),
+            taskmanager: "tm".into(),
         },
         cached_files: Default::default(),
         restore: None,
-    }))
+    })))
 }
 
 /// A TaskManager registered with a JobManager stand-in that accepted it with heartbeats every

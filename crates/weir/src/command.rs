@@ -336,12 +336,15 @@ fn run(program: &Program<'_>, request: RunRequest<'_>) -> Result<()> {
             eprintln!("Job {id} is {status}");
             last = Some(status);
         }
-        let read = client.counts().iter().map(|c| c.records_out).sum();
+        // What the sources (the operators nothing feeds) emitted.
+        let read = client.counts().iter().filter(|c| c.records_in == 0).map(|c| c.records_out).sum();
         progress.show(&id.to_string(), read);
     };
     eprintln!("Job {id} FINISHED in {:.3} s", result.net_runtime().as_secs_f64());
     for c in result.counts() {
-        eprintln!("  {:<40} records in {:>12}", c.name, c.records_in.max(c.records_out));
+        // A source shows what it read (emitted); every other operator what it took in.
+        let shown = if c.records_in == 0 { c.records_out } else { c.records_in };
+        eprintln!("  {:<40} records in {:>12}", c.name, shown);
     }
     Ok(())
 }

@@ -108,10 +108,11 @@ pub fn taskmanager(settings: &Settings, id: Option<String>, registry: Registry) 
         job_defaults: settings.job_config()?,
         security: None,
     };
+    // One id for every registration, so the leaders (and the metrics) see the same TaskManager.
+    let id = options.id.get_or_insert_with(weir_taskmanager::default_id).clone();
+    let _metrics = weir_taskmanager::start_metrics(&id, &options.cluster)?;
     runtime()?.block_on(async {
         if let Some(ha) = weir_ha::connect(&options.cluster.ha).await? {
-            // One id for every registration, so the leaders see the same TaskManager.
-            options.id.get_or_insert_with(weir_taskmanager::default_id);
             return tokio::select! {
                 r = follow_leaders(&options, ha, registry) => r,
                 _ = terminated() => Ok(()),

@@ -58,6 +58,11 @@ impl JobHandle {
         self.shared.counts()
     }
 
+    /// The part's metrics now: its job, task and operator groups.
+    pub fn metrics(&self) -> Vec<weir_core::metric::GroupSample> {
+        self.shared.metrics.samples()
+    }
+
     /// The part's checkpointing, when the job takes checkpoints.
     pub fn checkpoints(&self) -> Option<Arc<PartCheckpoints>> {
         self.shared.checkpoints.clone()

@@ -245,8 +245,8 @@ pub struct RemoteTx<T> {
 }
 
 impl<T: Serialize> RemoteTx<T> {
-    /// Sends one message once the channel has credit.
-    pub fn send(&mut self, m: Message<T>) -> Result<()> {
+    /// Sends one message once the channel has credit; the bytes it took on the connection.
+    pub fn send(&mut self, m: Message<T>) -> Result<usize> {
         if self.ended {
             return Err(Error::internal("a message after the end of input"));
         }
@@ -272,7 +272,7 @@ impl<T: Serialize> RemoteTx<T> {
             self.ended = true;
             self.link.channel_ended();
         }
-        Ok(())
+        Ok(self.buf.len())
     }
 }
 

@@ -160,9 +160,19 @@ impl PartWiring {
     /// receiving gate calls.
     pub fn inbound(&mut self, c: RemoteChannel, decoder: Decoder) -> CreditReturn {
         let (decoders, link) = self.inbound.entry(c.from).or_insert_with(|| (HashMap::new(), Arc::default()));
-        decoders.insert(c.id, decoder);
+        // The frame's bytes (with its 8-byte header) count as the receiving task's `numBytesIn`.
+        let bytes = weir_metrics::Counter::new();
+        let counted = bytes.clone();
+        let mut decoder = decoder;
+        decoders.insert(
+            c.id,
+            Box::new(move |body: &[u8]| {
+                counted.add(body.len() as u64 + 8);
+                decoder(body)
+            }),
+        );
         // Never more than the queue holds: a sender out of credit always gets them back.
-        CreditReturn::new(link.clone(), c.id, (self.capacity / 2).max(1))
+        CreditReturn::new(link.clone(), c.id, (self.capacity / 2).max(1), bytes)
     }
 
     /// Registers the inbound channels with the data server; senders may connect from now on.

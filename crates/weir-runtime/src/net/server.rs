@@ -40,12 +40,18 @@ pub struct CreditReturn {
     channel: u32,
     pending: u32,
     group: u32,
+    bytes: weir_metrics::Counter,
 }
 
 impl CreditReturn {
     /// Returns credits for `channel` over `link`, in groups of `group`.
-    pub(super) fn new(link: Arc<CreditLink>, channel: u32, group: u32) -> CreditReturn {
-        CreditReturn { link, channel, pending: 0, group }
+    pub(super) fn new(link: Arc<CreditLink>, channel: u32, group: u32, bytes: weir_metrics::Counter) -> CreditReturn {
+        CreditReturn { link, channel, pending: 0, group, bytes }
+    }
+
+    /// The bytes that arrived on the channel so far (its share of the task's `numBytesIn`).
+    pub fn bytes(&self) -> weir_metrics::Counter {
+        self.bytes.clone()
     }
 
     /// One message left the channel's queue.

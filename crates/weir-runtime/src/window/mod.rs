@@ -415,6 +415,7 @@ pub(crate) mod testing {
                 uid: UID.into(),
             },
             metrics: Default::default(),
+            io: Default::default(),
             current: Default::default(),
             accumulators: Default::default(),
             checkpoint: task,
