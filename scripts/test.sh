@@ -56,8 +56,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 if ! command -v etcd >/dev/null || [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v ip >/dev/null \
-  || ! command -v strace >/dev/null || ! command -v iptables >/dev/null; then
-  apt_install etcd-server zookeeperd iproute2 strace iptables
+  || ! command -v strace >/dev/null || ! command -v iptables >/dev/null || ! command -v prometheus >/dev/null \
+  || ! command -v promtool >/dev/null; then
+  apt_install etcd-server zookeeperd iproute2 strace iptables prometheus
 fi
 
 # 0.14.1 is the newest s3s-fs release that builds with Rust 1.95.

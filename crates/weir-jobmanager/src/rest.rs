@@ -22,6 +22,7 @@ mod artifacts;
 mod checkpoints;
 mod common;
 mod guard;
+mod metrics;
 mod openapi;
 pub mod tls;
 
@@ -41,6 +42,16 @@ const SAVEPOINT: &[(u16, &str)] = &[
     (409, "The job is not running"),
 ];
 const DIGEST: &str = "^(sha256:)?[0-9a-f]{64}$";
+const VERTEX_OK: &[(u16, &str)] =
+    &[(200, "OK"), (400, "Not a job id, or an unknown aggregation"), (404, "Unknown job, vertex or subtask")];
+const METRIC_GET: &[(&str, bool, &str)] = &[("get", false, "^[^\\s]*$")];
+const AGG: &str = "^[a-z,]*$";
+const METRIC_AGG_JOBS: &[(&str, bool, &str)] =
+    &[("get", false, "^[^\\s]*$"), ("agg", false, AGG), ("jobs", false, "^[0-9a-f,]*$")];
+const METRIC_AGG_TMS: &[(&str, bool, &str)] =
+    &[("get", false, "^[^\\s]*$"), ("agg", false, AGG), ("taskmanagers", false, "^[^\\s]*$")];
+const METRIC_AGG_SUBTASKS: &[(&str, bool, &str)] =
+    &[("get", false, "^[^\\s]*$"), ("agg", false, AGG), ("subtasks", false, "^[0-9,]*$")];
 
 /// Every endpoint: the router and the OpenAPI document are both made from this table (one line
 /// per endpoint, so it reads as one).
@@ -61,6 +72,15 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Post, path: "/jobs/{jobid}/savepoints", summary: "Trigger a savepoint: {target-directory}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::trigger_savepoint) },
     Endpoint { method: Get, path: "/jobs/{jobid}/savepoints/{triggerid}", summary: "A savepoint's status: IN_PROGRESS, or COMPLETED with its location or failure-cause", responses: &[(200, "OK"), (404, "Unknown job or trigger id")], query: &[], body: None, route: || get(checkpoints::savepoint_status) },
     Endpoint { method: Post, path: "/jobs/{jobid}/stop", summary: "Stop the job with a savepoint: {targetDirectory, drain}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::stop) },
+    Endpoint { method: Get, path: "/jobmanager/metrics", summary: "The JobManager's metrics: their ids, or the values get=a,b names", responses: OK, query: METRIC_GET, body: None, route: || get(metrics::jobmanager) },
+    Endpoint { method: Get, path: "/jobs/metrics", summary: "Job metrics aggregated over jobs (get, agg=min,max,avg,sum,skew, jobs)", responses: &[(200, "OK"), (400, "An unknown aggregation")], query: METRIC_AGG_JOBS, body: None, route: || get(metrics::jobs) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/metrics", summary: "A job's metrics (uptime, restarts, checkpoints)", responses: JOB_OK, query: METRIC_GET, body: None, route: || get(metrics::job) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/metrics", summary: "A vertex's metrics per subtask: <subtask>.<name> and <subtask>.<operator>.<name>", responses: VERTEX_OK, query: METRIC_GET, body: None, route: || get(metrics::vertex) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/subtasks/metrics", summary: "A vertex's metrics aggregated over its subtasks (get, agg, subtasks)", responses: VERTEX_OK, query: METRIC_AGG_SUBTASKS, body: None, route: || get(metrics::subtasks) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/subtasks/{subtaskindex}/metrics", summary: "One subtask's metrics", responses: VERTEX_OK, query: METRIC_GET, body: None, route: || get(metrics::subtask) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/watermarks", summary: "Each subtask's current input watermark", responses: VERTEX_OK, query: &[], body: None, route: || get(metrics::watermarks) },
+    Endpoint { method: Get, path: "/taskmanagers/metrics", summary: "TaskManager metrics aggregated over TaskManagers (get, agg, taskmanagers)", responses: &[(200, "OK"), (400, "An unknown aggregation")], query: METRIC_AGG_TMS, body: None, route: || get(metrics::taskmanagers) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/metrics", summary: "A TaskManager's own metrics (the process's figures), as its last heartbeat brought them", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: METRIC_GET, body: None, route: || get(metrics::taskmanager) },
     Endpoint { method: Get, path: "/taskmanagers", summary: "Registered TaskManagers", responses: OK, query: &[], body: None, route: || get(taskmanagers) },
     Endpoint { method: Get, path: "/taskmanagers/{tmid}", summary: "One TaskManager", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: &[], body: None, route: || get(taskmanager) },
     Endpoint { method: Delete, path: "/cluster", summary: "Shut the cluster down", responses: &[(202, "Shutting down")], query: &[], body: None, route: || delete(shutdown) },

@@ -15,6 +15,7 @@ mod ha;
 mod ha_application;
 mod joins;
 mod lifecycle;
+mod metrics;
 mod minicluster;
 mod modes;
 mod partition;
