@@ -40,6 +40,7 @@ pub use weir_runtime::window::trigger::{
     TimeEvictor, Trigger, TriggerContext, TriggerResult,
 };
 pub use weir_runtime::window::{TimeWindow, WindowAssigner};
+pub use weir_runtime::{Counter, MetricGroup};
 pub use window::{
     DefaultTrigger, EventTimeSessionWindows, GlobalWindows, ProcessingTimeSessionWindows, SlidingEventTimeWindows,
     SlidingProcessingTimeWindows, TumblingEventTimeWindows, TumblingProcessingTimeWindows, WindowedStream,

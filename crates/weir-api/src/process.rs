@@ -237,9 +237,18 @@ pub struct KeyedContext<'a, K, O> {
     states: &'a mut KeyedStates<K>,
     out: &'a mut Batch<O>,
     sides: &'a mut HashMap<String, Box<dyn SideSink>>,
+    metrics: &'a crate::MetricGroup,
 }
 
 impl<K: Key, O> KeyedContext<'_, K, O> {
+    /// The operator instance's metric group, where the function registers its own metrics
+    /// (Flink's `getRuntimeContext().getMetricGroup()`): register once and keep the handle,
+    /// e.g. `self.late.get_or_insert_with(|| ctx.metric_group().counter("lateRecords")).inc()`.
+    /// They are reported with the operator's variables, as
+    /// `flink_taskmanager_job_task_operator_<name>`.
+    pub fn metric_group(&self) -> &crate::MetricGroup {
+        self.metrics
+    }
     /// The key of the current record or timer.
     pub fn key(&self) -> &K {
         self.key
@@ -361,6 +370,7 @@ struct KeyedRuntime<K, O> {
     now: Timestamp,
     buf: Batch<O>,
     sides: HashMap<String, Box<dyn SideSink>>,
+    metrics: crate::MetricGroup,
 }
 
 impl<K: Key, O> KeyedRuntime<K, O> {
@@ -380,6 +390,7 @@ impl<K: Key, O> KeyedRuntime<K, O> {
             states: &mut self.states,
             out: &mut self.buf,
             sides: &mut self.sides,
+            metrics: &self.metrics,
         }
     }
 }
@@ -517,6 +528,7 @@ impl<K: Key, T: Data, KS: Fn(&T) -> K + Clone + Send + Sync + 'static> KeyedStre
                         now: now_millis(),
                         buf: Batch::default(),
                         sides: sides.take_all()?,
+                        metrics: env.op.metrics.clone(),
                     },
                     ticks: 0,
                     next,

@@ -40,6 +40,7 @@ pub(crate) mod testing {
             operator_state: Default::default(),
             uid: "0:op".into(),
             cancel: CancelToken::new(),
+            metrics: weir_runtime::MetricGroup::detached("operator"),
         }
     }
 

@@ -93,6 +93,9 @@ pub struct OperatorContext {
     pub operator_state: crate::state::OperatorStateStore,
     /// The operator's uid: what its state is found by in checkpoints and savepoints.
     pub uid: String,
+    /// The instance's metric group (`taskmanager.job.task.operator`), where user code registers
+    /// its own metrics (Flink's `getRuntimeContext().getMetricGroup()`).
+    pub metrics: weir_metrics::MetricGroup,
 }
 
 impl OperatorContext {

@@ -33,3 +33,4 @@ pub use config::ExecutionConfig;
 pub use context::{CancelToken, OperatorContext};
 pub use output::Output;
 pub use source::{SourceReader, SourceStatus};
+pub use weir_metrics::{Counter, MetricGroup};

@@ -649,6 +649,7 @@ fn env_for(
 ) -> Result<TaskEnv> {
     let vertex = &graph.nodes[v.0 as usize].vertex;
     let uid = vertex.state_uid();
+    let metrics = shared.operator_metrics(head, v, subtask);
     let (operator_state, restored_keyed, restored_raw) =
         match checkpoint.restored(&uid, vertex.parallelism, vertex.max_parallelism)? {
             Some(r) => (OperatorStateStore::restored(r.lists), r.keyed, r.raw),
@@ -669,8 +670,9 @@ fn env_for(
             operator_state,
             uid,
             cancel: shared.cancel.clone(),
+            metrics: metrics.group().clone(),
         },
-        metrics: shared.operator_metrics(head, v, subtask),
+        metrics,
         io: shared.task_io(head, subtask),
         current: current.clone(),
         accumulators: shared.accumulators.clone(),

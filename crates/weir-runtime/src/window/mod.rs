@@ -413,6 +413,7 @@ pub(crate) mod testing {
                 cancel: CancelToken::new(),
                 operator_state,
                 uid: UID.into(),
+                metrics: weir_metrics::MetricGroup::detached("operator"),
             },
             metrics: Default::default(),
             io: Default::default(),
