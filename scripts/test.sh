@@ -57,8 +57,8 @@ fi
 
 if ! command -v etcd >/dev/null || [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v ip >/dev/null \
   || ! command -v strace >/dev/null || ! command -v iptables >/dev/null || ! command -v prometheus >/dev/null \
-  || ! command -v promtool >/dev/null; then
-  apt_install etcd-server zookeeperd iproute2 strace iptables prometheus
+  || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; then
+  apt_install etcd-server zookeeperd iproute2 strace iptables prometheus chromium
 fi
 
 # 0.14.1 is the newest s3s-fs release that builds with Rust 1.95.

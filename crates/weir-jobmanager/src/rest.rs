@@ -21,6 +21,7 @@ use crate::state::{JobView, now_ms};
 mod artifacts;
 mod checkpoints;
 mod common;
+mod dashboard;
 mod guard;
 mod metrics;
 mod openapi;
@@ -91,6 +92,9 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Post, path: "/artifacts/{id}/run", summary: "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", responses: &[(200, "Submitted: {jobid}"), (400, "Not a weir program, unknown job, bad arguments or settings"), (403, "Running uploaded programs is off (web.submit.enable)"), (404, "Not stored")], query: &[], body: Some("application/json"), route: || post(artifacts::run) },
     Endpoint { method: Get, path: "/applications", summary: "Applications in the job result store, running or ended (weir extension)", responses: OK, query: &[], body: None, route: || get(applications) },
     Endpoint { method: Get, path: "/applications/{appid}", summary: "One application: status, error, jobs", responses: &[(200, "OK"), (400, "Not an id"), (404, "Not in the store")], query: &[], body: None, route: || get(application) },
+    Endpoint { method: Get, path: "/", summary: "weir's web dashboard (HTML)", responses: OK, query: &[], body: None, route: || get(dashboard::index) },
+    Endpoint { method: Get, path: "/web/app.js", summary: "The dashboard's script", responses: OK, query: &[], body: None, route: || get(dashboard::script) },
+    Endpoint { method: Get, path: "/web/style.css", summary: "The dashboard's style sheet", responses: OK, query: &[], body: None, route: || get(dashboard::style) },
     Endpoint { method: Get, path: "/openapi.json", summary: "This document", responses: OK, query: &[], body: None, route: || get(|| async { openapi() }) },
 ];
 
@@ -375,16 +379,24 @@ async fn submit(State(c): Shared, body: Result<Json<Submission>, JsonRejection>)
 }
 
 fn tm_json(t: &crate::state::TaskManager) -> Value {
+    // What its heartbeats report of the machine (0 until the first arrives).
+    let figure = |name: &str| t.metrics.iter().find_map(|g| g.metric(name)).map(|s| s.number() as u64).unwrap_or(0);
     json!({
         "id": t.id,
         "path": format!("{}:{}", t.host, t.pid),
         "dataPort": -1,
-        "timeSinceLastHeartbeat": t.last_heartbeat.elapsed().as_millis() as u64,
+        // Despite its name, Flink's field is when the last heartbeat came (ms since the epoch).
+        "timeSinceLastHeartbeat": now_ms() - t.last_heartbeat.elapsed().as_millis() as i64,
         "slotsNumber": t.slots,
         "freeSlots": t.slots - t.used,
         "totalResource": {},
         "freeResource": {},
-        "hardware": { "cpuCores": 0, "physicalMemory": 0, "freeMemory": 0, "managedMemory": 0 },
+        "hardware": {
+            "cpuCores": figure("Status.Hardware.CpuCores"),
+            "physicalMemory": figure("Status.Hardware.PhysicalMemory"),
+            "freeMemory": figure("Status.Hardware.AvailableMemory"),
+            "managedMemory": 0,
+        },
         "weir-registered": t.registered_ms,
         "weir-jobs": t.jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>(),
     })

@@ -12,6 +12,9 @@
 //! | `Status.Process.Memory.Virtual` (bytes mapped) | `Status.JVM.Memory.Heap.Committed` + `NonHeap.Committed` |
 //! | `Status.Process.Threads.Count` | `Status.JVM.Threads.Count` |
 //! | `Status.Process.FileDescriptors.Open` | none |
+//!
+//! And of the machine, for Flink's REST `hardware` fields: `Status.Hardware.CpuCores`,
+//! `Status.Hardware.PhysicalMemory` and `Status.Hardware.AvailableMemory` (bytes).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -41,6 +44,13 @@ fn status_field(name: &str) -> Option<u64> {
     Some(if parts.next() == Some("kB") { n * 1024 } else { n })
 }
 
+/// A field of `/proc/meminfo`, as bytes.
+fn meminfo(name: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))?;
+    line[name.len() + 1..].split_whitespace().next()?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
 /// Registers the process figures on `group` (a `jobmanager` or `taskmanager` group).
 pub fn register(group: &MetricGroup) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
@@ -61,6 +71,9 @@ pub fn register(group: &MetricGroup) {
     group.gauge("Status.Process.Memory.Resident", || status_field("VmRSS").map(|n| n as f64).unwrap_or(f64::NAN));
     group.gauge("Status.Process.Memory.Virtual", || status_field("VmSize").map(|n| n as f64).unwrap_or(f64::NAN));
     group.gauge("Status.Process.Threads.Count", || status_field("Threads").map(|n| n as f64).unwrap_or(f64::NAN));
+    group.gauge("Status.Hardware.CpuCores", move || cores);
+    group.gauge("Status.Hardware.PhysicalMemory", || meminfo("MemTotal").map(|n| n as f64).unwrap_or(f64::NAN));
+    group.gauge("Status.Hardware.AvailableMemory", || meminfo("MemAvailable").map(|n| n as f64).unwrap_or(f64::NAN));
     group.gauge("Status.Process.FileDescriptors.Open", || {
         std::fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).unwrap_or(f64::NAN)
     });
@@ -89,6 +102,7 @@ mod tests {
         assert!(v("Status.Process.Memory.Virtual") >= v("Status.Process.Memory.Resident"), "{s:?}");
         assert!(v("Status.Process.Threads.Count") >= 1.0, "{s:?}");
         assert!(v("Status.Process.FileDescriptors.Open") >= 3.0, "{s:?}");
+        assert!(v("Status.Hardware.CpuCores") >= 1.0 && v("Status.Hardware.PhysicalMemory") > 1e8, "{s:?}");
         let load = v("Status.Process.CPU.Load");
         assert!((0.0..=1.0).contains(&load), "{load}");
     }

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod cluster_failures;
 mod config;
+mod dashboard;
 mod docker;
 mod ha;
 mod ha_application;
