@@ -15,7 +15,11 @@
 #   - cargo-fuzz under ~/.cache/weir-tools: every decoder of bytes from another process is fuzzed
 #     for WEIR_FUZZ_SECONDS (default 15) each before the tests (scripts/fuzz.sh; 0 skips it);
 #   - schemathesis from PyPI in a virtual environment under ~/.cache/weir-tools/venv (a test fuzzes
-#     the REST API of a live cluster with it).
+#     the REST API of a live cluster with it);
+#   - prometheus and promtool from Debian (a test has a real Prometheus scrape a cluster), and
+#     chromium (a test loads the web dashboard in it, headless);
+#   - Apache Flink 1.20.3 and 2.3.0 from PyPI under ~/.cache/weir-tools (a test runs Flink's own
+#     CLI against a weir cluster; running it needs Java 17).
 # Debian packages need root (or sudo). A cargo target directory outside the clone is used as a cache
 # when CARGO_TARGET_DIR is set.
 set -euo pipefail
@@ -71,6 +75,16 @@ if [ ! -x "$HOME/.cache/weir-tools/venv/bin/schemathesis" ]; then
   say "installing schemathesis into ~/.cache/weir-tools/venv"
   python3 -m venv "$HOME/.cache/weir-tools/venv"
   "$HOME/.cache/weir-tools/venv/bin/pip" install -q schemathesis==4.32.5
+fi
+
+for v in 1.20.3 2.3.0; do
+  if [ ! -x "$HOME/.cache/weir-tools/flink-$v/bin/flink" ]; then
+    say "installing Apache Flink $v's CLI into ~/.cache/weir-tools"
+    scripts/install-flink.sh "$v" >/dev/null
+  fi
+done
+if ! command -v java >/dev/null; then
+  apt_install openjdk-17-jre-headless
 fi
 
 # Images of earlier builds' programs (the tests build one per program and build, once).

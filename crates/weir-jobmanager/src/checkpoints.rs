@@ -351,15 +351,30 @@ impl Checkpointing {
 
     /// Asks for a savepoint under `target` (else `execution.checkpointing.savepoint-dir`); `stop`:
     /// the job stops with it (`drain`: after the largest watermark). The trigger id to ask about
-    /// it with.
-    pub fn request_savepoint(&self, target: Option<String>, stop: bool, drain: bool) -> Result<String> {
+    /// it with: `trigger`, when the client chose one (Flink's `triggerId`; asking again with the
+    /// same id is the same request, not a second savepoint), else a new one.
+    pub fn request_savepoint(
+        &self,
+        target: Option<String>,
+        stop: bool,
+        drain: bool,
+        trigger: Option<String>,
+    ) -> Result<String> {
+        if let Some(t) = &trigger {
+            if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Config(format!("triggerId '{t}' is not 32 hexadecimal digits")));
+            }
+            if lock(&self.view).savepoints.contains_key(t) {
+                return Ok(t.clone());
+            }
+        }
         let base = target.or_else(|| self.savepoint_dir.clone()).ok_or_else(|| {
             Error::Config(
                 "no savepoint directory: give one (target-directory), or set execution.checkpointing.savepoint-dir"
                     .into(),
             )
         })?;
-        let trigger = uuid::Uuid::new_v4().simple().to_string();
+        let trigger = trigger.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let job = self.job.to_string();
         let target = format!("{}/savepoint-{}-{}", base.trim_end_matches('/'), &job[..6], &trigger[..12]);
         lock(&self.view).savepoints.insert(trigger.clone(), SavepointStatus::InProgress);

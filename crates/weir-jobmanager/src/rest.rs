@@ -193,6 +193,9 @@ fn job_summary_of(j: &JobView, per_vertex: &[crate::tasks::TaskCounts]) -> Value
         "duration": duration,
         "last-modification": j.modified_ms,
         "tasks": crate::tasks::of_job(j, per_vertex).by_key(),
+        // Flink 2.x's JobDetails requires it: operators of an adaptive batch job not yet in its
+        // graph (a streaming job's graph is whole from the start).
+        "pending-operators": 0,
     })
 }
 

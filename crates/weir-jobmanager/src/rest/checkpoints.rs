@@ -84,6 +84,9 @@ pub struct SavepointBody {
     cancel_job: bool,
     #[serde(rename = "formatType", default)]
     format_type: Option<String>,
+    /// The client's id for the request (Flink 1.15+ sends one).
+    #[serde(rename = "triggerId", default)]
+    trigger_id: Option<String>,
 }
 
 /// Body of `POST /jobs/{jobid}/stop`.
@@ -96,9 +99,18 @@ pub struct StopBody {
     drain: bool,
     #[serde(rename = "formatType", default)]
     format_type: Option<String>,
+    /// The client's id for the request.
+    #[serde(rename = "triggerId", default)]
+    trigger_id: Option<String>,
 }
 
-fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: bool) -> Result<String, ApiError> {
+fn trigger(
+    c: &Cluster,
+    id: &str,
+    target: Option<String>,
+    (stop, drain): (bool, bool),
+    trigger_id: Option<String>,
+) -> Result<String, ApiError> {
     let id = parse_job(id)?;
     let job =
         c.job(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))?;
@@ -114,7 +126,7 @@ fn trigger(c: &Cluster, id: &str, target: Option<String>, stop: bool, drain: boo
             "the job takes no checkpoints; savepoints need execution.checkpointing.interval set".into(),
         )
     })?;
-    cp.request_savepoint(target, stop, drain).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+    cp.request_savepoint(target, stop, drain, trigger_id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 fn format_ok(format: &Option<String>) -> Result<(), ApiError> {
@@ -147,7 +159,7 @@ pub async fn trigger_savepoint(
     if let Err(e) = format_ok(&body.format_type) {
         return e.into_response();
     }
-    match trigger(&c, &id, body.target_directory, false, false) {
+    match trigger(&c, &id, body.target_directory, (false, false), body.trigger_id) {
         Ok(t) => (StatusCode::ACCEPTED, Json(json!({ "request-id": t }))).into_response(),
         Err(e) => e.into_response(),
     }
@@ -163,7 +175,7 @@ pub async fn stop(State(c): Shared, Path(id): Path<String>, body: Result<Json<St
     if let Err(e) = format_ok(&body.format_type) {
         return e.into_response();
     }
-    match trigger(&c, &id, body.target_directory, true, body.drain) {
+    match trigger(&c, &id, body.target_directory, (true, body.drain), body.trigger_id) {
         Ok(t) => (StatusCode::ACCEPTED, Json(json!({ "request-id": t }))).into_response(),
         Err(e) => e.into_response(),
     }
