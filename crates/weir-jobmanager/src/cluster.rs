@@ -43,8 +43,8 @@ pub struct Cluster {
     pub ha: Option<Arc<crate::ha::Ha>>,
     /// How TaskManagers' connections are secured (TLS, the cluster secret).
     pub security: Arc<weir_security::Internal>,
-    /// The JobManager's metrics and reporters, once started.
-    pub metrics: std::sync::OnceLock<crate::metrics::JobManagerMetrics>,
+    /// The JobManager's own metric group (`jobmanager`), once registered.
+    pub metrics: std::sync::OnceLock<weir_metrics::MetricGroup>,
     /// The Dispatcher's inbox.
     pub(crate) dispatcher: mpsc::UnboundedSender<DispatcherEvent>,
     /// The ResourceManager's inbox.

@@ -52,6 +52,8 @@ pub struct JobManager {
     /// Where TaskManagers connect.
     pub rpc_address: SocketAddr,
     cluster: Arc<Cluster>,
+    /// Its metrics' registration and reporters: they stop when the JobManager is dropped.
+    _metrics: metrics::JobManagerMetrics,
 }
 
 impl JobManager {
@@ -129,7 +131,8 @@ impl JobManager {
         let leading = ha.is_some();
         let (cluster, loops) = Cluster::new(config, blobs, options, reachable, ha);
         let cluster = Arc::new(cluster);
-        let _ = cluster.metrics.set(metrics::JobManagerMetrics::start(&cluster)?);
+        let metrics = metrics::JobManagerMetrics::start(&cluster)?;
+        let _ = cluster.metrics.set(metrics.group.clone());
         tokio::spawn(dispatcher::run(cluster.clone(), loops.dispatcher, loops.jobs));
         tokio::spawn(resources::run(cluster.clone(), loops.resources, loops.taskmanagers));
         if leading {
@@ -154,7 +157,7 @@ impl JobManager {
             }
         }
         info!(%rest_address, %rpc_address, "JobManager started");
-        Ok(JobManager { rest_address, rpc_address, cluster })
+        Ok(JobManager { rest_address, rpc_address, cluster, _metrics: metrics })
     }
 
     /// The cluster state.

@@ -108,7 +108,7 @@ fn aggregate(sets: &[Vec<(String, f64)>], q: &BTreeMap<String, String>) -> Resul
 
 /// `GET /jobmanager/metrics`.
 pub async fn jobmanager(State(c): Shared, Query(q): Params) -> Response {
-    let groups: Vec<GroupSample> = c.metrics.get().map(|m| vec![m.group.sample()]).unwrap_or_default();
+    let groups: Vec<GroupSample> = c.metrics.get().map(|g| vec![g.sample()]).unwrap_or_default();
     answer(&flat(&groups), &q)
 }
 
