@@ -147,7 +147,9 @@ fn a_user_program_is_its_own_cluster_image_and_runs_other_programs_jobs_in_worke
 /// Two jobs of `client`'s program on one TaskManager of `c`; a `kill -9` of one job's worker
 /// process fails that job alone, which restarts and finishes; the other never notices.
 fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, prefix: &[&str]) {
-    let load = r#"{"count": 4000, "rate": 2000}"#;
+    // 4 s each: long enough that both still run when the second one's worker has started, even
+    // when a loaded machine is slow to start workers.
+    let load = r#"{"count": 8000, "rate": 2000}"#;
     let submit = || {
         let out = Command::new(client)
             .args(prefix)
@@ -186,7 +188,7 @@ fn a_worker_death_fails_only_its_job(c: &Cluster, client: &std::path::Path, pref
     let root = ex["root-exception"].as_str().unwrap_or_default();
     assert!(root.contains(&format!("worker process (pid {}) of this job died: killed (signal 9", victim.0)), "{ex}");
     let (_, result) = c.get(&format!("/jobs/{a}/execution-result"));
-    assert_eq!(result["job-execution-result"]["weir-result"]["counts"][0]["numRecordsOut"], 4000, "{result}");
+    assert_eq!(result["job-execution-result"]["weir-result"]["counts"][0]["numRecordsOut"], 8000, "{result}");
     // The other job, on the same TaskManager, never noticed.
     let other = c.wait_for(|j| j["state"] == "FINISHED" || j["state"] == "FAILED", &format!("/jobs/{b}"));
     assert_eq!(other["state"], "FINISHED", "{other}");

@@ -349,9 +349,10 @@ const DISK_HEAP_TIMERS: [(&str, &str); 4] = [
 #[test]
 fn windows_and_process_state_on_disk_go_on_from_increments_at_another_parallelism_and_on_the_heap() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
-    // 3 s of input: the disk backend's checkpoints (a cache of two entries for seven keys) take
-    // longer than the heap's, and the test needs a few of them to restore from the middle.
-    let args = Args { count: 9_000, keys: 7, rate: 3_000.0, output: dir.path().join("out"), parallelism: 2 };
+    // 5 s of input: the disk backend's checkpoints (a cache of two entries for seven keys) take
+    // longer than the heap's, and the test needs a few of them to restore from the middle, also
+    // on a machine the other tests keep busy (3 s gave only three there).
+    let args = Args { count: 15_000, keys: 7, rate: 3_000.0, output: dir.path().join("out"), parallelism: 2 };
     let heap = Args { output: dir.path().join("out-heap"), ..args.clone() };
     run(&dir.path().join("cp-heap"), &heap, None, &[])?;
     let (job_dir, _) = run(&dir.path().join("cp"), &args, None, &DISK)?;
