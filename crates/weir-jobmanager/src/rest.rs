@@ -70,6 +70,8 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Get, path: "/jobs/{jobid}/config", summary: "The job's configuration (Flink's shape; weir-settings: the job keys it runs with)", responses: JOB_OK, query: &[], body: None, route: || get(job_config) },
     Endpoint { method: Get, path: "/jobs/{jobid}/execution-result", summary: "The job's result once terminal", responses: JOB_OK, query: &[], body: None, route: || get(execution_result) },
     Endpoint { method: Get, path: "/jobs/{jobid}/checkpoints", summary: "Checkpoint counts, latest and history", responses: &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job, or one without checkpoints")], query: &[], body: None, route: || get(checkpoints::checkpoints) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/checkpoints/config", summary: "The job's checkpointing settings (Flink's shape)", responses: &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job, or one without checkpoints")], query: &[], body: None, route: || get(checkpoints::config) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/checkpoints/details/{checkpointid}", summary: "One checkpoint of the history", responses: &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job or checkpoint")], query: &[], body: None, route: || get(checkpoints::details) },
     Endpoint { method: Post, path: "/jobs/{jobid}/savepoints", summary: "Trigger a savepoint: {target-directory}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::trigger_savepoint) },
     Endpoint { method: Get, path: "/jobs/{jobid}/savepoints/{triggerid}", summary: "A savepoint's status: IN_PROGRESS, or COMPLETED with its location or failure-cause", responses: &[(200, "OK"), (404, "Unknown job or trigger id")], query: &[], body: None, route: || get(checkpoints::savepoint_status) },
     Endpoint { method: Post, path: "/jobs/{jobid}/stop", summary: "Stop the job with a savepoint: {targetDirectory, drain}", responses: SAVEPOINT, query: &[], body: Some("application/json"), route: || post(checkpoints::stop) },
@@ -92,9 +94,6 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Post, path: "/artifacts/{id}/run", summary: "Build a registered job's graph with the artifact and submit it: {job, args, parallelism, config}", responses: &[(200, "Submitted: {jobid}"), (400, "Not a weir program, unknown job, bad arguments or settings"), (403, "Running uploaded programs is off (web.submit.enable)"), (404, "Not stored")], query: &[], body: Some("application/json"), route: || post(artifacts::run) },
     Endpoint { method: Get, path: "/applications", summary: "Applications in the job result store, running or ended (weir extension)", responses: OK, query: &[], body: None, route: || get(applications) },
     Endpoint { method: Get, path: "/applications/{appid}", summary: "One application: status, error, jobs", responses: &[(200, "OK"), (400, "Not an id"), (404, "Not in the store")], query: &[], body: None, route: || get(application) },
-    Endpoint { method: Get, path: "/", summary: "weir's web dashboard (HTML)", responses: OK, query: &[], body: None, route: || get(dashboard::index) },
-    Endpoint { method: Get, path: "/web/app.js", summary: "The dashboard's script", responses: OK, query: &[], body: None, route: || get(dashboard::script) },
-    Endpoint { method: Get, path: "/web/style.css", summary: "The dashboard's style sheet", responses: OK, query: &[], body: None, route: || get(dashboard::style) },
     Endpoint { method: Get, path: "/openapi.json", summary: "This document", responses: OK, query: &[], body: None, route: || get(|| async { openapi() }) },
 ];
 
@@ -104,6 +103,10 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
     Router::new()
         .nest("/v1", api.clone())
         .merge(api)
+        // The web dashboard: pages, not REST, so neither under /v1 nor in the OpenAPI document.
+        .route("/", get(dashboard::index))
+        .route("/web/app.js", get(dashboard::script))
+        .route("/web/style.css", get(dashboard::style))
         .fallback(|uri: Uri| async move {
             error(StatusCode::NOT_FOUND, format!("no such REST path: {uri}; see /openapi.json"))
         })

@@ -200,3 +200,63 @@ pub async fn savepoint_status(State(c): Shared, Path((id, trigger)): Path<(Strin
         Err(e) => e.into_response(),
     }
 }
+
+/// `GET /jobs/{jobid}/checkpoints/config`: the job's checkpointing settings, in Flink's shape.
+pub async fn config(State(c): Shared, Path(id): Path<String>) -> Response {
+    let settings = with_job(&c, &id, |j| {
+        let backend = j.config.get("state.backend.type").map(|v| v.render()).unwrap_or_else(|| "hashmap".into());
+        (j.config.checkpointing(), backend)
+    });
+    match settings {
+        Ok((Ok(cp), backend)) if cp.enabled() => Json(json!({
+            "mode": match cp.mode {
+                weir_core::checkpointing::CheckpointingMode::ExactlyOnce => "exactly_once",
+                weir_core::checkpointing::CheckpointingMode::AtLeastOnce => "at_least_once",
+            },
+            "interval": cp.interval_ms,
+            "timeout": cp.timeout_ms,
+            "min_pause": cp.min_pause_ms,
+            "max_concurrent": 1,
+            // weir keeps the last num-retained checkpoints whatever ended the job.
+            "externalization": { "enabled": true, "delete_on_cancellation": false },
+            "state_backend": backend,
+            "checkpoint_storage": if cp.dir().starts_with("s3://") { "S3CheckpointStorage" } else { "FileSystemCheckpointStorage" },
+            "unaligned_checkpoints": false,
+            "tolerable_failed_checkpoints": i32::MAX,
+            "aligned_checkpoint_timeout": 0,
+            "checkpoints_after_tasks_finish": true,
+            "state_changelog_enabled": false,
+            "changelog_periodic_materialization_interval": 0,
+            "changelog_storage": "memory",
+            "weir-retained": cp.retained,
+            "weir-dir": cp.dir(),
+        }))
+        .into_response(),
+        Ok((Ok(_), _)) => ApiError(
+            StatusCode::NOT_FOUND,
+            "the job takes no checkpoints (execution.checkpointing.interval is not set)".into(),
+        )
+        .into_response(),
+        Ok((Err(e), _)) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /jobs/{jobid}/checkpoints/details/{checkpointid}`: one checkpoint of the history.
+pub async fn details(State(c): Shared, Path((id, cid)): Path<(String, String)>) -> Response {
+    let stats = match with_job(&c, &id, |j| j.checkpoints.as_ref().map(|cp| cp.view().stats)) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError(StatusCode::NOT_FOUND, "the job takes no checkpoints".into()).into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    match cid.parse::<u64>().ok().and_then(|n| stats.history.iter().find(|h| h.id == n)) {
+        Some(r) => Json(record(r)).into_response(),
+        None => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("checkpoint '{cid}' is not in the job's history (the last {} are kept)", stats.history.len()),
+        )
+        .into_response(),
+    }
+}

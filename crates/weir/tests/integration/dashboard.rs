@@ -55,6 +55,14 @@ fn every_dashboard_page_renders_the_running_job_without_a_failed_rest_call() {
         assert!(Instant::now() < deadline, "no checkpoint completed in 30 s");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Flink's checkpoint configuration and details paths, which Flink's dashboard reads too.
+    let (status, config) = c.get(&format!("/jobs/{id}/checkpoints/config"));
+    assert!(status == 200 && config["mode"] == "exactly_once" && config["interval"] == 300, "{config}");
+    let (_, cps) = c.get(&format!("/jobs/{id}/checkpoints"));
+    let first = cps["history"][0]["id"].as_u64().unwrap_or(0);
+    let (status, detail) = c.get(&format!("/jobs/{id}/checkpoints/details/{first}"));
+    assert!(status == 200 && detail["id"] == first && detail["status"].is_string(), "{detail}");
+    assert_eq!(c.get(&format!("/jobs/{id}/checkpoints/details/999999")).0, 404);
     let profile = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let base = format!("http://{}/", c.rest);
     let pages = [
