@@ -275,6 +275,18 @@ impl Cluster {
         }
     }
 
+    /// Submits the built-in `generate` job detached with JSON `args` at parallelism `p`,
+    /// checkpointing every `interval` into `dir/cp`; its id.
+    pub(crate) fn generate_checkpointed(&self, args: &str, p: &str, interval: &str, dir: &std::path::Path) -> String {
+        let cp = format!("execution.checkpointing.dir={}", dir.join("cp").display());
+        let every = format!("execution.checkpointing.interval={interval}");
+        let out =
+            self.weir(&["run", "-t", "remote", "-d", "generate", "--args", args, "-p", p, "-D", &every, "-D", &cp]);
+        let id = job_id(&out);
+        assert!(!id.is_empty(), "{}", text(&out.stderr));
+        id
+    }
+
     /// The command [`Cluster::weir`] runs, to start it in the background.
     pub(crate) fn weir_command(&self, args: &[&str]) -> Command {
         let mut all = self.prefix.clone();

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, job_id, text};
+use crate::cluster::{Cluster, text};
 
 /// The DOM of `url` after its script ran (up to 8 s of the page's time), as text with the tags.
 fn dom(url: &str, profile: &std::path::Path) -> String {
@@ -31,24 +31,7 @@ fn failed_calls(page: &str) -> u32 {
 fn every_dashboard_page_renders_the_running_job_without_a_failed_rest_call() {
     let c = Cluster::new(2, 2);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let cp = format!("execution.checkpointing.dir={}", dir.path().join("cp").display());
-    let submitted = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "generate",
-        "--args",
-        r#"{"rate": 2000}"#,
-        "-p",
-        "2",
-        "-D",
-        "execution.checkpointing.interval=300ms",
-        "-D",
-        &cp,
-    ]);
-    let id = job_id(&submitted);
-    assert!(!id.is_empty(), "{}", text(&submitted.stderr));
+    let id = c.generate_checkpointed(r#"{"rate": 2000}"#, "2", "300ms", dir.path());
     // Running, with checkpoints to show.
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.get(&format!("/jobs/{id}/checkpoints")).1["counts"]["completed"].as_u64().unwrap_or(0) < 2 {

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, job_id, text};
+use crate::cluster::{Cluster, text};
 
 struct Flink {
     home: std::path::PathBuf,
@@ -45,24 +45,7 @@ impl Flink {
 }
 
 fn submit(c: &Cluster, dir: &std::path::Path) -> String {
-    let cp = format!("execution.checkpointing.dir={}", dir.join("cp").display());
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "generate",
-        "--args",
-        r#"{"rate": 1000}"#,
-        "-p",
-        "2",
-        "-D",
-        "execution.checkpointing.interval=500ms",
-        "-D",
-        &cp,
-    ]);
-    let id = job_id(&out);
-    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let id = c.generate_checkpointed(r#"{"rate": 1000}"#, "2", "500ms", dir);
     c.wait_for(|j| j["state"] == "RUNNING", &format!("/jobs/{id}"));
     id
 }
