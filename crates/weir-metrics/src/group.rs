@@ -110,9 +110,16 @@ impl Registry {
         c
     }
 
-    /// The samples of the groups whose variable `var` is `value` (a job's, by `job_id`).
+    /// The samples of this process's groups whose variable `var` is `value` (a job's, by
+    /// `job_id`); only those groups are read.
     pub fn samples_where(&self, var: &str, value: &str) -> Vec<GroupSample> {
-        self.samples().into_iter().filter(|g| g.var(var) == Some(value)).collect()
+        self.samples_of(|_, vars| vars.iter().any(|(k, v)| k == var && v == value))
+    }
+
+    /// The samples of this process's groups that `wanted` picks by logical scope and variables;
+    /// only those groups are read (not the other processes' snapshots or the collectors).
+    pub fn samples_of(&self, wanted: impl Fn(&str, &[(String, String)]) -> bool) -> Vec<GroupSample> {
+        self.live().into_iter().filter(|g| wanted(&g.scope, &g.vars)).map(|g| MetricGroup(g).sample()).collect()
     }
 
     /// Stands `samples` (another process's groups) in for the groups under `key` until they are

@@ -353,11 +353,10 @@ pub async fn serve(
                 // A job may have two runs here for a moment (one stopping, one starting): name it once.
                 let running: Vec<JobId> =
                     jobs.keys().map(|(j, _)| *j).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-                let metrics = weir_metrics::global()
-                    .samples()
-                    .into_iter()
-                    .filter(|g| g.scope == "taskmanager" && g.var("tm_id") == Some(id.as_str()))
-                    .collect();
+                // Only its own group: the jobs' reach the JobManager with their progress.
+                let metrics = weir_metrics::global().samples_of(|scope, vars| {
+                    scope == "taskmanager" && vars.iter().any(|(k, v)| k == "tm_id" && *v == id)
+                });
                 if let Err(e) = write_frame(&mut wr, &ToJobManager::Heartbeat { running, metrics }).await {
                     break Err(lost(&jobmanager, e.to_string()));
                 }

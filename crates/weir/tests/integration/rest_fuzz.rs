@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::cluster::{Cluster, job_id, text};
+use crate::cluster::{Cluster, text};
 
 fn schemathesis() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("WEIR_SCHEMATHESIS") {
@@ -21,22 +21,8 @@ fn schemathesis_finds_no_server_error_slow_answer_or_crash() {
     assert!(tool.exists(), "{} is missing: run scripts/test.sh, which installs it", tool.display());
     let c = Cluster::new(1, 1);
     // A job that runs (and checkpoints) throughout, so that job paths have something to answer.
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "generate",
-        "--args",
-        r#"{"count": 1000000000, "rate": 1000}"#,
-        "-p",
-        "1",
-        "-D",
-        "execution.checkpointing.interval=500ms",
-    ]);
-    let id = job_id(&out);
-    assert!(!id.is_empty(), "{}", text(&out.stderr));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let id = c.generate_checkpointed(r#"{"count": 1000000000, "rate": 1000}"#, "1", "500ms", dir.path());
     let config = dir.path().join("schemathesis.toml");
     std::fs::write(&config, format!("[parameters]\njobid = \"{id}\"\n")).unwrap_or_else(|e| panic!("{e}"));
     let run = Command::new("timeout")
