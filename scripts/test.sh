@@ -16,6 +16,9 @@
 #     for WEIR_FUZZ_SECONDS (default 15) each before the tests (scripts/fuzz.sh; 0 skips it);
 #   - schemathesis from PyPI in a virtual environment under ~/.cache/weir-tools/venv (a test fuzzes
 #     the REST API of a live cluster with it);
+#   - noida-db and confluent-kafka from PyPI in the same environment: a Kafka-protocol broker with
+#     transactions (Apache Kafka cannot be installed here) and an independent Kafka client that
+#     checks what the Kafka tests' jobs wrote;
 #   - prometheus and promtool from Debian (a test has a real Prometheus scrape a cluster), and
 #     chromium (a test loads the web dashboard in it, headless);
 #   - Apache Flink 1.20.3 and 2.3.0 from PyPI under ~/.cache/weir-tools (a test runs Flink's own
@@ -75,6 +78,11 @@ if [ ! -x "$HOME/.cache/weir-tools/venv/bin/schemathesis" ]; then
   say "installing schemathesis into ~/.cache/weir-tools/venv"
   python3 -m venv "$HOME/.cache/weir-tools/venv"
   "$HOME/.cache/weir-tools/venv/bin/pip" install -q schemathesis==4.32.5
+fi
+if [ ! -x "$HOME/.cache/weir-tools/venv/bin/noida-db" ] \
+  || ! "$HOME/.cache/weir-tools/venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+  say "installing noida-db and confluent-kafka into ~/.cache/weir-tools/venv"
+  "$HOME/.cache/weir-tools/venv/bin/pip" install -q noida-db==0.2.3 confluent-kafka==2.16.2
 fi
 
 for v in 1.20.3 2.3.0; do

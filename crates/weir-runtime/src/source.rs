@@ -41,6 +41,22 @@ pub trait SourceReader<T> {
     fn snapshot(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// [`SourceReader::snapshot`] for checkpoint `id`; readers that act when a checkpoint
+    /// completes (a Kafka reader committing its offsets) remember what the snapshot of `id` held.
+    fn snapshot_checkpoint(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        let _ = id;
+        self.snapshot()
+    }
+
+    /// Checkpoint `id` completed (Flink's `notifyCheckpointComplete`): what the reader snapshotted
+    /// for it, and for every checkpoint before it, is durable. Only a hint: a notification can be
+    /// skipped (a newer checkpoint completes first) or come late, and nothing that recovery needs
+    /// may depend on it.
+    fn notify_checkpoint_complete(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
 }
 
 /// A type-erased runnable task body.
@@ -57,6 +73,8 @@ pub struct SourceTask<T> {
     io: Arc<TaskIo>,
     current: CurrentOperator,
     checkpoint: TaskCheckpoint,
+    /// The latest completed checkpoint the reader was told of.
+    notified: crate::checkpoint::CheckpointId,
 }
 
 impl<T> SourceTask<T> {
@@ -68,14 +86,28 @@ impl<T> SourceTask<T> {
             ctx: env.op.clone(),
             io: env.io.clone(),
             current: env.current.clone(),
+            notified: env.checkpoint.completed(),
             checkpoint: env.checkpoint.clone(),
         }
+    }
+
+    /// Tells the reader of a checkpoint that completed since the last call.
+    fn notify_completed(&mut self) -> Result<()> {
+        let completed = self.checkpoint.completed();
+        if completed <= self.notified {
+            return Ok(());
+        }
+        self.notified = completed;
+        let prev = self.current.enter(self.ctx.vertex);
+        let done = self.reader.notify_checkpoint_complete(completed);
+        self.current.leave(prev);
+        done
     }
 
     /// Snapshots the reader's position and puts barrier `id` into the output.
     fn snapshot(&mut self, id: crate::checkpoint::CheckpointId) -> Result<()> {
         let prev = self.current.enter(self.ctx.vertex);
-        let written = self.reader.snapshot();
+        let written = self.reader.snapshot_checkpoint(id);
         self.current.leave(prev);
         written?;
         let lists = self.ctx.operator_state.snapshot()?;
@@ -107,6 +139,7 @@ impl<T> TaskBody for SourceTask<T> {
             if self.ctx.cancel.is_cancelled() {
                 return Ok(());
             }
+            self.notify_completed()?;
             if let Some((id, last, drain)) = self.checkpoint.due() {
                 if drain {
                     self.output.control(Control::Watermark(crate::output::Timestamp::MAX))?;
@@ -116,6 +149,7 @@ impl<T> TaskBody for SourceTask<T> {
             }
             if let Some(id) = stopping {
                 if self.checkpoint.completed() >= id {
+                    self.notify_completed()?;
                     break;
                 }
                 if self.ctx.cancel.wait_timeout(Duration::from_millis(2)) {

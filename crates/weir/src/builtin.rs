@@ -123,6 +123,67 @@ fn keyed_sums(env: &mut StreamEnv, args: KeyedSumsArgs) -> Result<()> {
 /// recovery tests, whose output is the same in every run (`{"count": N, "keys": K, "output": DIR}`).
 pub static KEYED_SUMS: Job<KeyedSumsArgs> = Job::new("keyed-sums", keyed_sums);
 
+/// Arguments of [`KAFKA_WORDCOUNT`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaWordCountArgs {
+    /// The Kafka brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The topic to read lines of text from.
+    pub input_topic: String,
+    /// The topic to write `word count` records to, keyed by word.
+    pub output_topic: String,
+    /// Deliver exactly-once, through Kafka transactions committed at checkpoints (needs
+    /// checkpointing); at-least-once otherwise.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// Stop at the input's end as of the start (a backfill); read on forever otherwise.
+    #[serde(default)]
+    pub bounded: bool,
+    /// The consumer group offsets are committed to at checkpoints (default `weir-kafka-wordcount`).
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// The prefix of the sink's transactional ids (default `weir-kafka-wordcount`).
+    #[serde(default)]
+    pub transactional_id_prefix: Option<String>,
+}
+
+fn kafka_wordcount(env: &mut StreamEnv, args: KafkaWordCountArgs) -> Result<()> {
+    use weir_kafka::{DeliveryGuarantee, KafkaSink, KafkaSource, Keyed, Strings, Text};
+    let mut source = KafkaSource::new(&args.brokers, Strings)
+        .topics([args.input_topic.as_str()])
+        .group_id(args.group_id.as_deref().unwrap_or("weir-kafka-wordcount"));
+    if args.bounded {
+        source = source.bounded();
+    }
+    let guarantee = if args.exactly_once { DeliveryGuarantee::ExactlyOnce } else { DeliveryGuarantee::AtLeastOnce };
+    let sink = KafkaSink::new(
+        &args.brokers,
+        &args.output_topic,
+        Keyed::new(Text, |r: &String| r.split(' ').next().unwrap_or_default().to_string()),
+    )
+    .delivery_guarantee(guarantee)
+    .transactional_id_prefix(args.transactional_id_prefix.as_deref().unwrap_or("weir-kafka-wordcount"));
+    env.add_source(source)
+        .uid("kafka-lines")
+        .flat_map(|line: String, out: &mut Vec<(String, u64)>| out.extend(words(&line).map(|w| (w, 1))))
+        .name("Tokenizer")
+        .key_by(|t: &(String, u64)| t.0.clone())
+        .sum(|t| &mut t.1)
+        .name("Count")
+        .uid("counts")
+        .map(|(w, c)| format!("{w} {c}"))
+        .name("Format")
+        .add_sink(sink)
+        .uid("kafka-counts");
+    Ok(())
+}
+
+/// Word count from a Kafka topic to a Kafka topic: lines in, running `word count` records keyed by
+/// word out (`{"brokers": "127.0.0.1:9092", "input_topic": "lines", "output_topic": "counts",
+/// "exactly_once": true}`).
+pub static KAFKA_WORDCOUNT: Job<KafkaWordCountArgs> = Job::new("kafka-wordcount", kafka_wordcount);
+
 /// The `main` of the stock executable in application mode (`run-application -t process weir --
 /// JOB [ARGS_JSON] ...`): runs the named built-in jobs one after the other, each with the JSON
 /// arguments that follow its name.
@@ -145,5 +206,5 @@ pub fn main(driver: &mut weir_api::Driver, args: &[String]) -> Result<()> {
 
 /// The jobs of the stock executable.
 pub fn registry() -> Registry {
-    Registry::new().register(&WORDCOUNT).register(&GENERATE).register(&KEYED_SUMS)
+    Registry::new().register(&WORDCOUNT).register(&GENERATE).register(&KEYED_SUMS).register(&KAFKA_WORDCOUNT)
 }

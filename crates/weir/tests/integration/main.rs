@@ -16,6 +16,7 @@ mod flink_cli;
 mod ha;
 mod ha_application;
 mod joins;
+mod kafka;
 mod lifecycle;
 mod metrics;
 mod minicluster;

@@ -1,0 +1,260 @@
+//! Kafka end to end on process clusters: the built-in `kafka-wordcount` job reading lines from a
+//! topic and writing running counts to another, exactly-once, through kill -9 of TaskManagers, a
+//! broker that goes away and comes back, and a restore from a savepoint at another parallelism.
+//!
+//! The broker is noida-db (a Kafka-protocol reimplementation with transactions; Apache Kafka
+//! cannot be installed here) and the output is read by an independent `read_committed` consumer
+//! (confluent-kafka): see `weir_kafka::testing`.
+//!
+//! What a failure-free run writes is known from the input alone: for every word seen `n` times,
+//! the records `word 1` ... `word n`, once each. Exactly-once output is exactly that multiset: a
+//! lost record leaves a count out, a repeated one shows a count twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weir_kafka::testing::Broker;
+
+use crate::cluster::{Cluster, RESTART, job_id, text};
+
+/// `n` lines of words from a vocabulary of 40, starting at line `from`.
+fn lines(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("w{} w{} w{}", i % 40, (i * 7 + 3) % 40, (i * 13 + 5) % 40)).collect()
+}
+
+/// What a failure-free run writes for `input`, as a sorted multiset of `word count` records.
+fn expected(input: &[String]) -> Vec<String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for line in input {
+        for w in weir::builtin::words(line) {
+            let c = counts.entry(w.clone()).or_default();
+            *c += 1;
+            out.push(format!("{w} {c}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The committed output, sorted, once it holds `want` records (or after `limit`).
+fn output(b: &Broker, topic: &str, want: usize, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let mut got: Vec<String> =
+            b.consume(topic, None, Duration::from_millis(800)).into_iter().filter_map(|s| s.value).collect();
+        got.sort();
+        if got.len() >= want || start.elapsed() > limit {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn args(b: &Broker, input: &str, out: &str, bounded: bool) -> String {
+    serde_json::json!({
+        "brokers": b.address(), "input_topic": input, "output_topic": out, "exactly_once": true,
+        "bounded": bounded, "transactional_id_prefix": format!("it-{out}"),
+    })
+    .to_string()
+}
+
+/// The TaskManagers running job `id`.
+fn placed(c: &Cluster, id: &str) -> Vec<String> {
+    let (_, job) = c.get(&format!("/jobs/{id}"));
+    job["weir-taskmanagers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn wait_running(c: &Cluster, id: &str) {
+    c.wait_for(|j| j["state"] == "RUNNING" && j["tasks"]["running"] == j["tasks"]["total"], &format!("/jobs/{id}"));
+}
+
+fn diff(got: &[String], want: &[String]) -> String {
+    let (mut g, mut w) = (got.to_vec(), want.to_vec());
+    g.retain(|x| !want.contains(x));
+    w.retain(|x| !got.contains(x));
+    let dup = got.windows(2).filter(|p| p[0] == p[1]).count();
+    format!(
+        "{} records, {} expected; unexpected {:?}; missing {:?}; {dup} repeated",
+        got.len(),
+        want.len(),
+        &g[..g.len().min(10)],
+        &w[..w.len().min(10)]
+    )
+}
+
+#[test]
+fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
+    let b = Broker::start();
+    b.create_topic("lines", 3);
+    b.create_topic("counts", 2);
+    let mut c = Cluster::with(&RESTART, 4, 1);
+    let every = "execution.checkpointing.interval=300ms";
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "kafka-wordcount",
+        "--args",
+        &args(&b, "lines", "counts", false),
+        "-p",
+        "2",
+        "-D",
+        every,
+    ]);
+    let id = job_id(&out);
+    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    wait_running(&c, &id);
+    // Lines go in all along (about 1500 a second, for about 5 s), so that each kill lands while
+    // records flow: what came after the last checkpoint is replayed, and must not show twice.
+    let input = lines(0, 7500);
+    let feed = input.clone();
+    let mut feeder = b.feeder("lines", 3);
+    let fed = std::thread::spawn(move || {
+        for chunk in feed.chunks(15) {
+            for line in chunk {
+                feeder.send(line);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        feeder.flush();
+    });
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        wait_running(&c, &id);
+        let victim = placed(&c, &id).into_iter().next().unwrap_or_else(|| panic!("job {id} runs nowhere"));
+        c.kill_taskmanager(&victim);
+    }
+    assert!(fed.join().is_ok(), "the feeder failed");
+    let want = expected(&input);
+    let got = output(&b, "counts", want.len(), Duration::from_secs(90));
+    // Nothing more comes: every transaction is committed, and none twice.
+    std::thread::sleep(Duration::from_secs(1));
+    let got_later = output(&b, "counts", want.len(), Duration::ZERO);
+    assert!(got == want, "{}", diff(&got, &want));
+    assert!(got_later == want, "{}", diff(&got_later, &want));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    let losses = ex["exceptionHistory"]["entries"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert!(losses >= 2, "two failures were recovered from: {ex}");
+    let _ = c.weir(&["cancel", &id]);
+}
+
+#[test]
+fn the_kafka_source_rescales_from_a_savepoint() {
+    let b = Broker::start();
+    b.create_topic("rs-lines", 4);
+    b.create_topic("rs-counts", 2);
+    let c = Cluster::with(&RESTART, 2, 3);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let every = "execution.checkpointing.interval=300ms";
+    let first = lines(0, 500);
+    b.produce("rs-lines", 4, &first);
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "kafka-wordcount",
+        "--args",
+        &args(&b, "rs-lines", "rs-counts", false),
+        "-p",
+        "3",
+        "-D",
+        every,
+    ]);
+    let id = job_id(&out);
+    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let want = expected(&first);
+    let got = output(&b, "rs-counts", want.len(), Duration::from_secs(60));
+    assert!(got == want, "{}", diff(&got, &want));
+    let sp = dir.path().display().to_string();
+    let stop = c.weir(&["stop", "-p", &sp, &id]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let savepoint = text(&stop.stdout)
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.contains(&sp)).map(String::from))
+        .unwrap_or_else(|| panic!("no savepoint path in {}", text(&stop.stdout)));
+    let savepoint = savepoint.trim_end_matches('.').to_string();
+    // More input while the job is stopped; the job comes back at parallelism 2, bounded: it
+    // reads the rest of the topic from where the savepoint was, and ends.
+    let second = lines(500, 300);
+    b.produce("rs-lines", 4, &second);
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-s",
+        &savepoint,
+        "kafka-wordcount",
+        "--args",
+        &args(&b, "rs-lines", "rs-counts", true),
+        "-p",
+        "2",
+        "-D",
+        every,
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    let want = expected(&all);
+    let got = output(&b, "rs-counts", want.len(), Duration::from_secs(30));
+    assert!(got == want, "{}", diff(&got, &want));
+}
+
+#[test]
+fn a_broker_that_goes_away_and_comes_back_loses_nothing() {
+    let mut b = Broker::start();
+    b.create_topic("bb-lines", 2);
+    b.create_topic("bb-counts", 1);
+    let restart = [
+        "-D",
+        "restart-strategy.type=fixed-delay",
+        "-D",
+        "restart-strategy.fixed-delay.attempts=100",
+        "-D",
+        "restart-strategy.fixed-delay.delay=300ms",
+    ];
+    let c = Cluster::with(&restart, 1, 2);
+    let every = "execution.checkpointing.interval=300ms";
+    let mut a: serde_json::Value = serde_json::from_str(&args(&b, "bb-lines", "bb-counts", false)).unwrap_or_default();
+    a["transactional_id_prefix"] = "it-bb".into();
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "-d",
+        "kafka-wordcount",
+        "--args",
+        &a.to_string(),
+        "-p",
+        "1",
+        "-D",
+        every,
+        "-D",
+        "execution.checkpointing.timeout=5s",
+    ]);
+    let id = job_id(&out);
+    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let first = lines(0, 300);
+    b.produce("bb-lines", 2, &first);
+    let want = expected(&first);
+    let got = output(&b, "bb-counts", want.len(), Duration::from_secs(60));
+    assert!(got == want, "{}", diff(&got, &want));
+    b.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    b.restart();
+    let second = lines(300, 300);
+    b.produce("bb-lines", 2, &second);
+    let all: Vec<String> = first.into_iter().chain(second).collect();
+    let want = expected(&all);
+    let got = output(&b, "bb-counts", want.len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    let got_later = output(&b, "bb-counts", want.len(), Duration::ZERO);
+    assert!(got == want, "{}", diff(&got, &want));
+    assert!(got_later == want, "{}", diff(&got_later, &want));
+    assert_eq!(c.job_state(&id), "RUNNING");
+    let _ = c.weir(&["cancel", &id]);
+}
