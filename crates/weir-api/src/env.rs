@@ -69,6 +69,7 @@ impl StreamEnv {
         let name = format!("Source: {}", source.name());
         let mut b = self.b.borrow_mut();
         let limit = source.max_parallelism();
+        let event_time = source.has_event_time();
         let check = source.clone();
         b.validators.push(Arc::new(move || check.validate()));
         let factory = Arc::new(move |env: &weir_runtime::context::TaskEnv, out: weir_runtime::graph::AnyOutput| {
@@ -78,6 +79,7 @@ impl StreamEnv {
             Ok(body)
         });
         let id = b.add_node(name.clone(), name, TypedOps::<T>::arc(), NodeKind::Source(factory));
+        b.nodes[id.0 as usize].timestamps = event_time;
         if let Some(limit) = limit {
             let node = &mut b.nodes[id.0 as usize];
             node.parallelism_limit = Some(limit);

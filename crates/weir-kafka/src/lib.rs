@@ -28,7 +28,7 @@ pub use record::{
     Bytes, Deserializer, Json, JsonOut, KafkaRecord, Keyed, OutRecord, RecordRef, Records, Serializer, Strings, Text,
 };
 pub use sink::{DeliveryGuarantee, KafkaSink};
-pub use source::{BadRecords, KafkaSource, Reset, StartingOffsets};
+pub use source::{BadRecords, KafkaSource, Reset, StartingOffsets, Watermarks};
 
 impl<S> Keyed<S, ()> {
     /// `inner` with a key: `key` gives each record's key.

@@ -239,6 +239,7 @@ struct PlainWriter<T> {
 
 impl<T: 'static> Output<T> for PlainWriter<T> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        eprintln!("DBG push {}", batch.records.len());
         self.w.send(&self.producer, batch)
     }
 
@@ -252,7 +253,10 @@ impl<T: 'static> Output<T> for PlainWriter<T> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.w.flush(&self.producer)
+        eprintln!("DBG finish");
+        let r = self.w.flush(&self.producer);
+        eprintln!("DBG finished {r:?}");
+        r
     }
 }
 

@@ -11,7 +11,7 @@ use weir_core::{Error, Result};
 use weir_runtime::context::OperatorContext;
 use weir_runtime::source::Source;
 use weir_runtime::state::{OperatorListState, Redistribution};
-use weir_runtime::{SourceReader, SourceStatus};
+use weir_runtime::{SourceReader, SourceStatus, SourceTime};
 
 use crate::client::{Context, Properties, config_error, kafka_error, partition_owner};
 use crate::record::{Deserializer, RecordRef};
@@ -81,7 +81,20 @@ pub struct KafkaSource<T> {
     starting: StartingOffsets,
     bounded: bool,
     bad: BadRecords,
+    watermarks: Option<Watermarks>,
     deserializer: Arc<dyn Deserializer<T>>,
+}
+
+/// Event time generated in the source, per partition (Flink's `WatermarkStrategy` given to
+/// `fromSource`): records carry their Kafka timestamps, each partition's watermark trails its
+/// largest timestamp by the allowed out-of-orderness, the source's is the least of its
+/// partitions', and a partition without records for `idleness` stops holding it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Watermarks {
+    /// How far behind the largest timestamp seen (ms) a partition's watermark stays.
+    pub out_of_orderness_ms: i64,
+    /// After how long without records (ms) a partition is idle; `None`: never.
+    pub idleness_ms: Option<i64>,
 }
 
 impl<T> Clone for KafkaSource<T> {
@@ -92,6 +105,7 @@ impl<T> Clone for KafkaSource<T> {
             starting: self.starting,
             bounded: self.bounded,
             bad: self.bad,
+            watermarks: self.watermarks,
             deserializer: self.deserializer.clone(),
         }
     }
@@ -111,8 +125,18 @@ impl<T> KafkaSource<T> {
             starting: StartingOffsets::Earliest,
             bounded: false,
             bad: BadRecords::Fail,
+            watermarks: None,
             deserializer: Arc::new(deserializer),
         }
+    }
+
+    /// Gives records their Kafka timestamps as event time and generates watermarks per partition
+    /// (see [`Watermarks`]): out-of-order records up to `out_of_orderness` behind are on time, and
+    /// a partition quiet for `idleness` does not stall event time.
+    pub fn watermarks(mut self, out_of_orderness: Duration, idleness: Option<Duration>) -> Self {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.watermarks = Some(Watermarks { out_of_orderness_ms: ms(out_of_orderness), idleness_ms: idleness.map(ms) });
+        self
     }
 
     /// Reads these topics.
@@ -170,6 +194,10 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
             Some(Topics::Pattern(p)) => format!("Kafka /{}/", p.as_str()),
             None => "Kafka".into(),
         }
+    }
+
+    fn has_event_time(&self) -> bool {
+        self.watermarks.is_some()
     }
 
     fn validate(&self) -> Result<()> {
@@ -236,6 +264,31 @@ struct KafkaReader<T> {
     brokers: String,
     headers: Vec<(String, Option<Vec<u8>>)>,
     bad_records: weir_runtime::Counter,
+    watermarks: Option<Watermarks>,
+    /// Event time of each split (same order as `splits`).
+    times: Vec<PartTime>,
+    /// The timestamps of the records the last poll read (with watermarks).
+    timestamps: Vec<i64>,
+    /// When the reader started (ms): a partition without records is idle from then on.
+    started: i64,
+}
+
+/// A partition's event time.
+#[derive(Clone, Copy, Debug)]
+struct PartTime {
+    max_ts: i64,
+    /// Wall-clock time (ms) of its last record.
+    last_active: Option<i64>,
+}
+
+impl Default for PartTime {
+    fn default() -> Self {
+        PartTime { max_ts: i64::MIN, last_active: None }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl<T: 'static> KafkaReader<T> {
@@ -277,6 +330,10 @@ impl<T: 'static> KafkaReader<T> {
             brokers: props.brokers()?.to_string(),
             headers: Vec::new(),
             bad_records: ctx.metrics.counter("numBadRecords"),
+            watermarks: source.watermarks,
+            times: Vec::new(),
+            timestamps: Vec::new(),
+            started: now_ms(),
             state,
         };
         // Restored: the partitions this subtask owns now go on where the snapshot was; every other
@@ -302,6 +359,7 @@ impl<T: 'static> KafkaReader<T> {
         let starting = if restored { StartingOffsets::Earliest } else { source.starting };
         let added = reader.resolve(&new, starting)?;
         reader.splits.extend(added);
+        reader.times.resize(reader.splits.len(), PartTime::default());
         reader.assign()?;
         reader.state.update(reader.splits.clone())?;
         tracing::info!(
@@ -463,6 +521,7 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
                         let added = self.resolve(&new, StartingOffsets::Earliest)?;
                         tracing::info!(subtask = self.subtask, partitions = ?new, "Kafka source found new partitions");
                         self.splits.extend(added);
+                        self.times.resize(self.splits.len(), PartTime::default());
                         self.assign()?;
                     }
                 }
@@ -498,6 +557,16 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
             }
             split.next = offset + 1;
             ended_split |= split.done();
+            let timestamp = m.timestamp().to_millis();
+            // Event time: the record's timestamp; one without (an old message format) is stamped
+            // with the time it is read.
+            let event_time = if self.watermarks.is_some() { timestamp.unwrap_or_else(now_ms) } else { 0 };
+            if self.watermarks.is_some()
+                && let Some(t) = self.times.get_mut(self.last)
+            {
+                t.max_ts = t.max_ts.max(event_time);
+                t.last_active = Some(now_ms());
+            }
             self.headers.clear();
             if let Some(h) = m.headers() {
                 for i in 0..h.count() {
@@ -509,7 +578,7 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
                 topic,
                 partition,
                 offset,
-                timestamp: m.timestamp().to_millis(),
+                timestamp,
                 key: m.key(),
                 value: m.payload(),
                 headers: &self.headers,
@@ -517,6 +586,9 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
             match self.deserializer.deserialize(&r) {
                 Ok(v) => {
                     out.push(v);
+                    if self.watermarks.is_some() {
+                        self.timestamps.push(event_time);
+                    }
                     read += 1;
                 }
                 Err(why) => {
@@ -554,6 +626,37 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
 
     fn snapshot(&mut self) -> Result<()> {
         self.state.update(self.splits.clone())
+    }
+
+    fn timestamps(&mut self) -> Option<&mut Vec<i64>> {
+        self.watermarks.is_some().then_some(&mut self.timestamps)
+    }
+
+    fn event_time(&mut self, now: i64) -> Option<SourceTime> {
+        let w = self.watermarks?;
+        let mut watermark = i64::MAX;
+        let mut active = false;
+        for (s, t) in self.splits.iter().zip(&self.times) {
+            // An ended partition (bounded) holds nothing back; an idle one neither, until its
+            // next record.
+            let idle = w.idleness_ms.is_some_and(|i| now - t.last_active.unwrap_or(self.started) >= i);
+            if s.done() || idle {
+                continue;
+            }
+            active = true;
+            let mine = if t.max_ts == i64::MIN { i64::MIN } else { t.max_ts - w.out_of_orderness_ms - 1 };
+            watermark = watermark.min(mine);
+        }
+        // Without partitions (more subtasks than partitions) the reader is idle too, as Flink's;
+        // one whose partitions all ended (bounded) is about to end, which says more.
+        if !active && !self.splits.is_empty() && self.splits.iter().all(Split::done) {
+            return Some(SourceTime { watermark: i64::MIN, idle: false });
+        }
+        Some(if active {
+            SourceTime { watermark, idle: false }
+        } else {
+            SourceTime { watermark: i64::MIN, idle: true }
+        })
     }
 
     fn snapshot_checkpoint(&mut self, id: u64) -> Result<()> {

@@ -191,6 +191,24 @@ impl Feeder {
         self.sent += 1;
     }
 
+    /// Writes `line` to `partition` with timestamp `ts` (ms since the epoch).
+    pub fn send_at(&mut self, line: &str, partition: i32, ts: i64) {
+        use rdkafka::producer::BaseRecord;
+        let mut record =
+            BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line.as_bytes()).partition(partition).timestamp(ts);
+        for _ in 0..10_000 {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        self.sent += 1;
+    }
+
     /// Waits until every line sent is acknowledged.
     pub fn flush(&self) {
         use rdkafka::producer::Producer;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_api::{Driver, Job, Registry, StreamEnv};
+use weir_api::{Driver, Job, Registry, StreamEnv, TumblingEventTimeWindows};
 use weir_core::Result;
 use weir_kafka::testing::Broker;
 use weir_kafka::{DeliveryGuarantee, Json, KafkaSink, KafkaSource, Reset, StartingOffsets, Strings, Text};
@@ -81,8 +81,38 @@ fn write_numbers(env: &mut StreamEnv, a: WriteArgs) -> Result<()> {
 }
 static WRITE_NUMBERS: Job<WriteArgs> = Job::new("write-numbers", write_numbers);
 
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct WindowArgs {
+    brokers: String,
+    topic: String,
+    out: String,
+    idleness_ms: Option<u64>,
+    bounded: bool,
+}
+
+/// `key ...` lines counted per key in 1 s event-time windows, by the Kafka timestamps and the
+/// source's per-partition watermarks; `key count` records out.
+fn window_counts(env: &mut StreamEnv, a: WindowArgs) -> Result<()> {
+    let mut source = KafkaSource::new(&a.brokers, Strings)
+        .topics([a.topic.as_str()])
+        .watermarks(Duration::ZERO, a.idleness_ms.map(Duration::from_millis));
+    if a.bounded {
+        source = source.bounded();
+    }
+    env.add_source(source)
+        .map(|l: String| (l.split(' ').next().unwrap_or_default().to_string(), 1u64))
+        .key_by(|t: &(String, u64)| t.0.clone())
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
+        .reduce(|a, b| (a.0, a.1 + b.1))
+        .map(|(k, c)| format!("{k} {c}"))
+        .add_sink(KafkaSink::new(&a.brokers, &a.out, Text));
+    Ok(())
+}
+static WINDOW_COUNTS: Job<WindowArgs> = Job::new("window-counts", window_counts);
+
 fn driver(parallelism: u32, checkpoints: Option<&str>) -> Result<Driver> {
-    let registry = Registry::new().register(&READ_LINES).register(&READ_NUMBERS).register(&WRITE_NUMBERS);
+    let registry =
+        Registry::new().register(&READ_LINES).register(&READ_NUMBERS).register(&WRITE_NUMBERS).register(&WINDOW_COUNTS);
     let mut d = Driver::local(registry).with_parallelism(parallelism)?;
     if let Some(every) = checkpoints {
         d.set("execution.checkpointing.interval", every)?;
@@ -208,5 +238,79 @@ fn the_sink_writes_every_record_at_least_once_and_exactly_once() -> Result<()> {
     b.create_topic("nocp", 1);
     let e = driver(1, None)?.execute(&WRITE_NUMBERS, write(&b, "nocp", 10, DeliveryGuarantee::ExactlyOnce)).err();
     assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("enable checkpointing"));
+    Ok(())
+}
+
+/// A whole second some minutes ago (ms): recent enough for the broker's retention to keep records
+/// stamped with it, aligned so that 1 s windows hold whole runs of records.
+fn recent_second() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    (now - 600_000) / 1000 * 1000
+}
+
+fn window_args(b: &Broker, topic: &str, idleness_ms: Option<u64>, bounded: bool) -> WindowArgs {
+    WindowArgs { brokers: b.address(), topic: topic.into(), out: format!("{topic}-out"), idleness_ms, bounded }
+}
+
+fn seen_values(b: &Broker, topic: &str, idle: Duration) -> Vec<String> {
+    let mut v: Vec<String> = b.consume(topic, None, idle).into_iter().filter_map(|s| s.value).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn watermarks_per_partition_keep_a_partition_that_lags_in_event_time_on_time() -> Result<()> {
+    let b = Broker::start();
+    b.create_topic("skew", 2);
+    b.create_topic("skew-out", 1);
+    // Partition 0 is 100 s ahead of partition 1 in event time. One watermark for the whole
+    // source would make whichever partition is read second late; one per partition does not.
+    let base = recent_second();
+    let mut feeder = b.feeder("skew", 2);
+    for i in 0..500 {
+        feeder.send_at("ahead", 0, base + 100_000 + i * 10);
+        feeder.send_at("behind", 1, base + i * 10);
+    }
+    feeder.flush();
+    driver(1, None)?.execute(&WINDOW_COUNTS, window_args(&b, "skew", None, true))?;
+    let want: Vec<String> = ["ahead 100"; 5].into_iter().chain(["behind 100"; 5]).map(String::from).collect();
+    assert_eq!(seen_values(&b, "skew-out", Duration::from_secs(1)), want);
+    Ok(())
+}
+
+#[test]
+fn an_idle_partition_stops_holding_event_time_back() -> Result<()> {
+    let b = Broker::start();
+    for t in ["quiet", "quiet-out", "stalled", "stalled-out"] {
+        b.create_topic(t, if t.ends_with("-out") { 1 } else { 2 });
+    }
+    let d = driver(1, None)?;
+    // With idleness, the empty partition is left out after 300 ms: the watermark follows
+    // partition 0, and its windows fire while the job runs.
+    let idle = d.execute_async(&WINDOW_COUNTS, window_args(&b, "quiet", Some(300), false))?;
+    // Without, it holds the watermark back and nothing fires.
+    let stalled = d.execute_async(&WINDOW_COUNTS, window_args(&b, "stalled", None, false))?;
+    // Partition 0 of each topic gets a record every 10 ms of event time, for 4 s of it, as it
+    // happens; partition 1 gets nothing, ever.
+    let base = recent_second();
+    let mut feeders = [b.feeder("quiet", 2), b.feeder("stalled", 2)];
+    for i in 0..400 {
+        for f in &mut feeders {
+            f.send_at("k", 0, base + i * 10);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    feeders.iter().for_each(|f| f.flush());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut fired = Vec::new();
+    while fired.len() < 3 && std::time::Instant::now() < deadline {
+        fired = seen_values(&b, "quiet-out", Duration::from_millis(500));
+    }
+    let held = seen_values(&b, "stalled-out", Duration::from_millis(500));
+    idle.cancel()?;
+    stalled.cancel()?;
+    // Windows of a second, a hundred records each; the last one waits for later records.
+    assert_eq!(fired, ["k 100", "k 100", "k 100"]);
+    assert!(held.is_empty(), "{held:?}");
     Ok(())
 }

@@ -32,5 +32,5 @@ pub use weir_state::disk;
 pub use config::ExecutionConfig;
 pub use context::{CancelToken, OperatorContext};
 pub use output::Output;
-pub use source::{SourceReader, SourceStatus};
+pub use source::{SourceReader, SourceStatus, SourceTime};
 pub use weir_metrics::{Counter, MetricGroup};

@@ -57,6 +57,31 @@ pub trait SourceReader<T> {
         let _ = id;
         Ok(())
     }
+
+    /// Readers that give their records event time (a Kafka reader: each partition's record
+    /// timestamps) return here, after each poll, one timestamp per record that poll appended; the
+    /// source task moves them into the batch and hands the (emptied) vector back next time.
+    fn timestamps(&mut self) -> Option<&mut Vec<crate::output::Timestamp>> {
+        None
+    }
+
+    /// Readers that generate watermarks themselves (per split, as Flink's sources do, so that a
+    /// quiet partition does not hold event time back once it is idle) say where event time is, at
+    /// wall-clock time `now` (ms): the task emits the watermark when it advances and idleness when
+    /// it changes, and the largest watermark when the reader ends.
+    fn event_time(&mut self, now: crate::output::Timestamp) -> Option<SourceTime> {
+        let _ = now;
+        None
+    }
+}
+
+/// Where a reader's event time is ([`SourceReader::event_time`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceTime {
+    /// No record at or below this timestamp is expected any more.
+    pub watermark: crate::output::Timestamp,
+    /// Nothing is coming: downstream must not wait for this reader's watermark.
+    pub idle: bool,
 }
 
 /// A type-erased runnable task body.
@@ -75,6 +100,8 @@ pub struct SourceTask<T> {
     checkpoint: TaskCheckpoint,
     /// The latest completed checkpoint the reader was told of.
     notified: crate::checkpoint::CheckpointId,
+    /// The reader's event time as last emitted (readers that generate watermarks).
+    emitted: Option<SourceTime>,
 }
 
 impl<T> SourceTask<T> {
@@ -88,7 +115,54 @@ impl<T> SourceTask<T> {
             current: env.current.clone(),
             notified: env.checkpoint.completed(),
             checkpoint: env.checkpoint.clone(),
+            emitted: None,
         }
+    }
+
+    /// Emits the reader's watermark when it advanced, and idleness when it changed.
+    fn emit_event_time(&mut self) -> Result<()> {
+        let Some(now) = self.reader.event_time(now_millis()) else { return Ok(()) };
+        let before = self.emitted.unwrap_or(SourceTime { watermark: crate::output::Timestamp::MIN, idle: false });
+        if now.idle != before.idle {
+            self.output.control(Control::Idle(now.idle))?;
+        }
+        if now.watermark > before.watermark {
+            self.output.control(Control::Watermark(now.watermark))?;
+        }
+        self.emitted = Some(SourceTime { watermark: now.watermark.max(before.watermark), idle: now.idle });
+        Ok(())
+    }
+
+    /// Moves the timestamps of the records just read into `batch` (readers that give them), and,
+    /// if the reader was idle, says it is active again before the records go out.
+    fn take_timestamps(&mut self, batch: &mut Batch<T>) -> Result<()> {
+        let Some(ts) = self.reader.timestamps() else { return Ok(()) };
+        if ts.len() == batch.records.len() {
+            let mut spare = batch.timestamps.take().unwrap_or_default();
+            spare.clear();
+            batch.timestamps = Some(std::mem::replace(ts, spare));
+        } else {
+            ts.clear();
+        }
+        if !batch.is_empty()
+            && let Some(e) = self.emitted.as_mut().filter(|e| e.idle)
+        {
+            e.idle = false;
+            self.output.control(Control::Idle(false))?;
+        }
+        Ok(())
+    }
+
+    /// The end of a reader that generated watermarks: event time is over.
+    fn end_event_time(&mut self) -> Result<()> {
+        if self.emitted.is_some_and(|e| e.watermark < crate::output::Timestamp::MAX) {
+            if self.emitted.is_some_and(|e| e.idle) {
+                self.output.control(Control::Idle(false))?;
+            }
+            self.output.control(Control::Watermark(crate::output::Timestamp::MAX))?;
+            self.emitted = Some(SourceTime { watermark: crate::output::Timestamp::MAX, idle: false });
+        }
+        Ok(())
     }
 
     /// Tells the reader of a checkpoint that completed since the last call.
@@ -167,9 +241,11 @@ impl<T> TaskBody for SourceTask<T> {
             let status = self.reader.poll(&mut batch.records, max);
             self.current.leave(prev);
             let status = status?;
+            self.take_timestamps(&mut batch)?;
             if !batch.is_empty() {
                 self.output.push(&mut batch)?;
             }
+            self.emit_event_time()?;
             if Instant::now() >= next_tick {
                 self.output.control(Control::Tick(now_millis()))?;
                 next_tick = Instant::now() + every;
@@ -192,12 +268,14 @@ impl<T> TaskBody for SourceTask<T> {
                     }
                 }
                 SourceStatus::Finished if self.checkpoint.enabled() => {
+                    self.end_event_time()?;
                     ended = true;
                     self.checkpoint.source_ended();
                 }
                 SourceStatus::Finished => break,
             }
         }
+        self.end_event_time()?;
         self.output.finish()
     }
 }
@@ -213,6 +291,11 @@ pub trait Source<T>: Send + Sync + 'static {
     /// The largest parallelism this source supports (a socket: 1), if limited.
     fn max_parallelism(&self) -> Option<u32> {
         None
+    }
+    /// Whether its readers give records event-time timestamps and generate watermarks
+    /// ([`SourceReader::event_time`]), so that event-time operators may follow it directly.
+    fn has_event_time(&self) -> bool {
+        false
     }
     /// The reader for subtask `ctx.subtask` of `ctx.parallelism`.
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<T>>>;
