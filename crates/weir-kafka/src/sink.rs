@@ -221,11 +221,30 @@ impl<T: 'static> Writer<T> {
         Ok(())
     }
 
-    /// Waits until the brokers acknowledged every record sent.
+    /// Waits until the brokers acknowledged every record sent. (librdkafka's own flush, with
+    /// delivery reports served by the producer's thread, waits in steps of 100 ms: at every
+    /// checkpoint barrier that would be 100 ms of a stalled task.)
     fn flush(&self, producer: &KafkaProducer) -> Result<()> {
-        producer
-            .flush(self.flush_timeout)
-            .map_err(|e| kafka_error(&format!("flushing records to Kafka topic '{}'", self.topic), &e))?;
+        let deadline = Instant::now() + self.flush_timeout;
+        let mut pause = Duration::from_micros(50);
+        while producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(Error::external(
+                    format!("flushing records to Kafka topic '{}' at {}", self.topic, self.brokers),
+                    format!(
+                        "{} records were not acknowledged within {} ms (delivery.timeout.ms); are the brokers up?",
+                        producer.in_flight_count(),
+                        self.flush_timeout.as_millis()
+                    ),
+                    true,
+                ));
+            }
+            self.failed(producer)?;
+            if self.cancel.wait_timeout(pause) {
+                return Ok(());
+            }
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
         self.failed(producer)
     }
 }
@@ -239,7 +258,6 @@ struct PlainWriter<T> {
 
 impl<T: 'static> Output<T> for PlainWriter<T> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<()> {
-        eprintln!("DBG push {}", batch.records.len());
         self.w.send(&self.producer, batch)
     }
 
@@ -253,10 +271,7 @@ impl<T: 'static> Output<T> for PlainWriter<T> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        eprintln!("DBG finish");
-        let r = self.w.flush(&self.producer);
-        eprintln!("DBG finished {r:?}");
-        r
+        self.w.flush(&self.producer)
     }
 }
 
@@ -290,6 +305,7 @@ struct Open {
 
 /// Transactions by id: starting them, committing those of earlier attempts, aborting those left
 /// open.
+#[derive(Clone)]
 pub(crate) struct Txns {
     props: Properties,
     prefix: String,
@@ -327,7 +343,7 @@ impl Txns {
 
     /// A producer for transaction `id`, initialized: any transaction left open under `id` is
     /// aborted. Its producer id and epoch come with it.
-    pub(crate) fn producer(&self, id: &str) -> Result<(KafkaProducer, (i64, i16))> {
+    pub(crate) fn producer(&self, id: &str) -> Result<Started> {
         let mut config = self.props.client_config(&[("client.id", id), ("transactional.id", id), ("debug", "eos")]);
         config.set_log_level(RDKafkaLogLevel::Debug);
         let producer: KafkaProducer = config.create_with_context(Context::default()).map_err(|e| config_error(&e))?;
@@ -409,11 +425,22 @@ impl Txns {
     }
 }
 
+/// A producer initialized for a transaction id, with its producer id and epoch.
+type Started = (KafkaProducer, (i64, i16));
+
 /// Exactly-once (see [`KafkaSink`]).
 struct TransactionalWriter<T> {
     w: Writer<T>,
     txns: Txns,
     current: Option<Open>,
+    /// The producer of the next transaction, being made in the background (its number, and the
+    /// thread making it): a producer takes a round trip or two to the coordinator to start, which
+    /// would otherwise stall the task at every barrier.
+    spare: Option<(u64, std::thread::JoinHandle<Result<Started>>)>,
+    /// Commits under way, each in a thread of its own (a commit waits for the coordinator to
+    /// write its markers, which the task need not wait for): still pending in snapshots until
+    /// they are done.
+    committing: Vec<(Pending, std::thread::JoinHandle<Result<()>>)>,
     next: u64,
     pending: Vec<(Pending, Option<KafkaProducer>)>,
     state: OperatorListState<SubtaskTxns>,
@@ -429,6 +456,8 @@ impl<T: 'static> TransactionalWriter<T> {
             w,
             txns: Txns::new(props, prefix, env.op.cancel.clone(), subtask)?,
             current: None,
+            spare: None,
+            committing: Vec::new(),
             next: restored.iter().map(|s| s.next).max().unwrap_or(0),
             pending: Vec::new(),
             state,
@@ -454,18 +483,34 @@ impl<T: 'static> TransactionalWriter<T> {
         Ok(writer)
     }
 
-    /// Starts the next transaction.
+    /// Starts the next transaction, and has the producer of the one after it made in the
+    /// background. (A made producer whose transaction never starts is harmless: it holds no
+    /// transaction, and a restore's search for open ones passes over it.)
     fn begin(&mut self) -> Result<()> {
-        let id = self.txns.id(self.w.subtask, self.next);
-        let (producer, pid) = self.txns.producer(&id)?;
+        let n = self.next;
+        let id = self.txns.id(self.w.subtask, n);
+        let made = match self.spare.take() {
+            Some((m, thread)) if m == n => thread
+                .join()
+                .map_err(|_| Error::internal(format!("the thread starting Kafka transaction '{id}' panicked")))?,
+            _ => self.txns.producer(&id),
+        };
+        let (producer, pid) = made?;
         producer.begin_transaction().map_err(|e| kafka_error(&format!("beginning Kafka transaction '{id}'"), &e))?;
-        self.current = Some(Open { producer, n: self.next, id, pid });
+        self.current = Some(Open { producer, n, id, pid });
         self.next += 1;
+        let (txns, after) = (self.txns.clone(), self.txns.id(self.w.subtask, self.next));
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-txn-{}", self.w.subtask))
+            .spawn(move || txns.producer(&after))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        self.spare = Some((self.next, thread));
         Ok(())
     }
 
     /// Commits the pre-committed transactions of checkpoints up to `completed`.
     fn commit(&mut self, completed: u64) -> Result<()> {
+        self.reap(false)?;
         if self.pending.first().is_none_or(|(p, _)| p.checkpoint > completed) {
             return Ok(());
         }
@@ -473,9 +518,14 @@ impl<T: 'static> TransactionalWriter<T> {
         self.pending = keep;
         for (p, producer) in done {
             match producer {
-                Some(producer) => producer
-                    .commit_transaction(self.txns.timeout)
-                    .map_err(|e| kafka_error(&format!("committing Kafka transaction '{}'", p.id), &e))?,
+                Some(producer) => {
+                    let (what, timeout) = (format!("committing Kafka transaction '{}'", p.id), self.txns.timeout);
+                    let thread = std::thread::Builder::new()
+                        .name(format!("kafka-commit-{}", self.w.subtask))
+                        .spawn(move || producer.commit_transaction(timeout).map_err(|e| kafka_error(&what, &e)))
+                        .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+                    self.committing.push((p, thread));
+                }
                 None => {
                     self.txns.resume_commit(&p)?;
                 }
@@ -484,10 +534,32 @@ impl<T: 'static> TransactionalWriter<T> {
         Ok(())
     }
 
+    /// Collects the commits that are done (all of them, waiting, with `wait`); the first failure.
+    fn reap(&mut self, wait: bool) -> Result<()> {
+        let mut first = Ok(());
+        let mut still = Vec::with_capacity(self.committing.len());
+        for (p, thread) in self.committing.drain(..) {
+            if !wait && !thread.is_finished() {
+                still.push((p, thread));
+                continue;
+            }
+            let done = thread
+                .join()
+                .map_err(|_| Error::internal(format!("the thread committing Kafka transaction '{}' panicked", p.id)))
+                .and_then(|r| r);
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        self.committing = still;
+        first
+    }
+
     /// The state for a checkpoint: the pre-committed transactions, and the number of the first
     /// transaction it does not cover (the open one), from which a restore aborts.
     fn snapshot(&self) -> Result<()> {
-        let pending = self.pending.iter().map(|(p, _)| p.clone()).collect();
+        let pending =
+            self.committing.iter().map(|(p, _)| p).chain(self.pending.iter().map(|(p, _)| p)).cloned().collect();
         let next = self.current.as_ref().map_or(self.next, |o| o.n);
         self.state.update(vec![SubtaskTxns { subtask: self.w.subtask, next, pending }])
     }
@@ -542,6 +614,7 @@ impl<T: 'static> Output<T> for TransactionalWriter<T> {
             ));
         }
         self.commit(self.checkpoint.completed())?;
+        self.reap(true)?;
         // Records after the final barrier (windows flushed at the end of input) go in one more
         // transaction, committed now: the job is over and no replay follows.
         if let Some(open) = self.current.take() {

@@ -531,9 +531,14 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
             }
         }
         let mut read = 0;
+        let mut first = true;
         let mut ended_split = false;
         while read < max {
-            let Some(got) = self.consumer.poll(Duration::ZERO) else { break };
+            // Nothing buffered on the first try: wait briefly for the next fetch rather than sleep
+            // a fixed time (a fetch in flight wakes the poll the moment it lands).
+            let wait = if read == 0 && first { Duration::from_millis(10) } else { Duration::ZERO };
+            first = false;
+            let Some(got) = self.consumer.poll(wait) else { break };
             let m = match got {
                 Ok(m) => m,
                 Err(e) => {
@@ -621,7 +626,7 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
         if self.bounded && self.splits.iter().all(Split::done) {
             return Ok(SourceStatus::Finished);
         }
-        Ok(if read == 0 { SourceStatus::Wait(Duration::from_millis(10)) } else { SourceStatus::Continue })
+        Ok(if read == 0 { SourceStatus::Wait(Duration::from_millis(1)) } else { SourceStatus::Continue })
     }
 
     fn snapshot(&mut self) -> Result<()> {
