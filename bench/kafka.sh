@@ -20,7 +20,9 @@ source bench/lib.sh
 exe=$target/release/examples/kafka_bench
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$venv/bin/noida-db" start --host 127.0.0.1 --only kafka --kafka-port "$port" --data-dir "$dir/data" >"$dir/broker.log" 2>&1 &
+# The broker itself, not the venv's Python wrapper (which would outlive a kill of the wrapper).
+noida=$("$venv/bin/python" -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')
+"$noida" start --host 127.0.0.1 --only kafka --kafka-port "$port" --data-dir "$dir/data" >"$dir/broker.log" 2>&1 &
 broker=$!
 cleanup() { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT

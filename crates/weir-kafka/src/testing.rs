@@ -21,6 +21,23 @@ pub fn venv() -> PathBuf {
     PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weir-tools/venv")
 }
 
+/// The `noida-db` executable itself. (The `bin/noida-db` of the venv is a Python wrapper that
+/// runs it as a child: killing the wrapper would leave the broker running.)
+fn noida() -> PathBuf {
+    let lib = venv().join("lib");
+    let found = std::fs::read_dir(&lib).into_iter().flatten().flatten().find_map(|python| {
+        let exe = python.path().join("site-packages/noida_db/noida-db");
+        exe.is_file().then_some(exe)
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "noida-db is missing under {}: run scripts/test.sh (it installs noida-db and confluent-kafka into \
+             ~/.cache/weir-tools/venv) or set WEIR_TOOLS_VENV",
+            lib.display()
+        )
+    })
+}
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-check.py")
 }
@@ -48,13 +65,7 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker; panics with what to install when `noida-db` is missing.
     pub fn start() -> Broker {
-        let exe = venv().join("bin/noida-db");
-        assert!(
-            exe.exists(),
-            "{} is missing: run scripts/test.sh (it installs noida-db and confluent-kafka into ~/.cache/weir-tools/venv) \
-             or set WEIR_TOOLS_VENV",
-            exe.display()
-        );
+        noida();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -67,7 +78,7 @@ impl Broker {
 
     fn run(&mut self) {
         let log = std::fs::File::create(self.data.path().join("broker.log")).expect("the broker's log file");
-        let child = Command::new(venv().join("bin/noida-db"))
+        let child = Command::new(noida())
             .args(["start", "--host", "127.0.0.1", "--only", "kafka", "--kafka-port", &self.port.to_string()])
             .arg("--data-dir")
             .arg(self.data.path().join("data"))
