@@ -186,38 +186,37 @@ pub struct Feeder {
 impl Feeder {
     /// Writes `line`, round-robin over the partitions.
     pub fn send(&mut self, line: &str) {
-        use rdkafka::producer::BaseRecord;
         let partition = (self.sent % self.partitions as u64) as i32;
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line.as_bytes()).partition(partition);
-        for _ in 0..10_000 {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    self.producer.poll(Duration::from_millis(5));
-                }
-            }
-        }
-        self.producer.poll(Duration::ZERO);
-        self.sent += 1;
+        self.write(line, partition, None);
     }
 
     /// Writes `line` to `partition` with timestamp `ts` (ms since the epoch).
     pub fn send_at(&mut self, line: &str, partition: i32, ts: i64) {
+        self.write(line, partition, Some(ts));
+    }
+
+    fn write(&mut self, line: &str, partition: i32, ts: Option<i64>) {
         use rdkafka::producer::BaseRecord;
-        let mut record =
-            BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line.as_bytes()).partition(partition).timestamp(ts);
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line.as_bytes()).partition(partition);
+        if let Some(ts) = ts {
+            record = record.timestamp(ts);
+        }
+        // A full queue empties as the broker acknowledges; bounded, so a broker that takes nothing
+        // fails the test rather than hanging it.
         for _ in 0..10_000 {
             match self.producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
+                    self.sent += 1;
+                    return;
+                }
                 Err((_, back)) => {
                     record = back;
                     self.producer.poll(Duration::from_millis(5));
                 }
             }
         }
-        self.producer.poll(Duration::ZERO);
-        self.sent += 1;
+        panic!("the broker took no record for 50 s");
     }
 
     /// Waits until every line sent is acknowledged.

@@ -59,6 +59,28 @@ fn args(b: &Broker, input: &str, out: &str, bounded: bool) -> String {
     .to_string()
 }
 
+/// Submits `kafka-wordcount` detached with JSON `args` at parallelism `p`, checkpointing every
+/// 300 ms, with `extra` settings; the job's id.
+fn submit(c: &Cluster, args: &str, p: &str, extra: &[&str]) -> String {
+    let mut cmd = vec!["run", "-t", "remote", "-d", "kafka-wordcount", "--args", args, "-p", p];
+    cmd.extend(["-D", "execution.checkpointing.interval=300ms"]);
+    cmd.extend(extra);
+    let out = c.weir(&cmd);
+    let id = job_id(&out);
+    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    id
+}
+
+/// Asserts that `topic` comes to hold exactly `want` (within `limit`), and still does a second
+/// later: every transaction committed, none twice.
+fn assert_exactly(b: &Broker, topic: &str, want: &[String], limit: Duration) {
+    let got = output(b, topic, want.len(), limit);
+    assert!(got == want, "{}", diff(&got, want));
+    std::thread::sleep(Duration::from_secs(1));
+    let later = output(b, topic, want.len(), Duration::ZERO);
+    assert!(later == want, "a second later: {}", diff(&later, want));
+}
+
 /// The TaskManagers running job `id`.
 fn placed(c: &Cluster, id: &str) -> Vec<String> {
     let (_, job) = c.get(&format!("/jobs/{id}"));
@@ -92,22 +114,7 @@ fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
     b.create_topic("lines", 3);
     b.create_topic("counts", 2);
     let mut c = Cluster::with(&RESTART, 4, 1);
-    let every = "execution.checkpointing.interval=300ms";
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "kafka-wordcount",
-        "--args",
-        &args(&b, "lines", "counts", false),
-        "-p",
-        "2",
-        "-D",
-        every,
-    ]);
-    let id = job_id(&out);
-    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let id = submit(&c, &args(&b, "lines", "counts", false), "2", &[]);
     wait_running(&c, &id);
     // Lines go in all along (about 1500 a second, for about 5 s), so that each kill lands while
     // records flow: what came after the last checkpoint is replayed, and must not show twice.
@@ -130,13 +137,7 @@ fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
         c.kill_taskmanager(&victim);
     }
     assert!(fed.join().is_ok(), "the feeder failed");
-    let want = expected(&input);
-    let got = output(&b, "counts", want.len(), Duration::from_secs(90));
-    // Nothing more comes: every transaction is committed, and none twice.
-    std::thread::sleep(Duration::from_secs(1));
-    let got_later = output(&b, "counts", want.len(), Duration::ZERO);
-    assert!(got == want, "{}", diff(&got, &want));
-    assert!(got_later == want, "{}", diff(&got_later, &want));
+    assert_exactly(&b, "counts", &expected(&input), Duration::from_secs(90));
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
     let losses = ex["exceptionHistory"]["entries"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(losses >= 2, "two failures were recovered from: {ex}");
@@ -150,24 +151,9 @@ fn the_kafka_source_rescales_from_a_savepoint() {
     b.create_topic("rs-counts", 2);
     let c = Cluster::with(&RESTART, 2, 3);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let every = "execution.checkpointing.interval=300ms";
     let first = lines(0, 500);
     b.produce("rs-lines", 4, &first);
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "kafka-wordcount",
-        "--args",
-        &args(&b, "rs-lines", "rs-counts", false),
-        "-p",
-        "3",
-        "-D",
-        every,
-    ]);
-    let id = job_id(&out);
-    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let id = submit(&c, &args(&b, "rs-lines", "rs-counts", false), "3", &[]);
     let want = expected(&first);
     let got = output(&b, "rs-counts", want.len(), Duration::from_secs(60));
     assert!(got == want, "{}", diff(&got, &want));
@@ -195,7 +181,7 @@ fn the_kafka_source_rescales_from_a_savepoint() {
         "-p",
         "2",
         "-D",
-        every,
+        "execution.checkpointing.interval=300ms",
     ]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let all: Vec<String> = first.into_iter().chain(second).collect();
@@ -218,26 +204,7 @@ fn a_broker_that_goes_away_and_comes_back_loses_nothing() {
         "restart-strategy.fixed-delay.delay=300ms",
     ];
     let c = Cluster::with(&restart, 1, 2);
-    let every = "execution.checkpointing.interval=300ms";
-    let mut a: serde_json::Value = serde_json::from_str(&args(&b, "bb-lines", "bb-counts", false)).unwrap_or_default();
-    a["transactional_id_prefix"] = "it-bb".into();
-    let out = c.weir(&[
-        "run",
-        "-t",
-        "remote",
-        "-d",
-        "kafka-wordcount",
-        "--args",
-        &a.to_string(),
-        "-p",
-        "1",
-        "-D",
-        every,
-        "-D",
-        "execution.checkpointing.timeout=5s",
-    ]);
-    let id = job_id(&out);
-    assert!(!id.is_empty(), "{}", text(&out.stderr));
+    let id = submit(&c, &args(&b, "bb-lines", "bb-counts", false), "1", &["-D", "execution.checkpointing.timeout=5s"]);
     let first = lines(0, 300);
     b.produce("bb-lines", 2, &first);
     let want = expected(&first);
@@ -249,12 +216,7 @@ fn a_broker_that_goes_away_and_comes_back_loses_nothing() {
     let second = lines(300, 300);
     b.produce("bb-lines", 2, &second);
     let all: Vec<String> = first.into_iter().chain(second).collect();
-    let want = expected(&all);
-    let got = output(&b, "bb-counts", want.len(), Duration::from_secs(120));
-    std::thread::sleep(Duration::from_secs(1));
-    let got_later = output(&b, "bb-counts", want.len(), Duration::ZERO);
-    assert!(got == want, "{}", diff(&got, &want));
-    assert!(got_later == want, "{}", diff(&got_later, &want));
+    assert_exactly(&b, "bb-counts", &expected(&all), Duration::from_secs(120));
     assert_eq!(c.job_state(&id), "RUNNING");
     let _ = c.weir(&["cancel", &id]);
 }
