@@ -1,4 +1,5 @@
-//! weir-connectors: the sources and sinks that ship with weir, one module per connector.
+//! weir-connectors: the sources and sinks that ship with weir, one module per connector (Kafka's,
+//! whose client is heavy, are in `weir-kafka`).
 //!
 //! Every source implements [`weir_runtime::source::Source`] and every sink
 //! [`weir_runtime::source::Sink`]; user-written connectors implement the same traits.
@@ -7,6 +8,7 @@ pub mod collect;
 pub mod collection;
 pub mod datagen;
 pub mod discard;
+pub mod elasticsearch;
 pub mod file;
 pub mod print;
 pub mod sequence;

@@ -55,23 +55,28 @@ pub struct Seen {
     pub value: Option<String>,
 }
 
-/// A `noida-db` Kafka broker on a free loopback port, stopped (by its pid) when dropped.
+/// A `noida-db` server on free loopback ports, speaking Kafka (and, for the Elasticsearch sink's
+/// tests, Elasticsearch 8's REST API), stopped (by its pid) when dropped.
 pub struct Broker {
     child: Option<Child>,
     port: u16,
+    es_port: u16,
     data: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 impl Broker {
     /// Starts a broker; panics with what to install when `noida-db` is missing.
     pub fn start() -> Broker {
         noida();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
         let data = tempfile::tempdir().expect("a temporary directory");
-        let mut b = Broker { child: None, port, data };
+        let mut b = Broker { child: None, port: free_port(), es_port: free_port(), data };
         b.run();
         b
     }
@@ -79,7 +84,8 @@ impl Broker {
     fn run(&mut self) {
         let log = std::fs::File::create(self.data.path().join("broker.log")).expect("the broker's log file");
         let child = Command::new(noida())
-            .args(["start", "--host", "127.0.0.1", "--only", "kafka", "--kafka-port", &self.port.to_string()])
+            .args(["start", "--host", "127.0.0.1", "--only", "kafka,elasticsearch"])
+            .args(["--kafka-port", &self.port.to_string(), "--elasticsearch-port", &self.es_port.to_string()])
             .arg("--data-dir")
             .arg(self.data.path().join("data"))
             .stdin(Stdio::null())
@@ -89,7 +95,9 @@ impl Broker {
             .expect("noida-db starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.es_port)).is_err()
+        {
             assert!(Instant::now() < deadline, "the Kafka broker did not listen within 20 s: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -103,6 +111,12 @@ impl Broker {
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT` of its Elasticsearch API (noida-db's reimplementation of
+    /// Elasticsearch 8's REST API).
+    pub fn elasticsearch_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.es_port)
     }
 
     /// Kills the broker (-9); its data stays for [`Broker::restart`].

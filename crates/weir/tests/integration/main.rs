@@ -12,6 +12,7 @@ mod cluster_failures;
 mod config;
 mod dashboard;
 mod docker;
+mod elasticsearch;
 mod flink_cli;
 mod ha;
 mod ha_application;
