@@ -159,6 +159,38 @@ pub(crate) struct Context {
     pub(crate) failed: Mutex<Option<String>>,
 }
 
+/// What a consumer's offset commits did: Flink's `KafkaSourceReader.commitsSucceeded` and
+/// `commitsFailed`, and per partition the offset last committed (`committedOffset`).
+#[derive(Clone, Default)]
+pub(crate) struct Commits {
+    pub(crate) succeeded: weir_runtime::Counter,
+    pub(crate) failed: weir_runtime::Counter,
+    /// Offsets last committed, by topic and partition.
+    pub(crate) offsets: std::sync::Arc<Mutex<std::collections::HashMap<(String, i32), i64>>>,
+}
+
+impl Commits {
+    /// Counts a commit of `offsets` that ended with `result`.
+    pub(crate) fn record(&self, result: &rdkafka::error::KafkaResult<()>, offsets: &rdkafka::TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.succeeded.inc();
+                if let Ok(mut m) = self.offsets.lock() {
+                    for e in offsets.elements() {
+                        if let rdkafka::Offset::Offset(o) = e.offset() {
+                            m.insert((e.topic().to_string(), e.partition()), o);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.failed.inc();
+                tracing::warn!(target: "weir::kafka", "committing offsets to the consumer group failed: {e}");
+            }
+        }
+    }
+}
+
 impl Context {
     /// The producer id and epoch the last `init_transactions` got.
     pub(crate) fn pid(&self) -> Option<(i64, i16)> {

@@ -13,7 +13,7 @@ use weir_runtime::source::Source;
 use weir_runtime::state::{OperatorListState, Redistribution};
 use weir_runtime::{SourceReader, SourceStatus, SourceTime};
 
-use crate::client::{Context, Properties, config_error, kafka_error, partition_owner};
+use crate::client::{Commits, Context, Properties, config_error, kafka_error, partition_owner};
 use crate::record::{Deserializer, RecordRef};
 
 /// Where a partition starts when no checkpoint says (Flink's `OffsetsInitializer`).
@@ -244,7 +244,10 @@ impl Split {
 }
 
 struct KafkaReader<T> {
-    consumer: BaseConsumer<Context>,
+    consumer: Arc<BaseConsumer<Context>>,
+    /// The offset commit under way, in a thread of its own (librdkafka reports an asynchronous
+    /// commit's outcome to nobody here, and a synchronous one would hold up the task).
+    committing: Option<std::thread::JoinHandle<()>>,
     deserializer: Arc<dyn Deserializer<T>>,
     splits: Vec<Split>,
     /// Where the last record's split is in `splits` (records come in runs of one partition).
@@ -271,6 +274,11 @@ struct KafkaReader<T> {
     timestamps: Vec<i64>,
     /// When the reader started (ms): a partition without records is idle from then on.
     started: i64,
+    /// Each split's next offset as its `currentOffset` gauge reads it (same order as `splits`).
+    positions: Vec<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+    /// The `KafkaSourceReader` metric group.
+    metrics: weir_runtime::MetricGroup,
+    commits: Commits,
 }
 
 /// A partition's event time.
@@ -306,6 +314,11 @@ impl<T: 'static> KafkaReader<T> {
             ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "false"),
         ]);
+        // Flink's KafkaSourceReader metrics, in the operator's group.
+        let metrics = ctx.metrics.add_group("KafkaSourceReader");
+        let commits = Commits::default();
+        metrics.add_counter("commitsSucceeded", &commits.succeeded);
+        metrics.add_counter("commitsFailed", &commits.failed);
         let consumer: BaseConsumer<Context> =
             config.create_with_context(Context::default()).map_err(|e| config_error(&e))?;
         let group = props.get("group.id").is_some();
@@ -313,7 +326,8 @@ impl<T: 'static> KafkaReader<T> {
         let state = ctx.operator_state.list_state::<Split>("kafka-splits", Redistribution::Union)?;
         let topics = source.topics.clone().ok_or_else(|| Error::Config("the Kafka source reads no topic".into()))?;
         let mut reader = KafkaReader {
-            consumer,
+            consumer: Arc::new(consumer),
+            committing: None,
             deserializer: source.deserializer.clone(),
             splits: Vec::new(),
             last: 0,
@@ -334,6 +348,9 @@ impl<T: 'static> KafkaReader<T> {
             times: Vec::new(),
             timestamps: Vec::new(),
             started: now_ms(),
+            positions: Vec::new(),
+            metrics,
+            commits,
             state,
         };
         // Restored: the partitions this subtask owns now go on where the snapshot was; every other
@@ -360,6 +377,7 @@ impl<T: 'static> KafkaReader<T> {
         let added = reader.resolve(&new, starting)?;
         reader.splits.extend(added);
         reader.times.resize(reader.splits.len(), PartTime::default());
+        reader.register_gauges();
         reader.assign()?;
         reader.state.update(reader.splits.clone())?;
         tracing::info!(
@@ -369,6 +387,26 @@ impl<T: 'static> KafkaReader<T> {
             "Kafka source assigned"
         );
         Ok(reader)
+    }
+
+    /// Registers the `currentOffset` and `committedOffset` gauges of splits that have none yet, in
+    /// key-value groups as Flink's (`KafkaSourceReader.topic.<topic>.partition.<p>.currentOffset`;
+    /// in Prometheus `..._KafkaSourceReader_topic_partition_currentOffset{topic=..,partition=..}`).
+    fn register_gauges(&mut self) {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        while self.positions.len() < self.splits.len() {
+            let s = &self.splits[self.positions.len()];
+            let position = std::sync::Arc::new(AtomicI64::new(s.next));
+            let group =
+                self.metrics.add_group_with("topic", &s.topic).add_group_with("partition", &s.partition.to_string());
+            let read = position.clone();
+            group.gauge("currentOffset", move || read.load(Ordering::Relaxed) as f64);
+            let (offsets, key) = (self.commits.offsets.clone(), (s.topic.clone(), s.partition));
+            group.gauge("committedOffset", move || {
+                offsets.lock().ok().and_then(|m| m.get(&key).copied()).map_or(f64::NAN, |o| o as f64)
+            });
+            self.positions.push(position);
+        }
     }
 
     fn owns(&self, topic: &str, partition: i32) -> bool {
@@ -499,6 +537,15 @@ impl<T: 'static> KafkaReader<T> {
     }
 }
 
+impl<T> Drop for KafkaReader<T> {
+    fn drop(&mut self) {
+        // The last commit (a bounded job's final offsets) is done before the subtask is.
+        if let Some(t) = self.committing.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The split of `topic` and `partition`; `last` remembers where the previous one was.
 fn split_of<'a>(splits: &'a mut [Split], last: &mut usize, topic: &str, partition: i32) -> Option<&'a mut Split> {
     let hit = splits.get(*last).is_some_and(|s| s.partition == partition && s.topic == topic);
@@ -522,6 +569,7 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
                         tracing::info!(subtask = self.subtask, partitions = ?new, "Kafka source found new partitions");
                         self.splits.extend(added);
                         self.times.resize(self.splits.len(), PartTime::default());
+                        self.register_gauges();
                         self.assign()?;
                     }
                 }
@@ -617,6 +665,11 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
                 }
             }
         }
+        if read > 0 {
+            for (s, p) in self.splits.iter().zip(&self.positions) {
+                p.store(s.next, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if ended_split {
             self.assign()?;
         }
@@ -676,15 +729,22 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
         let Some(at) = self.to_commit.iter().rposition(|(c, _)| *c <= id) else { return Ok(()) };
         let (_, splits) = self.to_commit.swap_remove(at);
         self.to_commit.retain(|(c, _)| *c > id);
+        // For lag monitoring only: one commit at a time, and a failure is counted and logged,
+        // never fails the job.
+        if let Some(previous) = self.committing.take() {
+            let _ = previous.join();
+        }
         let mut tpl = TopicPartitionList::new();
         for s in &splits {
             tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.next))
                 .map_err(|e| kafka_error("committing Kafka offsets", &e))?;
         }
-        // For lag monitoring only: a failure is logged, never fails the job.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(subtask = self.subtask, "committing Kafka offsets of checkpoint {id} failed: {e}");
-        }
+        let (consumer, commits) = (self.consumer.clone(), self.commits.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("kafka-offsets-{}", self.subtask))
+            .spawn(move || commits.record(&consumer.commit(&tpl, CommitMode::Sync), &tpl))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        self.committing = Some(thread);
         Ok(())
     }
 }

@@ -111,8 +111,12 @@ fn window_counts(env: &mut StreamEnv, a: WindowArgs) -> Result<()> {
 static WINDOW_COUNTS: Job<WindowArgs> = Job::new("window-counts", window_counts);
 
 fn driver(parallelism: u32, checkpoints: Option<&str>) -> Result<Driver> {
-    let registry =
-        Registry::new().register(&READ_LINES).register(&READ_NUMBERS).register(&WRITE_NUMBERS).register(&WINDOW_COUNTS);
+    let registry = Registry::new()
+        .register(&READ_LINES)
+        .register(&READ_NUMBERS)
+        .register(&WRITE_NUMBERS)
+        .register(&WINDOW_COUNTS)
+        .register(&READ_FOREVER);
     let mut d = Driver::local(registry).with_parallelism(parallelism)?;
     if let Some(every) = checkpoints {
         d.set("execution.checkpointing.interval", every)?;
@@ -248,6 +252,14 @@ fn recent_second() -> i64 {
     (now - 600_000) / 1000 * 1000
 }
 
+/// A topic read without end, checkpointing, offsets committed to a group.
+fn read_forever(env: &mut StreamEnv, a: ReadArgs) -> Result<()> {
+    let source = KafkaSource::new(&a.brokers, Strings).topics([a.topic.as_str()]).group_id("watched");
+    env.add_source(source).discard();
+    Ok(())
+}
+static READ_FOREVER: Job<ReadArgs> = Job::new("read-forever", read_forever);
+
 fn window_args(b: &Broker, topic: &str, idleness_ms: Option<u64>, bounded: bool) -> WindowArgs {
     WindowArgs { brokers: b.address(), topic: topic.into(), out: format!("{topic}-out"), idleness_ms, bounded }
 }
@@ -312,5 +324,36 @@ fn an_idle_partition_stops_holding_event_time_back() -> Result<()> {
     // Windows of a second, a hundred records each; the last one waits for later records.
     assert_eq!(fired, ["k 100", "k 100", "k 100"]);
     assert!(held.is_empty(), "{held:?}");
+    Ok(())
+}
+
+#[test]
+fn the_source_reports_flinks_kafka_metrics() -> Result<()> {
+    let b = Broker::start();
+    b.create_topic("watched", 2);
+    b.produce("watched", 2, &lines("m", 100));
+    let job = driver(1, Some("100ms"))?.execute_async(&READ_FOREVER, ReadArgs::new(&b, "watched"))?;
+    let id = job.job_id().to_string();
+    let number = |g: &weir_core::metric::GroupSample, name: &str| g.metric(name).map(|s| s.number());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut current, mut committed, mut commits) = (Vec::new(), Vec::new(), 0.0);
+    while std::time::Instant::now() < deadline {
+        let groups = weir_metrics::global().samples_where("job_id", &id);
+        current = groups
+            .iter()
+            .filter_map(|g| Some((g.var("partition")?.to_string(), number(g, "currentOffset")?)))
+            .collect();
+        committed = groups.iter().filter_map(|g| number(g, "committedOffset")).filter(|v| !v.is_nan()).collect();
+        commits = groups.iter().filter_map(|g| number(g, "commitsSucceeded")).sum();
+        if current.iter().map(|c| c.1).sum::<f64>() >= 100.0 && committed.iter().sum::<f64>() >= 100.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    job.cancel()?;
+    current.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(current, [("0".to_string(), 50.0), ("1".to_string(), 50.0)]);
+    assert_eq!(committed, [50.0, 50.0]);
+    assert!(commits >= 1.0, "{commits}");
     Ok(())
 }
