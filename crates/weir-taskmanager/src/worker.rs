@@ -365,9 +365,19 @@ async fn run(
     io::write_frame(&mut wr, &deploy).await?;
     let (frames_tx, frames) = mpsc::unbounded_channel::<FromWorker>();
     tokio::spawn(async move {
-        while let Ok(Some(m)) = io::read_frame::<_, FromWorker>(&mut rd).await {
-            if frames_tx.send(m).is_err() {
-                break;
+        loop {
+            match io::read_frame::<_, FromWorker>(&mut rd).await {
+                Ok(Some(m)) => {
+                    if frames_tx.send(m).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The worker is treated as dead (its connection is dropped); say why.
+                Err(e) => {
+                    warn!(job_id = %job_id, attempt, pid, "a worker's report cannot be read: {e}");
+                    break;
+                }
             }
         }
     });

@@ -73,12 +73,20 @@ fn submit(c: &Cluster, args: &str, p: &str, extra: &[&str]) -> String {
 
 /// Asserts that `topic` comes to hold exactly `want` (within `limit`), and still does a second
 /// later: every transaction committed, none twice.
-fn assert_exactly(b: &Broker, topic: &str, want: &[String], limit: Duration) {
+fn assert_exactly(b: &Broker, topic: &str, want: &[String], limit: Duration, job: (&Cluster, &str)) {
     let got = output(b, topic, want.len(), limit);
-    assert!(got == want, "{}", diff(&got, want));
+    assert!(got == want, "{}; {}", diff(&got, want), job_report(job.0, job.1));
     std::thread::sleep(Duration::from_secs(1));
     let later = output(b, topic, want.len(), Duration::ZERO);
     assert!(later == want, "a second later: {}", diff(&later, want));
+}
+
+/// What the cluster says of job `id`: its state, checkpoint counts and exceptions (for failures).
+fn job_report(c: &Cluster, id: &str) -> String {
+    let (_, job) = c.get(&format!("/jobs/{id}"));
+    let (_, cps) = c.get(&format!("/jobs/{id}/checkpoints"));
+    let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
+    format!("job {}: {}; checkpoints {}; exceptions {}", id, job["state"], cps["counts"], ex["all-exceptions"])
 }
 
 /// The TaskManagers running job `id`.
@@ -137,7 +145,7 @@ fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
         c.kill_taskmanager(&victim);
     }
     assert!(fed.join().is_ok(), "the feeder failed");
-    assert_exactly(&b, "counts", &expected(&input), Duration::from_secs(90));
+    assert_exactly(&b, "counts", &expected(&input), Duration::from_secs(90), (&c, &id));
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
     let losses = ex["exceptionHistory"]["entries"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(losses >= 2, "two failures were recovered from: {ex}");
@@ -156,7 +164,7 @@ fn the_kafka_source_rescales_from_a_savepoint() {
     let id = submit(&c, &args(&b, "rs-lines", "rs-counts", false), "3", &[]);
     let want = expected(&first);
     let got = output(&b, "rs-counts", want.len(), Duration::from_secs(60));
-    assert!(got == want, "{}", diff(&got, &want));
+    assert!(got == want, "{}; {}", diff(&got, &want), job_report(&c, &id));
     let sp = dir.path().display().to_string();
     let stop = c.weir(&["stop", "-p", &sp, &id]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
@@ -187,7 +195,7 @@ fn the_kafka_source_rescales_from_a_savepoint() {
     let all: Vec<String> = first.into_iter().chain(second).collect();
     let want = expected(&all);
     let got = output(&b, "rs-counts", want.len(), Duration::from_secs(30));
-    assert!(got == want, "{}", diff(&got, &want));
+    assert!(got == want, "{}; {}", diff(&got, &want), text(&out.stderr));
 }
 
 #[test]
@@ -209,14 +217,14 @@ fn a_broker_that_goes_away_and_comes_back_loses_nothing() {
     b.produce("bb-lines", 2, &first);
     let want = expected(&first);
     let got = output(&b, "bb-counts", want.len(), Duration::from_secs(60));
-    assert!(got == want, "{}", diff(&got, &want));
+    assert!(got == want, "{}; {}", diff(&got, &want), job_report(&c, &id));
     b.kill();
     std::thread::sleep(Duration::from_secs(3));
     b.restart();
     let second = lines(300, 300);
     b.produce("bb-lines", 2, &second);
     let all: Vec<String> = first.into_iter().chain(second).collect();
-    assert_exactly(&b, "bb-counts", &expected(&all), Duration::from_secs(120));
+    assert_exactly(&b, "bb-counts", &expected(&all), Duration::from_secs(120), (&c, &id));
     assert_eq!(c.job_state(&id), "RUNNING");
     let _ = c.weir(&["cancel", &id]);
 }
