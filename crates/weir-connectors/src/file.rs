@@ -432,18 +432,11 @@ impl<T: std::fmt::Display> Output<T> for TransactionalWriter {
 
     fn finish(&mut self) -> Result<()> {
         // Everything up to the final checkpoint is committed once it completes.
-        if let Some(last) = self.pending.last().map(|p| p.checkpoint)
-            && !self.checkpoint.wait_completed(last, &self.cancel)
-        {
-            if self.cancel.is_cancelled() {
-                return Ok(());
-            }
-            return Err(Error::external(
-                format!("the final checkpoint ({last}) of the file sink writing to {}", self.dir.display()),
-                "it did not complete within execution.checkpointing.timeout; the output written before it stays \
-                 pending there until a run completes it",
-                true,
-            ));
+        let last = self.pending.last().map(|p| p.checkpoint);
+        let sink = format!("the file sink writing to {}", self.dir.display());
+        let left = "the output written before it stays pending there until a run completes it";
+        if !self.checkpoint.wait_final(last, &self.cancel, &sink, left)? {
+            return Ok(());
         }
         self.commit(self.checkpoint.completed())?;
         // Records after the final barrier (emitted at the end of input) are written whole under a

@@ -600,18 +600,12 @@ impl<T: 'static> Output<T> for TransactionalWriter<T> {
 
     fn finish(&mut self) -> Result<()> {
         // Everything up to the final checkpoint is committed once it completes.
-        if let Some(last) = self.pending.last().map(|(p, _)| p.checkpoint)
-            && !self.checkpoint.wait_completed(last, &self.w.cancel)
-        {
-            if self.w.cancel.is_cancelled() {
-                return Ok(());
-            }
-            return Err(Error::external(
-                format!("the final checkpoint ({last}) of the Kafka sink to '{}'", self.w.topic),
-                "it did not complete within execution.checkpointing.timeout; its transactions stay open until \
-                 transaction.timeout.ms aborts them, or a restore from the checkpoint commits them",
-                true,
-            ));
+        let last = self.pending.last().map(|(p, _)| p.checkpoint);
+        let sink = format!("the Kafka sink to '{}'", self.w.topic);
+        let left = "its transactions stay open until transaction.timeout.ms aborts them, or a restore from the \
+                    checkpoint commits them";
+        if !self.checkpoint.wait_final(last, &self.w.cancel, &sink, left)? {
+            return Ok(());
         }
         self.commit(self.checkpoint.completed())?;
         self.reap(true)?;

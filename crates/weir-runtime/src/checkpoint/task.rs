@@ -395,6 +395,25 @@ impl TaskCheckpoint {
         true
     }
 
+    /// The end of a two-phase-commit sink: waits until the checkpoint of its last pre-commit
+    /// (`last`, if any) completes, so that it can commit everything. `Ok(false)` when cancelled
+    /// (nothing more to do); an error naming the `sink` and what is `left` behind when the
+    /// checkpoint does not complete within the checkpoint timeout.
+    pub fn wait_final(&self, last: Option<CheckpointId>, cancel: &CancelToken, sink: &str, left: &str) -> Result<bool> {
+        let Some(last) = last else { return Ok(true) };
+        if self.wait_completed(last, cancel) {
+            return Ok(true);
+        }
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        Err(Error::external(
+            format!("the final checkpoint ({last}) of {sink}"),
+            format!("it did not complete within execution.checkpointing.timeout; {left}"),
+            true,
+        ))
+    }
+
     /// An operator of the task hands in its snapshot for the barrier passing now.
     pub fn add(&self, snapshot: OperatorSnapshot) {
         if let Some(t) = &self.0
