@@ -112,7 +112,7 @@ impl<T: Send + 'static> Sink<T> for KafkaSink<T> {
     }
 
     fn create_writer(&self, env: &TaskEnv) -> Result<Box<dyn Output<T>>> {
-        self.validate()?;
+        // validate() ran on the client; making the producer below checks the properties again.
         let w = Writer {
             topic: self.topic.clone(),
             serializer: self.serializer.clone(),
@@ -192,13 +192,15 @@ impl<T: 'static> Writer<T> {
                 }
                 rec = rec.headers(h);
             }
-            let deadline = Instant::now() + self.flush_timeout;
+            // The clock is read only when librdkafka's queue is full, not for every record.
+            let mut deadline = None;
             let mut rec = rec;
             loop {
                 match producer.send(rec) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // Back pressure: librdkafka's queue is full until the brokers acknowledge.
+                        let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.flush_timeout);
                         if Instant::now() >= deadline {
                             return Err(Error::external(
                                 format!("the Kafka sink to {}", self.brokers),

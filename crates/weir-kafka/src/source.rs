@@ -7,6 +7,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use weir_core::clock::now_millis;
 use weir_core::{Error, Result};
 use weir_runtime::context::OperatorContext;
 use weir_runtime::source::Source;
@@ -221,7 +222,8 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     }
 
     fn create_reader(&self, ctx: &OperatorContext) -> Result<Box<dyn SourceReader<T>>> {
-        self.validate()?;
+        // validate() ran on the client (it makes a throwaway librdkafka client to check the
+        // properties); the reader's own consumer checks them again.
         Ok(Box::new(KafkaReader::open(self, ctx)?))
     }
 }
@@ -295,10 +297,6 @@ impl Default for PartTime {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl<T: 'static> KafkaReader<T> {
     fn open(source: &KafkaSource<T>, ctx: &OperatorContext) -> Result<Self> {
         let props = &source.props;
@@ -347,7 +345,7 @@ impl<T: 'static> KafkaReader<T> {
             watermarks: source.watermarks,
             times: Vec::new(),
             timestamps: Vec::new(),
-            started: now_ms(),
+            started: now_millis(),
             positions: Vec::new(),
             metrics,
             commits,
@@ -580,6 +578,9 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
         }
         let mut read = 0;
         let mut first = true;
+        // One clock read per poll: when partitions were last active, and the event time of
+        // records without a timestamp.
+        let now = if self.watermarks.is_some() { now_millis() } else { 0 };
         let mut ended_split = false;
         while read < max {
             // Nothing buffered on the first try: wait briefly for the next fetch rather than sleep
@@ -613,12 +614,12 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
             let timestamp = m.timestamp().to_millis();
             // Event time: the record's timestamp; one without (an old message format) is stamped
             // with the time it is read.
-            let event_time = if self.watermarks.is_some() { timestamp.unwrap_or_else(now_ms) } else { 0 };
+            let event_time = if self.watermarks.is_some() { timestamp.unwrap_or(now) } else { 0 };
             if self.watermarks.is_some()
                 && let Some(t) = self.times.get_mut(self.last)
             {
                 t.max_ts = t.max_ts.max(event_time);
-                t.last_active = Some(now_ms());
+                t.last_active = Some(now);
             }
             self.headers.clear();
             if let Some(h) = m.headers() {

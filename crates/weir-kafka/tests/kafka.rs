@@ -171,8 +171,7 @@ fn starting_offsets_latest_committed_and_timestamp() -> Result<()> {
     assert_eq!(sorted(got), sorted(second.clone()));
     // Timestamp: records at or after it.
     std::thread::sleep(Duration::from_millis(50));
-    let at =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let at = weir_core::clock::now_millis();
     std::thread::sleep(Duration::from_millis(50));
     let third = lines("c", 40);
     b.produce("events", 2, &third);
@@ -248,7 +247,7 @@ fn the_sink_writes_every_record_at_least_once_and_exactly_once() -> Result<()> {
 /// A whole second some minutes ago (ms): recent enough for the broker's retention to keep records
 /// stamped with it, aligned so that 1 s windows hold whole runs of records.
 fn recent_second() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = weir_core::clock::now_millis();
     (now - 600_000) / 1000 * 1000
 }
 
