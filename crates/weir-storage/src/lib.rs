@@ -35,22 +35,63 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("weir-checkpoint-io")
+            .thread_name("weir-storage-io")
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(|e| Error::internal(format!("cannot start the checkpoint I/O runtime: {e}")))
+    .map_err(|e| Error::internal(format!("cannot start the storage I/O runtime: {e}")))
 }
 
-/// Runs `fut` on the storage runtime and waits for it (safe from inside another runtime too).
-fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+/// The answer of a call started with [`spawn`], to be waited for later.
+pub struct Spawned<T>(std::sync::mpsc::Receiver<T>);
+
+impl<T> Spawned<T> {
+    /// Waits for the answer.
+    pub fn wait(self) -> Result<T> {
+        self.0.recv().map_err(|_| Error::internal("the storage I/O runtime dropped a request"))
+    }
+
+    /// The answer if it is there, without waiting; `Err(self)` while the call is still running.
+    pub fn try_take(self) -> std::result::Result<Result<T>, Self> {
+        match self.0.try_recv() {
+            Ok(v) => Ok(Ok(v)),
+            Err(std::sync::mpsc::TryRecvError::Empty) => Err(self),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Ok(Err(Error::internal("the storage I/O runtime dropped a request")))
+            }
+        }
+    }
+}
+
+/// Starts `fut` on the storage I/O runtime (one small runtime per process, shared by checkpoint
+/// storage and the file sink) without waiting for it, so that task threads, which have no async
+/// runtime, can overlap uploads with their work.
+pub fn spawn<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<Spawned<T>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime()?.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv().map_err(|_| Error::internal("the checkpoint I/O runtime dropped a request"))
+    Ok(Spawned(rx))
+}
+
+/// Runs `fut` on the storage I/O runtime and waits for it (safe from inside another runtime too).
+pub fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    spawn(fut)?.wait()
+}
+
+/// An object store's error as weir's: a missing object or refused credentials need a person
+/// (user's blame, not retryable); anything else (an unreachable or failing store, a full disk)
+/// may pass. `context` says what weir was doing ("checkpoint storage cannot write"), `location`
+/// names the object.
+pub fn store_error(context: impl Into<String>, location: impl Into<String>, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    let (blame, retryable) = match &e {
+        E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. } => (Blame::User, false),
+        _ => (Blame::External, true),
+    };
+    Error::Storage { context: context.into(), location: location.into(), message: e.to_string(), blame, retryable }
 }
 
 impl CheckpointStorage {
@@ -119,20 +160,11 @@ impl CheckpointStorage {
     }
 
     fn failed(&self, what: &str, rel: &str, e: object_store::Error) -> Error {
-        use object_store::Error as E;
-        // A missing object or refused credentials need a person; anything else (an unreachable
-        // or failing store, a full disk) may pass.
-        let (blame, retryable) = match &e {
-            E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. } => (Blame::User, false),
-            _ => (Blame::External, true),
-        };
-        Error::Storage {
-            context: format!("checkpoint storage cannot {what}"),
-            location: format!("{}/{rel}", self.location.trim_end_matches('/')),
-            message: e.to_string(),
-            blame,
-            retryable,
-        }
+        store_error(
+            format!("checkpoint storage cannot {what}"),
+            format!("{}/{rel}", self.location.trim_end_matches('/')),
+            e,
+        )
     }
 
     /// Writes `bytes` to `rel` (atomically: a reader sees all of it or nothing).
