@@ -6,6 +6,9 @@
 //! cannot be installed here) and the output is read by an independent `read_committed` consumer
 //! (confluent-kafka): see `weir_kafka::testing`.
 //!
+//! The kill test also counts words per 1 s event-time window (the lines' Kafka timestamps) and
+//! writes them as files to S3 (s3s-fs on loopback): the committed files hold every window once.
+//!
 //! What a failure-free run writes is known from the input alone: for every word seen `n` times,
 //! the records `word 1` ... `word n`, once each. Exactly-once output is exactly that multiset: a
 //! lost record leaves a count out, a repeated one shows a count twice.
@@ -116,25 +119,78 @@ fn diff(got: &[String], want: &[String]) -> String {
     )
 }
 
+/// Event time of input line `i` in the kill test: 2 ms apart from `base`.
+fn event_time(base: i64, i: usize) -> i64 {
+    base + 2 * i as i64
+}
+
+/// The `word window_start count` lines that 1 s event-time windows over `input` (line `i` at
+/// [`event_time`]) hold, sorted.
+fn expected_windows(input: &[String], base: i64) -> Vec<String> {
+    let mut counts: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for (i, line) in input.iter().enumerate() {
+        let t = event_time(base, i);
+        for w in weir::builtin::words(line) {
+            *counts.entry((w, t - t.rem_euclid(1000))).or_default() += 1;
+        }
+    }
+    let mut out: Vec<String> = counts.into_iter().map(|((w, start), c)| format!("{w} {start} {c}")).collect();
+    out.sort();
+    out
+}
+
+/// The lines of every part file a reader of `prefix` sees, sorted; hidden or partial files would
+/// show as lines that are not counts.
+fn committed_lines(s3: &weir_files::testing::S3Server, prefix: &str) -> Vec<String> {
+    let listed = s3.list(prefix).unwrap_or_else(|e| panic!("cannot list the bucket: {e}"));
+    let mut out = Vec::new();
+    for (key, _) in listed {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        assert!(name.starts_with("part-"), "not a part file: {key}");
+        let text = String::from_utf8(s3.get(&key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(text.ends_with('\n'), "{key} ends in the middle of a line");
+        out.extend(text.lines().map(String::from));
+    }
+    out.sort();
+    out
+}
+
 #[test]
-fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
+fn kafka_in_keyed_counts_and_windows_kafka_and_s3_files_out_exactly_once_through_two_kill_9s() {
     let b = Broker::start();
     b.create_topic("lines", 3);
     b.create_topic("counts", 2);
-    let mut c = Cluster::with(&RESTART, 4, 1);
-    let id = submit(&c, &args(&b, "lines", "counts", false), "2", &[]);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s3 = weir_files::testing::S3Server::start(weir_files::testing::Kind::S3sFs, &dir.path().join("s3"), "lake");
+    let mut c = Cluster::with_env(s3.env(), &RESTART, 4, 1);
+    let mut a: serde_json::Value = serde_json::from_str(&args(&b, "lines", "counts", false)).unwrap_or_default();
+    a["files"] = "s3://lake/windows".into();
+    a["window_ms"] = 1000.into();
+    let id = submit(&c, &a.to_string(), "2", &[]);
     wait_running(&c, &id);
     // Lines go in all along (about 1500 a second, for about 5 s), so that each kill lands while
     // records flow: what came after the last checkpoint is replayed, and must not show twice.
-    let input = lines(0, 7500);
-    let feed = input.clone();
+    // Their event times are fixed (2 ms apart), so the windows' contents are known; three last
+    // lines an hour later, one per partition, move every partition's watermark past them all.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let windowed = lines(0, 7500);
+    let mut input = windowed.clone();
+    input.extend(["end"; 3].map(String::from));
+    let feed = windowed.clone();
     let mut feeder = b.feeder("lines", 3);
     let fed = std::thread::spawn(move || {
-        for chunk in feed.chunks(15) {
-            for line in chunk {
-                feeder.send(line);
+        for (n, chunk) in feed.chunks(15).enumerate() {
+            for (k, line) in chunk.iter().enumerate() {
+                let i = n * 15 + k;
+                feeder.send_at(line, (i % 3) as i32, event_time(base, i));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        for p in 0..3 {
+            feeder.send_at("end", p, base + 3_600_000);
         }
         feeder.flush();
     });
@@ -146,6 +202,18 @@ fn kafka_in_keyed_counts_kafka_out_exactly_once_through_two_kill_9s() {
     }
     assert!(fed.join().is_ok(), "the feeder failed");
     assert_exactly(&b, "counts", &expected(&input), Duration::from_secs(90), (&c, &id));
+    // The windows' files: committed with the checkpoints after the watermark passed them.
+    let want = expected_windows(&windowed, base);
+    let start = Instant::now();
+    let mut got = committed_lines(&s3, "windows");
+    while got != want && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(300));
+        got = committed_lines(&s3, "windows");
+    }
+    assert!(got == want, "window files: {}; {}", diff(&got, &want), job_report(&c, &id));
+    std::thread::sleep(Duration::from_secs(1));
+    let later = committed_lines(&s3, "windows");
+    assert!(later == want, "window files a second later: {}", diff(&later, &want));
     let (_, ex) = c.get(&format!("/jobs/{id}/exceptions"));
     let losses = ex["exceptionHistory"]["entries"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(losses >= 2, "two failures were recovered from: {ex}");
@@ -227,4 +295,70 @@ fn a_broker_that_goes_away_and_comes_back_loses_nothing() {
     assert_exactly(&b, "bb-counts", &expected(&all), Duration::from_secs(120), (&c, &id));
     assert_eq!(c.job_state(&id), "RUNNING");
     let _ = c.weir(&["cancel", &id]);
+}
+
+#[test]
+fn kafka_to_parquet_archives_a_topic_on_s3_in_hourly_buckets() {
+    let b = Broker::start();
+    b.create_topic("events", 2);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s3 = weir_files::testing::S3Server::start(weir_files::testing::Kind::S3sFs, &dir.path().join("s3"), "lake");
+    let c = Cluster::with_env(s3.env(), &RESTART, 1, 2);
+    // Three hours of events, 30 s apart, alternating partitions, without keys.
+    let base = 1_796_688_000_000; // 2026-12-08T00:00:00Z
+    let mut feeder = b.feeder("events", 2);
+    let mut want = Vec::new();
+    for i in 0..360usize {
+        let (p, ts) = ((i % 2) as i32, base + 30_000 * i as i64);
+        let value = format!("{{\"n\": {i}, \"text\": \"é{i}\"}}");
+        feeder.send_at(&value, p, ts);
+        want.push((p, ts, value));
+    }
+    feeder.flush();
+    let args = serde_json::json!({
+        "brokers": b.address(), "topic": "events", "path": "s3://lake/archive", "bounded": true,
+    });
+    let out = c.weir(&[
+        "run",
+        "-t",
+        "remote",
+        "kafka-to-parquet",
+        "--args",
+        &args.to_string(),
+        "-p",
+        "2",
+        "-D",
+        "execution.checkpointing.interval=200ms",
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let listed = s3.list("archive").unwrap_or_else(|e| panic!("cannot list the bucket: {e}"));
+    let mut got = Vec::new();
+    for (key, _) in &listed {
+        assert!(key.ends_with(".parquet"), "{key}");
+        let rows: Vec<weir::builtin::ArchivedRecord> = weir_files::testing::read_parquet(key, s3.get(key));
+        for r in rows {
+            let ts = r.timestamp.unwrap_or_else(|| panic!("{key}: a row without its timestamp"));
+            let hour = (ts - base) / 3_600_000;
+            assert!(
+                key.starts_with(&format!("archive/2026-12-08--0{hour}/part-")),
+                "{key} holds a record of hour {hour}"
+            );
+            assert_eq!(r.topic, "events");
+            assert_eq!(r.key, None);
+            got.push((r.partition, r.offset, ts, r.value.unwrap_or_default()));
+        }
+    }
+    got.sort();
+    let mut offsets = [0i64; 2];
+    let mut want: Vec<(i32, i64, i64, String)> = want
+        .into_iter()
+        .map(|(p, ts, v)| {
+            let o = offsets[p as usize];
+            offsets[p as usize] += 1;
+            (p, o, ts, v)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every record once, with its partition, offset, timestamp and value");
+    assert!(listed.iter().map(|(k, _)| k.split('/').nth(1)).collect::<std::collections::BTreeSet<_>>().len() == 3);
 }

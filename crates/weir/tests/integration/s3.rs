@@ -14,74 +14,23 @@ use weir::{Error, Result};
 use crate::checkpoints::{committed, expected_sums};
 use crate::cluster::{Cluster, Proc, job_id, text};
 
-/// The s3s-fs release the tests run (0.14 is the newest that builds with Rust 1.95).
-const S3S_FS: &str = "s3s-fs@0.14.1";
-
-/// The `s3s-fs` executable: `$WEIR_S3S_FS`, or the one `.ci/run` installs under
-/// `~/.cache/weir-tools`, installed there now (one `cargo install`, a few minutes) if missing.
-fn s3s_fs() -> PathBuf {
-    if let Some(p) = std::env::var_os("WEIR_S3S_FS") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weir-tools");
-    let exe = root.join("bin/s3s-fs");
-    if !exe.exists() {
-        let installed = Command::new("cargo")
-            .args(["install", S3S_FS, "--features", "binary", "--locked", "--root"])
-            .arg(&root)
-            .status();
-        assert!(
-            matches!(installed, Ok(s) if s.success()),
-            "cannot install {S3S_FS}: run `cargo install {S3S_FS} --features binary --locked --root ~/.cache/weir-tools` \
-             or set WEIR_S3S_FS to an s3s-fs executable ({installed:?})"
-        );
-    }
-    exe
-}
-
-/// An S3-compatible server on a loopback port, storing objects under `root`; stopped on drop.
+/// An S3-compatible server (s3s-fs) on a loopback port, storing objects under `root`; stopped on
+/// drop.
 pub(crate) struct S3Server {
-    _proc: Proc,
+    server: weir_files::testing::S3Server,
     pub(crate) endpoint: String,
     root: PathBuf,
 }
 
 impl S3Server {
     pub(crate) fn start(root: &Path, bucket: &str) -> S3Server {
-        std::fs::create_dir_all(root.join(bucket)).unwrap_or_else(|e| panic!("cannot create the bucket: {e}"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("no free port: {e}"));
-        let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "weir"])
-            .args(["--secret-key", "weir-secret-key"])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
-        let proc = Proc::from(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "s3s-fs did not listen on port {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        S3Server { _proc: proc, endpoint: format!("http://127.0.0.1:{port}"), root: root.to_path_buf() }
+        let server = weir_files::testing::S3Server::start(weir_files::testing::Kind::S3sFs, root, bucket);
+        S3Server { endpoint: server.endpoint.clone(), server, root: root.to_path_buf() }
     }
 
     /// What every weir process needs to reach the server.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", "weir"),
-            ("AWS_SECRET_ACCESS_KEY", "weir-secret-key"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", &self.endpoint),
-            ("AWS_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        self.server.env()
     }
 
     /// The objects stored under `prefix` of `bucket` (relative paths, sorted).
