@@ -15,6 +15,7 @@ pub mod ids;
 pub mod keygroup;
 pub mod metric;
 pub mod plan;
+pub mod process;
 pub mod protocol;
 pub mod result;
 pub mod status;

@@ -13,7 +13,7 @@ use crate::result::JobResult;
 use crate::{Error, JobGraph, JobId, JobStatus, Result};
 
 /// Version of this protocol; peers must agree on it.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// The handshake's magic bytes.
 pub const MAGIC: [u8; 4] = *b"WEIR";
@@ -125,6 +125,13 @@ pub enum ToJobManager {
         /// The part's metrics now: its job, task and operator groups.
         metrics: Vec<crate::metric::GroupSample>,
     },
+    /// The answer to [`ToTaskManager::Describe`].
+    Described {
+        /// The request's number.
+        request: u64,
+        /// What was asked for, or why it cannot be had.
+        reply: std::result::Result<crate::process::Reply, String>,
+    },
 }
 
 /// How often a running part reports its counters, in ms.
@@ -191,6 +198,14 @@ pub enum ToTaskManager {
     Artifact {
         /// Its size in bytes.
         size: u64,
+    },
+    /// Tell about your process (log files, threads: for REST); answered by
+    /// [`ToJobManager::Described`] with the same `request` number.
+    Describe {
+        /// A number the answer carries back.
+        request: u64,
+        /// What to tell.
+        what: crate::process::Request,
     },
 }
 

@@ -53,6 +53,18 @@ pub struct Cluster {
     jobs: watch::Receiver<Arc<BTreeMap<JobId, JobMasterHandle>>>,
     /// The TaskManagers, as the ResourceManager last published them.
     taskmanagers: watch::Receiver<Arc<BTreeMap<String, TaskManager>>>,
+    /// REST requests waiting for a TaskManager to describe its process, by request number.
+    descriptions: std::sync::Mutex<Descriptions>,
+}
+
+/// The answer a TaskManager gives about its process.
+pub(crate) type Description = std::result::Result<weir_core::process::Reply, String>;
+
+/// Requests to TaskManagers for descriptions of their processes, waiting for the answers.
+#[derive(Default)]
+pub(crate) struct Descriptions {
+    next: u64,
+    waiting: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Description>>,
 }
 
 /// The receiving ends of the loops' inboxes and the sending ends of their views, until
@@ -97,9 +109,33 @@ impl Cluster {
             resources,
             jobs,
             taskmanagers,
+            descriptions: Default::default(),
         };
         let loops = Loops { dispatcher: dispatcher_rx, jobs: jobs_tx, resources: resources_rx, taskmanagers: tms_tx };
         (cluster, loops)
+    }
+
+    /// A number for a request to a TaskManager about its process, and where its answer arrives.
+    pub(crate) fn expect_description(&self) -> (u64, tokio::sync::oneshot::Receiver<Description>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut d = self.descriptions.lock().unwrap_or_else(|p| p.into_inner());
+        d.next += 1;
+        let n = d.next;
+        d.waiting.insert(n, tx);
+        (n, rx)
+    }
+
+    /// Gives up waiting for answer `n`.
+    pub(crate) fn forget_description(&self, n: u64) {
+        self.descriptions.lock().unwrap_or_else(|p| p.into_inner()).waiting.remove(&n);
+    }
+
+    /// A TaskManager's answer `n` arrived.
+    pub(crate) fn described(&self, n: u64, reply: Description) {
+        let waiting = self.descriptions.lock().unwrap_or_else(|p| p.into_inner()).waiting.remove(&n);
+        if let Some(tx) = waiting {
+            let _ = tx.send(reply);
+        }
     }
 
     /// Every job, as its JobMaster last published it, in id order.

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use weir_core::config::JobConfig;
+use weir_core::config::{ClusterConfig, JobConfig};
 use weir_core::{JobGraph, JobId, JobStatus};
 
 use crate::cluster::Cluster;
@@ -25,6 +25,7 @@ mod dashboard;
 mod guard;
 mod metrics;
 mod openapi;
+mod process;
 pub mod tls;
 
 use common::{Shared, error, parse_job, refused, with_job};
@@ -36,6 +37,14 @@ pub const VERSION: &str = concat!("weir-", env!("CARGO_PKG_VERSION"));
 
 const OK: &[(u16, &str)] = &[(200, "OK")];
 const JOB_OK: &[(u16, &str)] = &[(200, "OK"), (400, "Not a job id"), (404, "Unknown job")];
+const LOG_OK: &[(u16, &str)] =
+    &[(200, "OK"), (404, "No log file (the process logs to a terminal or pipe), or no such file")];
+const TM_LOG_OK: &[(u16, &str)] = &[
+    (200, "OK"),
+    (404, "Unknown TaskManager, no log file or no such file"),
+    (503, "The TaskManager went away"),
+    (504, "The TaskManager did not answer within 10 s"),
+];
 const SAVEPOINT: &[(u16, &str)] = &[
     (202, "Triggered: {request-id}"),
     (400, "No target directory, no checkpoints, or a bad body"),
@@ -84,6 +93,18 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/watermarks", summary: "Each subtask's current input watermark", responses: VERTEX_OK, query: &[], body: None, route: || get(metrics::watermarks) },
     Endpoint { method: Get, path: "/taskmanagers/metrics", summary: "TaskManager metrics aggregated over TaskManagers (get, agg, taskmanagers)", responses: &[(200, "OK"), (400, "An unknown aggregation")], query: METRIC_AGG_TMS, body: None, route: || get(metrics::taskmanagers) },
     Endpoint { method: Get, path: "/taskmanagers/{tmid}/metrics", summary: "A TaskManager's own metrics (the process's figures), as its last heartbeat brought them", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: METRIC_GET, body: None, route: || get(metrics::taskmanager) },
+    Endpoint { method: Get, path: "/jobmanager/config", summary: "The JobManager's settings: [{key, value}] (secrets hidden)", responses: OK, query: &[], body: None, route: || get(process::config) },
+    Endpoint { method: Get, path: "/jobmanager/environment", summary: "The JobManager's process: version, architecture, command line (Flink's EnvironmentInfo; no JVM)", responses: OK, query: &[], body: None, route: || get(process::environment) },
+    Endpoint { method: Get, path: "/jobmanager/logs", summary: "The files of the JobManager's log directory", responses: LOG_OK, query: &[], body: None, route: || get(process::jm_logs) },
+    Endpoint { method: Get, path: "/jobmanager/log", summary: "The JobManager's log (its last 8 MiB)", responses: LOG_OK, query: &[], body: None, route: || get(process::jm_log) },
+    Endpoint { method: Get, path: "/jobmanager/stdout", summary: "The JobManager's standard output (its last 8 MiB)", responses: LOG_OK, query: &[], body: None, route: || get(process::jm_stdout) },
+    Endpoint { method: Get, path: "/jobmanager/logs/{filename}", summary: "A file of the JobManager's log directory", responses: LOG_OK, query: &[], body: None, route: || get(process::jm_file) },
+    Endpoint { method: Get, path: "/jobmanager/thread-dump", summary: "The JobManager's threads: name, state, CPU time", responses: OK, query: &[], body: None, route: || get(process::jm_threads) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/logs", summary: "The files of a TaskManager's log directory", responses: TM_LOG_OK, query: &[], body: None, route: || get(process::tm_logs) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/log", summary: "A TaskManager's log (its last 8 MiB)", responses: TM_LOG_OK, query: &[], body: None, route: || get(process::tm_log) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/stdout", summary: "A TaskManager's standard output (its last 8 MiB)", responses: TM_LOG_OK, query: &[], body: None, route: || get(process::tm_stdout) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/logs/{filename}", summary: "A file of a TaskManager's log directory", responses: TM_LOG_OK, query: &[], body: None, route: || get(process::tm_file) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/thread-dump", summary: "A TaskManager's threads: name, state, CPU time", responses: TM_LOG_OK, query: &[], body: None, route: || get(process::tm_threads) },
     Endpoint { method: Get, path: "/taskmanagers", summary: "Registered TaskManagers", responses: OK, query: &[], body: None, route: || get(taskmanagers) },
     Endpoint { method: Get, path: "/taskmanagers/{tmid}", summary: "One TaskManager", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: &[], body: None, route: || get(taskmanager) },
     Endpoint { method: Delete, path: "/cluster", summary: "Shut the cluster down", responses: &[(202, "Shutting down")], query: &[], body: None, route: || delete(shutdown) },
@@ -169,7 +190,7 @@ async fn config(State(c): Shared) -> Json<Value> {
         "flink-version": VERSION,
         "flink-revision": "",
         "features": { "web-submit": false, "web-cancel": c.config.web_cancel, "web-rescale": false, "web-history": false },
-        "weir-cluster": c.config,
+        "weir-cluster": ClusterConfig { explicit: process::redacted(&c.config.explicit), ..c.config.clone() },
         "weir-job-defaults": c.job_defaults.rendered().into_iter().collect::<BTreeMap<_, _>>(),
     }))
 }

@@ -155,6 +155,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>) -> 
             Ok(Some(ToJobManager::Checkpoint { job_id, attempt, event })) => {
                 cluster.to_job(job_id, JobEvent::Checkpoint { taskmanager: taskmanager_id.clone(), attempt, event });
             }
+            Ok(Some(ToJobManager::Described { request, reply })) => cluster.described(request, reply),
             Ok(Some(ToJobManager::Register { .. } | ToJobManager::FetchArtifact { .. })) => {
                 break "sent a message that only opens a connection".to_string();
             }

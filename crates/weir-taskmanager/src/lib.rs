@@ -334,6 +334,14 @@ pub async fn serve(
                     break Ok(());
                 }
                 Ok(Some(ToTaskManager::Heartbeat)) => {}
+                Ok(Some(ToTaskManager::Describe { request, what })) => {
+                    // Files are read off the control loop; the answer joins the other events.
+                    let events = node.events.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let reply = weir_core::process::answer(&what);
+                        let _ = events.send(ToJobManager::Described { request, reply });
+                    });
+                }
                 Ok(Some(other)) => warn!(message = ?other, "unexpected message from the JobManager"),
                 Ok(None) => break Err(lost(&jobmanager, "it closed the connection".into())),
                 Err(e) => break Err(lost(&jobmanager, e.to_string())),

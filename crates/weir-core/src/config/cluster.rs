@@ -109,6 +109,10 @@ pub struct ClusterConfig {
     pub security: SecuritySettings,
     /// `metrics.*`: the reporters.
     pub metrics: super::MetricsSettings,
+    /// Every key set explicitly (from a file or `-D`), as written, in Flink's names: what
+    /// `/jobmanager/config` shows (secrets hidden there).
+    #[serde(default)]
+    pub explicit: BTreeMap<String, String>,
 }
 
 /// The `security.*` settings: Flink's SSL keys, with PEM files where Flink takes Java keystores.
@@ -321,6 +325,7 @@ impl Default for ClusterConfig {
             ha: HaSettings::default(),
             security: SecuritySettings::default(),
             metrics: super::MetricsSettings::default(),
+            explicit: BTreeMap::new(),
         }
     }
 }
@@ -344,11 +349,14 @@ impl ClusterConfig {
     /// a bad value is an error that says what to write. Settings that depend on each other are
     /// checked by [`ClusterConfig::validate`] once all are set.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let (def, value) = registry::parse(key, value)?;
+        let (def, parsed) = registry::parse(key, value)?;
         if def.key.starts_with("metrics.") {
-            return self.metrics.set(def.key, registry::named(def.key, key), &value);
+            self.metrics.set(def.key, registry::named(def.key, key), &parsed)?;
+        } else {
+            self.apply(def, &parsed)?;
         }
-        self.apply(def, &value)
+        self.explicit.insert(key.to_string(), value.to_string());
+        Ok(())
     }
 
     /// Sets one key from its typed value (a job key is left to the jobs).

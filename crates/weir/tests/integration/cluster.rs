@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+pub(crate) const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 /// A child process killed (by its pid) when dropped.
 pub(crate) struct Proc {
@@ -341,6 +341,12 @@ impl Cluster {
 
 /// A minimal HTTP/1.1 request to loopback, for checking the REST API from the outside.
 pub(crate) fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, body) = http_text(method, address, path, body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// [`http`], with the body as text.
+pub(crate) fn http_text(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = match std::net::TcpStream::connect(address) {
         Ok(s) => s,
         Err(e) => panic!("cannot connect to {address}: {e}"),
@@ -353,11 +359,12 @@ pub(crate) fn http(method: &str, address: &str, path: &str, body: Option<&str>) 
         body.len()
     );
     let _ = s.write_all(request.as_bytes());
-    let mut response = String::new();
-    let _ = s.read_to_string(&mut response);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
     let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
 }
 
 /// Waits (at most 20 s) until `child` exits and returns how; a child still running then is killed

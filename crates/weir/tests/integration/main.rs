@@ -19,6 +19,7 @@ mod ha_application;
 mod joins;
 mod kafka;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod minicluster;
 mod modes;
