@@ -190,7 +190,7 @@ pub fn this_program() -> Result<std::path::PathBuf> {
 /// A marker every weir artifact carries in its file, naming the versions it speaks, so that a
 /// client can tell a weir artifact (and one from an incompatible build) without running it. Kept in
 /// the executable by [`keep_artifact_marker`].
-pub static ARTIFACT_MARKER: &str = "\u{1}weir-artifact:protocol=12:graph=1\u{1}";
+pub static ARTIFACT_MARKER: &str = "\u{1}weir-artifact:protocol=13:graph=1\u{1}";
 
 /// Makes sure [`ARTIFACT_MARKER`] is linked into the executable; every weir entry point calls it.
 pub fn keep_artifact_marker() {

@@ -355,7 +355,10 @@ impl ClusterConfig {
         } else {
             self.apply(def, &parsed)?;
         }
-        self.explicit.insert(key.to_string(), value.to_string());
+        // Job keys are the jobs' defaults, shown from there.
+        if def.scope == Scope::Cluster {
+            self.explicit.insert(key.to_string(), value.to_string());
+        }
         Ok(())
     }
 

@@ -32,7 +32,10 @@ fn run_prints_rolling_counts_with_subtask_prefixes() {
 #[test]
 fn bad_input_exits_2_with_a_message_that_says_what_to_do() {
     let cases: [(&[&str], &str); 6] = [
-        (&["run", "wc"], "unknown job 'wc'; this artifact registers: generate, kafka-wordcount, keyed-sums, wordcount"),
+        (
+            &["run", "wc"],
+            "unknown job 'wc'; this artifact registers: generate, kafka-to-parquet, kafka-wordcount, keyed-sums, wordcount",
+        ),
         (&["run", "wordcount", "--args", "{oops"], "--args is not valid JSON"),
         (&["run", "wordcount", "--args", "{\"input\": \"/nope\"}"], "pass an existing file or directory"),
         (&["run", "wordcount", "--args", "{\"inptu\": \"x\"}"], "unknown field `inptu`"),
