@@ -22,11 +22,13 @@ mod artifacts;
 mod checkpoints;
 mod common;
 mod dashboard;
+mod flink_apps;
 mod guard;
 mod metrics;
 mod openapi;
 mod process;
 pub mod tls;
+mod vertex;
 
 use common::{Shared, error, parse_job, refused, with_job};
 use openapi::Endpoint;
@@ -93,6 +95,20 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/watermarks", summary: "Each subtask's current input watermark", responses: VERTEX_OK, query: &[], body: None, route: || get(metrics::watermarks) },
     Endpoint { method: Get, path: "/taskmanagers/metrics", summary: "TaskManager metrics aggregated over TaskManagers (get, agg, taskmanagers)", responses: &[(200, "OK"), (400, "An unknown aggregation")], query: METRIC_AGG_TMS, body: None, route: || get(metrics::taskmanagers) },
     Endpoint { method: Get, path: "/taskmanagers/{tmid}/metrics", summary: "A TaskManager's own metrics (the process's figures), as its last heartbeat brought them", responses: &[(200, "OK"), (404, "Unknown TaskManager")], query: METRIC_GET, body: None, route: || get(metrics::taskmanager) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/yarn-cancel", summary: "Cancel the job (the GET Flink's dashboard sends; obeys web.cancel.enable)", responses: &[(202, "Cancellation requested"), (400, "Not a job id"), (403, "Cancellation through REST is off (web.cancel.enable)"), (404, "Unknown job")], query: &[], body: None, route: || get(yarn_cancel) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}", summary: "A vertex's subtasks: where they run, their records and bytes (Flink's JobVertexDetailsInfo)", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::details) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/taskmanagers", summary: "A vertex's subtasks by TaskManager", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::taskmanagers) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/backpressure", summary: "A vertex's back pressure per subtask, from its tasks' time metrics", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::backpressure) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/accumulators", summary: "A vertex's accumulators (weir's belong to the job: none here)", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::accumulators) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/subtasks/accumulators", summary: "A vertex's accumulators per subtask (none: see accumulators)", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::subtask_accumulators) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/subtasktimes", summary: "When a vertex's subtasks reached their states", responses: VERTEX_OK, query: &[], body: None, route: || get(vertex::subtask_times) },
+    Endpoint { method: Get, path: "/jobs/{jobid}/vertices/{vertexid}/flamegraph", summary: "Flame graph: not sampled yet, answered as Flink does with rest.flamegraph.enabled false (endTimestamp -2)", responses: VERTEX_OK, query: &[("type", false, "^(on_cpu|off_cpu|full)$"), ("subtaskindex", false, "^[0-9]+$")], body: None, route: || get(vertex::flamegraph) },
+    Endpoint { method: Get, path: "/jars", summary: "Uploaded jars: none (weir runs executables: see /artifacts)", responses: OK, query: &[], body: None, route: || get(jars) },
+    Endpoint { method: Get, path: "/jobmanager/profiler", summary: "Profiling runs: none (weir has no profiler: use perf on the process)", responses: OK, query: &[], body: None, route: || get(profiler_list).post(profiler_refused) },
+    Endpoint { method: Get, path: "/taskmanagers/{tmid}/profiler", summary: "Profiling runs: none (weir has no profiler: use perf on the process)", responses: OK, query: &[], body: None, route: || get(profiler_list).post(profiler_refused) },
+    Endpoint { method: Get, path: "/applications/overview", summary: "Applications as Flink 2.x lists them: each job of this cluster as SingleJobApplication(<name>), with the job's id", responses: OK, query: &[], body: None, route: || get(flink_apps::overview) },
+    Endpoint { method: Get, path: "/applications/{appid}/exceptions", summary: "An application's (its job's) failures", responses: JOB_OK, query: &[], body: None, route: || get(flink_apps::exceptions) },
+    Endpoint { method: Post, path: "/applications/{appid}/cancel", summary: "Cancel an application (its job; obeys web.cancel.enable)", responses: &[(202, "Cancellation requested"), (400, "Not an id"), (403, "Cancellation through REST is off (web.cancel.enable)"), (404, "Unknown or ended")], query: &[], body: None, route: || post(flink_apps::cancel) },
     Endpoint { method: Get, path: "/jobmanager/config", summary: "The JobManager's settings: [{key, value}] (secrets hidden)", responses: OK, query: &[], body: None, route: || get(process::config) },
     Endpoint { method: Get, path: "/jobmanager/environment", summary: "The JobManager's process: version, architecture, command line (Flink's EnvironmentInfo; no JVM)", responses: OK, query: &[], body: None, route: || get(process::environment) },
     Endpoint { method: Get, path: "/jobmanager/logs", summary: "The files of the JobManager's log directory", responses: LOG_OK, query: &[], body: None, route: || get(process::jm_logs) },
@@ -250,6 +266,7 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
                     "tasks": states.by_name(),
                     "start-time": j.submitted_ms,
                     "end-time": end,
+                    "duration": j.end_ms().unwrap_or_else(now_ms) - j.submitted_ms,
                     "metrics": {
                         "read-records": counts.map(|c| c.records_in).unwrap_or(0),
                         "write-records": counts.map(|c| c.records_out).unwrap_or(0),
@@ -259,15 +276,63 @@ async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
             .collect();
         v["isStoppable"] = json!(false);
         v["now"] = json!(now_ms());
-        v["timestamps"] = json!({ "CREATED": j.submitted_ms, j.status().as_str(): j.modified_ms });
+        let mut timestamps = serde_json::Map::new();
+        for s in [
+            "INITIALIZING",
+            "CREATED",
+            "RUNNING",
+            "FAILING",
+            "FAILED",
+            "CANCELLING",
+            "CANCELED",
+            "FINISHED",
+            "RESTARTING",
+            "SUSPENDED",
+            "RECONCILING",
+        ] {
+            timestamps.insert(s.into(), 0.into());
+        }
+        timestamps.insert("CREATED".into(), j.submitted_ms.into());
+        timestamps.insert(j.status().as_str().into(), j.modified_ms.into());
+        v["timestamps"] = Value::Object(timestamps);
+        v["status-counts"] = json!(crate::tasks::of_job(j, &tasks).by_name());
+        v["job-type"] = json!("STREAMING");
+        v["maxParallelism"] = json!(j.graph.plan.vertices.iter().map(|x| x.max_parallelism).max().unwrap_or(1));
         v["vertices"] = json!(vertices);
-        v["plan"] = j.graph.plan.to_json(&j.graph.job_name);
+        let mut plan = j.graph.plan.to_json(&j.graph.job_name);
+        plan["jid"] = json!(j.id.to_string());
+        v["plan"] = plan;
         v["weir-taskmanagers"] = json!(j.taskmanagers());
         v
     }) {
         Ok(v) => Json(v).into_response(),
         Err(r) => r.into_response(),
     }
+}
+
+/// `GET /jobs/{jobid}/yarn-cancel`: Flink's dashboard cancels with this GET.
+async fn yarn_cancel(c: Shared, id: Path<String>) -> Response {
+    patch_job(c, id, Query(BTreeMap::new())).await
+}
+
+/// `GET /jars`: Flink's jar list, empty; weir's programs are executables (`/artifacts`).
+async fn jars(State(c): Shared) -> Json<Value> {
+    let scheme = weir_security::rest::scheme(&c.config);
+    Json(json!({ "address": format!("{scheme}://{}:{}", c.config.rest_address, c.config.rest_port), "files": [] }))
+}
+
+/// `GET .../profiler`: Flink's list of profiling runs, empty.
+async fn profiler_list() -> Json<Value> {
+    Json(json!({ "profilingList": [] }))
+}
+
+/// `POST .../profiler`: refused with what to use instead.
+async fn profiler_refused() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "weir has no built-in profiler (Flink's rest.profiling.enabled); run `perf record -g -p PID` on the \
+         JobManager's or TaskManager's process instead",
+    )
 }
 
 async fn patch_job(State(c): Shared, Path(id): Path<String>, Query(q): Query<BTreeMap<String, String>>) -> Response {
@@ -456,6 +521,9 @@ async fn applications(State(c): Shared) -> Response {
 }
 
 async fn application(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Some(flink) = flink_apps::details(&c, &id) {
+        return Json(flink).into_response();
+    }
     let id = match id.parse::<JobId>() {
         Ok(id) => id,
         Err(_) => return error(StatusCode::BAD_REQUEST, format!("'{id}' is not an application id (32 hex digits)")),

@@ -117,3 +117,102 @@ fn a_process_logging_to_a_pipe_says_it_has_no_log_file() {
     let (status, threads) = c.get("/jobmanager/thread-dump");
     assert_eq!(status, 200, "{threads}");
 }
+
+/// The endpoints Flink's dashboard reads for a job and its vertices, on a running job: the shapes
+/// its pages need (from Flink's REST message classes), with weir's figures in them.
+#[test]
+fn the_vertex_application_and_cancel_endpoints_flinks_dashboard_reads() {
+    let c = crate::cluster::Cluster::new(2, 2);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let id = c.generate_checkpointed(r#"{"rate": 2000}"#, "2", "300ms", dir.path());
+    // Running, with figures reported for every subtask.
+    let job = c.wait_for(
+        |j| {
+            j["state"] == "RUNNING"
+                && j["vertices"].as_array().is_some_and(|v| {
+                    v.iter().all(|x| {
+                        x["metrics"]["write-records"].as_u64().unwrap_or(0) > 0
+                            || x["metrics"]["read-records"].as_u64().unwrap_or(0) > 0
+                    })
+                })
+        },
+        &format!("/jobs/{id}"),
+    );
+    assert_eq!(job["plan"]["jid"], id.as_str(), "the graph's calls are built from plan.jid");
+    assert!(job["vertices"].as_array().is_some_and(|v| v.iter().all(|x| x["duration"].as_i64().is_some())), "{job}");
+    assert_eq!(job["timestamps"].as_object().map(|t| t.len()), Some(11), "{job}");
+    assert!(job["status-counts"]["RUNNING"].as_u64().is_some_and(|n| n > 0), "{job}");
+    let vid = job["vertices"][0]["id"].as_str().unwrap_or_default().to_string();
+    let v = |path: &str| c.get(&format!("/jobs/{id}/vertices/{vid}{path}"));
+    let start = std::time::Instant::now();
+    let details = loop {
+        let (status, d) = v("");
+        assert_eq!(status, 200, "{d}");
+        if d["subtasks"].as_array().is_some_and(|s| s.len() == 2)
+            || start.elapsed() > std::time::Duration::from_secs(20)
+        {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let subtasks = details["subtasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(subtasks.len(), 2, "{details}");
+    for (i, s) in subtasks.iter().enumerate() {
+        assert_eq!(s["subtask"], i, "{details}");
+        assert_eq!(s["status"], "RUNNING", "{details}");
+        assert!(s["taskmanager-id"].as_str().is_some_and(|t| !t.is_empty()), "{details}");
+        assert!(s["metrics"]["write-records"].as_u64().is_some(), "{details}");
+    }
+    assert!(details["aggregated"]["metrics"]["write-records"]["sum"].as_f64().is_some(), "{details}");
+    let (status, tms) = v("/taskmanagers");
+    assert_eq!(status, 200);
+    let listed: u64 = tms["taskmanagers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["status-counts"]["RUNNING"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(listed, 2, "{tms}");
+    let (status, bp) = v("/backpressure");
+    assert_eq!(status, 200);
+    assert_eq!(bp["status"], "ok");
+    assert!(
+        bp["subtasks"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2
+                && s.iter().all(|x| x["ratio"].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r))
+                    && x["busyRatio"].as_f64().is_some())),
+        "{bp}"
+    );
+    assert!(["ok", "low", "high"].contains(&bp["backpressure-level"].as_str().unwrap_or_default()), "{bp}");
+    assert_eq!(v("/accumulators").1["user-accumulators"], serde_json::json!([]));
+    assert_eq!(v("/subtasks/accumulators").1["subtasks"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v("/subtasktimes").1["subtasks"][0]["timestamps"]["CREATED"].as_i64().map(|t| t > 0), Some(true));
+    assert_eq!(v("/flamegraph?type=on_cpu").1["endTimestamp"], -2);
+    assert_eq!(c.get(&format!("/jobs/{id}/vertices/99")).0, 404);
+    assert_eq!(c.get("/jobmanager/profiler").1["profilingList"], serde_json::json!([]));
+    assert_eq!(c.get("/jars").1["files"], serde_json::json!([]));
+    // Flink 2.x's applications: the job as a single-job application.
+    let (status, apps) = c.get("/applications/overview");
+    assert_eq!(status, 200, "{apps}");
+    let app = apps["applications"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == id.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(app["status"], "RUNNING", "{apps}");
+    assert!(app["name"].as_str().is_some_and(|n| n.starts_with("SingleJobApplication(")), "{apps}");
+    let (_, one) = c.get(&format!("/applications/{id}"));
+    assert_eq!(one["jobs"][0]["jid"], id.as_str(), "{one}");
+    assert_eq!(
+        c.get(&format!("/applications/{id}/exceptions")).1["exceptionHistory"]["entries"],
+        serde_json::json!([])
+    );
+    // The dashboard's cancel: a GET.
+    let (status, _) = c.get(&format!("/jobs/{id}/yarn-cancel"));
+    assert_eq!(status, 202);
+    let done = c.wait_for(|j| j["state"] == "CANCELED", &format!("/jobs/{id}"));
+    assert_eq!(done["state"], "CANCELED");
+    let (status, body) = crate::cluster::http("POST", &c.rest, &format!("/applications/{id}/cancel"), Some("{}"));
+    assert_eq!(status, 404, "an ended application: {body}");
+}

@@ -34,6 +34,12 @@ fn schemathesis_finds_no_server_error_slow_answer_or_crash() {
         .args(["--max-response-time", "5", "--request-timeout", "10", "--max-examples", "30"])
         // Shutting the cluster down and cancelling its job are what they should be, not faults.
         .args(["--exclude-name", "DELETE /cluster", "--exclude-name", "PATCH /jobs/{jobid}"])
+        .args([
+            "--exclude-name",
+            "GET /jobs/{jobid}/yarn-cancel",
+            "--exclude-name",
+            "POST /applications/{appid}/cancel",
+        ])
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .output()
