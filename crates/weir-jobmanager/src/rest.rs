@@ -16,7 +16,7 @@ use weir_core::config::{ClusterConfig, JobConfig};
 use weir_core::{JobGraph, JobId, JobStatus};
 
 use crate::cluster::Cluster;
-use crate::state::{JobView, now_ms};
+use crate::state::now_ms;
 
 mod artifacts;
 mod checkpoints;
@@ -30,7 +30,7 @@ mod process;
 pub mod tls;
 mod vertex;
 
-use common::{Shared, error, parse_job, refused, with_job};
+use common::{Shared, error, job_summary, job_summary_of, parse_job, refused, with_job};
 use openapi::Endpoint;
 use openapi::Method::{Delete, Get, Patch, Post};
 
@@ -214,29 +214,6 @@ async fn config(State(c): Shared) -> Json<Value> {
 async fn jobs(State(c): Shared) -> Json<Value> {
     let jobs: Vec<Value> = c.jobs().iter().map(|j| json!({ "id": j.id.to_string(), "status": j.status() })).collect();
     Json(json!({ "jobs": jobs }))
-}
-
-fn job_summary(j: &JobView) -> Value {
-    job_summary_of(j, &crate::tasks::per_vertex(j))
-}
-
-/// A job's summary, with its tasks counted from `per_vertex`.
-fn job_summary_of(j: &JobView, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
-    let end = j.end_ms().unwrap_or(-1);
-    let duration = j.end_ms().unwrap_or_else(now_ms) - j.submitted_ms;
-    json!({
-        "jid": j.id.to_string(),
-        "name": j.graph.job_name,
-        "state": j.status(),
-        "start-time": j.submitted_ms,
-        "end-time": end,
-        "duration": duration,
-        "last-modification": j.modified_ms,
-        "tasks": crate::tasks::of_job(j, per_vertex).by_key(),
-        // Flink 2.x's JobDetails requires it: operators of an adaptive batch job not yet in its
-        // graph (a streaming job's graph is whole from the start).
-        "pending-operators": 0,
-    })
 }
 
 async fn jobs_overview(State(c): Shared) -> Json<Value> {

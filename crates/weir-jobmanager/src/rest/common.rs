@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use weir_core::JobId;
 
 use crate::cluster::Cluster;
@@ -46,4 +46,28 @@ pub(super) fn with_job<R>(c: &Cluster, id: &str, f: impl FnOnce(&JobView) -> R) 
     c.job(id)
         .map(|j| f(&j))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("job {id} is not known to this cluster")))
+}
+
+/// A job's summary (Flink's `JobDetails` of `/jobs/overview`).
+pub(super) fn job_summary(j: &JobView) -> Value {
+    job_summary_of(j, &crate::tasks::per_vertex(j))
+}
+
+/// A job's summary, with its tasks counted from `per_vertex`.
+pub(super) fn job_summary_of(j: &JobView, per_vertex: &[crate::tasks::TaskCounts]) -> Value {
+    let end = j.end_ms().unwrap_or(-1);
+    let duration = j.end_ms().unwrap_or_else(crate::state::now_ms) - j.submitted_ms;
+    json!({
+        "jid": j.id.to_string(),
+        "name": j.graph.job_name,
+        "state": j.status(),
+        "start-time": j.submitted_ms,
+        "end-time": end,
+        "duration": duration,
+        "last-modification": j.modified_ms,
+        "tasks": crate::tasks::of_job(j, per_vertex).by_key(),
+        // Flink 2.x's JobDetails requires it: operators of an adaptive batch job not yet in its
+        // graph (a streaming job's graph is whole from the start).
+        "pending-operators": 0,
+    })
 }

@@ -64,7 +64,7 @@ pub(super) fn details(c: &crate::cluster::Cluster, id: &str) -> Option<Value> {
         timestamps.insert(state(j.status()).into(), j.modified_ms.into());
         let mut v = summary(j);
         v["timestamps"] = Value::Object(timestamps);
-        v["jobs"] = json!([super::job_summary(j)]);
+        v["jobs"] = json!([super::common::job_summary(j)]);
         v
     })
     .ok()
