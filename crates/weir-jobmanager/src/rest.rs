@@ -475,9 +475,33 @@ async fn taskmanagers(State(c): Shared) -> Json<Value> {
     Json(json!({ "taskmanagers": c.taskmanagers().values().map(tm_json).collect::<Vec<_>>() }))
 }
 
+/// The `metrics` object of Flink's `TaskManagerDetailsInfo`, for a native process: its resident
+/// memory where Flink shows the JVM heap (used and committed), the machine's memory as the most it
+/// could use; no non-heap, direct, mapped or network buffers, no garbage collectors.
+fn tm_memory(t: &crate::state::TaskManager) -> Value {
+    let figure = |name: &str| {
+        t.metrics.iter().find_map(|g| g.metric(name)).map(|s| s.number()).filter(|v| v.is_finite()).unwrap_or(0.0)
+            as u64
+    };
+    let resident = figure("Status.Process.Memory.Resident");
+    json!({
+        "heapUsed": resident, "heapCommitted": resident, "heapMax": figure("Status.Hardware.PhysicalMemory"),
+        "nonHeapUsed": 0, "nonHeapCommitted": 0, "nonHeapMax": 0,
+        "directCount": 0, "directUsed": 0, "directMax": 0, "mappedCount": 0, "mappedUsed": 0, "mappedMax": 0,
+        "memorySegmentsAvailable": 0, "memorySegmentsTotal": 0,
+        "nettyShuffleMemorySegmentsAvailable": 0, "nettyShuffleMemorySegmentsUsed": 0, "nettyShuffleMemorySegmentsTotal": 0,
+        "nettyShuffleMemoryAvailable": 0, "nettyShuffleMemoryUsed": 0, "nettyShuffleMemoryTotal": 0,
+        "garbageCollectors": [],
+    })
+}
+
 async fn taskmanager(State(c): Shared, Path(id): Path<String>) -> Response {
     match c.taskmanagers().get(&id) {
-        Some(t) => Json(tm_json(t)).into_response(),
+        Some(t) => {
+            let mut v = tm_json(t);
+            v["metrics"] = tm_memory(t);
+            Json(v).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("TaskManager {id} is not registered")),
     }
 }

@@ -36,6 +36,10 @@ fn record(r: &CheckpointRecord) -> Value {
         "external_path": r.external_path,
         "failure_message": r.failure_message,
         "discarded": false,
+        // Aligned checkpoints: no in-flight data persisted, nothing buffered.
+        "alignment_buffered": 0,
+        "persisted_data": 0,
+        "savepointFormat": Value::Null,
     })
 }
 
@@ -70,8 +74,38 @@ pub async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
             "restored": stats.restored.as_ref().map(|(id, path)| json!({ "id": id, "external_path": path, "is_savepoint": false })),
         },
         "history": stats.history.iter().map(record).collect::<Vec<_>>(),
+        "summary": summary(&stats.history),
     }))
     .into_response()
+}
+
+/// Flink's `summary` of completed checkpoints: min, max, average and percentiles of their sizes
+/// and durations, over the completed checkpoints of the kept history. weir's checkpoints are
+/// aligned: nothing in flight is persisted.
+fn summary(history: &std::collections::VecDeque<CheckpointRecord>) -> Value {
+    let completed: Vec<&CheckpointRecord> = history.iter().filter(|h| h.status == "COMPLETED").collect();
+    let stat = |f: &dyn Fn(&CheckpointRecord) -> u64| {
+        let mut v: Vec<u64> = completed.iter().map(|r| f(r)).collect();
+        v.sort_unstable();
+        if v.is_empty() {
+            return json!({ "min": 0, "max": 0, "avg": 0, "p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0, "p999": 0.0 });
+        }
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64;
+        let avg = v.iter().sum::<u64>() / v.len() as u64;
+        json!({
+            "min": v[0], "max": v[v.len() - 1], "avg": avg,
+            "p50": at(0.5), "p90": at(0.9), "p95": at(0.95), "p99": at(0.99), "p999": at(0.999),
+        })
+    };
+    let zero = || stat(&|_| 0);
+    json!({
+        "checkpointed_size": stat(&|r| r.checkpointed_size),
+        "state_size": stat(&|r| r.state_size),
+        "end_to_end_duration": stat(&|r| r.end_to_end_duration),
+        "alignment_buffered": zero(),
+        "processed_data": zero(),
+        "persisted_data": zero(),
+    })
 }
 
 /// Body of `POST /jobs/{jobid}/savepoints`.

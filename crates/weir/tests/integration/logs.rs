@@ -84,6 +84,9 @@ fn logs_stdout_threads_config_and_environment_of_the_jobmanager_and_taskmanagers
         let (_, tms) = get("/taskmanagers");
         let tm = tms["taskmanagers"][0]["id"].as_str().unwrap_or_default().to_string();
         assert!(!tm.is_empty(), "{tms}");
+        let (_, detail) = get(&format!("/taskmanagers/{tm}"));
+        let heap = &detail["metrics"];
+        assert!(heap["heapUsed"].as_u64().is_some() && heap["garbageCollectors"] == serde_json::json!([]), "{detail}");
         let (status, log) = get_text(&format!("/taskmanagers/{tm}/log"));
         assert_eq!(status, 200, "{log}");
         assert!(log.contains(&format!("weir taskmanager ready: id={tm}")), "its own log: {log}");
@@ -191,6 +194,10 @@ fn the_vertex_application_and_cancel_endpoints_flinks_dashboard_reads() {
     assert_eq!(v("/flamegraph?type=on_cpu").1["endTimestamp"], -2);
     assert_eq!(c.get(&format!("/jobs/{id}/vertices/99")).0, 404);
     assert_eq!(c.get("/jobmanager/profiler").1["profilingList"], serde_json::json!([]));
+    let cps = c.wait_for(|c| c["counts"]["completed"].as_u64().unwrap_or(0) >= 2, &format!("/jobs/{id}/checkpoints"));
+    let e2e = &cps["summary"]["end_to_end_duration"];
+    assert!(e2e["max"].as_u64() >= e2e["min"].as_u64() && e2e["p99"].as_f64().is_some(), "{cps}");
+    assert_eq!(cps["summary"]["persisted_data"]["max"], 0, "{cps}");
     assert_eq!(c.get("/jars").1["files"], serde_json::json!([]));
     // Flink 2.x's applications: the job as a single-job application.
     let (status, apps) = c.get("/applications/overview");
