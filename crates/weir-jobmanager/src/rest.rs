@@ -500,6 +500,11 @@ async fn taskmanager(State(c): Shared, Path(id): Path<String>) -> Response {
         Some(t) => {
             let mut v = tm_json(t);
             v["metrics"] = tm_memory(t);
+            // weir sets no memory budgets (Flink's taskmanager.memory.*): none are configured.
+            v["memoryConfiguration"] = json!({
+                "frameworkHeap": 0, "taskHeap": 0, "frameworkOffHeap": 0, "taskOffHeap": 0, "networkMemory": 0,
+                "managedMemory": 0, "jvmMetaspace": 0, "jvmOverhead": 0, "totalFlinkMemory": 0, "totalProcessMemory": 0,
+            });
             Json(v).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("TaskManager {id} is not registered")),

@@ -79,6 +79,27 @@ pub async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
     .into_response()
 }
 
+/// Flink's `tasks` of a checkpoint's details, one per vertex: its subtasks and how many
+/// acknowledged (all, once the checkpoint completed). weir accounts sizes and durations per
+/// checkpoint, not per vertex: those are null here.
+fn tasks(r: &CheckpointRecord, vertices: &[(String, u32)]) -> Value {
+    let done = r.status == "COMPLETED";
+    let m: serde_json::Map<String, Value> = vertices
+        .iter()
+        .map(|(vid, p)| {
+            let acked = if done { *p } else { 0 };
+            let t = json!({
+                "id": vid, "status": r.status, "latest_ack_timestamp": if done { json!(r.latest_ack_timestamp) } else { Value::Null },
+                "checkpointed_size": Value::Null, "state_size": Value::Null, "end_to_end_duration": Value::Null,
+                "alignment_buffered": 0, "processed_data": Value::Null, "persisted_data": 0,
+                "num_subtasks": p, "num_acknowledged_subtasks": acked,
+            });
+            (vid.clone(), t)
+        })
+        .collect();
+    Value::Object(m)
+}
+
 /// Flink's `summary` of completed checkpoints: min, max, average and percentiles of their sizes
 /// and durations, over the completed checkpoints of the kept history. weir's checkpoints are
 /// aligned: nothing in flight is persisted.
@@ -285,8 +306,16 @@ pub async fn details(State(c): Shared, Path((id, cid)): Path<(String, String)>) 
         }
         Err(e) => return e.into_response(),
     };
+    let vertices = with_job(&c, &id, |j| {
+        j.graph.plan.vertices.iter().map(|v| (v.id.0.to_string(), v.parallelism)).collect::<Vec<_>>()
+    })
+    .unwrap_or_default();
     match cid.parse::<u64>().ok().and_then(|n| stats.history.iter().find(|h| h.id == n)) {
-        Some(r) => Json(record(r)).into_response(),
+        Some(r) => {
+            let mut v = record(r);
+            v["tasks"] = tasks(r, &vertices);
+            Json(v).into_response()
+        }
         None => ApiError(
             StatusCode::NOT_FOUND,
             format!("checkpoint '{cid}' is not in the job's history (the last {} are kept)", stats.history.len()),

@@ -87,6 +87,7 @@ fn logs_stdout_threads_config_and_environment_of_the_jobmanager_and_taskmanagers
         let (_, detail) = get(&format!("/taskmanagers/{tm}"));
         let heap = &detail["metrics"];
         assert!(heap["heapUsed"].as_u64().is_some() && heap["garbageCollectors"] == serde_json::json!([]), "{detail}");
+        assert_eq!(detail["memoryConfiguration"]["frameworkHeap"], 0, "{detail}");
         let (status, log) = get_text(&format!("/taskmanagers/{tm}/log"));
         assert_eq!(status, 200, "{log}");
         assert!(log.contains(&format!("weir taskmanager ready: id={tm}")), "its own log: {log}");
@@ -198,6 +199,9 @@ fn the_vertex_application_and_cancel_endpoints_flinks_dashboard_reads() {
     let e2e = &cps["summary"]["end_to_end_duration"];
     assert!(e2e["max"].as_u64() >= e2e["min"].as_u64() && e2e["p99"].as_f64().is_some(), "{cps}");
     assert_eq!(cps["summary"]["persisted_data"]["max"], 0, "{cps}");
+    let cid = cps["latest"]["completed"]["id"].as_u64().unwrap_or_default();
+    let (_, detail) = c.get(&format!("/jobs/{id}/checkpoints/details/{cid}"));
+    assert_eq!(detail["tasks"][&vid]["num_acknowledged_subtasks"], 2, "every vertex's subtasks acknowledged: {detail}");
     assert_eq!(c.get("/jars").1["files"], serde_json::json!([]));
     // Flink 2.x's applications: the job as a single-job application.
     let (status, apps) = c.get("/applications/overview");
