@@ -68,8 +68,11 @@ fn a_running_job_reports_flinks_metrics_and_its_functions_own() -> Result<()> {
             assert!(g.var(var).is_some_and(|v| !v.is_empty()), "{var} missing: {g:?}");
         }
         assert_eq!(g.var("job_name"), Some("tallied"));
-        // Its own records count as numRecordsIn, and every one passed the function.
-        assert!(number(g, "numRecordsIn") >= number(g, "userRecords") && number(g, "userRecords") > 0.0, "{g:?}");
+        // Its own records count as numRecordsIn, and every one passed the function. The two
+        // counters are read a moment apart while records flow (2000 a second), so the later one
+        // may be ahead by the records of that moment: a few, never hundreds.
+        let (seen, counted) = (number(g, "numRecordsIn"), number(g, "userRecords"));
+        assert!(counted > 0.0 && (counted - seen).abs() <= 100.0, "{g:?}");
     }
     let even = groups.iter().find(|g| g.var("region") == Some("eu")).map(|g| g.scope.clone());
     assert_eq!(even.as_deref(), Some("taskmanager.job.task.operator.region"));
