@@ -171,23 +171,33 @@ const OWN: [&str; 6] = [
     "currentOutputWatermark",
 ];
 
+/// The metric groups of vertex `vid`'s subtasks, as its parts last reported them: each subtask's
+/// index, its operator's group and its task's group (if reported).
+pub(super) fn subtask_groups<'a>(j: &'a JobView, vid: &str) -> Vec<(u32, &'a GroupSample, Option<&'a GroupSample>)> {
+    let groups: Vec<&GroupSample> = j.parts.iter().flat_map(|p| &p.metrics).collect();
+    groups
+        .iter()
+        .filter(|g| g.scope == "taskmanager.job.task.operator" && g.var("operator_id") == Some(vid))
+        .filter_map(|op| {
+            let subtask = op.var("subtask_index")?.parse::<u32>().ok()?;
+            let task = groups.iter().copied().find(|g| {
+                g.scope == "taskmanager.job.task"
+                    && g.var("task_id") == op.var("task_id")
+                    && g.var("subtask_index") == op.var("subtask_index")
+            });
+            Some((subtask, *op, task))
+        })
+        .collect()
+}
+
 /// Vertex `vid`'s metrics per subtask, as its parts last reported them: for each subtask its
 /// task's figures with the vertex's own records counts, then the operator's under its name.
 fn vertex_subtasks(j: &JobView, vid: &str) -> Result<BTreeMap<u32, Vec<(String, f64)>>, ApiError> {
     let Some(vertex) = j.graph.plan.vertices.iter().find(|v| v.id.0.to_string() == vid) else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("job {} has no vertex '{vid}'; see /jobs/{}", j.id, j.id)));
     };
-    let groups: Vec<&GroupSample> = j.parts.iter().flat_map(|p| &p.metrics).collect();
     let mut out: BTreeMap<u32, Vec<(String, f64)>> = BTreeMap::new();
-    let operators =
-        groups.iter().filter(|g| g.scope == "taskmanager.job.task.operator" && g.var("operator_id") == Some(vid));
-    for op in operators {
-        let Some(subtask) = op.var("subtask_index").and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let task = groups.iter().find(|g| {
-            g.scope == "taskmanager.job.task"
-                && g.var("task_id") == op.var("task_id")
-                && g.var("subtask_index") == op.var("subtask_index")
-        });
+    for (subtask, op, task) in subtask_groups(j, vid) {
         let mut metrics: Vec<(String, f64)> = Vec::new();
         if let Some(task) = task {
             metrics.extend(

@@ -9,7 +9,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use weir_core::metric::GroupSample;
 
 use super::common::{ApiError, Shared, with_job};
 use crate::state::{JobView, now_ms};
@@ -32,28 +31,22 @@ fn vertex_of<'a>(j: &'a JobView, vid: &str) -> Result<&'a weir_core::plan::PlanV
 /// The subtasks of vertex `vid` that reported figures, with their task's metrics and the
 /// operator's own record counts.
 fn subtasks(j: &JobView, vid: &str) -> Vec<Subtask> {
-    let groups: Vec<&GroupSample> = j.parts.iter().flat_map(|p| &p.metrics).collect();
-    let mut out = Vec::new();
-    for op in groups.iter().filter(|g| g.scope == "taskmanager.job.task.operator" && g.var("operator_id") == Some(vid))
-    {
-        let Some(index) = op.var("subtask_index").and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let task = groups.iter().find(|g| {
-            g.scope == "taskmanager.job.task"
-                && g.var("task_id") == op.var("task_id")
-                && g.var("subtask_index") == op.var("subtask_index")
-        });
-        let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
-        if let Some(task) = task {
-            metrics.extend(task.metrics.iter().map(|(n, s)| (n.clone(), s.number())));
-        }
-        metrics.extend(op.metrics.iter().map(|(n, s)| (n.clone(), s.number())));
-        out.push(Subtask {
-            index,
-            taskmanager: op.var("tm_id").unwrap_or_default().to_string(),
-            host: op.var("host").unwrap_or_default().to_string(),
-            metrics,
-        });
-    }
+    let mut out: Vec<Subtask> = super::metrics::subtask_groups(j, vid)
+        .into_iter()
+        .map(|(index, op, task)| {
+            let metrics: BTreeMap<String, f64> = task
+                .into_iter()
+                .chain([op])
+                .flat_map(|g| g.metrics.iter().map(|(n, s)| (n.clone(), s.number())))
+                .collect();
+            Subtask {
+                index,
+                taskmanager: op.var("tm_id").unwrap_or_default().to_string(),
+                host: op.var("host").unwrap_or_default().to_string(),
+                metrics,
+            }
+        })
+        .collect();
     out.sort_by_key(|s| s.index);
     out
 }
